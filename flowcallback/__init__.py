@@ -1,0 +1,37 @@
+"""flowcallback: how a Keras classifier separates its classes, layer by layer, epoch by epoch.
+
+Implements Halnaut et al., "Deep Dive into Deep Neural Networks with Flows" (IVAPP 2020) during
+training: per-layer activations and iNNvestigate LRP relevance, cosine kNN graphs (FAISS),
+Markov clustering, and Sankey flows (Plotly).
+"""
+from flowcallback._version import __version__
+from flowcallback.core.flows import Column, FlowGraph
+from flowcallback.core.store import Run, load_run
+from flowcallback.exceptions import FlowCallbackError, RunFormatError, SnapshotError
+
+__all__ = [
+    "__version__",
+    "FlowCallback",
+    "snapshot",
+    "load_run",
+    "Run",
+    "FlowGraph",
+    "Column",
+    "FlowCallbackError",
+    "RunFormatError",
+    "SnapshotError",
+]
+
+
+def __getattr__(name):
+    # TensorFlow is imported only when the callback or snapshot() is used, so that scripts that
+    # only read saved runs (load_run, report) stay light.
+    if name == "FlowCallback":
+        from flowcallback.callback import FlowCallback
+
+        return FlowCallback
+    if name == "snapshot":
+        from flowcallback.pipeline import snapshot
+
+        return snapshot
+    raise AttributeError(f"module 'flowcallback' has no attribute {name!r}")

@@ -1,0 +1,148 @@
+"""Checks at the door: every bad argument gets a message naming it and saying what was expected."""
+from __future__ import annotations
+
+import numbers
+import os
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["check_validation_data", "check_epochs", "labels_from_y", "check_against_model", "output_classes"]
+
+
+def _is_dataset(obj) -> bool:
+    try:
+        import tensorflow as tf
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(obj, tf.data.Dataset)
+
+
+def check_validation_data(validation_data) -> Tuple[np.ndarray, np.ndarray]:
+    """Return ``(x, y)`` as arrays from an ``(x, y)`` tuple or a finite ``tf.data.Dataset`` of batches."""
+    if _is_dataset(validation_data):
+        import tensorflow as tf
+
+        card = int(validation_data.cardinality())
+        if card == int(tf.data.INFINITE_CARDINALITY):
+            raise ValueError("validation_data: the tf.data.Dataset is infinite; pass a finite dataset (no .repeat())")
+        xs, ys = [], []
+        for item in validation_data.as_numpy_iterator():
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise ValueError("validation_data: expected a tf.data.Dataset of (x, y) batches")
+            xs.append(np.asarray(item[0]))
+            ys.append(np.asarray(item[1]))
+        if not xs:
+            raise ValueError("validation_data: the tf.data.Dataset is empty")
+        if xs[0].ndim == 0:
+            raise ValueError("validation_data: expected a batched tf.data.Dataset (call .batch(n))")
+        return np.concatenate(xs), np.concatenate(ys)
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ValueError(
+            "validation_data: expected an (x, y) tuple of arrays or a tf.data.Dataset of (x, y) batches, "
+            f"got {type(validation_data).__name__}" + (f" of length {len(validation_data)}" if isinstance(validation_data, (tuple, list)) else "")
+        )
+    x, y = validation_data
+    if x is None or y is None:
+        raise ValueError("validation_data: both x and y are needed (the labels colour the flows)")
+    if isinstance(x, (dict, list, tuple)) and not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception:
+            raise ValueError("validation_data: x must be one array; multi-input models are not supported") from None
+        if x.dtype == object:
+            raise ValueError("validation_data: x must be one array; multi-input models are not supported")
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim < 1 or y.ndim < 1 or len(x) != len(y):
+        raise ValueError(f"validation_data: x and y must have the same number of samples, got {x.shape} and {y.shape}")
+    if len(x) == 0:
+        raise ValueError("validation_data: the held-out set is empty")
+    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
+        raise ValueError(f"validation_data: x must be numeric, got dtype {x.dtype}")
+    return x, y
+
+
+def labels_from_y(y) -> np.ndarray:
+    """Integer class labels from integer labels (n,) / (n, 1) or one-hot (n, C)."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 2:
+        if not np.issubdtype(y.dtype, np.number):
+            raise ValueError(f"validation_data: one-hot y must be numeric, got dtype {y.dtype}")
+        if not np.all(np.isfinite(y)) or not np.allclose(y.sum(axis=1), 1.0) or np.any(y < 0):
+            raise ValueError("validation_data: a 2-d y must be one-hot (or probability) rows that sum to 1")
+        return np.argmax(y, axis=1).astype(np.int64)
+    if y.ndim != 1:
+        raise ValueError(f"validation_data: y must be integer labels (n,) or one-hot (n, n_classes), got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)) or np.any(np.asarray(y, dtype=np.float64) % 1 != 0):
+        raise ValueError("validation_data: y must hold integer class labels")
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise ValueError(f"validation_data: labels must be >= 0, found {int(y.min())}")
+    return y
+
+
+def check_epochs(epochs):
+    """Normalise the ``epochs`` argument: None (all), an int N (every N-th, from 0) or a set of ints."""
+    if epochs is None:
+        return None
+    if isinstance(epochs, bool):
+        raise ValueError(f"epochs: expected None, a positive int (every N epochs) or a list of epoch numbers, got {epochs!r}")
+    if isinstance(epochs, numbers.Integral):
+        if epochs < 1:
+            raise ValueError(f"epochs: an int means 'every N epochs' and must be >= 1, got {epochs}")
+        return int(epochs)
+    try:
+        values = list(epochs)
+    except TypeError:
+        raise ValueError(f"epochs: expected None, a positive int or a list of epoch numbers, got {epochs!r}") from None
+    if not values or not all(isinstance(e, numbers.Integral) and not isinstance(e, bool) and e >= 0 for e in values):
+        raise ValueError(f"epochs: expected a non-empty list of epoch numbers >= 0 (0 = before training), got {epochs!r}")
+    return frozenset(int(e) for e in values)
+
+
+def output_classes(model) -> int:
+    """Number of classes of a single-output classifier (2 for a one-unit sigmoid output)."""
+    outputs = getattr(model, "outputs", None)
+    if outputs is not None and len(outputs) > 1:
+        raise ValueError(f"model: FlowCallback supports single-output classifiers; this model has {len(outputs)} outputs")
+    shape = tuple(model.output_shape) if not isinstance(model.output_shape, list) else None
+    if shape is None:
+        raise ValueError("model: FlowCallback supports single-output classifiers")
+    if len(shape) != 2 or shape[-1] is None:
+        raise ValueError(f"model: expected a classifier whose output has shape (batch, n_classes), got {shape}")
+    return 2 if shape[-1] == 1 else int(shape[-1])
+
+
+def check_against_model(model, x, y_labels, class_names: Optional[Sequence[str]], k_needed: int):
+    """Check the held-out data and names against the model; return (n_classes, class_names)."""
+    inputs = getattr(model, "inputs", None)
+    if inputs is not None and len(inputs) > 1:
+        raise ValueError(f"model: FlowCallback supports single-input models; this model has {len(inputs)} inputs")
+    expected = tuple(model.input_shape)[1:] if not isinstance(model.input_shape, list) else None
+    if expected is not None:
+        got = tuple(x.shape[1:])
+        if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
+            raise ValueError(f"validation_data: x has per-sample shape {got}, but the model expects {expected}")
+    n_classes = output_classes(model)
+    if y_labels.max() >= n_classes:
+        raise ValueError(
+            f"validation_data: labels must be in 0..{n_classes - 1} for this {n_classes}-class model, found {int(y_labels.max())}"
+        )
+    if class_names is None:
+        class_names = [str(i) for i in range(n_classes)]
+    elif len(class_names) != n_classes:
+        raise ValueError(f"class_names: expected {n_classes} names (one per model output), got {len(class_names)}")
+    if len(x) <= k_needed:
+        raise ValueError(
+            f"validation_data: the kNN graph needs more than k={k_needed} samples, got {len(x)}; pass more samples or a smaller k"
+        )
+    return n_classes, [str(c) for c in class_names]
+
+
+def check_log_dir(log_dir) -> str:
+    if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
+        raise ValueError(f"log_dir: expected a directory path, got {log_dir!r}")
+    return os.fspath(log_dir)

@@ -1,0 +1,145 @@
+"""The Keras callback: decides when to take a snapshot; the stages do the work."""
+from __future__ import annotations
+
+from typing import Optional
+
+import tensorflow as tf
+
+from flowcallback import _validation as V
+from flowcallback.core import cluster, knn
+from flowcallback.pipeline import Snapshotter, SnapshotSettings
+
+__all__ = ["FlowCallback"]
+
+
+class FlowCallback(tf.keras.callbacks.Callback):
+    """Snapshot how a classifier separates its classes, layer by layer, during ``model.fit``.
+
+    At each chosen epoch the held-out set goes through the model; for every selected layer its
+    activations and its LRP relevance (iNNvestigate) are clustered (cosine kNN graph + MCL), and
+    the clusters of consecutive layers are linked into flows, ending in a Prediction and a Ground
+    truth column. Each snapshot writes ``log_dir/epoch_XXX.html`` (an interactive Sankey page,
+    offline) and ``log_dir/graphs/epoch_XXX/`` (data for :func:`flowcallback.load_run`).
+
+    **Epoch numbers** count completed training epochs: snapshot 0 is the untrained model (taken
+    before the first training step), snapshot ``e`` is the model after ``e`` epochs, i.e. at the end
+    of the epoch Keras prints as ``Epoch e/N``. The same numbers are used in file names, in
+    ``epochs`` and in the API.
+
+    Parameters
+    ----------
+    validation_data : (x, y) tuple of arrays, or tf.data.Dataset of (x, y) batches
+        The held-out set. ``y`` holds integer labels or one-hot rows.
+    log_dir : str or path, default="flows"
+        Run directory, as for the TensorBoard callback. Reusing it with the same model appends epochs.
+    epochs : None, int or list of int, default=None
+        When to take snapshots: None for every epoch (0 included); an int ``N`` for every N-th
+        epoch counting from 0 (0, N, 2N...); a list for exactly those epochs.
+    layers : list of str, optional
+        Layers to analyse, by name. Default: every layer but inputs, dropout/noise and reshapes
+        (:data:`flowcallback.core.capture.SKIPPED_LAYER_TYPES`).
+    class_names : list of str, optional
+        One name per class (default ``"0"``, ``"1"``...).
+    lrp : bool, default=True
+        Also compute LRP relevance flows (in a worker process).
+    analyzer : str, default="lrp.epsilon"
+        Any iNNvestigate LRP analyzer name (``"lrp.z"``, ``"lrp.alpha_1_beta_0"``, ...).
+    analyzer_kwargs : dict, optional
+        Extra arguments for ``innvestigate.create_analyzer``.
+    k : int or "paper", default=30
+        Neighbours in the kNN graph; ``"paper"`` uses the paper's ``n_samples // n_classes``.
+    inflation : float, default=2.0
+        MCL inflation.
+    index : {"auto", "flat", "hnsw"}, default="auto"
+        FAISS index; "auto" is exact below 50,000 samples.
+    batch_size : int, default=256
+        Batch size for the capture.
+    on_error : {"warn", "raise"}, default="warn"
+        What a failed snapshot does: warn (and record it in ``log_dir/errors``) and let training go
+        on, or stop training.
+    verbose : "auto", 0, 1 or 2, default="auto"
+        Progress display; "auto" follows ``fit``'s ``verbose``.
+
+    Examples
+    --------
+    >>> from flowcallback import FlowCallback                                      # doctest: +SKIP
+    >>> model.fit(x, y, epochs=10,
+    ...           callbacks=[FlowCallback((x_val, y_val), log_dir="flows/run1")])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        validation_data,
+        *,
+        log_dir="flows",
+        epochs=None,
+        layers=None,
+        class_names=None,
+        lrp: bool = True,
+        analyzer: str = "lrp.epsilon",
+        analyzer_kwargs: Optional[dict] = None,
+        k=knn.DEFAULT_K,
+        inflation: float = cluster.DEFAULT_INFLATION,
+        index: str = "auto",
+        batch_size: int = 256,
+        on_error: str = "warn",
+        verbose="auto",
+    ):
+        super().__init__()
+        if verbose not in ("auto", 0, 1, 2) or isinstance(verbose, bool):
+            raise ValueError(f"verbose: expected 'auto', 0, 1 or 2, got {verbose!r}")
+        self.epochs = V.check_epochs(epochs)
+        self.verbose = verbose
+        settings = SnapshotSettings(
+            layers=layers, class_names=class_names, lrp=lrp, analyzer=analyzer, analyzer_kwargs=analyzer_kwargs,
+            k=k, inflation=inflation, index=index, batch_size=batch_size, on_error=on_error,
+        )
+        self._snapshotter = Snapshotter(validation_data, log_dir, settings)
+        self.log_dir = str(self._snapshotter.log_dir)
+        self.pages = {}
+        self._first_epoch_seen = False
+
+    # -- scheduling ----------------------------------------------------------------------------
+    def wants(self, epoch: int) -> bool:
+        """Whether a snapshot is taken at ``epoch`` (0 = before training)."""
+        if self.epochs is None:
+            return True
+        if isinstance(self.epochs, int):
+            return epoch % self.epochs == 0
+        return epoch in self.epochs
+
+    def _verbose(self) -> int:
+        if self.verbose != "auto":
+            return int(self.verbose)
+        v = (self.params or {}).get("verbose", 1)
+        return 1 if v == "auto" else int(v)
+
+    def _take(self, epoch: int):
+        page = self._snapshotter.take(epoch, verbose=self._verbose(), title_prefix=self.model.name)
+        if page is not None:
+            self.pages[epoch] = str(page)
+
+    # -- Keras hooks ---------------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self._first_epoch_seen = False
+        self._snapshotter.prepare(self.model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Keras's epoch index is 0-based; snapshot 0 is the state before the first epoch trains.
+        if not self._first_epoch_seen:
+            self._first_epoch_seen = True
+            if epoch == 0 and self.wants(0):
+                self._take(0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.wants(epoch + 1):
+            self._take(epoch + 1)
+
+    def on_train_end(self, logs=None):
+        self._snapshotter.close()
+
+    def __del__(self):
+        try:
+            self._snapshotter.close()
+        except Exception:
+            pass

@@ -1,0 +1,102 @@
+"""The LRP worker process: runs iNNvestigate with eager execution disabled.
+
+iNNvestigate 2.x builds its reverse graph in TensorFlow's graph mode, which must be switched on
+process-wide (``tf.compat.v1.disable_eager_execution``). We never do that in the user's process:
+:class:`flowcallback.core.capture.LRPWorker` starts this module as a separate Python process
+(``python -m flowcallback.core._lrp_worker RFD WFD``) and talks to it over two pipes.
+
+At each snapshot the worker rebuilds the model from its JSON config (output activation set to
+linear, as iNNvestigate expects), loads the current weights, creates the analyzer with
+``reverse_keep_tensors=True`` and runs it batch by batch. The relevance arriving at each selected
+layer's output is embedded (flattened, L2-normalised) right here, so the raw maps never cross the pipe.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+
+def _relevance_by_layer(analyzer, igraph, klayers):
+    """Map iNNvestigate's kept tensors ``((node_id, input_index), value)`` to producing layer names."""
+    _, execution_list, _ = igraph.trace_model_execution(analyzer._prepared_model)
+    nodes = [e for e in execution_list if not isinstance(e[0], klayers.InputLayer)]
+    out = {}
+    for (nid, i), value in analyzer._reversed_tensors:
+        if nid < 0 or nid >= len(nodes):
+            continue
+        xs = nodes[nid][1]
+        producer = xs[i]._keras_history.layer.name
+        out.setdefault(producer, value)
+    return out
+
+
+def main(argv) -> int:
+    rfd, wfd = int(argv[1]), int(argv[2])
+    rf = os.fdopen(rfd, "rb")
+    wf = os.fdopen(wfd, "wb")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    from flowcallback.core import _ipc
+    from flowcallback.core.embed import Embedder
+
+    import numpy as np
+    import tensorflow as tf
+
+    tf.compat.v1.disable_eager_execution()  # this process only; see the module docstring
+    import innvestigate
+    import innvestigate.backend.graph as igraph
+
+    klayers = tf.keras.layers
+    state = {}
+    while True:
+        try:
+            header, arrays = _ipc.recv(rf)
+        except EOFError:
+            return 0
+        cmd = header.get("cmd")
+        try:
+            if cmd == "init":
+                names = sorted(n for n in innvestigate.analyzer.analyzers if n.startswith("lrp"))
+                if header["analyzer"] not in names:
+                    raise ValueError(f"analyzer: expected one of iNNvestigate's LRP analyzers {names}, got {header['analyzer']!r}")
+                state = dict(header, x=arrays[0])
+                _ipc.send(wf, {"ok": True, "analyzers": names, "innvestigate": innvestigate.__version__ if hasattr(innvestigate, "__version__") else ""})
+            elif cmd == "analyze":
+                tf.keras.backend.clear_session()
+                model = tf.keras.models.model_from_json(state["model_json"])
+                model.set_weights(arrays)
+                analyzer = innvestigate.create_analyzer(
+                    state["analyzer"], model, reverse_keep_tensors=True, **state.get("analyzer_kwargs", {})
+                )
+                layers = state["layers"]
+                embedders = {n: Embedder(n) for n in layers}
+                x = state["x"]
+                bs = int(state["batch_size"])
+                missing = set()
+                for start in range(0, len(x), bs):
+                    analyzer.analyze(x[start : start + bs])
+                    rel = _relevance_by_layer(analyzer, igraph, klayers)
+                    for n in layers:
+                        if n in rel:
+                            embedders[n].add(np.asarray(rel[n]))
+                        else:
+                            missing.add(n)
+                done = [n for n in layers if n not in missing]
+                _ipc.send(
+                    wf,
+                    {"ok": True, "layers": done, "missing": sorted(missing), "analyzer_class": type(analyzer).__name__,
+                     "module": type(analyzer).__module__},
+                    [embedders[n].result() for n in done],
+                )
+            elif cmd == "close":
+                _ipc.send(wf, {"ok": True})
+                return 0
+            else:
+                raise ValueError(f"unknown command {cmd!r}")
+        except Exception as exc:  # reported to the parent, which decides what to do
+            _ipc.send(wf, {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

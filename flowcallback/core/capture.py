@@ -1,0 +1,339 @@
+"""Capture stage: per-layer activations (eager Keras) and LRP relevance maps (iNNvestigate).
+
+Activations are computed in the user's process, batch by batch, with the model in inference mode
+(``training=False``), and embedded batch by batch (:mod:`flowcallback.core.embed`) so that a layer's
+raw maps for the whole held-out set are never held at once.
+
+LRP relevance comes from iNNvestigate 2.x, which needs eager execution disabled. That switch is
+process-wide, so it happens in a separate worker process (:class:`LRPWorker`), never in the user's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from flowcallback.core import _ipc
+from flowcallback.core.embed import Embedder
+
+__all__ = [
+    "SKIPPED_LAYER_TYPES",
+    "select_layers",
+    "capture_activations",
+    "model_config_without_softmax",
+    "LRPWorker",
+    "LRPResult",
+]
+
+#: Layer types left out by default: inputs, layers that are the identity at inference time, and
+#: reshapes (a permutation of the same values has exactly the same cosine neighbourhoods).
+SKIPPED_LAYER_TYPES = frozenset(
+    {
+        "InputLayer",
+        "Dropout",
+        "SpatialDropout1D",
+        "SpatialDropout2D",
+        "SpatialDropout3D",
+        "GaussianDropout",
+        "GaussianNoise",
+        "AlphaDropout",
+        "ActivityRegularization",
+        "Flatten",
+        "Reshape",
+        "Permute",
+    }
+)
+
+
+def select_layers(model, layers: Optional[Sequence[str]] = None) -> List[str]:
+    """Names of the layers to analyse, in the model's topological order.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built Sequential or Functional model.
+    layers : sequence of str, optional
+        Layer names chosen by the user. Default: every layer whose output means something, that
+        is all but :data:`SKIPPED_LAYER_TYPES`.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        For an unknown or repeated layer name, naming the argument ``layers``.
+    """
+    all_layers = [l for l in model.layers]
+    names = [l.name for l in all_layers]
+    if layers is None:
+        return [l.name for l in all_layers if type(l).__name__ not in SKIPPED_LAYER_TYPES]
+    if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
+        raise ValueError(f"layers: expected a list of layer names, got {layers!r}")
+    unknown = [n for n in layers if n not in names]
+    if unknown:
+        raise ValueError(f"layers: unknown layer name(s) {unknown}; the model's layers are {names}")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers: each layer name may appear once, got {list(layers)}")
+    chosen = set(layers)
+    return [n for n in names if n in chosen]  # topological (model) order
+
+
+def _forward_fn(model, layer_names):
+    """A function batch -> (list of layer outputs, model output), in inference mode."""
+    import tensorflow as tf
+
+    outputs = None
+    try:
+        inputs = model.inputs
+    except AttributeError:
+        inputs = None
+    if inputs:
+        outputs = [model.get_layer(n).output for n in layer_names] + list(model.outputs[:1])
+        feature_model = tf.keras.Model(inputs, outputs)
+
+        def run(xb):
+            res = feature_model(xb, training=False)
+            return [np.asarray(r) for r in res[:-1]], np.asarray(res[-1])
+
+        return run
+    # A Sequential model built without an Input: call its layers one after another.
+    wanted = set(layer_names)
+
+    def run_seq(xb):
+        h = tf.convert_to_tensor(xb)
+        got = {}
+        for layer in model.layers:
+            h = layer(h, training=False)
+            if layer.name in wanted:
+                got[layer.name] = np.asarray(h)
+        return [got[n] for n in layer_names], np.asarray(h)
+
+    return run_seq
+
+
+def capture_activations(
+    model, x, layer_names: Sequence[str], *, batch_size: int = 256, progress=None
+) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
+    """Run the held-out set through the model and embed every selected layer's activations.
+
+    Parameters
+    ----------
+    model : keras.Model
+    x : ndarray of shape (n_samples, ...)
+    layer_names : sequence of str
+    batch_size : int, default=256
+    progress : callable, optional
+        Called with the number of samples done after each batch.
+
+    Returns
+    -------
+    embeddings : dict of layer name to ndarray (n_samples, n_features + 1)
+        Unit vectors (see :func:`flowcallback.core.embed.embed`).
+    outputs : ndarray of shape (n_samples, n_outputs)
+        The model's output (class probabilities).
+    """
+    run = _forward_fn(model, list(layer_names))
+    emb = {n: Embedder(n) for n in layer_names}
+    outs = []
+    for start in range(0, len(x), batch_size):
+        maps, out = run(x[start : start + batch_size])
+        for n, m in zip(layer_names, maps):
+            emb[n].add(m)
+        outs.append(out)
+        if progress is not None:
+            progress(min(start + batch_size, len(x)))
+    return {n: e.result() for n, e in emb.items()}, np.concatenate(outs, axis=0)
+
+
+def model_config_without_softmax(model) -> str:
+    """The model's JSON config with the output layer's activation set to linear.
+
+    iNNvestigate analyses the pre-softmax scores. Rebuilding from the config (then loading the
+    weights) works across processes, where ``innvestigate.model_wo_softmax`` on a reloaded model
+    failed with a duplicate layer name.
+    """
+    cfg = json.loads(model.to_json())
+    inner = cfg["config"]
+    layers = inner["layers"]
+    if cfg["class_name"] == "Sequential":
+        out_cfg = layers[-1]
+    else:
+        out_name = inner["output_layers"][0][0]
+        out_cfg = next(l for l in layers if l["config"]["name"] == out_name)
+    if out_cfg["class_name"] == "Softmax":
+        out_cfg["class_name"] = "Activation"
+        out_cfg["config"] = {"name": out_cfg["config"]["name"], "activation": "linear", "trainable": True}
+    elif "activation" in out_cfg["config"]:
+        out_cfg["config"]["activation"] = "linear"
+    return json.dumps(cfg)
+
+
+class LRPResult:
+    """What the worker returns for one snapshot: embedded relevance per layer, and notes."""
+
+    def __init__(self, embeddings: Dict[str, np.ndarray], missing: Sequence[str], analyzer_class: str, module: str):
+        self.embeddings = embeddings
+        self.missing = list(missing)
+        self.analyzer_class = analyzer_class
+        self.analyzer_module = module
+
+
+class LRPWorker:
+    """A long-lived process running iNNvestigate with eager execution disabled.
+
+    Parameters
+    ----------
+    analyzer : str, default="lrp.epsilon"
+        Name of any iNNvestigate LRP analyzer (``"lrp.z"``, ``"lrp.alpha_1_beta_0"``...).
+    analyzer_kwargs : dict, optional
+        Extra keyword arguments for ``innvestigate.create_analyzer`` (JSON-serialisable).
+    log_path : str, optional
+        File for the worker's stderr (TensorFlow's messages). Default: a temporary file.
+
+    Examples
+    --------
+    >>> with LRPWorker() as w:                          # doctest: +SKIP
+    ...     w.start(model, ["conv1", "dense"], x_val)
+    ...     result = w.analyze(model)
+    """
+
+    def __init__(self, analyzer: str = "lrp.epsilon", analyzer_kwargs: Optional[dict] = None, log_path: Optional[str] = None):
+        if not isinstance(analyzer, str) or not analyzer.startswith("lrp"):
+            raise ValueError(f"analyzer: expected the name of an iNNvestigate LRP analyzer such as 'lrp.epsilon', got {analyzer!r}")
+        self.analyzer = analyzer
+        self.analyzer_kwargs = dict(analyzer_kwargs or {})
+        self.log_path = log_path
+        self._proc: Optional[subprocess.Popen] = None
+        self._r = self._w = None
+        self._log = None
+        self.analyzers: List[str] = []
+
+    # -- process management --------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _spawn(self):
+        p_read, c_write = os.pipe()
+        c_read, p_write = os.pipe()
+        if self.log_path:
+            self._log = open(self.log_path, "ab")
+        else:
+            self._log = tempfile.TemporaryFile()
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "flowcallback.core._lrp_worker", str(c_read), str(c_write)],
+            pass_fds=(c_read, c_write),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            env=env,
+            close_fds=True,
+        )
+        os.close(c_read)
+        os.close(c_write)
+        self._r = os.fdopen(p_read, "rb")
+        self._w = os.fdopen(p_write, "wb")
+
+    def _log_tail(self, n: int = 2000) -> str:
+        if self._log is None:
+            return ""
+        try:
+            self._log.flush()
+            self._log.seek(0, os.SEEK_END)
+            size = self._log.tell()
+            self._log.seek(max(0, size - n))
+            return self._log.read().decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return ""
+
+    def _call(self, header: dict, arrays=()):
+        if not self.alive:
+            raise RuntimeError("the LRP worker is not running" + (f"; its log ends with:\n{self._log_tail()}" if self._log else ""))
+        try:
+            _ipc.send(self._w, header, arrays)
+            reply, out = _ipc.recv(self._r)
+        except (EOFError, BrokenPipeError, OSError) as exc:
+            code = self._proc.poll() if self._proc else None
+            raise RuntimeError(f"the LRP worker died (exit code {code}): {exc}; its log ends with:\n{self._log_tail()}") from exc
+        if not reply.get("ok"):
+            raise RuntimeError(f"iNNvestigate failed in the LRP worker: {reply.get('error')}\n{reply.get('traceback', '')}")
+        return reply, out
+
+    def start(self, model, layer_names: Sequence[str], x, *, batch_size: int = 256) -> None:
+        """Start the process and send it the model's architecture and the held-out inputs.
+
+        Raises
+        ------
+        ValueError
+            If ``analyzer`` is not an iNNvestigate LRP analyzer.
+        RuntimeError
+            If the worker cannot start.
+        """
+        if not self.alive:
+            self._spawn()
+        try:
+            reply, _ = self._call(
+                {
+                    "cmd": "init",
+                    "model_json": model_config_without_softmax(model),
+                    "layers": list(layer_names),
+                    "analyzer": self.analyzer,
+                    "analyzer_kwargs": self.analyzer_kwargs,
+                    "batch_size": int(batch_size),
+                },
+                [np.asarray(x, dtype=np.float32)],
+            )
+        except RuntimeError as exc:
+            self.close()
+            if "analyzer: expected" in str(exc):
+                raise ValueError(str(exc).split("\n")[0].replace("iNNvestigate failed in the LRP worker: ValueError: ", "")) from None
+            raise
+        self.analyzers = reply["analyzers"]
+
+    def analyze(self, model) -> LRPResult:
+        """Relevance of every selected layer, for the model's current weights."""
+        weights = [np.asarray(w) for w in model.get_weights()]
+        reply, arrays = self._call({"cmd": "analyze"}, weights)
+        return LRPResult(dict(zip(reply["layers"], arrays)), reply["missing"], reply["analyzer_class"], reply["module"])
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the process (politely, then by force) and release its pipes."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                try:
+                    _ipc.send(self._w, {"cmd": "close"})
+                except (OSError, ValueError):
+                    pass
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for f in (self._r, self._w, self._log):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self._r = self._w = self._log = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):  # last resort; close() is the documented way
+        try:
+            self.close(timeout=1.0)
+        except Exception:
+            pass

@@ -1,0 +1,463 @@
+"""Flows stage: columns of clusters, their vertical order, and the flows between them.
+
+This is the paper's Algorithm 2 (``generateClusters``, ``buildDAG``, ``orderDAGVertices``,
+``mergeEdgesIntoFlows``) over plain arrays:
+
+* a column per analysed layer, holding that layer's partition of the samples, then a
+  *Prediction* and a *Ground truth* column whose clusters are the classes;
+* the DAG between consecutive columns: an edge wherever a sample goes from cluster ``a`` of one
+  column to cluster ``b`` of the next;
+* the order of the clusters within each column, by Sugiyama's barycentric heuristic, kept only
+  where it reduces the (sample-weighted) number of edge crossings;
+* flows: edges merged by ``(source cluster, target cluster, true class)``, weighted by the number
+  of samples.
+
+Everything is immutable: :class:`FlowGraph` holds read-only arrays and derives the flows from them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from functools import cached_property
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "Column",
+    "FlowGraph",
+    "build_flow_graph",
+    "compute_flows",
+    "count_crossings",
+    "barycentric_order",
+    "COLUMN_KINDS",
+    "FLOW_COLUMNS",
+]
+
+COLUMN_KINDS = ("layer", "prediction", "ground_truth")
+FLOW_COLUMNS = [
+    "source_column",
+    "target_column",
+    "source",
+    "target",
+    "source_cluster",
+    "target_cluster",
+    "true_class",
+    "count",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One column of the diagram.
+
+    Attributes
+    ----------
+    name : str
+        Layer name, or ``"Prediction"`` / ``"Ground truth"``.
+    kind : {"layer", "prediction", "ground_truth"}
+    layer_type : str
+        Keras class name of the layer (``"Conv2D"``...), empty for the two label columns.
+    order : tuple of int
+        The column's cluster ids, top to bottom.
+    note : str
+        Free text shown with the column (for example why LRP fell back), empty by default.
+    """
+
+    name: str
+    kind: str
+    layer_type: str
+    order: Tuple[int, ...]
+    note: str = ""
+
+    def __post_init__(self):
+        if self.kind not in COLUMN_KINDS:
+            raise ValueError(f"kind: expected one of {COLUMN_KINDS}, got {self.kind!r}")
+        object.__setattr__(self, "order", tuple(int(c) for c in self.order))
+
+
+def _readonly(a, dtype) -> np.ndarray:
+    a = np.array(a, dtype=dtype, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FlowGraph:
+    """The flow diagram of one epoch and one analysis (activations or LRP).
+
+    Attributes
+    ----------
+    epoch : int
+        Epochs of training behind the snapshot: 0 is the untrained model, ``e`` is after ``e`` epochs.
+    analysis : str
+        ``"activations"`` or ``"lrp"`` (any string is accepted for custom analyses).
+    columns : tuple of Column
+        Layer columns in model order, then Prediction, then Ground truth.
+    assignments : ndarray of shape (n_samples, n_columns), int32
+        ``assignments[i, j]`` is the cluster of sample ``i`` in column ``j``.
+    labels, predictions : ndarray of shape (n_samples,), int32
+        True class and predicted class of every sample.
+    class_names : tuple of str
+    metrics : mapping
+        Scalars about the snapshot (``accuracy``, ``loss``, ``k``, ``inflation``...).
+    """
+
+    epoch: int
+    analysis: str
+    columns: Tuple[Column, ...]
+    assignments: np.ndarray
+    labels: np.ndarray
+    predictions: np.ndarray
+    class_names: Tuple[str, ...]
+    metrics: Mapping[str, object] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        set_("columns", tuple(self.columns))
+        set_("class_names", tuple(str(c) for c in self.class_names))
+        set_("assignments", _readonly(self.assignments, np.int32))
+        set_("labels", _readonly(self.labels, np.int32))
+        set_("predictions", _readonly(self.predictions, np.int32))
+        set_("metrics", dict(self.metrics))
+        n = self.labels.shape[0]
+        if self.assignments.ndim != 2 or self.assignments.shape != (n, len(self.columns)):
+            raise ValueError(
+                f"assignments: expected shape (n_samples={n}, n_columns={len(self.columns)}), "
+                f"got {self.assignments.shape}"
+            )
+        if self.predictions.shape != (n,):
+            raise ValueError(f"predictions: expected shape ({n},), got {self.predictions.shape}")
+        for j, col in enumerate(self.columns):
+            present = np.unique(self.assignments[:, j])
+            if sorted(col.order) != sorted(set(col.order)) or not set(present) <= set(col.order):
+                raise ValueError(f"columns[{j}].order must list each cluster of {col.name!r} once")
+
+    # -- derived views -------------------------------------------------------------------------
+    @property
+    def n_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def column_names(self) -> Tuple[str, ...]:
+        """Ordered column names (layers, then ``"Prediction"`` and ``"Ground truth"``)."""
+        return tuple(c.name for c in self.columns)
+
+    def column_index(self, name: str) -> int:
+        try:
+            return self.column_names.index(name)
+        except ValueError:
+            raise KeyError(f"no column {name!r}; columns are {list(self.column_names)}") from None
+
+    def clusters(self, column) -> Dict[int, np.ndarray]:
+        """Sample indices of every cluster of a column (by name or index), in display order."""
+        j = column if isinstance(column, int) else self.column_index(column)
+        a = self.assignments[:, j]
+        return {c: np.flatnonzero(a == c) for c in self.columns[j].order}
+
+    @cached_property
+    def flows(self) -> pd.DataFrame:
+        """Flows as a DataFrame with columns :data:`FLOW_COLUMNS` (one row per flow)."""
+        return compute_flows(self.assignments, self.labels, self.column_names)
+
+    def path(self, sample: int) -> Dict[str, int]:
+        """The cluster of one sample in every column."""
+        if not 0 <= int(sample) < self.n_samples:
+            raise IndexError(f"sample: expected 0 <= sample < {self.n_samples}, got {sample}")
+        return dict(zip(self.column_names, (int(c) for c in self.assignments[int(sample)])))
+
+    def class_counts(self, column) -> np.ndarray:
+        """Matrix (n_clusters in display order, n_classes) of class counts for one column."""
+        j = column if isinstance(column, int) else self.column_index(column)
+        order = self.columns[j].order
+        pos = {c: i for i, c in enumerate(order)}
+        out = np.zeros((len(order), len(self.class_names)), dtype=np.int64)
+        np.add.at(out, (np.vectorize(pos.get, otypes=[np.int64])(self.assignments[:, j]), self.labels), 1)
+        return out
+
+    def crossings(self) -> int:
+        """Sample-weighted number of edge crossings of the drawn order."""
+        return count_crossings(self.assignments, [c.order for c in self.columns])
+
+    def to_networkx(self):
+        """The DAG as a :class:`networkx.MultiDiGraph`.
+
+        Nodes are ``(column_name, cluster_id)`` with attributes ``column``, ``cluster``, ``size``,
+        ``position`` (rank in the drawn order) and ``class_counts``; there is one edge per flow,
+        keyed by the true class, with attributes ``true_class`` and ``count``.
+        """
+        import networkx as nx
+
+        g = nx.MultiDiGraph(epoch=self.epoch, analysis=self.analysis)
+        for j, col in enumerate(self.columns):
+            counts = self.class_counts(j)
+            for pos, cid in enumerate(col.order):
+                g.add_node(
+                    (col.name, cid),
+                    column=j,
+                    cluster=cid,
+                    size=int(counts[pos].sum()),
+                    position=pos,
+                    class_counts=counts[pos].tolist(),
+                )
+        for row in self.flows.itertuples(index=False):
+            g.add_edge(
+                (row.source, int(row.source_cluster)),
+                (row.target, int(row.target_cluster)),
+                key=int(row.true_class),
+                true_class=int(row.true_class),
+                count=int(row.count),
+            )
+        return g
+
+    def equals(self, other: "FlowGraph") -> bool:
+        """Exact equality of every field (arrays compared element-wise)."""
+        return (
+            isinstance(other, FlowGraph)
+            and self.epoch == other.epoch
+            and self.analysis == other.analysis
+            and self.columns == other.columns
+            and self.class_names == other.class_names
+            and np.array_equal(self.assignments, other.assignments)
+            and np.array_equal(self.labels, other.labels)
+            and np.array_equal(self.predictions, other.predictions)
+            and dict(self.metrics) == dict(other.metrics)
+        )
+
+
+# -- flows ---------------------------------------------------------------------------------------
+def compute_flows(assignments, labels, column_names: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Merge per-sample edges into flows keyed by (source cluster, target cluster, true class).
+
+    Parameters
+    ----------
+    assignments : ndarray of shape (n_samples, n_columns)
+    labels : ndarray of shape (n_samples,)
+    column_names : sequence of str, optional
+        Names for the ``source`` / ``target`` columns of the result (default: ``"0"``, ``"1"``...).
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`FLOW_COLUMNS`; the ``count`` of each consecutive column pair sums to n_samples.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> f = compute_flows(np.array([[0, 0], [0, 0], [1, 0]]), np.array([3, 3, 4]))
+    >>> f[["source_cluster", "target_cluster", "true_class", "count"]].values.tolist()
+    [[0, 0, 3, 2], [1, 0, 4, 1]]
+    """
+    a = np.asarray(assignments, dtype=np.int64)
+    y = np.asarray(labels, dtype=np.int64)
+    n, m = a.shape
+    names = list(column_names) if column_names is not None else [str(j) for j in range(m)]
+    frames = []
+    for j in range(m - 1):
+        keys = np.stack([a[:, j], a[:, j + 1], y], axis=1)
+        uniq, counts = np.unique(keys, axis=0, return_counts=True)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "source_column": np.full(len(uniq), j, dtype=np.int64),
+                    "target_column": np.full(len(uniq), j + 1, dtype=np.int64),
+                    "source": names[j],
+                    "target": names[j + 1],
+                    "source_cluster": uniq[:, 0],
+                    "target_cluster": uniq[:, 1],
+                    "true_class": uniq[:, 2],
+                    "count": counts.astype(np.int64),
+                }
+            )
+        )
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c not in ("source", "target") else object) for c in FLOW_COLUMNS})
+    return pd.concat(frames, ignore_index=True)[FLOW_COLUMNS]
+
+
+# -- ordering ------------------------------------------------------------------------------------
+def _pair_weights(a_src, a_dst, pos_src, pos_dst):
+    """Edges between two columns as (source position, target position, sample count)."""
+    keys = np.stack([pos_src[a_src], pos_dst[a_dst]], axis=1)
+    uniq, counts = np.unique(keys, axis=0, return_counts=True)
+    return uniq[:, 0], uniq[:, 1], counts.astype(np.float64)
+
+
+def _crossings_between(u, v, w) -> float:
+    """Weighted crossings of edges (u_i, v_i, w_i): pairs with u_i < u_j and v_i > v_j."""
+    if len(u) < 2:
+        return 0.0
+    du = u[:, None] - u[None, :]
+    dv = v[:, None] - v[None, :]
+    cross = (du < 0) & (dv > 0)
+    return float(w @ cross @ w)
+
+
+def _positions(order, size) -> np.ndarray:
+    pos = np.zeros(size, dtype=np.int64)
+    pos[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
+    return pos
+
+
+def count_crossings(assignments, orders: Sequence[Sequence[int]]) -> int:
+    """Number of crossings of the drawn edges, each edge weighted by its sample count.
+
+    Two edges between the same pair of columns cross when their sources and targets are in
+    opposite vertical order; the crossing counts ``w1 * w2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.array([[0, 1], [1, 0]])
+    >>> count_crossings(a, [(0, 1), (0, 1)]), count_crossings(a, [(0, 1), (1, 0)])
+    (1, 0)
+    """
+    a = np.asarray(assignments, dtype=np.int64)
+    total = 0.0
+    for j in range(a.shape[1] - 1):
+        size_s = max(int(a[:, j].max()) + 1, max(orders[j]) + 1) if len(a) else 0
+        size_t = max(int(a[:, j + 1].max()) + 1, max(orders[j + 1]) + 1) if len(a) else 0
+        u, v, w = _pair_weights(a[:, j], a[:, j + 1], _positions(orders[j], size_s), _positions(orders[j + 1], size_t))
+        total += _crossings_between(u, v, w)
+    return int(round(total))
+
+
+def _barycenter_sort(order_free, a_free, a_fixed, pos_fixed):
+    """Reorder the free column's clusters by the mean position of their samples in the fixed column."""
+    ids = np.asarray(order_free, dtype=np.int64)
+    sums = np.bincount(a_free, weights=pos_fixed[a_fixed].astype(np.float64), minlength=ids.max() + 1)
+    cnts = np.bincount(a_free, minlength=ids.max() + 1)
+    current = _positions(ids, ids.max() + 1)
+    bary = np.where(cnts[ids] > 0, sums[ids] / np.maximum(cnts[ids], 1), current[ids])
+    # stable: ties keep the current order
+    return tuple(int(c) for c in ids[np.lexsort((current[ids], bary))])
+
+
+def barycentric_order(
+    assignments, initial_orders: Optional[Sequence[Sequence[int]]] = None, *, sweeps: int = 4, fixed=()
+) -> Tuple[Tuple[int, ...], ...]:
+    """Order each column's clusters to reduce crossings (Sugiyama's barycentric heuristic).
+
+    Alternating left-to-right and right-to-left sweeps place each cluster at the mean position
+    of its samples in the neighbouring column. The order with the fewest weighted crossings seen
+    (the initial one included) is returned, so the result never has more crossings than the start.
+
+    Parameters
+    ----------
+    assignments : ndarray of shape (n_samples, n_columns)
+    initial_orders : sequence of sequences, optional
+        Starting order of each column (default: cluster ids ascending).
+    sweeps : int, default=4
+        Number of sweep pairs.
+    fixed : iterable of int
+        Column indices whose order is kept (the Ground truth column keeps class order, say).
+
+    Returns
+    -------
+    tuple of tuples
+        The order (cluster ids, top to bottom) of every column.
+    """
+    a = np.asarray(assignments, dtype=np.int64)
+    m = a.shape[1]
+    if initial_orders is None:
+        initial_orders = [tuple(np.unique(a[:, j]).tolist()) for j in range(m)]
+    orders = [tuple(int(c) for c in o) for o in initial_orders]
+    fixed = set(fixed)
+    best = list(orders)
+    best_cross = count_crossings(a, best)
+    if m < 2 or best_cross == 0:
+        return tuple(best)
+    for _ in range(max(0, int(sweeps))):
+        for direction in (range(1, m), range(m - 2, -1, -1)):
+            for j in direction:
+                if j in fixed:
+                    continue
+                ref = j - 1 if direction.step == 1 else j + 1
+                size_ref = max(int(a[:, ref].max()), max(orders[ref])) + 1
+                orders[j] = _barycenter_sort(orders[j], a[:, j], a[:, ref], _positions(orders[ref], size_ref))
+            cross = count_crossings(a, orders)
+            if cross < best_cross:
+                best, best_cross = list(orders), cross
+    return tuple(best)
+
+
+# -- assembling a graph --------------------------------------------------------------------------
+def build_flow_graph(
+    layer_clusters: Sequence[Tuple[str, str, np.ndarray]],
+    labels,
+    predictions,
+    *,
+    class_names: Optional[Sequence[str]] = None,
+    epoch: int = 0,
+    analysis: str = "activations",
+    metrics: Optional[Mapping[str, object]] = None,
+    notes: Optional[Mapping[str, str]] = None,
+    sweeps: int = 4,
+) -> FlowGraph:
+    """Assemble the columns, order them and return a :class:`FlowGraph`.
+
+    Parameters
+    ----------
+    layer_clusters : sequence of (layer_name, layer_type, labels)
+        Each layer's partition of the samples, in model order.
+    labels, predictions : array-like of shape (n_samples,)
+        True and predicted class indices.
+    class_names : sequence of str, optional
+        Default: ``"0"``, ``"1"``, ...
+    epoch, analysis, metrics :
+        Stored on the graph.
+    notes : mapping of layer name to str, optional
+        Per-column notes shown in the page.
+    sweeps : int, default=4
+        Barycentric sweeps.
+
+    Returns
+    -------
+    FlowGraph
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = build_flow_graph([("dense", "Dense", np.array([0, 0, 1]))], [0, 0, 1], [0, 1, 1])
+    >>> g.column_names
+    ('dense', 'Prediction', 'Ground truth')
+    """
+    y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    p = np.asarray(predictions, dtype=np.int64).reshape(-1)
+    n = len(y)
+    if p.shape != (n,):
+        raise ValueError(f"predictions: expected shape ({n},), got {p.shape}")
+    n_classes = int(max(y.max(initial=-1), p.max(initial=-1)) + 1)
+    if class_names is None:
+        class_names = [str(i) for i in range(n_classes)]
+    class_names = [str(c) for c in class_names]
+    if len(class_names) < n_classes:
+        raise ValueError(f"class_names: expected at least {n_classes} names, got {len(class_names)}")
+    notes = dict(notes or {})
+    cols, blocks = [], []
+    for name, layer_type, lab in layer_clusters:
+        lab = np.asarray(lab, dtype=np.int64).reshape(-1)
+        if lab.shape != (n,):
+            raise ValueError(f"layer_clusters[{name!r}]: expected {n} labels, got {lab.shape[0]}")
+        cols.append((str(name), "layer", str(layer_type), notes.get(name, "")))
+        blocks.append(lab)
+    cols.append(("Prediction", "prediction", "", notes.get("Prediction", "")))
+    blocks.append(p)
+    cols.append(("Ground truth", "ground_truth", "", notes.get("Ground truth", "")))
+    blocks.append(y)
+    a = np.stack(blocks, axis=1)
+    m = a.shape[1]
+    initial = [tuple(np.unique(a[:, j]).tolist()) for j in range(m)]
+    # The Ground truth column keeps class order (the legend's order) and anchors the layout.
+    orders = barycentric_order(a, initial, sweeps=sweeps, fixed={m - 1})
+    columns = tuple(Column(name, kind, lt, order, note) for (name, kind, lt, note), order in zip(cols, orders))
+    return FlowGraph(
+        epoch=int(epoch),
+        analysis=str(analysis),
+        columns=columns,
+        assignments=a,
+        labels=y,
+        predictions=p,
+        class_names=tuple(class_names),
+        metrics=dict(metrics or {}),
+    )

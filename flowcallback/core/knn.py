@@ -1,0 +1,132 @@
+"""kNN stage: an approximate cosine k-nearest-neighbour graph with FAISS.
+
+The paper builds the full n x n similarity matrix (O(n^2) time and memory) and then keeps the k
+largest entries of each row. We ask FAISS for the k nearest neighbours directly. FAISS is used
+rather than hand-written search because it is the maintained reference library for vector search,
+multithreaded, and offers exact and approximate (HNSW) indexes behind one API.
+
+Vectors must be unit-norm (see :mod:`flowcallback.core.embed`), so inner product is cosine similarity.
+The graph is symmetrised (an edge exists when either end lists the other) and its weights are the
+cosine similarities clipped to [0, 1], since MCL needs non-negative weights.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["knn_graph", "resolve_k", "DEFAULT_K", "HNSW_THRESHOLD"]
+
+#: Default number of neighbours; see docs/method.md for the measurement behind it.
+DEFAULT_K = 30
+#: Above this many samples, ``index="auto"`` uses an HNSW index instead of exact search.
+HNSW_THRESHOLD = 50_000
+
+
+def resolve_k(k, n_samples: int, n_classes: int) -> int:
+    """Turn the user's ``k`` into a number of neighbours.
+
+    Parameters
+    ----------
+    k : int or "paper"
+        A positive integer, or ``"paper"`` for the paper's rule ``k = n_samples // n_classes``.
+    n_samples, n_classes : int
+        Size of the held-out set and number of classes.
+
+    Returns
+    -------
+    int
+        The number of neighbours, always ``< n_samples``.
+
+    Examples
+    --------
+    >>> resolve_k("paper", 10_000, 10)
+    1000
+    """
+    if isinstance(k, str):
+        if k != "paper":
+            raise ValueError(f"k: expected a positive integer or 'paper', got {k!r}")
+        k = max(1, n_samples // max(1, n_classes))
+    elif isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k: expected a positive integer or 'paper', got {k!r}")
+    k = int(k)
+    if k >= n_samples:
+        raise ValueError(
+            f"k: the kNN graph needs more samples than neighbours, but k={k} and the held-out set "
+            f"has {n_samples} samples; pass k < {n_samples} or more validation samples"
+        )
+    return k
+
+
+def knn_graph(vectors, k: int, *, index: str = "auto", seed: int = 0) -> sp.csr_matrix:
+    """Build a symmetric sparse cosine kNN graph.
+
+    Parameters
+    ----------
+    vectors : ndarray of shape (n_samples, n_features)
+        Unit-norm rows (from :func:`flowcallback.core.embed.embed`).
+    k : int
+        Neighbours per sample, ``1 <= k < n_samples``. The sample itself is not counted.
+    index : {"auto", "flat", "hnsw"}, default="auto"
+        ``"flat"`` is exact inner-product search; ``"hnsw"`` an HNSW graph index (approximate);
+        ``"auto"`` picks ``"flat"`` up to :data:`HNSW_THRESHOLD` samples.
+    seed : int, default=0
+        Unused by exact search; kept so that approximate indexes are reproducible.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of shape (n_samples, n_samples), float32
+        Symmetric, zero diagonal, weights in [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowcallback.core.embed import embed
+    >>> g = knn_graph(embed(np.eye(4) + 0.1), k=1)
+    >>> g.shape, bool((g != g.T).nnz == 0)
+    ((4, 4), True)
+    """
+    import faiss  # imported here: FAISS is heavy and only this stage needs it
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"vectors: expected a 2-d array (n_samples, n_features), got shape {x.shape}")
+    n, d = x.shape
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k < n:
+        raise ValueError(f"k: expected an integer with 1 <= k < n_samples={n}, got {k!r}")
+    k = int(k)  # FAISS' SWIG wrappers reject NumPy integers
+    if index not in ("auto", "flat", "hnsw"):
+        raise ValueError(f"index: expected 'auto', 'flat' or 'hnsw', got {index!r}")
+    if index == "auto":
+        index = "flat" if n <= HNSW_THRESHOLD else "hnsw"
+    if index == "flat":
+        ix = faiss.IndexFlatIP(d)
+    else:
+        ix = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        ix.hnsw.efConstruction = 80
+        ix.hnsw.efSearch = max(64, 2 * (k + 1))
+    ix.add(x)
+    sims, idx = ix.search(x, k + 1)
+
+    # Drop each sample from its own list. With duplicates the sample may not come first, and an
+    # approximate index may miss it; then drop the last (weakest) neighbour instead.
+    rows = np.arange(n)[:, None]
+    is_self = idx == rows
+    missing = ~is_self.any(axis=1)
+    is_self[missing, -1] = True
+    first_self = is_self.argmax(axis=1)
+    keep = np.ones_like(is_self)
+    keep[np.arange(n), first_self] = False
+    nbr = idx[keep].reshape(n, k)
+    w = sims[keep].reshape(n, k)
+    valid = nbr >= 0  # FAISS pads with -1 when an approximate index finds fewer results
+    r = np.broadcast_to(rows, (n, k))[valid]
+    c = nbr[valid]
+    v = np.clip(w[valid], 0.0, 1.0).astype(np.float32)
+    a = sp.csr_matrix((v, (r, c)), shape=(n, n), dtype=np.float32)
+    g = a.maximum(a.T).tocsr()
+    g.setdiag(0)
+    g.eliminate_zeros()
+    g.sort_indices()
+    return g

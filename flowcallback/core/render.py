@@ -1,0 +1,295 @@
+"""Render stage: one interactive Plotly Sankey page per snapshot.
+
+Plotly is used because its Sankey trace gives hover, drag and zoom in a self-contained page with
+no server. Layout follows the paper: one column per layer at a fixed x (model order), then the
+Prediction and Ground-truth columns; clusters stacked in the barycentric order computed by
+:mod:`flowcallback.core.flows`, sized by their sample count; flows coloured by true class,
+semi-transparent. One page holds every analysis of the epoch (activations, LRP) and a button
+switches between them.
+
+Every user-supplied string (class names, layer names) is HTML-escaped before it reaches Plotly,
+so a name like ``<img src=x onerror=...>`` is shown as text.
+"""
+from __future__ import annotations
+
+import colorsys
+import html
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from flowcallback.core.flows import FlowGraph
+
+__all__ = ["class_colors", "sankey_trace", "figure", "write_epoch_page", "ANALYSIS_LABELS"]
+
+ANALYSIS_LABELS = {"activations": "Activations", "lrp": "LRP relevance"}
+
+# Tableau 10 / 20: distinguishable, colour-blind-aware first choices.
+_TAB10 = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
+_TAB20 = [
+    "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd", "#c5b0d5",
+    "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5",
+]
+
+
+def class_colors(n_classes: int) -> List[str]:
+    """One hex colour per class.
+
+    Up to 10 classes: Tableau 10; up to 20: Tableau 20; beyond, hues spaced by the golden angle
+    with alternating lightness, so that neighbouring class indices stay far apart.
+
+    Examples
+    --------
+    >>> len(set(class_colors(100)))
+    100
+    """
+    if n_classes <= 10:
+        return _TAB10[:n_classes]
+    if n_classes <= 20:
+        return _TAB20[:n_classes]
+    out = []
+    for i in range(n_classes):
+        h = (i * 0.618033988749895) % 1.0
+        lum = (0.42, 0.58, 0.5)[i % 3]
+        sat = (0.75, 0.6, 0.9)[(i // 3) % 3]
+        r, g, b = colorsys.hls_to_rgb(h, lum, sat)
+        out.append("#%02x%02x%02x" % (round(r * 255), round(g * 255), round(b * 255)))
+    return out
+
+
+def _rgb(hex_color: str):
+    return tuple(int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = _rgb(hex_color)
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _blend_grey(hex_color: str, weight: float) -> str:
+    r, g, b = _rgb(hex_color)
+    grey = 190
+    mix = lambda c: round(weight * c + (1 - weight) * grey)  # noqa: E731
+    return f"rgb({mix(r)},{mix(g)},{mix(b)})"
+
+
+def _esc(s) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _flow_samples(graph: FlowGraph, j: int, max_samples: int) -> Dict[tuple, List[int]]:
+    """First sample indices of each flow between column j and j+1."""
+    a = graph.assignments
+    keys = np.stack([a[:, j], a[:, j + 1], graph.labels], axis=1)
+    order = np.lexsort((np.arange(len(keys)), keys[:, 2], keys[:, 1], keys[:, 0]))
+    sk = keys[order]
+    starts = np.flatnonzero(np.r_[True, np.any(sk[1:] != sk[:-1], axis=1)])
+    out = {}
+    for s, e in zip(starts, np.r_[starts[1:], len(sk)]):
+        out[tuple(int(v) for v in sk[s])] = order[s : min(e, s + max_samples)].tolist()
+    return out
+
+
+def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, name: Optional[str] = None, max_samples: int = 5):
+    """A ``plotly.graph_objects.Sankey`` trace of one :class:`FlowGraph`.
+
+    Node ``customdata`` holds (column, cluster id, size, composition); link ``customdata`` holds
+    (class, count, first sample indices). Nodes are placed at fixed x (column) and y (order).
+    """
+    import plotly.graph_objects as go
+
+    names = [_esc(c) for c in graph.class_names]
+    colors = list(colors or class_colors(len(names)))
+    m = len(graph.columns)
+    n = graph.n_samples
+    max_clusters = max(len(c.order) for c in graph.columns)
+    node_index = {}
+    nx_, ny_, ncolor, nlabel, ncustom = [], [], [], [], []
+    for j, col in enumerate(graph.columns):
+        counts = graph.class_counts(j)
+        sizes = counts.sum(axis=1)
+        c = len(col.order)
+        gap = min(0.25, 0.012 * (c - 1)) if c > 1 else 0.0
+        cum = np.r_[0, np.cumsum(sizes)[:-1]]
+        x = 0.005 + 0.99 * (j / max(m - 1, 1))
+        for pos, cid in enumerate(col.order):
+            node_index[(j, cid)] = len(nx_)
+            size = int(sizes[pos])
+            y = (cum[pos] + size / 2) / max(n, 1) * (1 - gap) + (pos * gap / (c - 1) if c > 1 else 0)
+            nx_.append(x)
+            ny_.append(0.01 + 0.98 * y)
+            top = np.argsort(-counts[pos], kind="stable")
+            dom = int(top[0])
+            purity = counts[pos, dom] / max(size, 1)
+            if col.kind == "layer":
+                nlabel.append("")
+                ncolor.append(_blend_grey(colors[dom], purity))
+            else:
+                nlabel.append(names[cid] if cid < len(names) else str(cid))
+                ncolor.append(colors[cid] if cid < len(colors) else "#999999")
+            comp = "<br>".join(
+                f"{names[k]}: {int(counts[pos, k])} ({counts[pos, k] / max(size, 1):.0%})"
+                for k in top[:8]
+                if counts[pos, k] > 0
+            )
+            more = int(np.count_nonzero(counts[pos])) - 8
+            if more > 0:
+                comp += f"<br>… {more} more classes"
+            ncustom.append([_esc(col.name), int(cid), size, comp])
+    src, tgt, val, lcolor, lcustom = [], [], [], [], []
+    flows = graph.flows
+    for j in range(m - 1):
+        samples = _flow_samples(graph, j, max_samples)
+        part = flows[flows["source_column"] == j]
+        for sc, tc, cls, cnt in part[["source_cluster", "target_cluster", "true_class", "count"]].itertuples(index=False):
+            src.append(node_index[(j, int(sc))])
+            tgt.append(node_index[(j + 1, int(tc))])
+            val.append(int(cnt))
+            lcolor.append(_rgba(colors[int(cls)] if int(cls) < len(colors) else "#999999", 0.45))
+            idx = samples.get((int(sc), int(tc), int(cls)), [])
+            shown = ", ".join(str(i) for i in idx) + (", …" if cnt > len(idx) else "")
+            lcustom.append([names[int(cls)], int(cnt), shown])
+    return go.Sankey(
+        name=name or ANALYSIS_LABELS.get(graph.analysis, graph.analysis),
+        arrangement="fixed",
+        valueformat="d",
+        node=dict(
+            x=nx_,
+            y=ny_,
+            pad=2,
+            thickness=14,
+            label=nlabel,
+            color=ncolor,
+            line=dict(color="rgba(40,40,40,0.6)", width=0.5),
+            customdata=ncustom,
+            hovertemplate="<b>%{customdata[0]}</b> · cluster %{customdata[1]}<br>%{customdata[2]} samples"
+            "<br>%{customdata[3]}<extra></extra>",
+        ),
+        link=dict(
+            source=src,
+            target=tgt,
+            value=val,
+            color=lcolor,
+            customdata=lcustom,
+            hovertemplate="class <b>%{customdata[0]}</b>: %{customdata[1]} samples<br>"
+            "samples %{customdata[2]}<extra></extra>",
+        ),
+    )
+
+
+def _column_annotations(graph: FlowGraph) -> List[dict]:
+    m = len(graph.columns)
+    anns = []
+    for j, col in enumerate(graph.columns):
+        x = 0.005 + 0.99 * (j / max(m - 1, 1))
+        text = f"<b>{_esc(col.name)}</b>" + (f"<br>{_esc(col.layer_type)}" if col.layer_type else "")
+        text += f"<br>{len(col.order)} clusters"
+        if col.note:
+            text += f"<br><i>{_esc(col.note)}</i>"
+        anns.append(
+            dict(x=x, y=1.0, xref="paper", yref="paper", yanchor="bottom", xanchor="center",
+                 text=text, showarrow=False, font=dict(size=11))
+        )
+    return anns
+
+
+def _title(graph: FlowGraph, label: str) -> str:
+    met = graph.metrics
+    parts = [f"Epoch {graph.epoch}"]
+    if met.get("accuracy") is not None:
+        parts.append(f"accuracy {float(met['accuracy']):.3f}")
+    if met.get("loss") is not None:
+        parts.append(f"loss {float(met['loss']):.4f}")
+    return " · ".join(parts) + f" · {label}"
+
+
+def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = ()):
+    """A Plotly figure with one Sankey per analysis and buttons to switch between them.
+
+    Parameters
+    ----------
+    graphs : mapping of analysis name to FlowGraph
+        All of one epoch, e.g. ``{"activations": g1, "lrp": g2}``.
+    title_prefix : str
+        Shown before the title (the run's name, say).
+    notes : sequence of str
+        Lines shown under the diagram (skipped analyses, errors).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    import plotly.graph_objects as go
+
+    if not graphs:
+        raise ValueError("graphs: expected at least one FlowGraph")
+    analyses = list(graphs)
+    first = graphs[analyses[0]]
+    colors = class_colors(len(first.class_names))
+    fig = go.Figure()
+    for i, a in enumerate(analyses):
+        tr = sankey_trace(graphs[a], colors=colors)
+        tr.visible = i == 0
+        fig.add_trace(tr)
+    for k, cname in enumerate(first.class_names):
+        fig.add_trace(
+            go.Scatter(x=[None], y=[None], mode="markers", marker=dict(size=12, color=colors[k], symbol="square"),
+                       name=_esc(cname), showlegend=True, hoverinfo="skip")
+        )
+    n_legend = len(first.class_names)
+    note_text = "<br>".join(_esc(s) for s in notes)
+    note_ann = [dict(x=0, y=-0.04, xref="paper", yref="paper", xanchor="left", yanchor="top", showarrow=False,
+                     text=note_text, font=dict(size=11, color="#a33"))] if notes else []
+    prefix = (_esc(title_prefix) + " · ") if title_prefix else ""
+    buttons = []
+    for i, a in enumerate(analyses):
+        label = ANALYSIS_LABELS.get(a, a)
+        visible = [k == i for k in range(len(analyses))] + [True] * n_legend
+        buttons.append(
+            dict(label=label, method="update",
+                 args=[{"visible": visible},
+                       {"annotations": _column_annotations(graphs[a]) + note_ann,
+                        "title.text": prefix + _title(graphs[a], label)}])
+        )
+    max_clusters = max(len(c.order) for g in graphs.values() for c in g.columns)
+    fig.update_layout(
+        title=dict(text=prefix + _title(first, ANALYSIS_LABELS.get(analyses[0], analyses[0])), x=0.01, y=0.99),
+        annotations=_column_annotations(first) + note_ann,
+        xaxis=dict(visible=False),
+        yaxis=dict(visible=False),
+        plot_bgcolor="white",
+        paper_bgcolor="white",
+        height=int(min(2400, max(650, 14 * max_clusters))),
+        margin=dict(l=30, r=30, t=140, b=60 + 14 * len(notes)),
+        legend=dict(title=dict(text="True class"), itemclick=False, itemdoubleclick=False),
+        font=dict(family="Helvetica, Arial, sans-serif"),
+        updatemenus=[dict(type="buttons", direction="right", x=1.0, xanchor="right", y=1.1, yanchor="bottom",
+                          showactive=True, active=0, buttons=buttons)] if len(analyses) > 1 else [],
+    )
+    return fig
+
+
+def page_html(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = ()) -> str:
+    """The whole HTML page; it loads ``plotly.min.js`` from its own directory (no network)."""
+    fig = figure(graphs, title_prefix=title_prefix, notes=notes)
+    epoch = next(iter(graphs.values())).epoch
+    body = fig.to_html(include_plotlyjs="directory", full_html=True, config={"responsive": True, "displaylogo": False})
+    return body.replace("<head>", f"<head><meta charset=\"utf-8\"><title>flowcallback · epoch {epoch}</title>", 1)
+
+
+def write_epoch_page(path, graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = ()) -> str:
+    """Write the page and, once per directory, ``plotly.min.js`` beside it. Both atomically.
+
+    Returns
+    -------
+    str
+        The page's path.
+    """
+    from pathlib import Path
+
+    from flowcallback.core.store import atomic_write, ensure_plotlyjs
+
+    path = Path(path)
+    ensure_plotlyjs(path.parent)
+    atomic_write(path, page_html(graphs, title_prefix=title_prefix, notes=notes).encode("utf-8"))
+    return str(path)

@@ -1,0 +1,62 @@
+"""The demo: a LeNet5-style CNN learns scikit-learn's bundled digits, with the callback on.
+
+The digits (1,797 8x8 images, shipped inside scikit-learn) need no download, so the demo runs
+offline. It trains a few epochs and writes one Sankey page per epoch plus the untrained start.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["load_digits_split", "lenet5_digits", "run_demo"]
+
+
+def load_digits_split(test_size: float = 0.25, seed: int = 0):
+    """Digits as (x_train, y_train), (x_test, y_test), images scaled to [0, 1] with a channel axis."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.images / 16.0).astype("float32")[..., None]
+    y = d.target.astype("int64")
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
+    return (x_tr, y_tr), (x_te, y_te)
+
+
+def lenet5_digits(input_shape=(8, 8, 1), n_classes: int = 10, seed: int = 0):
+    """A LeNet5-style CNN (two conv/pool stages, dense 120 and 84) sized for 8x8 digits."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    L = tf.keras.layers
+    model = tf.keras.Sequential(
+        [
+            tf.keras.Input(input_shape),
+            L.Conv2D(6, 3, padding="same", activation="relu", name="conv1"),
+            L.MaxPooling2D(name="pool1"),
+            L.Conv2D(16, 3, padding="same", activation="relu", name="conv2"),
+            L.MaxPooling2D(name="pool2"),
+            L.Flatten(name="flatten"),
+            L.Dense(120, activation="relu", name="dense120"),
+            L.Dense(84, activation="relu", name="dense84"),
+            L.Dense(n_classes, activation="softmax", name="dense10"),
+        ],
+        name="lenet5_digits",
+    )
+    model.compile(optimizer=tf.keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def run_demo(log_dir: str = "flows/demo", epochs: int = 4, lrp: bool = True, verbose: int = 1) -> Path:
+    """Train the demo model with :class:`~flowcallback.FlowCallback` and return the run directory."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from flowcallback import FlowCallback
+
+    (x_tr, y_tr), (x_te, y_te) = load_digits_split()
+    model = lenet5_digits()
+    cb = FlowCallback((x_te, y_te), log_dir=log_dir, lrp=lrp, class_names=[str(i) for i in range(10)])
+    model.fit(x_tr, y_tr, epochs=epochs, batch_size=32, verbose=verbose, callbacks=[cb])
+    return Path(log_dir)

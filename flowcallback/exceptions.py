@@ -1,0 +1,16 @@
+"""Errors raised by flowcallback."""
+
+
+class FlowCallbackError(Exception):
+    """Base class of every error that flowcallback raises on purpose."""
+
+
+class RunFormatError(FlowCallbackError, ValueError):
+    """A run directory or one of its files is missing, corrupted or not a flowcallback file.
+
+    The message names the file and the problem.
+    """
+
+
+class SnapshotError(FlowCallbackError, RuntimeError):
+    """A snapshot (or one of its stages) failed; training is not interrupted unless ``on_error="raise"``."""

@@ -1,0 +1,376 @@
+"""One snapshot: capture, embed, kNN, cluster, flows, render, store, in that order.
+
+:class:`Snapshotter` holds what lives across snapshots (the validated held-out set, the chosen
+layers, the LRP worker) and :meth:`Snapshotter.take` runs the stages for the model's current
+weights. :class:`~flowcallback.FlowCallback` only decides *when* to call it, and
+:func:`snapshot` calls it once for a model you already trained.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import numbers
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from flowcallback import _validation as V
+from flowcallback._version import __version__
+from flowcallback.core import capture, cluster, flows, knn, render, store
+from flowcallback.exceptions import SnapshotError
+
+__all__ = ["SnapshotSettings", "Snapshotter", "snapshot", "cluster_layers"]
+
+ANALYSES = ("activations", "lrp")
+
+
+class SnapshotSettings:
+    """Validated settings shared by :class:`~flowcallback.FlowCallback` and :func:`snapshot`."""
+
+    def __init__(
+        self,
+        *,
+        layers=None,
+        class_names=None,
+        lrp: bool = True,
+        analyzer: str = "lrp.epsilon",
+        analyzer_kwargs: Optional[dict] = None,
+        k=knn.DEFAULT_K,
+        inflation: float = cluster.DEFAULT_INFLATION,
+        index: str = "auto",
+        batch_size: int = 256,
+        on_error: str = "warn",
+    ):
+        if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)):
+            raise ValueError(f"layers: expected None or a list of layer names, got {layers!r}")
+        if class_names is not None:
+            if isinstance(class_names, str) or not all(isinstance(c, (str, numbers.Integral)) for c in class_names):
+                raise ValueError(f"class_names: expected a list of strings, got {class_names!r}")
+            class_names = [str(c) for c in class_names]
+        if not isinstance(lrp, bool):
+            raise ValueError(f"lrp: expected True or False, got {lrp!r}")
+        if not isinstance(analyzer, str) or not analyzer.startswith("lrp"):
+            raise ValueError(f"analyzer: expected the name of an iNNvestigate LRP analyzer such as 'lrp.epsilon', got {analyzer!r}")
+        if analyzer_kwargs is not None:
+            if not isinstance(analyzer_kwargs, dict):
+                raise ValueError(f"analyzer_kwargs: expected a dict, got {analyzer_kwargs!r}")
+            try:
+                json.dumps(analyzer_kwargs)
+            except (TypeError, ValueError):
+                raise ValueError("analyzer_kwargs: values must be JSON-serialisable (numbers, strings, lists)") from None
+        if isinstance(k, str):
+            if k != "paper":
+                raise ValueError(f"k: expected a positive integer or 'paper', got {k!r}")
+        elif isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k: expected a positive integer or 'paper', got {k!r}")
+        if isinstance(inflation, bool) or not isinstance(inflation, numbers.Real) or not inflation > 1:
+            raise ValueError(f"inflation: expected a number > 1, got {inflation!r}")
+        if index not in ("auto", "flat", "hnsw"):
+            raise ValueError(f"index: expected 'auto', 'flat' or 'hnsw', got {index!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        if on_error not in ("warn", "raise"):
+            raise ValueError(f"on_error: expected 'warn' or 'raise', got {on_error!r}")
+        self.layers = list(layers) if layers is not None else None
+        self.class_names = class_names
+        self.lrp = lrp
+        self.analyzer = analyzer
+        self.analyzer_kwargs = dict(analyzer_kwargs or {})
+        self.k = k
+        self.inflation = float(inflation)
+        self.index = index
+        self.batch_size = int(batch_size)
+        self.on_error = on_error
+
+
+def cluster_layers(embeddings: Mapping[str, np.ndarray], *, k: int, inflation: float, index: str = "auto",
+                   progress: Optional[Callable[[], None]] = None) -> Dict[str, np.ndarray]:
+    """kNN graph + MCL for every layer's embeddings.
+
+    Returns
+    -------
+    dict of layer name to ndarray (n_samples,)
+        A partition of the samples per layer.
+    """
+    out = {}
+    for name, vectors in embeddings.items():
+        g = knn.knn_graph(vectors, k, index=index)
+        out[name] = cluster.mcl(g, inflation=inflation)
+        if progress is not None:
+            progress()
+    return out
+
+
+def _fingerprint(model) -> str:
+    cfg = json.loads(model.to_json())
+    cfg.get("config", {}).pop("name", None)
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _loss(model, y_raw, outputs) -> Optional[float]:
+    """The model's own compiled loss on the held-out set, or None where it cannot be computed."""
+    try:
+        import tensorflow as tf
+
+        loss = getattr(model, "loss", None)
+        if loss is None or isinstance(loss, (dict, list, tuple)):
+            return None
+        fn = tf.keras.losses.get(loss)
+        value = fn(tf.convert_to_tensor(y_raw), tf.convert_to_tensor(outputs))
+        value = float(np.mean(np.asarray(value)))
+        return value if np.isfinite(value) else None
+    except Exception:
+        return None
+
+
+class _Progress:
+    """Keras-style progress for a snapshot (a Progbar at verbose=1, one line at verbose=2)."""
+
+    def __init__(self, verbose: int, target: int, epoch: int):
+        self.verbose = verbose
+        self.done = 0
+        self.bar = None
+        if verbose == 1:
+            import tensorflow as tf
+
+            print(f"\nFlowCallback: snapshot of epoch {epoch}")
+            self.bar = tf.keras.utils.Progbar(target, unit_name="step")
+
+    def step(self, n: int = 1):
+        self.done += n
+        if self.bar is not None and self.done < self.bar.target:
+            self.bar.update(self.done)
+
+    def finish(self, message: str):
+        if self.bar is not None:
+            self.bar.update(self.bar.target, finalize=True)
+        if self.verbose >= 1:
+            print(message)
+
+
+class Snapshotter:
+    """Runs snapshots of one model on one held-out set into one run directory.
+
+    Parameters
+    ----------
+    validation_data : (x, y) tuple or tf.data.Dataset
+    log_dir : str or path
+    settings : SnapshotSettings
+    """
+
+    def __init__(self, validation_data, log_dir, settings: SnapshotSettings):
+        self.x, self.y_raw = V.check_validation_data(validation_data)
+        self.labels = V.labels_from_y(self.y_raw)
+        self.log_dir = Path(V.check_log_dir(log_dir))
+        self.settings = settings
+        if isinstance(settings.k, int) and len(self.x) <= settings.k:
+            raise ValueError(
+                f"validation_data: the kNN graph needs more than k={settings.k} samples, got {len(self.x)}; "
+                "pass more samples or a smaller k"
+            )
+        self.model = None
+        self.layer_names: List[str] = []
+        self.layer_types: Dict[str, str] = {}
+        self.worker: Optional[capture.LRPWorker] = None
+        self.lrp_note = ""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def prepare(self, model) -> None:
+        """Validate against the model, choose layers, start the LRP worker, write run.json."""
+        self.model = model
+        self.layer_names = capture.select_layers(model, self.settings.layers)
+        if not self.layer_names:
+            raise ValueError("layers: the model has no layer to analyse")
+        self.layer_types = {n: type(model.get_layer(n)).__name__ for n in self.layer_names}
+        n_classes = V.output_classes(model)
+        self.k = knn.resolve_k(self.settings.k, len(self.x), n_classes)
+        self.n_classes, self.class_names = V.check_against_model(model, self.x, self.labels, self.settings.class_names, self.k)
+        info = {
+            "format": "flowcallback/run",
+            "version": store.FORMAT_VERSION,
+            "flowcallback_version": __version__,
+            "model": {"name": model.name, "fingerprint": _fingerprint(model)},
+            "class_names": self.class_names,
+            "analyses": ["activations", "lrp"] if self.settings.lrp else ["activations"],
+            "layers": [{"name": n, "type": self.layer_types[n]} for n in self.layer_names],
+            "config": {
+                "k": self.k,
+                "k_rule": self.settings.k if isinstance(self.settings.k, str) else "fixed",
+                "inflation": self.settings.inflation,
+                "index": self.settings.index,
+                "analyzer": self.settings.analyzer,
+                "analyzer_kwargs": self.settings.analyzer_kwargs,
+                "n_samples": int(len(self.x)),
+                "epoch_numbering": "0 is the untrained model; e is the model after e epochs of training",
+            },
+        }
+        existing = self.log_dir / "run.json"
+        if existing.exists():
+            old = store.read_run_info(self.log_dir)
+            if old["model"]["fingerprint"] != info["model"]["fingerprint"]:
+                raise ValueError(
+                    f"log_dir: {self.log_dir} holds a run of a different model ({old['model']['name']!r}); "
+                    "use a new log_dir for a new model"
+                )
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        store.write_run_info(self.log_dir, info)
+        if self.settings.lrp:
+            self.worker = capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs)
+            try:
+                self.worker.start(model, self.layer_names, self.x, batch_size=self.settings.batch_size)
+            except ValueError:
+                self.worker = None
+                raise
+            except Exception as exc:  # LRP unavailable (a layer iNNvestigate cannot rebuild, say)
+                self.worker = None
+                self.lrp_note = f"LRP skipped: {str(exc).splitlines()[0]}"
+                self._record_error(None, exc)
+                if self.settings.on_error == "raise":
+                    raise SnapshotError(str(exc)) from exc
+                warnings.warn(f"FlowCallback: {self.lrp_note}", RuntimeWarning, stacklevel=2)
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+
+    # -- one snapshot --------------------------------------------------------------------------
+    def take(self, epoch: int, *, verbose: int = 1, title_prefix: str = "") -> Optional[Path]:
+        """Take the snapshot of ``epoch`` and write its graphs and page.
+
+        Returns the page's path, or None if the snapshot failed and ``on_error="warn"``.
+        """
+        try:
+            return self._take(epoch, verbose=verbose, title_prefix=title_prefix)
+        except Exception as exc:
+            path = self._record_error(epoch, exc)
+            if self.settings.on_error == "raise":
+                raise SnapshotError(f"snapshot of epoch {epoch} failed: {exc}") from exc
+            warnings.warn(
+                f"FlowCallback: the snapshot of epoch {epoch} failed ({type(exc).__name__}: {exc}); "
+                f"training goes on. Details: {path}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
+
+    def _take(self, epoch: int, *, verbose: int, title_prefix: str) -> Path:
+        t0 = time.perf_counter()
+        s = self.settings
+        n = len(self.x)
+        n_batches = -(-n // s.batch_size)
+        use_lrp = self.worker is not None
+        prog = _Progress(verbose, n_batches + int(use_lrp) + len(self.layer_names) * (1 + int(use_lrp)) + 1, epoch)
+        notes: List[str] = []
+
+        acts, outputs = capture.capture_activations(
+            self.model, self.x, self.layer_names, batch_size=s.batch_size, progress=lambda done: prog.step()
+        )
+        if outputs.shape[1] == 1:
+            predictions = (outputs[:, 0] > 0.5).astype(np.int64)
+        else:
+            predictions = np.argmax(outputs, axis=1)
+        metrics = {
+            "accuracy": float(np.mean(predictions == self.labels)),
+            "loss": _loss(self.model, self.y_raw, outputs),
+            "k": self.k,
+            "inflation": s.inflation,
+        }
+        embeddings = {"activations": acts}
+        if use_lrp:
+            try:
+                res = self.worker.analyze(self.model)
+                embeddings["lrp"] = res.embeddings
+                metrics_lrp = {"lrp_analyzer": f"{res.analyzer_module}.{res.analyzer_class}"}
+                if res.missing:
+                    notes.append(f"LRP: no relevance reached layer(s) {', '.join(res.missing)}")
+            except Exception as exc:
+                if s.on_error == "raise":
+                    raise
+                notes.append(f"LRP failed for this epoch: {str(exc).splitlines()[0]}")
+                self._record_error(epoch, exc)
+            prog.step()
+        elif self.lrp_note:
+            notes.append(self.lrp_note)
+
+        graphs = {}
+        for analysis, emb in embeddings.items():
+            layer_clusters, column_notes = [], {}
+            for name in self.layer_names:
+                if name not in emb:
+                    continue
+                try:
+                    labels = cluster_layers({name: emb[name]}, k=self.k, inflation=s.inflation, index=s.index)[name]
+                    layer_clusters.append((name, self.layer_types[name], labels))
+                except Exception as exc:
+                    if s.on_error == "raise":
+                        raise
+                    notes.append(f"{render.ANALYSIS_LABELS.get(analysis, analysis)}: layer {name} skipped ({exc})")
+                prog.step()
+            m = dict(metrics)
+            if analysis == "lrp":
+                m.update(metrics_lrp)
+            graphs[analysis] = flows.build_flow_graph(
+                layer_clusters,
+                self.labels,
+                predictions,
+                class_names=self.class_names,
+                epoch=epoch,
+                analysis=analysis,
+                metrics={k: store._clean_metric(v) for k, v in m.items()},
+                notes=column_notes,
+            )
+        store.save_epoch(self.log_dir, graphs)
+        page = self.log_dir / store.epoch_page_name(epoch)
+        render.write_epoch_page(page, graphs, title_prefix=title_prefix, notes=notes)
+        prog.step()
+        prog.finish(f"FlowCallback: epoch {epoch} snapshot written to {page} ({time.perf_counter() - t0:.1f} s)")
+        return page
+
+    def _record_error(self, epoch: Optional[int], exc: BaseException) -> Path:
+        name = f"epoch_{epoch:03d}.txt" if epoch is not None else "setup.txt"
+        path = self.log_dir / "errors" / name
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            store.atomic_write(path, text.encode("utf-8"))
+        except OSError:
+            pass
+        return path
+
+
+def snapshot(model, validation_data, log_dir, *, epoch: int = 0, verbose: int = 1, **settings) -> Optional[Path]:
+    """Take one snapshot of an already trained model, without a callback.
+
+    Parameters
+    ----------
+    model : keras.Model
+    validation_data : (x, y) tuple or tf.data.Dataset
+    log_dir : str or path
+    epoch : int, default=0
+        The epoch number recorded for this snapshot.
+    verbose : int, default=1
+    **settings
+        As for :class:`~flowcallback.FlowCallback` (``layers``, ``k``, ``inflation``, ``lrp``...).
+
+    Returns
+    -------
+    pathlib.Path
+        The page written.
+
+    Examples
+    --------
+    >>> from flowcallback import snapshot
+    >>> snapshot(model, (x_test, y_test), "flows/trained", epoch=6)   # doctest: +SKIP
+    """
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+        raise ValueError(f"epoch: expected an integer >= 0, got {epoch!r}")
+    snap = Snapshotter(validation_data, log_dir, SnapshotSettings(**settings))
+    try:
+        snap.prepare(model)
+        return snap.take(int(epoch), verbose=verbose)
+    finally:
+        snap.close()

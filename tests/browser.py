@@ -1,0 +1,52 @@
+"""A real headless Chromium (Debian's package) driven by Playwright, offline."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import contextmanager
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def chromium_path():
+    return shutil.which("chromium")
+
+
+@contextmanager
+def open_page(url: str, *, width: int = 1400, height: int = 1000):
+    """Open ``url`` (a file:// URL) with the network cut off; yield (page, errors, blocked)."""
+    from playwright.sync_api import sync_playwright
+
+    errors, blocked = [], []
+    with tempfile.TemporaryDirectory(prefix="fc-chromium-") as profile, sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            profile,
+            executable_path=chromium_path(),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": width, "height": height},
+        )
+        try:
+            def route(r):
+                if r.request.url.startswith("file://"):
+                    r.continue_()
+                else:
+                    blocked.append(r.request.url)
+                    r.abort()
+
+            ctx.route("**/*", route)
+            page = ctx.new_page()
+            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+            page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+            page.goto(url)
+            page.wait_for_selector(".sankey-node", timeout=30_000)
+            yield page, errors, blocked
+        finally:
+            ctx.close()

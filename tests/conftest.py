@@ -1,0 +1,43 @@
+"""Shared fixtures: real data (scikit-learn's digits), a real model, a real training run."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """(x_train, y_train), (x_test, y_test) from scikit-learn's bundled digits."""
+    from flowcallback.demo import load_digits_split
+
+    return load_digits_split()
+
+
+@pytest.fixture(scope="session")
+def fitted_run(tmp_path_factory, digits):
+    """A real ``model.fit`` with the callback: 2 epochs, snapshots of epochs 1 and 2 only."""
+    import tensorflow as tf
+
+    from flowcallback import FlowCallback
+    from flowcallback.demo import lenet5_digits
+
+    (x_tr, y_tr), (x_te, y_te) = digits
+    log_dir = tmp_path_factory.mktemp("runs") / "run1"
+    model = lenet5_digits()
+    eager_before = tf.executing_eagerly()
+    cb = FlowCallback((x_te, y_te), log_dir=str(log_dir), epochs=[1, 2], class_names=[f"digit {i}" for i in range(10)], verbose=0)
+    history = model.fit(x_tr, y_tr, epochs=2, batch_size=64, verbose=0, callbacks=[cb])
+    return {
+        "log_dir": log_dir,
+        "callback": cb,
+        "model": model,
+        "history": history,
+        "eager_before": eager_before,
+        "eager_after": tf.executing_eagerly(),
+        "x_test": x_te,
+        "y_test": y_te,
+    }

@@ -1,0 +1,279 @@
+"""Tests of flowcallback.core.cluster: canonical labels, partitions and MCL."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import adjusted_rand_score
+
+from flowcallback.core.cluster import DEFAULT_INFLATION, canonical_labels, mcl, partition_labels
+
+FAST = settings(max_examples=50, deadline=None)
+
+
+def _comembership(labels):
+    labels = np.asarray(labels)
+    return labels[:, None] == labels[None, :]
+
+
+def _assert_canonical_partition(labels, n):
+    """One label per sample, labels 0..C-1, cluster 0 largest, ties by first member."""
+    labels = np.asarray(labels)
+    assert labels.shape == (n,)
+    assert labels.dtype == np.int32
+    if n == 0:
+        return
+    uniq = np.unique(labels)
+    np.testing.assert_array_equal(uniq, np.arange(len(uniq)))
+    sizes = np.bincount(labels)
+    firsts = np.array([np.flatnonzero(labels == c)[0] for c in uniq])
+    for a in range(len(uniq) - 1):
+        assert sizes[a] > sizes[a + 1] or (sizes[a] == sizes[a + 1] and firsts[a] < firsts[a + 1])
+
+
+def _cliques(sizes, weak_edges=(), weak=0.05):
+    """Block-diagonal graph of cliques (weight 1), plus weak edges between given node pairs."""
+    g = sp.block_diag([np.ones((s, s)) - np.eye(s) for s in sizes]).tolil()
+    for i, j in weak_edges:
+        g[i, j] = g[j, i] = weak
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    return g.tocsr(), truth
+
+
+# -- canonical_labels ------------------------------------------------------------------------------
+def test_canonical_labels_docstring_example():
+    out = canonical_labels([5, 5, 2, 7, 7, 7])
+    np.testing.assert_array_equal(out, [1, 1, 2, 0, 0, 0])
+    assert out.dtype == np.int32
+
+
+def test_canonical_labels_ties_go_to_the_smallest_first_member():
+    np.testing.assert_array_equal(canonical_labels([9, 4, 4, 9, 1]), [0, 1, 1, 0, 2])
+    np.testing.assert_array_equal(canonical_labels([3, 2, 1, 0]), [0, 1, 2, 3])
+
+
+def test_canonical_labels_of_strings_and_empty():
+    np.testing.assert_array_equal(canonical_labels(["b", "a", "b"]), [0, 1, 0])
+    out = canonical_labels(np.array([], dtype=np.int64))
+    assert out.shape == (0,) and out.dtype == np.int32
+
+
+label_lists = st.lists(st.integers(-5, 1000), min_size=1, max_size=40)
+
+
+@FAST
+@given(label_lists)
+def test_canonical_labels_is_the_same_partition(labels):
+    out = canonical_labels(labels)
+    np.testing.assert_array_equal(_comembership(out), _comembership(labels))
+    assert adjusted_rand_score(labels, out) == 1.0
+
+
+@FAST
+@given(label_lists)
+def test_canonical_labels_are_contiguous_and_sorted_by_size(labels):
+    out = canonical_labels(labels)
+    _assert_canonical_partition(out, len(labels))
+    sizes = np.bincount(out)
+    assert sizes[0] == max(np.unique(labels, return_counts=True)[1])  # label 0 is the largest
+
+
+@FAST
+@given(label_lists, st.randoms(use_true_random=False))
+def test_canonical_labels_ignores_the_names_of_clusters(labels, rnd):
+    uniq = sorted(set(labels))
+    renamed = dict(zip(uniq, rnd.sample(range(10_000), len(uniq))))
+    relabelled = [renamed[v] for v in labels]
+    out = canonical_labels(labels)
+    np.testing.assert_array_equal(canonical_labels(relabelled), out)
+    np.testing.assert_array_equal(canonical_labels(out), out)  # idempotent
+
+
+# -- partition_labels ------------------------------------------------------------------------------
+def test_partition_labels_docstring_example():
+    out = partition_labels([(0, 1, 2), (2, 3)], 5)
+    np.testing.assert_array_equal(out, [0, 0, 0, 1, 2])
+    assert out.dtype == np.int32
+
+
+def test_partition_labels_overlap_goes_to_the_larger_cluster():
+    # sample 3 is in a cluster of 2 and one of 4: it joins the cluster of 4; 5 is left alone
+    # in the smaller one and 4 is unlisted (two singletons, ordered by their member)
+    out = partition_labels([(3, 5), (0, 1, 2, 3)], 6)
+    np.testing.assert_array_equal(out, [0, 0, 0, 0, 1, 2])
+
+
+def test_partition_labels_missing_members_are_singletons():
+    out = partition_labels([(1, 2)], 5)
+    np.testing.assert_array_equal(out, [1, 0, 0, 2, 3])
+    np.testing.assert_array_equal(partition_labels([], 3), [0, 1, 2])
+
+
+def test_partition_labels_cluster_fully_absorbed_leaves_no_gap():
+    # (1, 2) is entirely inside the larger cluster: it disappears, labels stay contiguous
+    out = partition_labels([(1, 2), (0, 1, 2, 3), (4, 5)], 7)
+    np.testing.assert_array_equal(out, [0, 0, 0, 0, 1, 1, 2])
+
+
+def test_partition_labels_repeated_clusters():
+    out = partition_labels([(0, 1), (0, 1), (2,)], 3)
+    np.testing.assert_array_equal(out, [0, 0, 1])
+
+
+@st.composite
+def clusterings(draw):
+    n = draw(st.integers(1, 30))
+    clusters = draw(
+        st.lists(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True).map(tuple), max_size=8)
+    )
+    return n, clusters
+
+
+@FAST
+@given(clusterings())
+def test_partition_labels_is_a_partition_respecting_largest_clusters(case):
+    n, clusters = case
+    out = partition_labels(clusters, n)
+    _assert_canonical_partition(out, n)
+    listed = set(s for c in clusters for s in c)
+    for s in range(n):
+        group = set(np.flatnonzero(out == out[s]).tolist())
+        if s not in listed:
+            assert group == {s}, "an unlisted sample is a singleton"
+            continue
+        containing = [set(c) for c in clusters if s in c]
+        biggest = max(len(c) for c in containing)
+        # the sample's group lies inside one of the largest clusters that list it
+        assert any(group <= c for c in containing if len(c) == biggest)
+
+
+@FAST
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=30))
+def test_partition_labels_of_a_partition_is_that_partition(labels):
+    labels = np.asarray(labels)
+    clusters = [tuple(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    np.testing.assert_array_equal(partition_labels(clusters, len(labels)), canonical_labels(labels))
+
+
+# -- mcl -------------------------------------------------------------------------------------------
+def test_mcl_docstring_example():
+    block = np.ones((3, 3)) - np.eye(3)
+    out = mcl(sp.csr_matrix(sp.block_diag([block, block])))
+    np.testing.assert_array_equal(out, [0, 0, 0, 1, 1, 1])
+    assert out.dtype == np.int32
+
+
+@st.composite
+def clique_graphs(draw):
+    sizes = draw(st.lists(st.integers(4, 10), min_size=3, max_size=6))
+    n_weak = draw(st.integers(0, 4))
+    starts = np.cumsum([0] + sizes)
+    edges = []
+    for _ in range(n_weak):
+        a, b = draw(st.lists(st.integers(0, len(sizes) - 1), min_size=2, max_size=2, unique=True))
+        i = draw(st.integers(starts[a], starts[a + 1] - 1))
+        j = draw(st.integers(starts[b], starts[b + 1] - 1))
+        edges.append((i, j))
+    perm = draw(st.permutations(range(starts[-1])))
+    return sizes, edges, np.asarray(perm)
+
+
+@FAST
+@given(clique_graphs())
+def test_mcl_recovers_cliques_with_weak_links(case):
+    sizes, edges, perm = case
+    g, truth = _cliques(sizes, edges)
+    # shuffle the node order, so that communities are not contiguous ranges
+    g = g[perm][:, perm]
+    truth = truth[perm]
+    out = mcl(g)
+    _assert_canonical_partition(out, len(truth))
+    assert adjusted_rand_score(truth, out) == 1.0
+    np.testing.assert_array_equal(out, canonical_labels(truth))
+
+
+def test_mcl_recovers_weighted_communities_from_a_knn_graph():
+    # three well separated groups of maps, through the embed and kNN stages
+    from flowcallback.core.embed import embed
+    from flowcallback.core.knn import knn_graph
+
+    rng = np.random.default_rng(0)
+    directions = np.eye(3, 12) * 5
+    x = np.repeat(directions, [15, 25, 20], axis=0) + 0.3 * rng.normal(size=(60, 12))
+    truth = np.repeat([0, 1, 2], [15, 25, 20])
+    out = mcl(knn_graph(embed(x), 10, index="flat"))
+    assert adjusted_rand_score(truth, out) == 1.0
+    np.testing.assert_array_equal(out, canonical_labels(truth))
+
+
+@st.composite
+def random_graphs(draw):
+    n = draw(st.integers(1, 25))
+    density = draw(st.floats(0, 0.5))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(0, 1, size=(n, n)) * (rng.uniform(size=(n, n)) < density)
+    w = np.triu(w, 1)
+    return sp.csr_matrix(w + w.T)
+
+
+@FAST
+@given(random_graphs(), st.sampled_from([1.4, 2.0, 3.0]))
+def test_mcl_always_returns_a_canonical_partition(g, inflation):
+    out = mcl(g, inflation=inflation)
+    _assert_canonical_partition(out, g.shape[0])
+    # nodes without edges are singletons
+    isolated = np.flatnonzero(np.diff(g.indptr) == 0)
+    for i in isolated:
+        assert np.count_nonzero(out == out[i]) == 1
+
+
+def test_mcl_graph_without_edges_gives_singletons():
+    np.testing.assert_array_equal(mcl(sp.csr_matrix((4, 4))), [0, 1, 2, 3])
+
+
+def test_mcl_dense_input_equals_sparse_input():
+    g, _ = _cliques([4, 5, 6], [(0, 5), (6, 12)])
+    np.testing.assert_array_equal(mcl(g.toarray()), mcl(g))
+    np.testing.assert_array_equal(mcl(sp.csr_array(g)), mcl(g))
+
+
+def test_mcl_empty_graph():
+    out = mcl(sp.csr_matrix((0, 0)))
+    assert out.shape == (0,) and out.dtype == np.int32
+
+
+def test_mcl_does_not_modify_its_input():
+    g, _ = _cliques([4, 5], [(0, 5)])
+    before = g.copy()
+    mcl(g)
+    assert (g != before).nnz == 0 and g.diagonal().sum() == 0
+
+
+def test_default_inflation():
+    assert DEFAULT_INFLATION == 2.0
+
+
+@pytest.mark.parametrize("inflation", [1, 1.0, 0.5, 0, -2.0, float("nan"), True, "2", None, [2.0]])
+def test_mcl_invalid_inflation_raises(inflation):
+    g, _ = _cliques([3, 3])
+    with pytest.raises(ValueError, match=r"^inflation: "):
+        mcl(g, inflation=inflation)
+
+
+@pytest.mark.parametrize("inflation", [1.5, 2, np.float64(2.5), np.float32(3.0)])
+def test_mcl_accepts_numeric_inflation(inflation):
+    g, truth = _cliques([4, 4, 5])
+    assert adjusted_rand_score(truth, mcl(g, inflation=inflation)) == 1.0
+
+
+def test_mcl_negative_weights_raise():
+    g = _cliques([3, 3])[0].tolil()
+    g[0, 4] = g[4, 0] = -0.5
+    with pytest.raises(ValueError, match="non-negative"):
+        mcl(g.tocsr())
+
+
+def test_mcl_non_square_raises():
+    with pytest.raises(ValueError, match="square"):
+        mcl(sp.csr_matrix((3, 4)))

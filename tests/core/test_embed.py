@@ -1,0 +1,215 @@
+"""Tests of flowcallback.core.embed: unit rows whose inner products are cosine similarities."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from flowcallback.core.embed import Embedder, embed
+
+FAST = settings(max_examples=50, deadline=None)
+TINY = np.finfo(np.float32).tiny
+
+# Any finite float32 value, subnormals included: the norm must neither overflow nor underflow.
+finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+maps_2d = hnp.arrays(
+    np.float32,
+    st.tuples(st.integers(1, 12), st.integers(1, 8)),
+    elements=finite32,
+)
+
+
+def _reference_similarity(x):
+    """Expected inner products of embeddings, computed in float64 from the raw rows."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    norms = np.linalg.norm(x, axis=1)
+    zero = norms <= TINY
+    unit = x / np.where(zero, 1.0, norms)[:, None]
+    sim = unit @ unit.T
+    # all-zero maps: similarity 1 to each other, 0 to everything else
+    sim[zero, :] = 0.0
+    sim[:, zero] = 0.0
+    sim[np.ix_(zero, zero)] = 1.0
+    return sim, zero
+
+
+# -- shape, dtype, norm --------------------------------------------------------------------------
+def test_docstring_example():
+    v = embed(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    assert v.dtype == np.float32
+    np.testing.assert_array_equal(v, np.array([[0.6, 0.8, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32))
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (4, 2, 3), (3, 2, 2, 2), (6, 1)])
+def test_flattens_any_trailing_shape(shape):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape)
+    v = embed(x)
+    d = int(np.prod(shape[1:]))
+    assert v.shape == (shape[0], d + 1)
+    assert v.dtype == np.float32
+    flat = x.reshape(shape[0], -1)
+    expected = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+    np.testing.assert_allclose(v[:, :-1], expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(v[:, -1], 0.0)
+
+
+def test_one_dimensional_input_is_one_scalar_per_sample():
+    v = embed(np.array([2.5, -0.1, 0.0]))
+    np.testing.assert_array_equal(v, np.array([[1, 0], [-1, 0], [0, 1]], dtype=np.float32))
+
+
+def test_integer_and_bool_input():
+    np.testing.assert_allclose(embed(np.array([[0, 5], [3, 4]])), [[0, 1, 0], [0.6, 0.8, 0]], atol=1e-7)
+    np.testing.assert_array_equal(embed(np.array([[True, False], [False, False]])), [[1, 0, 0], [0, 0, 1]])
+
+
+def test_input_is_not_modified():
+    x = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, 1.0]], dtype=np.float32)
+    before = x.copy()
+    embed(x)
+    np.testing.assert_array_equal(x, before)
+
+
+@FAST
+@given(maps_2d)
+def test_rows_are_unit_norm(x):
+    v = embed(x)
+    assert v.shape == (x.shape[0], x.shape[1] + 1)
+    norms = np.linalg.norm(v.astype(np.float64), axis=1)
+    np.testing.assert_allclose(norms, 1.0, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e20, 1e37])
+def test_unit_norm_for_extreme_magnitudes(scale):
+    # Squaring in float32 overflows / underflows at these scales; the norm must not.
+    x = (np.array([[1.0, 2.0, -2.0], [4.0, 0.0, 3.0]]) * scale).astype(np.float32)
+    v = embed(x)
+    np.testing.assert_allclose(v[:, :-1], [[1 / 3, 2 / 3, -2 / 3], [0.8, 0.0, 0.6]], rtol=1e-6)
+    np.testing.assert_array_equal(v[:, -1], 0.0)
+
+
+@FAST
+@given(maps_2d)
+def test_inner_products_are_cosine_similarities(x):
+    v = embed(x).astype(np.float64)
+    expected, _ = _reference_similarity(x)
+    np.testing.assert_allclose(v @ v.T, expected, rtol=0, atol=1e-5)
+
+
+@FAST
+@given(maps_2d, st.floats(1e-3, 1e3))
+def test_positive_scaling_of_a_map_does_not_change_its_embedding(x, c):
+    x = x.astype(np.float64)
+    # stay far from the all-zero threshold and from float32 overflow after scaling
+    x = x[(np.linalg.norm(x, axis=1) > 1e-30) & (np.abs(x).max(axis=1) < 1e34)]
+    if len(x) == 0:
+        return
+    np.testing.assert_allclose(embed(x * c), embed(x), rtol=0, atol=1e-6)
+
+
+# -- all-zero maps ---------------------------------------------------------------------------------
+def test_zero_rows_get_indicator_and_are_identical_and_orthogonal_to_the_rest():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(7, 4, 2))
+    zero_rows = [0, 3, 6]
+    x[zero_rows] = 0.0
+    v = embed(x).astype(np.float64)
+    others = [1, 2, 4, 5]
+    np.testing.assert_array_equal(v[zero_rows, -1], 1.0)
+    np.testing.assert_array_equal(v[zero_rows, :-1], 0.0)
+    np.testing.assert_array_equal(v[others, -1], 0.0)
+    # identical to each other (similarity 1), orthogonal to every non-zero map
+    np.testing.assert_array_equal(v[zero_rows[0]], v[zero_rows[1]])
+    np.testing.assert_array_equal(v[zero_rows[0]], v[zero_rows[2]])
+    sim = v @ v.T
+    np.testing.assert_allclose(sim[np.ix_(zero_rows, zero_rows)], 1.0, atol=1e-7)
+    np.testing.assert_array_equal(sim[np.ix_(zero_rows, others)], 0.0)
+
+
+@FAST
+@given(maps_2d, st.data())
+def test_indicator_is_one_exactly_for_zero_maps(x, data):
+    x = x.copy()
+    mask = data.draw(hnp.arrays(np.bool_, x.shape[0]))
+    x[mask] = 0.0
+    v = embed(x)
+    _, zero = _reference_similarity(x)
+    np.testing.assert_array_equal(v[:, -1], zero.astype(np.float32))
+    assert set(np.flatnonzero(mask)) <= set(np.flatnonzero(zero))
+
+
+def test_all_samples_zero():
+    v = embed(np.zeros((3, 5)))
+    np.testing.assert_array_equal(v, np.tile([0, 0, 0, 0, 0, 1], (3, 1)).astype(np.float32))
+
+
+# -- errors ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_raise_and_name_the_maps(bad):
+    x = np.ones((4, 3))
+    x[1, 2] = bad
+    x[3, 0] = bad
+    with pytest.raises(ValueError, match=r"conv2d_7: 2 sample\(s\) have NaN or infinite"):
+        embed(x, name="conv2d_7")
+
+
+def test_default_name_in_error():
+    with pytest.raises(ValueError, match="^maps: "):
+        embed(np.array([[np.nan]]))
+
+
+@pytest.mark.parametrize("bad", [np.float64(3.0), np.zeros((0, 3)), np.zeros(0)])
+def test_no_sample_axis_raises(bad):
+    with pytest.raises(ValueError, match=r"dense_1: expected an array of shape \(n_samples"):
+        embed(bad, name="dense_1")
+
+
+# -- Embedder ----------------------------------------------------------------------------------------
+@FAST
+@given(
+    hnp.arrays(np.float32, st.tuples(st.integers(1, 20), st.integers(1, 3), st.integers(1, 3)), elements=finite32),
+    st.data(),
+)
+def test_embedder_over_batches_equals_embed_of_the_whole(x, data):
+    n = x.shape[0]
+    cuts = sorted(data.draw(st.lists(st.integers(1, n), max_size=4, unique=True)))
+    bounds = [0] + [c for c in cuts if c < n] + [n]
+    e = Embedder("block")
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        e.add(x[lo:hi])
+    out = e.result()
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, embed(x))
+
+
+def test_embedder_docstring_example():
+    e = Embedder("dense")
+    e.add(np.ones((2, 3)))
+    e.add(np.zeros((1, 3)))
+    r = e.result()
+    assert r.shape == (3, 4)
+    np.testing.assert_allclose(r[:2, :3], 1 / np.sqrt(3), rtol=1e-6)
+    np.testing.assert_array_equal(r[2], [0, 0, 0, 1])
+
+
+def test_embedder_without_batches_raises_with_its_name():
+    with pytest.raises(ValueError, match="^dense_3: no batch was added"):
+        Embedder("dense_3").result()
+
+
+def test_embedder_add_names_the_layer_on_bad_values():
+    e = Embedder("conv_a")
+    e.add(np.ones((2, 2)))
+    with pytest.raises(ValueError, match="^conv_a: 1 sample"):
+        e.add(np.array([[1.0, np.inf]]))
+    # the bad batch was not kept
+    assert e.result().shape == (2, 3)
+
+
+def test_embedder_rejects_batches_of_different_feature_size():
+    e = Embedder("x")
+    e.add(np.ones((2, 3)))
+    e.add(np.ones((2, 4)))
+    with pytest.raises(ValueError):
+        e.result()

@@ -1,0 +1,136 @@
+"""Store: exact round trips, atomic epochs, and loud failures on damaged files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowcallback.core import flows, store
+from flowcallback.exceptions import RunFormatError
+
+RUN_INFO = {
+    "flowcallback_version": "0.1.0",
+    "model": {"name": "m", "fingerprint": "abc"},
+    "class_names": ["a", "b", "c"],
+    "analyses": ["activations", "lrp"],
+    "layers": [{"name": "l1", "type": "Dense"}, {"name": "l2", "type": "Dense"}],
+    "config": {"k": 5},
+}
+
+
+def make_graph(seed=0, epoch=3, analysis="activations", n=60):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    p = np.where(rng.random(n) < 0.8, y, rng.integers(0, 3, n))
+    layers = [("l1", "Dense", rng.integers(0, 4, n)), ("l2", "Dense", rng.integers(0, 3, n))]
+    return flows.build_flow_graph(
+        layers, y, p, class_names=["a", "b", "c"], epoch=epoch, analysis=analysis,
+        metrics={"accuracy": float(np.mean(p == y)), "loss": 0.5, "k": 5, "inflation": 2.0},
+    )
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    store.write_run_info(tmp_path, RUN_INFO)
+    for e in (0, 3):
+        store.save_epoch(tmp_path, {"activations": make_graph(e, e), "lrp": make_graph(e + 10, e, "lrp")})
+    return tmp_path
+
+
+def test_round_trip_is_exact(run_dir):
+    run = store.load_run(run_dir)
+    assert run.epochs == [0, 3]
+    for e in (0, 3):
+        for a, seed in (("activations", e), ("lrp", e + 10)):
+            g0 = make_graph(seed, e, a)
+            g1 = run.epoch(e, a)
+            assert g1.equals(g0)
+            assert g1.columns == g0.columns
+            assert g1.flows.equals(g0.flows)
+            assert g1.metrics == g0.metrics
+
+
+def test_loaded_arrays_are_read_only(run_dir):
+    g = store.load_run(run_dir).epoch(3)
+    with pytest.raises(ValueError):
+        g.assignments[0, 0] = 7
+
+
+def test_incomplete_epoch_directory_is_ignored(run_dir):
+    (run_dir / "graphs" / ".epoch_005.x.tmp").mkdir()
+    (run_dir / "graphs" / ".epoch_005.x.tmp" / "activations.json").write_text("{")
+    assert store.load_run(run_dir).epochs == [0, 3]
+
+
+def test_saving_an_epoch_again_replaces_it(run_dir):
+    g = make_graph(99, 3)
+    store.save_epoch(run_dir, {"activations": g})
+    run = store.load_run(run_dir)
+    assert run.analyses(3) == ["activations"]
+    assert run.epoch(3).equals(g)
+
+
+def test_missing_run_json(tmp_path):
+    with pytest.raises(RunFormatError, match="run.json"):
+        store.load_run(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda d: d.update(version=2), "schema"),
+        (lambda d: d["columns"][0].update(kind="sideways"), "schema"),
+        (lambda d: d["flows"][0].update(count=d["flows"][0]["count"] + 1), "flows"),
+        (lambda d: d["columns"][0]["clusters"][0].update(size=10**6), "does not match"),
+        (lambda d: d.update(n_samples=d["n_samples"] + 1), "shapes"),
+        (lambda d: d.update(arrays="../../elsewhere.npz"), "schema"),
+        (lambda d: d["columns"][0].update(order=d["columns"][0]["order"][:-1]), "inconsistent"),
+    ],
+)
+def test_edited_json_is_refused_with_the_file_name(run_dir, mutate, match):
+    path = run_dir / "graphs" / "epoch_003" / "activations.json"
+    doc = json.loads(path.read_text())
+    mutate(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(RunFormatError, match=match) as info:
+        store.load_run(run_dir).epoch(3)
+    assert "activations" in str(info.value)
+
+
+def test_pickled_npz_is_refused(run_dir):
+    path = run_dir / "graphs" / "epoch_003" / "activations.npz"
+    np.savez(path, assignments=np.array([object()], dtype=object), labels=np.zeros(1), predictions=np.zeros(1))
+    with pytest.raises(RunFormatError, match="activations.npz"):
+        store.load_run(run_dir).epoch(3)
+
+
+def test_wrong_dtype_is_refused(run_dir):
+    path = run_dir / "graphs" / "epoch_003" / "activations.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["labels"] = arrays["labels"].astype(np.float64)
+    np.savez(path, **arrays)
+    with pytest.raises(RunFormatError, match="integers"):
+        store.load_run(run_dir).epoch(3)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=400), which=st.sampled_from(["activations.json", "activations.npz"]), cut=st.booleans())
+def test_random_or_truncated_bytes_raise_only_run_format_error(run_dir, data, which, cut):
+    path = run_dir / "graphs" / "epoch_003" / which
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original[: len(original) // 2] if cut else data)
+        with pytest.raises(RunFormatError):
+            store.load_run(run_dir).epoch(3)
+    finally:
+        path.write_bytes(original)
+
+
+def test_atomic_write_leaves_no_temporary_file(tmp_path):
+    store.atomic_write(tmp_path / "a.bin", b"123")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+    assert (tmp_path / "a.bin").read_bytes() == b"123"

@@ -1,0 +1,110 @@
+"""Integration: a real model.fit with FlowCallback, real iNNvestigate, real files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from flowcallback import load_run
+
+pytestmark = pytest.mark.slow
+
+
+def test_pages_and_graphs_exist_for_exactly_the_chosen_epochs(fitted_run):
+    log_dir = fitted_run["log_dir"]
+    pages = sorted(p.name for p in log_dir.glob("epoch_*.html"))
+    assert pages == ["epoch_001.html", "epoch_002.html"]
+    run = load_run(log_dir)
+    assert run.epochs == [1, 2]
+    for e in (1, 2):
+        assert run.analyses(e) == ["activations", "lrp"]
+    assert (log_dir / "plotly.min.js").stat().st_size > 1_000_000
+    assert not (log_dir / "errors").exists()
+
+
+def test_eager_execution_is_untouched(fitted_run):
+    assert fitted_run["eager_before"] is True
+    assert fitted_run["eager_after"] is True
+
+
+def test_graphs_are_consistent_with_the_model(fitted_run):
+    run = load_run(fitted_run["log_dir"])
+    model = fitted_run["model"]
+    x, y = fitted_run["x_test"], fitted_run["y_test"]
+    g = run.epoch(2)
+    # columns: the default layer selection (no Flatten), then Prediction and Ground truth
+    assert g.column_names == ("conv1", "pool1", "conv2", "pool2", "dense120", "dense84", "dense10", "Prediction", "Ground truth")
+    assert [c.layer_type for c in g.columns[:4]] == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D"]
+    np.testing.assert_array_equal(g.labels, y)
+    # the last snapshot (epoch 2) is the trained model's state at the end of fit
+    np.testing.assert_array_equal(g.predictions, np.argmax(model.predict(x, verbose=0), axis=1))
+    assert g.metrics["accuracy"] == pytest.approx(float(np.mean(g.predictions == y)))
+    assert g.metrics["loss"] > 0
+    # flows conserve the sample count between every pair of consecutive columns
+    sums = g.flows.groupby("source_column")["count"].sum()
+    assert (sums == len(y)).all() and len(sums) == len(g.columns) - 1
+    assert g.class_names == tuple(f"digit {i}" for i in range(10))
+
+
+def test_lrp_graph_comes_from_innvestigate(fitted_run):
+    run = load_run(fitted_run["log_dir"])
+    lrp = run.epoch(2, "lrp")
+    act = run.epoch(2, "activations")
+    assert lrp.metrics["lrp_analyzer"] == "innvestigate.analyzer.relevance_based.relevance_analyzer.LRPEpsilon"
+    # LRP with max-activation neuron selection puts all output relevance on the predicted class,
+    # so at the output layer samples cluster exactly by their prediction.
+    from sklearn.metrics import adjusted_rand_score
+
+    out = lrp.assignments[:, lrp.column_index("dense10")]
+    assert adjusted_rand_score(out, lrp.predictions) == pytest.approx(1.0)
+    # and relevance is not a copy of the activations: some layer clusters differently
+    diffs = [adjusted_rand_score(lrp.assignments[:, j], act.assignments[:, j]) for j in range(len(act.columns) - 2)]
+    assert min(diffs) < 0.999
+
+
+def test_run_json_describes_the_run(fitted_run):
+    info = json.loads((fitted_run["log_dir"] / "run.json").read_text())
+    assert info["format"] == "flowcallback/run" and info["version"] == 1
+    assert [l["name"] for l in info["layers"]] == ["conv1", "pool1", "conv2", "pool2", "dense120", "dense84", "dense10"]
+    assert info["config"]["k"] == 30 and info["config"]["analyzer"] == "lrp.epsilon"
+
+
+def test_callback_records_pages(fitted_run):
+    cb = fitted_run["callback"]
+    assert sorted(cb.pages) == [1, 2]
+    assert cb._snapshotter.worker is None  # the LRP worker was stopped at the end of fit
+
+
+def test_initial_snapshot_and_every_n(tmp_path, digits):
+    """epochs=2 means every 2nd epoch counting from 0: the untrained model, then epoch 2."""
+    from flowcallback import FlowCallback
+    from flowcallback.demo import lenet5_digits
+
+    (x_tr, y_tr), (x_te, y_te) = digits
+    model = lenet5_digits(seed=1)
+    cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=tmp_path / "r", epochs=2, lrp=False, k=10, verbose=0)
+    model.fit(x_tr[:300], y_tr[:300], epochs=3, verbose=0, callbacks=[cb])
+    run = load_run(tmp_path / "r")
+    assert run.epochs == [0, 2]
+    assert run.analyses(0) == ["activations"]
+    g0 = run.epoch(0)
+    assert g0.n_samples == 120 and g0.metrics["k"] == 10
+
+
+def test_tf_data_and_one_hot_labels(tmp_path, digits):
+    import tensorflow as tf
+
+    from flowcallback import FlowCallback
+    from flowcallback.demo import lenet5_digits
+
+    (x_tr, y_tr), (x_te, y_te) = digits
+    y_hot = tf.keras.utils.to_categorical(y_te[:100], 10)
+    ds = tf.data.Dataset.from_tensor_slices((x_te[:100], y_hot)).batch(32)
+    model = lenet5_digits(seed=2)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    cb = FlowCallback(ds, log_dir=tmp_path / "r", epochs=[1], lrp=False, k=5, verbose=0)
+    model.fit(x_tr[:200], tf.keras.utils.to_categorical(y_tr[:200], 10), epochs=1, verbose=0, callbacks=[cb])
+    g = load_run(tmp_path / "r").epoch(1)
+    np.testing.assert_array_equal(g.labels, y_te[:100])
+    assert g.metrics["loss"] > 0

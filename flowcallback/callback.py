@@ -46,8 +46,9 @@ class FlowCallback(tf.keras.callbacks.Callback):
         Any iNNvestigate LRP analyzer name (``"lrp.z"``, ``"lrp.alpha_1_beta_0"``, ...).
     analyzer_kwargs : dict, optional
         Extra arguments for ``innvestigate.create_analyzer``.
-    k : int or "paper", default=30
-        Neighbours in the kNN graph; ``"paper"`` uses the paper's ``n_samples // n_classes``.
+    k : int, "auto" or "paper", default="auto"
+        Neighbours in the kNN graph. ``"auto"``: ``n_samples // (2 * n_classes)`` clipped to
+        [5, 100] (chosen by measurement, see docs/method.md); ``"paper"``: ``n_samples // n_classes``.
     inflation : float, default=2.0
         MCL inflation.
     index : {"auto", "flat", "hnsw"}, default="auto"

@@ -67,7 +67,7 @@ def test_run_json_describes_the_run(fitted_run):
     info = json.loads((fitted_run["log_dir"] / "run.json").read_text())
     assert info["format"] == "flowcallback/run" and info["version"] == 1
     assert [l["name"] for l in info["layers"]] == ["conv1", "pool1", "conv2", "pool2", "dense120", "dense84", "dense10"]
-    assert info["config"]["k"] == 30 and info["config"]["analyzer"] == "lrp.epsilon"
+    assert info["config"]["k"] == 22 and info["config"]["k_rule"] == "auto" and info["config"]["analyzer"] == "lrp.epsilon"
 
 
 def test_callback_records_pages(fitted_run):
@@ -108,3 +108,24 @@ def test_tf_data_and_one_hot_labels(tmp_path, digits):
     g = load_run(tmp_path / "r").epoch(1)
     np.testing.assert_array_equal(g.labels, y_te[:100])
     assert g.metrics["loss"] > 0
+
+
+def test_training_results_are_unaffected(tmp_path, digits):
+    """Same seed, same data: the weights after fit are identical with and without the callback."""
+    from flowcallback import FlowCallback
+    from flowcallback.demo import lenet5_digits
+
+    (x_tr, y_tr), (x_te, y_te) = digits
+
+    def train(callbacks):
+        model = lenet5_digits(seed=7)
+        hist = model.fit(x_tr[:400], y_tr[:400], epochs=2, batch_size=50, shuffle=True, verbose=0, callbacks=callbacks)
+        return model.get_weights(), hist.history["loss"]
+
+    w_plain, loss_plain = train([])
+    cb = FlowCallback((x_te[:80], y_te[:80]), log_dir=tmp_path / "r", k=8, verbose=0)
+    w_cb, loss_cb = train([cb])
+    assert sorted(cb.pages) == [0, 1, 2]
+    assert loss_cb == loss_plain
+    for a, b in zip(w_plain, w_cb):
+        np.testing.assert_array_equal(a, b)

@@ -149,9 +149,16 @@ class FlowGraph:
         except ValueError:
             raise KeyError(f"no column {name!r}; columns are {list(self.column_names)}") from None
 
+    def _col(self, column) -> int:
+        if isinstance(column, (int, np.integer)) and not isinstance(column, bool):
+            if not -len(self.columns) <= int(column) < len(self.columns):
+                raise IndexError(f"column: expected an index below {len(self.columns)}, got {column}")
+            return int(column) % len(self.columns)
+        return self.column_index(column)
+
     def clusters(self, column) -> Dict[int, np.ndarray]:
         """Sample indices of every cluster of a column (by name or index), in display order."""
-        j = column if isinstance(column, int) else self.column_index(column)
+        j = self._col(column)
         a = self.assignments[:, j]
         return {c: np.flatnonzero(a == c) for c in self.columns[j].order}
 
@@ -168,7 +175,7 @@ class FlowGraph:
 
     def class_counts(self, column) -> np.ndarray:
         """Matrix (n_clusters in display order, n_classes) of class counts for one column."""
-        j = column if isinstance(column, int) else self.column_index(column)
+        j = self._col(column)
         order = self.columns[j].order
         pos = {c: i for i, c in enumerate(order)}
         out = np.zeros((len(order), len(self.class_names)), dtype=np.int64)
@@ -445,6 +452,10 @@ def build_flow_graph(
     blocks.append(p)
     cols.append(("Ground truth", "ground_truth", "", notes.get("Ground truth", "")))
     blocks.append(y)
+    names = [c[0] for c in cols]
+    dupes = sorted({x for x in names if names.count(x) > 1})
+    if dupes:
+        raise ValueError(f"layer_clusters: column names must be unique, {dupes} repeat (a layer may not be called 'Prediction' or 'Ground truth')")
     a = np.stack(blocks, axis=1)
     m = a.shape[1]
     initial = [tuple(np.unique(a[:, j]).tolist()) for j in range(m)]

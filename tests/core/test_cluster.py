@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import adjusted_rand_score
 
+from flowcallback.core import cluster
 from flowcallback.core.cluster import DEFAULT_INFLATION, canonical_labels, mcl, partition_labels
 
 FAST = settings(max_examples=50, deadline=None)
@@ -277,3 +278,66 @@ def test_mcl_negative_weights_raise():
 def test_mcl_non_square_raises():
     with pytest.raises(ValueError, match="square"):
         mcl(sp.csr_matrix((3, 4)))
+
+
+# -- the fast backend against the reference -------------------------------------------------------
+def _planted(n_blocks, size, p_in, p_out, seed):
+    rng = np.random.default_rng(seed)
+    n = n_blocks * size
+    truth = np.repeat(np.arange(n_blocks), size)
+    same = truth[:, None] == truth[None, :]
+    prob = np.where(same, p_in, p_out)
+    upper = np.triu(rng.random((n, n)) < prob, 1)
+    w = upper * rng.uniform(0.5, 1.0, (n, n))
+    w = w + w.T
+    return sp.csr_matrix(w), truth
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("n_blocks,size", [(3, 40), (6, 25), (10, 30)])
+def test_fast_backend_recovers_planted_communities_like_the_reference(seed, n_blocks, size):
+    g, truth = _planted(n_blocks, size, 0.5, 0.01, seed)
+    fast = cluster.mcl(g, backend="fast")
+    ref = cluster.mcl(g, backend="reference")
+    assert adjusted_rand_score(truth, fast) == 1.0
+    assert adjusted_rand_score(ref, fast) == 1.0
+
+
+def test_fast_backend_matches_reference_on_a_knn_graph():
+    from flowcallback.core.embed import embed
+    from flowcallback.core.knn import knn_graph
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(8, 32))
+    x = np.repeat(centres, 60, axis=0) + 0.25 * rng.normal(size=(480, 32))
+    g = knn_graph(embed(x), 15)
+    fast = cluster.mcl(g, backend="fast", n_threads=2)
+    ref = cluster.mcl(g, backend="reference")
+    assert adjusted_rand_score(ref, fast) >= 0.95
+    # a partition: every sample labelled, labels contiguous from 0
+    assert fast.shape == (480,) and set(np.unique(fast)) == set(range(fast.max() + 1))
+
+
+def test_fast_backend_threads_do_not_change_the_result():
+    g, _ = _planted(12, 200, 0.1, 0.002, 3)
+    one = cluster.mcl(g, backend="fast", n_threads=1)
+    two = cluster.mcl(g, backend="fast", n_threads=2)
+    np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(backend="gpu"), "backend"),
+    (dict(select=0), "select"),
+    (dict(backend="fast", expansion=3), "expansion"),
+    (dict(inflation=float("inf")), "inflation"),
+])
+def test_fast_backend_bad_arguments(kwargs, match):
+    g, _ = _planted(2, 5, 1.0, 0.0, 0)
+    with pytest.raises(ValueError, match=match):
+        cluster.mcl(g, **kwargs)
+
+
+def test_nan_weights_are_refused():
+    g = sp.csr_matrix(np.array([[0, np.nan], [np.nan, 0]]))
+    with pytest.raises(ValueError, match="finite"):
+        cluster.mcl(g)

@@ -55,6 +55,13 @@ class FlowCallback(tf.keras.callbacks.Callback):
         FAISS index; "auto" is exact below 50,000 samples.
     batch_size : int, default=256
         Batch size for the capture.
+    reduce : {"pca", "random", None}, default="pca"
+        How layers wider than ``dim`` are reduced while streaming (cosine neighbourhoods kept;
+        see :class:`flowcallback.core.embed.Embedder`); None keeps the raw maps.
+    dim : int, default=128
+        Dimension after reduction.
+    mcl_backend : {"fast", "reference"}, default="fast"
+        MCL implementation (see :mod:`flowcallback.core.cluster`).
     on_error : {"warn", "raise"}, default="warn"
         What a failed snapshot does: warn (and record it in ``log_dir/errors``) and let training go
         on, or stop training.
@@ -83,6 +90,9 @@ class FlowCallback(tf.keras.callbacks.Callback):
         inflation: float = cluster.DEFAULT_INFLATION,
         index: str = "auto",
         batch_size: int = 256,
+        reduce: Optional[str] = "pca",
+        dim: int = 128,
+        mcl_backend: str = "fast",
         on_error: str = "warn",
         verbose="auto",
     ):
@@ -94,6 +104,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         settings = SnapshotSettings(
             layers=layers, class_names=class_names, lrp=lrp, analyzer=analyzer, analyzer_kwargs=analyzer_kwargs,
             k=k, inflation=inflation, index=index, batch_size=batch_size, on_error=on_error,
+            reduce=reduce, dim=dim, mcl_backend=mcl_backend,
         )
         self._snapshotter = Snapshotter(validation_data, log_dir, settings)
         self.log_dir = str(self._snapshotter.log_dir)

@@ -44,6 +44,9 @@ class SnapshotSettings:
         index: str = "auto",
         batch_size: int = 256,
         on_error: str = "warn",
+        reduce: Optional[str] = "pca",
+        dim: int = 128,
+        mcl_backend: str = "fast",
     ):
         if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)):
             raise ValueError(f"layers: expected None or a list of layer names, got {layers!r}")
@@ -75,6 +78,12 @@ class SnapshotSettings:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
         if on_error not in ("warn", "raise"):
             raise ValueError(f"on_error: expected 'warn' or 'raise', got {on_error!r}")
+        if reduce not in ("pca", "random", None):
+            raise ValueError(f"reduce: expected 'pca', 'random' or None, got {reduce!r}")
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 2:
+            raise ValueError(f"dim: expected an integer >= 2, got {dim!r}")
+        if mcl_backend not in cluster.BACKENDS:
+            raise ValueError(f"mcl_backend: expected one of {cluster.BACKENDS}, got {mcl_backend!r}")
         self.layers = list(layers) if layers is not None else None
         self.class_names = class_names
         self.lrp = lrp
@@ -85,10 +94,17 @@ class SnapshotSettings:
         self.index = index
         self.batch_size = int(batch_size)
         self.on_error = on_error
+        self.reduce = reduce
+        self.dim = int(dim)
+        self.mcl_backend = mcl_backend
+
+    @property
+    def embed_options(self) -> dict:
+        return {"reduce": self.reduce, "dim": self.dim}
 
 
 def cluster_layers(embeddings: Mapping[str, np.ndarray], *, k: int, inflation: float, index: str = "auto",
-                   progress: Optional[Callable[[], None]] = None) -> Dict[str, np.ndarray]:
+                   backend: str = "fast", progress: Optional[Callable[[], None]] = None) -> Dict[str, np.ndarray]:
     """kNN graph + MCL for every layer's embeddings.
 
     Returns
@@ -99,7 +115,7 @@ def cluster_layers(embeddings: Mapping[str, np.ndarray], *, k: int, inflation: f
     out = {}
     for name, vectors in embeddings.items():
         g = knn.knn_graph(vectors, k, index=index)
-        out[name] = cluster.mcl(g, inflation=inflation)
+        out[name] = cluster.mcl(g, inflation=inflation, backend=backend)
         if progress is not None:
             progress()
     return out
@@ -202,6 +218,9 @@ class Snapshotter:
                 "k_rule": self.settings.k if isinstance(self.settings.k, str) else "fixed",
                 "inflation": self.settings.inflation,
                 "index": self.settings.index,
+                "reduce": self.settings.reduce,
+                "dim": self.settings.dim,
+                "mcl_backend": self.settings.mcl_backend,
                 "analyzer": self.settings.analyzer,
                 "analyzer_kwargs": self.settings.analyzer_kwargs,
                 "n_samples": int(len(self.x)),
@@ -221,7 +240,8 @@ class Snapshotter:
         if self.settings.lrp:
             self.worker = capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs)
             try:
-                self.worker.start(model, self.layer_names, self.x, batch_size=self.settings.batch_size)
+                self.worker.start(model, self.layer_names, self.x, batch_size=self.settings.batch_size,
+                                  embed_options=self.settings.embed_options)
             except ValueError:
                 self.worker = None
                 raise
@@ -268,7 +288,8 @@ class Snapshotter:
         notes: List[str] = []
 
         acts, outputs = capture.capture_activations(
-            self.model, self.x, self.layer_names, batch_size=s.batch_size, progress=lambda done: prog.step()
+            self.model, self.x, self.layer_names, batch_size=s.batch_size, progress=lambda done: prog.step(),
+            embed_options=s.embed_options,
         )
         if outputs.shape[1] == 1:
             predictions = (outputs[:, 0] > 0.5).astype(np.int64)
@@ -304,7 +325,8 @@ class Snapshotter:
                 if name not in emb:
                     continue
                 try:
-                    labels = cluster_layers({name: emb[name]}, k=self.k, inflation=s.inflation, index=s.index)[name]
+                    labels = cluster_layers({name: emb[name]}, k=self.k, inflation=s.inflation, index=s.index,
+                                            backend=s.mcl_backend)[name]
                     layer_clusters.append((name, self.layer_types[name], labels))
                 except Exception as exc:
                     if s.on_error == "raise":

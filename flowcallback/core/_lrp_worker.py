@@ -70,7 +70,7 @@ def main(argv) -> int:
                     state["analyzer"], model, reverse_keep_tensors=True, **state.get("analyzer_kwargs", {})
                 )
                 layers = state["layers"]
-                embedders = {n: Embedder(n) for n in layers}
+                embedders = {n: Embedder(n, **state.get("embed_options", {})) for n in layers}
                 x = state["x"]
                 bs = int(state["batch_size"])
                 missing = set()

@@ -9,7 +9,7 @@ import numpy as np
 
 
 @nb.njit(cache=True, nogil=True)
-def _column(j, indptr, indices, data, inflation, threshold, select, acc, mark, touched, out_i, out_v):
+def _column(j, indptr, indices, data, inflation, threshold, select, acc, touched, out_i, out_v):
     """Expand, inflate, normalise and prune column j; return (nnz kept, chaos of the column)."""
     n_t = 0
     for p in range(indptr[j], indptr[j + 1]):
@@ -17,45 +17,64 @@ def _column(j, indptr, indices, data, inflation, threshold, select, acc, mark, t
         v = data[p]
         for q in range(indptr[k], indptr[k + 1]):
             i = indices[q]
-            if mark[i] != j + 1:
-                mark[i] = j + 1
-                acc[i] = 0.0
+            a = acc[i]
+            if a == 0.0:  # values are > 0, so 0 means "not touched yet in this column"
                 touched[n_t] = i
                 n_t += 1
-            acc[i] += v * data[q]
+            acc[i] = a + v * data[q]
     # inflation and normalisation
     s = 0.0
-    for t in range(n_t):
-        i = touched[t]
-        x = acc[i] ** inflation
-        acc[i] = x
-        s += x
+    if inflation == 2.0:  # the common case: a product is far cheaper than pow()
+        for t in range(n_t):
+            i = touched[t]
+            x = acc[i] * acc[i]
+            acc[i] = x
+            s += x
+    else:
+        for t in range(n_t):
+            i = touched[t]
+            x = acc[i] ** inflation
+            acc[i] = x
+            s += x
     if s <= 0.0:
+        for t in range(n_t):
+            acc[touched[t]] = 0.0
         return 0, 0.0
     # threshold pruning (relative to the column's mass), then top-`select` selection
     m = 0
+    best = touched[0]
     for t in range(n_t):
         i = touched[t]
         x = acc[i] / s
+        if acc[i] > acc[best]:
+            best = i
         if x >= threshold:
             out_i[m] = i
             out_v[m] = x
             m += 1
+    for t in range(n_t):  # leave the accumulator clean for the next column
+        acc[touched[t]] = 0.0
     if m == 0:  # keep the largest entry at least
-        best = touched[0]
-        for t in range(1, n_t):
-            if acc[touched[t]] > acc[best]:
-                best = touched[t]
         out_i[0] = best
         out_v[0] = 1.0
         m = 1
     if m > select:
-        order = np.argsort(-out_v[:m])[:select]
-        tmp_i = out_i[:m][order].copy()
-        tmp_v = out_v[:m][order].copy()
-        m = select
-        out_i[:m] = tmp_i
-        out_v[:m] = tmp_v
+        # keep the `select` largest: a linear-time partition finds the cut-off value
+        cut = np.partition(out_v[:m], m - select)[m - select]
+        ties = select
+        for t in range(m):
+            if out_v[t] > cut:
+                ties -= 1
+        kept = 0
+        for t in range(m):  # reads position t before writing position kept <= t
+            v = out_v[t]
+            if v > cut or (v == cut and ties > 0):
+                if v == cut:
+                    ties -= 1
+                out_i[kept] = out_i[t]
+                out_v[kept] = v
+                kept += 1
+        m = kept
     s = 0.0
     for t in range(m):
         s += out_v[t]
@@ -73,12 +92,11 @@ def _column(j, indptr, indices, data, inflation, threshold, select, acc, mark, t
 @nb.njit(cache=True, nogil=True)
 def _block(lo, hi, n, indptr, indices, data, inflation, threshold, select, max_candidates, new_i, new_v, counts, chaos):
     acc = np.zeros(n, dtype=np.float64)
-    mark = np.zeros(n, dtype=np.int64)
     touched = np.empty(max_candidates, dtype=np.int64)
-    out_i = np.empty(max_candidates, dtype=np.int64)
+    out_i = np.empty(max_candidates, dtype=np.int32)
     out_v = np.empty(max_candidates, dtype=np.float64)
     for j in range(lo, hi):
-        m, c = _column(j, indptr, indices, data, inflation, threshold, select, acc, mark, touched, out_i, out_v)
+        m, c = _column(j, indptr, indices, data, inflation, threshold, select, acc, touched, out_i, out_v)
         counts[j] = m
         chaos[j] = c
         base = j * select
@@ -106,8 +124,8 @@ def iterate(indptr, indices, data, n, inflation, threshold, select, n_threads=1)
     import threading
 
     max_c = max(1, int(_max_candidates(n, indptr, indices)))
-    new_i = np.empty(n * select, dtype=np.int64)
-    new_v = np.empty(n * select, dtype=np.float64)
+    new_i = np.empty(n * select, dtype=np.int32)
+    new_v = np.empty(n * select, dtype=np.float32)
     counts = np.zeros(n, dtype=np.int64)
     chaos = np.zeros(n, dtype=np.float64)
     args = (n, indptr, indices, data, float(inflation), float(threshold), int(select), max_c, new_i, new_v, counts, chaos)
@@ -122,5 +140,6 @@ def iterate(indptr, indices, data, n, inflation, threshold, select, n_threads=1)
             t.join()
     keep = (np.arange(n * select) % select) < np.repeat(counts, select)
     out_indptr = np.zeros(n + 1, dtype=np.int64)
+    # float32 values and int32 indices halve the memory traffic of the expansion
     np.cumsum(counts, out=out_indptr[1:])
     return out_indptr, new_i[keep], new_v[keep], float(chaos.max()) if n else 0.0

@@ -119,7 +119,7 @@ def _forward_fn(model, layer_names):
 
 
 def capture_activations(
-    model, x, layer_names: Sequence[str], *, batch_size: int = 256, progress=None
+    model, x, layer_names: Sequence[str], *, batch_size: int = 256, progress=None, embed_options: Optional[dict] = None
 ) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
     """Run the held-out set through the model and embed every selected layer's activations.
 
@@ -131,6 +131,8 @@ def capture_activations(
     batch_size : int, default=256
     progress : callable, optional
         Called with the number of samples done after each batch.
+    embed_options : dict, optional
+        Keyword arguments of :class:`~flowcallback.core.embed.Embedder` (``dim``, ``reduce``...).
 
     Returns
     -------
@@ -140,7 +142,7 @@ def capture_activations(
         The model's output (class probabilities).
     """
     run = _forward_fn(model, list(layer_names))
-    emb = {n: Embedder(n) for n in layer_names}
+    emb = {n: Embedder(n, **(embed_options or {})) for n in layer_names}
     outs = []
     for start in range(0, len(x), batch_size):
         maps, out = run(x[start : start + batch_size])
@@ -267,7 +269,7 @@ class LRPWorker:
             raise RuntimeError(f"iNNvestigate failed in the LRP worker: {reply.get('error')}\n{reply.get('traceback', '')}")
         return reply, out
 
-    def start(self, model, layer_names: Sequence[str], x, *, batch_size: int = 256) -> None:
+    def start(self, model, layer_names: Sequence[str], x, *, batch_size: int = 256, embed_options: Optional[dict] = None) -> None:
         """Start the process and send it the model's architecture and the held-out inputs.
 
         Raises
@@ -288,6 +290,7 @@ class LRPWorker:
                     "analyzer": self.analyzer,
                     "analyzer_kwargs": self.analyzer_kwargs,
                     "batch_size": int(batch_size),
+                    "embed_options": dict(embed_options or {}),
                 },
                 [np.asarray(x, dtype=np.float32)],
             )

@@ -7,11 +7,13 @@ for an all-zero map and 0 otherwise. All-zero maps are then identical to each ot
 and orthogonal to every other sample (similarity 0), so they end up in one cluster of their own.
 
 Normalisation is row-wise, so a layer can be embedded batch by batch (:class:`Embedder`) without
-ever holding its raw maps for the whole held-out set.
+ever holding its raw maps for the whole held-out set; wide layers are also projected to a few
+hundred dimensions as the batches arrive (see :class:`Embedder`), which keeps memory bounded.
 """
 from __future__ import annotations
 
-from typing import List
+import numbers
+from typing import List, Optional
 
 import numpy as np
 
@@ -67,28 +69,119 @@ def embed(maps, *, name: str = "maps") -> np.ndarray:
     return out
 
 
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    n = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    n[n == 0] = 1.0
+    return (x / n[:, None]).astype(np.float32, copy=False)
+
+
 class Embedder:
-    """Accumulates embeddings of one layer, batch by batch.
+    """Embeds one layer batch by batch, optionally reducing its dimension as it goes.
+
+    A layer wider than ``dim`` features is projected, batch by batch, onto ``dim`` directions that
+    preserve cosine neighbourhoods, so that its raw maps for the whole held-out set are never held:
+
+    ``reduce="pca"`` (default)
+        The first ``fit_samples`` unit-norm rows are buffered; the top ``dim`` right singular
+        vectors of that buffer (uncentred, so inner products rather than covariances are kept;
+        scikit-learn's randomized SVD) become a fixed orthonormal basis. Every row is projected and
+        re-normalised.
+    ``reduce="random"``
+        A fixed Gaussian random projection (Johnson-Lindenstrauss), seeded, no buffering.
+    ``reduce=None``
+        No reduction.
+
+    Parameters
+    ----------
+    name : str
+        Used in error messages.
+    dim : int, default=256
+        Target dimension; layers with at most ``dim`` features are not reduced.
+    reduce : {"pca", "random", None}, default="pca"
+    fit_samples : int, default=1024
+        Rows used to fit the PCA basis.
+    seed : int, default=0
 
     Examples
     --------
     >>> import numpy as np
-    >>> e = Embedder("dense")
+    >>> e = Embedder("dense", dim=8)
     >>> e.add(np.ones((2, 3))); e.add(np.zeros((1, 3)))
     >>> e.result().shape
     (3, 4)
+    >>> e = Embedder("conv", dim=8, fit_samples=10)
+    >>> for _ in range(3): e.add(np.random.default_rng(0).random((5, 100)))
+    >>> e.result().shape
+    (15, 9)
     """
 
-    def __init__(self, name: str = "maps"):
+    def __init__(self, name: str = "maps", *, dim: int = 256, reduce: Optional[str] = "pca", fit_samples: int = 1024, seed: int = 0):
+        if reduce not in ("pca", "random", None):
+            raise ValueError(f"reduce: expected 'pca', 'random' or None, got {reduce!r}")
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
+            raise ValueError(f"dim: expected a positive integer, got {dim!r}")
         self.name = name
+        self.dim = int(dim)
+        self.reduce = reduce
+        self.fit_samples = max(int(fit_samples), int(dim))
+        self.seed = seed
         self._parts: List[np.ndarray] = []
+        self._pending: List[np.ndarray] = []  # unit rows waiting for the PCA basis
+        self._n_pending = 0
+        self._basis: Optional[np.ndarray] = None  # (n_features, dim)
+        self.n_features: Optional[int] = None
+
+    @property
+    def reduced(self) -> bool:
+        """Whether this layer's rows are projected (known after the first batch)."""
+        return self.reduce is not None and self.n_features is not None and self.n_features > self.dim
 
     def add(self, batch) -> None:
         """Embed one batch of maps and keep the result."""
-        self._parts.append(embed(batch, name=self.name))
+        e = embed(batch, name=self.name)
+        if self.n_features is None:
+            self.n_features = e.shape[1] - 1
+        elif e.shape[1] - 1 != self.n_features:
+            raise ValueError(f"{self.name}: batches have {e.shape[1] - 1} features, earlier ones {self.n_features}")
+        if not self.reduced:
+            self._parts.append(e)
+            return
+        if self._basis is None and self.reduce == "random":
+            rng = np.random.default_rng(self.seed)
+            self._basis = (rng.standard_normal((self.n_features, self.dim)) / np.sqrt(self.dim)).astype(np.float32)
+        if self._basis is None:
+            self._pending.append(e)
+            self._n_pending += len(e)
+            if self._n_pending >= self.fit_samples:
+                self._fit_pca()
+            return
+        self._parts.append(self._project(e))
+
+    def _fit_pca(self) -> None:
+        from sklearn.utils.extmath import randomized_svd  # maintained, fast truncated SVD
+
+        rows = np.concatenate(self._pending, axis=0)
+        x = rows[:, :-1]
+        k = min(self.dim, x.shape[0], x.shape[1])
+        _, _, vt = randomized_svd(x, n_components=k, n_iter=4, random_state=self.seed)
+        self._basis = np.ascontiguousarray(vt.T, dtype=np.float32)
+        self._parts.extend(self._project(p) for p in self._pending)
+        self._pending, self._n_pending = [], 0
+
+    def _project(self, e: np.ndarray) -> np.ndarray:
+        y = _unit_rows(e[:, :-1] @ self._basis)
+        out = np.empty((len(e), y.shape[1] + 1), dtype=np.float32)
+        out[:, :-1] = y
+        out[:, -1] = e[:, -1]
+        # rows whose projection vanished keep no direction: same treatment as all-zero maps
+        gone = (np.abs(y).sum(axis=1) == 0) & (e[:, -1] == 0)
+        out[gone, -1] = 1.0
+        return out
 
     def result(self) -> np.ndarray:
         """All embedded rows so far, in the order they were added."""
+        if self._pending:
+            self._fit_pca()
         if not self._parts:
             raise ValueError(f"{self.name}: no batch was added")
         return np.concatenate(self._parts, axis=0) if len(self._parts) > 1 else self._parts[0]

@@ -210,6 +210,64 @@ def test_embedder_add_names_the_layer_on_bad_values():
 def test_embedder_rejects_batches_of_different_feature_size():
     e = Embedder("x")
     e.add(np.ones((2, 3)))
-    e.add(np.ones((2, 4)))
-    with pytest.raises(ValueError):
-        e.result()
+    with pytest.raises(ValueError, match="x: batches have 4 features"):
+        e.add(np.ones((2, 4)))
+
+
+# -- streaming reduction ----------------------------------------------------------------------------
+def _low_rank_clusters(n=1200, d=2000, rank=40, n_clusters=12, seed=0):
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(rank, d))
+    centres = rng.normal(size=(n_clusters, rank)) * 3
+    z = np.repeat(centres, n // n_clusters, axis=0) + rng.normal(size=(n, rank))
+    return np.maximum(z @ basis, 0) + 0.01 * rng.random((n, d))  # ReLU-like, non-negative
+
+
+def _recall(a, b, k=20):
+    import faiss
+
+    out = []
+    for x in (a, b):
+        ix = faiss.IndexFlatIP(x.shape[1])
+        ix.add(np.ascontiguousarray(x, dtype=np.float32))
+        out.append(ix.search(np.ascontiguousarray(x[:200], dtype=np.float32), k + 1)[1][:, 1:])
+    return np.mean([len(set(p) & set(q)) / k for p, q in zip(*out)])
+
+
+@pytest.mark.parametrize("reduce, min_recall", [("pca", 0.9), ("random", 0.6)])
+def test_streamed_reduction_keeps_cosine_neighbours(reduce, min_recall):
+    x = _low_rank_clusters()
+    e = Embedder("conv", dim=64, reduce=reduce, fit_samples=300)
+    for s in range(0, len(x), 100):
+        e.add(x[s : s + 100])
+    r = e.result()
+    assert r.shape == (len(x), 65)
+    np.testing.assert_allclose(np.linalg.norm(r, axis=1), 1.0, rtol=1e-5)
+    assert _recall(embed(x), r) >= min_recall
+
+
+def test_reduction_is_skipped_for_narrow_layers_and_when_off():
+    x = np.random.default_rng(1).random((50, 30))
+    for kwargs in (dict(dim=64), dict(dim=8, reduce=None)):
+        e = Embedder("d", **kwargs)
+        e.add(x[:20]); e.add(x[20:])
+        np.testing.assert_array_equal(e.result(), embed(x))
+        assert not e.reduced
+
+
+def test_reduction_keeps_zero_maps_apart():
+    x = _low_rank_clusters(n=300, d=500)
+    x[::7] = 0
+    e = Embedder("conv", dim=16, fit_samples=100)
+    for s in range(0, len(x), 64):
+        e.add(x[s : s + 64])
+    r = e.result()
+    assert e.reduced
+    np.testing.assert_array_equal(r[::7, -1], 1.0)
+    assert np.all(r[::7, :-1] == 0)
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(reduce="svd"), "reduce"), (dict(dim=0), "dim")])
+def test_embedder_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Embedder("x", **kwargs)

@@ -62,6 +62,12 @@ class FlowCallback(tf.keras.callbacks.Callback):
         Dimension after reduction.
     mcl_backend : {"fast", "reference"}, default="fast"
         MCL implementation (see :mod:`flowcallback.core.cluster`).
+    executor : concurrent.futures.Executor, optional
+        Where the per-layer kNN + MCL jobs run (they are independent). Default: a pool of two
+        threads. ``dask.distributed.Client(...).get_executor()`` runs them on a Dask cluster.
+    background : bool, default=True
+        Run everything after the forward pass (LRP, kNN, MCL, flows, pages) in a background
+        thread while training goes on. Everything is finished and written when ``fit`` returns.
     on_error : {"warn", "raise"}, default="warn"
         What a failed snapshot does: warn (and record it in ``log_dir/errors``) and let training go
         on, or stop training.
@@ -93,6 +99,8 @@ class FlowCallback(tf.keras.callbacks.Callback):
         reduce: Optional[str] = "pca",
         dim: int = 128,
         mcl_backend: str = "fast",
+        executor=None,
+        background: bool = True,
         on_error: str = "warn",
         verbose="auto",
     ):
@@ -104,11 +112,10 @@ class FlowCallback(tf.keras.callbacks.Callback):
         settings = SnapshotSettings(
             layers=layers, class_names=class_names, lrp=lrp, analyzer=analyzer, analyzer_kwargs=analyzer_kwargs,
             k=k, inflation=inflation, index=index, batch_size=batch_size, on_error=on_error,
-            reduce=reduce, dim=dim, mcl_backend=mcl_backend,
+            reduce=reduce, dim=dim, mcl_backend=mcl_backend, executor=executor, background=background,
         )
         self._snapshotter = Snapshotter(validation_data, log_dir, settings)
         self.log_dir = str(self._snapshotter.log_dir)
-        self.pages = {}
         self._first_epoch_seen = False
 
     # -- scheduling ----------------------------------------------------------------------------
@@ -126,10 +133,18 @@ class FlowCallback(tf.keras.callbacks.Callback):
         v = (self.params or {}).get("verbose", 1)
         return 1 if v == "auto" else int(v)
 
+    @property
+    def pages(self):
+        """``{epoch: page path}`` of the snapshots written so far (all of them once ``fit`` returns)."""
+        return {e: str(p) for e, p in sorted(self._snapshotter.pages.items())}
+
+    @property
+    def timings(self):
+        """``{epoch: {stage: seconds}}`` of the snapshots written so far."""
+        return dict(self._snapshotter.timings)
+
     def _take(self, epoch: int):
-        page = self._snapshotter.take(epoch, verbose=self._verbose(), title_prefix=self.model.name)
-        if page is not None:
-            self.pages[epoch] = str(page)
+        self._snapshotter.take(epoch, verbose=self._verbose(), title_prefix=self.model.name)
 
     # -- Keras hooks ---------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -148,7 +163,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
             self._take(epoch + 1)
 
     def on_train_end(self, logs=None):
-        self._snapshotter.close()
+        self._snapshotter.close()  # waits for background snapshots, stops the LRP worker
 
     def __del__(self):
         try:

@@ -13,6 +13,7 @@ import numbers
 import time
 import traceback
 import warnings
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -47,6 +48,9 @@ class SnapshotSettings:
         reduce: Optional[str] = "pca",
         dim: int = 128,
         mcl_backend: str = "fast",
+        executor: Optional[Executor] = None,
+        background: bool = True,
+        mcl_threads: Optional[int] = None,
     ):
         if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)):
             raise ValueError(f"layers: expected None or a list of layer names, got {layers!r}")
@@ -97,10 +101,27 @@ class SnapshotSettings:
         self.reduce = reduce
         self.dim = int(dim)
         self.mcl_backend = mcl_backend
+        if executor is not None and not isinstance(executor, Executor) and not callable(getattr(executor, "submit", None)):
+            raise ValueError(f"executor: expected a concurrent.futures.Executor (or an object with submit()), got {executor!r}")
+        if not isinstance(background, bool):
+            raise ValueError(f"background: expected True or False, got {background!r}")
+        if mcl_threads is not None and (isinstance(mcl_threads, bool) or not isinstance(mcl_threads, numbers.Integral) or mcl_threads < 1):
+            raise ValueError(f"mcl_threads: expected None or a positive integer, got {mcl_threads!r}")
+        self.executor = executor
+        self.background = background
+        self.mcl_threads = mcl_threads
 
     @property
     def embed_options(self) -> dict:
         return {"reduce": self.reduce, "dim": self.dim}
+
+
+def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "auto", backend: str = "fast",
+                  n_threads: Optional[int] = None) -> np.ndarray:
+    """kNN graph + MCL of one layer: the unit of work sent to an executor (a top-level function,
+    so that process pools and Dask can ship it)."""
+    g = knn.knn_graph(vectors, k, index=index)
+    return cluster.mcl(g, inflation=inflation, backend=backend, n_threads=n_threads)
 
 
 def cluster_layers(embeddings: Mapping[str, np.ndarray], *, k: int, inflation: float, index: str = "auto",
@@ -193,6 +214,11 @@ class Snapshotter:
         self.layer_types: Dict[str, str] = {}
         self.worker: Optional[capture.LRPWorker] = None
         self.lrp_note = ""
+        self.pages: Dict[int, Path] = {}
+        self.timings: Dict[int, dict] = {}
+        self._pending: list = []
+        self._coordinator: Optional[ThreadPoolExecutor] = None
+        self._pool: Optional[ThreadPoolExecutor] = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def prepare(self, model) -> None:
@@ -254,42 +280,81 @@ class Snapshotter:
                 warnings.warn(f"FlowCallback: {self.lrp_note}", RuntimeWarning, stacklevel=2)
 
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.close()
-            self.worker = None
+        """Wait for background snapshots, then stop the worker process and the threads."""
+        try:
+            self.flush()
+        finally:
+            for pool in (self._coordinator, self._pool):
+                if pool is not None:
+                    pool.shutdown(wait=True)
+            self._coordinator = self._pool = None
+            if self.worker is not None:
+                self.worker.close()
+                self.worker = None
 
     # -- one snapshot --------------------------------------------------------------------------
-    def take(self, epoch: int, *, verbose: int = 1, title_prefix: str = "") -> Optional[Path]:
-        """Take the snapshot of ``epoch`` and write its graphs and page.
+    def take(self, epoch: int, *, verbose: int = 1, title_prefix: str = ""):
+        """Take the snapshot of ``epoch``.
 
-        Returns the page's path, or None if the snapshot failed and ``on_error="warn"``.
+        The held-out set goes through the model now (the weights of this moment); the rest (LRP,
+        kNN, MCL, flows, page, files) runs in the background when ``background=True``, while
+        training goes on; :meth:`flush` waits for it.
+
+        Returns
+        -------
+        pathlib.Path, concurrent.futures.Future or None
+            The page written (synchronous), a Future of it (background), or None if the snapshot
+            failed and ``on_error="warn"``.
         """
+        self._raise_finished_errors()
         try:
-            return self._take(epoch, verbose=verbose, title_prefix=title_prefix)
+            state = self._capture(epoch)
         except Exception as exc:
-            path = self._record_error(epoch, exc)
-            if self.settings.on_error == "raise":
-                raise SnapshotError(f"snapshot of epoch {epoch} failed: {exc}") from exc
-            warnings.warn(
-                f"FlowCallback: the snapshot of epoch {epoch} failed ({type(exc).__name__}: {exc}); "
-                f"training goes on. Details: {path}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return None
+            return self._failed(epoch, exc)
+        if self.settings.background:
+            if self._coordinator is None:
+                self._coordinator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowcallback")
+            # no progress bar from a background thread (it would cut through Keras's): one line at the end
+            fut = self._coordinator.submit(self._finish_safely, state, min(verbose, 2) and 2, title_prefix, True)
+            self._pending.append(fut)
+            return fut
+        return self._finish_safely(state, verbose, title_prefix, False)
 
-    def _take(self, epoch: int, *, verbose: int, title_prefix: str) -> Path:
+    def _raise_finished_errors(self) -> None:
+        """With on_error="raise", a background snapshot's error stops training at the next snapshot."""
+        for fut in [f for f in self._pending if f.done()]:
+            if fut.exception() is not None:
+                self._pending.remove(fut)
+                fut.result()
+
+    def flush(self) -> List[Path]:
+        """Wait for every background snapshot; return the pages written (in epoch order)."""
+        pages = []
+        pending, self._pending = self._pending, []
+        for fut in pending:
+            page = fut.result()
+            if page is not None:
+                pages.append(page)
+        return pages
+
+    def _failed(self, epoch: int, exc: BaseException):
+        path = self._record_error(epoch, exc)
+        if self.settings.on_error == "raise":
+            raise SnapshotError(f"snapshot of epoch {epoch} failed: {exc}") from exc
+        warnings.warn(
+            f"FlowCallback: the snapshot of epoch {epoch} failed ({type(exc).__name__}: {exc}); "
+            f"training goes on. Details: {path}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+    def _capture(self, epoch: int) -> dict:
+        """The part that needs the live model: activations, outputs, and a copy of the weights."""
         t0 = time.perf_counter()
         s = self.settings
-        n = len(self.x)
-        n_batches = -(-n // s.batch_size)
-        use_lrp = self.worker is not None
-        prog = _Progress(verbose, n_batches + int(use_lrp) + len(self.layer_names) * (1 + int(use_lrp)) + 1, epoch)
-        notes: List[str] = []
-
         acts, outputs = capture.capture_activations(
-            self.model, self.x, self.layer_names, batch_size=s.batch_size, progress=lambda done: prog.step(),
-            embed_options=s.embed_options,
+            self.model, self.x, self.layer_names, batch_size=s.batch_size, embed_options=s.embed_options
         )
         if outputs.shape[1] == 1:
             predictions = (outputs[:, 0] > 0.5).astype(np.int64)
@@ -301,10 +366,33 @@ class Snapshotter:
             "k": self.k,
             "inflation": s.inflation,
         }
-        embeddings = {"activations": acts}
+        weights = [np.array(w, copy=True) for w in self.model.get_weights()] if self.worker is not None else None
+        return {"epoch": epoch, "activations": acts, "predictions": predictions, "metrics": metrics,
+                "weights": weights, "t0": t0, "capture_seconds": time.perf_counter() - t0}
+
+    def _finish_safely(self, state: dict, verbose: int, title_prefix: str, background: bool):
+        try:
+            return self._finish(state, verbose=verbose, title_prefix=title_prefix)
+        except Exception as exc:
+            if background and self.settings.on_error == "raise":
+                self._record_error(state["epoch"], exc)
+                raise SnapshotError(f"snapshot of epoch {state['epoch']} failed: {exc}") from exc
+            return self._failed(state["epoch"], exc)
+
+    def _finish(self, state: dict, *, verbose: int, title_prefix: str) -> Path:
+        s = self.settings
+        epoch = state["epoch"]
+        use_lrp = state["weights"] is not None
+        n_jobs = len(self.layer_names) * (1 + int(use_lrp))
+        prog = _Progress(verbose, int(use_lrp) + n_jobs + 1, epoch)
+        notes: List[str] = []
+        timings = {"capture_seconds": state["capture_seconds"]}
+        embeddings = {"activations": state["activations"]}
+        metrics_lrp = {}
         if use_lrp:
+            t = time.perf_counter()
             try:
-                res = self.worker.analyze(self.model)
+                res = self.worker.analyze(state["weights"])
                 embeddings["lrp"] = res.embeddings
                 metrics_lrp = {"lrp_analyzer": f"{res.analyzer_module}.{res.analyzer_class}"}
                 if res.missing:
@@ -314,44 +402,59 @@ class Snapshotter:
                     raise
                 notes.append(f"LRP failed for this epoch: {str(exc).splitlines()[0]}")
                 self._record_error(epoch, exc)
+            timings["lrp_seconds"] = time.perf_counter() - t
             prog.step()
         elif self.lrp_note:
             notes.append(self.lrp_note)
 
-        graphs = {}
+        # kNN + MCL: one independent job per (analysis, layer), on the executor
+        t = time.perf_counter()
+        executor = s.executor or self._layer_pool()
+        jobs = {}
         for analysis, emb in embeddings.items():
-            layer_clusters, column_notes = [], {}
             for name in self.layer_names:
-                if name not in emb:
-                    continue
-                try:
-                    labels = cluster_layers({name: emb[name]}, k=self.k, inflation=s.inflation, index=s.index,
-                                            backend=s.mcl_backend)[name]
-                    layer_clusters.append((name, self.layer_types[name], labels))
-                except Exception as exc:
-                    if s.on_error == "raise":
-                        raise
-                    notes.append(f"{render.ANALYSIS_LABELS.get(analysis, analysis)}: layer {name} skipped ({exc})")
-                prog.step()
-            m = dict(metrics)
+                if name in emb:
+                    jobs[(analysis, name)] = executor.submit(
+                        cluster_layer, emb[name], self.k, s.inflation, s.index, s.mcl_backend, s.mcl_threads
+                    )
+        results = {}
+        for key, fut in jobs.items():
+            try:
+                results[key] = fut.result()
+            except Exception as exc:
+                if s.on_error == "raise":
+                    raise
+                notes.append(f"{render.ANALYSIS_LABELS.get(key[0], key[0])}: layer {key[1]} skipped ({exc})")
+            prog.step()
+        timings["cluster_seconds"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        graphs = {}
+        for analysis in embeddings:
+            layer_clusters = [(n, self.layer_types[n], results[(analysis, n)]) for n in self.layer_names if (analysis, n) in results]
+            m = dict(state["metrics"])
             if analysis == "lrp":
                 m.update(metrics_lrp)
             graphs[analysis] = flows.build_flow_graph(
-                layer_clusters,
-                self.labels,
-                predictions,
-                class_names=self.class_names,
-                epoch=epoch,
-                analysis=analysis,
-                metrics={k: store._clean_metric(v) for k, v in m.items()},
-                notes=column_notes,
+                layer_clusters, self.labels, state["predictions"], class_names=self.class_names, epoch=epoch,
+                analysis=analysis, metrics={k: store._clean_metric(v) for k, v in m.items()},
             )
+        timings["flows_seconds"] = time.perf_counter() - t
+        t = time.perf_counter()
         store.save_epoch(self.log_dir, graphs)
         page = self.log_dir / store.epoch_page_name(epoch)
         render.write_epoch_page(page, graphs, title_prefix=title_prefix, notes=notes)
+        timings["render_store_seconds"] = time.perf_counter() - t
+        self.timings[epoch] = timings
+        self.pages[epoch] = page
         prog.step()
-        prog.finish(f"FlowCallback: epoch {epoch} snapshot written to {page} ({time.perf_counter() - t0:.1f} s)")
+        prog.finish(f"FlowCallback: epoch {epoch} snapshot written to {page} ({time.perf_counter() - state['t0']:.1f} s)")
         return page
+
+    def _layer_pool(self):
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowcallback-layer")
+        return self._pool
 
     def _record_error(self, epoch: Optional[int], exc: BaseException) -> Path:
         name = f"epoch_{epoch:03d}.txt" if epoch is not None else "setup.txt"
@@ -390,6 +493,7 @@ def snapshot(model, validation_data, log_dir, *, epoch: int = 0, verbose: int = 
     """
     if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
         raise ValueError(f"epoch: expected an integer >= 0, got {epoch!r}")
+    settings.setdefault("background", False)
     snap = Snapshotter(validation_data, log_dir, SnapshotSettings(**settings))
     try:
         snap.prepare(model)

@@ -301,9 +301,14 @@ class LRPWorker:
             raise
         self.analyzers = reply["analyzers"]
 
-    def analyze(self, model) -> LRPResult:
-        """Relevance of every selected layer, for the model's current weights."""
-        weights = [np.asarray(w) for w in model.get_weights()]
+    def analyze(self, model_or_weights) -> LRPResult:
+        """Relevance of every selected layer, for a model's current weights (or a list of weights).
+
+        Passing the weights (``model.get_weights()``) lets another thread run the analysis while
+        the model keeps training.
+        """
+        src = model_or_weights
+        weights = [np.asarray(w) for w in (src.get_weights() if hasattr(src, "get_weights") else src)]
         reply, arrays = self._call({"cmd": "analyze"}, weights)
         return LRPResult(dict(zip(reply["layers"], arrays)), reply["missing"], reply["analyzer_class"], reply["module"])
 

@@ -13,6 +13,7 @@ hundred dimensions as the batches arrive (see :class:`Embedder`), which keeps me
 from __future__ import annotations
 
 import numbers
+import time
 from typing import List, Optional
 
 import numpy as np
@@ -98,8 +99,8 @@ class Embedder:
     dim : int, default=256
         Target dimension; layers with at most ``dim`` features are not reduced.
     reduce : {"pca", "random", None}, default="pca"
-    fit_samples : int, default=1024
-        Rows used to fit the PCA basis.
+    fit_samples : int, optional
+        Rows used to fit the PCA basis (default: ``4 * dim``; all of them are held until then).
     seed : int, default=0
 
     Examples
@@ -115,7 +116,7 @@ class Embedder:
     (15, 9)
     """
 
-    def __init__(self, name: str = "maps", *, dim: int = 256, reduce: Optional[str] = "pca", fit_samples: int = 1024, seed: int = 0):
+    def __init__(self, name: str = "maps", *, dim: int = 256, reduce: Optional[str] = "pca", fit_samples: Optional[int] = None, seed: int = 0):
         if reduce not in ("pca", "random", None):
             raise ValueError(f"reduce: expected 'pca', 'random' or None, got {reduce!r}")
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
@@ -123,7 +124,8 @@ class Embedder:
         self.name = name
         self.dim = int(dim)
         self.reduce = reduce
-        self.fit_samples = max(int(fit_samples), int(dim))
+        self.fit_samples = max(int(fit_samples) if fit_samples is not None else 4 * int(dim), int(dim))
+        self.seconds = 0.0  # time spent embedding and reducing, for benchmarks
         self.seed = seed
         self._parts: List[np.ndarray] = []
         self._pending: List[np.ndarray] = []  # unit rows waiting for the PCA basis
@@ -138,6 +140,13 @@ class Embedder:
 
     def add(self, batch) -> None:
         """Embed one batch of maps and keep the result."""
+        t0 = time.perf_counter()
+        try:
+            self._add(batch)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _add(self, batch) -> None:
         e = embed(batch, name=self.name)
         if self.n_features is None:
             self.n_features = e.shape[1] - 1

@@ -1,0 +1,307 @@
+"""One full snapshot at the paper's scale, stage by stage, against the paper's method and `mcl`.
+
+    python benchmarks/paper_scale.py                      # LeNet5 / MNIST / 10,000 test images
+    python benchmarks/paper_scale.py --full               # the paper's method on every layer
+    python benchmarks/paper_scale.py --model vgg16-32     # VGG16-style on 32x32x3 (scenario 4)
+    options: --samples N, --epochs E (training before the snapshot), --data mnist.npz,
+             --paper-layer NAME, --no-paper, --no-lrp, --out results/NAME.json
+
+Prints a table and writes benchmarks/results/paper_scale_<model>.json with, per stage, wall seconds
+and the peak RSS of this process (and of the LRP worker process), and:
+* the paper's method (exact dense cosine similarity, kNN with k = n / n_classes,
+  ``markov-clustering``) on one layer (all with --full): time, memory, speed ratio, and the ARI
+  between its clusters and ours;
+* the ``mcl`` C program on the very same graphs as our MCL: time, ratio, ARI (skipped with a
+  message when ``mcl`` is not installed);
+* kNN recall of the reduced embeddings against exact cosine kNN on the raw maps, on a subsample.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+
+import numpy as np
+
+from _common import Timer, load_mnist, peak_rss_mb, write_json
+
+
+def worker_peak_rss_mb(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+
+
+def vgg16_32(n_classes=10, seed=0):
+    """VGG16's 13 convolutions and 5 poolings on 32x32x3 inputs, with a 512-512-10 head."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    L = tf.keras.layers
+    layers = [tf.keras.Input((32, 32, 3))]
+    for b, (f, n) in enumerate([(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)], start=1):
+        for i in range(1, n + 1):
+            layers.append(L.Conv2D(f, 3, padding="same", activation="relu", name=f"block{b}_conv{i}"))
+        layers.append(L.MaxPooling2D(name=f"block{b}_pool"))
+    layers += [L.Flatten(name="flatten"), L.Dense(512, activation="relu", name="fc1"),
+               L.Dense(512, activation="relu", name="fc2"), L.Dense(n_classes, activation="softmax", name="predictions")]
+    model = tf.keras.Sequential(layers, name="vgg16_32")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def prepare(args):
+    """(model, x_test, y_test) after --epochs of training on MNIST."""
+    (x_tr, y_tr), (x_te, y_te) = load_mnist(args.data)
+    if args.model == "lenet5":
+        from mnist_lenet5 import lenet5
+
+        import tensorflow as tf
+
+        tf.keras.utils.set_random_seed(0)
+        model = lenet5()
+        f = lambda x: (x.astype("float32") / 255.0)[..., None]  # noqa: E731
+    else:
+        model = vgg16_32()
+
+        def f(x):  # scenario 4: grey channel repeated, padded to 32x32
+            x = np.pad(x.astype("float32") / 255.0, ((0, 0), (2, 2), (2, 2)))
+            return np.repeat(x[..., None], 3, axis=-1)
+    if args.epochs:
+        n_train = len(x_tr) if args.model == "lenet5" else min(len(x_tr), args.train_samples)
+        model.fit(f(x_tr[:n_train]), y_tr[:n_train], epochs=args.epochs, batch_size=128, verbose=0)
+    return model, f(x_te[: args.samples]), y_te[: args.samples].astype(np.int64)
+
+
+def paper_method(raw, n_classes, seed_labels=None):
+    """The paper's per-layer method: dense cosine matrix, k = n / n_classes, markov-clustering."""
+    import scipy.sparse as sp
+
+    from flowcallback.core import cluster
+
+    t = Timer()
+    rss0 = peak_rss_mb()
+    x = raw.reshape(len(raw), -1).astype(np.float64)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+    sim = x @ x.T  # O(n^2) memory and time, as in the paper
+    n = len(sim)
+    k = n // n_classes
+    np.fill_diagonal(sim, -np.inf)
+    idx = np.argpartition(-sim, k, axis=1)[:, :k]
+    rows = np.repeat(np.arange(n), k)
+    vals = np.clip(sim[np.arange(n)[:, None], idx].ravel(), 0, None)
+    del sim
+    g = sp.csr_matrix((vals, (rows, idx.ravel())), shape=(n, n))
+    g = g.maximum(g.T).tocsr()
+    t_graph = t.lap()
+    labels = cluster.mcl(g, backend="reference")
+    t_mcl = t.lap()
+    return labels, {"seconds": t_graph + t_mcl, "graph_seconds": t_graph, "mcl_seconds": t_mcl,
+                    "k": k, "peak_rss_mb": peak_rss_mb(), "rss_growth_mb": peak_rss_mb() - rss0}
+
+
+def run_mcl_program(g, threads=2):
+    """The reference ``mcl`` program on a graph; returns (labels, seconds) or None if absent."""
+    import scipy.sparse as sp
+
+    exe = shutil.which("mcl")
+    if exe is None:
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        src, out = os.path.join(d, "g.abc"), os.path.join(d, "out")
+        coo = sp.triu(g, 1).tocoo()
+        np.savetxt(src, np.c_[coo.row, coo.col, coo.data], fmt="%d\t%d\t%.6f")
+        t = time.perf_counter()
+        subprocess.run([exe, src, "--abc", "-I", "2.0", "-te", str(threads), "-o", out, "-V", "all"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        secs = time.perf_counter() - t
+        labels = np.arange(g.shape[0])
+        for cid, line in enumerate(open(out)):
+            for tok in line.split():
+                labels[int(tok)] = g.shape[0] + cid
+    return labels, secs
+
+
+def knn_recall(raw_sub, reduced_sub, k):
+    import faiss
+
+    from flowcallback.core.embed import embed
+
+    res = []
+    for v in (embed(raw_sub), reduced_sub):
+        v = np.ascontiguousarray(v, dtype=np.float32)
+        ix = faiss.IndexFlatIP(v.shape[1])
+        ix.add(v)
+        res.append(ix.search(v, k + 1)[1][:, 1:])
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(*res)]))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["lenet5", "vgg16-32"], default="lenet5")
+    ap.add_argument("--samples", type=int, default=10_000)
+    ap.add_argument("--epochs", type=int, default=None, help="training epochs first (default 1 for lenet5, 0 for vgg16-32)")
+    ap.add_argument("--train-samples", type=int, default=10_000, help="vgg16-32: training subset")
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--full", action="store_true", help="the paper's method and mcl on every layer")
+    ap.add_argument("--paper-layer", default=None, help="layer for the paper's method (default: conv2 / block3_conv1)")
+    ap.add_argument("--no-paper", action="store_true")
+    ap.add_argument("--no-lrp", action="store_true")
+    ap.add_argument("--recall-samples", type=int, default=2000)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = 1 if args.model == "lenet5" else 0
+
+    import tensorflow as tf
+    from sklearn.metrics import adjusted_rand_score as ari
+
+    from flowcallback.core import capture, cluster, flows, knn, render, store
+    from flowcallback.core.embed import Embedder
+
+    model, x, y = prepare(args)
+    n_classes = 10
+    names = capture.select_layers(model)
+    k = knn.auto_k(len(x), n_classes)
+    stages, rss = {}, {}
+    print(f"model {model.name}, {len(names)} layers, {len(x)} samples, k={k}; peak RSS after training {peak_rss_mb():.0f} MiB")
+    rss_start = peak_rss_mb()
+
+    # -- forward capture (with streaming reduction) -------------------------------------------
+    t = Timer()
+    emb, out = capture.capture_activations(model, x, names, batch_size=256)
+    stages["forward_capture"] = t.lap()
+    rss["forward_capture"] = peak_rss_mb()
+    pred = out.argmax(1)
+    embeddings = {"activations": emb}
+
+    # -- LRP ------------------------------------------------------------------------------------
+    worker_rss = None
+    if not args.no_lrp:
+        t = Timer()
+        w = capture.LRPWorker()
+        w.start(model, names, x, embed_options={"reduce": "pca", "dim": 128})
+        stages["lrp_worker_start"] = t.lap()
+        res = w.analyze(model)
+        stages["lrp"] = t.lap()
+        worker_rss = worker_peak_rss_mb(w._proc.pid)
+        w.close()
+        embeddings["lrp"] = res.embeddings
+        rss["lrp"] = peak_rss_mb()
+
+    # -- kNN and MCL, per layer -----------------------------------------------------------------
+    graphs, labels = {}, {}
+    t_knn = t_mcl = 0.0
+    cluster.mcl(knn.knn_graph(emb[names[-1]][:200], 5))  # compile the MCL kernel outside the timing
+    for analysis, e in embeddings.items():
+        for n in names:
+            if n not in e:
+                continue
+            t = Timer()
+            g = knn.knn_graph(e[n], k)
+            t_knn += t.lap()
+            labels[(analysis, n)] = cluster.mcl(g)
+            t_mcl += t.lap()
+            graphs[(analysis, n)] = g
+    stages["knn"], stages["mcl"] = t_knn, t_mcl
+    rss["knn_mcl"] = peak_rss_mb()
+
+    # -- flows, render, store -------------------------------------------------------------------
+    t = Timer()
+    fgs = {a: flows.build_flow_graph([(n, type(model.get_layer(n)).__name__, labels[(a, n)]) for n in names if (a, n) in labels],
+                                     y, pred, epoch=args.epochs, analysis=a, metrics={"accuracy": float(np.mean(pred == y))})
+           for a in embeddings}
+    stages["flows"] = t.lap()
+    out_dir = tempfile.mkdtemp(prefix="fc-bench-")
+    render.write_epoch_page(os.path.join(out_dir, "epoch.html"), fgs)
+    store.save_epoch(out_dir, fgs)
+    stages["render_store"] = t.lap()
+    shutil.rmtree(out_dir, ignore_errors=True)
+    rss["render_store"] = peak_rss_mb()
+    snapshot_seconds = sum(v for s, v in stages.items() if s != "lrp_worker_start")
+
+    print(f"\n{'stage':<18}{'seconds':>9}")
+    for s_, v in stages.items():
+        print(f"{s_:<18}{v:>9.2f}")
+    print(f"{'snapshot total':<18}{snapshot_seconds:>9.2f}   (worker start excluded: once per fit)")
+    print(f"peak RSS: this process {peak_rss_mb():.0f} MiB" + (f", LRP worker {worker_rss:.0f} MiB" if worker_rss else ""))
+
+    # -- the paper's method and the mcl program -------------------------------------------------
+    comparisons = []
+    default_layer = "conv2" if args.model == "lenet5" else "block3_conv1"
+    layers_cmp = names if args.full else [args.paper_layer or default_layer]
+    for n in layers_cmp:
+        row = {"layer": n}
+        g = graphs[("activations", n)]
+        ours_t = Timer()
+        ours = cluster.mcl(g)
+        row["ours_mcl_seconds"] = ours_t.lap()
+        kg = Timer()
+        knn.knn_graph(embeddings["activations"][n], k)
+        row["ours_knn_seconds"] = kg.lap()
+        row["ours_seconds"] = row["ours_mcl_seconds"] + row["ours_knn_seconds"]
+        row["ours_clusters"] = int(ours.max() + 1)
+        mc = run_mcl_program(g)
+        if mc is None:
+            print("mcl program not installed (Debian package 'mcl'): comparison skipped")
+        else:
+            row["mcl_program_seconds"] = mc[1]
+            row["mcl_speedup"] = mc[1] / row["ours_mcl_seconds"]
+            row["mcl_ari"] = float(ari(mc[0], ours))
+            row["mcl_program_clusters"] = int(len(np.unique(mc[0])))
+        if not args.no_paper:
+            raw = capture_raw(model, x, n)
+            p_labels, p = paper_method(raw, n_classes)
+            del raw
+            row.update({f"paper_{k_}": v for k_, v in p.items()})
+            row["paper_speedup"] = p["seconds"] / row["ours_seconds"]
+            row["paper_ari"] = float(ari(p_labels, ours))
+            row["paper_clusters"] = int(p_labels.max() + 1)
+        comparisons.append(row)
+        print("  ".join(f"{k_}={v:.3g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
+
+    # -- kNN recall of the reduced embeddings ---------------------------------------------------
+    recall = {}
+    m = min(args.recall_samples, len(x))
+    k_sub = knn.auto_k(m, n_classes)
+    for n in names:
+        e = Embedder(n, dim=128)
+        raw = capture_raw(model, x[:m], n)
+        if raw.reshape(m, -1).shape[1] <= 128:
+            continue
+        recall[n] = knn_recall(raw, emb[n][:m], k_sub)
+    if recall:
+        print(f"kNN recall@{k_sub} of the reduced maps vs raw maps ({m} samples): "
+              + ", ".join(f"{n} {v:.3f}" for n, v in recall.items()))
+
+    doc = {
+        "model": model.name, "samples": len(x), "layers": names, "k": k, "epochs_trained": args.epochs,
+        "accuracy": float(np.mean(pred == y)), "stages_seconds": stages, "snapshot_seconds": snapshot_seconds,
+        "peak_rss_mb_after_training": rss_start, "peak_rss_mb_by_stage": rss, "peak_rss_mb": peak_rss_mb(),
+        "lrp_worker_peak_rss_mb": worker_rss, "comparisons": comparisons, "knn_recall": recall, "recall_k": k_sub,
+        "recall_samples": m, "clusters": {f"{a}/{n}": int(v.max() + 1) for (a, n), v in labels.items()},
+    }
+    path = write_json(args.out or f"paper_scale_{args.model}.json", doc)
+    print("wrote", path)
+
+
+def capture_raw(model, x, layer, batch_size=256):
+    """Raw maps of one layer (for the comparisons only; the snapshot never holds them)."""
+    import tensorflow as tf
+
+    sub = tf.keras.Model(model.inputs, model.get_layer(layer).output)
+    return np.concatenate([np.asarray(sub(x[s : s + batch_size], training=False)) for s in range(0, len(x), batch_size)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""Command line: ``flowcallback demo``."""
+"""Command line: ``flowcallback demo``, ``flowcallback compare RUN_DIR E1 E2``, ``flowcallback report RUN_DIR``."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +24,37 @@ def _demo(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    import pandas as pd
+
+    from flowcallback.core.store import load_run
+
+    run = load_run(args.run_dir)
+    cmp = run.compare(args.epoch_a, args.epoch_b, analysis=args.analysis)
+    with pd.option_context("display.width", 120, "display.max_columns", 20):
+        print(f"{args.run_dir}: epoch {args.epoch_a} -> {args.epoch_b} ({args.analysis})")
+        print(cmp.layers.to_string(index=False))
+        print(f"\n{len(cmp.samples)} of {run.epoch(args.epoch_a, args.analysis).n_samples} samples changed path")
+        if len(cmp.samples):
+            by_class = cmp.samples.groupby("class_name").size().sort_values(ascending=False)
+            print("by true class: " + ", ".join(f"{k}: {v}" for k, v in by_class.items()))
+            print(cmp.samples.head(args.show).to_string(index=False))
+    return 0
+
+
+def _report(args) -> int:
+    from flowcallback.core import render
+    from flowcallback.core.store import load_run
+
+    run = load_run(args.run_dir)
+    for e in run.epochs:
+        graphs = {a: run.epoch(e, a) for a in run.analyses(e)}
+        path = render.write_epoch_page(run.page(e), graphs, title_prefix=run.info["model"]["name"])
+        print(f"epoch {e}: {path}")
+    print(f"run page: {render.write_run_page(run)}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="flowcallback", description="Layer-wise cluster flows of Keras classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -33,10 +64,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     d.add_argument("--no-lrp", action="store_true", help="skip the LRP analysis")
     d.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     d.set_defaults(func=_demo)
+    c = sub.add_parser("compare", help="compare two epochs of a run: per-layer ARI and samples whose path changed")
+    c.add_argument("run_dir")
+    c.add_argument("epoch_a", type=int)
+    c.add_argument("epoch_b", type=int)
+    c.add_argument("--analysis", default="activations", help="activations (default) or lrp")
+    c.add_argument("--show", type=int, default=10, help="changed samples to list (default 10)")
+    c.set_defaults(func=_compare)
+    r = sub.add_parser("report", help="rebuild a run's pages from its saved graphs (no TensorFlow needed)")
+    r.add_argument("run_dir")
+    r.set_defaults(func=_report)
     args = parser.parse_args(argv)
-    if getattr(args, "epochs", 1) is not None and args.command == "demo" and args.epochs < 1:
+    if args.command == "demo" and args.epochs < 1:
         parser.error("--epochs must be >= 1")
-    return args.func(args)
+    from flowcallback.exceptions import FlowCallbackError
+
+    try:
+        return args.func(args)
+    except (FlowCallbackError, KeyError, ValueError) as exc:
+        print(f"flowcallback {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import numpy as np
 from flowcallback import _validation as V
 from flowcallback._version import __version__
 from flowcallback.core import capture, cluster, flows, knn, render, store
+from flowcallback.core.match import relabel
 from flowcallback.exceptions import SnapshotError
 
 __all__ = ["SnapshotSettings", "Snapshotter", "snapshot", "cluster_layers"]
@@ -219,6 +220,8 @@ class Snapshotter:
         self._pending: list = []
         self._coordinator: Optional[ThreadPoolExecutor] = None
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._previous: Dict[tuple, np.ndarray] = {}  # last clusters per (analysis, layer), for stable ids
+        self._orders: Dict[str, Dict[str, tuple]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     def prepare(self, model) -> None:
@@ -263,6 +266,7 @@ class Snapshotter:
                 )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         store.write_run_info(self.log_dir, info)
+        self._resume_identities()
         if self.settings.lrp:
             self.worker = capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs)
             try:
@@ -278,6 +282,24 @@ class Snapshotter:
                 if self.settings.on_error == "raise":
                     raise SnapshotError(str(exc)) from exc
                 warnings.warn(f"FlowCallback: {self.lrp_note}", RuntimeWarning, stacklevel=2)
+
+    def _resume_identities(self) -> None:
+        """When appending to a run, continue cluster ids and orders from its last complete epoch."""
+        try:
+            run = store.load_run(self.log_dir)
+            if not run.epochs:
+                return
+            last = run.epochs[-1]
+            for analysis in run.analyses(last):
+                g = run.epoch(last, analysis)
+                if g.n_samples != len(self.labels) or not np.array_equal(g.labels, self.labels):
+                    return
+                self._orders[analysis] = {c.name: c.order for c in g.columns if c.kind == "layer"}
+                for j, c in enumerate(g.columns):
+                    if c.kind == "layer":
+                        self._previous[(analysis, c.name)] = np.array(g.assignments[:, j])
+        except Exception:  # an unreadable earlier epoch only costs the continuity of ids
+            self._previous, self._orders = {}, {}
 
     def close(self) -> None:
         """Wait for background snapshots, then stop the worker process and the threads."""
@@ -337,8 +359,16 @@ class Snapshotter:
                 pages.append(page)
         return pages
 
+    def _write_run_page(self) -> None:
+        """Rewrite index.html from what is on disk; a failure here never fails the snapshot."""
+        try:
+            render.write_run_page(store.load_run(self.log_dir))
+        except Exception as exc:  # pragma: no cover - reported, not raised
+            warnings.warn(f"FlowCallback: could not rewrite the run page: {exc}", RuntimeWarning, stacklevel=2)
+
     def _failed(self, epoch: int, exc: BaseException):
         path = self._record_error(epoch, exc)
+        self._write_run_page()
         if self.settings.on_error == "raise":
             raise SnapshotError(f"snapshot of epoch {epoch} failed: {exc}") from exc
         warnings.warn(
@@ -420,7 +450,11 @@ class Snapshotter:
         results = {}
         for key, fut in jobs.items():
             try:
-                results[key] = fut.result()
+                labels = fut.result()
+                prev = self._previous.get(key)
+                if prev is not None and len(prev) == len(labels):
+                    labels, _ = relabel(prev, labels)  # persistent clusters keep their id
+                results[key] = labels
             except Exception as exc:
                 if s.on_error == "raise":
                     raise
@@ -438,12 +472,19 @@ class Snapshotter:
             graphs[analysis] = flows.build_flow_graph(
                 layer_clusters, self.labels, state["predictions"], class_names=self.class_names, epoch=epoch,
                 analysis=analysis, metrics={k: store._clean_metric(v) for k, v in m.items()},
+                initial_orders=self._orders.get(analysis),
             )
+        for analysis, g in graphs.items():
+            self._orders[analysis] = {c.name: c.order for c in g.columns if c.kind == "layer"}
+            for j, c in enumerate(g.columns):
+                if c.kind == "layer":
+                    self._previous[(analysis, c.name)] = np.array(g.assignments[:, j])
         timings["flows_seconds"] = time.perf_counter() - t
         t = time.perf_counter()
         store.save_epoch(self.log_dir, graphs)
         page = self.log_dir / store.epoch_page_name(epoch)
         render.write_epoch_page(page, graphs, title_prefix=title_prefix, notes=notes)
+        self._write_run_page()
         timings["render_store_seconds"] = time.perf_counter() - t
         self.timings[epoch] = timings
         self.pages[epoch] = page

@@ -400,6 +400,7 @@ def build_flow_graph(
     metrics: Optional[Mapping[str, object]] = None,
     notes: Optional[Mapping[str, str]] = None,
     sweeps: int = 4,
+    initial_orders: Optional[Mapping[str, Sequence[int]]] = None,
 ) -> FlowGraph:
     """Assemble the columns, order them and return a :class:`FlowGraph`.
 
@@ -417,6 +418,9 @@ def build_flow_graph(
         Per-column notes shown in the page.
     sweeps : int, default=4
         Barycentric sweeps.
+    initial_orders : mapping of column name to cluster ids, optional
+        Where to start the ordering (the previous epoch's order, so that persistent clusters keep
+        their place); clusters not listed follow in id order.
 
     Returns
     -------
@@ -459,6 +463,11 @@ def build_flow_graph(
     a = np.stack(blocks, axis=1)
     m = a.shape[1]
     initial = [tuple(np.unique(a[:, j]).tolist()) for j in range(m)]
+    for j, name in enumerate(names):
+        if initial_orders and name in initial_orders and cols[j][1] == "layer":
+            present = set(initial[j])
+            start = [int(c) for c in initial_orders[name] if int(c) in present]
+            initial[j] = tuple(start + [c for c in initial[j] if c not in set(start)])
     # The Ground truth column keeps class order (the legend's order) and anchors the layout.
     orders = barycentric_order(a, initial, sweeps=sweeps, fixed={m - 1})
     columns = tuple(Column(name, kind, lt, order, note) for (name, kind, lt, note), order in zip(cols, orders))

@@ -293,3 +293,174 @@ def write_epoch_page(path, graphs: Mapping[str, FlowGraph], *, title_prefix: str
     ensure_plotlyjs(path.parent)
     atomic_write(path, page_html(graphs, title_prefix=title_prefix, notes=notes).encode("utf-8"))
     return str(path)
+
+
+# -- the run page ----------------------------------------------------------------------------------
+_RUN_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>flowcallback · __TITLE__</title>
+<script src="plotly.min.js"></script>
+<style>
+body { font-family: Helvetica, Arial, sans-serif; margin: 16px; color: #222; }
+#controls { display: flex; gap: 14px; align-items: center; flex-wrap: wrap; margin: 8px 0; }
+#controls input[type=range] { width: 360px; }
+table { border-collapse: collapse; font-size: 13px; }
+td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
+.failed { color: #a33; }
+.row { display: flex; gap: 16px; flex-wrap: wrap; }
+</style></head>
+<body>
+<h2 id="title"></h2>
+<div id="controls">
+  <button id="play" type="button">&#9654; Play</button>
+  <label>Epoch <input id="epoch" type="range" min="0" max="0" step="1" value="0"> <b id="epoch-label"></b></label>
+  <span id="analysis-buttons"></span>
+  <span id="status" class="failed"></span>
+</div>
+<div id="sankey"></div>
+<div class="row"><div id="heatmap" style="flex: 2 1 600px"></div><div id="curves" style="flex: 1 1 380px"></div></div>
+<h3>Class recognition profile <small id="profile-epoch"></small></h3>
+<p><small>First layer from which a class's samples sit, at least 80 % of them, in clusters where the class is a strict majority,
+and stay so to the last layer; "unstable" when that is lost again downstream.</small></p>
+<table id="profiles"><thead><tr><th>class</th><th>status</th></tr></thead><tbody></tbody></table>
+<script id="run-data" type="application/json">__DATA__</script>
+<script>
+(function () {
+  "use strict";
+  var data = JSON.parse(document.getElementById("run-data").textContent);
+  var epochs = data.epochs, analyses = data.analyses;
+  var state = { i: epochs.length - 1, analysis: analyses[0], timer: null };
+  var slider = document.getElementById("epoch");
+  slider.max = String(epochs.length - 1);
+  slider.value = String(state.i);
+  document.getElementById("title").textContent = data.title;
+  var buttons = document.getElementById("analysis-buttons");
+  analyses.forEach(function (a) {
+    var b = document.createElement("button");
+    b.type = "button"; b.textContent = data.labels[a] || a; b.dataset.analysis = a;
+    b.addEventListener("click", function () { state.analysis = a; draw(); });
+    buttons.appendChild(b);
+  });
+  function draw() {
+    var e = epochs[state.i];
+    document.getElementById("epoch-label").textContent = String(e);
+    var fig = (data.figures[String(e)] || {})[state.analysis];
+    var status = document.getElementById("status");
+    status.textContent = data.failed[String(e)] ? "snapshot failed: " + data.failed[String(e)] : (fig ? "" : "no " + state.analysis + " graph for this epoch");
+    Array.prototype.forEach.call(buttons.children, function (b) { b.style.fontWeight = b.dataset.analysis === state.analysis ? "bold" : "normal"; });
+    if (fig) { Plotly.react("sankey", fig.data, fig.layout, {responsive: true, displaylogo: false}); }
+    else { Plotly.purge("sankey"); }
+    var tbody = document.querySelector("#profiles tbody");
+    while (tbody.firstChild) { tbody.removeChild(tbody.firstChild); }
+    ((data.profiles[String(e)] || {})[state.analysis] || []).forEach(function (row) {
+      var tr = document.createElement("tr");
+      [row[0], row[1]].forEach(function (v) { var td = document.createElement("td"); td.textContent = v; tr.appendChild(td); });
+      tbody.appendChild(tr);
+    });
+    document.getElementById("profile-epoch").textContent = "(epoch " + e + ", " + (data.labels[state.analysis] || state.analysis) + ")";
+    var hm = data.heatmaps[state.analysis];
+    if (hm) { Plotly.react("heatmap", hm.data, hm.layout, {responsive: true, displaylogo: false}); }
+  }
+  slider.addEventListener("input", function () { state.i = parseInt(slider.value, 10); draw(); });
+  document.getElementById("play").addEventListener("click", function () {
+    if (state.timer) { clearInterval(state.timer); state.timer = null; this.textContent = "\u25B6 Play"; return; }
+    this.textContent = "\u25A0 Stop";
+    state.timer = setInterval(function () {
+      state.i = (state.i + 1) % epochs.length; slider.value = String(state.i); draw();
+    }, 1500);
+  });
+  Plotly.newPlot("curves", data.curves.data, data.curves.layout, {responsive: true, displaylogo: false});
+  draw();
+})();
+</script>
+</body></html>
+"""
+
+
+def _json_for_script(obj) -> str:
+    """JSON safe to embed in a <script> element (no '</' or '<!--' can close or hide it)."""
+    import json
+
+    import plotly.utils
+
+    text = json.dumps(obj, cls=plotly.utils.PlotlyJSONEncoder, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def run_page_html(run) -> str:
+    """The run page: epoch slider and play button, analysis switch, NMI heatmap, curves, profiles."""
+    import plotly.graph_objects as go
+
+    from flowcallback.core.metrics import class_profiles, layer_metrics
+
+    epochs = run.epochs
+    analyses = list(run.info.get("analyses", ["activations"]))
+    figures, profiles, graphs_all = {}, {}, []
+    for e in epochs:
+        graphs = {a: run.epoch(e, a) for a in run.analyses(e)}
+        graphs_all.extend(graphs.values())
+        figures[str(e)] = {}
+        profiles[str(e)] = {}
+        for a, g in graphs.items():
+            fig = figure({a: g}, title_prefix=run.info["model"]["name"])
+            fig.update_layout(updatemenus=[])
+            figures[str(e)][a] = fig.to_plotly_json()
+            prof = class_profiles(g)
+            profiles[str(e)][a] = [[r.class_name, r.status] for r in prof.itertuples()]  # shown with textContent
+    metrics = layer_metrics(graphs_all)
+    heatmaps = {}
+    for a in analyses:
+        m = metrics[metrics["analysis"] == a]
+        if m.empty:
+            continue
+        layers = [l["name"] for l in run.info["layers"]]
+        z, hover = [], []
+        for name in layers:
+            row, hrow = [], []
+            for e in epochs:
+                r = m[(m["epoch"] == e) & (m["column"] == name)]
+                if r.empty:
+                    row.append(None)
+                    hrow.append("")
+                else:
+                    r = r.iloc[0]
+                    row.append(round(float(r.nmi_classes), 4))
+                    hrow.append(f"{_esc(name)} · epoch {e}<br>NMI {r.nmi_classes:.3f}<br>purity {r.purity:.3f}<br>"
+                                f"{int(r.n_clusters)} clusters<br>ARI vs predictions {r.ari_predictions:.3f}")
+            z.append(row)
+            hover.append(hrow)
+        hm = go.Figure(go.Heatmap(z=z, x=[str(e) for e in epochs], y=[_esc(l) for l in layers], text=hover,
+                                  hovertemplate="%{text}<extra></extra>", colorscale="Viridis", zmin=0, zmax=1,
+                                  colorbar=dict(title="NMI")))
+        hm.update_layout(title="Separation of the classes (NMI of clusters vs true classes), layer × epoch",
+                         xaxis=dict(title="epoch", type="category"), yaxis=dict(autorange="reversed"),
+                         height=max(300, 40 * len(layers) + 120), margin=dict(l=120, r=20, t=60, b=50))
+        heatmaps[a] = hm.to_plotly_json()
+    acc = [run.epoch(e, run.analyses(e)[0]).metrics.get("accuracy") for e in epochs]
+    loss = [run.epoch(e, run.analyses(e)[0]).metrics.get("loss") for e in epochs]
+    curves = go.Figure([
+        go.Scatter(x=epochs, y=acc, name="accuracy", mode="lines+markers"),
+        go.Scatter(x=epochs, y=loss, name="loss", mode="lines+markers", yaxis="y2"),
+    ])
+    curves.update_layout(title="Held-out accuracy and loss", xaxis=dict(title="epoch", dtick=1),
+                         yaxis=dict(title="accuracy", range=[0, 1]), yaxis2=dict(title="loss", overlaying="y", side="right"),
+                         height=340, margin=dict(l=60, r=60, t=60, b=50), legend=dict(orientation="h"))
+    errors = run.errors()
+    epochs = sorted(set(epochs) | set(errors))  # failed epochs stay on the slider, marked as failed
+    data = {
+        "title": f"{run.info['model']['name']} · {len(epochs)} snapshot(s)",
+        "epochs": epochs, "analyses": analyses, "labels": ANALYSIS_LABELS, "figures": figures,
+        "heatmaps": heatmaps, "curves": curves.to_plotly_json(), "profiles": profiles,
+        "failed": {str(e): t.strip().splitlines()[-1][:300] if t.strip() else "error" for e, t in errors.items()},
+    }
+    title = html.escape(str(run.info["model"]["name"]))
+    return _RUN_PAGE.replace("__TITLE__", title).replace("__DATA__", _json_for_script(data))
+
+
+def write_run_page(run) -> str:
+    """Write ``index.html`` into the run directory (atomically), with plotly.js beside it."""
+    from flowcallback.core.store import atomic_write, ensure_plotlyjs
+
+    ensure_plotlyjs(run.path)
+    path = run.path / "index.html"
+    atomic_write(path, run_page_html(run).encode("utf-8"))
+    return str(path)

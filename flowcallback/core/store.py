@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Union
 
 import numpy as np
+import pandas as pd
 
 from flowcallback.core.flows import Column, FlowGraph, compute_flows
 from flowcallback.exceptions import RunFormatError
@@ -418,8 +419,74 @@ class Run:
                     out[int(m.group(1))] = p.read_text("utf-8", "replace")
         return out
 
+    def metrics(self, analysis: Optional[str] = None):
+        """Layer metrics of every epoch as a tidy DataFrame (see :func:`flowcallback.core.metrics.layer_metrics`).
+
+        One row per (epoch, analysis, layer): number of clusters, NMI and ARI against the classes and
+        against the predictions, purity, and the NMI gained over the previous layer.
+        """
+        from flowcallback.core.metrics import layer_metrics
+
+        graphs = [self.epoch(e, a) for e in self.epochs for a in self.analyses(e) if analysis in (None, a)]
+        return layer_metrics(graphs)
+
+    def class_profiles(self, epoch: int, analysis: str = "activations", **kwargs):
+        """When each class gets separated at this epoch (see :func:`flowcallback.core.metrics.class_profiles`)."""
+        from flowcallback.core.metrics import class_profiles
+
+        return class_profiles(self.epoch(epoch, analysis), **kwargs)
+
+    def compare(self, epoch_a: int, epoch_b: int, analysis: str = "activations") -> "Comparison":
+        """Compare two epochs: per layer ARI between their clusterings, and the samples whose path changed.
+
+        A sample's path changed at a layer when its cluster at ``epoch_b`` is not the match (Hungarian
+        on Jaccard overlap) of its cluster at ``epoch_a``.
+        """
+        from sklearn.metrics import adjusted_rand_score
+
+        from flowcallback.core.match import match_clusters
+
+        ga, gb = self.epoch(epoch_a, analysis), self.epoch(epoch_b, analysis)
+        if not np.array_equal(ga.labels, gb.labels):
+            raise RunFormatError(f"{self.path}: epochs {epoch_a} and {epoch_b} do not describe the same samples")
+        rows, changed = [], np.zeros(ga.n_samples, dtype=bool)
+        per_layer = {}
+        for col in ga.columns:
+            if col.kind != "layer" or col.name not in gb.column_names:
+                continue
+            a = ga.assignments[:, ga.column_index(col.name)]
+            b = gb.assignments[:, gb.column_index(col.name)]
+            m = match_clusters(a, b)
+            mapped = np.array([m.pairs.get(int(c), -1) for c in b])
+            moved = mapped != a
+            per_layer[col.name] = moved
+            changed |= moved
+            rows.append({"layer": col.name, "ari": float(adjusted_rand_score(a, b)), "changed_samples": int(moved.sum()),
+                         "clusters_a": len(col.order), "clusters_b": len(gb.columns[gb.column_index(col.name)].order),
+                         "splits": len(m.splits), "merges": len(m.merges)})
+        idx = np.flatnonzero(changed)
+        samples = pd.DataFrame({
+            "sample": idx,
+            "true_class": ga.labels[idx],
+            "class_name": [ga.class_names[c] for c in ga.labels[idx]],
+            "layers_changed": [[n for n, mv in per_layer.items() if mv[i]] for i in idx],
+        })
+        return Comparison(epoch_a, epoch_b, analysis, pd.DataFrame(rows), samples)
+
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, epochs={self.epochs})"
+
+
+class Comparison:
+    """The result of :meth:`Run.compare`: ``layers`` (one row per layer) and ``samples`` (changed paths)."""
+
+    def __init__(self, epoch_a, epoch_b, analysis, layers, samples):
+        self.epoch_a, self.epoch_b, self.analysis = epoch_a, epoch_b, analysis
+        self.layers = layers
+        self.samples = samples
+
+    def __repr__(self) -> str:
+        return f"Comparison(epochs {self.epoch_a} -> {self.epoch_b}, {len(self.samples)} samples changed path)"
 
 
 def load_run(log_dir: PathLike) -> Run:

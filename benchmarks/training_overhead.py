@@ -1,0 +1,80 @@
+"""How much longer `model.fit` takes with a snapshot at every epoch.
+
+    python benchmarks/training_overhead.py [--epochs 3] [--samples 10000] [--no-lrp] [--data mnist.npz]
+
+Trains the LeNet5-style model of examples/mnist_lenet5.py on the 60,000 MNIST training images
+twice from the same seed: without the callback, then with ``FlowCallback`` snapshotting every
+epoch (the untrained epoch 0 included) on ``--samples`` test images, activations and LRP. Prints
+both wall times, their ratio and each snapshot's stage timings; writes
+benchmarks/results/training_overhead.json. The callback's analysis runs in the background while
+the next epoch trains; the time with the callback includes waiting for the last snapshot.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+
+import numpy as np
+
+from _common import load_mnist, peak_rss_mb, write_json
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=10_000)
+    ap.add_argument("--no-lrp", action="store_true")
+    ap.add_argument("--data", default=None)
+    args = ap.parse_args(argv)
+
+    import tensorflow as tf
+
+    from flowcallback import FlowCallback
+    from mnist_lenet5 import lenet5
+
+    (x_tr, y_tr), (x_te, y_te) = load_mnist(args.data)
+    x_tr = (x_tr.astype("float32") / 255.0)[..., None]
+    x_te = (x_te.astype("float32") / 255.0)[..., None][: args.samples]
+    y_te = y_te[: args.samples]
+
+    # warm-up: TensorFlow's first fit pays one-off graph building costs; so does numba's compile
+    tf.keras.utils.set_random_seed(0)
+    lenet5().fit(x_tr[:1024], y_tr[:1024], epochs=1, verbose=0)
+    from flowcallback.core import cluster, knn
+
+    cluster.mcl(knn.knn_graph(np.random.default_rng(0).random((300, 8)), 5))
+
+    tf.keras.utils.set_random_seed(0)
+    model = lenet5()
+    t = time.perf_counter()
+    model.fit(x_tr, y_tr, epochs=args.epochs, batch_size=128, verbose=2)
+    plain = time.perf_counter() - t
+
+    tf.keras.utils.set_random_seed(0)
+    model = lenet5()
+    log_dir = tempfile.mkdtemp(prefix="fc-overhead-")
+    cb = FlowCallback((x_te, y_te), log_dir=log_dir, lrp=not args.no_lrp, verbose=2)
+    t = time.perf_counter()
+    model.fit(x_tr, y_tr, epochs=args.epochs, batch_size=128, verbose=2, callbacks=[cb])
+    with_cb = time.perf_counter() - t
+
+    print(f"\nfit without callback: {plain:.1f} s; with a snapshot every epoch: {with_cb:.1f} s; ratio {with_cb / plain:.2f}")
+    for e, tm in sorted(cb.timings.items()):
+        print(f"  epoch {e}: " + ", ".join(f"{k} {v:.1f}" for k, v in tm.items()))
+    path = write_json("training_overhead.json", {
+        "epochs": args.epochs, "train_samples": len(x_tr), "snapshot_samples": len(x_te), "lrp": not args.no_lrp,
+        "fit_seconds_without": plain, "fit_seconds_with": with_cb, "ratio": with_cb / plain,
+        "snapshots": sorted(cb.timings), "snapshot_timings": {str(e): t for e, t in cb.timings.items()},
+        "peak_rss_mb": peak_rss_mb(),
+    })
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Run.metrics, Run.compare and the compare / report commands, on crafted epochs (no TensorFlow)."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from flowcallback.cli import main
+from flowcallback.core import flows, store
+
+INFO = {
+    "flowcallback_version": "0.1.0", "model": {"name": "m", "fingerprint": "f"}, "class_names": ["a", "b", "c"],
+    "analyses": ["activations"], "layers": [{"name": "l1", "type": "Dense"}, {"name": "l2", "type": "Dense"}], "config": {},
+}
+
+
+@pytest.fixture
+def two_epochs(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    l1 = rng.integers(0, 3, 60)
+    l2_a = y.copy()
+    l2_b = y.copy()
+    moved = np.array([3, 25, 41])
+    l2_b[moved] = (l2_b[moved] + 1) % 3          # exactly these samples change cluster at l2
+    l2_b = np.array([7, 8, 9])[l2_b]              # and the ids change: matching must see through it
+    store.write_run_info(tmp_path, INFO)
+    for e, l2 in ((1, l2_a), (2, l2_b)):
+        g = flows.build_flow_graph([("l1", "Dense", l1), ("l2", "Dense", l2)], y, y, class_names=["a", "b", "c"], epoch=e)
+        store.save_epoch(tmp_path, {"activations": g})
+    return tmp_path, moved
+
+
+def test_compare_finds_exactly_the_changed_samples(two_epochs):
+    run_dir, moved = two_epochs
+    cmp = store.load_run(run_dir).compare(1, 2)
+    assert cmp.samples["sample"].tolist() == moved.tolist()
+    assert all(v == ["l2"] for v in cmp.samples["layers_changed"])
+    layers = cmp.layers.set_index("layer")
+    assert layers.loc["l1", "ari"] == 1.0 and layers.loc["l1", "changed_samples"] == 0
+    assert layers.loc["l2", "changed_samples"] == 3 and layers.loc["l2", "ari"] < 1.0
+
+
+def test_run_metrics_is_tidy(two_epochs):
+    run_dir, _ = two_epochs
+    m = store.load_run(run_dir).metrics()
+    assert len(m) == 4 and set(m["epoch"]) == {1, 2} and set(m["column"]) == {"l1", "l2"}
+    assert m.set_index(["epoch", "column"]).loc[(1, "l2"), "nmi_classes"] == 1.0
+
+
+def test_compare_command_prints_the_table(two_epochs, capsys):
+    run_dir, _ = two_epochs
+    assert main(["compare", str(run_dir), "1", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "3 of 60 samples changed path" in out and "l2" in out
+
+
+def test_compare_command_unknown_epoch(two_epochs, capsys):
+    run_dir, _ = two_epochs
+    assert main(["compare", str(run_dir), "1", "9"]) == 2
+    assert "epoch 9 is not in this run" in capsys.readouterr().err
+
+
+def test_report_rebuilds_pages_without_tensorflow(two_epochs):
+    run_dir, _ = two_epochs
+    assert not (run_dir / "epoch_001.html").exists()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "epoch_001.html").exists() and (run_dir / "epoch_002.html").exists()
+
+
+def test_report_command_does_not_import_tensorflow(two_epochs):
+    import subprocess
+
+    run_dir, _ = two_epochs
+    code = ("import sys; from flowcallback.cli import main; main(['report', %r]); "
+            "sys.exit(1 if 'tensorflow' in sys.modules else 0)") % str(run_dir)
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

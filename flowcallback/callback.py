@@ -68,6 +68,9 @@ class FlowCallback(tf.keras.callbacks.Callback):
     background : bool, default=True
         Run everything after the forward pass (LRP, kNN, MCL, flows, pages) in a background
         thread while training goes on. Everything is finished and written when ``fit`` returns.
+    tensorboard : bool, default=False
+        Also write each snapshot's layer metrics (NMI, ARI, purity, clusters, per layer and
+        analysis) as TensorBoard scalars under ``log_dir/tensorboard``.
     on_error : {"warn", "raise"}, default="warn"
         What a failed snapshot does: warn (and record it in ``log_dir/errors``) and let training go
         on, or stop training.
@@ -101,6 +104,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         mcl_backend: str = "fast",
         executor=None,
         background: bool = True,
+        tensorboard: bool = False,
         on_error: str = "warn",
         verbose="auto",
     ):
@@ -113,6 +117,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
             layers=layers, class_names=class_names, lrp=lrp, analyzer=analyzer, analyzer_kwargs=analyzer_kwargs,
             k=k, inflation=inflation, index=index, batch_size=batch_size, on_error=on_error,
             reduce=reduce, dim=dim, mcl_backend=mcl_backend, executor=executor, background=background,
+            tensorboard=tensorboard,
         )
         self._snapshotter = Snapshotter(validation_data, log_dir, settings)
         self.log_dir = str(self._snapshotter.log_dir)

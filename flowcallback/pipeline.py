@@ -52,6 +52,7 @@ class SnapshotSettings:
         executor: Optional[Executor] = None,
         background: bool = True,
         mcl_threads: Optional[int] = None,
+        tensorboard: bool = False,
     ):
         if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)):
             raise ValueError(f"layers: expected None or a list of layer names, got {layers!r}")
@@ -108,6 +109,9 @@ class SnapshotSettings:
             raise ValueError(f"background: expected True or False, got {background!r}")
         if mcl_threads is not None and (isinstance(mcl_threads, bool) or not isinstance(mcl_threads, numbers.Integral) or mcl_threads < 1):
             raise ValueError(f"mcl_threads: expected None or a positive integer, got {mcl_threads!r}")
+        if not isinstance(tensorboard, bool):
+            raise ValueError(f"tensorboard: expected True or False, got {tensorboard!r}")
+        self.tensorboard = tensorboard
         self.executor = executor
         self.background = background
         self.mcl_threads = mcl_threads
@@ -485,6 +489,10 @@ class Snapshotter:
         page = self.log_dir / store.epoch_page_name(epoch)
         render.write_epoch_page(page, graphs, title_prefix=title_prefix, notes=notes)
         self._write_run_page()
+        if s.tensorboard:
+            from flowcallback.core import metrics as metrics_mod, tensorboard as tb
+
+            tb.write_scalars(self.log_dir, epoch, tb.metric_scalars(metrics_mod.layer_metrics(graphs.values())))
         timings["render_store_seconds"] = time.perf_counter() - t
         self.timings[epoch] = timings
         self.pages[epoch] = page

@@ -129,3 +129,24 @@ def test_training_results_are_unaffected(tmp_path, digits):
     assert loss_cb == loss_plain
     for a, b in zip(w_plain, w_cb):
         np.testing.assert_array_equal(a, b)
+
+
+def test_tensorboard_scalars(tmp_path, digits):
+    """tensorboard=True writes the layer metrics as scalars that TensorBoard reads back."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from flowcallback import FlowCallback
+    from flowcallback.demo import lenet5_digits
+
+    (x_tr, y_tr), (x_te, y_te) = digits
+    model = lenet5_digits(seed=5)
+    cb = FlowCallback((x_te[:100], y_te[:100]), log_dir=tmp_path / "r", epochs=[0, 1], lrp=False, k=8,
+                      tensorboard=True, verbose=0)
+    model.fit(x_tr[:200], y_tr[:200], epochs=1, verbose=0, callbacks=[cb])
+    acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    acc.Reload()
+    tag = "flowcallback/activations/dense10/nmi_classes"
+    events = acc.Scalars(tag)
+    assert [e.step for e in events] == [0, 1]
+    expected = load_run(tmp_path / "r").metrics().set_index(["epoch", "column"]).loc[(1, "dense10"), "nmi_classes"]
+    assert events[1].value == pytest.approx(expected, rel=1e-6)

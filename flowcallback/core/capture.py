@@ -143,6 +143,7 @@ def capture_activations(
     """
     run = _forward_fn(model, list(layer_names))
     emb = {n: Embedder(n, **(embed_options or {})) for n in layer_names}
+    batch_size = _bounded_batch(model, layer_names, batch_size)
     outs = []
     for start in range(0, len(x), batch_size):
         maps, out = run(x[start : start + batch_size])
@@ -152,6 +153,21 @@ def capture_activations(
         if progress is not None:
             progress(min(start + batch_size, len(x)))
     return {n: e.result() for n, e in emb.items()}, np.concatenate(outs, axis=0)
+
+
+#: A capture batch holds every selected layer's maps at once; this bounds their total size.
+BATCH_BYTES = 64 << 20
+
+
+def _bounded_batch(model, layer_names, batch_size: int) -> int:
+    """Shrink the batch so that one batch of all selected layers' maps stays under BATCH_BYTES."""
+    per_sample = 0
+    for n in layer_names:
+        shape = model.get_layer(n).output_shape
+        if isinstance(shape, list):
+            shape = shape[0]
+        per_sample += 4 * int(np.prod([d for d in shape[1:] if d is not None] or [1]))
+    return int(max(8, min(batch_size, BATCH_BYTES // max(per_sample, 1))))
 
 
 def model_config_without_softmax(model) -> str:
@@ -289,7 +305,7 @@ class LRPWorker:
                     "layers": list(layer_names),
                     "analyzer": self.analyzer,
                     "analyzer_kwargs": self.analyzer_kwargs,
-                    "batch_size": int(batch_size),
+                    "batch_size": _bounded_batch(model, layer_names, int(batch_size)),
                     "embed_options": dict(embed_options or {}),
                 },
                 [np.asarray(x, dtype=np.float32)],

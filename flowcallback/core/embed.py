@@ -100,7 +100,8 @@ class Embedder:
         Target dimension; layers with at most ``dim`` features are not reduced.
     reduce : {"pca", "random", None}, default="pca"
     fit_samples : int, optional
-        Rows used to fit the PCA basis (default: ``4 * dim``; all of them are held until then).
+        Rows used to fit the PCA basis; they are held until then. Default: as many as fit in
+        32 MiB of raw rows, between ``2 * dim`` and ``4 * dim``.
     seed : int, default=0
 
     Examples
@@ -124,6 +125,7 @@ class Embedder:
         self.name = name
         self.dim = int(dim)
         self.reduce = reduce
+        self._fit_samples_arg = fit_samples
         self.fit_samples = max(int(fit_samples) if fit_samples is not None else 4 * int(dim), int(dim))
         self.seconds = 0.0  # time spent embedding and reducing, for benchmarks
         self.seed = seed
@@ -150,6 +152,9 @@ class Embedder:
         e = embed(batch, name=self.name)
         if self.n_features is None:
             self.n_features = e.shape[1] - 1
+            if self._fit_samples_arg is None:  # bound the buffer of wide layers
+                budget = (32 << 20) // max(4 * self.n_features, 1)
+                self.fit_samples = int(min(4 * self.dim, max(2 * self.dim, budget)))
         elif e.shape[1] - 1 != self.n_features:
             raise ValueError(f"{self.name}: batches have {e.shape[1] - 1} features, earlier ones {self.n_features}")
         if not self.reduced:

@@ -150,3 +150,64 @@ def test_tensorboard_scalars(tmp_path, digits):
     assert [e.step for e in events] == [0, 1]
     expected = load_run(tmp_path / "r").metrics().set_index(["epoch", "column"]).loc[(1, "dense10"), "nmi_classes"]
     assert events[1].value == pytest.approx(expected, rel=1e-6)
+
+
+def test_resuming_appends_and_another_model_is_refused(tmp_path, digits):
+    from flowcallback import FlowCallback
+    from flowcallback.demo import lenet5_digits
+
+    (x_tr, y_tr), (x_te, y_te) = digits
+    data = (x_te[:90], y_te[:90])
+    model = lenet5_digits(seed=4)
+    model.fit(x_tr[:200], y_tr[:200], epochs=2, verbose=0,
+              callbacks=[FlowCallback(data, log_dir=tmp_path / "r", lrp=False, k=8, verbose=0)])
+    first = load_run(tmp_path / "r").epoch(2)
+    # continued training with initial_epoch: epochs 3 and 4 are appended, 0..2 untouched
+    model.fit(x_tr[:200], y_tr[:200], epochs=4, initial_epoch=2, verbose=0,
+              callbacks=[FlowCallback(data, log_dir=tmp_path / "r", lrp=False, k=8, verbose=0)])
+    run = load_run(tmp_path / "r")
+    assert run.epochs == [0, 1, 2, 3, 4]
+    assert run.epoch(2).equals(first)
+    # another architecture in the same log_dir is refused with a clear message
+    import tensorflow as tf
+
+    other = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(), tf.keras.layers.Dense(10, activation="softmax")])
+    other.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="log_dir: .* holds a run of a different model"):
+        other.fit(x_tr[:50], y_tr[:50], epochs=1, verbose=0,
+                  callbacks=[FlowCallback(data, log_dir=tmp_path / "r", lrp=False, k=8, verbose=0)])
+    assert load_run(tmp_path / "r").epochs == [0, 1, 2, 3, 4]
+
+
+def test_no_worker_outlives_a_failing_fit(tmp_path, digits):
+    """fit raising inside training (Keras then skips on_train_end) leaves no LRP worker behind."""
+    import gc
+
+    from flowcallback import FlowCallback
+    from flowcallback.demo import lenet5_digits
+
+    (x_tr, y_tr), (x_te, y_te) = digits
+
+    class Boom(Exception):
+        pass
+
+    class Fail(tf_callback_base()):
+        def on_epoch_end(self, epoch, logs=None):
+            raise Boom()
+
+    model = lenet5_digits(seed=6)
+    cb = FlowCallback((x_te[:60], y_te[:60]), log_dir=tmp_path / "r", epochs=[0], k=5, verbose=0)
+    with pytest.raises(Boom):
+        model.fit(x_tr[:100], y_tr[:100], epochs=2, verbose=0, callbacks=[cb, Fail()])
+    proc = cb._snapshotter.worker._proc
+    assert proc.poll() is None  # still there: fit did not call on_train_end
+    del cb
+    gc.collect()
+    proc.wait(timeout=10)
+    assert proc.returncode is not None
+
+
+def tf_callback_base():
+    import tensorflow as tf
+
+    return tf.keras.callbacks.Callback

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import weakref
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -193,6 +194,15 @@ def model_config_without_softmax(model) -> str:
     return json.dumps(cfg)
 
 
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            pass
+
+
 class LRPResult:
     """What the worker returns for one snapshot: embedded relevance per layer, and notes."""
 
@@ -259,6 +269,9 @@ class LRPWorker:
         os.close(c_write)
         self._r = os.fdopen(p_read, "rb")
         self._w = os.fdopen(p_write, "wb")
+        # If fit raises (Keras then skips on_train_end) or the interpreter exits, the worker must
+        # not outlive us: kill it when this object is collected or at exit, whichever comes first.
+        self._finalizer = weakref.finalize(self, _kill, self._proc)
 
     def _log_tail(self, n: int = 2000) -> str:
         if self._log is None:

@@ -31,8 +31,28 @@ def _relevance_by_layer(analyzer, igraph, klayers):
     return out
 
 
+def _exit_with_parent(parent: int, period: float = 1.0) -> None:
+    """Exit when the training process is gone, even in the middle of an analysis.
+
+    A killed parent cannot stop us, and we only notice a closed pipe when we next read it; a
+    watchdog thread checks the parent's pid instead.
+    """
+    import threading
+    import time
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(3)
+            time.sleep(period)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def main(argv) -> int:
     rfd, wfd = int(argv[1]), int(argv[2])
+    parent = int(argv[3]) if len(argv) > 3 else os.getppid()
+    _exit_with_parent(parent)
     rf = os.fdopen(rfd, "rb")
     wf = os.fdopen(wfd, "wb")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -257,7 +257,7 @@ class LRPWorker:
             self._log = tempfile.TemporaryFile()
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "flowcallback.core._lrp_worker", str(c_read), str(c_write)],
+            [sys.executable, "-m", "flowcallback.core._lrp_worker", str(c_read), str(c_write), str(os.getpid())],
             pass_fds=(c_read, c_write),
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -1,0 +1,81 @@
+"""Capture: layer selection, activations, and the LRP worker's life cycle."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_worker_dies_with_a_killed_parent(tmp_path):
+    """SIGKILL the training process: its LRP worker exits by itself within seconds."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys, time
+        import numpy as np, tensorflow as tf
+        from flowcallback.core.capture import LRPWorker
+        m = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(3, activation="softmax", name="out")])
+        w = LRPWorker()
+        w.start(m, ["out"], np.random.rand(20, 4).astype("float32"))
+        open({str(tmp_path / "pid")!r}, "w").write(str(w._proc.pid))
+        time.sleep(600)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    pid_file = tmp_path / "pid"
+    for _ in range(120):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.5)
+    worker = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    for _ in range(40):
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.25)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the LRP worker outlived its killed parent")
+
+
+def test_select_layers_default_and_errors():
+    import tensorflow as tf
+
+    from flowcallback.core.capture import select_layers
+
+    m = tf.keras.Sequential([
+        tf.keras.Input((6, 6, 1)), tf.keras.layers.Conv2D(2, 3, name="c"), tf.keras.layers.Dropout(0.5, name="drop"),
+        tf.keras.layers.Flatten(name="f"), tf.keras.layers.Dense(3, activation="softmax", name="out"),
+    ])
+    assert select_layers(m) == ["c", "out"]
+    assert select_layers(m, ["out", "c"]) == ["c", "out"]  # model order, whatever the order given
+    with pytest.raises(ValueError, match="layers: unknown layer name"):
+        select_layers(m, ["nope"])
+    with pytest.raises(ValueError, match="once"):
+        select_layers(m, ["c", "c"])
+
+
+def test_activations_are_the_layer_outputs_embedded():
+    import tensorflow as tf
+
+    from flowcallback.core.capture import capture_activations
+    from flowcallback.core.embed import embed
+
+    rng = np.random.default_rng(0)
+    x = rng.random((50, 5)).astype("float32")
+    m = tf.keras.Sequential([tf.keras.Input((5,)), tf.keras.layers.Dense(4, activation="relu", name="h"),
+                             tf.keras.layers.Dense(3, activation="softmax", name="out")])
+    emb, out = capture_activations(m, x, ["h", "out"], batch_size=16)
+    h = tf.keras.Model(m.inputs, m.get_layer("h").output)(x).numpy()
+    np.testing.assert_allclose(emb["h"], embed(h), atol=1e-6)
+    np.testing.assert_allclose(out, m(x).numpy(), atol=1e-6)

@@ -6,7 +6,7 @@ layer. Prints, per k: mean normalised mutual information (NMI) between the clust
 classes over the layers, the number of clusters per layer, the ARI between the last layer's clusters
 and the predictions, and the kNN + MCL seconds. Writes benchmarks/results/choose_k.json.
 
-    python benchmarks/choose_k.py [--samples 2000] [--ks 5,10,20,30,50,100,200]
+    python benchmarks/choose_k.py [--samples 2000] [--ks 5,10,20,30,50,100,200] [--layers dense84,dense10]
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--ks", default="5,10,20,30,50,100,200")
     ap.add_argument("--data", default=None)
+    ap.add_argument("--layers", default=None, help="comma-separated layer names (default: all)")
     args = ap.parse_args(argv)
 
     import tensorflow as tf
@@ -42,7 +43,7 @@ def main(argv=None):
     y_te = y_te[: args.samples].astype(np.int64)
     model = lenet5()
     model.fit(x_tr, y_tr, epochs=1, batch_size=128, verbose=0)
-    names = capture.select_layers(model)
+    names = capture.select_layers(model, args.layers.split(",") if args.layers else None)
     emb, out = capture.capture_activations(model, x_te, names)
     pred = out.argmax(1)
     print(f"accuracy {np.mean(pred == y_te):.4f} on {len(y_te)} samples; layers {names}")
@@ -58,7 +59,7 @@ def main(argv=None):
         rows.append({"k": k, "nmi": nmi, "mean_nmi": float(np.mean(list(nmi.values()))), "n_clusters": n_clusters,
                      "last_layer_ari_vs_predictions": ari_last, "seconds": secs})
         print(f"{k:>5} {rows[-1]['mean_nmi']:>9.3f} {ari_last:>17.3f} {secs:>8.1f}  {list(n_clusters.values())}")
-    path = write_json("choose_k.json", {"samples": len(y_te), "layers": names, "rows": rows})
+    path = write_json(f"choose_k_{len(y_te)}.json" if len(y_te) != 2000 else "choose_k.json", {"samples": len(y_te), "layers": names, "rows": rows})
     print("wrote", path)
 
 

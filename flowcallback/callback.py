@@ -48,7 +48,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         Extra arguments for ``innvestigate.create_analyzer``.
     k : int, "auto" or "paper", default="auto"
         Neighbours in the kNN graph. ``"auto"``: ``n_samples // (2 * n_classes)`` clipped to
-        [5, 100] (chosen by measurement, see docs/method.md); ``"paper"``: ``n_samples // n_classes``.
+        [5, 500] (chosen by measurement, see docs/method.md); ``"paper"``: ``n_samples // n_classes``.
     inflation : float, default=2.0
         MCL inflation.
     index : {"auto", "flat", "hnsw"}, default="auto"

@@ -215,6 +215,7 @@ class Snapshotter:
                 "pass more samples or a smaller k"
             )
         self.model = None
+        self.disabled = ""  # why snapshots are off (log_dir not writable), or ""
         self.layer_names: List[str] = []
         self.layer_types: Dict[str, str] = {}
         self.worker: Optional[capture.LRPWorker] = None
@@ -268,8 +269,16 @@ class Snapshotter:
                     f"log_dir: {self.log_dir} holds a run of a different model ({old['model']['name']!r}); "
                     "use a new log_dir for a new model"
                 )
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        store.write_run_info(self.log_dir, info)
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            store.write_run_info(self.log_dir, info)
+        except OSError as exc:  # read-only or full disk: the run cannot be recorded, training can go on
+            if self.settings.on_error == "raise":
+                raise SnapshotError(f"log_dir: cannot write to {self.log_dir}: {exc}") from exc
+            self.disabled = f"cannot write to {self.log_dir}: {exc}"
+            warnings.warn(f"FlowCallback: log_dir: {self.disabled}; no snapshot will be taken, training goes on",
+                          RuntimeWarning, stacklevel=2)
+            return
         self._resume_identities()
         if self.settings.lrp:
             self.worker = capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs)
@@ -332,6 +341,8 @@ class Snapshotter:
             The page written (synchronous), a Future of it (background), or None if the snapshot
             failed and ``on_error="warn"``.
         """
+        if self.disabled:
+            return None
         self._raise_finished_errors()
         try:
             state = self._capture(epoch)

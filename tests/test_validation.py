@@ -139,3 +139,21 @@ def test_functional_model(tmp_path, small):
     run = load_run(tmp_path / "r")
     assert run.analyses(1) == ["activations", "lrp"]
     assert run.epoch(1, "lrp").column_names == ("c", "d", "out", "Prediction", "Ground truth")
+
+
+def test_unwritable_log_dir_warns_and_training_goes_on(tmp_path, small, monkeypatch):
+    from flowcallback.core import store
+    from flowcallback.demo import lenet5_digits
+
+    x_tr, y_tr, x_te, y_te = small
+
+    def refuse(*a, **k):
+        raise PermissionError("read-only file system (injected)")
+
+    monkeypatch.setattr(store, "write_run_info", refuse)
+    model = lenet5_digits(seed=8)
+    cb = FlowCallback((x_te, y_te), log_dir=tmp_path / "r", k=10, verbose=0)
+    with pytest.warns(RuntimeWarning, match="log_dir: cannot write"):
+        hist = model.fit(x_tr, y_tr, epochs=2, verbose=0, callbacks=[cb])
+    assert len(hist.history["loss"]) == 2 and cb.pages == {}
+    assert cb._snapshotter.worker is None

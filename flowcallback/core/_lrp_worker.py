@@ -17,17 +17,24 @@ import sys
 import traceback
 
 
-def _relevance_by_layer(analyzer, igraph, klayers):
-    """Map iNNvestigate's kept tensors ``((node_id, input_index), value)`` to producing layer names."""
+def _producers(analyzer, igraph, klayers):
+    """``{(node_id, input_index): name of the layer that produced that tensor}`` for the analyzer.
+
+    Computed once per analyzer: tracing the model's execution again in graph mode at every batch
+    would add nodes to the graph each time.
+    """
     _, execution_list, _ = igraph.trace_model_execution(analyzer._prepared_model)
     nodes = [e for e in execution_list if not isinstance(e[0], klayers.InputLayer)]
+    return {(nid, i): x._keras_history.layer.name for nid, node in enumerate(nodes) for i, x in enumerate(node[1])}
+
+
+def _relevance_by_layer(analyzer, producers):
+    """Map iNNvestigate's kept tensors ``((node_id, input_index), value)`` to producing layer names."""
     out = {}
-    for (nid, i), value in analyzer._reversed_tensors:
-        if nid < 0 or nid >= len(nodes):
-            continue
-        xs = nodes[nid][1]
-        producer = xs[i]._keras_history.layer.name
-        out.setdefault(producer, value)
+    for key, value in analyzer._reversed_tensors:
+        name = producers.get(tuple(key))
+        if name is not None:
+            out.setdefault(name, value)
     return out
 
 
@@ -94,9 +101,12 @@ def main(argv) -> int:
                 x = state["x"]
                 bs = int(state["batch_size"])
                 missing = set()
+                producers = None
                 for start in range(0, len(x), bs):
                     analyzer.analyze(x[start : start + bs])
-                    rel = _relevance_by_layer(analyzer, igraph, klayers)
+                    if producers is None:
+                        producers = _producers(analyzer, igraph, klayers)
+                    rel = _relevance_by_layer(analyzer, producers)
                     for n in layers:
                         if n in rel:
                             embedders[n].add(np.asarray(rel[n]))

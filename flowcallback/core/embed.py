@@ -96,7 +96,7 @@ class Embedder:
     ----------
     name : str
         Used in error messages.
-    dim : int, default=256
+    dim : int, default=128
         Target dimension; layers with at most ``dim`` features are not reduced.
     reduce : {"pca", "random", None}, default="pca"
     fit_samples : int, optional
@@ -117,7 +117,7 @@ class Embedder:
     (15, 9)
     """
 
-    def __init__(self, name: str = "maps", *, dim: int = 256, reduce: Optional[str] = "pca", fit_samples: Optional[int] = None, seed: int = 0):
+    def __init__(self, name: str = "maps", *, dim: int = 128, reduce: Optional[str] = "pca", fit_samples: Optional[int] = None, seed: int = 0):
         if reduce not in ("pca", "random", None):
             raise ValueError(f"reduce: expected 'pca', 'random' or None, got {reduce!r}")
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:

@@ -158,6 +158,7 @@ def main(argv=None):
     ap.add_argument("--no-paper", action="store_true")
     ap.add_argument("--no-lrp", action="store_true")
     ap.add_argument("--recall-samples", type=int, default=2000)
+    ap.add_argument("--k", type=int, default=None, help="neighbours (default: the library's k='auto')")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.epochs is None:
@@ -172,7 +173,7 @@ def main(argv=None):
     model, x, y = prepare(args)
     n_classes = 10
     names = capture.select_layers(model)
-    k = knn.auto_k(len(x), n_classes)
+    k = args.k or knn.auto_k(len(x), n_classes)
     stages, rss = {}, {}
     print(f"model {model.name}, {len(names)} layers, {len(x)} samples, k={k}; peak RSS after training {peak_rss_mb():.0f} MiB")
     rss_start = peak_rss_mb()
@@ -200,7 +201,9 @@ def main(argv=None):
         rss["lrp"] = peak_rss_mb()
 
     # -- kNN and MCL, per layer -----------------------------------------------------------------
-    graphs, labels = {}, {}
+    default_layer = "conv2" if args.model == "lenet5" else "block3_conv1"
+    layers_cmp = names if args.full else [args.paper_layer or default_layer]
+    graphs, labels = {}, {}  # graphs kept only for the layers compared below, as the library keeps none
     t_knn = t_mcl = 0.0
     cluster.mcl(knn.knn_graph(emb[names[-1]][:200], 5))  # compile the MCL kernel outside the timing
     for analysis, e in embeddings.items():
@@ -212,7 +215,9 @@ def main(argv=None):
             t_knn += t.lap()
             labels[(analysis, n)] = cluster.mcl(g)
             t_mcl += t.lap()
-            graphs[(analysis, n)] = g
+            if analysis == "activations" and n in layers_cmp:
+                graphs[(analysis, n)] = g
+            del g
     stages["knn"], stages["mcl"] = t_knn, t_mcl
     rss["knn_mcl"] = peak_rss_mb()
 
@@ -238,8 +243,6 @@ def main(argv=None):
 
     # -- the paper's method and the mcl program -------------------------------------------------
     comparisons = []
-    default_layer = "conv2" if args.model == "lenet5" else "block3_conv1"
-    layers_cmp = names if args.full else [args.paper_layer or default_layer]
     for n in layers_cmp:
         row = {"layer": n}
         g = graphs[("activations", n)]

@@ -16,6 +16,7 @@ def _demo(args) -> int:
     run_dir = run_demo(args.log_dir, epochs=args.epochs, lrp=not args.no_lrp, verbose=args.verbose)
     run = load_run(run_dir)
     print(f"\nflowcallback demo finished in {time.perf_counter() - t0:.0f} s. Open these pages in a browser:")
+    print(f"  all epochs (slider): {(run.path / 'index.html').resolve()}")
     for e in run.epochs:
         print(f"  epoch {e}: {run.page(e).resolve()}")
     errors = run.errors()

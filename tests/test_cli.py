@@ -16,6 +16,7 @@ def test_demo_writes_a_page_per_epoch_and_prints_them(tmp_path, capsys):
     run = load_run(out_dir)
     assert run.epochs == [0, 1]
     assert run.analyses(1) == ["activations", "lrp"]
+    assert str((out_dir / "index.html").resolve()) in printed and (out_dir / "index.html").exists()
     for e in run.epochs:
         assert str(run.page(e).resolve()) in printed
         assert run.page(e).exists()

@@ -164,7 +164,6 @@ def main(argv=None):
     if args.epochs is None:
         args.epochs = 1 if args.model == "lenet5" else 0
 
-    import tensorflow as tf
     from sklearn.metrics import adjusted_rand_score as ari
 
     from flowcallback.core import capture, cluster, flows, knn, render, store

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
-import numpy as np
 
 __all__ = ["load_digits_split", "lenet5_digits", "run_demo"]
 

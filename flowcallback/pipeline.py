@@ -15,7 +15,7 @@ import traceback
 import warnings
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from flowcallback.core import capture, cluster, flows, knn, render, store
 from flowcallback.core.match import relabel
 from flowcallback.exceptions import SnapshotError
 
-__all__ = ["SnapshotSettings", "Snapshotter", "snapshot", "cluster_layers"]
+__all__ = ["SnapshotSettings", "Snapshotter", "snapshot", "cluster_layer"]
 
 ANALYSES = ("activations", "lrp")
 
@@ -127,24 +127,6 @@ def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "a
     so that process pools and Dask can ship it)."""
     g = knn.knn_graph(vectors, k, index=index)
     return cluster.mcl(g, inflation=inflation, backend=backend, n_threads=n_threads)
-
-
-def cluster_layers(embeddings: Mapping[str, np.ndarray], *, k: int, inflation: float, index: str = "auto",
-                   backend: str = "fast", progress: Optional[Callable[[], None]] = None) -> Dict[str, np.ndarray]:
-    """kNN graph + MCL for every layer's embeddings.
-
-    Returns
-    -------
-    dict of layer name to ndarray (n_samples,)
-        A partition of the samples per layer.
-    """
-    out = {}
-    for name, vectors in embeddings.items():
-        g = knn.knn_graph(vectors, k, index=index)
-        out[name] = cluster.mcl(g, inflation=inflation, backend=backend)
-        if progress is not None:
-            progress()
-    return out
 
 
 def _fingerprint(model) -> str:

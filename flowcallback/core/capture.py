@@ -90,11 +90,7 @@ def _forward_fn(model, layer_names):
     """A function batch -> (list of layer outputs, model output), in inference mode."""
     import tensorflow as tf
 
-    outputs = None
-    try:
-        inputs = model.inputs
-    except AttributeError:
-        inputs = None
+    inputs = getattr(model, "inputs", None)
     if inputs:
         outputs = [model.get_layer(n).output for n in layer_names] + list(model.outputs[:1])
         feature_model = tf.keras.Model(inputs, outputs)

@@ -102,7 +102,6 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
     colors = list(colors or class_colors(len(names)))
     m = len(graph.columns)
     n = graph.n_samples
-    max_clusters = max(len(c.order) for c in graph.columns)
     node_index = {}
     nx_, ny_, ncolor, nlabel, ncustom = [], [], [], [], []
     for j, col in enumerate(graph.columns):

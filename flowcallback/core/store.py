@@ -32,7 +32,7 @@ from typing import Dict, Iterator, List, Mapping, Optional, Union
 import numpy as np
 import pandas as pd
 
-from flowcallback.core.flows import Column, FlowGraph, compute_flows
+from flowcallback.core.flows import Column, FlowGraph
 from flowcallback.exceptions import RunFormatError
 
 __all__ = [

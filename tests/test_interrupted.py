@@ -1,0 +1,54 @@
+"""A training process killed in the middle of a snapshot leaves only complete, loadable epochs."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from flowcallback import load_run
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from flowcallback import FlowCallback
+    from flowcallback.demo import lenet5_digits, load_digits_split
+    (x_tr, y_tr), (x_te, y_te) = load_digits_split()
+    model = lenet5_digits()
+    cb = FlowCallback((x_te, y_te), log_dir=sys.argv[1], lrp=False, verbose=0)
+    model.fit(x_tr, y_tr, epochs=50, verbose=0, callbacks=[cb])
+    """
+)
+
+
+@pytest.mark.parametrize("when", ["mid-write", "after-epoch-2"])
+def test_sigkill_mid_snapshot_leaves_complete_epochs(tmp_path, when):
+    log_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(log_dir)])
+    graphs = log_dir / "graphs"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            names = os.listdir(graphs) if graphs.is_dir() else []
+            if when == "mid-write" and any(n.endswith(".tmp") for n in names) and "epoch_001" in names:
+                break
+            if when == "after-epoch-2" and "epoch_002" in names:
+                break
+            time.sleep(0.005)
+        else:
+            pytest.fail("the training process never reached the point to kill it at")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    run = load_run(log_dir)
+    assert len(run.epochs) >= 1
+    assert run.epochs == list(range(len(run.epochs)))  # complete epochs, in order, no gap
+    for e in run.epochs:
+        g = run.epoch(e)  # loads, validates schema, shapes and flows
+        assert g.n_samples == 450

@@ -71,13 +71,8 @@ class SnapshotSettings:
                 json.dumps(analyzer_kwargs)
             except (TypeError, ValueError):
                 raise ValueError("analyzer_kwargs: values must be JSON-serialisable (numbers, strings, lists)") from None
-        if isinstance(k, str):
-            if k not in ("auto", "paper"):
-                raise ValueError(f"k: expected a positive integer, 'auto' or 'paper', got {k!r}")
-        elif isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise ValueError(f"k: expected a positive integer, 'auto' or 'paper', got {k!r}")
-        if isinstance(inflation, bool) or not isinstance(inflation, numbers.Real) or not 1 < inflation < float("inf"):
-            raise ValueError(f"inflation: expected a number > 1, got {inflation!r}")
+        knn.check_k(k)
+        cluster.check_inflation(inflation)
         if index not in ("auto", "flat", "hnsw"):
             raise ValueError(f"index: expected 'auto', 'flat' or 'hnsw', got {index!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:

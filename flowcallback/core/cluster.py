@@ -37,6 +37,13 @@ DEFAULT_SELECT = 500
 BACKENDS = ("fast", "reference")
 
 
+def check_inflation(inflation) -> float:
+    """Validate MCL's inflation (a finite number > 1) and return it as a float."""
+    if isinstance(inflation, bool) or not isinstance(inflation, numbers.Real) or not 1 < inflation < float("inf"):
+        raise ValueError(f"inflation: expected a number > 1, got {inflation!r}")
+    return float(inflation)
+
+
 def canonical_labels(labels) -> np.ndarray:
     """Relabel a partition so that cluster 0 is the largest (ties: smallest first member).
 
@@ -177,8 +184,7 @@ def mcl(
     n = graph.shape[0]
     if graph.ndim != 2 or graph.shape[1] != n:
         raise ValueError(f"graph: expected a square matrix, got shape {graph.shape}")
-    if not isinstance(inflation, numbers.Real) or isinstance(inflation, bool) or not 1 < inflation < float("inf"):
-        raise ValueError(f"inflation: expected a number > 1, got {inflation!r}")
+    check_inflation(inflation)
     if n == 0:
         return np.zeros(0, dtype=np.int32)
     if backend not in BACKENDS:

@@ -16,7 +16,7 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["knn_graph", "resolve_k", "auto_k", "DEFAULT_K", "HNSW_THRESHOLD"]
+__all__ = ["knn_graph", "check_k", "resolve_k", "auto_k", "DEFAULT_K", "HNSW_THRESHOLD"]
 
 #: Default ``k``: ``"auto"``, see :func:`auto_k` and docs/method.md for the measurement behind it.
 DEFAULT_K = "auto"
@@ -43,6 +43,16 @@ def auto_k(n_samples: int, n_classes: int) -> int:
     return max(1, min(k, n_samples - 1))
 
 
+def check_k(k):
+    """Validate the user's ``k`` (a positive int, ``"auto"`` or ``"paper"``) and return it."""
+    if isinstance(k, str):
+        if k not in ("auto", "paper"):
+            raise ValueError(f"k: expected a positive integer, 'auto' or 'paper', got {k!r}")
+    elif isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k: expected a positive integer, 'auto' or 'paper', got {k!r}")
+    return k
+
+
 def resolve_k(k, n_samples: int, n_classes: int) -> int:
     """Turn the user's ``k`` into a number of neighbours.
 
@@ -64,14 +74,11 @@ def resolve_k(k, n_samples: int, n_classes: int) -> int:
     >>> resolve_k("paper", 10_000, 10)
     1000
     """
-    if isinstance(k, str):
-        if k == "auto":
-            return auto_k(n_samples, n_classes)
-        if k != "paper":
-            raise ValueError(f"k: expected a positive integer, 'auto' or 'paper', got {k!r}")
+    check_k(k)
+    if k == "auto":
+        return auto_k(n_samples, n_classes)
+    if k == "paper":
         k = max(1, n_samples // max(1, n_classes))
-    elif isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k: expected a positive integer, 'auto' or 'paper', got {k!r}")
     k = int(k)
     if k >= n_samples:
         raise ValueError(

@@ -25,6 +25,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Union
@@ -199,18 +200,12 @@ def _load_arrays(path: Path) -> Dict[str, np.ndarray]:
         raise
     except FileNotFoundError:
         raise RunFormatError(f"{path}: file not found") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, zlib_error()) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, zlib.error) as exc:
         raise RunFormatError(f"{path}: not a readable npz file ({type(exc).__name__}: {exc})") from None
     for k, a in out.items():
         if a.dtype.kind not in "iu":
             raise RunFormatError(f"{path}: array {k!r} must hold integers, has dtype {a.dtype}")
     return out
-
-
-def zlib_error():
-    import zlib
-
-    return zlib.error
 
 
 def load_flow_graph(json_path: PathLike) -> FlowGraph:

@@ -4,13 +4,14 @@
     python benchmarks/paper_scale.py --full               # the paper's method on every layer
     python benchmarks/paper_scale.py --model vgg16-32     # VGG16-style on 32x32x3 (scenario 4)
     options: --samples N, --epochs E (training before the snapshot), --data mnist.npz,
-             --paper-layer NAME, --no-paper, --no-lrp, --out results/NAME.json
+             --paper-layer NAME, --no-paper, --no-equal-k, --no-lrp, --out results/NAME.json
 
 Prints a table and writes benchmarks/results/paper_scale_<model>.json with, per stage, wall seconds
 and the peak RSS of this process (and of the LRP worker process), and:
 * the paper's method (exact dense cosine similarity, kNN with k = n / n_classes,
   ``markov-clustering``) on one layer (all with --full): time, memory, speed ratio, and the ARI
-  between its clusters and ours;
+  between its clusters and ours; then the same method at our k (skip with --no-equal-k), so that
+  the ARI measures the implementation and not the choice of k;
 * the ``mcl`` C program on the very same graphs as our MCL: time, ratio, ARI (skipped with a
   message when ``mcl`` is not installed);
 * kNN recall of the reduced embeddings against exact cosine kNN on the raw maps, on a subsample.
@@ -83,8 +84,11 @@ def prepare(args):
     return model, f(x_te[: args.samples]), y_te[: args.samples].astype(np.int64)
 
 
-def paper_method(raw, n_classes, seed_labels=None):
-    """The paper's per-layer method: dense cosine matrix, k = n / n_classes, markov-clustering."""
+def paper_method(raw, n_classes, k=None):
+    """The paper's per-layer method: dense cosine matrix, k = n / n_classes, markov-clustering.
+
+    ``k`` overrides the paper's k, to compare the two methods at equal k.
+    """
     import scipy.sparse as sp
 
     from flowcallback.core import cluster
@@ -95,7 +99,7 @@ def paper_method(raw, n_classes, seed_labels=None):
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
     sim = x @ x.T  # O(n^2) memory and time, as in the paper
     n = len(sim)
-    k = n // n_classes
+    k = k or n // n_classes
     np.fill_diagonal(sim, -np.inf)
     idx = np.argpartition(-sim, k, axis=1)[:, :k]
     rows = np.repeat(np.arange(n), k)
@@ -157,8 +161,11 @@ def main(argv=None):
     ap.add_argument("--paper-layer", default=None, help="layer for the paper's method (default: conv2 / block3_conv1)")
     ap.add_argument("--no-paper", action="store_true")
     ap.add_argument("--no-lrp", action="store_true")
+    ap.add_argument("--no-equal-k", action="store_true", help="skip the paper's method at our k")
     ap.add_argument("--recall-samples", type=int, default=2000)
     ap.add_argument("--k", type=int, default=None, help="neighbours (default: the library's k='auto')")
+    ap.add_argument("--dim", type=int, default=128, help="reduced dimension (the library's default: 128)")
+    ap.add_argument("--fit-samples", type=int, default=None, help="rows the PCA basis is fitted on (default: the library's)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.epochs is None:
@@ -167,7 +174,6 @@ def main(argv=None):
     from sklearn.metrics import adjusted_rand_score as ari
 
     from flowcallback.core import capture, cluster, flows, knn, render, store
-    from flowcallback.core.embed import Embedder
 
     model, x, y = prepare(args)
     n_classes = 10
@@ -179,7 +185,8 @@ def main(argv=None):
 
     # -- forward capture (with streaming reduction) -------------------------------------------
     t = Timer()
-    emb, out = capture.capture_activations(model, x, names, batch_size=256)
+    embed_options = {"reduce": "pca", "dim": args.dim, "fit_samples": args.fit_samples}
+    emb, out = capture.capture_activations(model, x, names, batch_size=256, embed_options=embed_options)
     stages["forward_capture"] = t.lap()
     rss["forward_capture"] = peak_rss_mb()
     pred = out.argmax(1)
@@ -190,7 +197,7 @@ def main(argv=None):
     if not args.no_lrp:
         t = Timer()
         w = capture.LRPWorker()
-        w.start(model, names, x, embed_options={"reduce": "pca", "dim": 128})
+        w.start(model, names, x, embed_options=embed_options)
         stages["lrp_worker_start"] = t.lap()
         res = w.analyze(model)
         stages["lrp"] = t.lap()
@@ -269,19 +276,30 @@ def main(argv=None):
             row["paper_speedup"] = p["seconds"] / row["ours_seconds"]
             row["paper_ari"] = float(ari(p_labels, ours))
             row["paper_clusters"] = int(p_labels.max() + 1)
+            if not args.no_equal_k and p["k"] != k:
+                # the same method with our k: the clusterings differ only by the graph's
+                # construction (exact vs reduced maps) and the MCL implementation
+                raw = capture_raw(model, x, n)
+                q_labels, q = paper_method(raw, n_classes, k=k)
+                del raw
+                row.update({f"paper_equal_k_{k_}": v for k_, v in q.items()})
+                row["paper_equal_k_speedup"] = q["seconds"] / row["ours_seconds"]
+                row["paper_equal_k_ari"] = float(ari(q_labels, ours))
+                row["paper_equal_k_clusters"] = int(q_labels.max() + 1)
         comparisons.append(row)
         print("  ".join(f"{k_}={v:.3g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
 
     # -- kNN recall of the reduced embeddings ---------------------------------------------------
+    # measured on the last rows of the held-out set, which the PCA basis (fitted on the first
+    # rows) has not seen when the set is large enough
     recall = {}
     m = min(args.recall_samples, len(x))
     k_sub = knn.auto_k(m, n_classes)
     for n in names:
-        e = Embedder(n, dim=128)
-        raw = capture_raw(model, x[:m], n)
-        if raw.reshape(m, -1).shape[1] <= 128:
+        raw = capture_raw(model, x[-m:], n)
+        if raw.reshape(m, -1).shape[1] <= args.dim:
             continue
-        recall[n] = knn_recall(raw, emb[n][:m], k_sub)
+        recall[n] = knn_recall(raw, emb[n][-m:], k_sub)
     if recall:
         print(f"kNN recall@{k_sub} of the reduced maps vs raw maps ({m} samples): "
               + ", ".join(f"{n} {v:.3f}" for n, v in recall.items()))
@@ -291,7 +309,8 @@ def main(argv=None):
         "accuracy": float(np.mean(pred == y)), "stages_seconds": stages, "snapshot_seconds": snapshot_seconds,
         "peak_rss_mb_after_training": rss_start, "peak_rss_mb_by_stage": rss, "peak_rss_mb": peak_rss_mb(),
         "lrp_worker_peak_rss_mb": worker_rss, "comparisons": comparisons, "knn_recall": recall, "recall_k": k_sub,
-        "recall_samples": m, "clusters": {f"{a}/{n}": int(v.max() + 1) for (a, n), v in labels.items()},
+        "recall_samples": m, "recall_rows": "last", "dim": args.dim, "fit_samples": args.fit_samples,
+        "clusters": {f"{a}/{n}": int(v.max() + 1) for (a, n), v in labels.items()},
     }
     path = write_json(args.out or f"paper_scale_{args.model}.json", doc)
     print("wrote", path)

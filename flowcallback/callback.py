@@ -60,6 +60,10 @@ class FlowCallback(tf.keras.callbacks.Callback):
         see :class:`flowcallback.core.embed.Embedder`); None keeps the raw maps.
     dim : int, default=128
         Dimension after reduction.
+    fit_samples : int, optional
+        ``reduce="pca"``: held-out rows the basis is fitted on (default: up to 4 * ``dim``, within
+        32 MiB of raw rows per layer). Deep layers of wide networks keep their neighbourhoods
+        better with ``dim=256, fit_samples=2048`` (docs/performance.md).
     mcl_backend : {"fast", "reference"}, default="fast"
         MCL implementation (see :mod:`flowcallback.core.cluster`).
     executor : concurrent.futures.Executor, optional
@@ -101,6 +105,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         batch_size: int = 256,
         reduce: Optional[str] = "pca",
         dim: int = 128,
+        fit_samples: Optional[int] = None,
         mcl_backend: str = "fast",
         executor=None,
         background: bool = True,
@@ -116,7 +121,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         settings = SnapshotSettings(
             layers=layers, class_names=class_names, lrp=lrp, analyzer=analyzer, analyzer_kwargs=analyzer_kwargs,
             k=k, inflation=inflation, index=index, batch_size=batch_size, on_error=on_error,
-            reduce=reduce, dim=dim, mcl_backend=mcl_backend, executor=executor, background=background,
+            reduce=reduce, dim=dim, fit_samples=fit_samples, mcl_backend=mcl_backend, executor=executor, background=background,
             tensorboard=tensorboard,
         )
         self._snapshotter = Snapshotter(validation_data, log_dir, settings)

@@ -48,6 +48,7 @@ class SnapshotSettings:
         on_error: str = "warn",
         reduce: Optional[str] = "pca",
         dim: int = 128,
+        fit_samples: Optional[int] = None,
         mcl_backend: str = "fast",
         executor: Optional[Executor] = None,
         background: bool = True,
@@ -83,6 +84,9 @@ class SnapshotSettings:
             raise ValueError(f"reduce: expected 'pca', 'random' or None, got {reduce!r}")
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 2:
             raise ValueError(f"dim: expected an integer >= 2, got {dim!r}")
+        if fit_samples is not None and (isinstance(fit_samples, bool) or not isinstance(fit_samples, numbers.Integral)
+                                        or fit_samples < 1):
+            raise ValueError(f"fit_samples: expected None or a positive integer, got {fit_samples!r}")
         if mcl_backend not in cluster.BACKENDS:
             raise ValueError(f"mcl_backend: expected one of {cluster.BACKENDS}, got {mcl_backend!r}")
         self.layers = list(layers) if layers is not None else None
@@ -97,6 +101,7 @@ class SnapshotSettings:
         self.on_error = on_error
         self.reduce = reduce
         self.dim = int(dim)
+        self.fit_samples = None if fit_samples is None else int(fit_samples)
         self.mcl_backend = mcl_backend
         if executor is not None and not isinstance(executor, Executor) and not callable(getattr(executor, "submit", None)):
             raise ValueError(f"executor: expected a concurrent.futures.Executor (or an object with submit()), got {executor!r}")
@@ -113,7 +118,7 @@ class SnapshotSettings:
 
     @property
     def embed_options(self) -> dict:
-        return {"reduce": self.reduce, "dim": self.dim}
+        return {"reduce": self.reduce, "dim": self.dim, "fit_samples": self.fit_samples}
 
 
 def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "auto", backend: str = "fast",

@@ -38,6 +38,8 @@ def model():
         (dict(batch_size=0), "batch_size"),
         (dict(log_dir=None), "log_dir"),
         (dict(k=100), "k=100"),
+        (dict(fit_samples=0), "fit_samples"),
+        (dict(fit_samples=2.5), "fit_samples"),
     ],
 )
 def test_bad_arguments_at_construction(small, kwargs, match):

@@ -9,19 +9,29 @@ import numpy as np
 
 
 @nb.njit(cache=True, nogil=True)
-def _column(j, indptr, indices, data, inflation, threshold, select, acc, touched, out_i, out_v):
-    """Expand, inflate, normalise and prune column j; return (nnz kept, chaos of the column)."""
+def _column(j, indptr, indices, data, inflation, threshold, select, cutoff, acc, touched, out_i, out_v):
+    """Expand, inflate, normalise and prune column j; return (nnz kept, chaos of the column).
+
+    Columns are sorted by decreasing value, so the expansion stops reading column k as soon as
+    a product ``v * data[q]`` falls below ``cutoff``: every later product of that column is smaller.
+    """
     n_t = 0
     for p in range(indptr[j], indptr[j + 1]):
         k = indices[p]
         v = data[p]
+        if v < cutoff:  # every product with this or a later entry of column j is below the cutoff
+            break
+        lim = cutoff / v
         for q in range(indptr[k], indptr[k + 1]):
+            w = data[q]
+            if w < lim:
+                break
             i = indices[q]
             a = acc[i]
             if a == 0.0:  # values are > 0, so 0 means "not touched yet in this column"
                 touched[n_t] = i
                 n_t += 1
-            acc[i] = a + v * data[q]
+            acc[i] = a + v * w
     # inflation and normalisation
     s = 0.0
     if inflation == 2.0:  # the common case: a product is far cheaper than pow()
@@ -86,23 +96,54 @@ def _column(j, indptr, indices, data, inflation, threshold, select, acc, touched
         sq += x * x
         if x > mx:
             mx = x
+    if m > 1:  # keep the column sorted by decreasing value for the next round's early exits
+        order = np.argsort(-out_v[:m])
+        si = out_i[:m][order]
+        sv = out_v[:m][order]
+        out_i[:m] = si
+        out_v[:m] = sv
     return m, mx - sq
 
 
 @nb.njit(cache=True, nogil=True)
-def _block(lo, hi, n, indptr, indices, data, inflation, threshold, select, max_candidates, new_i, new_v, counts, chaos):
-    acc = np.zeros(n, dtype=np.float64)
+def _block(lo, hi, n, indptr, indices, data, inflation, threshold, select, cutoff, width, max_candidates,
+           new_i, new_v, counts, chaos):
+    # float32 accumulator: half the cache footprint of float64, the precision the mcl program uses
+    acc = np.zeros(n, dtype=np.float32)
     touched = np.empty(max_candidates, dtype=np.int64)
     out_i = np.empty(max_candidates, dtype=np.int32)
     out_v = np.empty(max_candidates, dtype=np.float64)
     for j in range(lo, hi):
-        m, c = _column(j, indptr, indices, data, inflation, threshold, select, acc, touched, out_i, out_v)
+        m, c = _column(j, indptr, indices, data, inflation, threshold, select, cutoff, acc, touched, out_i, out_v)
         counts[j] = m
         chaos[j] = c
-        base = j * select
+        base = j * width
         for t in range(m):
             new_i[base + t] = out_i[t]
             new_v[base + t] = out_v[t]
+
+
+@nb.njit(cache=True)
+def _compact(n, width, counts, new_i, new_v, out_indptr, out_i, out_v):
+    for j in range(n):
+        src = j * width
+        dst = out_indptr[j]
+        for t in range(counts[j]):
+            out_i[dst + t] = new_i[src + t]
+            out_v[dst + t] = new_v[src + t]
+
+
+@nb.njit(cache=True)
+def sort_columns(indptr, indices, data):
+    """Sort each column of a CSC matrix by decreasing value, in place (the kernel's input order)."""
+    for j in range(len(indptr) - 1):
+        a, b = indptr[j], indptr[j + 1]
+        if b - a > 1:
+            order = np.argsort(-data[a:b])
+            si = indices[a:b][order]
+            sv = data[a:b][order]
+            indices[a:b] = si
+            data[a:b] = sv
 
 
 @nb.njit(cache=True)
@@ -119,16 +160,24 @@ def _max_candidates(n, indptr, indices):
     return min(best, n)
 
 
-def iterate(indptr, indices, data, n, inflation, threshold, select, n_threads=1):
-    """One MCL round on a column-stochastic CSC matrix; returns the new CSC arrays and max chaos."""
+def iterate(indptr, indices, data, n, inflation, threshold, select, n_threads=1, cutoff=0.0):
+    """One MCL round on a column-stochastic CSC matrix whose columns are sorted by decreasing value.
+
+    Returns the new CSC arrays (columns sorted the same way) and the largest column chaos.
+    """
     import threading
 
     max_c = max(1, int(_max_candidates(n, indptr, indices)))
-    new_i = np.empty(n * select, dtype=np.int32)
-    new_v = np.empty(n * select, dtype=np.float32)
+    width = min(int(select), max_c)  # late rounds have a few entries per column: small buffers
+    new_i = np.empty(n * width, dtype=np.int32)
+    new_v = np.empty(n * width, dtype=np.float32)
     counts = np.zeros(n, dtype=np.int64)
     chaos = np.zeros(n, dtype=np.float64)
-    args = (n, indptr, indices, data, float(inflation), float(threshold), int(select), max_c, new_i, new_v, counts, chaos)
+    # a floor far above float32's smallest normal: no product underflows to 0, which the kernel
+    # reads as "entry not touched yet"
+    cutoff = max(float(cutoff), 1e-30)
+    args = (n, indptr, indices, data, float(inflation), float(threshold), int(select), cutoff, width, max_c,
+            new_i, new_v, counts, chaos)
     bounds = np.linspace(0, n, max(1, n_threads) + 1).astype(np.int64)
     if n_threads <= 1 or n < 2000:
         _block(0, n, *args)
@@ -138,8 +187,10 @@ def iterate(indptr, indices, data, n, inflation, threshold, select, n_threads=1)
             t.start()
         for t in threads:
             t.join()
-    keep = (np.arange(n * select) % select) < np.repeat(counts, select)
     out_indptr = np.zeros(n + 1, dtype=np.int64)
-    # float32 values and int32 indices halve the memory traffic of the expansion
     np.cumsum(counts, out=out_indptr[1:])
-    return out_indptr, new_i[keep], new_v[keep], float(chaos.max()) if n else 0.0
+    # float32 values and int32 indices halve the memory traffic of the expansion
+    out_i = np.empty(int(out_indptr[-1]), dtype=np.int32)
+    out_v = np.empty(int(out_indptr[-1]), dtype=np.float32)
+    _compact(n, width, counts, new_i, new_v, out_indptr, out_i, out_v)
+    return out_indptr, out_i, out_v, float(chaos.max()) if n else 0.0

@@ -26,10 +26,13 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["mcl", "partition_labels", "canonical_labels", "DEFAULT_INFLATION", "DEFAULT_SELECT", "BACKENDS"]
+__all__ = ["mcl", "partition_labels", "canonical_labels", "DEFAULT_INFLATION", "DEFAULT_SELECT", "DEFAULT_CUTOFF",
+           "BACKENDS"]
 
 #: Default MCL inflation (mcl's own default is 2.0).
 DEFAULT_INFLATION = 2.0
+#: Default expansion cutoff of the fast backend: products below it are skipped (see :func:`mcl`).
+DEFAULT_CUTOFF = 1e-6
 #: Default per-column selection of the fast backend (entries kept after each round): the ``mcl``
 #: program's own ``-S 500``. With ``pruning_threshold=2.5e-4`` (its ``-P 4000``) the fast backend
 #: agrees with ``mcl`` (ARI >= 0.95 on MNIST layer graphs, docs/performance.md).
@@ -85,7 +88,7 @@ def partition_labels(clusters: Iterable[Sequence[int]], n_samples: int) -> np.nd
     return canonical_labels(labels)
 
 
-def _fast_mcl(graph, inflation, loop_value, iterations, threshold, select, n_threads, tol):
+def _fast_mcl(graph, inflation, loop_value, iterations, threshold, select, n_threads, tol, cutoff):
     from scipy.sparse.csgraph import connected_components
 
     from flowcallback.core import _mcl_kernel
@@ -106,8 +109,11 @@ def _fast_mcl(graph, inflation, loop_value, iterations, threshold, select, n_thr
     a = a @ sp.diags(1.0 / col)
     a = a.tocsc()
     indptr, indices, data = a.indptr.astype(np.int64), a.indices.astype(np.int32), a.data.astype(np.float32)
+    _mcl_kernel.sort_columns(indptr, indices, data)
     for _ in range(max(1, int(iterations))):
-        indptr, indices, data, chaos = _mcl_kernel.iterate(indptr, indices, data, n, inflation, threshold, select, n_threads)
+        indptr, indices, data, chaos = _mcl_kernel.iterate(
+            indptr, indices, data, n, inflation, threshold, select, n_threads, cutoff
+        )
         if chaos < tol:
             break
     # Every sample is linked to the row(s) holding most of its column's mass: its attractor, or all
@@ -138,6 +144,7 @@ def mcl(
     select: int = DEFAULT_SELECT,
     n_threads: Optional[int] = None,
     tol: float = 1e-4,
+    cutoff: float = DEFAULT_CUTOFF,
 ) -> np.ndarray:
     """Cluster a weighted undirected graph with MCL.
 
@@ -165,6 +172,13 @@ def mcl(
         Fast backend: threads (default: the number of CPUs, at most 8).
     tol : float, default=1e-4
         Fast backend: stop when every column's chaos (max entry minus sum of squares) is below it.
+    cutoff : float, default=1e-6
+        Fast backend: the expansion skips products of two entries smaller than ``cutoff``. Columns
+        are kept sorted by decreasing value, so whole tails of columns are skipped. Each column
+        sums to 1, so a skipped product moves less than ``cutoff`` of mass; entries that small are
+        pruned after inflation anyway. ``0`` computes the exact expansion. Measured on MNIST
+        layer graphs: about 1.5x faster at 1e-6 with an ARI against the exact expansion of
+        0.997 or more (docs/performance.md).
 
     Returns
     -------
@@ -201,8 +215,11 @@ def mcl(
             raise ValueError(f"expansion: the fast backend computes expansion 2 (MCL's standard); got {expansion!r}")
         if n_threads is None:
             n_threads = min(8, os.cpu_count() or 1)
+        if isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Real) or not 0 <= cutoff < 1:
+            raise ValueError(f"cutoff: expected a number in [0, 1), got {cutoff!r}")
         threshold = 2.5e-4 if pruning_threshold is None else float(pruning_threshold)
-        return _fast_mcl(g, float(inflation), loop_value, iterations, threshold, int(select), int(n_threads), float(tol))
+        return _fast_mcl(g, float(inflation), loop_value, iterations, threshold, int(select), int(n_threads), float(tol),
+                         float(cutoff))
 
     import markov_clustering as mc  # the reference implementation
 

@@ -330,6 +330,10 @@ def test_fast_backend_threads_do_not_change_the_result():
     (dict(select=0), "select"),
     (dict(backend="fast", expansion=3), "expansion"),
     (dict(inflation=float("inf")), "inflation"),
+    (dict(cutoff=-1e-6), "cutoff"),
+    (dict(cutoff=1.0), "cutoff"),
+    (dict(cutoff=float("nan")), "cutoff"),
+    (dict(cutoff="1e-6"), "cutoff"),
 ])
 def test_fast_backend_bad_arguments(kwargs, match):
     g, _ = _planted(2, 5, 1.0, 0.0, 0)
@@ -341,3 +345,48 @@ def test_nan_weights_are_refused():
     g = sp.csr_matrix(np.array([[0, np.nan], [np.nan, 0]]))
     with pytest.raises(ValueError, match="finite"):
         cluster.mcl(g)
+
+
+# -- the expansion cutoff --------------------------------------------------------------------------
+def _knn_blobs(seed, n_blobs=8, per=60, k=15):
+    from flowcallback.core.embed import embed
+    from flowcallback.core.knn import knn_graph
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_blobs, 32))
+    x = np.repeat(centres, per, axis=0) + 0.3 * rng.normal(size=(n_blobs * per, 32))
+    return knn_graph(embed(x), k)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cutoff_gives_the_clusters_of_the_exact_expansion(seed):
+    g = _knn_blobs(seed)
+    exact = cluster.mcl(g, cutoff=0.0)
+    default = cluster.mcl(g)
+    assert adjusted_rand_score(exact, default) == 1.0
+
+
+def test_a_large_cutoff_changes_the_result():
+    # the cutoff is really applied: skipping every product but the largest leaves singletons
+    g = _knn_blobs(0)
+    coarse = cluster.mcl(g, cutoff=0.5)
+    assert coarse.max() + 1 > cluster.mcl(g).max() + 1
+
+
+def test_kernel_keeps_columns_stochastic_and_sorted():
+    from flowcallback.core import _mcl_kernel
+
+    g = sp.csc_matrix(_knn_blobs(1), dtype=np.float64)
+    g = (g + sp.identity(g.shape[0], format="csc")).tocsc()
+    g = (g @ sp.diags(1.0 / np.asarray(g.sum(axis=0)).ravel())).tocsc()
+    indptr, indices, data = g.indptr.astype(np.int64), g.indices.astype(np.int32), g.data.astype(np.float32)
+    _mcl_kernel.sort_columns(indptr, indices, data)
+    for _ in range(3):
+        indptr, indices, data, chaos = _mcl_kernel.iterate(indptr, indices, data, g.shape[0], 2.0, 2.5e-4, 50, 1, 1e-6)
+        sums = np.add.reduceat(data, indptr[:-1]) if len(data) else np.zeros(0)
+        np.testing.assert_allclose(sums, 1.0, rtol=1e-5)
+        for j in range(g.shape[0]):
+            col = data[indptr[j]:indptr[j + 1]]
+            assert 1 <= len(col) <= 50
+            assert np.all(np.diff(col) <= 0)
+            assert len(np.unique(indices[indptr[j]:indptr[j + 1]])) == len(col)

@@ -4,7 +4,7 @@
     python benchmarks/paper_scale.py --full               # the paper's method on every layer
     python benchmarks/paper_scale.py --model vgg16-32     # VGG16-style on 32x32x3 (scenario 4)
     options: --samples N, --epochs E (training before the snapshot), --data mnist.npz,
-             --paper-layer NAME, --no-paper, --no-equal-k, --no-lrp, --out results/NAME.json
+             --paper-layer NAME, --mcl-all, --no-paper, --no-equal-k, --no-lrp, --out results/NAME.json
 
 Prints a table and writes benchmarks/results/paper_scale_<model>.json with, per stage, wall seconds
 and the peak RSS of this process (and of the LRP worker process), and:
@@ -13,7 +13,8 @@ and the peak RSS of this process (and of the LRP worker process), and:
   between its clusters and ours; then the same method at our k (skip with --no-equal-k), so that
   the ARI measures the implementation and not the choice of k;
 * the ``mcl`` C program on the very same graphs as our MCL: time, ratio, ARI (skipped with a
-  message when ``mcl`` is not installed);
+  message when ``mcl`` is not installed), on the compared layer or, with --mcl-all, on every
+  layer's activation graph;
 * kNN recall of the reduced embeddings against exact cosine kNN on the raw maps, on a subsample.
 """
 from __future__ import annotations
@@ -158,6 +159,8 @@ def main(argv=None):
     ap.add_argument("--train-samples", type=int, default=10_000, help="vgg16-32: training subset")
     ap.add_argument("--data", default=None)
     ap.add_argument("--full", action="store_true", help="the paper's method and mcl on every layer")
+    ap.add_argument("--save-graphs", default=None, help="directory to save the compared kNN graphs in (npz)")
+    ap.add_argument("--mcl-all", action="store_true", help="the mcl program on every layer's activation graph")
     ap.add_argument("--paper-layer", default=None, help="layer for the paper's method (default: conv2 / block3_conv1)")
     ap.add_argument("--no-paper", action="store_true")
     ap.add_argument("--no-lrp", action="store_true")
@@ -221,7 +224,7 @@ def main(argv=None):
             t_knn += t.lap()
             labels[(analysis, n)] = cluster.mcl(g)
             t_mcl += t.lap()
-            if analysis == "activations" and n in layers_cmp:
+            if analysis == "activations" and (n in layers_cmp or args.mcl_all):
                 graphs[(analysis, n)] = g
             del g
     stages["knn"], stages["mcl"] = t_knn, t_mcl
@@ -249,9 +252,14 @@ def main(argv=None):
 
     # -- the paper's method and the mcl program -------------------------------------------------
     comparisons = []
-    for n in layers_cmp:
+    for n in (names if args.mcl_all else layers_cmp):
         row = {"layer": n}
         g = graphs[("activations", n)]
+        if args.save_graphs:
+            import scipy.sparse as sp
+
+            os.makedirs(args.save_graphs, exist_ok=True)
+            sp.save_npz(os.path.join(args.save_graphs, f"{n}.npz"), g)
         ours_t = Timer()
         ours = cluster.mcl(g)
         row["ours_mcl_seconds"] = ours_t.lap()
@@ -268,7 +276,7 @@ def main(argv=None):
             row["mcl_speedup"] = mc[1] / row["ours_mcl_seconds"]
             row["mcl_ari"] = float(ari(mc[0], ours))
             row["mcl_program_clusters"] = int(len(np.unique(mc[0])))
-        if not args.no_paper:
+        if not args.no_paper and n in layers_cmp:
             raw = capture_raw(model, x, n)
             p_labels, p = paper_method(raw, n_classes)
             del raw
@@ -294,12 +302,18 @@ def main(argv=None):
     # rows) has not seen when the set is large enough
     recall = {}
     m = min(args.recall_samples, len(x))
-    k_sub = knn.auto_k(m, n_classes)
-    for n in names:
+    k_sub = knn.auto_k(m, n_classes) if m > 1 else None
+    for n in names if m > 0 else []:
         raw = capture_raw(model, x[-m:], n)
         if raw.reshape(m, -1).shape[1] <= args.dim:
             continue
         recall[n] = knn_recall(raw, emb[n][-m:], k_sub)
+    mcl_rows = [r for r in comparisons if "mcl_ari" in r]
+    if len(mcl_rows) > 1:
+        sp_ = [r["mcl_speedup"] for r in mcl_rows]
+        ar_ = [r["mcl_ari"] for r in mcl_rows]
+        print(f"mcl program on {len(mcl_rows)} graphs: speed-up {min(sp_):.2f} to {max(sp_):.2f}x, "
+              f"ARI {min(ar_):.3f} to {max(ar_):.3f} (median {np.median(ar_):.3f})")
     if recall:
         print(f"kNN recall@{k_sub} of the reduced maps vs raw maps ({m} samples): "
               + ", ".join(f"{n} {v:.3f}" for n, v in recall.items()))

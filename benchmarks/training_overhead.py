@@ -1,12 +1,12 @@
 """How much longer `model.fit` takes with a snapshot at every epoch.
 
-    python benchmarks/training_overhead.py [--epochs 3] [--samples 10000] [--no-lrp] [--data mnist.npz]
+    python benchmarks/training_overhead.py [--epochs 3] [--samples 10000] [--no-lrp] [--data mnist.npz] [--out NAME.json]
 
 Trains the LeNet5-style model of examples/mnist_lenet5.py on the 60,000 MNIST training images
 twice from the same seed: without the callback, then with ``FlowCallback`` snapshotting every
 epoch (the untrained epoch 0 included) on ``--samples`` test images, activations and LRP. Prints
 both wall times, their ratio and each snapshot's stage timings; writes
-benchmarks/results/training_overhead.json. The callback's analysis runs in the background while
+benchmarks/results/training_overhead.json (or --out). The callback's analysis runs in the background while
 the next epoch trains; the time with the callback includes waiting for the last snapshot.
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=10_000)
     ap.add_argument("--no-lrp", action="store_true")
     ap.add_argument("--data", default=None)
+    ap.add_argument("--out", default="training_overhead.json", help="file name under benchmarks/results/")
     args = ap.parse_args(argv)
 
     import tensorflow as tf
@@ -67,7 +68,7 @@ def main(argv=None):
     print(f"\nfit without callback: {plain:.1f} s; with a snapshot every epoch: {with_cb:.1f} s; ratio {with_cb / plain:.2f}")
     for e, tm in sorted(cb.timings.items()):
         print(f"  epoch {e}: " + ", ".join(f"{k} {v:.1f}" for k, v in tm.items()))
-    path = write_json("training_overhead.json", {
+    path = write_json(args.out, {
         "epochs": args.epochs, "train_samples": len(x_tr), "snapshot_samples": len(x_te), "lrp": not args.no_lrp,
         "fit_seconds_without": plain, "fit_seconds_with": with_cb, "ratio": with_cb / plain,
         "snapshots": sorted(cb.timings), "snapshot_timings": {str(e): t for e, t in cb.timings.items()},

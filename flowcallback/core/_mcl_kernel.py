@@ -13,15 +13,19 @@ def _column(j, indptr, indices, data, inflation, threshold, select, cutoff, acc,
     """Expand, inflate, normalise and prune column j; return (nnz kept, chaos of the column).
 
     Columns are sorted by decreasing value, so the expansion stops reading column k as soon as
-    a product ``v * data[q]`` falls below ``cutoff``: every later product of that column is smaller.
+    a product ``v * data[q]`` falls below ``cutoff`` times the largest product of the two columns
+    (their first entries): every later product of that column is smaller.
     """
     n_t = 0
+    if indptr[j + 1] == indptr[j]:
+        return 0, 0.0
+    vcut = cutoff * data[indptr[j]]  # columns are sorted: their first entry is their largest
     for p in range(indptr[j], indptr[j + 1]):
         k = indices[p]
         v = data[p]
-        if v < cutoff:  # every product with this or a later entry of column j is below the cutoff
+        if v < vcut:  # every product with this or a later entry of column j is below the cutoff
             break
-        lim = cutoff / v
+        lim = vcut * data[indptr[k]] / v
         for q in range(indptr[k], indptr[k + 1]):
             w = data[q]
             if w < lim:
@@ -173,9 +177,9 @@ def iterate(indptr, indices, data, n, inflation, threshold, select, n_threads=1,
     new_v = np.empty(n * width, dtype=np.float32)
     counts = np.zeros(n, dtype=np.int64)
     chaos = np.zeros(n, dtype=np.float64)
-    # a floor far above float32's smallest normal: no product underflows to 0, which the kernel
-    # reads as "entry not touched yet"
-    cutoff = max(float(cutoff), 1e-30)
+    # a floor far above float32's smallest normal relative to a product: no product underflows
+    # to 0, which the kernel reads as "entry not touched yet"
+    cutoff = max(float(cutoff), 1e-20)
     args = (n, indptr, indices, data, float(inflation), float(threshold), int(select), cutoff, width, max_c,
             new_i, new_v, counts, chaos)
     bounds = np.linspace(0, n, max(1, n_threads) + 1).astype(np.int64)

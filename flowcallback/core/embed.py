@@ -100,8 +100,9 @@ class Embedder:
         Target dimension; layers with at most ``dim`` features are not reduced.
     reduce : {"pca", "random", None}, default="pca"
     fit_samples : int, optional
-        Rows used to fit the PCA basis; they are held until then. Default: as many as fit in
-        32 MiB of raw rows, between ``2 * dim`` and ``4 * dim``.
+        Most rows used to fit the PCA basis; they are held until then. Default ``4 * dim``. A wide
+        layer uses fewer, as many as fit in 64 MiB of raw rows but at least ``2 * dim``, so that
+        the buffers of all layers together stay small.
     seed : int, default=0
 
     Examples
@@ -125,7 +126,9 @@ class Embedder:
         self.name = name
         self.dim = int(dim)
         self.reduce = reduce
-        self._fit_samples_arg = fit_samples
+        if fit_samples is not None and (isinstance(fit_samples, bool) or not isinstance(fit_samples, numbers.Integral)
+                                        or fit_samples < 1):
+            raise ValueError(f"fit_samples: expected None or a positive integer, got {fit_samples!r}")
         self.fit_samples = max(int(fit_samples) if fit_samples is not None else 4 * int(dim), int(dim))
         self.seconds = 0.0  # time spent embedding and reducing, for benchmarks
         self.seed = seed
@@ -152,9 +155,9 @@ class Embedder:
         e = embed(batch, name=self.name)
         if self.n_features is None:
             self.n_features = e.shape[1] - 1
-            if self._fit_samples_arg is None:  # bound the buffer of wide layers
-                budget = (32 << 20) // max(4 * self.n_features, 1)
-                self.fit_samples = int(min(4 * self.dim, max(2 * self.dim, budget)))
+            # bound the buffer of wide layers: 64 MiB of float32 rows, but at least 2 * dim rows
+            budget = (64 << 20) // max(4 * self.n_features, 1)
+            self.fit_samples = int(min(self.fit_samples, max(2 * self.dim, budget)))
         elif e.shape[1] - 1 != self.n_features:
             raise ValueError(f"{self.name}: batches have {e.shape[1] - 1} features, earlier ones {self.n_features}")
         if not self.reduced:

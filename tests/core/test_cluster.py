@@ -367,10 +367,25 @@ def test_cutoff_gives_the_clusters_of_the_exact_expansion(seed):
 
 
 def test_a_large_cutoff_changes_the_result():
-    # the cutoff is really applied: skipping every product but the largest leaves singletons
+    # the cutoff is really applied: skipping all but each pair of columns' largest products
+    # leaves many more, smaller clusters
     g = _knn_blobs(0)
-    coarse = cluster.mcl(g, cutoff=0.5)
+    coarse = cluster.mcl(g, cutoff=0.9)
     assert coarse.max() + 1 > cluster.mcl(g).max() + 1
+
+
+def test_cutoff_is_relative_so_dense_graphs_keep_their_cluster():
+    # Near-identical samples and k = 500: nodes have 500 to 2,000 neighbours, so every entry of the
+    # stochastic matrix is below 1e-3 and every product below 1e-6. A cutoff on absolute products
+    # skipped them all and split this one cluster into singletons; a relative one must not.
+    from flowcallback.core.embed import embed
+    from flowcallback.core.knn import knn_graph
+
+    rng = np.random.default_rng(0)
+    g = knn_graph(embed(np.abs(1 + 0.01 * rng.normal(size=(3000, 10)))), 500)
+    assert g.getnnz(axis=0).min() >= 500
+    labels = cluster.mcl(g)
+    assert labels.max() + 1 == cluster.mcl(g, cutoff=0.0).max() + 1 == 1
 
 
 def test_kernel_keeps_columns_stochastic_and_sorted():
@@ -382,7 +397,7 @@ def test_kernel_keeps_columns_stochastic_and_sorted():
     indptr, indices, data = g.indptr.astype(np.int64), g.indices.astype(np.int32), g.data.astype(np.float32)
     _mcl_kernel.sort_columns(indptr, indices, data)
     for _ in range(3):
-        indptr, indices, data, chaos = _mcl_kernel.iterate(indptr, indices, data, g.shape[0], 2.0, 2.5e-4, 50, 1, 1e-6)
+        indptr, indices, data, chaos = _mcl_kernel.iterate(indptr, indices, data, g.shape[0], 2.0, 2.5e-4, 50, 1, 3e-4)
         sums = np.add.reduceat(data, indptr[:-1]) if len(data) else np.zeros(0)
         np.testing.assert_allclose(sums, 1.0, rtol=1e-5)
         for j in range(g.shape[0]):

@@ -267,7 +267,28 @@ def test_reduction_keeps_zero_maps_apart():
     assert np.all(r[::7, :-1] == 0)
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(reduce="svd"), "reduce"), (dict(dim=0), "dim")])
+def test_wide_layers_fit_on_fewer_rows_within_the_buffer_budget():
+    # 150,000 float32 features = 600 KB a row: 64 MiB hold 111 rows, fewer than the 1,000 asked for
+    rng = np.random.default_rng(0)
+    e = Embedder("wide", dim=16, fit_samples=1000)
+    for _ in range(5):
+        e.add(rng.random((20, 150_000), dtype=np.float32))
+    assert e.fit_samples == 111 and e._basis is None  # 100 rows buffered, not fitted yet
+    e.add(rng.random((20, 150_000), dtype=np.float32))
+    assert e._basis is not None and not e._pending
+    assert e.result().shape == (120, 17)
+
+
+def test_narrow_layers_fit_on_the_rows_asked_for():
+    e = Embedder("narrow", dim=8, fit_samples=50)
+    e.add(np.random.default_rng(0).random((40, 100)))
+    assert e.fit_samples == 50 and e._basis is None
+    e.add(np.random.default_rng(1).random((10, 100)))
+    assert e._basis is not None
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(reduce="svd"), "reduce"), (dict(dim=0), "dim"),
+                                           (dict(fit_samples=0), "fit_samples"), (dict(fit_samples=1.5), "fit_samples")])
 def test_embedder_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Embedder("x", **kwargs)

@@ -88,6 +88,19 @@ def main(argv) -> int:
                 if header["analyzer"] not in names:
                     raise ValueError(f"analyzer: expected one of iNNvestigate's LRP analyzers {names}, got {header['analyzer']!r}")
                 state = dict(header, x=arrays[0])
+                # Build the analyzer once now, so that a model iNNvestigate refuses (a Lambda layer, a
+                # hidden softmax) or cannot rebuild here (a custom layer class) is known at set-up,
+                # not as a failure of every epoch.
+                tf.keras.backend.clear_session()
+                try:
+                    model = tf.keras.models.model_from_json(state["model_json"])
+                except Exception as exc:
+                    raise ValueError(
+                        f"the LRP worker cannot rebuild the model from its config ({type(exc).__name__}: {exc}); "
+                        "custom layer classes are not available to it"
+                    ) from exc
+                innvestigate.create_analyzer(state["analyzer"], model, reverse_keep_tensors=True,
+                                             **state.get("analyzer_kwargs", {}))
                 _ipc.send(wf, {"ok": True, "analyzers": names, "innvestigate": innvestigate.__version__ if hasattr(innvestigate, "__version__") else ""})
             elif cmd == "analyze":
                 tf.keras.backend.clear_session()
@@ -97,7 +110,7 @@ def main(argv) -> int:
                     state["analyzer"], model, reverse_keep_tensors=True, **state.get("analyzer_kwargs", {})
                 )
                 layers = state["layers"]
-                embedders = {n: Embedder(n, **state.get("embed_options", {})) for n in layers}
+                embedders = {n: Embedder(n, **dict({"nonfinite": "flag"}, **state.get("embed_options", {}))) for n in layers}
                 x = state["x"]
                 bs = int(state["batch_size"])
                 missing = set()
@@ -125,7 +138,8 @@ def main(argv) -> int:
             else:
                 raise ValueError(f"unknown command {cmd!r}")
         except Exception as exc:  # reported to the parent, which decides what to do
-            _ipc.send(wf, {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+            error = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line: the parent shows its first line
+            _ipc.send(wf, {"ok": False, "error": error, "traceback": traceback.format_exc()})
 
 
 if __name__ == "__main__":

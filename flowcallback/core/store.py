@@ -178,6 +178,7 @@ def graph_to_json(graph: FlowGraph, arrays_name: str) -> dict:
             for row in flows[["source_column", "target_column", "source_cluster", "target_cluster", "true_class", "count"]].itertuples(index=False)
         ],
         "arrays": arrays_name,
+        "notes": list(graph.notes),
     }
 
 
@@ -255,6 +256,7 @@ def load_flow_graph(json_path: PathLike) -> FlowGraph:
         predictions=p,
         class_names=tuple(doc["class_names"]),
         metrics=doc["metrics"],
+        notes=tuple(doc.get("notes", ())),
     )
     expected = graph.flows[["source_column", "target_column", "source_cluster", "target_cluster", "true_class", "count"]]
     got = [tuple(f.values()) for f in doc["flows"]]

@@ -11,6 +11,7 @@ import hashlib
 import json
 import numbers
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -293,8 +294,6 @@ class FitGuard:
 
     def start(self, on_abnormal_end) -> bool:
         """Watch the ``fit`` call on the current thread's stack. Returns whether one was found."""
-        import threading
-
         self.stop()
         frame = self._fit_frame()
         if frame is None:  # callbacks driven by hand: the caller calls on_train_end itself
@@ -365,6 +364,7 @@ class Snapshotter:
         self._coordinator: Optional[ThreadPoolExecutor] = None
         self._pool: Optional[ThreadPoolExecutor] = None
         self._aborted = False
+        self._errors_lock = threading.Lock()
         self._previous: Dict[tuple, np.ndarray] = {}  # last clusters per (analysis, layer), for stable ids
         self._orders: Dict[str, Dict[str, tuple]] = {}
 
@@ -514,6 +514,7 @@ class Snapshotter:
         if self.disabled:
             return None
         self._raise_finished_errors()
+        self._restart_dead_worker(epoch)
         try:
             state = self._capture(epoch)
         except Exception as exc:
@@ -526,6 +527,24 @@ class Snapshotter:
             self._pending.append(fut)
             return fut
         return self._finish_safely(state, verbose, title_prefix, False)
+
+    def _restart_dead_worker(self, epoch: int) -> None:
+        """A crashed or killed LRP worker is started again (once per snapshot that finds it dead)."""
+        w = self.worker
+        if w is None or w.alive:
+            return
+        self.flush()  # snapshots still using the dead worker finish first (their LRP part fails)
+        w.close()
+        self.worker = capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs)
+        try:
+            self.worker.start(self.model, self.layer_names, self.x, batch_size=self.settings.batch_size,
+                              embed_options=self.settings.embed_options)
+        except Exception as exc:
+            self.worker = None
+            self.lrp_note = f"LRP stopped: the LRP worker died and could not be restarted ({_first_line(exc)})"
+            path = self._record_error(epoch, exc, "restarting the LRP worker")
+            warnings.warn(f"FlowCallback: epoch {epoch}: {self.lrp_note}; training goes on. Details: {path}",
+                          RuntimeWarning, stacklevel=3)
 
     def _raise_finished_errors(self) -> None:
         """With on_error="raise", a background snapshot's error stops training at the next snapshot."""
@@ -626,7 +645,9 @@ class Snapshotter:
                 if s.on_error == "raise" or self._aborted:
                     raise
                 notes.append(f"LRP failed for this epoch: {_first_line(exc)}")
-                self._record_error(epoch, exc)
+                path = self._record_error(epoch, exc)
+                warnings.warn(f"FlowCallback: epoch {epoch}: LRP failed ({_first_line(exc)}); the activation flows are "
+                              f"still written and training goes on. Details: {path}", RuntimeWarning, stacklevel=2)
             timings["lrp_seconds"] = time.perf_counter() - t
             prog.step()
         elif self.lrp_note:
@@ -656,8 +677,12 @@ class Snapshotter:
             except Exception as exc:
                 if s.on_error == "raise" or self._aborted:
                     raise
-                notes.append(f"{render.ANALYSIS_LABELS.get(key[0], key[0])}: layer {key[1]} skipped ({exc})")
-                self._record_error(state["epoch"], exc)
+                label = render.ANALYSIS_LABELS.get(key[0], key[0])
+                notes.append(f"{label}: layer {key[1]} left out of this epoch ({_first_line(exc)})")
+                path = self._record_error(epoch, exc, f"{label}, layer {key[1]}")
+                warnings.warn(f"FlowCallback: epoch {epoch}, layer {key[1]} ({label}): kNN/MCL failed "
+                              f"({type(exc).__name__}: {_first_line(exc)}); the layer is left out of this epoch's "
+                              f"diagram and training goes on. Details: {path}", RuntimeWarning, stacklevel=2)
             prog.step()
         timings["cluster_seconds"] = time.perf_counter() - t
         if self._aborted:
@@ -709,14 +734,17 @@ class Snapshotter:
             self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowcallback-layer")
         return self._pool
 
-    def _record_error(self, epoch: Optional[int], exc: BaseException) -> Path:
+    def _record_error(self, epoch: Optional[int], exc: BaseException, where: str = "") -> Path:
+        """Append the error and its traceback to ``errors/epoch_XXX.txt`` (``setup.txt`` before any epoch)."""
         name = f"epoch_{epoch:03d}.txt" if epoch is not None else "setup.txt"
         path = self.log_dir / "errors" / name
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        try:
-            store.atomic_write(path, text.encode("utf-8"))
-        except OSError:
-            pass
+        text = (f"[{where}]\n" if where else "") + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        with self._errors_lock:
+            try:
+                old = path.read_text("utf-8", "replace") + "\n" if path.is_file() and not path.is_symlink() else ""
+                store.atomic_write(path, (old + text).encode("utf-8"))
+            except OSError:
+                pass
         return path
 
 

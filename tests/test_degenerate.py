@@ -21,7 +21,8 @@ def blobs(n_per=30, centers=3, dim=12, seed=0):
 
 
 # -- the clustering stage on its own -------------------------------------------------------------------
-def test_all_zero_maps_are_one_explicit_cluster_with_a_note():
+def test_all_zero_maps_are_one_explicit_cluster_with_a_note(tally):
+    tally("bad inputs tried")
     x = np.r_[blobs(), np.zeros((17, 12))]
     v = embed(x)
     lab = cluster_layer(v, 8, 2.0)
@@ -33,7 +34,8 @@ def test_all_zero_maps_are_one_explicit_cluster_with_a_note():
     assert f"17 all-zero map(s)" in note and f"cluster {zero[0]}" in note
 
 
-def test_non_finite_maps_are_one_explicit_cluster_with_a_note():
+def test_non_finite_maps_are_one_explicit_cluster_with_a_note(tally):
+    tally("bad inputs tried")
     x = blobs()
     x[[3, 40, 77], 2] = [np.nan, np.inf, -np.inf]
     with pytest.raises(ValueError, match="3 sample"):
@@ -47,7 +49,8 @@ def test_non_finite_maps_are_one_explicit_cluster_with_a_note():
     assert "3 sample(s) with NaN/infinite values" in layer_note(v, lab, 8)
 
 
-def test_flags_survive_the_streaming_reduction():
+def test_flags_survive_the_streaming_reduction(tally):
+    tally("bad inputs tried")
     rng = np.random.default_rng(1)
     x = rng.normal(size=(60, 500)).astype(np.float32)
     x[5] = 0
@@ -59,14 +62,16 @@ def test_flags_survive_the_streaming_reduction():
     assert np.flatnonzero(zero).tolist() == [5] and np.flatnonzero(bad).tolist() == [7]
 
 
-def test_every_map_non_finite_gives_one_cluster_not_a_crash():
+def test_every_map_non_finite_gives_one_cluster_not_a_crash(tally):
+    tally("bad inputs tried")
     v = embed(np.full((20, 4), np.nan), nonfinite="flag")
     lab = cluster_layer(v, 5, 2.0)
     assert set(lab) == {0}
     assert "20 sample(s)" in layer_note(v, lab, 5)
 
 
-def test_duplicate_samples_share_their_cluster():
+def test_duplicate_samples_share_their_cluster(tally):
+    tally("bad inputs tried")
     rng = np.random.default_rng(2)
     base = rng.normal(size=(6, 10))
     x = np.repeat(base, [50, 3, 1, 80, 2, 40], axis=0)
@@ -76,7 +81,8 @@ def test_duplicate_samples_share_their_cluster():
         assert len(set(lab[lo:hi])) == 1
 
 
-def test_fewer_directed_samples_than_k_clips_k_with_a_note():
+def test_fewer_directed_samples_than_k_clips_k_with_a_note(tally):
+    tally("bad inputs tried")
     x = np.r_[blobs(n_per=2, centers=2), np.zeros((30, 12))]  # 4 samples with a direction, k=10
     v = embed(x)
     lab = cluster_layer(v, 10, 2.0)
@@ -84,7 +90,8 @@ def test_fewer_directed_samples_than_k_clips_k_with_a_note():
     assert "k clipped from 10 to 3" in layer_note(v, lab, 10)
 
 
-def test_held_out_set_not_larger_than_k_is_a_clear_error(digits):
+def test_held_out_set_not_larger_than_k_is_a_clear_error(digits, tally):
+    tally("bad inputs tried")
     from flowcallback import FlowCallback
 
     (_, _), (x_te, y_te) = digits
@@ -109,7 +116,8 @@ def _dense_model(n_in, n_classes, hidden=(16,), seed=0, dead=False):
 
 
 @pytest.mark.slow
-def test_nan_inputs_give_a_set_apart_cluster_and_notes_not_a_failed_epoch(tmp_path, digits):
+def test_nan_inputs_give_a_set_apart_cluster_and_notes_not_a_failed_epoch(tmp_path, digits, tally):
+    tally("bad inputs tried")
     from flowcallback import snapshot
 
     (_, _), (x_te, y_te) = digits
@@ -135,7 +143,8 @@ def test_nan_inputs_give_a_set_apart_cluster_and_notes_not_a_failed_epoch(tmp_pa
 
 
 @pytest.mark.slow
-def test_dead_relu_layer_is_one_explicit_cluster(tmp_path, digits):
+def test_dead_relu_layer_is_one_explicit_cluster(tmp_path, digits, tally):
+    tally("bad inputs tried")
     from flowcallback import snapshot
 
     (_, _), (x_te, y_te) = digits
@@ -149,7 +158,8 @@ def test_dead_relu_layer_is_one_explicit_cluster(tmp_path, digits):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["single class", "one sample of a class"])
-def test_few_classes_in_the_held_out_set(tmp_path, digits, case):
+def test_few_classes_in_the_held_out_set(tmp_path, digits, case, tally):
+    tally("bad inputs tried")
     from flowcallback import snapshot
 
     (_, _), (x_te, y_te) = digits
@@ -168,7 +178,8 @@ def test_few_classes_in_the_held_out_set(tmp_path, digits, case):
 
 
 @pytest.mark.slow
-def test_a_very_wide_layer_is_streamed_down(tmp_path, digits):
+def test_a_very_wide_layer_is_streamed_down(tmp_path, digits, tally):
+    tally("bad inputs tried")
     import tensorflow as tf
 
     from flowcallback import snapshot
@@ -187,7 +198,8 @@ def test_a_very_wide_layer_is_streamed_down(tmp_path, digits):
 
 
 @pytest.mark.slow
-def test_text_tokens_through_an_embedding_layer_end_to_end(tmp_path):
+def test_text_tokens_through_an_embedding_layer_end_to_end(tmp_path, tally):
+    tally("bad inputs tried")
     """Token ids -> Embedding -> pooling -> Dense: activation and LRP flows, trained with the callback."""
     import tensorflow as tf
 
@@ -218,7 +230,8 @@ def test_text_tokens_through_an_embedding_layer_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_tabular_vectors_end_to_end(tmp_path):
+def test_tabular_vectors_end_to_end(tmp_path, tally):
+    tally("bad inputs tried")
     from flowcallback import FlowCallback
 
     rng = np.random.default_rng(5)

@@ -70,7 +70,8 @@ class RaiseAtEpoch(tf.keras.callbacks.Callback):
             raise self.exc
 
 
-def test_keyboard_interrupt_from_a_callback_leaves_nothing(tmp_path, digits):
+def test_keyboard_interrupt_from_a_callback_leaves_nothing(tmp_path, digits, tally):
+    tally("faults injected")
     (x_tr, y_tr), (x_te, y_te) = digits
     model = lenet5_digits(seed=11)
     cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=tmp_path / "r", k=8, verbose=0)  # LRP + background
@@ -83,7 +84,8 @@ def test_keyboard_interrupt_from_a_callback_leaves_nothing(tmp_path, digits):
     assert cb._snapshotter is not None
 
 
-def test_real_sigint_anywhere_in_fit_leaves_nothing(tmp_path, digits):
+def test_real_sigint_anywhere_in_fit_leaves_nothing(tmp_path, digits, tally):
+    tally("faults injected")
     """A real Ctrl-C (SIGINT) lands wherever the main thread is: a train step, Keras, our capture."""
     (x_tr, y_tr), (x_te, y_te) = digits
     model = lenet5_digits(seed=12)
@@ -101,7 +103,8 @@ def test_real_sigint_anywhere_in_fit_leaves_nothing(tmp_path, digits):
     assert run.epochs == list(range(len(run.epochs)))  # complete epochs, no gap
 
 
-def test_failing_fit_leaves_nothing_and_the_callback_can_be_reused(tmp_path, digits):
+def test_failing_fit_leaves_nothing_and_the_callback_can_be_reused(tmp_path, digits, tally):
+    tally("faults injected")
     (x_tr, y_tr), (x_te, y_te) = digits
     model = lenet5_digits(seed=13)
     cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=tmp_path / "r", k=8, verbose=0)

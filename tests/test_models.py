@@ -100,7 +100,8 @@ class Scale(L.Layer):
 
 
 @pytest.mark.parametrize("odd", ["custom", "lambda", "hidden softmax"])
-def test_layers_lrp_cannot_analyse_give_activation_flows_and_a_note(tmp_path, digits, odd):
+def test_layers_lrp_cannot_analyse_give_activation_flows_and_a_note(tmp_path, digits, odd, tally):
+    tally("bad inputs tried")
     tf.keras.utils.set_random_seed(3)
     inp = tf.keras.Input((8, 8, 1))
     h = L.Conv2D(6, 3, activation="relu", name="conv")(inp)
@@ -128,7 +129,8 @@ def test_layers_lrp_cannot_analyse_give_activation_flows_and_a_note(tmp_path, di
     assert expected in (tmp_path / "epoch_001.html").read_text()
 
 
-def test_multi_input_model_is_refused_at_train_begin(tmp_path, digits):
+def test_multi_input_model_is_refused_at_train_begin(tmp_path, digits, tally):
+    tally("bad inputs tried")
     (x_tr, y_tr), (x_te, y_te) = digits
     a, b = tf.keras.Input((8, 8, 1)), tf.keras.Input((8, 8, 1))
     h = L.Concatenate()([L.Flatten()(a), L.Flatten()(b)])
@@ -141,7 +143,8 @@ def test_multi_input_model_is_refused_at_train_begin(tmp_path, digits):
         FlowCallback(([x_te[:60], x_te[:60, :, :4]], y_te[:60]), log_dir=tmp_path / "b")
 
 
-def test_multi_output_model_is_refused_at_train_begin(tmp_path, digits):
+def test_multi_output_model_is_refused_at_train_begin(tmp_path, digits, tally):
+    tally("bad inputs tried")
     (x_tr, y_tr), (x_te, y_te) = digits
     inp = tf.keras.Input((8, 8, 1))
     h = L.Flatten()(inp)

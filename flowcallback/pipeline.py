@@ -574,6 +574,10 @@ class Snapshotter:
         path = self._record_error(epoch, exc)
         self._write_run_page()
         if self.settings.on_error == "raise":
+            try:
+                self.flush()  # earlier epochs still in the background are written before training stops
+            except Exception:  # already failed: the first error is the one reported
+                pass
             raise SnapshotError(f"snapshot of epoch {epoch} failed: {exc}") from exc
         warnings.warn(
             f"FlowCallback: the snapshot of epoch {epoch} failed ({type(exc).__name__}: {exc}); "

@@ -31,7 +31,7 @@ def test_all_zero_maps_are_one_explicit_cluster_with_a_note(tally):
     for i in range(3):
         assert len(set(lab[30 * i : 30 * (i + 1)])) == 1
     note = layer_note(v, lab, 8)
-    assert f"17 all-zero map(s)" in note and f"cluster {zero[0]}" in note
+    assert "17 all-zero map(s)" in note and f"cluster {zero[0]}" in note
 
 
 def test_non_finite_maps_are_one_explicit_cluster_with_a_note(tally):

@@ -14,7 +14,6 @@ import re
 import signal
 import threading
 
-import numpy as np
 import pytest
 import tensorflow as tf
 

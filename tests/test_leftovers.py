@@ -10,7 +10,6 @@ import signal
 import threading
 import time
 
-import numpy as np
 import psutil
 import pytest
 import tensorflow as tf
@@ -23,6 +22,22 @@ pytestmark = pytest.mark.slow
 ME = psutil.Process()
 
 
+@pytest.fixture(autouse=True)
+def _earlier_children():
+    """Children this process had before the test: multiprocessing's resource tracker, started once
+    per process by earlier tests (spawn pools, Dask), lives until the process exits."""
+    global EARLIER
+    EARLIER = {p.pid for p in ME.children(recursive=True)}
+    yield
+
+
+EARLIER: set = set()
+
+
+def new_children():
+    return [p for p in ME.children(recursive=True) if p.pid not in EARLIER]
+
+
 def flowcallback_threads():
     return sorted(t.name for t in threading.enumerate() if t.name.startswith("flowcallback"))
 
@@ -33,7 +48,7 @@ def temp_files(log_dir):
 
 def resources():
     """What this process holds: child processes, OS threads, open file descriptors."""
-    return {"children": len(ME.children(recursive=True)), "python_threads": threading.active_count(), "fds": ME.num_fds()}
+    return {"children": len(new_children()), "python_threads": threading.active_count(), "fds": ME.num_fds()}
 
 
 def settle(check, timeout=30.0):
@@ -47,8 +62,7 @@ def settle(check, timeout=30.0):
 
 
 def assert_nothing_left(log_dir):
-    assert settle(lambda: not ME.children(recursive=True) and not flowcallback_threads()), (
-        ME.children(recursive=True), flowcallback_threads())
+    assert settle(lambda: not new_children() and not flowcallback_threads()), (new_children(), flowcallback_threads())
     assert temp_files(log_dir) == []
     run = load_run(log_dir)
     for e in run.epochs:  # every listed epoch is complete and loads
@@ -136,7 +150,7 @@ def test_models_trained_one_after_another_return_to_baseline(tmp_path, digits):
             model.fit(x_tr[:150], y_tr[:150], epochs=2, verbose=0, callbacks=[cb] + extra)
         except (KeyboardInterrupt, ValueError):
             pass
-        assert settle(lambda: not flowcallback_threads() and not ME.children(recursive=True))
+        assert settle(lambda: not flowcallback_threads() and not new_children())
         return cb
 
     train(0)

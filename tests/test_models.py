@@ -1,7 +1,6 @@
 """Models beyond the paper: branches and joins, layers iNNvestigate cannot analyse, several inputs or outputs."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import tensorflow as tf
 

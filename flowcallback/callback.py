@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from flowcallback import _validation as V
 from flowcallback.core import cluster, knn
-from flowcallback.pipeline import Snapshotter, SnapshotSettings
+from flowcallback.pipeline import FitGuard, Snapshotter, SnapshotSettings
 
 __all__ = ["FlowCallback"]
 
@@ -127,6 +127,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         self._snapshotter = Snapshotter(validation_data, log_dir, settings)
         self.log_dir = str(self._snapshotter.log_dir)
         self._first_epoch_seen = False
+        self._guard = FitGuard()
 
     # -- scheduling ----------------------------------------------------------------------------
     def wants(self, epoch: int) -> bool:
@@ -158,8 +159,11 @@ class FlowCallback(tf.keras.callbacks.Callback):
 
     # -- Keras hooks ---------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
+        self._guard.stop()  # a previous fit's guard, if that fit ended abnormally
         self._first_epoch_seen = False
         self._snapshotter.prepare(self.model)
+        # If fit ends without on_train_end (an exception, Ctrl-C), the guard stops everything.
+        self._guard.start(self._snapshotter.abort)
 
     def on_epoch_begin(self, epoch, logs=None):
         # Keras's epoch index is 0-based; snapshot 0 is the state before the first epoch trains.
@@ -173,10 +177,12 @@ class FlowCallback(tf.keras.callbacks.Callback):
             self._take(epoch + 1)
 
     def on_train_end(self, logs=None):
+        self._guard.stop()
         self._snapshotter.close()  # waits for background snapshots, stops the LRP worker
 
     def __del__(self):
         try:
+            self._guard.stop()
             self._snapshotter.close()
         except Exception:
             pass

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import numbers
+import sys
+import threading
 import time
 import traceback
 import warnings
@@ -25,7 +27,7 @@ from flowcallback.core import capture, cluster, flows, knn, render, store
 from flowcallback.core.match import relabel
 from flowcallback.exceptions import SnapshotError
 
-__all__ = ["SnapshotSettings", "Snapshotter", "snapshot", "cluster_layer"]
+__all__ = ["SnapshotSettings", "Snapshotter", "FitGuard", "snapshot", "cluster_layer", "layer_note"]
 
 ANALYSES = ("activations", "lrp")
 
@@ -124,9 +126,86 @@ class SnapshotSettings:
 def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "auto", backend: str = "fast",
                   n_threads: Optional[int] = None) -> np.ndarray:
     """kNN graph + MCL of one layer: the unit of work sent to an executor (a top-level function,
-    so that process pools and Dask can ship it)."""
-    g = knn.knn_graph(vectors, k, index=index)
-    return cluster.mcl(g, inflation=inflation, backend=backend, n_threads=n_threads)
+    so that process pools and Dask can ship it).
+
+    Samples whose map has no direction are not clustered by similarity, since cosine similarity is
+    undefined for them: all-zero maps (dead ReLU units, say) form one cluster of their own, and maps
+    with NaN or infinite values (flagged by :func:`flowcallback.core.embed.embed`) another. The
+    other samples are clustered with ``k`` clipped to their number minus one, and identical maps
+    always share a cluster (MCL's choice among exact ties is arbitrary). :func:`layer_note` says
+    what happened, for the column's note.
+
+    Parameters
+    ----------
+    vectors : ndarray of shape (n_samples, n_features + 1)
+        Embedded maps (:mod:`flowcallback.core.embed`).
+    k, inflation, index, backend, n_threads :
+        As for :func:`flowcallback.core.knn.knn_graph` and :func:`flowcallback.core.cluster.mcl`.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), int32
+        A partition, canonical (0 = largest cluster).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowcallback.core.embed import embed
+    >>> maps = np.r_[np.eye(3)[[0] * 5 + [1] * 5], np.zeros((3, 3))]
+    >>> cluster_layer(embed(maps), k=3, inflation=2.0).tolist()
+    [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2]
+    """
+    from flowcallback.core.embed import special_rows
+
+    v = np.asarray(vectors)
+    if v.ndim != 2 or v.shape[0] == 0:
+        raise ValueError(f"vectors: expected a 2-d array (n_samples, n_features + 1), got shape {v.shape}")
+    zero, bad = special_rows(v)
+    regular = np.flatnonzero(~(zero | bad))
+    labels = np.full(len(v), -1, dtype=np.int64)
+    if len(regular) >= 2:
+        sub = np.ascontiguousarray(v[regular], dtype=np.float32)
+        g = knn.knn_graph(sub, min(int(k), len(regular) - 1), index=index)
+        lab = np.asarray(cluster.mcl(g, inflation=inflation, backend=backend, n_threads=n_threads), dtype=np.int64)
+        _, first, inverse = np.unique(sub, axis=0, return_index=True, return_inverse=True)
+        labels[regular] = lab[first][inverse.reshape(-1)]  # identical maps: the cluster of the first one
+    elif len(regular) == 1:
+        labels[regular] = 0
+    for mask in (zero, bad):
+        if mask.any():
+            labels[mask] = labels.max() + 1
+    return cluster.canonical_labels(labels)
+
+
+def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int) -> str:
+    """The column note for what :func:`cluster_layer` did with samples that have no direction.
+
+    Returns
+    -------
+    str
+        Empty when every sample was clustered by similarity with the requested ``k``.
+    """
+    from flowcallback.core.embed import special_rows
+
+    zero, bad = special_rows(vectors)
+    labels = np.asarray(labels)
+    parts = []
+    if bad.any():
+        parts.append(f"{int(bad.sum())} sample(s) with NaN/infinite values (diverging model?) set apart as "
+                     f"cluster {int(labels[bad][0])}, not clustered by similarity")
+    if zero.any():
+        parts.append(f"{int(zero.sum())} all-zero map(s) (dead units; cosine undefined) set apart as "
+                     f"cluster {int(labels[zero][0])}, not clustered by similarity")
+    n_regular = len(labels) - int(zero.sum()) - int(bad.sum())
+    if 2 <= n_regular <= k:
+        parts.append(f"k clipped from {k} to {n_regular - 1}: only {n_regular} samples have a direction")
+    return "; ".join(parts)
+
+
+def _first_line(exc: BaseException, limit: int = 400) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _fingerprint(model) -> str:
@@ -176,6 +255,86 @@ class _Progress:
             print(message)
 
 
+class _Aborted(Exception):
+    """Internal: the snapshot was dropped because ``fit`` ended without ``on_train_end``."""
+
+
+class FitGuard:
+    """Notices when ``model.fit`` ends without calling ``on_train_end`` and cleans up then.
+
+    Keras skips ``on_train_end`` when ``fit`` raises: an exception in a callback or in the data, or
+    a ``KeyboardInterrupt`` (Ctrl-C), which can arrive anywhere in Keras's loop, where no callback
+    hook sees it. Keras 2 has no hook for that, and wrapping the user's ``fit`` would change their
+    model. So a daemon thread (``flowcallback-fit-guard``) checks, every ``period`` seconds, that
+    the ``fit`` call that started the callback is still on its thread's stack; once it is gone
+    without ``on_train_end``, it calls ``on_abnormal_end`` (:meth:`Snapshotter.abort`) and exits.
+
+    Parameters
+    ----------
+    period : float, default=0.05
+        Seconds between two checks.
+
+    Examples
+    --------
+    >>> guard = FitGuard()
+    >>> guard.start(lambda: None)   # outside fit: nothing to watch, no thread
+    False
+    >>> guard.stop()
+    """
+
+    def __init__(self, period: float = 0.05):
+        self.period = float(period)
+        self._thread = None
+        self._stop = None
+
+    @staticmethod
+    def _fit_frame():
+        frame = sys._getframe(2)
+        while frame is not None:
+            code = frame.f_code
+            if code.co_name in ("fit", "fit_generator") and "keras" in code.co_filename.replace("\\", "/"):
+                return frame
+            frame = frame.f_back
+        return None
+
+    def start(self, on_abnormal_end) -> bool:
+        """Watch the ``fit`` call on the current thread's stack. Returns whether one was found."""
+        self.stop()
+        frame = self._fit_frame()
+        if frame is None:  # callbacks driven by hand: the caller calls on_train_end itself
+            return False
+        tid, stop = threading.get_ident(), threading.Event()
+
+        def alive() -> bool:
+            f = sys._current_frames().get(tid)
+            while f is not None:
+                if f is frame:
+                    return True
+                f = f.f_back
+            return False
+
+        def watch():
+            nonlocal frame
+            while not stop.wait(self.period):
+                if not alive():
+                    frame = None  # let the finished fit's locals go
+                    if not stop.is_set():
+                        on_abnormal_end()
+                    return
+
+        self._stop = stop
+        self._thread = threading.Thread(target=watch, name="flowcallback-fit-guard", daemon=True)
+        self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        """Stop watching (``on_train_end``), after an abnormal end's clean-up has finished."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        self._thread = self._stop = None
+
+
 class Snapshotter:
     """Runs snapshots of one model on one held-out set into one run directory.
 
@@ -202,22 +361,35 @@ class Snapshotter:
         self.layer_types: Dict[str, str] = {}
         self.worker: Optional[capture.LRPWorker] = None
         self.lrp_note = ""
+        self.model_notes: List[str] = []  # about the whole model (branch layout), on every graph and page
+        self.layout_notes: Dict[str, str] = {}  # per column (parallel branches)
         self.pages: Dict[int, Path] = {}
         self.timings: Dict[int, dict] = {}
         self._pending: list = []
         self._coordinator: Optional[ThreadPoolExecutor] = None
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._aborted = False
+        self._errors_lock = threading.Lock()
         self._previous: Dict[tuple, np.ndarray] = {}  # last clusters per (analysis, layer), for stable ids
         self._orders: Dict[str, Dict[str, tuple]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     def prepare(self, model) -> None:
         """Validate against the model, choose layers, start the LRP worker, write run.json."""
+        try:
+            self._prepare(model)
+        except BaseException:  # a refused model, or Ctrl-C while the worker starts: leave nothing behind
+            self.abort()
+            raise
+
+    def _prepare(self, model) -> None:
+        self._aborted = False
         self.model = model
         self.layer_names = capture.select_layers(model, self.settings.layers)
         if not self.layer_names:
             raise ValueError("layers: the model has no layer to analyse")
         self.layer_types = {n: type(model.get_layer(n)).__name__ for n in self.layer_names}
+        self.model_notes, self.layout_notes = capture.branch_layout(model, self.layer_names)
         n_classes = V.output_classes(model)
         self.k = knn.resolve_k(self.settings.k, len(self.x), n_classes)
         self.n_classes, self.class_names = V.check_against_model(model, self.x, self.labels, self.settings.class_names, self.k)
@@ -272,7 +444,7 @@ class Snapshotter:
                 raise
             except Exception as exc:  # LRP unavailable (a layer iNNvestigate cannot rebuild, say)
                 self.worker = None
-                self.lrp_note = f"LRP skipped: {str(exc).splitlines()[0]}"
+                self.lrp_note = f"LRP skipped for the whole model, activation flows only: {_first_line(exc)}"
                 self._record_error(None, exc)
                 if self.settings.on_error == "raise":
                     raise SnapshotError(str(exc)) from exc
@@ -309,6 +481,27 @@ class Snapshotter:
                 self.worker.close()
                 self.worker = None
 
+    def abort(self) -> None:
+        """``fit`` ended without ``on_train_end``: stop now, leaving only complete epochs.
+
+        Snapshots not yet written are dropped (never half-written), the LRP worker is killed, the
+        threads are stopped; when this returns no process, thread or temporary file is left.
+        """
+        self._aborted = True
+        pending, self._pending = self._pending, []
+        for fut in pending:
+            fut.cancel()
+        worker = self.worker
+        if worker is not None:
+            worker.kill()  # unblocks a background snapshot waiting on it
+        for pool in (self._coordinator, self._pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._coordinator = self._pool = None
+        if worker is not None:
+            worker.close()
+            self.worker = None
+
     # -- one snapshot --------------------------------------------------------------------------
     def take(self, epoch: int, *, verbose: int = 1, title_prefix: str = ""):
         """Take the snapshot of ``epoch``.
@@ -326,6 +519,7 @@ class Snapshotter:
         if self.disabled:
             return None
         self._raise_finished_errors()
+        self._restart_dead_worker(epoch)
         try:
             state = self._capture(epoch)
         except Exception as exc:
@@ -338,6 +532,24 @@ class Snapshotter:
             self._pending.append(fut)
             return fut
         return self._finish_safely(state, verbose, title_prefix, False)
+
+    def _restart_dead_worker(self, epoch: int) -> None:
+        """A crashed or killed LRP worker is started again (once per snapshot that finds it dead)."""
+        w = self.worker
+        if w is None or w.alive:
+            return
+        self.flush()  # snapshots still using the dead worker finish first (their LRP part fails)
+        w.close()
+        self.worker = capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs)
+        try:
+            self.worker.start(self.model, self.layer_names, self.x, batch_size=self.settings.batch_size,
+                              embed_options=self.settings.embed_options)
+        except Exception as exc:
+            self.worker = None
+            self.lrp_note = f"LRP stopped: the LRP worker died and could not be restarted ({_first_line(exc)})"
+            path = self._record_error(epoch, exc, "restarting the LRP worker")
+            warnings.warn(f"FlowCallback: epoch {epoch}: {self.lrp_note}; training goes on. Details: {path}",
+                          RuntimeWarning, stacklevel=3)
 
     def _raise_finished_errors(self) -> None:
         """With on_error="raise", a background snapshot's error stops training at the next snapshot."""
@@ -367,6 +579,10 @@ class Snapshotter:
         path = self._record_error(epoch, exc)
         self._write_run_page()
         if self.settings.on_error == "raise":
+            try:
+                self.flush()  # earlier epochs still in the background are written before training stops
+            except Exception:  # already failed: the first error is the one reported
+                pass
             raise SnapshotError(f"snapshot of epoch {epoch} failed: {exc}") from exc
         warnings.warn(
             f"FlowCallback: the snapshot of epoch {epoch} failed ({type(exc).__name__}: {exc}); "
@@ -383,24 +599,34 @@ class Snapshotter:
         acts, outputs = capture.capture_activations(
             self.model, self.x, self.layer_names, batch_size=s.batch_size, embed_options=s.embed_options
         )
+        finite = np.all(np.isfinite(outputs), axis=1)
         if outputs.shape[1] == 1:
             predictions = (outputs[:, 0] > 0.5).astype(np.int64)
         else:
-            predictions = np.argmax(outputs, axis=1)
+            predictions = np.argmax(np.where(finite[:, None], outputs, 0), axis=1)
+        prediction_note = ""
+        if not finite.all():
+            # argmax of NaN is undefined: shown as class 0, counted as wrong, and said so
+            predictions = np.where(finite, predictions, 0)
+            prediction_note = (f"{int((~finite).sum())} sample(s) have a NaN/infinite model output (diverging model?): "
+                               "no prediction exists; shown as class 0 and counted as wrong in the accuracy")
         metrics = {
-            "accuracy": float(np.mean(predictions == self.labels)),
+            "accuracy": float(np.mean((predictions == self.labels) & finite)),
             "loss": _loss(self.model, self.y_raw, outputs),
             "k": self.k,
             "inflation": s.inflation,
         }
         weights = [np.array(w, copy=True) for w in self.model.get_weights()] if self.worker is not None else None
         return {"epoch": epoch, "activations": acts, "predictions": predictions, "metrics": metrics,
+                "prediction_note": prediction_note,
                 "weights": weights, "t0": t0, "capture_seconds": time.perf_counter() - t0}
 
     def _finish_safely(self, state: dict, verbose: int, title_prefix: str, background: bool):
         try:
             return self._finish(state, verbose=verbose, title_prefix=title_prefix)
         except Exception as exc:
+            if self._aborted:  # fit was interrupted: this snapshot is dropped, not a failure
+                return None
             if background and self.settings.on_error == "raise":
                 self._record_error(state["epoch"], exc)
                 raise SnapshotError(f"snapshot of epoch {state['epoch']} failed: {exc}") from exc
@@ -439,10 +665,12 @@ class Snapshotter:
                 if res.missing:
                     notes.append(f"LRP: no relevance reached layer(s) {', '.join(res.missing)}")
             except Exception as exc:
-                if s.on_error == "raise":
+                if s.on_error == "raise" or self._aborted:
                     raise
-                notes.append(f"LRP failed for this epoch: {str(exc).splitlines()[0]}")
-                self._record_error(epoch, exc)
+                notes.append(f"LRP failed for this epoch: {_first_line(exc)}")
+                path = self._record_error(epoch, exc)
+                warnings.warn(f"FlowCallback: epoch {epoch}: LRP failed ({_first_line(exc)}); the activation flows are "
+                              f"still written and training goes on. Details: {path}", RuntimeWarning, stacklevel=2)
             timings["lrp_seconds"] = time.perf_counter() - t
             prog.step()
         elif self.lrp_note:
@@ -451,7 +679,7 @@ class Snapshotter:
         if "lrp" in embeddings:
             submit("lrp", embeddings["lrp"])
         t = time.perf_counter()
-        results = {}
+        results, column_notes = {}, {}
         for key, fut in jobs.items():
             try:
                 labels = fut.result()
@@ -459,13 +687,23 @@ class Snapshotter:
                 if prev is not None and len(prev) == len(labels):
                     labels, _ = relabel(prev, labels)  # persistent clusters keep their id
                 results[key] = labels
+                note = layer_note(embeddings[key[0]][key[1]], labels, self.k)
+                if note:
+                    column_notes.setdefault(key[0], {})[key[1]] = note
             except Exception as exc:
-                if s.on_error == "raise":
+                if s.on_error == "raise" or self._aborted:
                     raise
-                notes.append(f"{render.ANALYSIS_LABELS.get(key[0], key[0])}: layer {key[1]} skipped ({exc})")
+                label = render.ANALYSIS_LABELS.get(key[0], key[0])
+                notes.append(f"{label}: layer {key[1]} left out of this epoch ({_first_line(exc)})")
+                path = self._record_error(epoch, exc, f"{label}, layer {key[1]}")
+                warnings.warn(f"FlowCallback: epoch {epoch}, layer {key[1]} ({label}): kNN/MCL failed "
+                              f"({type(exc).__name__}: {_first_line(exc)}); the layer is left out of this epoch's "
+                              f"diagram and training goes on. Details: {path}", RuntimeWarning, stacklevel=2)
             prog.step()
         timings["cluster_seconds"] = time.perf_counter() - t  # waiting for the jobs after LRP
         timings["cluster_wall_seconds"] = time.perf_counter() - t_cluster  # overlapping LRP
+        if self._aborted:
+            raise _Aborted()
 
         t = time.perf_counter()
         graphs = {}
@@ -474,10 +712,15 @@ class Snapshotter:
             m = dict(state["metrics"])
             if analysis == "lrp":
                 m.update(metrics_lrp)
+            col_notes = dict(self.layout_notes)
+            for name, extra in column_notes.get(analysis, {}).items():
+                col_notes[name] = f"{col_notes[name]}; {extra}" if name in col_notes else extra
+            if state["prediction_note"]:
+                col_notes["Prediction"] = state["prediction_note"]
             graphs[analysis] = flows.build_flow_graph(
                 layer_clusters, self.labels, state["predictions"], class_names=self.class_names, epoch=epoch,
                 analysis=analysis, metrics={k: store._clean_metric(v) for k, v in m.items()},
-                initial_orders=self._orders.get(analysis),
+                initial_orders=self._orders.get(analysis), notes=col_notes, graph_notes=self.model_notes + notes,
             )
         for analysis, g in graphs.items():
             self._orders[analysis] = {c.name: c.order for c in g.columns if c.kind == "layer"}
@@ -485,10 +728,12 @@ class Snapshotter:
                 if c.kind == "layer":
                     self._previous[(analysis, c.name)] = np.array(g.assignments[:, j])
         timings["flows_seconds"] = time.perf_counter() - t
+        if self._aborted:
+            raise _Aborted()
         t = time.perf_counter()
         store.save_epoch(self.log_dir, graphs)
         page = self.log_dir / store.epoch_page_name(epoch)
-        render.write_epoch_page(page, graphs, title_prefix=title_prefix, notes=notes)
+        render.write_epoch_page(page, graphs, title_prefix=title_prefix, notes=self.model_notes + notes)
         self._write_run_page()
         if s.tensorboard:
             from flowcallback.core import metrics as metrics_mod, tensorboard as tb
@@ -506,14 +751,17 @@ class Snapshotter:
             self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowcallback-layer")
         return self._pool
 
-    def _record_error(self, epoch: Optional[int], exc: BaseException) -> Path:
+    def _record_error(self, epoch: Optional[int], exc: BaseException, where: str = "") -> Path:
+        """Append the error and its traceback to ``errors/epoch_XXX.txt`` (``setup.txt`` before any epoch)."""
         name = f"epoch_{epoch:03d}.txt" if epoch is not None else "setup.txt"
         path = self.log_dir / "errors" / name
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        try:
-            store.atomic_write(path, text.encode("utf-8"))
-        except OSError:
-            pass
+        text = (f"[{where}]\n" if where else "") + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        with self._errors_lock:
+            try:
+                old = path.read_text("utf-8", "replace") + "\n" if path.is_file() and not path.is_symlink() else ""
+                store.atomic_write(path, (old + text).encode("utf-8"))
+            except OSError:
+                pass
         return path
 
 

@@ -40,3 +40,23 @@ def fitted_run(tmp_path_factory, digits):
         "x_test": x_te,
         "y_test": y_te,
     }
+
+
+# -- reliability counts (docs/reliability.md) --------------------------------------------------------
+_TALLY: dict = {}
+
+
+@pytest.fixture
+def tally():
+    """``tally("faults injected")`` counts one more for the summary printed at the end of the run."""
+
+    def add(kind: str, n: int = 1) -> None:
+        _TALLY[kind] = _TALLY.get(kind, 0) + n
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _TALLY:
+        parts = ", ".join(f"{k}: {v}" for k, v in sorted(_TALLY.items()))
+        terminalreporter.write_line(f"reliability counts: {parts}")

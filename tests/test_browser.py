@@ -45,3 +45,33 @@ def test_epoch_page_renders_offline(fitted_run):
         assert len(cols) == len(lrp.columns)
         assert errors == []
         assert blocked == []
+
+
+def test_one_hundred_classes_render_with_distinct_colours_legend_and_hover(tmp_path):
+    """More classes than any palette: every class keeps its own colour, legend entry and hover name."""
+    import itertools
+
+    import numpy as np
+
+    from flowcallback.core import flows, render
+
+    names = [f"class {i:02d}" for i in range(100)]
+    colours = render.class_colors(100)
+    rgb = np.array([render._rgb(c) for c in colours], dtype=float)
+    assert len(set(colours)) == 100
+    # as far apart as Tableau 20's closest pair (25 in RGB), give or take
+    assert min(np.linalg.norm(a - b) for a, b in itertools.combinations(rgb, 2)) >= 20
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(100), 5)
+    g = flows.build_flow_graph([("dense", "Dense", y // 10), ("out", "Dense", y // 4)], y, y, class_names=names, epoch=1)
+    path = tmp_path / "epoch_001.html"
+    render.write_epoch_page(path, {"activations": g})
+    with open_page(path.resolve().as_uri()) as (page, errors, blocked):
+        legend = page.eval_on_selector_all(".legend .traces .legendtext", "els => els.map(e => e.textContent)")
+        assert legend == names
+        link = page.query_selector_all(".sankey-link")[rng.integers(0, len(g.flows))]
+        link.hover(force=True)
+        page.wait_for_timeout(300)
+        hover = page.eval_on_selector(".hoverlayer", "e => e.textContent")
+        assert "samples" in hover and any(f"class {n}:" in hover for n in names), hover
+        assert errors == [] and blocked == []

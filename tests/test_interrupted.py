@@ -28,7 +28,8 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize("when", ["mid-write", "after-epoch-2"])
-def test_sigkill_mid_snapshot_leaves_complete_epochs(tmp_path, when):
+def test_sigkill_mid_snapshot_leaves_complete_epochs(tmp_path, when, tally):
+    tally("faults injected")
     log_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(log_dir)])
     graphs = log_dir / "graphs"

@@ -69,3 +69,37 @@ def test_names_are_text_in_the_run_page(tmp_path):
         assert evil in cells
         assert page.eval_on_selector_all("#profiles img", "els => els.length") == 0
         assert dialogs == [] and errors == []
+
+
+def test_failed_and_partly_failed_epochs_are_marked(tmp_path):
+    """An epoch with no graph shows as failed, one with a graph and an error as partly failed."""
+    import numpy as np
+
+    from flowcallback.core import flows, render, store
+
+    info = {"flowcallback_version": "0", "model": {"name": "m", "fingerprint": "f"}, "class_names": ["a", "b"],
+            "analyses": ["activations"], "layers": [{"name": "l", "type": "Dense"}], "config": {}}
+    store.write_run_info(tmp_path, info)
+    y = np.array([0, 0, 1, 1] * 5)
+    for e in (0, 2):
+        g = flows.build_flow_graph([("l", "Dense", y)], y, y, class_names=["a", "b"], epoch=e,
+                                   graph_notes=["LRP failed for this epoch: worker died"] if e == 2 else ())
+        store.save_epoch(tmp_path, {"activations": g})
+    (tmp_path / "errors").mkdir()
+    (tmp_path / "errors" / "epoch_001.txt").write_text("Traceback ...\nOSError: disk full (injected)\n")
+    (tmp_path / "errors" / "epoch_002.txt").write_text("Traceback ...\nRuntimeError: the LRP worker died\n")
+    path = render.write_run_page(store.load_run(tmp_path))
+    with open_page(f"file://{path}") as (page, errors, blocked):
+        def show(i):
+            page.eval_on_selector("#epoch", f"el => {{ el.value = '{i}'; el.dispatchEvent(new Event('input')); }}")
+            page.wait_for_timeout(300)
+            return page.inner_text("#status"), page.eval_on_selector_all("#sankey .sankey-node", "els => els.length")
+
+        status, nodes = show(1)
+        assert status == "snapshot failed: OSError: disk full (injected)" and nodes == 0
+        status, nodes = show(2)
+        assert status.startswith("part of this snapshot failed") and "the LRP worker died" in status and nodes > 0
+        assert "LRP failed for this epoch" in page.inner_text("#sankey")
+        status, nodes = show(0)
+        assert status == "" and nodes > 0
+        assert errors == [] and blocked == []

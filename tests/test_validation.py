@@ -42,7 +42,8 @@ def model():
         (dict(fit_samples=2.5), "fit_samples"),
     ],
 )
-def test_bad_arguments_at_construction(small, kwargs, match):
+def test_bad_arguments_at_construction(small, kwargs, match, tally):
+    tally("bad inputs tried")
     x_tr, y_tr, x_te, y_te = small
     with pytest.raises(ValueError, match=match):
         FlowCallback((x_te, y_te), **kwargs)
@@ -59,7 +60,8 @@ def test_bad_arguments_at_construction(small, kwargs, match):
         (lambda x, y: (x, -y - 1), ">= 0"),
     ],
 )
-def test_bad_validation_data_at_construction(small, data, match):
+def test_bad_validation_data_at_construction(small, data, match, tally):
+    tally("bad inputs tried")
     x_tr, y_tr, x_te, y_te = small
     with pytest.raises(ValueError, match=match):
         FlowCallback(data(x_te, y_te))
@@ -75,7 +77,8 @@ def test_bad_validation_data_at_construction(small, data, match):
         (lambda x, y: (x, y), dict(analyzer="lrp.nonexistent"), "analyzer"),
     ],
 )
-def test_bad_input_at_train_begin(tmp_path, small, model, make, kwargs, match):
+def test_bad_input_at_train_begin(tmp_path, small, model, make, kwargs, match, tally):
+    tally("bad inputs tried")
     x_tr, y_tr, x_te, y_te = small
     cb = FlowCallback(make(x_te, y_te), log_dir=tmp_path / "r", verbose=0, k=10, **kwargs)
     with pytest.raises(ValueError, match=match):
@@ -83,7 +86,8 @@ def test_bad_input_at_train_begin(tmp_path, small, model, make, kwargs, match):
     assert cb._snapshotter.worker is None or not cb._snapshotter.worker.alive
 
 
-def test_non_classifier_is_refused(tmp_path, small):
+def test_non_classifier_is_refused(tmp_path, small, tally):
+    tally("bad inputs tried")
     import tensorflow as tf
 
     x_tr, y_tr, x_te, y_te = small

@@ -5,9 +5,9 @@ process-wide (``tf.compat.v1.disable_eager_execution``). We never do that in the
 :class:`flowcallback.core.capture.LRPWorker` starts this module as a separate Python process
 (``python -m flowcallback.core._lrp_worker RFD WFD``) and talks to it over two pipes.
 
-At each snapshot the worker rebuilds the model from its JSON config (output activation set to
-linear, as iNNvestigate expects), loads the current weights, creates the analyzer with
-``reverse_keep_tensors=True`` and runs it batch by batch. The relevance arriving at each selected
+At set-up the worker rebuilds the model from its JSON config (output activation set to linear, as
+iNNvestigate expects) and creates the analyzer with ``reverse_keep_tensors=True``; at each snapshot
+it loads the current weights into that model and runs the analyzer batch by batch. The relevance arriving at each selected
 layer's output is embedded (flattened, L2-normalised) right here, so the raw maps never cross the pipe.
 """
 from __future__ import annotations
@@ -88,25 +88,37 @@ def main(argv) -> int:
                 if header["analyzer"] not in names:
                     raise ValueError(f"analyzer: expected one of iNNvestigate's LRP analyzers {names}, got {header['analyzer']!r}")
                 state = dict(header, x=arrays[0])
+                # Build the analyzer once now, so that a model iNNvestigate refuses (a Lambda layer, a
+                # hidden softmax) or cannot rebuild here (a custom layer class) is known at set-up,
+                # not as a failure of every epoch.
+                tf.keras.backend.clear_session()
+                try:
+                    model = tf.keras.models.model_from_json(state["model_json"])
+                except Exception as exc:
+                    raise ValueError(
+                        f"the LRP worker cannot rebuild the model from its config ({type(exc).__name__}: {exc}); "
+                        "custom layer classes are not available to it"
+                    ) from exc
+                analyzer = innvestigate.create_analyzer(state["analyzer"], model, reverse_keep_tensors=True,
+                                                        **state.get("analyzer_kwargs", {}))
+                # Kept for every snapshot: iNNvestigate's rules share the model's weight variables
+                # (they copy layers with reuse_symbolic_tensors=True), so loading new weights into
+                # the model is all a snapshot needs; the reverse graph is built and traced once.
+                state.update(model=model, analyzer=analyzer, producers=None)
                 _ipc.send(wf, {"ok": True, "analyzers": names, "innvestigate": innvestigate.__version__ if hasattr(innvestigate, "__version__") else ""})
             elif cmd == "analyze":
-                tf.keras.backend.clear_session()
-                model = tf.keras.models.model_from_json(state["model_json"])
+                model, analyzer = state["model"], state["analyzer"]
                 model.set_weights(arrays)
-                analyzer = innvestigate.create_analyzer(
-                    state["analyzer"], model, reverse_keep_tensors=True, **state.get("analyzer_kwargs", {})
-                )
                 layers = state["layers"]
-                embedders = {n: Embedder(n, **state.get("embed_options", {})) for n in layers}
+                embedders = {n: Embedder(n, **dict({"nonfinite": "flag"}, **state.get("embed_options", {}))) for n in layers}
                 x = state["x"]
                 bs = int(state["batch_size"])
                 missing = set()
-                producers = None
                 for start in range(0, len(x), bs):
                     analyzer.analyze(x[start : start + bs])
-                    if producers is None:
-                        producers = _producers(analyzer, igraph, klayers)
-                    rel = _relevance_by_layer(analyzer, producers)
+                    if state["producers"] is None:
+                        state["producers"] = _producers(analyzer, igraph, klayers)
+                    rel = _relevance_by_layer(analyzer, state["producers"])
                     for n in layers:
                         if n in rel:
                             embedders[n].add(np.asarray(rel[n]))
@@ -125,7 +137,8 @@ def main(argv) -> int:
             else:
                 raise ValueError(f"unknown command {cmd!r}")
         except Exception as exc:  # reported to the parent, which decides what to do
-            _ipc.send(wf, {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+            error = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line: the parent shows its first line
+            _ipc.send(wf, {"ok": False, "error": error, "traceback": traceback.format_exc()})
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from flowcallback.core.embed import Embedder
 __all__ = [
     "SKIPPED_LAYER_TYPES",
     "select_layers",
+    "branch_layout",
     "capture_activations",
     "model_config_without_softmax",
     "LRPWorker",
@@ -51,8 +52,23 @@ SKIPPED_LAYER_TYPES = frozenset(
 )
 
 
+def _topological(model) -> list:
+    """The model's layers in a topological order of its layer graph, Keras's order among ties."""
+    layers = list(model.layers)
+    try:
+        import networkx as nx
+
+        g = _layer_graph(model)
+        index = {l.name: i for i, l in enumerate(layers)}
+        order = list(nx.lexicographical_topological_sort(g, key=index.get))
+        by_name = {l.name: l for l in layers}
+        return [by_name[n] for n in order]
+    except Exception:  # no readable graph (a subclassed model): Keras's order
+        return layers
+
+
 def select_layers(model, layers: Optional[Sequence[str]] = None) -> List[str]:
-    """Names of the layers to analyse, in the model's topological order.
+    """Names of the layers to analyse, in a topological order of the model's layer graph.
 
     Parameters
     ----------
@@ -71,7 +87,7 @@ def select_layers(model, layers: Optional[Sequence[str]] = None) -> List[str]:
     ValueError
         For an unknown or repeated layer name, naming the argument ``layers``.
     """
-    all_layers = [l for l in model.layers]
+    all_layers = _topological(model)
     names = [l.name for l in all_layers]
     if layers is None:
         return [l.name for l in all_layers if type(l).__name__ not in SKIPPED_LAYER_TYPES]
@@ -84,6 +100,72 @@ def select_layers(model, layers: Optional[Sequence[str]] = None) -> List[str]:
         raise ValueError(f"layers: each layer name may appear once, got {list(layers)}")
     chosen = set(layers)
     return [n for n in names if n in chosen]  # topological (model) order
+
+
+def _layer_graph(model):
+    """The model's layers as a networkx DiGraph (an edge where a layer's output feeds another)."""
+    import networkx as nx  # maintained graph library, already a dependency (FlowGraph.to_networkx)
+
+    g = nx.DiGraph()
+    names = {l.name for l in model.layers}
+    for layer in model.layers:
+        g.add_node(layer.name)
+        for node in getattr(layer, "_inbound_nodes", []):
+            inbound = node.inbound_layers
+            for src in inbound if isinstance(inbound, (list, tuple)) else [inbound]:
+                if getattr(src, "name", None) in names and src.name != layer.name:
+                    g.add_edge(src.name, layer.name)
+    return g
+
+
+def branch_layout(model, layer_names: Sequence[str]) -> Tuple[List[str], Dict[str, str]]:
+    """How a branching model's layers were laid out as columns.
+
+    The columns follow one topological order of the selected layers (Keras's own layer order for
+    Functional models). In a model with branches (a ResNet's ``Add``, an Inception block's
+    ``Concatenate``), two consecutive columns may sit on parallel branches: the flows between them
+    still link the clusters of the same samples, but no data goes from one layer to the other.
+
+    Parameters
+    ----------
+    model : keras.Model
+    layer_names : sequence of str
+        The selected layers, in column order.
+
+    Returns
+    -------
+    notes : list of str
+        One note for the whole diagram (empty for a chain of layers such as a Sequential model).
+    column_notes : dict of layer name to str
+        For each column not fed (directly or not) by the column before it: which one it is parallel to.
+
+    Examples
+    --------
+    >>> import tensorflow as tf                                          # doctest: +SKIP
+    >>> notes, cols = branch_layout(resnet, select_layers(resnet))      # doctest: +SKIP
+    """
+    try:
+        import networkx as nx
+
+        g = _layer_graph(model)
+    except Exception:  # an exotic model whose graph cannot be read: no layout note, nothing else changes
+        return [], {}
+    forks = [n for n in g.nodes if g.out_degree(n) > 1]
+    joins = [n for n in g.nodes if g.in_degree(n) > 1]
+    if not forks and not joins:
+        return [], {}
+    column_notes = {}
+    for a, b in zip(layer_names, layer_names[1:]):
+        if a in g and b in g and not nx.has_path(g, a, b):
+            column_notes[b] = f"parallel branch: not fed by {a}"
+    join_text = ", ".join(f"{n} ({type(model.get_layer(n)).__name__})" for n in joins) or "none"
+    note = (
+        f"Branching model (branches split at {', '.join(forks) or 'the input'}; join at {join_text}). "
+        "Columns follow one topological order of the selected layers, left to right; where two consecutive "
+        "columns are parallel branches (marked on the column), the flows between them link the clusters of the "
+        "same samples, not a data path."
+    )
+    return [note], column_notes
 
 
 def _forward_fn(model, layer_names):
@@ -134,12 +216,16 @@ def capture_activations(
     Returns
     -------
     embeddings : dict of layer name to ndarray (n_samples, n_features + 1)
-        Unit vectors (see :func:`flowcallback.core.embed.embed`).
+        Unit vectors (see :func:`flowcallback.core.embed.embed`); maps with NaN or infinite values
+        are flagged (``nonfinite="flag"``), not refused.
     outputs : ndarray of shape (n_samples, n_outputs)
         The model's output (class probabilities).
     """
     run = _forward_fn(model, list(layer_names))
-    emb = {n: Embedder(n, **(embed_options or {})) for n in layer_names}
+    # A map with NaN/inf values (a diverging model) is flagged, not fatal: the clustering stage sets
+    # those samples apart in one cluster of their own and notes it on the column.
+    opts = dict({"nonfinite": "flag"}, **(embed_options or {}))
+    emb = {n: Embedder(n, **opts) for n in layer_names}
     batch_size = _bounded_batch(model, layer_names, batch_size)
     outs = []
     for start in range(0, len(x), batch_size):
@@ -336,6 +422,12 @@ class LRPWorker:
         weights = [np.asarray(w) for w in (src.get_weights() if hasattr(src, "get_weights") else src)]
         reply, arrays = self._call({"cmd": "analyze"}, weights)
         return LRPResult(dict(zip(reply["layers"], arrays)), reply["missing"], reply["analyzer_class"], reply["module"])
+
+    def kill(self) -> None:
+        """Kill the process now, without touching the pipes (safe while another thread waits on them)."""
+        proc = self._proc
+        if proc is not None:
+            _kill(proc)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the process (politely, then by force) and release its pipes."""

@@ -4,7 +4,14 @@ Each sample's map (any shape) is flattened, as in the paper's ``buildSimilarityM
 L2-normalised. An all-zero map (a dead ReLU layer, say) has no direction, so cosine similarity is
 undefined for it; instead of dividing by zero, every embedding gets one extra coordinate that is 1
 for an all-zero map and 0 otherwise. All-zero maps are then identical to each other (similarity 1)
-and orthogonal to every other sample (similarity 0), so they end up in one cluster of their own.
+and orthogonal to every other sample (similarity 0). The clustering stage
+(:func:`flowcallback.pipeline.cluster_layer`) puts them in one explicit cluster of their own.
+
+A map holding NaN or infinite values (a diverging model) has no direction either. :func:`embed`
+refuses it by default; with ``nonfinite="flag"`` (what the capture and the LRP worker use) its row
+becomes all zeros with the extra coordinate set to -1 (:data:`NONFINITE_FLAG`), so that the
+clustering stage can set those samples apart (one explicit cluster, with a note on the column)
+instead of failing the whole snapshot.
 
 Normalisation is row-wise, so a layer can be embedded batch by batch (:class:`Embedder`) without
 ever holding its raw maps for the whole held-out set; wide layers are also projected to a few
@@ -18,12 +25,35 @@ from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["embed", "Embedder"]
+__all__ = ["embed", "Embedder", "special_rows", "ZERO_FLAG", "NONFINITE_FLAG"]
 
 _TINY = np.finfo(np.float32).tiny
+#: Value of the extra (last) coordinate for an all-zero map.
+ZERO_FLAG = 1.0
+#: Value of the extra (last) coordinate for a map with NaN or infinite values (``nonfinite="flag"``).
+NONFINITE_FLAG = -1.0
+_NONFINITE = ("raise", "flag")
 
 
-def embed(maps, *, name: str = "maps") -> np.ndarray:
+def special_rows(vectors) -> "tuple[np.ndarray, np.ndarray]":
+    """Masks of the rows of an embedding that have no direction: ``(all_zero, non_finite)``.
+
+    Parameters
+    ----------
+    vectors : ndarray of shape (n_samples, n_features + 1)
+        Output of :func:`embed` or :meth:`Embedder.result`.
+
+    Examples
+    --------
+    >>> zero, bad = special_rows(embed(np.array([[1.0, 0.0], [0.0, 0.0], [np.nan, 1.0]]), nonfinite="flag"))
+    >>> zero.tolist(), bad.tolist()
+    ([False, True, False], [False, False, True])
+    """
+    flag = np.asarray(vectors)[:, -1]
+    return flag > 0.5, flag < -0.5
+
+
+def embed(maps, *, name: str = "maps", nonfinite: str = "raise") -> np.ndarray:
     """Flatten and L2-normalise per-sample maps.
 
     Parameters
@@ -32,16 +62,20 @@ def embed(maps, *, name: str = "maps") -> np.ndarray:
         One map per sample (activations or relevance), of any trailing shape.
     name : str, default="maps"
         Used in error messages (the layer name, for instance).
+    nonfinite : {"raise", "flag"}, default="raise"
+        What a map with NaN or infinite values does: raise, or become a row of zeros whose last
+        coordinate is :data:`NONFINITE_FLAG` (-1).
 
     Returns
     -------
     ndarray of shape (n_samples, n_features + 1), float32
-        Unit-norm rows. The last coordinate is 1 exactly for all-zero maps.
+        Unit-norm rows. The last coordinate is 1 exactly for all-zero maps (and -1 for non-finite
+        maps with ``nonfinite="flag"``).
 
     Raises
     ------
     ValueError
-        If ``maps`` has no sample axis or holds NaN or infinite values.
+        If ``maps`` has no sample axis, or holds NaN or infinite values and ``nonfinite="raise"``.
 
     Examples
     --------
@@ -53,13 +87,18 @@ def embed(maps, *, name: str = "maps") -> np.ndarray:
     x = np.asarray(maps)
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"{name}: expected an array of shape (n_samples, ...), got shape {x.shape}")
+    if nonfinite not in _NONFINITE:
+        raise ValueError(f"nonfinite: expected 'raise' or 'flag', got {nonfinite!r}")
     x = x.reshape(x.shape[0], -1).astype(np.float32, copy=False)
+    bad_rows = None
     if not np.all(np.isfinite(x)):
-        bad = int(np.count_nonzero(~np.all(np.isfinite(x), axis=1)))
-        raise ValueError(
-            f"{name}: {bad} sample(s) have NaN or infinite values; cosine similarity is undefined "
-            "for them (is the model diverging?)"
-        )
+        bad_rows = ~np.all(np.isfinite(x), axis=1)
+        if nonfinite == "raise":
+            raise ValueError(
+                f"{name}: {int(np.count_nonzero(bad_rows))} sample(s) have NaN or infinite values; cosine "
+                "similarity is undefined for them (is the model diverging?)"
+            )
+        x = np.where(bad_rows[:, None], np.float32(0), x)
     # In float64: squaring float32 values overflows above ~1e19 and underflows below ~1e-19,
     # which gave zero (non-unit) rows for large maps and wrong norms for tiny ones.
     norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
@@ -67,6 +106,8 @@ def embed(maps, *, name: str = "maps") -> np.ndarray:
     out = np.empty((x.shape[0], x.shape[1] + 1), dtype=np.float32)
     np.divide(x, np.where(zero, 1.0, norms)[:, None], out=out[:, :-1])
     out[:, -1] = zero
+    if bad_rows is not None:
+        out[bad_rows, -1] = NONFINITE_FLAG
     return out
 
 
@@ -104,6 +145,8 @@ class Embedder:
         layer uses fewer, as many as fit in 64 MiB of raw rows but at least ``2 * dim``, so that
         the buffers of all layers together stay small.
     seed : int, default=0
+    nonfinite : {"raise", "flag"}, default="raise"
+        As for :func:`embed`.
 
     Examples
     --------
@@ -118,11 +161,15 @@ class Embedder:
     (15, 9)
     """
 
-    def __init__(self, name: str = "maps", *, dim: int = 128, reduce: Optional[str] = "pca", fit_samples: Optional[int] = None, seed: int = 0):
+    def __init__(self, name: str = "maps", *, dim: int = 128, reduce: Optional[str] = "pca", fit_samples: Optional[int] = None, seed: int = 0,
+                 nonfinite: str = "raise"):
         if reduce not in ("pca", "random", None):
             raise ValueError(f"reduce: expected 'pca', 'random' or None, got {reduce!r}")
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
             raise ValueError(f"dim: expected a positive integer, got {dim!r}")
+        if nonfinite not in _NONFINITE:
+            raise ValueError(f"nonfinite: expected 'raise' or 'flag', got {nonfinite!r}")
+        self.nonfinite = nonfinite
         self.name = name
         self.dim = int(dim)
         self.reduce = reduce
@@ -152,7 +199,7 @@ class Embedder:
             self.seconds += time.perf_counter() - t0
 
     def _add(self, batch) -> None:
-        e = embed(batch, name=self.name)
+        e = embed(batch, name=self.name, nonfinite=self.nonfinite)
         if self.n_features is None:
             self.n_features = e.shape[1] - 1
             # bound the buffer of wide layers: 64 MiB of float32 rows, but at least 2 * dim rows

@@ -101,6 +101,10 @@ class FlowGraph:
     class_names : tuple of str
     metrics : mapping
         Scalars about the snapshot (``accuracy``, ``loss``, ``k``, ``inflation``...).
+    notes : tuple of str
+        What the reader of the diagram must know about the whole snapshot (LRP skipped and why,
+        how the branches of a branching model were laid out...). Per-column notes are on
+        :attr:`Column.note`.
     """
 
     epoch: int
@@ -111,6 +115,7 @@ class FlowGraph:
     predictions: np.ndarray
     class_names: Tuple[str, ...]
     metrics: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    notes: Tuple[str, ...] = ()
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -120,6 +125,9 @@ class FlowGraph:
         set_("labels", _readonly(self.labels, np.int32))
         set_("predictions", _readonly(self.predictions, np.int32))
         set_("metrics", dict(self.metrics))
+        if isinstance(self.notes, str):
+            raise ValueError(f"notes: expected a sequence of strings, got the string {self.notes!r}")
+        set_("notes", tuple(str(s) for s in self.notes))
         n = self.labels.shape[0]
         if self.assignments.ndim != 2 or self.assignments.shape != (n, len(self.columns)):
             raise ValueError(
@@ -225,6 +233,7 @@ class FlowGraph:
             and self.analysis == other.analysis
             and self.columns == other.columns
             and self.class_names == other.class_names
+            and self.notes == other.notes
             and np.array_equal(self.assignments, other.assignments)
             and np.array_equal(self.labels, other.labels)
             and np.array_equal(self.predictions, other.predictions)
@@ -399,6 +408,7 @@ def build_flow_graph(
     analysis: str = "activations",
     metrics: Optional[Mapping[str, object]] = None,
     notes: Optional[Mapping[str, str]] = None,
+    graph_notes: Sequence[str] = (),
     sweeps: int = 4,
     initial_orders: Optional[Mapping[str, Sequence[int]]] = None,
 ) -> FlowGraph:
@@ -416,6 +426,8 @@ def build_flow_graph(
         Stored on the graph.
     notes : mapping of layer name to str, optional
         Per-column notes shown in the page.
+    graph_notes : sequence of str
+        Notes about the whole snapshot (:attr:`FlowGraph.notes`).
     sweeps : int, default=4
         Barycentric sweeps.
     initial_orders : mapping of column name to cluster ids, optional
@@ -480,4 +492,5 @@ def build_flow_graph(
         predictions=p,
         class_names=tuple(class_names),
         metrics=dict(metrics or {}),
+        notes=tuple(graph_notes),
     )

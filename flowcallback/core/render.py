@@ -344,7 +344,9 @@ and stay so to the last layer; "unstable" when that is lost again downstream.</s
     document.getElementById("epoch-label").textContent = String(e);
     var fig = (data.figures[String(e)] || {})[state.analysis];
     var status = document.getElementById("status");
-    status.textContent = data.failed[String(e)] ? "snapshot failed: " + data.failed[String(e)] : (fig ? "" : "no " + state.analysis + " graph for this epoch");
+    status.textContent = data.failed[String(e)] ? "snapshot failed: " + data.failed[String(e)]
+      : data.partial[String(e)] ? "part of this snapshot failed (see the notes under the diagram): " + data.partial[String(e)]
+      : (fig ? "" : "no " + state.analysis + " graph for this epoch");
     Array.prototype.forEach.call(buttons.children, function (b) { b.style.fontWeight = b.dataset.analysis === state.analysis ? "bold" : "normal"; });
     if (fig) { Plotly.react("sankey", fig.data, fig.layout, {responsive: true, displaylogo: false}); }
     else { Plotly.purge("sankey"); }
@@ -400,7 +402,7 @@ def run_page_html(run) -> str:
         figures[str(e)] = {}
         profiles[str(e)] = {}
         for a, g in graphs.items():
-            fig = figure({a: g}, title_prefix=run.info["model"]["name"])
+            fig = figure({a: g}, title_prefix=run.info["model"]["name"], notes=g.notes)
             fig.update_layout(updatemenus=[])
             figures[str(e)][a] = fig.to_plotly_json()
             prof = class_profiles(g)
@@ -444,12 +446,19 @@ def run_page_html(run) -> str:
                          yaxis=dict(title="accuracy", range=[0, 1]), yaxis2=dict(title="loss", overlaying="y", side="right"),
                          height=340, margin=dict(l=60, r=60, t=60, b=50), legend=dict(orientation="h"))
     errors = run.errors()
-    epochs = sorted(set(epochs) | set(errors))  # failed epochs stay on the slider, marked as failed
+    written = set(epochs)
+    epochs = sorted(written | set(errors))  # failed epochs stay on the slider, marked as failed
+
+    def last_line(text):
+        return text.strip().splitlines()[-1][:300] if text.strip() else "error"
+
     data = {
         "title": f"{run.info['model']['name']} · {len(epochs)} snapshot(s)",
         "epochs": epochs, "analyses": analyses, "labels": ANALYSIS_LABELS, "figures": figures,
         "heatmaps": heatmaps, "curves": curves.to_plotly_json(), "profiles": profiles,
-        "failed": {str(e): t.strip().splitlines()[-1][:300] if t.strip() else "error" for e, t in errors.items()},
+        # no graph at all: the snapshot failed; a graph and an error: a part failed (LRP, a layer)
+        "failed": {str(e): last_line(t) for e, t in errors.items() if e not in written},
+        "partial": {str(e): last_line(t) for e, t in errors.items() if e in written},
     }
     title = html.escape(str(run.info["model"]["name"]))
     return _RUN_PAGE.replace("__TITLE__", title).replace("__DATA__", _json_for_script(data))

@@ -114,6 +114,25 @@ def _validate(doc, schema: str, path: Path) -> None:
         raise RunFormatError(f"{path}: does not match schema {schema} at {where}: {e.message}")
 
 
+def _within(root: PathLike, path: PathLike) -> Path:
+    """``path`` if it resolves inside ``root``; a symlink or ``..`` leading elsewhere is refused.
+
+    Raises
+    ------
+    RunFormatError
+        Naming the file and where it leads.
+    """
+    path = Path(path)
+    try:
+        base = Path(root).resolve()
+        real = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, say
+        raise RunFormatError(f"{path}: cannot be resolved ({exc})") from None
+    if real != base and base not in real.parents:
+        raise RunFormatError(f"{path}: leads to {real}, outside the run directory {base} (a symlink or '..'); refused")
+    return path
+
+
 def _read_json(path: Path) -> dict:
     try:
         text = path.read_text("utf-8")
@@ -178,6 +197,7 @@ def graph_to_json(graph: FlowGraph, arrays_name: str) -> dict:
             for row in flows[["source_column", "target_column", "source_cluster", "target_cluster", "true_class", "count"]].itertuples(index=False)
         ],
         "arrays": arrays_name,
+        "notes": list(graph.notes),
     }
 
 
@@ -208,8 +228,15 @@ def _load_arrays(path: Path) -> Dict[str, np.ndarray]:
     return out
 
 
-def load_flow_graph(json_path: PathLike) -> FlowGraph:
+def load_flow_graph(json_path: PathLike, *, root: Optional[PathLike] = None) -> FlowGraph:
     """Load one graph (JSON + its npz) and check that both agree.
+
+    Parameters
+    ----------
+    json_path : str or path
+    root : str or path, optional
+        The directory both files must stay inside once symlinks are followed (default: the JSON
+        file's directory).
 
     Raises
     ------
@@ -217,9 +244,11 @@ def load_flow_graph(json_path: PathLike) -> FlowGraph:
         Naming the file and the problem.
     """
     path = Path(json_path)
+    root = path.parent if root is None else Path(root)
+    _within(root, path)
     doc = _read_json(path)
     _validate(doc, "flowgraph-1", path)
-    npz = path.parent / doc["arrays"]
+    npz = _within(root, path.parent / doc["arrays"])
     arrays = _load_arrays(npz)
     n, cols = doc["n_samples"], doc["columns"]
     a, y, p = arrays["assignments"], arrays["labels"], arrays["predictions"]
@@ -255,6 +284,7 @@ def load_flow_graph(json_path: PathLike) -> FlowGraph:
         predictions=p,
         class_names=tuple(doc["class_names"]),
         metrics=doc["metrics"],
+        notes=tuple(doc.get("notes", ())),
     )
     expected = graph.flows[["source_column", "target_column", "source_cluster", "target_cluster", "true_class", "count"]]
     got = [tuple(f.values()) for f in doc["flows"]]
@@ -347,6 +377,7 @@ class Run:
         self.path = Path(path)
         if not self.path.is_dir():
             raise RunFormatError(f"{self.path}: not a directory")
+        _within(self.path, self.path / "run.json")
         self.info = read_run_info(self.path)
         self._cache: Dict[tuple, FlowGraph] = {}
 
@@ -360,6 +391,7 @@ class Run:
         root = self.path / "graphs"
         if not root.is_dir():
             return []
+        _within(self.path, root)
         out = []
         for d in root.iterdir():
             m = _EPOCH_DIR.match(d.name)
@@ -387,7 +419,7 @@ class Run:
             path = d / f"{analysis}.json"
             if not path.exists():
                 raise KeyError(f"epoch {epoch} has no {analysis!r} graph; it has {self.analyses(epoch)}")
-            g = load_flow_graph(path)
+            g = load_flow_graph(path, root=self.path)
             if g.epoch != int(epoch) or g.analysis != analysis:
                 raise RunFormatError(f"{path}: says epoch {g.epoch} / {g.analysis!r}, expected {epoch} / {analysis!r}")
             self._cache[key] = g
@@ -408,10 +440,11 @@ class Run:
         d = self.path / "errors"
         out = {}
         if d.is_dir():
+            _within(self.path, d)
             for p in sorted(d.glob("epoch_*.txt")):
                 m = re.match(r"^epoch_(\d+)\.txt$", p.name)
                 if m:
-                    out[int(m.group(1))] = p.read_text("utf-8", "replace")
+                    out[int(m.group(1))] = _within(self.path, p).read_text("utf-8", "replace")
         return out
 
     def metrics(self, analysis: Optional[str] = None):

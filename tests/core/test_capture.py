@@ -79,3 +79,35 @@ def test_activations_are_the_layer_outputs_embedded():
     h = tf.keras.Model(m.inputs, m.get_layer("h").output)(x).numpy()
     np.testing.assert_allclose(emb["h"], embed(h), atol=1e-6)
     np.testing.assert_allclose(out, m(x).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("analyzer", ["lrp.epsilon", "lrp.alpha_1_beta_0"])
+def test_worker_reuses_its_analyzer_with_each_snapshots_weights(analyzer):
+    # The worker builds iNNvestigate's analyzer once and only loads new weights at each snapshot.
+    # Its relevance for new weights must equal that of an analyzer built for those weights.
+    import tensorflow as tf
+
+    from flowcallback.core.capture import LRPWorker
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 6)).astype("float32")
+    tf.keras.utils.set_random_seed(0)
+    m = tf.keras.Sequential([tf.keras.Input((6,)), tf.keras.layers.Dense(8, activation="relu", name="h"),
+                             tf.keras.layers.Dense(3, activation="softmax", name="out")])
+    first = m.get_weights()
+    second = [w + rng.normal(scale=0.5, size=w.shape).astype(w.dtype) for w in first]
+    opts = {"reduce": None}
+    reused, fresh = LRPWorker(analyzer), LRPWorker(analyzer)
+    try:
+        reused.start(m, ["h", "out"], x, batch_size=16, embed_options=opts)
+        a = reused.analyze(first).embeddings
+        b = reused.analyze(second).embeddings
+        m.set_weights(second)
+        fresh.start(m, ["h", "out"], x, batch_size=16, embed_options=opts)
+        c = fresh.analyze(second).embeddings
+    finally:
+        reused.close()
+        fresh.close()
+    for name in ("h", "out"):
+        np.testing.assert_allclose(b[name], c[name], atol=1e-5)
+        assert not np.allclose(a[name], b[name], atol=1e-3)  # the weights really changed the relevance

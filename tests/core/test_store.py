@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,7 +92,8 @@ def test_missing_run_json(tmp_path):
         (lambda d: d["columns"][0].update(order=d["columns"][0]["order"][:-1]), "inconsistent"),
     ],
 )
-def test_edited_json_is_refused_with_the_file_name(run_dir, mutate, match):
+def test_edited_json_is_refused_with_the_file_name(run_dir, mutate, match, tally):
+    tally("files corrupted")
     path = run_dir / "graphs" / "epoch_003" / "activations.json"
     doc = json.loads(path.read_text())
     mutate(doc)
@@ -100,14 +103,16 @@ def test_edited_json_is_refused_with_the_file_name(run_dir, mutate, match):
     assert "activations" in str(info.value)
 
 
-def test_pickled_npz_is_refused(run_dir):
+def test_pickled_npz_is_refused(run_dir, tally):
+    tally("files corrupted")
     path = run_dir / "graphs" / "epoch_003" / "activations.npz"
     np.savez(path, assignments=np.array([object()], dtype=object), labels=np.zeros(1), predictions=np.zeros(1))
     with pytest.raises(RunFormatError, match="activations.npz"):
         store.load_run(run_dir).epoch(3)
 
 
-def test_wrong_dtype_is_refused(run_dir):
+def test_wrong_dtype_is_refused(run_dir, tally):
+    tally("files corrupted")
     path = run_dir / "graphs" / "epoch_003" / "activations.npz"
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
@@ -119,7 +124,8 @@ def test_wrong_dtype_is_refused(run_dir):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=400), which=st.sampled_from(["activations.json", "activations.npz"]), cut=st.booleans())
-def test_random_or_truncated_bytes_raise_only_run_format_error(run_dir, data, which, cut):
+def test_random_or_truncated_bytes_raise_only_run_format_error(run_dir, data, which, cut, tally):
+    tally("files corrupted")
     path = run_dir / "graphs" / "epoch_003" / which
     original = path.read_bytes()
     try:
@@ -134,3 +140,61 @@ def test_atomic_write_leaves_no_temporary_file(tmp_path):
     store.atomic_write(tmp_path / "a.bin", b"123")
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
     assert (tmp_path / "a.bin").read_bytes() == b"123"
+
+
+# -- paths that escape the run directory -----------------------------------------------------------------
+def _escape(run_dir, tmp_path_factory, target):
+    """Replace ``target`` (relative to run_dir) by a symlink to a copy outside the run directory."""
+    import shutil
+
+    outside = tmp_path_factory.mktemp("outside") / Path(target).name
+    src = run_dir / target
+    (shutil.copytree if src.is_dir() else shutil.copy)(src, outside)
+    (shutil.rmtree if src.is_dir() else os.unlink)(src)
+    os.symlink(outside, src)
+    return src
+
+
+@pytest.mark.parametrize("target", ["run.json", "graphs", "graphs/epoch_003/activations.json", "graphs/epoch_003/activations.npz"])
+def test_symlinks_leading_out_of_the_run_directory_are_refused(run_dir, tmp_path_factory, target, tally):
+    tally("files corrupted")
+    link = _escape(run_dir, tmp_path_factory, target)
+    with pytest.raises(RunFormatError, match="outside the run directory") as info:
+        run = store.load_run(run_dir)
+        run.epoch(3)
+    assert str(link) in str(info.value)
+
+
+def test_error_file_linked_to_a_file_outside_is_refused(run_dir, tally):
+    tally("files corrupted")
+    (run_dir / "errors").mkdir()
+    os.symlink("/etc/hostname", run_dir / "errors" / "epoch_003.txt")
+    with pytest.raises(RunFormatError, match=r"epoch_003.txt: leads to .*outside the run directory"):
+        store.load_run(run_dir).errors()
+
+
+def test_dot_dot_in_the_arrays_name_is_refused(run_dir, tally):
+    tally("files corrupted")
+    path = run_dir / "graphs" / "epoch_003" / "activations.json"
+    doc = json.loads(path.read_text())
+    doc["arrays"] = "../epoch_000/activations.npz"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(RunFormatError, match=r"activations.json: does not match schema flowgraph-1 at arrays"):
+        store.load_run(run_dir).epoch(3)
+
+
+def test_load_flow_graph_keeps_the_npz_beside_its_json(run_dir, tmp_path_factory, tally):
+    tally("files corrupted")
+    link = _escape(run_dir, tmp_path_factory, "graphs/epoch_003/lrp.npz")
+    with pytest.raises(RunFormatError, match="outside the run directory"):
+        store.load_flow_graph(run_dir / "graphs" / "epoch_003" / "lrp.json")
+    assert link.is_symlink()
+
+
+def test_notes_round_trip(tmp_path):
+    g = flows.build_flow_graph([("l1", "Dense", np.array([0, 0, 1, 1]))], [0, 0, 1, 1], [0, 1, 1, 1],
+                               epoch=1, graph_notes=["LRP skipped: <b>why</b>"], notes={"l1": "2 all-zero maps"})
+    store.write_run_info(tmp_path, dict(RUN_INFO, class_names=["0", "1"]))
+    store.save_epoch(tmp_path, {"activations": g})
+    back = store.load_run(tmp_path).epoch(1)
+    assert back.equals(g) and back.notes == ("LRP skipped: <b>why</b>",) and back.columns[0].note == "2 all-zero maps"

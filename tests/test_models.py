@@ -1,0 +1,155 @@
+"""Models beyond the paper: branches and joins, layers iNNvestigate cannot analyse, several inputs or outputs."""
+from __future__ import annotations
+
+import pytest
+import tensorflow as tf
+
+from flowcallback import FlowCallback, load_run
+from flowcallback.core import capture
+
+pytestmark = pytest.mark.slow
+L = tf.keras.layers
+
+
+def conserved(g):
+    sums = g.flows.groupby("source_column")["count"].sum()
+    return len(sums) == len(g.columns) - 1 and (sums == g.n_samples).all()
+
+
+def small_resnet():
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((8, 8, 1))
+    h = L.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
+    r = L.Conv2D(8, 3, padding="same", activation="relu", name="res_a")(h)
+    r = L.Conv2D(8, 3, padding="same", name="res_b")(r)
+    h = L.Add(name="join")([h, r])
+    h = L.Activation("relu", name="post")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    out = L.Dense(10, activation="softmax", name="out")(h)
+    return tf.keras.Model(inp, out, name="resnet")
+
+
+def inception():
+    tf.keras.utils.set_random_seed(1)
+    inp = tf.keras.Input((8, 8, 1))
+    a = L.Conv2D(4, 1, activation="relu", name="branch_1x1")(inp)
+    b = L.Conv2D(4, 3, padding="same", activation="relu", name="branch_3x3")(inp)
+    c = L.MaxPooling2D(3, strides=1, padding="same", name="branch_pool")(inp)
+    h = L.Concatenate(name="concat")([a, b, c])
+    h = L.Flatten(name="flat")(h)
+    out = L.Dense(10, activation="softmax", name="out")(h)
+    return tf.keras.Model(inp, out, name="inception")
+
+
+def fit_with_callback(model, digits, log_dir, **kw):
+    (x_tr, y_tr), (x_te, y_te) = digits
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=log_dir, epochs=[1], k=8, verbose=0, **kw)
+    model.fit(x_tr[:300], y_tr[:300], epochs=1, verbose=0, callbacks=[cb])
+    return load_run(log_dir)
+
+
+@pytest.mark.parametrize("build, join", [(small_resnet, "join (Add)"), (inception, "concat (Concatenate)")])
+def test_branching_models_end_to_end(tmp_path, digits, build, join):
+    model = build()
+    run = fit_with_callback(model, digits, tmp_path)
+    assert run.epochs == [1] and run.errors() == {}
+    assert run.analyses(1) == ["activations", "lrp"]
+    g = run.epoch(1)
+    layers = [c.name for c in g.columns if c.kind == "layer"]
+    # columns follow a topological order of the selected layers
+    dag = capture._layer_graph(model)
+    pos = {n: i for i, n in enumerate(layers)}
+    for u, v in dag.edges:
+        if u in pos and v in pos:
+            assert pos[u] < pos[v], (u, v)
+    assert set(layers) == set(capture.select_layers(model))
+    for a in run.analyses(1):
+        ga = run.epoch(1, a)
+        assert conserved(ga)
+        assert any(n.startswith("Branching model") and join in n for n in ga.notes)
+    page = (tmp_path / "epoch_001.html").read_text()
+    assert "Branching model" in page and "topological order" in page
+
+
+def test_parallel_branches_are_marked_on_their_columns(tmp_path, digits):
+    run = fit_with_callback(inception(), digits, tmp_path, lrp=False)
+    g = run.epoch(1)
+    notes = {c.name: c.note for c in g.columns}
+    assert notes["branch_1x1"] == ""
+    assert notes["branch_3x3"] == "parallel branch: not fed by branch_1x1"
+    assert notes["branch_pool"] == "parallel branch: not fed by branch_3x3"
+    assert notes["concat"] == ""  # fed by every branch
+
+
+def test_batch_normalization_gets_activation_and_lrp_flows(tmp_path, digits):
+    tf.keras.utils.set_random_seed(2)
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), L.Conv2D(6, 3, name="conv"), L.BatchNormalization(name="bn"),
+                                 L.Activation("relu", name="relu"), L.Flatten(), L.Dense(10, activation="softmax", name="out")])
+    run = fit_with_callback(model, digits, tmp_path)
+    assert run.analyses(1) == ["activations", "lrp"] and run.errors() == {}
+    assert "bn" in run.epoch(1, "lrp").column_names and conserved(run.epoch(1, "lrp"))
+
+
+class Scale(L.Layer):
+    """A custom layer: the LRP worker process cannot rebuild it from the model's config."""
+
+    def call(self, x):
+        return 2.0 * x
+
+
+@pytest.mark.parametrize("odd", ["custom", "lambda", "hidden softmax"])
+def test_layers_lrp_cannot_analyse_give_activation_flows_and_a_note(tmp_path, digits, odd, tally):
+    tally("bad inputs tried")
+    tf.keras.utils.set_random_seed(3)
+    inp = tf.keras.Input((8, 8, 1))
+    h = L.Conv2D(6, 3, activation="relu", name="conv")(inp)
+    if odd == "custom":
+        h = Scale(name="scale")(h)
+    elif odd == "lambda":
+        h = L.Lambda(lambda t: 2.0 * t, name="scale")(h)
+    else:
+        h = L.Activation("softmax", name="scale")(h)
+    h = L.Flatten()(h)
+    out = L.Dense(10, activation="softmax", name="out")(h)
+    model = tf.keras.Model(inp, out)
+    with pytest.warns(RuntimeWarning, match="LRP skipped for the whole model"):
+        run = fit_with_callback(model, digits, tmp_path)
+    assert run.epochs == [1] and run.analyses(1) == ["activations"]
+    assert run.errors() == {}  # the epoch did not fail
+    g = run.epoch(1)
+    assert conserved(g) and "scale" in g.column_names
+    note = [n for n in g.notes if n.startswith("LRP skipped for the whole model")]
+    # a custom class and a Lambda (never deserialised from code) cannot be rebuilt in the worker;
+    # iNNvestigate itself refuses a softmax inside the model
+    expected = {"custom": "cannot rebuild the model", "lambda": "cannot rebuild the model",
+                "hidden softmax": "does not support softmax layers"}[odd]
+    assert len(note) == 1 and expected in note[0]
+    assert expected in (tmp_path / "epoch_001.html").read_text()
+
+
+def test_multi_input_model_is_refused_at_train_begin(tmp_path, digits, tally):
+    tally("bad inputs tried")
+    (x_tr, y_tr), (x_te, y_te) = digits
+    a, b = tf.keras.Input((8, 8, 1)), tf.keras.Input((8, 8, 1))
+    h = L.Concatenate()([L.Flatten()(a), L.Flatten()(b)])
+    model = tf.keras.Model([a, b], L.Dense(10, activation="softmax")(h))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    cb = FlowCallback((x_te[:60], y_te[:60]), log_dir=tmp_path, k=5, verbose=0)
+    with pytest.raises(ValueError, match="model: FlowCallback supports single-input models; this model has 2 inputs"):
+        model.fit([x_tr[:50], x_tr[:50]], y_tr[:50], epochs=1, verbose=0, callbacks=[cb])
+    with pytest.raises(ValueError, match="multi-input models are not supported"):
+        FlowCallback(([x_te[:60], x_te[:60, :, :4]], y_te[:60]), log_dir=tmp_path / "b")
+
+
+def test_multi_output_model_is_refused_at_train_begin(tmp_path, digits, tally):
+    tally("bad inputs tried")
+    (x_tr, y_tr), (x_te, y_te) = digits
+    inp = tf.keras.Input((8, 8, 1))
+    h = L.Flatten()(inp)
+    model = tf.keras.Model(inp, [L.Dense(10, activation="softmax")(h), L.Dense(2, activation="softmax")(h)])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    cb = FlowCallback((x_te[:60], y_te[:60]), log_dir=tmp_path, k=5, verbose=0)
+    with pytest.raises(ValueError, match="model: FlowCallback supports single-output classifiers; this model has 2 outputs"):
+        model.fit(x_tr[:50], [y_tr[:50], y_tr[:50] % 2], epochs=1, verbose=0, callbacks=[cb])
+    assert not (tmp_path / "run.json").exists()

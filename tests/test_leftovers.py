@@ -109,10 +109,15 @@ def test_real_sigint_anywhere_in_fit_leaves_nothing(tmp_path, digits, tally):
             if epoch == 1:  # fit runs 10,000 epochs: the signal always arrives inside it
                 threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=tmp_path / "r", k=8, verbose=0)
-    with pytest.raises(KeyboardInterrupt):
-        model.fit(x_tr[:200], y_tr[:200], epochs=10_000, verbose=0, callbacks=[cb, SigintSoon()])
+    # Python's own Ctrl-C handler, whatever this process inherited (a shell starting it in the
+    # background, as CI scripts may, leaves SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=tmp_path / "r", k=8, verbose=0)
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(x_tr[:200], y_tr[:200], epochs=10_000, verbose=0, callbacks=[cb, SigintSoon()])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     run = assert_nothing_left(tmp_path / "r")
     assert run.epochs == list(range(len(run.epochs)))  # complete epochs, no gap
 

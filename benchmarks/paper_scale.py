@@ -159,7 +159,6 @@ def main(argv=None):
     ap.add_argument("--train-samples", type=int, default=10_000, help="vgg16-32: training subset")
     ap.add_argument("--data", default=None)
     ap.add_argument("--full", action="store_true", help="the paper's method and mcl on every layer")
-    ap.add_argument("--save-graphs", default=None, help="directory to save the compared kNN graphs in (npz)")
     ap.add_argument("--mcl-all", action="store_true", help="the mcl program on every layer's activation graph")
     ap.add_argument("--paper-layer", default=None, help="layer for the paper's method (default: conv2 / block3_conv1)")
     ap.add_argument("--no-paper", action="store_true")
@@ -255,11 +254,6 @@ def main(argv=None):
     for n in (names if args.mcl_all else layers_cmp):
         row = {"layer": n}
         g = graphs[("activations", n)]
-        if args.save_graphs:
-            import scipy.sparse as sp
-
-            os.makedirs(args.save_graphs, exist_ok=True)
-            sp.save_npz(os.path.join(args.save_graphs, f"{n}.npz"), g)
         ours_t = Timer()
         ours = cluster.mcl(g)
         row["ours_mcl_seconds"] = ours_t.lap()

@@ -23,7 +23,7 @@ import numpy as np
 
 from flowcallback import _validation as V
 from flowcallback._version import __version__
-from flowcallback.core import capture, cluster, flows, knn, render, store
+from flowcallback.core import capture, cluster, embed, flows, knn, render, store
 from flowcallback.core.match import relabel
 from flowcallback.exceptions import SnapshotError
 
@@ -86,9 +86,6 @@ class SnapshotSettings:
             raise ValueError(f"reduce: expected 'pca', 'random' or None, got {reduce!r}")
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 2:
             raise ValueError(f"dim: expected an integer >= 2, got {dim!r}")
-        if fit_samples is not None and (isinstance(fit_samples, bool) or not isinstance(fit_samples, numbers.Integral)
-                                        or fit_samples < 1):
-            raise ValueError(f"fit_samples: expected None or a positive integer, got {fit_samples!r}")
         if mcl_backend not in cluster.BACKENDS:
             raise ValueError(f"mcl_backend: expected one of {cluster.BACKENDS}, got {mcl_backend!r}")
         self.layers = list(layers) if layers is not None else None
@@ -103,7 +100,7 @@ class SnapshotSettings:
         self.on_error = on_error
         self.reduce = reduce
         self.dim = int(dim)
-        self.fit_samples = None if fit_samples is None else int(fit_samples)
+        self.fit_samples = embed.check_fit_samples(fit_samples)
         self.mcl_backend = mcl_backend
         if executor is not None and not isinstance(executor, Executor) and not callable(getattr(executor, "submit", None)):
             raise ValueError(f"executor: expected a concurrent.futures.Executor (or an object with submit()), got {executor!r}")

@@ -9,6 +9,17 @@ import numpy as np
 
 
 @nb.njit(cache=True, nogil=True)
+def _sort_decreasing(idx, val):
+    """Sort the pairs (idx[t], val[t]) by decreasing value, in place."""
+    if len(val) > 1:
+        order = np.argsort(-val)
+        si = idx[order]
+        sv = val[order]
+        idx[:] = si
+        val[:] = sv
+
+
+@nb.njit(cache=True, nogil=True)
 def _column(j, indptr, indices, data, inflation, threshold, select, cutoff, acc, touched, out_i, out_v):
     """Expand, inflate, normalise and prune column j; return (nnz kept, chaos of the column).
 
@@ -100,12 +111,7 @@ def _column(j, indptr, indices, data, inflation, threshold, select, cutoff, acc,
         sq += x * x
         if x > mx:
             mx = x
-    if m > 1:  # keep the column sorted by decreasing value for the next round's early exits
-        order = np.argsort(-out_v[:m])
-        si = out_i[:m][order]
-        sv = out_v[:m][order]
-        out_i[:m] = si
-        out_v[:m] = sv
+    _sort_decreasing(out_i[:m], out_v[:m])  # for the next round's early exits
     return m, mx - sq
 
 
@@ -141,13 +147,7 @@ def _compact(n, width, counts, new_i, new_v, out_indptr, out_i, out_v):
 def sort_columns(indptr, indices, data):
     """Sort each column of a CSC matrix by decreasing value, in place (the kernel's input order)."""
     for j in range(len(indptr) - 1):
-        a, b = indptr[j], indptr[j + 1]
-        if b - a > 1:
-            order = np.argsort(-data[a:b])
-            si = indices[a:b][order]
-            sv = data[a:b][order]
-            indices[a:b] = si
-            data[a:b] = sv
+        _sort_decreasing(indices[indptr[j]:indptr[j + 1]], data[indptr[j]:indptr[j + 1]])
 
 
 @nb.njit(cache=True)

@@ -117,6 +117,14 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return (x / n[:, None]).astype(np.float32, copy=False)
 
 
+def check_fit_samples(fit_samples):
+    """Validate ``fit_samples`` (None or a positive integer) and return it as an int or None."""
+    if fit_samples is not None and (isinstance(fit_samples, bool) or not isinstance(fit_samples, numbers.Integral)
+                                    or fit_samples < 1):
+        raise ValueError(f"fit_samples: expected None or a positive integer, got {fit_samples!r}")
+    return None if fit_samples is None else int(fit_samples)
+
+
 class Embedder:
     """Embeds one layer batch by batch, optionally reducing its dimension as it goes.
 
@@ -173,9 +181,7 @@ class Embedder:
         self.name = name
         self.dim = int(dim)
         self.reduce = reduce
-        if fit_samples is not None and (isinstance(fit_samples, bool) or not isinstance(fit_samples, numbers.Integral)
-                                        or fit_samples < 1):
-            raise ValueError(f"fit_samples: expected None or a positive integer, got {fit_samples!r}")
+        check_fit_samples(fit_samples)
         self.fit_samples = max(int(fit_samples) if fit_samples is not None else 4 * int(dim), int(dim))
         self.seconds = 0.0  # time spent embedding and reducing, for benchmarks
         self.seed = seed

@@ -62,7 +62,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         Dimension after reduction.
     fit_samples : int, optional
         ``reduce="pca"``: held-out rows the basis is fitted on (default: up to 4 * ``dim``, within
-        32 MiB of raw rows per layer). Deep layers of wide networks keep their neighbourhoods
+        64 MiB of raw rows per layer). Deep layers of wide networks keep their neighbourhoods
         better with ``dim=256, fit_samples=2048`` (docs/performance.md).
     mcl_backend : {"fast", "reference"}, default="fast"
         MCL implementation (see :mod:`flowcallback.core.cluster`).
@@ -72,6 +72,10 @@ class FlowCallback(tf.keras.callbacks.Callback):
     background : bool, default=True
         Run everything after the forward pass (LRP, kNN, MCL, flows, pages) in a background
         thread while training goes on. Everything is finished and written when ``fit`` returns.
+    nice : int, default=10
+        With ``background=True``, the niceness (0 to 19) added to the snapshot's threads and to
+        the LRP worker process, so that training keeps the CPU and snapshots use what it leaves
+        (Linux; elsewhere priorities are left as they are). 0 gives them the training's priority.
     tensorboard : bool, default=False
         Also write each snapshot's layer metrics (NMI, ARI, purity, clusters, per layer and
         analysis) as TensorBoard scalars under ``log_dir/tensorboard``.
@@ -109,6 +113,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         mcl_backend: str = "fast",
         executor=None,
         background: bool = True,
+        nice: int = 0,
         tensorboard: bool = False,
         on_error: str = "warn",
         verbose="auto",
@@ -122,7 +127,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
             layers=layers, class_names=class_names, lrp=lrp, analyzer=analyzer, analyzer_kwargs=analyzer_kwargs,
             k=k, inflation=inflation, index=index, batch_size=batch_size, on_error=on_error,
             reduce=reduce, dim=dim, fit_samples=fit_samples, mcl_backend=mcl_backend, executor=executor, background=background,
-            tensorboard=tensorboard,
+            tensorboard=tensorboard, nice=nice,
         )
         self._snapshotter = Snapshotter(validation_data, log_dir, settings)
         self.log_dir = str(self._snapshotter.log_dir)

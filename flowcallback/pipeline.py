@@ -23,7 +23,7 @@ import numpy as np
 
 from flowcallback import _validation as V
 from flowcallback._version import __version__
-from flowcallback.core import capture, cluster, embed, flows, knn, render, store
+from flowcallback.core import _priority, capture, cluster, embed, flows, knn, render, store
 from flowcallback.core.match import relabel
 from flowcallback.exceptions import SnapshotError
 
@@ -56,6 +56,7 @@ class SnapshotSettings:
         background: bool = True,
         mcl_threads: Optional[int] = None,
         tensorboard: bool = False,
+        nice: int = 0,
     ):
         if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)):
             raise ValueError(f"layers: expected None or a list of layer names, got {layers!r}")
@@ -110,6 +111,9 @@ class SnapshotSettings:
             raise ValueError(f"mcl_threads: expected None or a positive integer, got {mcl_threads!r}")
         if not isinstance(tensorboard, bool):
             raise ValueError(f"tensorboard: expected True or False, got {tensorboard!r}")
+        if isinstance(nice, bool) or not isinstance(nice, numbers.Integral) or not 0 <= nice <= 19:
+            raise ValueError(f"nice: expected an integer from 0 (same priority as training) to 19 (lowest), got {nice!r}")
+        self.nice = int(nice)
         self.tensorboard = tensorboard
         self.executor = executor
         self.background = background
@@ -432,7 +436,8 @@ class Snapshotter:
             return
         self._resume_identities()
         if self.settings.lrp:
-            self.worker = capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs)
+            self.worker = capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs,
+                                            nice=self.settings.nice if self.settings.background else 0)
             try:
                 self.worker.start(model, self.layer_names, self.x, batch_size=self.settings.batch_size,
                                   embed_options=self.settings.embed_options)
@@ -523,7 +528,8 @@ class Snapshotter:
             return self._failed(epoch, exc)
         if self.settings.background:
             if self._coordinator is None:
-                self._coordinator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowcallback")
+                self._coordinator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowcallback",
+                                                       initializer=self._background_thread_init)
             # no progress bar from a background thread (it would cut through Keras's): one line at the end
             fut = self._coordinator.submit(self._finish_safely, state, min(verbose, 2) and 2, title_prefix, True)
             self._pending.append(fut)
@@ -537,7 +543,8 @@ class Snapshotter:
             return
         self.flush()  # snapshots still using the dead worker finish first (their LRP part fails)
         w.close()
-        self.worker = capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs)
+        self.worker = capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs,
+                                            nice=self.settings.nice if self.settings.background else 0)
         try:
             self.worker.start(self.model, self.layer_names, self.x, batch_size=self.settings.batch_size,
                               embed_options=self.settings.embed_options)
@@ -743,9 +750,16 @@ class Snapshotter:
         prog.finish(f"FlowCallback: epoch {epoch} snapshot written to {page} ({time.perf_counter() - state['t0']:.1f} s)")
         return page
 
+    def _background_thread_init(self):
+        # Background snapshots yield the CPU to training (flowcallback/core/_priority.py). The layer
+        # pool is shared with synchronous snapshots, which wait for it anyway.
+        if self.settings.background:
+            _priority.lower_current_thread(_priority.background_niceness(self.settings.nice))
+
     def _layer_pool(self):
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowcallback-layer")
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowcallback-layer",
+                                            initializer=self._background_thread_init)
         return self._pool
 
     def _record_error(self, epoch: Optional[int], exc: BaseException, where: str = "") -> Path:

@@ -214,3 +214,43 @@ def tf_callback_base():
     import tensorflow as tf
 
     return tf.keras.callbacks.Callback
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="per-thread niceness is Linux's")
+@pytest.mark.parametrize("nice", [7, 0])
+def test_background_work_runs_at_lower_priority_than_training(tmp_path, digits, nice):
+    """The snapshot's threads and its LRP worker get `nice` more than the training thread; the
+    training thread and the process keep theirs."""
+    import threading
+
+    import psutil
+    import tensorflow as tf
+
+    from flowcallback import FlowCallback
+    from flowcallback.core._priority import thread_nice
+    from flowcallback.demo import lenet5_digits
+
+    (x_tr, y_tr), (x_te, y_te) = digits
+    base = thread_nice()
+    seen = {}
+
+    class Probe(tf.keras.callbacks.Callback):
+        def __init__(self, fc):
+            super().__init__()
+            self.fc = fc
+
+        def on_train_end(self, logs=None):  # runs before FlowCallback's, which closes everything
+            self.fc._snapshotter.flush()
+            seen["threads"] = {t.name: thread_nice(t.native_id) for t in threading.enumerate()
+                               if t.name.startswith("flowcallback") and t.name != "flowcallback-fit-guard"}
+            seen["worker"] = psutil.Process(self.fc._snapshotter.worker._proc.pid).nice()
+            seen["main"] = thread_nice()
+
+    fc = FlowCallback((x_te[:150], y_te[:150]), log_dir=tmp_path / "run", epochs=[1], nice=nice, verbose=0)
+    model = lenet5_digits()
+    model.fit(x_tr[:300], y_tr[:300], epochs=1, batch_size=64, verbose=0, callbacks=[Probe(fc), fc])
+    assert any(n.startswith("flowcallback-layer") for n in seen["threads"])  # the pool did run
+    assert any(not n.startswith("flowcallback-layer") for n in seen["threads"])  # and the coordinator
+    assert set(seen["threads"].values()) == {min(19, base + nice)}
+    assert seen["worker"] == min(19, base + nice)
+    assert seen["main"] == base == thread_nice()

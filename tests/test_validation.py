@@ -40,6 +40,10 @@ def model():
         (dict(k=100), "k=100"),
         (dict(fit_samples=0), "fit_samples"),
         (dict(fit_samples=2.5), "fit_samples"),
+        (dict(nice=-1), "nice"),
+        (dict(nice=20), "nice"),
+        (dict(nice=True), "nice"),
+        (dict(nice=2.5), "nice"),
     ],
 )
 def test_bad_arguments_at_construction(small, kwargs, match, tally):

@@ -59,6 +59,12 @@ def _exit_with_parent(parent: int, period: float = 1.0) -> None:
 def main(argv) -> int:
     rfd, wfd = int(argv[1]), int(argv[2])
     parent = int(argv[3]) if len(argv) > 3 else os.getppid()
+    if len(argv) > 4 and int(argv[4]) > 0:
+        # the niceness the parent asked for, set before TensorFlow starts its threads, which
+        # inherit it (see flowcallback/core/_priority.py)
+        from flowcallback.core._priority import lower_current_thread
+
+        lower_current_thread(int(argv[4]))
     _exit_with_parent(parent)
     rf = os.fdopen(rfd, "rb")
     wf = os.fdopen(wfd, "wb")

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from flowcallback.core import _ipc
+from flowcallback.core._priority import background_niceness
 from flowcallback.core.embed import Embedder
 
 __all__ = [
@@ -306,6 +307,9 @@ class LRPWorker:
         Extra keyword arguments for ``innvestigate.create_analyzer`` (JSON-serialisable).
     log_path : str, optional
         File for the worker's stderr (TensorFlow's messages). Default: a temporary file.
+    nice : int, default=0
+        Niceness added (Linux) to that of the training process's main thread for the worker
+        process, so that it yields the CPU to training (see ``flowcallback.core._priority``).
 
     Examples
     --------
@@ -314,12 +318,16 @@ class LRPWorker:
     ...     result = w.analyze(model)
     """
 
-    def __init__(self, analyzer: str = "lrp.epsilon", analyzer_kwargs: Optional[dict] = None, log_path: Optional[str] = None):
+    def __init__(self, analyzer: str = "lrp.epsilon", analyzer_kwargs: Optional[dict] = None, log_path: Optional[str] = None,
+                 nice: int = 0):
         if not isinstance(analyzer, str) or not analyzer.startswith("lrp"):
             raise ValueError(f"analyzer: expected the name of an iNNvestigate LRP analyzer such as 'lrp.epsilon', got {analyzer!r}")
         self.analyzer = analyzer
         self.analyzer_kwargs = dict(analyzer_kwargs or {})
         self.log_path = log_path
+        if isinstance(nice, bool) or not isinstance(nice, int) or not 0 <= nice <= 19:
+            raise ValueError(f"nice: expected an integer from 0 to 19, got {nice!r}")
+        self.nice = nice
         self._proc: Optional[subprocess.Popen] = None
         self._r = self._w = None
         self._log = None
@@ -339,7 +347,8 @@ class LRPWorker:
             self._log = tempfile.TemporaryFile()
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "flowcallback.core._lrp_worker", str(c_read), str(c_write), str(os.getpid())],
+            [sys.executable, "-m", "flowcallback.core._lrp_worker", str(c_read), str(c_write), str(os.getpid()),
+             str(background_niceness(self.nice) if self.nice else 0)],
             pass_fds=(c_read, c_write),
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -89,27 +89,40 @@ def partition_labels(clusters: Iterable[Sequence[int]], n_samples: int) -> np.nd
     return canonical_labels(labels)
 
 
+def _stochastic_csc(graph, loop_value):
+    """The graph's column-stochastic matrix (self-loops added), rows and columns in RCM order.
+
+    Returns ``(perm, indptr, indices, data)``: the permutation (position -> sample) and the CSC
+    arrays (int64, int32, float32) of the permuted matrix, in which every non-empty column sums to 1.
+    """
+    # Reverse Cuthill-McKee puts neighbours next to each other, so that the expansion's scattered
+    # additions hit nearby memory; the result is permuted back at the end.
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    n = graph.shape[0]
+    # float32 from the start, and every intermediate dropped as soon as the next exists: at 10,000
+    # samples and k = 500 the set-up held five float64 copies of the graph before (docs/performance.md)
+    a = sp.csc_matrix(graph, dtype=np.float32)
+    perm = reverse_cuthill_mckee(a, symmetric_mode=True).astype(np.int64)
+    a = a[:, perm]
+    a = a[perm, :].tocsc()
+    if loop_value:
+        a = (a + sp.identity(n, dtype=np.float32, format="csc") * np.float32(loop_value)).tocsc()
+    a.sum_duplicates()
+    col = np.asarray(a.sum(axis=0), dtype=np.float64).ravel()
+    col[col == 0] = 1.0
+    a.data /= np.repeat(col.astype(np.float32), np.diff(a.indptr))
+    return perm, a.indptr.astype(np.int64), a.indices.astype(np.int32), a.data.astype(np.float32)
+
+
 def _fast_mcl(graph, inflation, loop_value, iterations, threshold, select, n_threads, tol, cutoff):
     from scipy.sparse.csgraph import connected_components
 
     from flowcallback.core import _mcl_kernel
 
     n = graph.shape[0]
-    # Reverse Cuthill-McKee puts neighbours next to each other, so that the expansion's scattered
-    # additions hit nearby memory; the result is permuted back at the end.
-    from scipy.sparse.csgraph import reverse_cuthill_mckee
-
-    perm = reverse_cuthill_mckee(sp.csr_matrix(graph), symmetric_mode=True).astype(np.int64)
-    graph = sp.csr_matrix(graph)[perm][:, perm]
-    a = sp.csc_matrix(graph, dtype=np.float64)
-    if loop_value:
-        a = (a + sp.identity(n, dtype=np.float64, format="csc") * loop_value).tocsc()
-    a.sum_duplicates()
-    col = np.asarray(a.sum(axis=0)).ravel()
-    col[col == 0] = 1.0
-    a = a @ sp.diags(1.0 / col)
-    a = a.tocsc()
-    indptr, indices, data = a.indptr.astype(np.int64), a.indices.astype(np.int32), a.data.astype(np.float32)
+    perm, indptr, indices, data = _stochastic_csc(graph, loop_value)
+    del graph
     _mcl_kernel.sort_columns(indptr, indices, data)
     for _ in range(max(1, int(iterations))):
         indptr, indices, data, chaos = _mcl_kernel.iterate(
@@ -207,7 +220,7 @@ def mcl(
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if isinstance(select, bool) or not isinstance(select, numbers.Integral) or select < 1:
         raise ValueError(f"select: expected a positive integer, got {select!r}")
-    g = sp.csc_matrix(graph, dtype=np.float64)
+    g = graph.tocsc() if graph.format != "csc" else graph  # the fast backend converts to float32 itself
     if g.nnz and not np.all(np.isfinite(g.data)):
         raise ValueError("graph: edge weights must be finite")
     if g.nnz and g.data.min() < 0:
@@ -228,7 +241,7 @@ def mcl(
     if pruning_threshold is None:
         pruning_threshold = 1e-3
     result = mc.run_mcl(
-        g,
+        sp.csc_matrix(g, dtype=np.float64),
         expansion=expansion,
         inflation=float(inflation),
         loop_value=loop_value,

@@ -275,7 +275,7 @@ def test_wide_layers_fit_on_fewer_rows_within_the_buffer_budget():
         e.add(rng.random((20, 150_000), dtype=np.float32))
     assert e.fit_samples == 111 and e._basis is None  # 100 rows buffered, not fitted yet
     e.add(rng.random((20, 150_000), dtype=np.float32))
-    assert e._basis is not None and not e._pending
+    assert e._basis is not None and e._buf is None and e._n_pending == 0
     assert e.result().shape == (120, 17)
 
 
@@ -292,3 +292,20 @@ def test_narrow_layers_fit_on_the_rows_asked_for():
 def test_embedder_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Embedder("x", **kwargs)
+
+
+def test_rows_buffered_for_the_fit_embed_like_the_rest():
+    """The rows held (as float16) until the basis is fitted, and the rows of the same batch past
+    the fitting rows, come out in input order and as the float32 projection on the fitted basis."""
+    x = _low_rank_clusters(n=300, d=500).astype(np.float32)
+    e = Embedder("conv", dim=16, fit_samples=100)
+    for s in range(0, len(x), 64):  # the fit happens inside the second batch (rows 64-127)
+        e.add(x[s : s + 64])
+    r = e.result()
+    assert r.shape == (300, 17)
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    y = u @ e._basis
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    np.testing.assert_allclose(r[:100, :-1], y[:100], atol=2e-3)  # float16-buffered rows
+    np.testing.assert_allclose(r[100:, :-1], y[100:], atol=1e-5)  # projected on arrival
+    np.testing.assert_array_equal(r[:, -1], 0)

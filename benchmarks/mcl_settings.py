@@ -10,8 +10,8 @@ wall seconds, the speed-up over ``mcl`` and the ARI against its clusters. Writes
 benchmarks/results/mcl_settings.json.
 
 Settings: the default (``select=500, pruning_threshold=2.5e-4, cutoff=3e-4``), the same without
-the expansion cutoff and with a larger one, and the ``mcl`` program's own pruning
-(``select=1100, pruning_threshold=1e-4``) with the default cutoff.
+the expansion cutoff and with a larger one, ``select=700, pruning_threshold=1e-4``, and the
+``mcl`` program's own pruning (``select=1100, pruning_threshold=1e-4``) with the default cutoff.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ SETTINGS = {
     "default": {},
     "no cutoff": {"cutoff": 0.0},
     "cutoff 1e-3": {"cutoff": 1e-3},
+    "select 700, threshold 1e-4": {"select": 700, "pruning_threshold": 1e-4},
     "mcl's pruning": {"select": 1100, "pruning_threshold": 1e-4},
 }
 

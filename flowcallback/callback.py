@@ -72,10 +72,12 @@ class FlowCallback(tf.keras.callbacks.Callback):
     background : bool, default=True
         Run everything after the forward pass (LRP, kNN, MCL, flows, pages) in a background
         thread while training goes on. Everything is finished and written when ``fit`` returns.
-    nice : int, default=10
+    nice : int, default=0
         With ``background=True``, the niceness (0 to 19) added to the snapshot's threads and to
         the LRP worker process, so that training keeps the CPU and snapshots use what it leaves
         (Linux; elsewhere priorities are left as they are). 0 gives them the training's priority.
+        Measured (docs/performance.md): ``nice=10`` makes the epochs faster but leaves more of the
+        snapshots' work for the end of ``fit``; the total time is about the same.
     tensorboard : bool, default=False
         Also write each snapshot's layer metrics (NMI, ARI, purity, clusters, per layer and
         analysis) as TensorBoard scalars under ``log_dir/tensorboard``.

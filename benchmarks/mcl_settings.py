@@ -31,6 +31,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(__file__))
 
+import numba as nb
 import numpy as np
 
 from _common import write_json
@@ -44,6 +45,7 @@ SETTINGS = {
 }
 
 
+@nb.njit(cache=True)
 def _match(indptr, indices, data, deg, order):
     n = len(indptr) - 1
     mate = -np.ones(n, np.int64)
@@ -72,11 +74,6 @@ def _match(indptr, indices, data, deg, order):
 
 def _heavy_edge_matching(a, rng):
     """Pair every node with its unmatched neighbour of largest normalised weight (or leave it alone)."""
-    global _match
-    if not hasattr(_match, "py_func"):
-        import numba as nb
-
-        _match = nb.njit(cache=True)(_match)
     deg = np.asarray(a.sum(axis=1)).ravel()
     return _match(a.indptr.astype(np.int64), a.indices.astype(np.int64), a.data.astype(np.float64), deg,
                   rng.permutation(a.shape[0]))

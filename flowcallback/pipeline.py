@@ -111,9 +111,7 @@ class SnapshotSettings:
             raise ValueError(f"mcl_threads: expected None or a positive integer, got {mcl_threads!r}")
         if not isinstance(tensorboard, bool):
             raise ValueError(f"tensorboard: expected True or False, got {tensorboard!r}")
-        if isinstance(nice, bool) or not isinstance(nice, numbers.Integral) or not 0 <= nice <= 19:
-            raise ValueError(f"nice: expected an integer from 0 (same priority as training) to 19 (lowest), got {nice!r}")
-        self.nice = int(nice)
+        self.nice = _priority.check_nice(nice)
         self.tensorboard = tensorboard
         self.executor = executor
         self.background = background

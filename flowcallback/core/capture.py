@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from flowcallback.core import _ipc
-from flowcallback.core._priority import background_niceness
+from flowcallback.core._priority import background_niceness, check_nice
 from flowcallback.core.embed import Embedder
 
 __all__ = [
@@ -325,9 +325,7 @@ class LRPWorker:
         self.analyzer = analyzer
         self.analyzer_kwargs = dict(analyzer_kwargs or {})
         self.log_path = log_path
-        if isinstance(nice, bool) or not isinstance(nice, int) or not 0 <= nice <= 19:
-            raise ValueError(f"nice: expected an integer from 0 to 19, got {nice!r}")
-        self.nice = nice
+        self.nice = check_nice(nice)
         self._proc: Optional[subprocess.Popen] = None
         self._r = self._w = None
         self._log = None

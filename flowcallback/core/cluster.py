@@ -124,7 +124,8 @@ def _fast_mcl(graph, inflation, loop_value, iterations, threshold, select, n_thr
     n = graph.shape[0]
     perm, indptr, indices, data = _stochastic_csc(graph, loop_value)
     del graph
-    _mcl_kernel.sort_columns(indptr, indices, data)
+    if cutoff > 0:  # the cutoff's early exits read columns sorted by decreasing value
+        _mcl_kernel.sort_columns(indptr, indices, data)
     for _ in range(max(1, int(iterations))):
         indptr, indices, data, chaos = _mcl_kernel.iterate(
             indptr, indices, data, n, inflation, threshold, select, n_threads, cutoff

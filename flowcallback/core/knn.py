@@ -157,12 +157,10 @@ def knn_graph(vectors, k: int, *, index: str = "auto", seed: int = 0) -> sp.csr_
     valid = nbr >= 0  # FAISS pads with -1 when an approximate index finds fewer results
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(valid.reshape(n, k).sum(axis=1), out=indptr[1:])
-    if valid.all():
-        indices = nbr.astype(np.int32)
-        data = np.clip(w, 0.0, 1.0).astype(np.float32)
-    else:
-        indices = nbr[valid].astype(np.int32)
-        data = np.clip(w[valid], 0.0, 1.0).astype(np.float32)
+    if not valid.all():
+        nbr, w = nbr[valid], w[valid]
+    indices = nbr.astype(np.int32)
+    data = np.clip(w, 0.0, 1.0).astype(np.float32)
     del nbr, w, valid
     a = sp.csr_matrix((data, indices, indptr), shape=(n, n))
     a.sort_indices()

@@ -371,6 +371,8 @@ class Snapshotter:
         self._errors_lock = threading.Lock()
         self._previous: Dict[tuple, np.ndarray] = {}  # last clusters per (analysis, layer), for stable ids
         self._orders: Dict[str, Dict[str, tuple]] = {}
+        self._page_cache: Dict[tuple, dict] = {}  # run page parts by (epoch, analysis)
+        self._page_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def prepare(self, model) -> None:
@@ -570,10 +572,17 @@ class Snapshotter:
                 pages.append(page)
         return pages
 
-    def _write_run_page(self) -> None:
-        """Rewrite index.html from what is on disk; a failure here never fails the snapshot."""
+    def _write_run_page(self, rewritten: Optional[int] = None) -> None:
+        """Rewrite index.html from what is on disk; a failure here never fails the snapshot.
+
+        What the page shows of each epoch is kept between snapshots (``self._page_cache``), so
+        that each snapshot draws only its own epoch; ``rewritten`` is the epoch just (re)written.
+        """
         try:
-            render.write_run_page(store.load_run(self.log_dir))
+            with self._page_lock:
+                for key in [key for key in self._page_cache if key[0] == rewritten]:
+                    del self._page_cache[key]
+                render.write_run_page(store.load_run(self.log_dir), self._page_cache)
         except Exception as exc:  # pragma: no cover - reported, not raised
             warnings.warn(f"FlowCallback: could not rewrite the run page: {exc}", RuntimeWarning, stacklevel=2)
 
@@ -736,7 +745,7 @@ class Snapshotter:
         store.save_epoch(self.log_dir, graphs)
         page = self.log_dir / store.epoch_page_name(epoch)
         render.write_epoch_page(page, graphs, title_prefix=title_prefix, notes=self.model_notes + notes)
-        self._write_run_page()
+        self._write_run_page(rewritten=epoch)
         if s.tensorboard:
             from flowcallback.core import metrics as metrics_mod, tensorboard as tb
 

@@ -25,7 +25,7 @@ from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["embed", "Embedder", "special_rows", "ZERO_FLAG", "NONFINITE_FLAG"]
+__all__ = ["embed", "Embedder", "special_rows", "top_right_singular_vectors", "ZERO_FLAG", "NONFINITE_FLAG"]
 
 _TINY = np.finfo(np.float32).tiny
 #: Value of the extra (last) coordinate for an all-zero map.
@@ -125,6 +125,58 @@ def check_fit_samples(fit_samples):
     return None if fit_samples is None else int(fit_samples)
 
 
+def top_right_singular_vectors(x, k: int, *, block: int = 8192) -> np.ndarray:
+    """The top ``k`` right singular vectors of a short, wide matrix, as the columns of a basis.
+
+    Computed through the Gram matrix ``x @ x.T`` (rows × rows, a few hundred to a few thousand):
+    its eigenvectors ``u`` and eigenvalues ``s**2`` give the right singular vectors
+    ``x.T @ u / s``. For the PCA buffers of :class:`Embedder` (256 to 512 rows) this exact
+    solution takes about as long as scikit-learn's randomized SVD (which earlier versions
+    used; 0.6 to 1.7 times its speed, within 0.05 s) up to 4,096 features, and 1.7 to 5 times less
+    from 4,704 to 65,536 features, while keeping at least as much of the buffer's energy
+    (``benchmarks/pca_basis.py``); it needs no random state. Both products run over blocks of ``block`` columns in float64, so ``x`` may be float16
+    and is never copied whole. Directions whose singular value is below 1e-5 of the largest (a
+    buffer of rank below ``k``) are returned as zero columns: they carry no information, and
+    dividing by a tiny singular value would turn rounding noise into a unit direction.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_rows, n_features)
+    k : int
+        Number of directions, at most ``min(n_rows, n_features)``.
+    block : int, default=8192
+        Columns converted to float64 at a time.
+
+    Returns
+    -------
+    ndarray of shape (n_features, k), float32
+        Orthonormal columns (zero for the missing directions), by decreasing singular value.
+
+    Examples
+    --------
+    >>> v = top_right_singular_vectors(np.array([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0]]), 2)
+    >>> np.abs(v).round(3).tolist()
+    [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
+    """
+    import scipy.linalg  # LAPACK's symmetric eigensolver, for the top k eigenpairs only
+
+    n, d = x.shape
+    if not 1 <= k <= min(n, d):
+        raise ValueError(f"k: expected 1 <= k <= min(x.shape) = {min(n, d)}, got {k}")
+    gram = np.zeros((n, n))
+    for j in range(0, d, block):
+        c = np.asarray(x[:, j : j + block], dtype=np.float64)
+        gram += c @ c.T
+    w, u = scipy.linalg.eigh(gram, subset_by_index=[n - k, n - 1])
+    w, u = w[::-1], u[:, ::-1]  # decreasing
+    keep = w > max(w[0], 0.0) * 1e-10
+    u = np.where(keep, u / np.sqrt(np.where(keep, w, 1.0)), 0.0)
+    out = np.empty((d, k), dtype=np.float32)
+    for j in range(0, d, block):
+        out[j : j + block] = np.asarray(x[:, j : j + block], dtype=np.float64).T @ u
+    return out
+
+
 class Embedder:
     """Embeds one layer batch by batch, optionally reducing its dimension as it goes.
 
@@ -134,7 +186,7 @@ class Embedder:
     ``reduce="pca"`` (default)
         The first ``fit_samples`` unit-norm rows are buffered; the top ``dim`` right singular
         vectors of that buffer (uncentred, so inner products rather than covariances are kept;
-        scikit-learn's randomized SVD) become a fixed orthonormal basis. Every row is projected and
+        :func:`top_right_singular_vectors`) become a fixed orthonormal basis. Every row is projected and
         re-normalised.
     ``reduce="random"``
         A fixed Gaussian random projection (Johnson-Lindenstrauss), seeded, no buffering.
@@ -239,17 +291,12 @@ class Embedder:
         self._parts.append(self._project(e))
 
     def _fit_pca(self) -> None:
-        from sklearn.utils.extmath import randomized_svd  # maintained, fast truncated SVD
-
         n = self._n_pending
-        x = self._buf[:n].astype(np.float32)  # one layer at a time; float16 keeps 3 significant digits
+        x = self._buf[:n]
         flag = self._buf_flag[:n]
         self._buf = self._buf_flag = None
         self._n_pending = 0
-        k = min(self.dim, x.shape[0], x.shape[1])
-        _, _, vt = randomized_svd(x, n_components=k, n_iter=4, random_state=self.seed)
-        self._basis = np.ascontiguousarray(vt.T, dtype=np.float32)
-        del vt
+        self._basis = top_right_singular_vectors(x, min(self.dim, x.shape[0], x.shape[1]))
         self._parts.append(self._project_parts(x, flag))
 
     def _project(self, e: np.ndarray) -> np.ndarray:

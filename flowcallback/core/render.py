@@ -387,27 +387,63 @@ def _json_for_script(obj) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def run_page_html(run) -> str:
-    """The run page: epoch slider and play button, analysis switch, NMI heatmap, curves, profiles."""
-    import plotly.graph_objects as go
-
+def _run_page_parts(g, model_name: str) -> dict:
+    """What the run page shows of one epoch's graph: its figure, class profile, metric rows, accuracy and loss."""
     from flowcallback.core.metrics import class_profiles, layer_metrics
 
+    fig = figure({g.analysis: g}, title_prefix=model_name, notes=g.notes)
+    fig.update_layout(updatemenus=[])
+    return {
+        "figure": fig.to_plotly_json(),
+        "profile": [[r.class_name, r.status] for r in class_profiles(g).itertuples()],  # shown with textContent
+        "metrics": layer_metrics([g]),
+        "accuracy": g.metrics.get("accuracy"),
+        "loss": g.metrics.get("loss"),
+    }
+
+
+def run_page_html(run, cache: Optional[dict] = None) -> str:
+    """The run page: epoch slider and play button, analysis switch, NMI heatmap, curves, profiles.
+
+    Parameters
+    ----------
+    run : flowcallback.core.store.Run
+    cache : dict, optional
+        Keeps what the page shows of each ``(epoch, analysis)`` between calls, so that a caller
+        rewriting the page after every snapshot (the callback) builds each epoch's part once
+        instead of reloading and redrawing every earlier epoch each time. The caller owns it and
+        must drop the entries of an epoch it rewrites. Without it every epoch is loaded and drawn.
+
+    Returns
+    -------
+    str
+        The page's HTML.
+    """
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    cache = {} if cache is None else cache
     epochs = run.epochs
     analyses = list(run.info.get("analyses", ["activations"]))
-    figures, profiles, graphs_all = {}, {}, []
+    figures, profiles, metric_rows, acc, loss = {}, {}, [], [], []
+    model_name = run.info["model"]["name"]
     for e in epochs:
-        graphs = {a: run.epoch(e, a) for a in run.analyses(e)}
-        graphs_all.extend(graphs.values())
         figures[str(e)] = {}
         profiles[str(e)] = {}
-        for a, g in graphs.items():
-            fig = figure({a: g}, title_prefix=run.info["model"]["name"], notes=g.notes)
-            fig.update_layout(updatemenus=[])
-            figures[str(e)][a] = fig.to_plotly_json()
-            prof = class_profiles(g)
-            profiles[str(e)][a] = [[r.class_name, r.status] for r in prof.itertuples()]  # shown with textContent
-    metrics = layer_metrics(graphs_all)
+        for i, a in enumerate(run.analyses(e)):
+            if (e, a) not in cache:
+                cache[(e, a)] = _run_page_parts(run.epoch(e, a), model_name)
+            part = cache[(e, a)]
+            figures[str(e)][a] = part["figure"]
+            profiles[str(e)][a] = part["profile"]
+            metric_rows.append(part["metrics"])
+            if i == 0:
+                acc.append(part["accuracy"])
+                loss.append(part["loss"])
+    from flowcallback.core.metrics import METRIC_COLUMNS
+
+    metric_rows = [m for m in metric_rows if not m.empty]
+    metrics = pd.concat(metric_rows, ignore_index=True) if metric_rows else pd.DataFrame(columns=METRIC_COLUMNS)
     heatmaps = {}
     for a in analyses:
         m = metrics[metrics["analysis"] == a]
@@ -436,8 +472,6 @@ def run_page_html(run) -> str:
                          xaxis=dict(title="epoch", type="category"), yaxis=dict(autorange="reversed"),
                          height=max(300, 40 * len(layers) + 120), margin=dict(l=120, r=20, t=60, b=50))
         heatmaps[a] = hm.to_plotly_json()
-    acc = [run.epoch(e, run.analyses(e)[0]).metrics.get("accuracy") for e in epochs]
-    loss = [run.epoch(e, run.analyses(e)[0]).metrics.get("loss") for e in epochs]
     curves = go.Figure([
         go.Scatter(x=epochs, y=acc, name="accuracy", mode="lines+markers"),
         go.Scatter(x=epochs, y=loss, name="loss", mode="lines+markers", yaxis="y2"),
@@ -464,11 +498,14 @@ def run_page_html(run) -> str:
     return _RUN_PAGE.replace("__TITLE__", title).replace("__DATA__", _json_for_script(data))
 
 
-def write_run_page(run) -> str:
-    """Write ``index.html`` into the run directory (atomically), with plotly.js beside it."""
+def write_run_page(run, cache: Optional[dict] = None) -> str:
+    """Write ``index.html`` into the run directory (atomically), with plotly.js beside it.
+
+    ``cache`` is passed to :func:`run_page_html`. Returns the page's path.
+    """
     from flowcallback.core.store import atomic_write, ensure_plotlyjs
 
     ensure_plotlyjs(run.path)
     path = run.path / "index.html"
-    atomic_write(path, run_page_html(run).encode("utf-8"))
+    atomic_write(path, run_page_html(run, cache).encode("utf-8"))
     return str(path)

@@ -67,3 +67,41 @@ def test_class_colors_are_distinct():
     for n in (2, 10, 11, 20, 21, 100):
         c = render.class_colors(n)
         assert len(c) == n and len(set(c)) == n
+
+
+def _run_dir(tmp_path, epochs, *, seed=0):
+    from flowcallback.core import store
+
+    info = {"flowcallback_version": "0", "model": {"name": "m", "fingerprint": "f"}, "class_names": ["a", "b", "c"],
+            "analyses": ["activations", "lrp"], "layers": [{"name": "l1", "type": "Dense"}, {"name": "l2", "type": "Dense"}],
+            "config": {}}
+    store.write_run_info(tmp_path, info)
+    rng = np.random.default_rng(seed)
+    y = np.arange(60) % 3
+    for e in epochs:
+        graphs = {}
+        for a in ("activations", "lrp"):
+            cols = [(n, "Dense", rng.integers(0, 2 + e, 60)) for n in ("l1", "l2")]
+            graphs[a] = flows.build_flow_graph(cols, y, rng.integers(0, 3, 60), epoch=e, analysis=a,
+                                               metrics={"accuracy": float(rng.random()), "loss": float(rng.random())})
+        store.save_epoch(tmp_path, graphs)
+
+
+def test_run_page_with_a_cache_equals_the_page_built_from_scratch(tmp_path):
+    """The callback keeps each epoch's part of the run page between snapshots: same page, every epoch drawn once."""
+    from flowcallback.core import store
+
+    cache = {}
+    for e in range(4):
+        _run_dir(tmp_path, [e], seed=e)
+        cached = render.run_page_html(store.load_run(tmp_path), cache)
+        assert cached == render.run_page_html(store.load_run(tmp_path))
+        assert sorted(cache) == [(i, a) for i in range(e + 1) for a in ("activations", "lrp")]
+    # an epoch written again (a resumed run) is shown anew once its entries are dropped
+    _run_dir(tmp_path, [2], seed=99)
+    stale = render.run_page_html(store.load_run(tmp_path), cache)
+    fresh = render.run_page_html(store.load_run(tmp_path))
+    assert stale != fresh
+    for key in [k for k in cache if k[0] == 2]:
+        del cache[key]
+    assert render.run_page_html(store.load_run(tmp_path), cache) == fresh

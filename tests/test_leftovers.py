@@ -155,7 +155,8 @@ def test_models_trained_one_after_another_return_to_baseline(tmp_path, digits):
             model.fit(x_tr[:150], y_tr[:150], epochs=2, verbose=0, callbacks=[cb] + extra)
         except (KeyboardInterrupt, ValueError):
             pass
-        assert settle(lambda: not flowcallback_threads() and not new_children())
+        assert settle(lambda: not flowcallback_threads() and not new_children()), (
+            i, flowcallback_threads(), [(p.pid, p.cmdline(), p.status()) for p in new_children()])
         return cb
 
     train(0)

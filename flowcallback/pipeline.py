@@ -475,10 +475,7 @@ class Snapshotter:
         try:
             self.flush()
         finally:
-            for pool in (self._coordinator, self._pool):
-                if pool is not None:
-                    pool.shutdown(wait=True)
-            self._coordinator = self._pool = None
+            self._shutdown_pools(cancel=False)
             if self.worker is not None:
                 self.worker.close()
                 self.worker = None
@@ -496,13 +493,24 @@ class Snapshotter:
         worker = self.worker
         if worker is not None:
             worker.kill()  # unblocks a background snapshot waiting on it
-        for pool in (self._coordinator, self._pool):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-        self._coordinator = self._pool = None
+        self._shutdown_pools(cancel=True)
         if worker is not None:
             worker.close()
             self.worker = None
+
+    def _shutdown_pools(self, cancel: bool) -> None:
+        """Stop the coordinator thread, then the layer pool.
+
+        The layer pool is read only after the coordinator has stopped: a snapshot that was still
+        running may have created it meanwhile (its first ``_finish``), and it must be shut down
+        too rather than left to the garbage collector, which a lingering reference would defeat.
+        """
+        coordinator, self._coordinator = self._coordinator, None
+        if coordinator is not None:
+            coordinator.shutdown(wait=True, cancel_futures=cancel)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=cancel)
 
     # -- one snapshot --------------------------------------------------------------------------
     def take(self, epoch: int, *, verbose: int = 1, title_prefix: str = ""):

@@ -167,3 +167,34 @@ def test_models_trained_one_after_another_return_to_baseline(tmp_path, digits):
         kept.append(train(i, stop))
         assert settle(lambda: resources() == base, timeout=20), (i, resources(), base)
     assert len(load_run(tmp_path / "r3").epochs) == 3
+
+
+def test_abort_stops_the_layer_pool_a_running_snapshot_creates(tmp_path, digits, monkeypatch):
+    """Ctrl-C right after a snapshot was handed to the background, before it started its per-layer
+    jobs: the layer thread pool it creates while the abort waits for it is stopped too."""
+    from flowcallback.pipeline import Snapshotter, SnapshotSettings
+
+    (_, _), (x_te, y_te) = digits
+    snap = Snapshotter((x_te[:120], y_te[:120]), tmp_path / "r", SnapshotSettings(k=8, lrp=False))
+    snap.prepare(lenet5_digits(seed=30))
+    go = threading.Event()
+    real_finish = Snapshotter._finish
+
+    def late_finish(self, state, **kwargs):
+        go.wait(10)  # the abort has started: it has seen no layer pool yet
+        return real_finish(self, state, **kwargs)
+
+    monkeypatch.setattr(Snapshotter, "_finish", late_finish)
+    # the pools the snapshot creates are kept referenced here, as a traceback or a debugger would
+    # keep them: their threads must stop because the abort shuts them down, not because they are collected
+    pools = []
+    real_pool = Snapshotter._layer_pool
+    monkeypatch.setattr(Snapshotter, "_layer_pool", lambda self: pools.append(real_pool(self)) or pools[-1])
+    assert snap._pool is None
+    snap.take(0, verbose=0)
+    threading.Timer(0.5, go.set).start()
+    snap.abort()
+    assert go.is_set()  # the abort waited for the snapshot that was running
+    assert pools  # the snapshot did create its layer pool during the abort
+    assert settle(lambda: not flowcallback_threads(), timeout=5), flowcallback_threads()
+    assert snap._pool is None and snap._coordinator is None

@@ -125,7 +125,7 @@ def check_fit_samples(fit_samples):
     return None if fit_samples is None else int(fit_samples)
 
 
-def top_right_singular_vectors(x, k: int, *, block: int = 8192) -> np.ndarray:
+def top_right_singular_vectors(x, k: int, *, block: Optional[int] = None) -> np.ndarray:
     """The top ``k`` right singular vectors of a short, wide matrix, as the columns of a basis.
 
     Computed through the Gram matrix ``x @ x.T`` (rows × rows, a few hundred to a few thousand):
@@ -134,8 +134,9 @@ def top_right_singular_vectors(x, k: int, *, block: int = 8192) -> np.ndarray:
     solution takes about as long as scikit-learn's randomized SVD (which earlier versions
     used; 0.6 to 1.7 times its speed, within 0.05 s) up to 4,096 features, and 1.7 to 5 times less
     from 4,704 to 65,536 features, while keeping at least as much of the buffer's energy
-    (``benchmarks/pca_basis.py``); it needs no random state. Both products run over blocks of ``block`` columns in float64, so ``x`` may be float16
-    and is never copied whole. Directions whose singular value is below 1e-5 of the largest (a
+    (``benchmarks/pca_basis.py``); it needs no random state. Both products run over blocks of
+    ``block`` columns in float64, so ``x`` may be float16 and is never copied whole (a block holds
+    at most 32 MiB by default). Directions whose singular value is below 1e-5 of the largest (a
     buffer of rank below ``k``) are returned as zero columns: they carry no information, and
     dividing by a tiny singular value would turn rounding noise into a unit direction.
 
@@ -144,8 +145,8 @@ def top_right_singular_vectors(x, k: int, *, block: int = 8192) -> np.ndarray:
     x : ndarray of shape (n_rows, n_features)
     k : int
         Number of directions, at most ``min(n_rows, n_features)``.
-    block : int, default=8192
-        Columns converted to float64 at a time.
+    block : int, optional
+        Columns converted to float64 at a time; by default as many as 32 MiB hold (at least 256).
 
     Returns
     -------
@@ -163,6 +164,8 @@ def top_right_singular_vectors(x, k: int, *, block: int = 8192) -> np.ndarray:
     n, d = x.shape
     if not 1 <= k <= min(n, d):
         raise ValueError(f"k: expected 1 <= k <= min(x.shape) = {min(n, d)}, got {k}")
+    if block is None:
+        block = max(256, (32 << 20) // (8 * n))
     gram = np.zeros((n, n))
     for j in range(0, d, block):
         c = np.asarray(x[:, j : j + block], dtype=np.float64)

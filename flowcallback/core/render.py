@@ -394,7 +394,9 @@ def _run_page_parts(g, model_name: str) -> dict:
     fig = figure({g.analysis: g}, title_prefix=model_name, notes=g.notes)
     fig.update_layout(updatemenus=[])
     return {
-        "figure": fig.to_plotly_json(),
+        # kept as the page's JSON text: a few times smaller than the nested dicts, and not
+        # serialised again at every snapshot
+        "figure": _json_for_script(fig.to_plotly_json()),
         "profile": [[r.class_name, r.status] for r in class_profiles(g).itertuples()],  # shown with textContent
         "metrics": layer_metrics([g]),
         "accuracy": g.metrics.get("accuracy"),
@@ -422,6 +424,8 @@ def run_page_html(run, cache: Optional[dict] = None) -> str:
     import pandas as pd
     import plotly.graph_objects as go
 
+    from flowcallback.core.metrics import METRIC_COLUMNS
+
     cache = {} if cache is None else cache
     epochs = run.epochs
     analyses = list(run.info.get("analyses", ["activations"]))
@@ -440,8 +444,6 @@ def run_page_html(run, cache: Optional[dict] = None) -> str:
             if i == 0:
                 acc.append(part["accuracy"])
                 loss.append(part["loss"])
-    from flowcallback.core.metrics import METRIC_COLUMNS
-
     metric_rows = [m for m in metric_rows if not m.empty]
     metrics = pd.concat(metric_rows, ignore_index=True) if metric_rows else pd.DataFrame(columns=METRIC_COLUMNS)
     heatmaps = {}
@@ -487,15 +489,24 @@ def run_page_html(run, cache: Optional[dict] = None) -> str:
         return text.strip().splitlines()[-1][:300] if text.strip() else "error"
 
     data = {
+        "figures": None,  # first, so that its already serialised JSON text can be put in its place
         "title": f"{run.info['model']['name']} · {len(epochs)} snapshot(s)",
-        "epochs": epochs, "analyses": analyses, "labels": ANALYSIS_LABELS, "figures": figures,
+        "epochs": epochs, "analyses": analyses, "labels": ANALYSIS_LABELS,
         "heatmaps": heatmaps, "curves": curves.to_plotly_json(), "profiles": profiles,
         # no graph at all: the snapshot failed; a graph and an error: a part failed (LRP, a layer)
         "failed": {str(e): last_line(t) for e, t in errors.items() if e not in written},
         "partial": {str(e): last_line(t) for e, t in errors.items() if e in written},
     }
     title = html.escape(str(run.info["model"]["name"]))
-    return _RUN_PAGE.replace("__TITLE__", title).replace("__DATA__", _json_for_script(data))
+    rest = _json_for_script(data)
+    head = '{"figures": null, '
+    assert rest.startswith(head)  # json.dumps keeps the dict's order
+    figures_json = "{" + ", ".join(
+        f"{_json_for_script(e)}: {{" + ", ".join(f"{_json_for_script(a)}: {fig}" for a, fig in by_analysis.items()) + "}"
+        for e, by_analysis in figures.items()
+    ) + "}"
+    text = '{"figures": ' + figures_json + ", " + rest[len(head):]
+    return _RUN_PAGE.replace("__TITLE__", title).replace("__DATA__", text)
 
 
 def write_run_page(run, cache: Optional[dict] = None) -> str:

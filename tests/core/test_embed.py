@@ -309,3 +309,35 @@ def test_rows_buffered_for_the_fit_embed_like_the_rest():
     np.testing.assert_allclose(r[:100, :-1], y[:100], atol=2e-3)  # float16-buffered rows
     np.testing.assert_allclose(r[100:, :-1], y[100:], atol=1e-5)  # projected on arrival
     np.testing.assert_array_equal(r[:, -1], 0)
+
+
+def test_top_right_singular_vectors_match_numpy_svd():
+    """The Gram-matrix basis spans the same top-k subspace as LAPACK's full SVD, orthonormal, any block size."""
+    from flowcallback.core.embed import top_right_singular_vectors
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((60, 12)) @ rng.standard_normal((12, 500)) + 0.05 * rng.standard_normal((60, 500))
+    ref = np.linalg.svd(x, full_matrices=False)[2][:8].T
+    for block in (None, 7, 500):
+        v = top_right_singular_vectors(x, 8, block=block)
+        assert v.shape == (500, 8) and v.dtype == np.float32
+        np.testing.assert_allclose(v.T @ v, np.eye(8), atol=1e-5)
+        # same subspace: the cosines of the principal angles are all 1
+        np.testing.assert_allclose(np.linalg.svd(ref.T @ v, compute_uv=False), 1.0, atol=1e-5)
+        # and the same directions, up to sign, in decreasing order
+        np.testing.assert_allclose(np.abs(np.sum(ref * v, axis=0)), 1.0, atol=1e-4)
+    v16 = top_right_singular_vectors(x.astype(np.float16), 8)
+    assert np.all(np.abs(np.sum(ref * v16, axis=0)) > 0.99)
+
+
+def test_top_right_singular_vectors_of_a_low_rank_buffer_are_zero_beyond_its_rank():
+    from flowcallback.core.embed import top_right_singular_vectors
+
+    rng = np.random.default_rng(4)
+    x = np.repeat(rng.random((3, 40)), 5, axis=0)  # 15 rows, rank 3
+    v = top_right_singular_vectors(x, 6)
+    assert np.count_nonzero(np.abs(v).sum(axis=0)) == 3
+    np.testing.assert_allclose(v[:, :3].T @ v[:, :3], np.eye(3), atol=1e-5)
+    np.testing.assert_allclose(x @ v[:, :3] @ v[:, :3].T, x, atol=1e-5)  # the rank-3 basis reproduces every row
+    with pytest.raises(ValueError, match="k: expected"):
+        top_right_singular_vectors(x, 16)

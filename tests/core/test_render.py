@@ -91,12 +91,24 @@ def test_run_page_with_a_cache_equals_the_page_built_from_scratch(tmp_path):
     """The callback keeps each epoch's part of the run page between snapshots: same page, every epoch drawn once."""
     from flowcallback.core import store
 
+    import json
+    import re
+
     cache = {}
     for e in range(4):
         _run_dir(tmp_path, [e], seed=e)
-        cached = render.run_page_html(store.load_run(tmp_path), cache)
+        run = store.load_run(tmp_path)
+        cached = render.run_page_html(run, cache)
         assert cached == render.run_page_html(store.load_run(tmp_path))
         assert sorted(cache) == [(i, a) for i in range(e + 1) for a in ("activations", "lrp")]
+        # the page's data is valid JSON, and holds every epoch's figure of every analysis
+        data = json.loads(re.search(r'<script id="run-data" type="application/json">(.*?)</script>', cached, re.S).group(1))
+        assert sorted(data["figures"]) == [str(i) for i in range(e + 1)] and data["epochs"] == list(range(e + 1))
+        for i in range(e + 1):
+            for a in ("activations", "lrp"):
+                sankey = data["figures"][str(i)][a]["data"][0]
+                g = run.epoch(i, a)
+                assert sankey["type"] == "sankey" and len(sankey["node"]["label"]) == sum(len(c.order) for c in g.columns)
     # an epoch written again (a resumed run) is shown anew once its entries are dropped
     _run_dir(tmp_path, [2], seed=99)
     stale = render.run_page_html(store.load_run(tmp_path), cache)

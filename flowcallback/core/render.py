@@ -489,7 +489,6 @@ def run_page_html(run, cache: Optional[dict] = None) -> str:
         return text.strip().splitlines()[-1][:300] if text.strip() else "error"
 
     data = {
-        "figures": None,  # first, so that its already serialised JSON text can be put in its place
         "title": f"{run.info['model']['name']} · {len(epochs)} snapshot(s)",
         "epochs": epochs, "analyses": analyses, "labels": ANALYSIS_LABELS,
         "heatmaps": heatmaps, "curves": curves.to_plotly_json(), "profiles": profiles,
@@ -498,14 +497,12 @@ def run_page_html(run, cache: Optional[dict] = None) -> str:
         "partial": {str(e): last_line(t) for e, t in errors.items() if e in written},
     }
     title = html.escape(str(run.info["model"]["name"]))
-    rest = _json_for_script(data)
-    head = '{"figures": null, '
-    assert rest.startswith(head)  # json.dumps keeps the dict's order
+    # the figures are already JSON text (see _run_page_parts): added as the object's last member
     figures_json = "{" + ", ".join(
         f"{_json_for_script(e)}: {{" + ", ".join(f"{_json_for_script(a)}: {fig}" for a, fig in by_analysis.items()) + "}"
         for e, by_analysis in figures.items()
     ) + "}"
-    text = '{"figures": ' + figures_json + ", " + rest[len(head):]
+    text = _json_for_script(data)[:-1] + ', "figures": ' + figures_json + "}"
     return _RUN_PAGE.replace("__TITLE__", title).replace("__DATA__", text)
 
 

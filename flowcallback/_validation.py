@@ -7,7 +7,8 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["check_validation_data", "check_epochs", "labels_from_y", "check_against_model", "output_classes"]
+__all__ = ["check_validation_data", "check_epochs", "labels_from_y", "check_against_model", "output_classes",
+           "binary_threshold"]
 
 
 def _is_dataset(obj) -> bool:
@@ -18,25 +19,99 @@ def _is_dataset(obj) -> bool:
     return isinstance(obj, tf.data.Dataset)
 
 
-def check_validation_data(validation_data) -> Tuple[np.ndarray, np.ndarray]:
-    """Return ``(x, y)`` as arrays from an ``(x, y)`` tuple or a finite ``tf.data.Dataset`` of batches."""
-    if _is_dataset(validation_data):
-        import tensorflow as tf
+#: A ``tf.data.Dataset`` whose length TensorFlow cannot tell (``from_generator``, ``filter``) is read
+#: up to this many samples. A held-out set for flows holds thousands of samples (a snapshot of
+#: 10,000 takes minutes), so more than this is taken for an endless dataset, not read on.
+MAX_UNKNOWN_CARDINALITY_SAMPLES = 100_000
 
-        card = int(validation_data.cardinality())
-        if card == int(tf.data.INFINITE_CARDINALITY):
-            raise ValueError("validation_data: the tf.data.Dataset is infinite; pass a finite dataset (no .repeat())")
-        xs, ys = [], []
-        for item in validation_data.as_numpy_iterator():
-            if not isinstance(item, tuple) or len(item) != 2:
-                raise ValueError("validation_data: expected a tf.data.Dataset of (x, y) batches")
-            xs.append(np.asarray(item[0]))
-            ys.append(np.asarray(item[1]))
-        if not xs:
-            raise ValueError("validation_data: the tf.data.Dataset is empty")
-        if xs[0].ndim == 0:
-            raise ValueError("validation_data: expected a batched tf.data.Dataset (call .batch(n))")
-        return np.concatenate(xs), np.concatenate(ys)
+
+def _dataset_hint(what: str) -> str:
+    return f"validation_data: {what}; pass a finite, batched tf.data.Dataset of (x, y) batches, e.g. dataset.take(n).batch(32)"
+
+
+def _single_input(x, where: str):
+    """The array of a single-input batch; a one-entry dict (a named Input) is unwrapped."""
+    if isinstance(x, dict):
+        if len(x) != 1:
+            raise ValueError(f"validation_data: {where} x is a dict of {len(x)} inputs {sorted(map(str, x))}; "
+                             "FlowCallback supports single-input models")
+        x = next(iter(x.values()))
+    elif isinstance(x, (tuple, list)):
+        raise ValueError(f"validation_data: {where} x is a {type(x).__name__} of {len(x)} inputs; "
+                         "FlowCallback supports single-input models")
+    return np.asarray(x)
+
+
+def _dataset_arrays(dataset, max_unknown: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Read a ``tf.data.Dataset`` of ``(x, y)`` (or ``(x, y, sample_weight)``) batches into arrays.
+
+    An infinite dataset is refused before reading; one of unknown length is read up to
+    ``max_unknown`` samples. Unbatched elements are recognised from the element spec (scalar labels)
+    or from x and y of different lengths, before anything is concatenated.
+    """
+    import tensorflow as tf
+
+    card = int(dataset.cardinality())
+    if card == int(tf.data.INFINITE_CARDINALITY):
+        raise ValueError(_dataset_hint("the tf.data.Dataset is infinite (a .repeat() without a count?)"))
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) not in (2, 3):
+        raise ValueError(_dataset_hint(f"expected elements (x, y), got elements {spec!r}"))
+    y_spec = spec[1]
+    if isinstance(y_spec, tf.TensorSpec) and y_spec.shape.rank == 0:
+        raise ValueError(_dataset_hint("the dataset yields single samples (scalar labels): it is not batched; call .batch(n)"))
+    xs, ys, n = [], [], 0
+    for item in dataset.as_numpy_iterator():
+        x = _single_input(item[0], "each element's")
+        y = np.asarray(item[1])
+        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+            raise ValueError(_dataset_hint(
+                f"an element has x of shape {x.shape} and y of shape {y.shape}, not two batches of the same length; "
+                "is the dataset batched? call .batch(n)"))
+        xs.append(x)
+        ys.append(y)
+        n += len(x)
+        if card < 0 and n > max_unknown:
+            raise ValueError(_dataset_hint(
+                f"the tf.data.Dataset has unknown length and yielded more than {max_unknown:,} samples; "
+                "it is taken as endless. Bound it, e.g. dataset.take(n_batches)"))
+    if not xs:
+        raise ValueError("validation_data: the tf.data.Dataset is empty")
+    if len({x.shape[1:] for x in xs}) > 1 or len({y.shape[1:] for y in ys}) > 1:
+        raise ValueError(_dataset_hint("the batches have different per-sample shapes"))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX_UNKNOWN_CARDINALITY_SAMPLES
+                          ) -> Tuple[np.ndarray, np.ndarray]:
+    """Return ``(x, y)`` as arrays from an ``(x, y)`` tuple or a finite ``tf.data.Dataset`` of batches.
+
+    Parameters
+    ----------
+    validation_data : tuple (x, y) or tf.data.Dataset
+        A dataset must be batched and finite; one of unknown length (``from_generator``) is read
+        up to ``max_unknown_cardinality`` samples, and refused past that.
+    max_unknown_cardinality : int
+        The bound for datasets of unknown length.
+
+    Returns
+    -------
+    x, y : ndarray
+
+    Raises
+    ------
+    ValueError
+        Naming ``validation_data`` and what was expected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x, y = check_validation_data((np.zeros((4, 3)), [0, 1, 0, 1]))
+    >>> x.shape, y.shape
+    ((4, 3), (4,))
+    """
+    if _is_dataset(validation_data):
+        return _dataset_arrays(validation_data, max_unknown_cardinality)
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError(
             "validation_data: expected an (x, y) tuple of arrays or a tf.data.Dataset of (x, y) batches, "
@@ -114,6 +189,51 @@ def output_classes(model) -> int:
     if len(shape) != 2 or shape[-1] is None:
         raise ValueError(f"model: expected a classifier whose output has shape (batch, n_classes), got {shape}")
     return 2 if shape[-1] == 1 else int(shape[-1])
+
+
+def _output_activation(model) -> str:
+    """Name of the activation applied last in the model (``"linear"`` when none is known)."""
+    layer = model.layers[-1] if getattr(model, "layers", None) else None
+    fn = getattr(layer, "activation", None)
+    if fn is None:
+        return type(layer).__name__.lower() if type(layer).__name__ in ("Softmax", "ReLU") else "linear"
+    return getattr(fn, "__name__", str(fn))
+
+
+def binary_threshold(model) -> Tuple[float, str]:
+    """For a one-unit output: the threshold above which the prediction is class 1, and a note.
+
+    A one-unit sigmoid output is a binary classifier (threshold 0.5, no note). Any other one-unit
+    output is taken as a binary classifier too, which is said in a note: a logit when the loss was
+    compiled with ``from_logits=True`` (threshold 0), else the output itself (threshold 0.5).
+
+    Returns
+    -------
+    threshold : float
+    note : str
+        ``""`` when nothing needs saying (several outputs, or a sigmoid output).
+
+    Examples
+    --------
+    >>> import tensorflow as tf                                                       # doctest: +SKIP
+    >>> m = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(1)])     # doctest: +SKIP
+    >>> binary_threshold(m)[0]                                                        # doctest: +SKIP
+    0.5
+    """
+    shape = model.output_shape
+    if isinstance(shape, list) or tuple(shape)[-1] != 1:
+        return 0.5, ""
+    activation = _output_activation(model)
+    if activation == "sigmoid":
+        return 0.5, ""
+    loss = getattr(model, "loss", None)
+    from_logits = bool(getattr(loss, "from_logits", False) or getattr(loss, "_fn_kwargs", {}).get("from_logits", False))
+    if from_logits:
+        return 0.0, (f"The output is one unit with a {activation} activation and the loss takes logits: "
+                     "taken as a binary classifier, prediction = 1 where the output is > 0")
+    return 0.5, (f"The output is one unit with a {activation} activation (not sigmoid): taken as a binary "
+                 "classifier of 0/1 labels, prediction = 1 where the output is > 0.5. If this model is a "
+                 "regression, its flows and accuracy mean nothing")
 
 
 def check_against_model(model, x, y_labels, class_names: Optional[Sequence[str]], k_needed: int):

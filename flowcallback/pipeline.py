@@ -17,7 +17,7 @@ import traceback
 import warnings
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -213,20 +213,35 @@ def _fingerprint(model) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _loss(model, y_raw, outputs) -> Optional[float]:
-    """The model's own compiled loss on the held-out set, or None where it cannot be computed."""
+def _loss(model, y_raw, outputs) -> Tuple[Optional[float], str]:
+    """The model's own compiled loss on the held-out set, and why it is missing where it is.
+
+    Returns
+    -------
+    loss : float or None
+    why : str
+        ``""`` when the loss was computed, else one sentence for the epoch's notes.
+    """
+    loss = getattr(model, "loss", None)
+    if loss is None:
+        return None, "loss not shown: the model was compiled without a loss"
+    if isinstance(loss, (dict, list, tuple)):
+        return None, "loss not shown: the model has one loss per output"
+    name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or str(loss)
     try:
         import tensorflow as tf
 
-        loss = getattr(model, "loss", None)
-        if loss is None or isinstance(loss, (dict, list, tuple)):
-            return None
         fn = tf.keras.losses.get(loss)
-        value = fn(tf.convert_to_tensor(y_raw), tf.convert_to_tensor(outputs))
-        value = float(np.mean(np.asarray(value)))
-        return value if np.isfinite(value) else None
-    except Exception:
-        return None
+        value = float(np.mean(np.asarray(fn(tf.convert_to_tensor(y_raw), tf.convert_to_tensor(outputs)))))
+    except Exception as exc:  # labels in a form the loss does not take
+        y_shape = tuple(np.shape(y_raw))
+        hint = ("integer labels need sparse_categorical_crossentropy" if len(y_shape) == 1
+                else "one-hot labels need categorical_crossentropy")
+        return None, (f"loss not shown: the compiled loss {name} cannot take the held-out labels of shape {y_shape} "
+                      f"({hint}; {type(exc).__name__}: {_first_line(exc, 160)})")
+    if not np.isfinite(value):
+        return None, f"loss not shown: the compiled loss {name} is not finite on the held-out set"
+    return value, ""
 
 
 class _Progress:
@@ -360,7 +375,8 @@ class Snapshotter:
         self.layer_types: Dict[str, str] = {}
         self.worker: Optional[capture.LRPWorker] = None
         self.lrp_note = ""
-        self.model_notes: List[str] = []  # about the whole model (branch layout), on every graph and page
+        self.model_notes: List[str] = []  # about the whole model (branch layout, binary output), on every graph and page
+        self.binary_threshold = 0.5  # for a one-unit output: prediction = output > threshold
         self.layout_notes: Dict[str, str] = {}  # per column (parallel branches)
         self.pages: Dict[int, Path] = {}
         self.timings: Dict[int, dict] = {}
@@ -392,6 +408,9 @@ class Snapshotter:
         self.layer_types = {n: type(model.get_layer(n)).__name__ for n in self.layer_names}
         self.model_notes, self.layout_notes = capture.branch_layout(model, self.layer_names)
         n_classes = V.output_classes(model)
+        self.binary_threshold, binary_note = V.binary_threshold(model)
+        if binary_note:
+            self.model_notes.append(binary_note)
         self.k = knn.resolve_k(self.settings.k, len(self.x), n_classes)
         self.n_classes, self.class_names = V.check_against_model(model, self.x, self.labels, self.settings.class_names, self.k)
         info = {
@@ -620,7 +639,7 @@ class Snapshotter:
         )
         finite = np.all(np.isfinite(outputs), axis=1)
         if outputs.shape[1] == 1:
-            predictions = (outputs[:, 0] > 0.5).astype(np.int64)
+            predictions = (outputs[:, 0] > self.binary_threshold).astype(np.int64)
         else:
             predictions = np.argmax(np.where(finite[:, None], outputs, 0), axis=1)
         prediction_note = ""
@@ -629,15 +648,16 @@ class Snapshotter:
             predictions = np.where(finite, predictions, 0)
             prediction_note = (f"{int((~finite).sum())} sample(s) have a NaN/infinite model output (diverging model?): "
                                "no prediction exists; shown as class 0 and counted as wrong in the accuracy")
+        loss, loss_note = _loss(self.model, self.y_raw, outputs)
         metrics = {
             "accuracy": float(np.mean((predictions == self.labels) & finite)),
-            "loss": _loss(self.model, self.y_raw, outputs),
+            "loss": loss,
             "k": self.k,
             "inflation": s.inflation,
         }
         weights = [np.array(w, copy=True) for w in self.model.get_weights()] if self.worker is not None else None
         return {"epoch": epoch, "activations": acts, "predictions": predictions, "metrics": metrics,
-                "prediction_note": prediction_note,
+                "prediction_note": prediction_note, "loss_note": loss_note,
                 "weights": weights, "t0": t0, "capture_seconds": time.perf_counter() - t0}
 
     def _finish_safely(self, state: dict, verbose: int, title_prefix: str, background: bool):
@@ -657,7 +677,7 @@ class Snapshotter:
         use_lrp = state["weights"] is not None
         n_jobs = len(self.layer_names) * (1 + int(use_lrp))
         prog = _Progress(verbose, int(use_lrp) + n_jobs + 1, epoch)
-        notes: List[str] = []
+        notes: List[str] = [state["loss_note"]] if state.get("loss_note") else []
         timings = {"capture_seconds": state["capture_seconds"]}
         embeddings = {"activations": state["activations"]}
         metrics_lrp = {}

@@ -17,28 +17,32 @@ def conserved(g):
 
 
 def small_resnet():
+    """A ResNet block as users write it: no ``name=`` anywhere (Keras's defaults: ``add``, ``conv2d``...)."""
+    tf.keras.backend.clear_session()  # default names as in a fresh script: the Add is named exactly "add"
     tf.keras.utils.set_random_seed(0)
     inp = tf.keras.Input((8, 8, 1))
-    h = L.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
-    r = L.Conv2D(8, 3, padding="same", activation="relu", name="res_a")(h)
-    r = L.Conv2D(8, 3, padding="same", name="res_b")(r)
-    h = L.Add(name="join")([h, r])
-    h = L.Activation("relu", name="post")(h)
-    h = L.GlobalAveragePooling2D(name="gap")(h)
-    out = L.Dense(10, activation="softmax", name="out")(h)
-    return tf.keras.Model(inp, out, name="resnet")
+    h = L.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    r = L.Conv2D(8, 3, padding="same", activation="relu")(h)
+    r = L.Conv2D(8, 3, padding="same")(r)
+    h = L.Add()([h, r])
+    h = L.Activation("relu")(h)
+    h = L.GlobalAveragePooling2D()(h)
+    out = L.Dense(10, activation="softmax")(h)
+    return tf.keras.Model(inp, out)
 
 
 def inception():
+    """An Inception block with Keras's default layer names."""
+    tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(1)
     inp = tf.keras.Input((8, 8, 1))
-    a = L.Conv2D(4, 1, activation="relu", name="branch_1x1")(inp)
-    b = L.Conv2D(4, 3, padding="same", activation="relu", name="branch_3x3")(inp)
-    c = L.MaxPooling2D(3, strides=1, padding="same", name="branch_pool")(inp)
-    h = L.Concatenate(name="concat")([a, b, c])
-    h = L.Flatten(name="flat")(h)
-    out = L.Dense(10, activation="softmax", name="out")(h)
-    return tf.keras.Model(inp, out, name="inception")
+    a = L.Conv2D(4, 1, activation="relu")(inp)
+    b = L.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    c = L.MaxPooling2D(3, strides=1, padding="same")(inp)
+    h = L.Concatenate()([a, b, c])
+    h = L.Flatten()(h)
+    out = L.Dense(10, activation="softmax")(h)
+    return tf.keras.Model(inp, out)
 
 
 def fit_with_callback(model, digits, log_dir, **kw):
@@ -49,7 +53,7 @@ def fit_with_callback(model, digits, log_dir, **kw):
     return load_run(log_dir)
 
 
-@pytest.mark.parametrize("build, join", [(small_resnet, "join (Add)"), (inception, "concat (Concatenate)")])
+@pytest.mark.parametrize("build, join", [(small_resnet, "add (Add)"), (inception, "concatenate (Concatenate)")])
 def test_branching_models_end_to_end(tmp_path, digits, build, join):
     model = build()
     run = fit_with_callback(model, digits, tmp_path)
@@ -72,23 +76,42 @@ def test_branching_models_end_to_end(tmp_path, digits, build, join):
     assert "Branching model" in page and "topological order" in page
 
 
+def test_default_named_resnet_has_lrp_flows_at_every_epoch(tmp_path, digits):
+    # iNNvestigate adds an Add layer of its own, which Keras also names "add": the worker must not
+    # let it clash with the user's default-named layer (every epoch lost its LRP flows before).
+    (x_tr, y_tr), (x_te, y_te) = digits
+    model = small_resnet()
+    assert "add" in [layer.name for layer in model.layers]
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=tmp_path, k=8, verbose=0)
+    model.fit(x_tr[:300], y_tr[:300], epochs=2, verbose=0, callbacks=[cb])
+    run = load_run(tmp_path)
+    assert run.epochs == [0, 1, 2] and run.errors() == {}
+    for epoch in run.epochs:
+        assert run.analyses(epoch) == ["activations", "lrp"]
+        g = run.epoch(epoch, "lrp")
+        assert conserved(g) and "add" in g.column_names
+        assert not any("LRP" in n and "skipped" in n for n in g.notes)
+
+
 def test_parallel_branches_are_marked_on_their_columns(tmp_path, digits):
     run = fit_with_callback(inception(), digits, tmp_path, lrp=False)
     g = run.epoch(1)
     notes = {c.name: c.note for c in g.columns}
-    assert notes["branch_1x1"] == ""
-    assert notes["branch_3x3"] == "parallel branch: not fed by branch_1x1"
-    assert notes["branch_pool"] == "parallel branch: not fed by branch_3x3"
-    assert notes["concat"] == ""  # fed by every branch
+    assert notes["conv2d"] == ""
+    assert notes["conv2d_1"] == "parallel branch: not fed by conv2d"
+    assert notes["max_pooling2d"] == "parallel branch: not fed by conv2d_1"
+    assert notes["concatenate"] == ""  # fed by every branch
 
 
 def test_batch_normalization_gets_activation_and_lrp_flows(tmp_path, digits):
     tf.keras.utils.set_random_seed(2)
-    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), L.Conv2D(6, 3, name="conv"), L.BatchNormalization(name="bn"),
-                                 L.Activation("relu", name="relu"), L.Flatten(), L.Dense(10, activation="softmax", name="out")])
+    tf.keras.backend.clear_session()
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), L.Conv2D(6, 3), L.BatchNormalization(),
+                                 L.Activation("relu"), L.Flatten(), L.Dense(10, activation="softmax")])
     run = fit_with_callback(model, digits, tmp_path)
     assert run.analyses(1) == ["activations", "lrp"] and run.errors() == {}
-    assert "bn" in run.epoch(1, "lrp").column_names and conserved(run.epoch(1, "lrp"))
+    assert "batch_normalization" in run.epoch(1, "lrp").column_names and conserved(run.epoch(1, "lrp"))
 
 
 class Scale(L.Layer):

@@ -167,3 +167,140 @@ def test_unwritable_log_dir_warns_and_training_goes_on(tmp_path, small, monkeypa
         hist = model.fit(x_tr, y_tr, epochs=2, verbose=0, callbacks=[cb])
     assert len(hist.history["loss"]) == 2 and cb.pages == {}
     assert cb._snapshotter.worker is None
+
+
+# -- tf.data held-out sets -----------------------------------------------------------------------
+def _construct_in_thread(data, seconds: float = 120.0):
+    """Run the constructor in a daemon thread: a regression that reads forever fails instead of hanging."""
+    import threading
+
+    result = {}
+
+    def target():
+        try:
+            result["callback"] = FlowCallback(data, k=5)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            result["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"FlowCallback(dataset) did not return within {seconds} s"
+    return result
+
+
+def test_endless_generator_dataset_is_refused_not_read_forever(small, tally):
+    import tensorflow as tf
+
+    tally("bad inputs tried")
+    x_tr, y_tr, x_te, y_te = small
+
+    def endless():
+        while True:
+            yield x_te[:32], y_te[:32]
+
+    ds = tf.data.Dataset.from_generator(endless, output_signature=(
+        tf.TensorSpec((None, 8, 8, 1), tf.float32), tf.TensorSpec((None,), tf.int64)))
+    assert int(ds.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY)
+    result = _construct_in_thread(ds)
+    assert isinstance(result.get("error"), ValueError), result
+    assert "unknown length" in str(result["error"]) and "take(" in str(result["error"])
+
+
+def test_unknown_length_dataset_within_the_bound_is_read_whole(small):
+    import tensorflow as tf
+
+    x_tr, y_tr, x_te, y_te = small
+    ds = tf.data.Dataset.from_tensor_slices((x_te, y_te)).filter(lambda x, y: True).batch(16)
+    assert int(ds.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY)
+    cb = _construct_in_thread(ds)["callback"]
+    np.testing.assert_array_equal(cb._snapshotter.x, x_te)
+    np.testing.assert_array_equal(cb._snapshotter.labels, y_te)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda tf, x, y: tf.data.Dataset.from_tensor_slices((x, y)).batch(16).repeat(), "infinite"),
+        (lambda tf, x, y: tf.data.Dataset.from_tensor_slices((x, y)), r"not batched; call \.batch\(n\)"),
+        (lambda tf, x, y: tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, 10))), r"is the dataset batched\? call \.batch\(n\)"),
+        (lambda tf, x, y: tf.data.Dataset.from_tensor_slices(({"a": x, "b": x}, y)).batch(16), "dict of 2 inputs.*single-input"),
+        (lambda tf, x, y: tf.data.Dataset.from_tensor_slices(x).batch(16), r"expected elements \(x, y\)"),
+    ],
+    ids=["infinite", "unbatched", "unbatched one-hot", "two-input dict", "x only"],
+)
+def test_unclear_tf_data_cases_get_clear_errors(small, make, match, tally):
+    import tensorflow as tf
+
+    tally("bad inputs tried")
+    x_tr, y_tr, x_te, y_te = small
+    result = _construct_in_thread(make(tf, x_te, y_te))
+    assert isinstance(result.get("error"), ValueError), result
+    assert str(result["error"]).startswith("validation_data: ")
+    assert __import__("re").search(match, str(result["error"])), str(result["error"])
+
+
+def test_one_input_dict_and_sample_weights_are_accepted(small):
+    import tensorflow as tf
+
+    x_tr, y_tr, x_te, y_te = small
+    ds = tf.data.Dataset.from_tensor_slices(({"image": x_te}, y_te, np.ones(len(y_te)))).batch(32)
+    cb = FlowCallback(ds, k=5)
+    np.testing.assert_array_equal(cb._snapshotter.x, x_te)
+    np.testing.assert_array_equal(cb._snapshotter.labels, y_te)
+
+
+# -- what the callback infers silently must be said -----------------------------------------------
+def _binary(small, activation, loss, tmp_path):
+    import tensorflow as tf
+
+    from flowcallback import load_run
+
+    x_tr, y_tr, x_te, y_te = small
+    tf.keras.utils.set_random_seed(5)
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
+                                 tf.keras.layers.Dense(8, activation="relu"), tf.keras.layers.Dense(1, activation=activation)])
+    model.compile(optimizer="adam", loss=loss)
+    cb = FlowCallback((x_te, (y_te % 2)), log_dir=tmp_path, epochs=[1], lrp=False, k=5, verbose=0)
+    model.fit(x_tr, y_tr % 2, epochs=1, verbose=0, callbacks=[cb])
+    out = model.predict(x_te, verbose=0)[:, 0]
+    return load_run(tmp_path).epoch(1), out
+
+
+def test_one_linear_unit_is_taken_as_binary_with_a_note(small, tmp_path):
+    g, out = _binary(small, None, "mse", tmp_path)
+    np.testing.assert_array_equal(g.predictions, (out > 0.5).astype(int))
+    assert any("one unit with a linear activation" in n and "> 0.5" in n for n in g.notes)
+    assert "taken as a binary" in (tmp_path / "epoch_001.html").read_text()
+
+
+def test_one_logit_unit_trained_from_logits_is_thresholded_at_zero(small, tmp_path):
+    import tensorflow as tf
+
+    g, out = _binary(small, None, tf.keras.losses.BinaryCrossentropy(from_logits=True), tmp_path)
+    np.testing.assert_array_equal(g.predictions, (out > 0).astype(int))
+    assert any("loss takes logits" in n and "> 0" in n for n in g.notes)
+
+
+def test_one_sigmoid_unit_gets_no_note(small, tmp_path):
+    g, out = _binary(small, "sigmoid", "binary_crossentropy", tmp_path)
+    np.testing.assert_array_equal(g.predictions, (out > 0.5).astype(int))
+    assert not any("taken as a binary" in n for n in g.notes)
+    assert g.metrics["loss"] is not None and g.metrics["loss"] > 0
+
+
+def test_labels_the_loss_cannot_take_give_a_note_not_a_silent_gap(small, tmp_path):
+    from flowcallback import load_run
+    from flowcallback.demo import lenet5_digits
+
+    x_tr, y_tr, x_te, y_te = small
+    model = lenet5_digits(seed=3)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    # the held-out labels one-hot, while the model was compiled for integer labels
+    y_hot = np.eye(10, dtype="float32")[y_te]
+    cb = FlowCallback((x_te, y_hot), log_dir=tmp_path, epochs=[1], lrp=False, k=5, verbose=0)
+    model.fit(x_tr, y_tr, epochs=1, verbose=0, callbacks=[cb])
+    g = load_run(tmp_path).epoch(1)
+    assert g.metrics["loss"] is None
+    note = [n for n in g.notes if n.startswith("loss not shown")]
+    assert len(note) == 1 and "sparse_categorical_crossentropy" in note[0] and "(100, 10)" in note[0], g.notes

@@ -6,7 +6,9 @@ process-wide (``tf.compat.v1.disable_eager_execution``). We never do that in the
 (``python -m flowcallback.core._lrp_worker RFD WFD``) and talks to it over two pipes.
 
 At set-up the worker rebuilds the model from its JSON config (output activation set to linear, as
-iNNvestigate expects) and creates the analyzer with ``reverse_keep_tensors=True``; at each snapshot
+iNNvestigate expects), renames the layers of that private copy (see :func:`_rename_layers`), creates
+the analyzer with ``reverse_keep_tensors=True`` and builds its reverse graph on one sample, so that
+any refusal is known before training starts; at each snapshot
 it loads the current weights into that model and runs the analyzer batch by batch. The relevance arriving at each selected
 layer's output is embedded (flattened, L2-normalised) right here, so the raw maps never cross the pipe.
 """
@@ -26,6 +28,24 @@ def _producers(analyzer, igraph, klayers):
     _, execution_list, _ = igraph.trace_model_execution(analyzer._prepared_model)
     nodes = [e for e in execution_list if not isinstance(e[0], klayers.InputLayer)]
     return {(nid, i): x._keras_history.layer.name for nid, node in enumerate(nodes) for i, x in enumerate(node[1])}
+
+
+def _rename_layers(model) -> dict:
+    """Give the rebuilt model's layers names that no Keras default can take; return new -> old.
+
+    iNNvestigate adds layers of its own (an ``Add`` where relevance from two branches meets, for
+    example) with Keras's default names. Keras only knows the names it generated itself, so in a
+    model rebuilt from a config whose layers kept their default names (``add``, ``conv2d``...), the
+    new layer is named ``add`` again and the analyzer model is refused ("The name "add" is used
+    2 times"). Only this worker's private copy is renamed; results are mapped back to the user's
+    names.
+    """
+    renamed = {}
+    for i, layer in enumerate(model.layers):
+        new = f"flowcallback_layer_{i:05d}"
+        renamed[new] = layer.name
+        layer._name = new  # tf.keras 2.x has no public setter; the copy is ours alone
+    return renamed
 
 
 def _relevance_by_layer(analyzer, producers):
@@ -94,6 +114,7 @@ def main(argv) -> int:
                 if header["analyzer"] not in names:
                     raise ValueError(f"analyzer: expected one of iNNvestigate's LRP analyzers {names}, got {header['analyzer']!r}")
                 state = dict(header, x=arrays[0])
+                weights = arrays[1:]
                 # Build the analyzer once now, so that a model iNNvestigate refuses (a Lambda layer, a
                 # hidden softmax) or cannot rebuild here (a custom layer class) is known at set-up,
                 # not as a failure of every epoch.
@@ -105,12 +126,19 @@ def main(argv) -> int:
                         f"the LRP worker cannot rebuild the model from its config ({type(exc).__name__}: {exc}); "
                         "custom layer classes are not available to it"
                     ) from exc
+                renamed = _rename_layers(model)
                 analyzer = innvestigate.create_analyzer(state["analyzer"], model, reverse_keep_tensors=True,
                                                         **state.get("analyzer_kwargs", {}))
+                # Build the reverse graph now, on one sample and the model's current weights (which
+                # also initialises every variable of the graph): iNNvestigate builds it lazily at the
+                # first analyze(), so a refusal would otherwise only show at the first snapshot.
+                model.set_weights(weights)
+                analyzer.analyze(state["x"][:1])
+                producers = {key: renamed.get(name, name) for key, name in _producers(analyzer, igraph, klayers).items()}
                 # Kept for every snapshot: iNNvestigate's rules share the model's weight variables
                 # (they copy layers with reuse_symbolic_tensors=True), so loading new weights into
                 # the model is all a snapshot needs; the reverse graph is built and traced once.
-                state.update(model=model, analyzer=analyzer, producers=None)
+                state.update(model=model, analyzer=analyzer, producers=producers)
                 _ipc.send(wf, {"ok": True, "analyzers": names, "innvestigate": innvestigate.__version__ if hasattr(innvestigate, "__version__") else ""})
             elif cmd == "analyze":
                 model, analyzer = state["model"], state["analyzer"]
@@ -122,8 +150,6 @@ def main(argv) -> int:
                 missing = set()
                 for start in range(0, len(x), bs):
                     analyzer.analyze(x[start : start + bs])
-                    if state["producers"] is None:
-                        state["producers"] = _producers(analyzer, igraph, klayers)
                     rel = _relevance_by_layer(analyzer, state["producers"])
                     for n in layers:
                         if n in rel:

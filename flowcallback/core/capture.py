@@ -410,7 +410,7 @@ class LRPWorker:
                     "batch_size": _bounded_batch(model, layer_names, int(batch_size)),
                     "embed_options": dict(embed_options or {}),
                 },
-                [np.asarray(x, dtype=np.float32)],
+                [np.asarray(x, dtype=np.float32)] + [np.asarray(w) for w in model.get_weights()],
             )
         except RuntimeError as exc:
             self.close()

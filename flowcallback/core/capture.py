@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from flowcallback.core import _ipc
+from flowcallback.core._keras import inbound_layers, layer_output_shape, model_class
 from flowcallback.core._priority import background_niceness, check_nice
 from flowcallback.core.embed import Embedder
 
@@ -111,11 +112,9 @@ def _layer_graph(model):
     names = {l.name for l in model.layers}
     for layer in model.layers:
         g.add_node(layer.name)
-        for node in getattr(layer, "_inbound_nodes", []):
-            inbound = node.inbound_layers
-            for src in inbound if isinstance(inbound, (list, tuple)) else [inbound]:
-                if getattr(src, "name", None) in names and src.name != layer.name:
-                    g.add_edge(src.name, layer.name)
+        for src in inbound_layers(layer):
+            if getattr(src, "name", None) in names and src.name != layer.name:
+                g.add_edge(src.name, layer.name)
     return g
 
 
@@ -176,7 +175,7 @@ def _forward_fn(model, layer_names):
     inputs = getattr(model, "inputs", None)
     if inputs:
         outputs = [model.get_layer(n).output for n in layer_names] + list(model.outputs[:1])
-        feature_model = tf.keras.Model(inputs, outputs)
+        feature_model = model_class(model)(inputs, outputs)
 
         def run(xb):
             res = feature_model(xb, training=False)
@@ -247,9 +246,7 @@ def _bounded_batch(model, layer_names, batch_size: int) -> int:
     """Shrink the batch so that one batch of all selected layers' maps stays under BATCH_BYTES."""
     per_sample = 0
     for n in layer_names:
-        shape = model.get_layer(n).output_shape
-        if isinstance(shape, list):
-            shape = shape[0]
+        shape = layer_output_shape(model.get_layer(n))
         per_sample += 4 * int(np.prod([d for d in shape[1:] if d is not None] or [1]))
     return int(max(8, min(batch_size, BATCH_BYTES // max(per_sample, 1))))
 

@@ -1,0 +1,73 @@
+"""What differs between Keras 2 (``tf.keras`` up to TensorFlow 2.15, or ``tf_keras``) and Keras 3.
+
+flowcallback reads a model's structure in a few places: its layer graph, the output shape of a
+layer, a sub-model over intermediate outputs. Keras 3 renamed or removed the attributes that Keras 2
+offers for these, so each helper here asks the model object what it has (duck typing) instead of
+looking at a global version: a script may hold a ``keras`` (3) model while ``tf.keras`` is
+``tf_keras`` (``TF_USE_LEGACY_KERAS=1``), and the model is what counts.
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+__all__ = ["is_keras3", "model_class", "layer_output_shape", "inbound_layers"]
+
+
+def is_keras3(model) -> bool:
+    """Whether ``model`` is a Keras 3 model (the ``keras`` package, version 3 or later).
+
+    Examples
+    --------
+    >>> import keras                                                     # doctest: +SKIP
+    >>> is_keras3(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))  # doctest: +SKIP
+    True
+    """
+    for cls in type(model).__mro__:
+        module = cls.__module__ or ""
+        if cls.__name__ == "Model" and module.startswith("keras."):
+            try:
+                import keras
+            except ImportError:  # pragma: no cover
+                return False
+            return int(keras.__version__.split(".")[0]) >= 3 and isinstance(model, keras.Model)
+    return False
+
+
+def model_class(model):
+    """The ``Model`` class of the Keras that built ``model``, to build a sub-model of the same kind.
+
+    Keras 2 and Keras 3 models cannot be mixed in one functional graph, so a sub-model over a
+    model's intermediate outputs must come from the model's own Keras, not from ``tf.keras``.
+    """
+    for cls in type(model).__mro__:
+        if cls.__name__ == "Model" and (cls.__module__ or "").split(".")[0] in ("keras", "tf_keras"):
+            return cls
+    import tensorflow as tf  # an unusual subclass: the Keras that TensorFlow exposes
+
+    return tf.keras.Model
+
+
+def layer_output_shape(layer) -> Tuple:
+    """The output shape of a built layer (its first output for a layer with several)."""
+    try:
+        shape = layer.output_shape  # Keras 2
+    except (AttributeError, RuntimeError):
+        output = layer.output  # Keras 3 has no Layer.output_shape
+        if isinstance(output, (list, tuple)):
+            output = output[0]
+        return tuple(output.shape)
+    if isinstance(shape, list):
+        shape = shape[0]
+    return tuple(shape)
+
+
+def inbound_layers(layer) -> List:
+    """The layers whose outputs ``layer`` is called on, over all of its calls in the model."""
+    found = []
+    for node in getattr(layer, "_inbound_nodes", []):
+        if hasattr(node, "parent_nodes"):  # Keras 3: a node links to the nodes of its inputs
+            found.extend(parent.operation for parent in node.parent_nodes)
+        else:  # Keras 2
+            inbound = node.inbound_layers
+            found.extend(inbound if isinstance(inbound, (list, tuple)) else [inbound])
+    return found

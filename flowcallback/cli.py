@@ -45,9 +45,12 @@ def _compare(args) -> int:
 
 def _report(args) -> int:
     from flowcallback.core import render
-    from flowcallback.core.store import load_run
+    from flowcallback.core.store import ensure_plotlyjs, load_run
 
     run = load_run(args.run_dir)
+    # The run directory may come from someone else, and its pages run whatever its plotly.min.js
+    # holds: put the package's own copy in place first, before anything else can fail.
+    ensure_plotlyjs(run.path)
     for e in run.epochs:
         graphs = {a: run.epoch(e, a) for a in run.analyses(e)}
         path = render.write_epoch_page(run.page(e), graphs, title_prefix=run.info["model"]["name"])
@@ -82,8 +85,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         return args.func(args)
-    except (FlowCallbackError, KeyError, ValueError) as exc:
-        print(f"flowcallback {args.command}: error: {exc}", file=sys.stderr)
+    except (FlowCallbackError, KeyError, ValueError, OSError) as exc:  # OSError: a page cannot be written
+        message = " ".join(str(exc).splitlines())  # one line, whatever the message holds
+        print(f"flowcallback {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -453,6 +453,7 @@ class Snapshotter:
             warnings.warn(f"FlowCallback: log_dir: {self.disabled}; no snapshot will be taken, training goes on",
                           RuntimeWarning, stacklevel=2)
             return
+        store.remove_stale_temporaries(self.log_dir)  # what writers killed mid-write (SIGKILL) left
         self._resume_identities()
         if self.settings.lrp:
             self.worker = capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs,

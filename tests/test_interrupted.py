@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     (x_tr, y_tr), (x_te, y_te) = load_digits_split()
     model = lenet5_digits()
     cb = FlowCallback((x_te, y_te), log_dir=sys.argv[1], lrp=False, verbose=0)
-    model.fit(x_tr, y_tr, epochs=50, verbose=0, callbacks=[cb])
+    model.fit(x_tr, y_tr, epochs=int(sys.argv[2]) if len(sys.argv) > 2 else 50, verbose=0, callbacks=[cb])
     """
 )
 
@@ -53,3 +53,21 @@ def test_sigkill_mid_snapshot_leaves_complete_epochs(tmp_path, when, tally):
     for e in run.epochs:
         g = run.epoch(e)  # loads, validates schema, shapes and flows
         assert g.n_samples == 450
+    if when == "mid-write":
+        _resuming_removes_the_killed_writers_temporaries(log_dir, proc.pid)
+
+
+def _leftovers(log_dir):
+    return [p for d in (log_dir, log_dir / "graphs", log_dir / "errors") if d.is_dir()
+            for p in d.iterdir() if p.name.endswith(".tmp")]
+
+
+def _resuming_removes_the_killed_writers_temporaries(log_dir, pid):
+    """The next run in the same log_dir removes what the killed one left."""
+    left = _leftovers(log_dir)  # usually the epoch directory being written; the kill can miss it
+    assert all(f".{pid}." in p.name for p in left)  # the writer's pid is in the name
+    # One leftover for certain, in case the kill came just after a rename.
+    (log_dir / "graphs" / f".epoch_009.{pid}.abcd1234.tmp").mkdir()
+    subprocess.run([sys.executable, "-c", SCRIPT, str(log_dir), "1"], check=True, timeout=240)
+    assert _leftovers(log_dir) == []
+    assert load_run(log_dir).epochs[:2] == [0, 1]

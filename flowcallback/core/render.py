@@ -277,7 +277,10 @@ def page_html(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes:
 
 
 def write_epoch_page(path, graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = ()) -> str:
-    """Write the page and, once per directory, ``plotly.min.js`` beside it. Both atomically.
+    """Write the page, and the plotly package's own ``plotly.min.js`` beside it, both atomically.
+
+    A ``plotly.min.js`` already there is kept only if it is identical to the package's copy
+    (:func:`flowcallback.core.store.ensure_plotlyjs`): the page runs whatever it holds.
 
     Returns
     -------
@@ -507,7 +510,8 @@ def run_page_html(run, cache: Optional[dict] = None) -> str:
 
 
 def write_run_page(run, cache: Optional[dict] = None) -> str:
-    """Write ``index.html`` into the run directory (atomically), with plotly.js beside it.
+    """Write ``index.html`` into the run directory (atomically), with the plotly package's own
+    ``plotly.min.js`` beside it (see :func:`write_epoch_page`).
 
     ``cache`` is passed to :func:`run_page_html`. Returns the page's path.
     """

@@ -12,23 +12,37 @@ Layout of a run directory (``log_dir``)::
 
 Each epoch's graph directory is first written under a temporary name and then renamed, so it is
 either complete or absent. Every file is written to a temporary file and renamed over its target.
-Loading validates each JSON file against its schema (shipped in ``flowcallback/schemas``), opens
-npz files with ``allow_pickle=False``, checks the arrays' shapes and values against the JSON, and
-recomputes the flows to check them. Any problem raises :class:`~flowcallback.RunFormatError`
-naming the file.
+Temporary names carry the writer's process id (``.epoch_003.<pid>.<random>.tmp``), so that the
+leftovers of a writer that was killed can be told from those of a live one and removed
+(:func:`remove_stale_temporaries`). Files and directories get the modes the umask allows, as any
+other program's files would (0644 and 0755 under umask 022).
+
+A run directory may come from someone else, so loading trusts nothing in it: only regular files are
+opened (a FIFO would block forever), each JSON file is validated against its schema (shipped in
+``flowcallback/schemas``), npz files are opened with :mod:`zipfile` and each member's npy header
+(shape, dtype) is checked against the JSON before any data is unpacked, so that a compression bomb
+or a header claiming a huge shape costs no memory; nothing is ever unpickled. The arrays' values are
+checked against the JSON and the flows recomputed. Any problem raises
+:class:`~flowcallback.RunFormatError` naming the file. The run directory's ``plotly.min.js`` is
+never trusted either: every page write puts the installed plotly package's own copy in place unless
+the file there is byte for byte that copy (:func:`ensure_plotlyjs`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import re
 import shutil
+import stat
 import tempfile
+import threading
 import zipfile
 import zlib
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Optional, Union
+from typing import BinaryIO, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -40,6 +54,7 @@ __all__ = [
     "FORMAT_VERSION",
     "atomic_write",
     "ensure_plotlyjs",
+    "remove_stale_temporaries",
     "graph_to_json",
     "save_epoch",
     "load_flow_graph",
@@ -53,7 +68,6 @@ __all__ = [
 FORMAT_VERSION = 1
 _EPOCH_DIR = re.compile(r"^epoch_(\d{3,})$")
 _ANALYSIS = re.compile(r"^[a-z][a-z0-9_]*$")
-_ARRAYS = ("assignments", "labels", "predictions")
 
 PathLike = Union[str, os.PathLike]
 
@@ -67,14 +81,138 @@ def _epoch_dir_name(epoch: int) -> str:
     return f"epoch_{int(epoch):03d}"
 
 
+# -- file modes ----------------------------------------------------------------------------------
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it.
+
+    ``os.umask`` can only be read by setting it, which is process-wide and would race with other
+    threads creating files; Linux shows it in ``/proc/self/status``. It is read at each write (a
+    few microseconds), so files follow the umask in force when they are written.
+    """
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # elsewhere: set and restore at once (still racy with other libraries' threads)
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _file_mode() -> int:
+    """Mode of a new file under the current umask (0644 under umask 022), as ``open`` would give."""
+    return 0o666 & ~_umask()
+
+
+def _dir_mode() -> int:
+    """Mode of a new directory under the current umask (0755 under umask 022), as ``mkdir`` would give."""
+    return 0o777 & ~_umask()
+
+
+# -- temporary names and the leftovers of dead writers --------------------------------------------
+# ``.<target>.<pid>.<random>.tmp``: the random part is tempfile's (lowercase letters, digits, "_").
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?P<pid>[1-9][0-9]{0,9})\.(?P<random>[a-z0-9_]+)\.tmp$")
+
+
+def _temp_prefix(target_name: str) -> str:
+    """Prefix of a temporary name for ``target_name``: it carries this process's id."""
+    return f".{target_name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a process of another user counts; so does a zombie)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except OverflowError:  # larger than any pid
+        return False
+    except OSError:  # EPERM: it exists, but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(log_dir: PathLike) -> List[Path]:
+    """Remove the temporary files and directories that writers killed mid-write left in a run directory.
+
+    A writer killed by SIGKILL (or a power cut) cannot remove its ``.epoch_XXX.<pid>.<random>.tmp``
+    directory or its ``.<name>.<pid>.<random>.tmp`` files. Only those whose writer ``<pid>`` is no
+    longer running are removed: a live process (another run writing to the same directory, this
+    process) keeps its own. Names without a process id (written by flowcallback 0.1.0) are left
+    alone, since nothing tells whether their writer is alive. Symlinks are removed, never followed.
+    Best effort: what cannot be removed is left and not reported.
+
+    Parameters
+    ----------
+    log_dir : str or path
+        The run directory; its top level, ``graphs/`` and ``errors/`` are searched.
+
+    Returns
+    -------
+    list of pathlib.Path
+        What was removed.
+    """
+    log_dir = Path(log_dir)
+    removed = []
+    for d in (log_dir, log_dir / "graphs", log_dir / "errors"):
+        try:
+            if d != log_dir and not stat.S_ISDIR(os.lstat(d).st_mode):  # a symlinked graphs/ is not searched
+                continue
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for entry in entries:
+            m = _TEMPORARY.match(entry.name)
+            if m is None or _pid_alive(int(m.group("pid"))):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                continue
+            removed.append(Path(entry.path))
+    return removed
+
+
 # -- atomic writing ------------------------------------------------------------------------------
+def _refuse_directory(path: Path) -> None:
+    """Raise if ``path`` is a directory: renaming a file over it fails with a bare errno otherwise."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path}: is a directory where flowcallback writes a file; remove it or use another directory")
+
+
 def atomic_write(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename.
+
+    The file gets the mode the umask allows (0644 under umask 022). A symlink at ``path`` is
+    replaced, never written through.
+
+    Raises
+    ------
+    IsADirectoryError
+        If ``path`` is a directory.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _refuse_directory(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _file_mode())  # mkstemp creates 0600 whatever the umask
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -87,13 +225,69 @@ def atomic_write(path: PathLike, data: bytes) -> None:
         raise
 
 
-def ensure_plotlyjs(directory: PathLike) -> Path:
-    """Write plotly.js (from the installed plotly package) into ``directory`` if it is not there."""
+# -- plotly.js -----------------------------------------------------------------------------------
+_PLOTLYJS = "plotly.min.js"
+
+
+def _plotlyjs_bytes() -> bytes:
+    """plotly.js as shipped in the installed plotly package."""
     import plotly.offline
 
-    path = Path(directory) / "plotly.min.js"
-    if not path.exists():
-        atomic_write(path, plotly.offline.get_plotlyjs().encode("utf-8"))
+    return plotly.offline.get_plotlyjs().encode("utf-8")
+
+
+@lru_cache(maxsize=1)
+def _plotlyjs_identity() -> Tuple[int, str]:
+    """Size and SHA-256 of the package's plotly.js (computed once; the bytes are not kept)."""
+    data = _plotlyjs_bytes()
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def _is_package_plotlyjs(path: Path) -> bool:
+    """Whether ``path`` is a regular file (not a symlink) holding exactly the package's plotly.js."""
+    size, digest = _plotlyjs_identity()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:  # absent, a symlink (ELOOP), unreadable
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:  # a directory, a FIFO, another file
+            return False
+        h = hashlib.sha256()
+        for chunk in iter(lambda: os.read(fd, 1 << 20), b""):
+            h.update(chunk)
+    finally:
+        os.close(fd)
+    return h.hexdigest() == digest
+
+
+def ensure_plotlyjs(directory: PathLike) -> Path:
+    """Put the installed plotly package's own ``plotly.min.js`` in ``directory``.
+
+    The pages load plotly.js from their own directory, so a file there runs in the browser of
+    whoever opens them. A run directory may come from someone else: whatever is there (a changed
+    file, a symlink, another version) is replaced atomically unless it is a regular file identical
+    to the package's copy (same SHA-256). Called at every page write; checking costs one read of
+    the 3.5 MB file.
+
+    Parameters
+    ----------
+    directory : str or path
+
+    Returns
+    -------
+    pathlib.Path
+        The path of ``plotly.min.js``.
+
+    Raises
+    ------
+    IsADirectoryError
+        If ``plotly.min.js`` is a directory.
+    """
+    path = Path(directory) / _PLOTLYJS
+    if not _is_package_plotlyjs(path):
+        atomic_write(path, _plotlyjs_bytes())
     return path
 
 
@@ -133,13 +327,57 @@ def _within(root: PathLike, path: PathLike) -> Path:
     return path
 
 
-def _read_json(path: Path) -> dict:
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading in binary; it must be a regular file (a symlink to one is followed).
+
+    Opening a FIFO for reading blocks until a writer comes, so the type is checked before opening;
+    ``O_NONBLOCK`` and a second check on the open descriptor cover a file swapped in between.
+
+    Raises
+    ------
+    RunFormatError
+        If the file is missing, unreadable, or not a regular file.
+    """
+    def refuse(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        return RunFormatError(f"{path}: is {kind}, expected a regular file; refused")
+
     try:
-        text = path.read_text("utf-8")
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise refuse(mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise RunFormatError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunFormatError(f"{path}: cannot be read as UTF-8 text ({exc})") from None
+    except OSError as exc:
+        raise RunFormatError(f"{path}: cannot be opened ({exc})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise refuse(mode)
+    return os.fdopen(fd, "rb")
+
+
+def _read_text(path: Path, errors: str = "strict") -> str:
+    """The UTF-8 text of a regular file (see :func:`_open_regular`)."""
+    with _open_regular(path) as f:
+        try:
+            return f.read().decode("utf-8", errors)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RunFormatError(f"{path}: cannot be read as UTF-8 text ({exc})") from None
+
+
+def _read_json(path: Path) -> dict:
+    text = _read_text(path)
 
     def no_constants(name):
         raise ValueError(f"non-standard JSON constant {name}")
@@ -209,23 +447,98 @@ def _npz_bytes(graph: FlowGraph) -> bytes:
     return buf.getvalue()
 
 
-def _load_arrays(path: Path) -> Dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            names = set(z.files)
-            if names != set(_ARRAYS):
-                raise RunFormatError(f"{path}: expected arrays {sorted(_ARRAYS)}, found {sorted(names)}")
-            out = {k: z[k] for k in _ARRAYS}
-    except RunFormatError:
-        raise
-    except FileNotFoundError:
-        raise RunFormatError(f"{path}: file not found") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, zlib.error) as exc:
-        raise RunFormatError(f"{path}: not a readable npz file ({type(exc).__name__}: {exc})") from None
-    for k, a in out.items():
-        if a.dtype.kind not in "iu":
-            raise RunFormatError(f"{path}: array {k!r} must hold integers, has dtype {a.dtype}")
-    return out
+# What a saved array may hold: integers of at most 8 bytes (flowcallback writes int32).
+_MAX_ITEMSIZE = 8
+# An npy header is at most numpy's default max_header_size (10,000 bytes) plus magic and length.
+_NPY_HEADER_MAX = 10_000 + 16
+_CHUNK = 1 << 20
+
+
+def _npz_size_bound(shapes: Mapping[str, Tuple[int, ...]]) -> int:
+    """Largest npz file that arrays of these shapes can make: deflate grows incompressible data by
+    well under 1 %, and the zip headers of three members take a few hundred bytes."""
+    raw = sum(math.prod(s) * _MAX_ITEMSIZE + _NPY_HEADER_MAX for s in shapes.values())
+    return raw + raw // 100 + 64 * 1024
+
+
+def _read_npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, name: str, shape: Tuple[int, ...]) -> np.ndarray:
+    """Read one npy member, checking its declared size and header before unpacking any data.
+
+    Memory stays bounded by ``shape`` whatever the member claims: its unpacked size and npy
+    header are checked first, and exactly the bytes that ``shape`` and the dtype need are read.
+    """
+    if info.flag_bits & 0x1:
+        raise RunFormatError(f"{path}: array {name!r} is encrypted")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise RunFormatError(f"{path}: array {name!r} uses zip compression method {info.compress_type}; "
+                             "expected deflate or none (numpy.savez_compressed)")
+    bound = math.prod(shape) * _MAX_ITEMSIZE + _NPY_HEADER_MAX
+    if info.file_size > bound:
+        raise RunFormatError(f"{path}: array {name!r} unpacks to {info.file_size} bytes, more than the {bound} "
+                             f"that an integer array of shape {shape} takes; refused")
+    with z.open(info) as m:
+        version = np.lib.format.read_magic(m)
+        if version == (1, 0):
+            got, fortran, dtype = np.lib.format.read_array_header_1_0(m)
+        elif version == (2, 0):
+            got, fortran, dtype = np.lib.format.read_array_header_2_0(m)
+        else:
+            raise RunFormatError(f"{path}: array {name!r} has npy format version {version}; expected 1.0 or 2.0")
+        if dtype.hasobject or dtype.kind not in "iu" or dtype.itemsize > _MAX_ITEMSIZE:
+            raise RunFormatError(f"{path}: array {name!r} must hold integers, has dtype {dtype}")
+        if tuple(got) != tuple(shape):
+            raise RunFormatError(f"{path}: array shapes do not match the JSON: {name!r} has shape {tuple(got)}, "
+                                 f"expected {tuple(shape)} from n_samples and the columns")
+        nbytes = math.prod(shape) * dtype.itemsize
+        # Grown as data arrives rather than allocated up front: a JSON and a header that agree on
+        # a huge shape cost memory only if the member really unpacks to that much.
+        buf = bytearray()
+        while len(buf) < nbytes:
+            chunk = m.read(min(_CHUNK, nbytes - len(buf)))
+            if not chunk:
+                raise RunFormatError(f"{path}: array {name!r} is truncated ({len(buf)} of {nbytes} bytes)")
+            buf += chunk
+        if m.read(1):  # also makes zipfile check the CRC
+            raise RunFormatError(f"{path}: array {name!r} has data after its {nbytes} bytes")
+    a = np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    return a if dtype.isnative else a.astype(dtype.newbyteorder("="))
+
+
+def _load_arrays(path: Path, shapes: Mapping[str, Tuple[int, ...]]) -> Dict[str, np.ndarray]:
+    """Load the npz arrays ``shapes`` names, each of the shape given, without trusting the file.
+
+    The file must be a regular file no larger than such arrays can make; each member's declared
+    unpacked size and npy header (shape, integer dtype, never objects) are checked before any data
+    is unpacked, so a compression bomb or a header claiming a huge shape is refused at no cost.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+    shapes : mapping of str to tuple of int
+        The expected arrays and their shapes, from the graph's JSON.
+
+    Raises
+    ------
+    RunFormatError
+        Naming the file and what was expected.
+    """
+    with _open_regular(path) as f:
+        size, limit = os.fstat(f.fileno()).st_size, _npz_size_bound(shapes)
+        if size > limit:
+            raise RunFormatError(f"{path}: {size} bytes, more than the {limit} that arrays of shapes "
+                                 f"{dict(shapes)} can take; refused")
+        try:
+            with zipfile.ZipFile(f) as z:
+                infos = z.infolist()
+                found = [i.filename[:-4] if i.filename.endswith(".npy") else i.filename for i in infos]
+                if sorted(found) != sorted(shapes) or any(not i.filename.endswith(".npy") for i in infos):
+                    raise RunFormatError(f"{path}: expected arrays {sorted(shapes)}, found {sorted(found)}")
+                return {name: _read_npy_member(z, info, path, name, tuple(shapes[name])) for name, info in zip(found, infos)}
+        except RunFormatError:
+            raise
+        except (OSError, ValueError, TypeError, SyntaxError, RecursionError, EOFError, NotImplementedError,
+                RuntimeError, zipfile.BadZipFile, zlib.error) as exc:
+            raise RunFormatError(f"{path}: not a readable npz file ({type(exc).__name__}: {exc})") from None
 
 
 def load_flow_graph(json_path: PathLike, *, root: Optional[PathLike] = None) -> FlowGraph:
@@ -249,13 +562,10 @@ def load_flow_graph(json_path: PathLike, *, root: Optional[PathLike] = None) -> 
     doc = _read_json(path)
     _validate(doc, "flowgraph-1", path)
     npz = _within(root, path.parent / doc["arrays"])
-    arrays = _load_arrays(npz)
     n, cols = doc["n_samples"], doc["columns"]
+    # The shapes the JSON implies bound what the npz may unpack to (see _load_arrays).
+    arrays = _load_arrays(npz, {"assignments": (n, len(cols)), "labels": (n,), "predictions": (n,)})
     a, y, p = arrays["assignments"], arrays["labels"], arrays["predictions"]
-    if a.shape != (n, len(cols)) or y.shape != (n,) or p.shape != (n,):
-        raise RunFormatError(
-            f"{npz}: array shapes {a.shape}, {y.shape}, {p.shape} do not match n_samples={n} and {len(cols)} columns in {path.name}"
-        )
     n_classes = len(doc["class_names"])
     if y.size and (y.min() < 0 or y.max() >= n_classes or p.min() < 0 or p.max() >= n_classes):
         raise RunFormatError(f"{npz}: labels or predictions outside 0..{n_classes - 1}")
@@ -314,16 +624,17 @@ def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph]) -> Path:
     root = Path(log_dir) / "graphs"
     root.mkdir(parents=True, exist_ok=True)
     final = root / _epoch_dir_name(epoch)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
+    # The temporary name carries this process's id: remove_stale_temporaries tells a dead writer's.
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final.name), suffix=".tmp", dir=root))
     try:
         for analysis, g in graphs.items():
             if not _ANALYSIS.match(analysis) or analysis != g.analysis:
                 raise ValueError(f"graphs: key {analysis!r} must be the graph's analysis name (lowercase identifier)")
             atomic_write(tmp / f"{analysis}.npz", _npz_bytes(g))
             atomic_write(tmp / f"{analysis}.json", _json_bytes(graph_to_json(g, f"{analysis}.npz")))
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, _dir_mode())  # mkdtemp creates 0700 whatever the umask
         if final.exists():
-            old = root / f".{final.name}.old"
+            old = root / f"{_temp_prefix(final.name)}old.tmp"
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)
             os.replace(tmp, final)
@@ -444,7 +755,7 @@ class Run:
             for p in sorted(d.glob("epoch_*.txt")):
                 m = re.match(r"^epoch_(\d+)\.txt$", p.name)
                 if m:
-                    out[int(m.group(1))] = _within(self.path, p).read_text("utf-8", "replace")
+                    out[int(m.group(1))] = _read_text(_within(self.path, p), errors="replace")
         return out
 
     def metrics(self, analysis: Optional[str] = None):

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +202,81 @@ def test_notes_round_trip(tmp_path):
     store.save_epoch(tmp_path, {"activations": g})
     back = store.load_run(tmp_path).epoch(1)
     assert back.equals(g) and back.notes == ("LRP skipped: <b>why</b>",) and back.columns[0].note == "2 all-zero maps"
+
+
+# -- file modes follow the umask -------------------------------------------------------------------------
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_files_and_directories_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
+    from flowcallback.core import render
+
+    d = tmp_path / "run"
+    previous = os.umask(umask)
+    try:
+        store.write_run_info(d, RUN_INFO)
+        store.save_epoch(d, {"activations": make_graph(0, 3)})
+        store.save_epoch(d, {"activations": make_graph(1, 3)})  # replacing an epoch
+        render.write_epoch_page(d / store.epoch_page_name(3), {"activations": make_graph(1, 3)})
+        render.write_run_page(store.load_run(d))
+        store.atomic_write(d / "errors" / "epoch_003.txt", b"Traceback")
+    finally:
+        os.umask(previous)
+    written = {p.relative_to(d).as_posix(): stat.S_IMODE(p.lstat().st_mode) for p in [d, *d.rglob("*")]}
+    assert set(written) == {".", "run.json", "plotly.min.js", "epoch_003.html", "index.html", "errors",
+                            "errors/epoch_003.txt", "graphs", "graphs/epoch_003", "graphs/epoch_003/activations.json",
+                            "graphs/epoch_003/activations.npz"}
+    want = {name: dir_mode if (d / name).is_dir() else file_mode for name in written}
+    assert {k: oct(v) for k, v in written.items()} == {k: oct(v) for k, v in want.items()}
+
+
+# -- leftovers of writers killed mid-write ---------------------------------------------------------------
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(run_dir, tmp_path_factory):
+    dead, alive = _dead_pid(), os.getpid()
+    graphs = run_dir / "graphs"
+    stale = [graphs / f".epoch_005.{dead}.abc_1234.tmp", graphs / f".epoch_003.{dead}.old.tmp",
+             run_dir / f".run.json.{dead}.k2j3h4g5.tmp", run_dir / "errors" / f".epoch_003.txt.{dead}.zz9yy8xx.tmp",
+             run_dir / f".epoch_003.html.{dead}.q1w2e3r4.tmp"]
+    kept = [graphs / f".epoch_006.{alive}.abcd1234.tmp", run_dir / f".index.html.{alive}.abcd1234.tmp",
+            graphs / ".epoch_007.abcd1234.tmp"]  # no pid (flowcallback 0.1.0): nothing tells it is stale
+    for p in stale[:2] + kept[:1] + kept[2:]:
+        p.mkdir(parents=True)
+        (p / "activations.json").write_text("{")
+    for p in stale[2:] + kept[1:2]:
+        p.parent.mkdir(exist_ok=True)
+        p.write_text("partial")
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "keep.txt").write_text("x")
+    link = graphs / f".epoch_008.{dead}.abcd1234.tmp"
+    os.symlink(outside, link)  # removed as a link, never followed
+    removed = store.remove_stale_temporaries(run_dir)
+    assert sorted(removed) == sorted(stale + [link])
+    assert not any(os.path.lexists(p) for p in stale + [link])
+    assert all(p.exists() for p in kept)
+    assert (outside / "keep.txt").read_text() == "x"
+    assert store.load_run(run_dir).epochs == [0, 3]
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import numpy as np
+from flowcallback.core import flows, store
+
+g = flows.build_flow_graph([("l1", "Dense", np.arange(20) % 3)], np.arange(20) % 2, np.arange(20) % 2, epoch=1)
+store._npz_bytes = lambda graph: os.kill(os.getpid(), signal.SIGKILL)  # killed while the epoch is half-written
+store.save_epoch(sys.argv[1], {"activations": g})
+"""
+
+
+def test_a_writer_killed_mid_epoch_leaves_a_temporary_the_next_run_removes(tmp_path):
+    repo = Path(store.__file__).resolve().parents[2]  # the flowcallback these tests import
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path)], cwd=repo)
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    leftovers = [p for p in (tmp_path / "graphs").iterdir()]
+    assert [p.name.split(".")[:3] for p in leftovers] == [["", "epoch_001", str(proc.pid)]]
+    assert store.remove_stale_temporaries(tmp_path) == leftovers
+    assert list((tmp_path / "graphs").iterdir()) == []

@@ -382,8 +382,16 @@ def _read_json(path: Path) -> dict:
     def no_constants(name):
         raise ValueError(f"non-standard JSON constant {name}")
 
+    def finite_float(literal):
+        # "1e400" is valid JSON that Python reads as inf: the same non-finite value that
+        # parse_constant refuses when spelt "Infinity"
+        value = float(literal)
+        if not math.isfinite(value):
+            raise ValueError(f"number {literal[:40]} is out of the float range")
+        return value
+
     try:
-        return json.loads(text, parse_constant=no_constants)
+        return json.loads(text, parse_constant=no_constants, parse_float=finite_float)
     except (ValueError, RecursionError) as exc:
         raise RunFormatError(f"{path}: invalid JSON ({exc})") from None
 

@@ -107,6 +107,25 @@ def test_edited_json_is_refused_with_the_file_name(run_dir, mutate, match, tally
     assert "activations" in str(info.value)
 
 
+@pytest.mark.parametrize("literal", ["1e400", "-1e400", "Infinity", "NaN"])
+@pytest.mark.parametrize("where", ["graph", "run.json"])
+def test_non_finite_numbers_are_refused_however_spelt(run_dir, literal, where, tally):
+    # json reads "1e400" as inf without complaint; it must be refused like "Infinity"
+    tally("files corrupted")
+    path = run_dir / ("graphs/epoch_003/activations.json" if where == "graph" else "run.json")
+    doc = json.loads(path.read_text())
+    if where == "graph":
+        doc["metrics"]["accuracy"] = 0.5
+    else:
+        doc["config"]["inflation"] = 2.0
+    text = json.dumps(doc).replace("0.5" if where == "graph" else "2.0", literal, 1)
+    assert literal in text
+    path.write_text(text)
+    with pytest.raises(RunFormatError, match=path.name):
+        run = store.load_run(run_dir)
+        run.epoch(3)
+
+
 def test_pickled_npz_is_refused(run_dir, tally):
     tally("files corrupted")
     path = run_dir / "graphs" / "epoch_003" / "activations.npz"

@@ -1,18 +1,30 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   creates .venv, installs flowcallback, trains a small CNN with the callback
-#   make test   creates .venv with the test extras, installs chromium and mcl (Debian), runs pytest
+#   make demo   creates .venv on the newest supported Python, installs flowcallback, trains a small CNN with the callback
+#   make test   installs chromium and mcl (Debian), then runs the suite on two stacks:
+#                 .venv      newest Python 3.12/3.13 (else 3.9-3.11), newest TensorFlow (Keras 3, NumPy 2), native LRP
+#                 .venv-inn  Python 3.9-3.11, TensorFlow 2.14 (Keras 2), NumPy 1, iNNvestigate 2.1 (the LRP reference):
+#                            the tests marked "both" or "innvestigate" (tests/conftest.py)
+#               STACKS=current runs the first stack only (a machine without Python 3.9-3.11).
 SHELL := /bin/bash
 VENV ?= .venv
-# First interpreter between 3.9 and 3.11 (iNNvestigate 2.x and TensorFlow <2.15 need it).
-PYTHON ?= $(shell for p in python3.11 python3.10 python3.9 python3; do \
-	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3, 9) <= sys.version_info[:2] <= (3, 11))' 2>/dev/null \
-	&& { echo $$p; break; }; done)
+VENV_INN ?= .venv-inn
+STACKS ?= both
 PYTEST_ARGS ?=
 
-.PHONY: demo test system-deps clean
+# The first of the given Python versions that runs, on PATH or under pyenv (whose bare
+# pythonX.Y shims refuse versions that are not selected).
+find_python = $(shell for v in $(1); do \
+	for p in python$$v $$(ls -d $$(pyenv root 2>/dev/null)/versions/$$v.*/bin/python$$v 2>/dev/null | sort -V -r); do \
+		$$p -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$$v'.split('.'))))" >/dev/null 2>&1 \
+		&& { echo $$p; exit 0; }; \
+	done; done)
+PYTHON ?= $(call find_python,3.13 3.12 3.11 3.10 3.9)
+PYTHON_INN ?= $(call find_python,3.11 3.10 3.9)
+
+.PHONY: demo test test-current test-innvestigate system-deps clean
 
 $(VENV)/.stamp-base: setup.cfg pyproject.toml
-	@test -n "$(PYTHON)" || { echo "error: Python 3.9-3.11 is required (python3.11, python3.10 or python3.9 on PATH)"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "error: Python 3.9-3.13 is required (python3.13 ... python3.9 on PATH)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e .
@@ -20,6 +32,13 @@ $(VENV)/.stamp-base: setup.cfg pyproject.toml
 
 $(VENV)/.stamp-test: $(VENV)/.stamp-base
 	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+$(VENV_INN)/.stamp-test: setup.cfg pyproject.toml
+	@test -n "$(PYTHON_INN)" || { echo "error: the iNNvestigate stack needs Python 3.9, 3.10 or 3.11 on PATH; 'make test STACKS=current' skips it"; exit 1; }
+	$(PYTHON_INN) -m venv $(VENV_INN)
+	$(VENV_INN)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_INN)/bin/python -m pip install --quiet -e ".[test,innvestigate]"
 	touch $@
 
 # Debian packages: chromium (browser tests, never a downloaded browser) and mcl (reference MCL program).
@@ -32,8 +51,17 @@ system-deps:
 demo: $(VENV)/.stamp-base
 	$(VENV)/bin/flowcallback demo
 
-test: system-deps $(VENV)/.stamp-test
+test-current: system-deps $(VENV)/.stamp-test
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+test-innvestigate: system-deps $(VENV_INN)/.stamp-test
+	$(VENV_INN)/bin/python -m pytest -m "both or innvestigate" $(PYTEST_ARGS)
+
+ifeq ($(STACKS),current)
+test: test-current
+else
+test: test-current test-innvestigate
+endif
+
 clean:
-	rm -rf $(VENV) flows .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV_INN) flows .pytest_cache .hypothesis

@@ -1,0 +1,148 @@
+"""LRP relevance maps: a native eager engine, and iNNvestigate in a child process.
+
+:class:`NativeLRP` runs iNNvestigate's LRP analyzers (same names, rules and parameters) eagerly in
+the calling process; :func:`innvestigate_maps` runs iNNvestigate itself in a child process (it needs
+eager execution disabled); :func:`relevance` is the entry point for scripts
+(``flowcallback.relevance``). The conventions are in ``docs/method.md``, "Native LRP engine".
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from flowcallback.core.lrp.native import ANALYZERS, NativeLRP, UnsupportedLayerError, layer_kind
+
+__all__ = ["NativeLRP", "UnsupportedLayerError", "ANALYZERS", "INNVESTIGATE_ANALYZERS", "relevance", "innvestigate_maps",
+           "layer_kind"]
+
+#: iNNvestigate 2.1.2's LRP analyzer names (``innvestigate.analyzer.analyzers``), known here without
+#: importing it. ``"lrp"`` itself needs a ``rule`` argument.
+INNVESTIGATE_ANALYZERS = (
+    "lrp", "lrp.z", "lrp.epsilon", "lrp.w_square", "lrp.flat", "lrp.alpha_beta", "lrp.alpha_2_beta_1",
+    "lrp.alpha_2_beta_1_IB", "lrp.alpha_1_beta_0", "lrp.alpha_1_beta_0_IB", "lrp.z_plus", "lrp.z_plus_fast",
+    "lrp.sequential_preset_a", "lrp.sequential_preset_b", "lrp.sequential_preset_a_flat",
+    "lrp.sequential_preset_b_flat", "lrp.sequential_preset_b_flat_until_idx",
+)
+
+BACKENDS = ("auto", "native", "innvestigate")
+
+
+def _innvestigate_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("innvestigate") is not None
+
+
+def innvestigate_maps(model, x, analyzers: Sequence[Tuple[str, dict]], layers: Optional[Sequence[str]] = None,
+                      timeout: Optional[float] = None) -> List[Dict[str, np.ndarray]]:
+    """iNNvestigate's relevance at each layer's output, for several analyzers, in one child process.
+
+    The model is rebuilt there from its JSON config (output activation set to linear, as the LRP
+    worker does) and its current weights. One dict per analyzer, in order.
+
+    Raises
+    ------
+    RuntimeError
+        If iNNvestigate failed (its message and traceback included).
+    """
+    from flowcallback.core.capture import model_config_without_softmax
+
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    spec = {
+        "model_json": model_config_without_softmax(model),
+        "layers": None if layers is None else list(layers),
+        "analyzers": [[a, dict(kw or {})] for a, kw in analyzers],
+        "n_weights": len(model.get_weights()),
+        "n_inputs": len(xs),
+    }
+    arrays = {f"w{i}": np.asarray(w) for i, w in enumerate(model.get_weights())}
+    arrays.update({f"x{i}": np.asarray(a) for i, a in enumerate(xs)})
+    # the child imports this very copy of flowcallback (a source checkout may shadow an install)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with tempfile.TemporaryDirectory(prefix="flowcallback-inn-") as tmp:
+        job, out = os.path.join(tmp, "job.npz"), os.path.join(tmp, "out.npz")
+        np.savez(job, spec=np.asarray(json.dumps(spec)), **arrays)
+        proc = subprocess.run([sys.executable, "-m", "flowcallback.core.lrp._innvestigate_run", job, out], env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+        if proc.returncode != 0 or not os.path.exists(out):
+            raise RuntimeError(f"iNNvestigate's process failed (exit code {proc.returncode}):\n{proc.stderr.decode(errors='replace')[-3000:]}")
+        with np.load(out, allow_pickle=False) as data:
+            if "error" in data.files:
+                errors = json.loads(str(data["error"]))
+                raise RuntimeError("iNNvestigate failed: " + "\n".join(f"{analyzers[int(i)][0]}: {e}" for i, e in errors.items()))
+            result = [dict() for _ in analyzers]
+            for key in data.files:
+                i, name = key.split("/", 1)
+                result[int(i)][name] = data[key]
+    return result
+
+
+def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = "lrp.epsilon", backend: str = "auto",
+              analyzer_kwargs: Optional[dict] = None, batch_size: Optional[int] = 256) -> Dict[str, np.ndarray]:
+    """LRP relevance of the predicted class at the output of each layer.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A classifier with one output; its output softmax is left out for the analysis.
+    x : array-like or list of array-like
+        Samples (a batch axis first).
+    layers : list of str, optional
+        Layer names. Default: every layer but the input layers.
+    analyzer : str, default="lrp.epsilon"
+        An iNNvestigate LRP analyzer name (``"lrp.z"``, ``"lrp.alpha_1_beta_0"``,
+        ``"lrp.sequential_preset_a"``...).
+    backend : {"auto", "native", "innvestigate"}, default="auto"
+        ``"native"``: the eager engine in this process (:class:`NativeLRP`). ``"innvestigate"``:
+        iNNvestigate in a child process (it needs eager execution disabled; the model must be
+        rebuildable from its config). ``"auto"``: native when it can analyse the model and knows
+        the analyzer, otherwise iNNvestigate when it is installed.
+    analyzer_kwargs : dict, optional
+        The analyzer's keyword arguments (``epsilon``, ``input_layer_rule=(low, high)``...).
+    batch_size : int, default=256
+        Samples per pass of the native engine.
+
+    Returns
+    -------
+    dict
+        ``{layer name: array (n_samples,) + the layer's output shape}``.
+
+    Raises
+    ------
+    ValueError
+        For an analyzer name neither engine knows (the message lists the names), or an unknown
+        backend.
+    UnsupportedLayerError
+        With ``backend="native"`` (or ``"auto"`` without iNNvestigate) when the model holds a layer
+        the native engine cannot analyse; the message names it and its class.
+
+    Examples
+    --------
+    >>> import flowcallback
+    >>> maps = flowcallback.relevance(model, x_test[:100], ["conv1", "dense10"])  # doctest: +SKIP
+    >>> maps["dense10"].shape                                                     # doctest: +SKIP
+    (100, 10)
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
+    if analyzer not in ANALYZERS and analyzer not in INNVESTIGATE_ANALYZERS:
+        raise ValueError(f"analyzer: expected one of {sorted(set(ANALYZERS) | set(INNVESTIGATE_ANALYZERS))}, got {analyzer!r}")
+    if backend == "native" or (backend == "auto" and analyzer in ANALYZERS):
+        if backend == "native" and analyzer not in ANALYZERS:
+            raise ValueError(f"analyzer: the native engine knows {sorted(ANALYZERS)}, got {analyzer!r} (try backend='innvestigate')")
+        engine = NativeLRP(model, layers, analyzer, analyzer_kwargs)
+        if not engine.unsupported or backend == "native" or not _innvestigate_available():
+            return engine.relevance(x, batch_size=batch_size)
+    if not _innvestigate_available():
+        raise ValueError(f"analyzer {analyzer!r} needs iNNvestigate, which is not installed")
+    if layers is None:
+        layers = [l.name for l in model.layers if type(l).__name__ != "InputLayer"]
+    return innvestigate_maps(model, x, [(analyzer, dict(analyzer_kwargs or {}))], layers)[0]

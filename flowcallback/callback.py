@@ -41,11 +41,20 @@ class FlowCallback(tf.keras.callbacks.Callback):
     class_names : list of str, optional
         One name per class (default ``"0"``, ``"1"``...).
     lrp : bool, default=True
-        Also compute LRP relevance flows (in a worker process).
+        Also compute LRP relevance flows, for the predicted class of each sample.
     analyzer : str, default="lrp.epsilon"
-        Any iNNvestigate LRP analyzer name (``"lrp.z"``, ``"lrp.alpha_1_beta_0"``, ...).
+        An LRP analyzer, by iNNvestigate's name (``"lrp.z"``, ``"lrp.alpha_1_beta_0"``,
+        ``"lrp.sequential_preset_a"``, ...; the error lists them all).
     analyzer_kwargs : dict, optional
-        Extra arguments for ``innvestigate.create_analyzer``.
+        The analyzer's arguments, as for ``innvestigate.create_analyzer`` (``epsilon``,
+        ``input_layer_rule=(low, high)``...).
+    lrp_backend : {"auto", "native", "innvestigate"}, default="auto"
+        Which engine computes relevance. ``"native"``: flowcallback's own eager engine, in this
+        process (any Keras 2 or Keras 3 model on TensorFlow whose layers it supports; equal to
+        iNNvestigate within 1e-5, docs/method.md). ``"innvestigate"``: iNNvestigate 2.1 in a worker
+        process (the ``innvestigate`` extra: Python <= 3.11, TensorFlow < 2.15). ``"auto"``:
+        iNNvestigate where it is installed and the model is a Keras 2 model, native elsewhere.
+        Pages and ``run.json`` say which engine made the LRP flows.
     k : int, "auto" or "paper", default="auto"
         Neighbours in the kNN graph. ``"auto"``: ``n_samples // (2 * n_classes)`` clipped to
         [5, 500] (chosen by measurement, see docs/method.md); ``"paper"``: ``n_samples // n_classes``.
@@ -105,6 +114,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         lrp: bool = True,
         analyzer: str = "lrp.epsilon",
         analyzer_kwargs: Optional[dict] = None,
+        lrp_backend: str = "auto",
         k=knn.DEFAULT_K,
         inflation: float = cluster.DEFAULT_INFLATION,
         index: str = "auto",
@@ -127,7 +137,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         self.verbose = verbose
         settings = SnapshotSettings(
             layers=layers, class_names=class_names, lrp=lrp, analyzer=analyzer, analyzer_kwargs=analyzer_kwargs,
-            k=k, inflation=inflation, index=index, batch_size=batch_size, on_error=on_error,
+            lrp_backend=lrp_backend, k=k, inflation=inflation, index=index, batch_size=batch_size, on_error=on_error,
             reduce=reduce, dim=dim, fit_samples=fit_samples, mcl_backend=mcl_backend, executor=executor, background=background,
             tensorboard=tensorboard, nice=nice,
         )

@@ -24,6 +24,8 @@ import numpy as np
 from flowcallback import _validation as V
 from flowcallback._version import __version__
 from flowcallback.core import _priority, capture, cluster, embed, flows, knn, render, store
+from flowcallback.core.lrp import INNVESTIGATE_ANALYZERS
+from flowcallback.core.lrp import engines as lrp_engines
 from flowcallback.core.match import relabel
 from flowcallback.exceptions import SnapshotError
 
@@ -43,6 +45,7 @@ class SnapshotSettings:
         lrp: bool = True,
         analyzer: str = "lrp.epsilon",
         analyzer_kwargs: Optional[dict] = None,
+        lrp_backend: str = "auto",
         k=knn.DEFAULT_K,
         inflation: float = cluster.DEFAULT_INFLATION,
         index: str = "auto",
@@ -66,8 +69,10 @@ class SnapshotSettings:
             class_names = [str(c) for c in class_names]
         if not isinstance(lrp, bool):
             raise ValueError(f"lrp: expected True or False, got {lrp!r}")
-        if not isinstance(analyzer, str) or not analyzer.startswith("lrp"):
-            raise ValueError(f"analyzer: expected the name of an iNNvestigate LRP analyzer such as 'lrp.epsilon', got {analyzer!r}")
+        if not isinstance(analyzer, str) or analyzer not in set(lrp_engines.ANALYZERS) | set(INNVESTIGATE_ANALYZERS):
+            raise ValueError(f"analyzer: expected one of the LRP analyzers {sorted(set(lrp_engines.ANALYZERS) | set(INNVESTIGATE_ANALYZERS))}, "
+                             f"got {analyzer!r}")
+        lrp_engines.check_backend(lrp_backend, analyzer)
         if analyzer_kwargs is not None:
             if not isinstance(analyzer_kwargs, dict):
                 raise ValueError(f"analyzer_kwargs: expected a dict, got {analyzer_kwargs!r}")
@@ -94,6 +99,7 @@ class SnapshotSettings:
         self.lrp = lrp
         self.analyzer = analyzer
         self.analyzer_kwargs = dict(analyzer_kwargs or {})
+        self.lrp_backend = lrp_backend
         self.k = k
         self.inflation = float(inflation)
         self.index = index
@@ -373,7 +379,8 @@ class Snapshotter:
         self.disabled = ""  # why snapshots are off (log_dir not writable), or ""
         self.layer_names: List[str] = []
         self.layer_types: Dict[str, str] = {}
-        self.worker: Optional[capture.LRPWorker] = None
+        self.worker = None  # the relevance engine: capture.LRPWorker or lrp_engines.NativeEngine
+        self.lrp_backend: Optional[str] = None
         self.lrp_note = ""
         self.model_notes: List[str] = []  # about the whole model (branch layout, binary output), on every graph and page
         self.binary_threshold = 0.5  # for a one-unit output: prediction = output > threshold
@@ -413,6 +420,7 @@ class Snapshotter:
             self.model_notes.append(binary_note)
         self.k = knn.resolve_k(self.settings.k, len(self.x), n_classes)
         self.n_classes, self.class_names = V.check_against_model(model, self.x, self.labels, self.settings.class_names, self.k)
+        self.lrp_backend = lrp_engines.choose_backend(self.settings.lrp_backend, model) if self.settings.lrp else None
         info = {
             "format": "flowcallback/run",
             "version": store.FORMAT_VERSION,
@@ -431,6 +439,7 @@ class Snapshotter:
                 "mcl_backend": self.settings.mcl_backend,
                 "analyzer": self.settings.analyzer,
                 "analyzer_kwargs": self.settings.analyzer_kwargs,
+                "lrp_engine": lrp_engines.engine_label(self.lrp_backend) if self.lrp_backend else None,
                 "n_samples": int(len(self.x)),
                 "epoch_numbering": "0 is the untrained model; e is the model after e epochs of training",
             },
@@ -456,21 +465,27 @@ class Snapshotter:
         store.remove_stale_temporaries(self.log_dir)  # what writers killed mid-write (SIGKILL) left
         self._resume_identities()
         if self.settings.lrp:
-            self.worker = capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs,
-                                            nice=self.settings.nice if self.settings.background else 0)
+            self.worker = self._new_lrp_engine()
             try:
                 self.worker.start(model, self.layer_names, self.x, batch_size=self.settings.batch_size,
                                   embed_options=self.settings.embed_options)
             except ValueError:
                 self.worker = None
                 raise
-            except Exception as exc:  # LRP unavailable (a layer iNNvestigate cannot rebuild, say)
+            except Exception as exc:  # LRP unavailable (a layer the engine cannot analyse, say)
                 self.worker = None
                 self.lrp_note = f"LRP skipped for the whole model, activation flows only: {_first_line(exc)}"
                 self._record_error(None, exc)
                 if self.settings.on_error == "raise":
                     raise SnapshotError(str(exc)) from exc
                 warnings.warn(f"FlowCallback: {self.lrp_note}", RuntimeWarning, stacklevel=2)
+
+    def _new_lrp_engine(self):
+        """The relevance engine chosen at set-up: the native one here, or iNNvestigate's worker process."""
+        if self.lrp_backend == "native":
+            return lrp_engines.NativeEngine(self.settings.analyzer, self.settings.analyzer_kwargs)
+        return capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs,
+                                 nice=self.settings.nice if self.settings.background else 0)
 
     def _resume_identities(self) -> None:
         """When appending to a run, continue cluster ids and orders from its last complete epoch."""
@@ -571,8 +586,7 @@ class Snapshotter:
             return
         self.flush()  # snapshots still using the dead worker finish first (their LRP part fails)
         w.close()
-        self.worker = capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs,
-                                            nice=self.settings.nice if self.settings.background else 0)
+        self.worker = self._new_lrp_engine()
         try:
             self.worker.start(self.model, self.layer_names, self.x, batch_size=self.settings.batch_size,
                               embed_options=self.settings.embed_options)
@@ -701,7 +715,8 @@ class Snapshotter:
             try:
                 res = self.worker.analyze(state["weights"])
                 embeddings["lrp"] = res.embeddings
-                metrics_lrp = {"lrp_analyzer": f"{res.analyzer_module}.{res.analyzer_class}"}
+                metrics_lrp = {"lrp_analyzer": f"{res.analyzer_module}.{res.analyzer_class}", "lrp_engine": res.engine}
+                notes.append(f"LRP relevance ({s.analyzer}, for the predicted class) computed by {res.engine}")
                 if res.missing:
                     notes.append(f"LRP: no relevance reached layer(s) {', '.join(res.missing)}")
             except Exception as exc:

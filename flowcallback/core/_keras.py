@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
-__all__ = ["is_keras3", "model_class", "layer_output_shape", "inbound_layers"]
+__all__ = ["is_keras3", "model_class", "layer_output_shape", "inbound_layers", "clone_model"]
 
 
 def is_keras3(model) -> bool:
@@ -71,3 +71,15 @@ def inbound_layers(layer) -> List:
             inbound = node.inbound_layers
             found.extend(inbound if isinstance(inbound, (list, tuple)) else [inbound])
     return found
+
+
+def clone_model(model):
+    """A new model of the same architecture (fresh weights), from the model's own Keras."""
+    import importlib
+
+    root = (model_class(model).__module__ or "keras").split(".")[0]
+    if root not in ("keras", "tf_keras"):  # pragma: no cover - model_class found no Keras Model
+        import tensorflow as tf
+
+        return tf.keras.models.clone_model(model)
+    return importlib.import_module(f"{root}.models").clone_model(model)

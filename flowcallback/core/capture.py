@@ -175,7 +175,8 @@ def _forward_fn(model, layer_names):
     inputs = getattr(model, "inputs", None)
     if inputs:
         outputs = [model.get_layer(n).output for n in layer_names] + list(model.outputs[:1])
-        feature_model = model_class(model)(inputs, outputs)
+        # one input passed as a tensor, not a one-element list (Keras 3 warns about the mismatch)
+        feature_model = model_class(model)(inputs[0] if len(inputs) == 1 else inputs, outputs)
 
         def run(xb):
             res = feature_model(xb, training=False)
@@ -286,11 +287,13 @@ def _kill(proc: subprocess.Popen) -> None:
 class LRPResult:
     """What the worker returns for one snapshot: embedded relevance per layer, and notes."""
 
-    def __init__(self, embeddings: Dict[str, np.ndarray], missing: Sequence[str], analyzer_class: str, module: str):
+    def __init__(self, embeddings: Dict[str, np.ndarray], missing: Sequence[str], analyzer_class: str, module: str,
+                 engine: str = ""):
         self.embeddings = embeddings
         self.missing = list(missing)
         self.analyzer_class = analyzer_class
         self.analyzer_module = module
+        self.engine = engine  # "iNNvestigate 2.1.2", "flowcallback native LRP 0.1.0"
 
 
 class LRPWorker:
@@ -327,6 +330,7 @@ class LRPWorker:
         self._r = self._w = None
         self._log = None
         self.analyzers: List[str] = []
+        self.innvestigate_version = ""
 
     # -- process management --------------------------------------------------------------------
     @property
@@ -415,6 +419,7 @@ class LRPWorker:
                 raise ValueError(str(exc).split("\n")[0].replace("iNNvestigate failed in the LRP worker: ValueError: ", "")) from None
             raise
         self.analyzers = reply["analyzers"]
+        self.innvestigate_version = reply.get("innvestigate", "")
 
     def analyze(self, model_or_weights) -> LRPResult:
         """Relevance of every selected layer, for a model's current weights (or a list of weights).
@@ -425,7 +430,8 @@ class LRPWorker:
         src = model_or_weights
         weights = [np.asarray(w) for w in (src.get_weights() if hasattr(src, "get_weights") else src)]
         reply, arrays = self._call({"cmd": "analyze"}, weights)
-        return LRPResult(dict(zip(reply["layers"], arrays)), reply["missing"], reply["analyzer_class"], reply["module"])
+        return LRPResult(dict(zip(reply["layers"], arrays)), reply["missing"], reply["analyzer_class"], reply["module"],
+                         engine=f"iNNvestigate {self.innvestigate_version}".strip())
 
     def kill(self) -> None:
         """Kill the process now, without touching the pipes (safe while another thread waits on them)."""

@@ -1,0 +1,162 @@
+"""The relevance engines behind one interface, as the snapshot pipeline runs them.
+
+A snapshot asks an engine for the embedded relevance of every selected layer at given weights:
+
+- :class:`NativeEngine` runs :class:`~flowcallback.core.lrp.native.NativeLRP` in this process,
+  eagerly, on a private copy of the model (so that a background snapshot analyses the weights of
+  its own epoch while training goes on);
+- :class:`flowcallback.core.capture.LRPWorker` runs iNNvestigate in a worker process (it needs
+  eager execution disabled, which is never done in the user's process).
+
+Both have ``start(model, layer_names, x, batch_size=..., embed_options=...)``,
+``analyze(weights) -> LRPResult``, ``alive``, ``kill()`` and ``close()``. :func:`choose_backend`
+picks one for a model.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional, Sequence
+
+import numpy as np
+
+from flowcallback.core._keras import clone_model, is_keras3
+from flowcallback.core.capture import LRPResult, _bounded_batch
+from flowcallback.core.embed import Embedder
+from flowcallback.core.lrp.native import ANALYZERS, NativeLRP
+
+__all__ = ["BACKENDS", "check_backend", "choose_backend", "engine_label", "NativeEngine", "LRPResult"]
+
+BACKENDS = ("auto", "native", "innvestigate")
+
+
+def innvestigate_installed() -> bool:
+    """Whether iNNvestigate can be imported (it is never imported in the user's process)."""
+    return importlib.util.find_spec("innvestigate") is not None
+
+
+def check_backend(backend: str, analyzer: str) -> str:
+    """Validate ``lrp_backend`` and, for the native engine, ``analyzer``, at the door.
+
+    Raises
+    ------
+    ValueError
+        Naming ``lrp_backend`` or ``analyzer`` and what was expected.
+
+    Examples
+    --------
+    >>> check_backend("native", "lrp.z")
+    'native'
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"lrp_backend: expected one of {BACKENDS}, got {backend!r}")
+    if backend == "innvestigate" and not innvestigate_installed():
+        raise ValueError("lrp_backend: 'innvestigate' needs the iNNvestigate package, which is not installed "
+                         "(pip install 'flowcallback[innvestigate]', Python <= 3.11 and TensorFlow < 2.15); "
+                         "'native' or 'auto' use flowcallback's own engine")
+    if backend == "native" and analyzer not in ANALYZERS:
+        raise ValueError(f"analyzer: the native LRP engine knows {sorted(ANALYZERS)}, got {analyzer!r}")
+    return backend
+
+
+def choose_backend(backend: str, model) -> str:
+    """``"native"`` or ``"innvestigate"`` for this model.
+
+    ``"auto"`` is iNNvestigate where it is installed and the model is a Keras 2 model (the only
+    Keras it analyses), as the design names it the LRP reference; the native engine elsewhere.
+    """
+    if backend != "auto":
+        return backend
+    return "innvestigate" if innvestigate_installed() and not is_keras3(model) else "native"
+
+
+def engine_label(backend: str, version: str = "") -> str:
+    """How pages and ``run.json`` name the engine that made the LRP flows."""
+    if backend == "innvestigate":
+        return f"iNNvestigate {version}".strip()
+    from flowcallback._version import __version__
+
+    return f"flowcallback native LRP {__version__}"
+
+
+class NativeEngine:
+    """Runs the native engine for the snapshots of one model (the interface of ``LRPWorker``).
+
+    Parameters
+    ----------
+    analyzer : str, default="lrp.epsilon"
+        One of :data:`flowcallback.core.lrp.native.ANALYZERS` (iNNvestigate's names).
+    analyzer_kwargs : dict, optional
+        The analyzer's keyword arguments, as for iNNvestigate.
+
+    Examples
+    --------
+    >>> engine = NativeEngine("lrp.z")                                  # doctest: +SKIP
+    >>> engine.start(model, ["conv2d", "dense"], x_val)                 # doctest: +SKIP
+    >>> result = engine.analyze(model.get_weights())                    # doctest: +SKIP
+    """
+
+    def __init__(self, analyzer: str = "lrp.epsilon", analyzer_kwargs: Optional[dict] = None):
+        check_backend("native", analyzer)
+        self.analyzer = analyzer
+        self.analyzer_kwargs = dict(analyzer_kwargs or {})
+        self._engine: Optional[NativeLRP] = None
+        self._copy = None
+        self._layers: list = []
+        self._x = None
+        self._batch_size = 256
+        self._embed_options: dict = {}
+
+    @property
+    def alive(self) -> bool:
+        return self._engine is not None
+
+    def start(self, model, layer_names: Sequence[str], x, *, batch_size: int = 256, embed_options: Optional[dict] = None) -> None:
+        """Build the engine on a private copy of the model and analyse one sample.
+
+        Raises
+        ------
+        ValueError
+            For analyzer arguments the engine does not know.
+        RuntimeError
+            If the model cannot be copied or holds a layer the engine cannot analyse (the
+            message names the layer and its class); the caller shows it and goes on without LRP.
+        """
+        try:
+            copy = clone_model(model)
+        except Exception as exc:  # a subclassed model has no layer graph to copy or to reverse
+            raise RuntimeError(f"the native LRP engine needs a Sequential or functional model; this one cannot be copied "
+                               f"({type(exc).__name__}: {exc})") from exc
+        copy.set_weights(model.get_weights())
+        engine = NativeLRP(copy, list(layer_names), self.analyzer, self.analyzer_kwargs)
+        if engine.unsupported:
+            raise RuntimeError(engine.note)
+        engine.relevance(np.asarray(x[:1]))  # any failure of the reverse pass shows now, not at every epoch
+        self._engine, self._copy = engine, copy
+        self._layers = list(layer_names)
+        self._x = x
+        self._batch_size = _bounded_batch(model, layer_names, int(batch_size))
+        self._embed_options = dict({"nonfinite": "flag"}, **(embed_options or {}))
+
+    def analyze(self, weights) -> LRPResult:
+        """Embedded relevance of every selected layer for these weights (a list, or a model)."""
+        if self._engine is None:
+            raise RuntimeError("the native LRP engine is not started")
+        src = weights.get_weights() if hasattr(weights, "get_weights") else weights
+        self._copy.set_weights([np.asarray(w) for w in src])
+        embedders = {n: Embedder(n, **self._embed_options) for n in self._layers}
+        reached = set()
+        for start in range(0, len(self._x), self._batch_size):
+            maps = self._engine.relevance(self._x[start:start + self._batch_size])
+            for name, value in maps.items():
+                if name in embedders:
+                    embedders[name].add(value)
+                    reached.add(name)
+        done = [n for n in self._layers if n in reached]
+        return LRPResult({n: embedders[n].result() for n in done}, [n for n in self._layers if n not in reached],
+                         f"NativeLRP({self.analyzer})", NativeLRP.__module__, engine=engine_label("native"))
+
+    def kill(self) -> None:
+        """Nothing to kill: the engine runs in this process."""
+
+    def close(self) -> None:
+        self._engine = self._copy = self._x = None

@@ -65,11 +65,11 @@ def inbound_layers(layer) -> List:
     """The layers whose outputs ``layer`` is called on, over all of its calls in the model."""
     found = []
     for node in getattr(layer, "_inbound_nodes", []):
-        if hasattr(node, "parent_nodes"):  # Keras 3: a node links to the nodes of its inputs
-            found.extend(parent.operation for parent in node.parent_nodes)
-        else:  # Keras 2
+        if hasattr(node, "inbound_layers"):  # Keras 2
             inbound = node.inbound_layers
             found.extend(inbound if isinstance(inbound, (list, tuple)) else [inbound])
+        else:  # Keras 3: a node links to the nodes of its inputs, each with its operation (layer)
+            found.extend(parent.operation for parent in node.parent_nodes)
     return found
 
 

@@ -238,7 +238,10 @@ def _loss(model, y_raw, outputs) -> Tuple[Optional[float], str]:
         import tensorflow as tf
 
         fn = tf.keras.losses.get(loss)
-        value = float(np.mean(np.asarray(fn(tf.convert_to_tensor(y_raw), tf.convert_to_tensor(outputs)))))
+        y = np.asarray(y_raw)
+        if outputs.ndim == 2 and outputs.shape[1] == 1 and y.ndim == 1:
+            y = y[:, None]  # 0/1 labels against one unit: Keras 3's losses want equal ranks, as fit() makes them
+        value = float(np.mean(np.asarray(fn(tf.convert_to_tensor(y), tf.convert_to_tensor(outputs)))))
     except Exception as exc:  # labels in a form the loss does not take
         y_shape = tuple(np.shape(y_raw))
         hint = ("integer labels need sparse_categorical_crossentropy" if len(y_shape) == 1

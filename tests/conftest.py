@@ -50,7 +50,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="needs iNNvestigate (make test runs it on the .venv-inn stack)")
     for item in items:
-        if "innvestigate" in item.keywords:
+        if item.get_closest_marker("innvestigate") is not None:
             item.add_marker(skip)
 
 

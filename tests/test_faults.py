@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from flowcallback import FlowCallback, SnapshotError, load_run
 from flowcallback.core import capture, cluster, knn, render, store
+from flowcallback.core.lrp import engines as lrp_engines
 from flowcallback.demo import lenet5_digits
 
 pytestmark = pytest.mark.slow
@@ -56,16 +57,19 @@ FAULTS = {
     "render": (render, "write_epoch_page", 2, "page", OSError("render failed (injected)")),
     "disk full": (store, "save_epoch", 2, "epoch", OSError(errno.ENOSPC, "No space left on device (injected)")),
     "innvestigate": (capture.LRPWorker, "analyze", 2, "lrp", RuntimeError("iNNvestigate failed in the LRP worker (injected)")),
+    "native lrp": (lrp_engines.NativeEngine, "analyze", 2, "lrp", RuntimeError("native LRP failed (injected)")),
 }
 
 
-@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("fault", [pytest.param(f, marks=[pytest.mark.innvestigate]) if f == "innvestigate" else f
+                                   for f in FAULTS])
 def test_a_fault_in_a_stage_costs_at_most_that_epoch(tmp_path, digits, monkeypatch, tally, fault):
     owner, name, n, lost, exc = FAULTS[fault]
     fail_on_call(monkeypatch, owner, name, n, exc)
     (x_tr, y_tr), (x_te, y_te) = digits
     log_dir = tmp_path / "r"
-    cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=log_dir, epochs=[0, 1, 2], k=8, verbose=0, lrp=lost == "lrp")
+    cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=log_dir, epochs=[0, 1, 2], k=8, verbose=0, lrp=lost == "lrp",
+                      lrp_backend={"innvestigate": "innvestigate", "native lrp": "native"}.get(fault, "auto"))
     with pytest.warns(RuntimeWarning) as warned:
         hist = lenet5_digits(seed=30).fit(x_tr[:200], y_tr[:200], epochs=2, verbose=0, callbacks=[cb])
     tally("faults injected")
@@ -96,6 +100,7 @@ def test_a_fault_in_a_stage_costs_at_most_that_epoch(tmp_path, digits, monkeypat
         assert any(s.startswith("LRP failed for this epoch") for s in g.notes)
 
 
+@pytest.mark.innvestigate
 def test_the_lrp_worker_killed_mid_run_is_restarted(tmp_path, digits, tally):
     (x_tr, y_tr), (x_te, y_te) = digits
     log_dir = tmp_path / "r"
@@ -112,7 +117,8 @@ def test_the_lrp_worker_killed_mid_run_is_restarted(tmp_path, digits, tally):
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
 
-    cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=log_dir, epochs=[0, 1, 2, 3], k=8, verbose=0)
+    cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=log_dir, epochs=[0, 1, 2, 3], k=8, verbose=0,
+                      lrp_backend="innvestigate")
     hist = lenet5_digits(seed=31).fit(x_tr[:200], y_tr[:200], epochs=3, verbose=0, callbacks=[cb, KillWorker(cb)])
     tally("faults injected")
     assert len(hist.history["loss"]) == 3

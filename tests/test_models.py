@@ -7,7 +7,7 @@ import tensorflow as tf
 from flowcallback import FlowCallback, load_run
 from flowcallback.core import capture
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both]
 L = tf.keras.layers
 
 
@@ -43,6 +43,14 @@ def inception():
     h = L.Flatten()(h)
     out = L.Dense(10, activation="softmax")(h)
     return tf.keras.Model(inp, out)
+
+
+def run_backend(log_dir) -> str:
+    """The LRP engine that lrp_backend="auto" chose for a run: "innvestigate" or "native"."""
+    import json
+
+    engine = json.loads((log_dir / "run.json").read_text())["config"]["lrp_engine"]
+    return "innvestigate" if engine.startswith("iNNvestigate") else "native"
 
 
 def fit_with_callback(model, digits, log_dir, **kw):
@@ -143,10 +151,15 @@ def test_layers_lrp_cannot_analyse_give_activation_flows_and_a_note(tmp_path, di
     g = run.epoch(1)
     assert conserved(g) and "scale" in g.column_names
     note = [n for n in g.notes if n.startswith("LRP skipped for the whole model")]
-    # a custom class and a Lambda (never deserialised from code) cannot be rebuilt in the worker;
-    # iNNvestigate itself refuses a softmax inside the model
-    expected = {"custom": "cannot rebuild the model", "lambda": "cannot rebuild the model",
-                "hidden softmax": "does not support softmax layers"}[odd]
+    if run_backend(tmp_path) == "innvestigate":
+        # a custom class and a Lambda (never deserialised from code) cannot be rebuilt in the worker;
+        # iNNvestigate itself refuses a softmax inside the model
+        expected = {"custom": "cannot rebuild the model", "lambda": "cannot rebuild the model",
+                    "hidden softmax": "does not support softmax layers"}[odd]
+    else:  # the native engine names the layer and its class
+        expected = {"custom": "'scale' (Scale: no LRP rule for this layer class)",
+                    "lambda": "'scale' (Lambda: no LRP rule for this layer class)",
+                    "hidden softmax": "'scale' (Activation: a softmax inside the model"}[odd]
     assert len(note) == 1 and expected in note[0]
     assert expected in (tmp_path / "epoch_001.html").read_text()
 

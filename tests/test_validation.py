@@ -6,7 +6,7 @@ import pytest
 
 from flowcallback import FlowCallback
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both]
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,8 @@ def model():
         (dict(k="many"), "k"),
         (dict(inflation=1.0), "inflation"),
         (dict(analyzer="gradient"), "analyzer"),
+        (dict(analyzer="lrp.nonexistent"), r"analyzer: expected one of the LRP analyzers \[.*'lrp.epsilon'"),
+        (dict(lrp_backend="torch"), "lrp_backend: expected one of"),
         (dict(layers="conv1"), "layers"),
         (dict(on_error="ignore"), "on_error"),
         (dict(verbose=5), "verbose"),
@@ -78,7 +80,6 @@ def test_bad_validation_data_at_construction(small, data, match, tally):
         (lambda x, y: (x, y + 5), {}, r"0\.\.9"),
         (lambda x, y: (x, y), dict(layers=["conv1", "nope"]), "layers: unknown layer name"),
         (lambda x, y: (x, y), dict(class_names=["a", "b"]), "class_names: expected 10 names"),
-        (lambda x, y: (x, y), dict(analyzer="lrp.nonexistent"), "analyzer"),
     ],
 )
 def test_bad_input_at_train_begin(tmp_path, small, model, make, kwargs, match, tally):

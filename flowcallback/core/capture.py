@@ -330,7 +330,6 @@ class LRPWorker:
         self._r = self._w = None
         self._log = None
         self.analyzers: List[str] = []
-        self.innvestigate_version = ""
 
     # -- process management --------------------------------------------------------------------
     @property
@@ -419,7 +418,6 @@ class LRPWorker:
                 raise ValueError(str(exc).split("\n")[0].replace("iNNvestigate failed in the LRP worker: ValueError: ", "")) from None
             raise
         self.analyzers = reply["analyzers"]
-        self.innvestigate_version = reply.get("innvestigate", "")
 
     def analyze(self, model_or_weights) -> LRPResult:
         """Relevance of every selected layer, for a model's current weights (or a list of weights).
@@ -430,8 +428,10 @@ class LRPWorker:
         src = model_or_weights
         weights = [np.asarray(w) for w in (src.get_weights() if hasattr(src, "get_weights") else src)]
         reply, arrays = self._call({"cmd": "analyze"}, weights)
+        from flowcallback.core.lrp.engines import engine_label
+
         return LRPResult(dict(zip(reply["layers"], arrays)), reply["missing"], reply["analyzer_class"], reply["module"],
-                         engine=f"iNNvestigate {self.innvestigate_version}".strip())
+                         engine=engine_label("innvestigate"))
 
     def kill(self) -> None:
         """Kill the process now, without touching the pipes (safe while another thread waits on them)."""

@@ -1,6 +1,6 @@
 """Layer metrics as TensorBoard scalars, written without touching TensorFlow's global state.
 
-TensorBoard's own event-file writer (the ``tensorboard`` package, installed with TensorFlow) is
+TensorBoard's own event-file writer (the ``tensorboard`` package, a dependency of flowcallback) is
 used instead of ``tf.summary``: it needs no default writer, no graph and no eager context, so it can
 run in the snapshot's background thread.
 """

@@ -11,9 +11,10 @@ import time
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both]
 
 
+@pytest.mark.innvestigate
 def test_worker_dies_with_a_killed_parent(tmp_path):
     """SIGKILL the training process: its LRP worker exits by itself within seconds."""
     script = textwrap.dedent(
@@ -81,6 +82,7 @@ def test_activations_are_the_layer_outputs_embedded():
     np.testing.assert_allclose(out, m(x).numpy(), atol=1e-6)
 
 
+@pytest.mark.innvestigate
 @pytest.mark.parametrize("analyzer", ["lrp.epsilon", "lrp.alpha_1_beta_0"])
 def test_worker_reuses_its_analyzer_with_each_snapshots_weights(analyzer):
     # The worker builds iNNvestigate's analyzer once and only loads new weights at each snapshot.

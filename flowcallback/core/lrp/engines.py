@@ -69,10 +69,15 @@ def choose_backend(backend: str, model) -> str:
     return "innvestigate" if innvestigate_installed() and not is_keras3(model) else "native"
 
 
-def engine_label(backend: str, version: str = "") -> str:
-    """How pages and ``run.json`` name the engine that made the LRP flows."""
+def engine_label(backend: str) -> str:
+    """How pages and ``run.json`` name the engine that made the LRP flows (with its version)."""
     if backend == "innvestigate":
-        return f"iNNvestigate {version}".strip()
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:  # the distribution's version: innvestigate.__version__ says 2.0.1 in release 2.1.2
+            return f"iNNvestigate {version('innvestigate')}"
+        except PackageNotFoundError:
+            return "iNNvestigate"
     from flowcallback._version import __version__
 
     return f"flowcallback native LRP {__version__}"
@@ -121,6 +126,9 @@ class NativeEngine:
             If the model cannot be copied or holds a layer the engine cannot analyse (the
             message names the layer and its class); the caller shows it and goes on without LRP.
         """
+        check = NativeLRP(model, list(layer_names), self.analyzer, self.analyzer_kwargs)  # reads the graph only
+        if check.unsupported:
+            raise RuntimeError(check.note)
         try:
             copy = clone_model(model)
         except Exception as exc:  # a subclassed model has no layer graph to copy or to reverse

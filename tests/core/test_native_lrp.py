@@ -141,7 +141,6 @@ MODELS = {
 #: analyzer, kwargs: every rule of issue 12, the bounded input rule, the presets
 RULE_CASES = [
     ("lrp.epsilon", {}),
-    ("lrp.epsilon", {"epsilon": 0.25}),
     ("lrp.z", {}),
     ("lrp.z_plus", {}),
     ("lrp.alpha_1_beta_0", {}),
@@ -152,9 +151,10 @@ RULE_CASES = [
     ("lrp.sequential_preset_a", {}),
     ("lrp.sequential_preset_b", {}),
 ]
-# A text model's input is token ids: the bounded rule makes no sense there (iNNvestigate applies it
-# to the first layer with weights, here a Conv1D after the Embedding)
-EXTRA_CASES = {"small_resnet": [("lrp.epsilon", {"bn_layer_fuse_mode": "two_linear"}), ("lrp.z", {"bn_layer_fuse_mode": "two_linear"})]}
+EXTRA_CASES = {
+    "demo_cnn": [("lrp.epsilon", {"epsilon": 0.25})],
+    "small_resnet": [("lrp.epsilon", {"epsilon": 0.25}), ("lrp.epsilon", {"bn_layer_fuse_mode": "two_linear"})],
+}
 
 
 def _inputs(name, n=48):
@@ -191,9 +191,14 @@ def _all_cases():
     return [(m, i) for m in MODELS for i in range(len(RULE_CASES) + len(EXTRA_CASES.get(m, [])))]
 
 
+def _case_id(m, i):
+    analyzer, kw = (RULE_CASES + EXTRA_CASES.get(m, []))[i]
+    return f"{m}-{analyzer}" + "".join(f"-{k}={v}" for k, v in kw.items()).replace(" ", "")
+
+
 @pytest.mark.slow
 @pytest.mark.innvestigate
-@pytest.mark.parametrize("model_name,case", _all_cases(), ids=[f"{m}-{i}" for m, i in _all_cases()])
+@pytest.mark.parametrize("model_name,case", _all_cases(), ids=[_case_id(m, i) for m, i in _all_cases()])
 def test_equal_to_innvestigate(references, model_name, case):
     built, cases, refs = references
     model, x = built[model_name]

@@ -91,7 +91,7 @@ def concat_model():
     b = L.Conv2D(4, 3, padding="same", activation="relu", name="branch_3x3")(inp)
     c = L.SeparableConv2D(4, 3, padding="same", activation="relu", name="branch_sep")(inp)
     h = L.Concatenate(name="concat")([a, b, c])
-    h = L.AveragePooling2D(name="avgpool")(h)
+    h = L.AveragePooling2D(2, name="avgpool")(h)
     h = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu", name="depthwise")(h)
     h = L.Conv2D(8, 2, dilation_rate=2, padding="same", activation="relu", name="dilated")(h)
     h = L.GaussianNoise(0.1, name="noise")(h)

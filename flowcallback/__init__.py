@@ -13,6 +13,7 @@ __all__ = [
     "__version__",
     "FlowCallback",
     "snapshot",
+    "relevance",
     "load_run",
     "Run",
     "FlowGraph",
@@ -34,4 +35,8 @@ def __getattr__(name):
         from flowcallback.pipeline import snapshot
 
         return snapshot
+    if name == "relevance":  # LRP maps for scripts: flowcallback.core.lrp.relevance
+        from flowcallback.core.lrp import relevance
+
+        return relevance
     raise AttributeError(f"module 'flowcallback' has no attribute {name!r}")

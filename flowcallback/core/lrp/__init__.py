@@ -40,11 +40,16 @@ def _innvestigate_available() -> bool:
 
 
 def innvestigate_maps(model, x, analyzers: Sequence[Tuple[str, dict]], layers: Optional[Sequence[str]] = None,
-                      timeout: Optional[float] = None) -> List[Dict[str, np.ndarray]]:
+                      timeout: Optional[float] = None, disable_model_checks: bool = False) -> List[Dict[str, np.ndarray]]:
     """iNNvestigate's relevance at each layer's output, for several analyzers, in one child process.
 
     The model is rebuilt there from its JSON config (output activation set to linear, as the LRP
     worker does) and its current weights. One dict per analyzer, in order.
+
+    ``disable_model_checks=True`` is passed on to iNNvestigate: its model checks of the "warning"
+    kind raise ``NotImplementedError`` in 2.1.2 (``AnalyzerBase._do_model_checks``), which refuses
+    any model with a ``ReLU`` or ``LeakyReLU`` layer ("LRP is only tested for convolutional neural
+    networks") and, for the presets, any non-ReLU activation.
 
     Raises
     ------
@@ -60,6 +65,7 @@ def innvestigate_maps(model, x, analyzers: Sequence[Tuple[str, dict]], layers: O
         "analyzers": [[a, dict(kw or {})] for a, kw in analyzers],
         "n_weights": len(model.get_weights()),
         "n_inputs": len(xs),
+        "disable_model_checks": bool(disable_model_checks),
     }
     arrays = {f"w{i}": np.asarray(w) for i, w in enumerate(model.get_weights())}
     arrays.update({f"x{i}": np.asarray(a) for i, a in enumerate(xs)})

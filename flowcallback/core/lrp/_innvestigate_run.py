@@ -33,15 +33,19 @@ def main(argv) -> int:
     weights = [data[f"w{i}"] for i in range(spec["n_weights"])]
     xs = [data[f"x{i}"] for i in range(spec["n_inputs"])]
     x = xs[0] if len(xs) == 1 else xs
-    model = tf.keras.models.model_from_json(spec["model_json"])
-    model.set_weights(weights)
     result = {}
     errors = {}
     for i, (name, kwargs) in enumerate(spec["analyzers"]):
         kwargs = dict(kwargs)
         if isinstance(kwargs.get("input_layer_rule"), list):
             kwargs["input_layer_rule"] = tuple(kwargs["input_layer_rule"])
+        if spec.get("disable_model_checks"):
+            kwargs["disable_model_checks"] = True
         try:
+            # a fresh graph for each analyzer: in one graph, each analyzer would be built slower
+            tf.keras.backend.clear_session()
+            model = tf.keras.models.model_from_json(spec["model_json"])
+            model.set_weights(weights)
             analyzer = innvestigate.create_analyzer(name, model, reverse_keep_tensors=True, **kwargs)
             analyzer.analyze(x)
             rel = _relevance_by_layer(analyzer, _producers(analyzer, igraph, tf.keras.layers))

@@ -1,0 +1,376 @@
+"""The native eager LRP engine (flowcallback.core.lrp): its own properties, and equality with iNNvestigate.
+
+The agreement tests run iNNvestigate 2.1.2 in child processes (it needs eager execution disabled,
+never in this process), one per model computing every analyzer, and compare each layer's map:
+max |native - iNNvestigate| <= 1e-5 * max |iNNvestigate| for that layer and batch.
+"""
+from __future__ import annotations
+
+import importlib.util
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+L = tf.keras.layers
+
+from flowcallback.core.lrp import (ANALYZERS, INNVESTIGATE_ANALYZERS, NativeLRP, UnsupportedLayerError,  # noqa: E402
+                                   innvestigate_maps, relevance)
+
+HAS_INNVESTIGATE = importlib.util.find_spec("innvestigate") is not None
+RTOL = 1e-5
+
+
+# -- models ------------------------------------------------------------------------------------------
+def _randomise(model, seed=0):
+    """Non-zero biases and BatchNormalization statistics, so that every term of the rules counts."""
+    rng = np.random.default_rng(seed)
+    ws = []
+    for v in model.weights:
+        w = v.numpy()
+        name = v.name
+        if "moving_variance" in name:
+            w = rng.uniform(0.5, 2.0, w.shape)
+        elif "moving_mean" in name or "beta" in name or "bias" in name:
+            w = rng.normal(0.0, 0.2, w.shape)
+        elif "gamma" in name:
+            w = rng.uniform(0.5, 1.5, w.shape) * rng.choice([-1, 1], w.shape, p=[0.2, 0.8])
+        ws.append(w.astype("float32"))
+    for v, w in zip(model.weights, ws):
+        v.assign(w)
+    return model
+
+
+def demo_cnn():
+    from flowcallback.demo import lenet5_digits
+
+    return _randomise(lenet5_digits())
+
+
+def scenario1():
+    """The paper's scenario-1 model: conv32, conv64, max-pool, dropout, dense128, dense10."""
+    tf.keras.utils.set_random_seed(1)
+    m = tf.keras.Sequential([
+        tf.keras.Input((8, 8, 1)),
+        L.Conv2D(32, 3, activation="relu", name="conv32"),
+        L.Conv2D(64, 3, activation="relu", name="conv64"),
+        L.MaxPooling2D(name="pool"),
+        L.Dropout(0.25, name="drop1"),
+        L.Flatten(name="flatten"),
+        L.Dense(128, activation="relu", name="dense128"),
+        L.Dropout(0.5, name="drop2"),
+        L.Dense(10, activation="softmax", name="dense10"),
+    ])
+    return _randomise(m, 1)
+
+
+def small_resnet():
+    tf.keras.utils.set_random_seed(2)
+    inp = tf.keras.Input((8, 8, 1), name="image")
+    h = L.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
+    r = L.Conv2D(8, 3, padding="same", use_bias=False, name="res_a")(h)
+    r = L.BatchNormalization(name="bn_a")(r)
+    r = L.Activation("relu", name="relu_a")(r)
+    r = L.Conv2D(8, 3, padding="same", name="res_b")(r)
+    r = L.BatchNormalization(center=False, name="bn_b")(r)
+    h = L.Add(name="merge")([h, r])  # not "add": iNNvestigate names its own fork sums "add"
+    h = L.ReLU(name="relu")(h)
+    h = L.Conv2D(12, 3, strides=2, padding="same", name="down")(h)
+    h = L.BatchNormalization(scale=False, name="bn_c")(h)
+    h = L.LeakyReLU(0.1, name="leaky")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    out = L.Dense(10, activation="softmax", name="out")(h)
+    return _randomise(tf.keras.Model(inp, out, name="small_resnet"), 2)
+
+
+def concat_model():
+    tf.keras.utils.set_random_seed(3)
+    inp = tf.keras.Input((8, 8, 1), name="image")
+    a = L.Conv2D(4, 1, activation="relu", name="branch_1x1")(inp)
+    b = L.Conv2D(4, 3, padding="same", activation="relu", name="branch_3x3")(inp)
+    c = L.SeparableConv2D(4, 3, padding="same", activation="relu", name="branch_sep")(inp)
+    h = L.Concatenate(name="concat")([a, b, c])
+    h = L.AveragePooling2D(2, name="avgpool")(h)
+    h = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu", name="depthwise")(h)
+    h = L.Conv2D(8, 2, dilation_rate=2, padding="same", activation="relu", name="dilated")(h)
+    h = L.GaussianNoise(0.1, name="noise")(h)
+    h = L.Flatten(name="flatten")(h)
+    out = L.Dense(10, name="logits")(h)
+    out = L.Softmax(name="softmax")(out)
+    return _randomise(tf.keras.Model(inp, out, name="concat_model"), 3)
+
+
+def text_conv1d():
+    tf.keras.utils.set_random_seed(4)
+    inp = tf.keras.Input((20,), dtype="int32", name="tokens")
+    h = L.Embedding(50, 8, name="embed")(inp)
+    h = L.Conv1D(16, 3, activation="relu", name="conv1d")(h)
+    h = L.Conv1D(16, 3, padding="causal", dilation_rate=2, activation="relu", name="causal")(h)
+    h = L.MaxPooling1D(2, name="pool1d")(h)
+    h = L.Conv1D(8, 2, strides=2, padding="same", activation="relu", name="strided")(h)
+    h = L.GlobalMaxPooling1D(name="gmp")(h)
+    h = L.Dense(16, activation="relu", name="dense16")(h)
+    out = L.Dense(4, activation="softmax", name="out")(h)
+    return _randomise(tf.keras.Model(inp, out, name="text_conv1d"), 4)
+
+
+def volume_model():
+    """Conv3D and 3D pooling, behind a Reshape of the digits."""
+    tf.keras.utils.set_random_seed(5)
+    inp = tf.keras.Input((8, 8, 1), name="image")
+    h = L.Reshape((4, 4, 4, 1), name="to3d")(inp)
+    h = L.ZeroPadding3D(1, name="pad3d")(h)
+    h = L.Conv3D(4, 3, activation="relu", name="conv3d")(h)
+    h = L.MaxPooling3D(2, padding="same", name="maxpool3d")(h)
+    h = L.AveragePooling3D(1, name="avgpool3d")(h)
+    h = L.GlobalAveragePooling3D(name="gap3d")(h)
+    out = L.Dense(10, activation="softmax", name="out")(h)
+    return _randomise(tf.keras.Model(inp, out, name="volume_model"), 5)
+
+
+MODELS = {
+    "demo_cnn": demo_cnn,
+    "scenario1": scenario1,
+    "small_resnet": small_resnet,
+    "concat": concat_model,
+    "text_conv1d": text_conv1d,
+    "volume": volume_model,
+}
+
+#: analyzer, kwargs: every rule of issue 12, the bounded input rule, the presets
+RULE_CASES = [
+    ("lrp.epsilon", {}),
+    ("lrp.z", {}),
+    ("lrp.z_plus", {}),
+    ("lrp.alpha_1_beta_0", {}),
+    ("lrp.alpha_2_beta_1", {}),
+    ("lrp.flat", {}),
+    ("lrp.w_square", {}),
+    ("lrp.epsilon", {"input_layer_rule": [0.0, 1.0]}),
+    ("lrp.sequential_preset_a", {}),
+    ("lrp.sequential_preset_b", {}),
+]
+EXTRA_CASES = {
+    "demo_cnn": [("lrp.epsilon", {"epsilon": 0.25})],
+    "small_resnet": [("lrp.epsilon", {"epsilon": 0.25}), ("lrp.epsilon", {"bn_layer_fuse_mode": "two_linear"})],
+}
+
+
+def _inputs(name, n=48):
+    if name == "text_conv1d":
+        return np.random.default_rng(0).integers(0, 50, size=(n, 20)).astype("int32")
+    from flowcallback.demo import load_digits_split
+
+    (_, _), (x, _) = load_digits_split()
+    return x[:n]
+
+
+def _layer_names(model):
+    names = [t._keras_history[0].name for t in model.inputs]
+    return names + [l.name for l in model.layers if type(l).__name__ != "InputLayer"]
+
+
+# -- agreement with iNNvestigate ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def references():
+    """iNNvestigate's maps for every model and case, two child processes at a time."""
+    if not HAS_INNVESTIGATE:
+        pytest.skip("iNNvestigate is not installed")
+    built = {name: (make(), _inputs(name)) for name, make in MODELS.items()}
+    cases = {name: RULE_CASES + EXTRA_CASES.get(name, []) for name in MODELS}
+    # iNNvestigate 2.1.2 turns its model warnings into NotImplementedError (a ReLU or LeakyReLU layer
+    # triggers one); the checks are switched off so that it analyses these models at all
+    pool = ThreadPoolExecutor(2)
+    futures = {name: pool.submit(innvestigate_maps, m, x, cases[name], _layer_names(m), 600, True) for name, (m, x) in built.items()}
+    yield built, cases, futures
+    pool.shutdown(wait=True)
+
+
+def _all_cases():
+    return [(m, i) for m in MODELS for i in range(len(RULE_CASES) + len(EXTRA_CASES.get(m, [])))]
+
+
+def _case_id(m, i):
+    analyzer, kw = (RULE_CASES + EXTRA_CASES.get(m, []))[i]
+    return f"{m}-{analyzer}" + "".join(f"-{k}={v}" for k, v in kw.items()).replace(" ", "")
+
+
+@pytest.mark.slow
+@pytest.mark.innvestigate
+@pytest.mark.parametrize("model_name,case", _all_cases(), ids=[_case_id(m, i) for m, i in _all_cases()])
+def test_equal_to_innvestigate(references, model_name, case):
+    built, cases, refs = references
+    model, x = built[model_name]
+    analyzer, kwargs = cases[model_name][case]
+    ref = refs[model_name].result()[case]  # a model iNNvestigate fails on fails its own tests only
+    engine = NativeLRP(model, _layer_names(model), analyzer, kwargs)
+    assert engine.note == ""
+    ours = engine.relevance(x, batch_size=20)  # batches: the same numbers as one pass
+    expected = set(ref)
+    if model_name == "text_conv1d":
+        expected.discard("tokens")  # iNNvestigate sums the embedding relevance per token; ours stops at the embedding
+    assert expected <= set(ours), f"layers without native relevance: {sorted(expected - set(ours))}"
+    assert len(expected) >= len(model.layers) - 1
+    worst = {}
+    for layer in sorted(expected):
+        a, b = ours[layer], ref[layer]
+        assert a.shape == b.shape, layer
+        scale = float(np.abs(b).max())
+        assert np.isfinite(b).all() and np.isfinite(a).all(), layer
+        assert scale > 0, f"{layer}: iNNvestigate's map is all zeros"
+        worst[layer] = float(np.abs(a - b).max()) / scale
+    bad = {k: v for k, v in worst.items() if v > RTOL}
+    assert not bad, f"{analyzer} {kwargs}: relative differences above {RTOL}: {bad}"
+
+
+# -- properties that need no iNNvestigate -------------------------------------------------------------
+def _relu_mlp(bias_zero=True):
+    tf.keras.utils.set_random_seed(7)
+    m = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), L.Conv2D(4, 3, activation="relu", name="c"), L.Flatten(name="f"),
+                             L.Dense(16, activation="relu", name="d"), L.Dense(10, activation="softmax", name="o")])
+    if bias_zero:
+        for l in m.layers:
+            if getattr(l, "bias", None) is not None:
+                l.bias.assign(tf.zeros_like(l.bias))
+    return m
+
+
+def test_z_rule_conserves_relevance_without_biases(digits):
+    """With zero biases on a ReLU net without pooling, every layer's relevance sums to the start logit."""
+    model = _relu_mlp()
+    x = digits[1][0][:32]
+    input_name = model.inputs[0]._keras_history[0].name
+    maps = NativeLRP(model, [input_name, "c", "f", "d", "o"], "lrp.z").relevance(x)
+    assert set(maps) == {input_name, "c", "f", "d", "o"}
+    hidden = tf.keras.Model(model.inputs, model.get_layer("d").output)(x).numpy()
+    logits = hidden @ model.get_layer("o").kernel.numpy()
+    top = logits.max(axis=1)
+    assert (top > 0).all()
+    for name, m in maps.items():
+        sums = m.reshape(len(x), -1).sum(axis=1)
+        np.testing.assert_allclose(sums, top, rtol=1e-4, err_msg=name)
+    # the output layer's relevance is the top logit at the predicted class, zero elsewhere
+    out = maps["o"]
+    assert (np.count_nonzero(out, axis=1) == 1).all()
+    np.testing.assert_array_equal(out.argmax(axis=1), model.predict(x, verbose=0).argmax(axis=1))
+
+
+def test_batches_and_eager_state_unchanged(digits):
+    model = _relu_mlp(bias_zero=False)
+    x = digits[1][0][:40]
+    assert tf.executing_eagerly()
+    engine = NativeLRP(model, None, "lrp.alpha_2_beta_1")
+    whole = engine.relevance(x)
+    parts = engine.relevance(x, batch_size=16)
+    assert tf.executing_eagerly()
+    assert set(whole) == {"c", "f", "d", "o"}
+    for k in whole:
+        np.testing.assert_allclose(parts[k], whole[k], rtol=1e-6, atol=1e-7)
+    # the model still predicts with its softmax: nothing was changed on it
+    p = model.predict(x[:4], verbose=0)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_weights_read_at_each_call(digits):
+    model = _relu_mlp(bias_zero=False)
+    x = digits[1][0][:8]
+    engine = NativeLRP(model, ["d"], "lrp.epsilon")
+    before = engine.relevance(x)["d"]
+    k = model.get_layer("d").kernel
+    k.assign(k * 2.0)
+    after = engine.relevance(x)["d"]
+    assert not np.allclose(before, after)
+
+
+@pytest.mark.parametrize("odd", ["lambda", "lstm"])
+def test_unsupported_layer_gives_a_named_note(odd):
+    inp = tf.keras.Input((8, 8))
+    if odd == "lambda":
+        h = L.Lambda(lambda t: t * 2.0, name="times_two")(inp)
+        name, cls = "times_two", "Lambda"
+    else:
+        h = L.LSTM(4, name="recurrent")(inp)
+        name, cls = "recurrent", "LSTM"
+    h = L.Flatten()(h)
+    model = tf.keras.Model(inp, L.Dense(3, activation="softmax", name="out")(h))
+    engine = NativeLRP(model)  # set-up does not raise: the caller shows the note and goes on
+    assert engine.unsupported and engine.unsupported[0][:2] == (name, cls)
+    assert f"'{name}' ({cls}" in engine.note
+    with pytest.raises(UnsupportedLayerError, match=name):
+        engine.check()
+    with pytest.raises(UnsupportedLayerError, match=cls):
+        engine.relevance(np.zeros((2, 8, 8), "float32"))
+    with pytest.raises(ValueError, match=name):  # UnsupportedLayerError is a ValueError
+        relevance(model, np.zeros((2, 8, 8), "float32"), backend="native")
+
+
+def test_hidden_softmax_is_unsupported():
+    inp = tf.keras.Input((6,))
+    h = L.Dense(5, activation="softmax", name="hidden_softmax")(inp)
+    model = tf.keras.Model(inp, L.Dense(3, activation="softmax", name="out")(h))
+    engine = NativeLRP(model)
+    assert [u[0] for u in engine.unsupported] == ["hidden_softmax"]
+
+
+def test_unknown_analyzer_lists_the_names():
+    model = _relu_mlp()
+    with pytest.raises(ValueError) as e:
+        NativeLRP(model, analyzer="lrp.nonsense")
+    assert "lrp.nonsense" in str(e.value) and "lrp.epsilon" in str(e.value) and "lrp.sequential_preset_b" in str(e.value)
+    with pytest.raises(ValueError) as e:
+        relevance(model, np.zeros((1, 8, 8, 1), "float32"), analyzer="deconvnet")
+    for name in INNVESTIGATE_ANALYZERS:
+        assert name in str(e.value)
+    with pytest.raises(ValueError, match="backend"):
+        relevance(model, np.zeros((1, 8, 8, 1), "float32"), backend="torch")
+
+
+def test_bad_analyzer_kwargs():
+    model = _relu_mlp()
+    with pytest.raises(ValueError, match="epsilon"):
+        NativeLRP(model, analyzer="lrp.epsilon", analyzer_kwargs={"epsilon": 0})
+    with pytest.raises(ValueError, match="alpha"):
+        NativeLRP(model, analyzer="lrp.alpha_beta", analyzer_kwargs={"alpha": 3, "beta": 1})
+    with pytest.raises(ValueError, match="colour"):
+        NativeLRP(model, analyzer="lrp.z", analyzer_kwargs={"colour": "red"})
+    with pytest.raises(ValueError, match="input_layer_rule"):
+        NativeLRP(model, analyzer="lrp.z", analyzer_kwargs={"input_layer_rule": "Sideways"})
+    with pytest.raises(ValueError, match="not in the model"):
+        NativeLRP(model, ["nope"])
+
+
+def test_nan_weights_propagate_without_error(digits):
+    model = _relu_mlp(bias_zero=False)
+    k = model.get_layer("d").kernel
+    k.assign(tf.tensor_scatter_nd_update(k, [[0, 0]], [np.nan]))
+    maps = NativeLRP(model, None, "lrp.epsilon").relevance(digits[1][0][:4])
+    assert set(maps) == {"c", "f", "d", "o"}
+    assert not np.isfinite(maps["d"]).all() or not np.isfinite(maps["o"]).all()
+    assert not np.isfinite(maps["c"]).all()
+
+
+def test_public_entry_point(digits):
+    import flowcallback
+
+    model = _relu_mlp(bias_zero=False)
+    x = digits[1][0][:10]
+    maps = flowcallback.relevance(model, x, ["c", "o"], analyzer="lrp.z", backend="native")
+    assert set(maps) == {"c", "o"} and maps["c"].shape == (10, 6, 6, 4)
+    auto = flowcallback.relevance(model, x, ["c", "o"], analyzer="lrp.z")
+    np.testing.assert_array_equal(auto["c"], maps["c"])
+    assert set(ANALYZERS) <= set(INNVESTIGATE_ANALYZERS)
+
+
+@pytest.mark.slow
+@pytest.mark.innvestigate
+@pytest.mark.skipif(not HAS_INNVESTIGATE, reason="iNNvestigate is not installed")
+def test_public_entry_point_innvestigate_backend(digits):
+    import flowcallback
+
+    model = _relu_mlp(bias_zero=False)
+    x = digits[1][0][:10]
+    inn = flowcallback.relevance(model, x, ["c", "o"], analyzer="lrp.epsilon", backend="innvestigate")
+    nat = flowcallback.relevance(model, x, ["c", "o"], analyzer="lrp.epsilon", backend="native")
+    for k in ("c", "o"):
+        assert np.abs(inn[k] - nat[k]).max() <= RTOL * np.abs(inn[k]).max()

@@ -19,6 +19,18 @@ def _drawn(page):
     return nodes, widths
 
 
+def _settled(page, expected_nodes: int):
+    """The drawn Sankey once it has ``expected_nodes`` nodes (Plotly 6+ animates the change), or
+    as it is after 10 s, so that a wrong count fails the test's assertion instead of hanging."""
+    try:
+        page.wait_for_function(f"document.querySelectorAll('#sankey .sankey-node').length === {expected_nodes}",
+                               timeout=10_000)
+    except Exception:  # playwright's TimeoutError: the assertion below reports the count
+        pass
+    page.wait_for_timeout(300)
+    return _drawn(page)
+
+
 def test_run_page_slider_and_switch(fitted_run):
     run = load_run(fitted_run["log_dir"])
     index = run.path / "index.html"
@@ -30,15 +42,14 @@ def test_run_page_slider_and_switch(fitted_run):
         assert n2 == sum(len(c.order) for c in run.epoch(2).columns)
         # slide to epoch 1
         page.eval_on_selector("#epoch", "el => { el.value = '0'; el.dispatchEvent(new Event('input')); }")
-        page.wait_for_timeout(300)
         assert page.inner_text("#epoch-label") == "1"
-        n1, d1 = _drawn(page)
+        n1, d1 = _settled(page, sum(len(c.order) for c in run.epoch(1).columns))
         assert n1 == sum(len(c.order) for c in run.epoch(1).columns)
         assert (n1, d1) != (n2, d2)
         # switch to LRP
         page.get_by_role("button", name="LRP relevance").click()
-        page.wait_for_timeout(300)
-        assert _drawn(page)[0] == sum(len(c.order) for c in run.epoch(1, "lrp").columns)
+        expected = sum(len(c.order) for c in run.epoch(1, "lrp").columns)
+        assert _settled(page, expected)[0] == expected
         # the profile table lists every class, the heatmap is drawn
         assert page.eval_on_selector_all("#profiles tbody tr", "els => els.length") == 10
         assert page.eval_on_selector_all("#heatmap .hm, #heatmap image, #heatmap .heatmaplayer", "els => els.length") >= 1

@@ -21,6 +21,8 @@ from flowcallback.core.lrp import (ANALYZERS, INNVESTIGATE_ANALYZERS, NativeLRP,
 HAS_INNVESTIGATE = importlib.util.find_spec("innvestigate") is not None
 RTOL = 1e-5
 
+pytestmark = [pytest.mark.slow, pytest.mark.both]
+
 
 # -- models ------------------------------------------------------------------------------------------
 def _randomise(model, seed=0):

@@ -696,6 +696,7 @@ class Snapshotter:
         n_jobs = len(self.layer_names) * (1 + int(use_lrp))
         prog = _Progress(verbose, int(use_lrp) + n_jobs + 1, epoch)
         notes: List[str] = [state["loss_note"]] if state.get("loss_note") else []
+        lrp_notes: List[str] = []  # on the LRP graph only (and the page)
         timings = {"capture_seconds": state["capture_seconds"]}
         embeddings = {"activations": state["activations"]}
         metrics_lrp = {}
@@ -719,7 +720,7 @@ class Snapshotter:
                 res = self.worker.analyze(state["weights"])
                 embeddings["lrp"] = res.embeddings
                 metrics_lrp = {"lrp_analyzer": f"{res.analyzer_module}.{res.analyzer_class}", "lrp_engine": res.engine}
-                notes.append(f"LRP relevance ({s.analyzer}, for the predicted class) computed by {res.engine}")
+                lrp_notes.append(f"LRP relevance ({s.analyzer}, for the predicted class) computed by {res.engine}")
                 if res.missing:
                     notes.append(f"LRP: no relevance reached layer(s) {', '.join(res.missing)}")
             except Exception as exc:
@@ -778,7 +779,8 @@ class Snapshotter:
             graphs[analysis] = flows.build_flow_graph(
                 layer_clusters, self.labels, state["predictions"], class_names=self.class_names, epoch=epoch,
                 analysis=analysis, metrics={k: store._clean_metric(v) for k, v in m.items()},
-                initial_orders=self._orders.get(analysis), notes=col_notes, graph_notes=self.model_notes + notes,
+                initial_orders=self._orders.get(analysis), notes=col_notes,
+                graph_notes=self.model_notes + notes + (lrp_notes if analysis == "lrp" else []),
             )
         for analysis, g in graphs.items():
             self._orders[analysis] = {c.name: c.order for c in g.columns if c.kind == "layer"}
@@ -791,7 +793,7 @@ class Snapshotter:
         t = time.perf_counter()
         store.save_epoch(self.log_dir, graphs)
         page = self.log_dir / store.epoch_page_name(epoch)
-        render.write_epoch_page(page, graphs, title_prefix=title_prefix, notes=self.model_notes + notes)
+        render.write_epoch_page(page, graphs, title_prefix=title_prefix, notes=self.model_notes + notes + lrp_notes)
         self._write_run_page(rewritten=epoch)
         if s.tensorboard:
             from flowcallback.core import metrics as metrics_mod, tensorboard as tb

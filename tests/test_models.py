@@ -157,9 +157,9 @@ def test_layers_lrp_cannot_analyse_give_activation_flows_and_a_note(tmp_path, di
         expected = {"custom": "cannot rebuild the model", "lambda": "cannot rebuild the model",
                     "hidden softmax": "does not support softmax layers"}[odd]
     else:  # the native engine names the layer and its class
-        expected = {"custom": "'scale' (Scale: no LRP rule for this layer class)",
-                    "lambda": "'scale' (Lambda: no LRP rule for this layer class)",
-                    "hidden softmax": "'scale' (Activation: a softmax inside the model"}[odd]
+        expected = {"custom": "layer(s) scale (Scale: no LRP rule for this layer class)",
+                    "lambda": "layer(s) scale (Lambda: no LRP rule for this layer class)",
+                    "hidden softmax": "layer(s) scale (Activation: a softmax inside the model"}[odd]
     assert len(note) == 1 and expected in note[0]
     assert expected in (tmp_path / "epoch_001.html").read_text()
 

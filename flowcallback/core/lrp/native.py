@@ -562,7 +562,7 @@ class NativeLRP:
     def note(self) -> str:
         if not self.unsupported:
             return ""
-        parts = [f"'{n}' ({c}: {why})" for n, c, why in self.unsupported]
+        parts = [f"{n} ({c}: {why})" for n, c, why in self.unsupported]
         return "the native LRP engine cannot analyse layer(s) " + "; ".join(parts)
 
     def check(self) -> None:

@@ -241,7 +241,8 @@ def _loss(model, y_raw, outputs) -> Tuple[Optional[float], str]:
         y = np.asarray(y_raw)
         if outputs.ndim == 2 and outputs.shape[1] == 1 and y.ndim == 1:
             y = y[:, None]  # 0/1 labels against one unit: Keras 3's losses want equal ranks, as fit() makes them
-        value = float(np.mean(np.asarray(fn(tf.convert_to_tensor(y), tf.convert_to_tensor(outputs)))))
+        # arrays, not tensors: Keras 3 losses then run on whichever backend Keras uses (JAX, PyTorch)
+        value = float(np.mean(np.asarray(fn(y, np.asarray(outputs)))))
     except Exception as exc:  # labels in a form the loss does not take
         y_shape = tuple(np.shape(y_raw))
         hint = ("integer labels need sparse_categorical_crossentropy" if len(y_shape) == 1
@@ -423,14 +424,16 @@ class Snapshotter:
             self.model_notes.append(binary_note)
         self.k = knn.resolve_k(self.settings.k, len(self.x), n_classes)
         self.n_classes, self.class_names = V.check_against_model(model, self.x, self.labels, self.settings.class_names, self.k)
-        self.lrp_backend = lrp_engines.choose_backend(self.settings.lrp_backend, model) if self.settings.lrp else None
+        lrp_unavailable = lrp_engines.unavailable_reason(model) if self.settings.lrp else ""
+        self.lrp_backend = (lrp_engines.choose_backend(self.settings.lrp_backend, model)
+                            if self.settings.lrp and not lrp_unavailable else None)
         info = {
             "format": "flowcallback/run",
             "version": store.FORMAT_VERSION,
             "flowcallback_version": __version__,
             "model": {"name": model.name, "fingerprint": _fingerprint(model)},
             "class_names": self.class_names,
-            "analyses": ["activations", "lrp"] if self.settings.lrp else ["activations"],
+            "analyses": ["activations", "lrp"] if self.lrp_backend else ["activations"],
             "layers": [{"name": n, "type": self.layer_types[n]} for n in self.layer_names],
             "config": {
                 "k": self.k,
@@ -467,7 +470,10 @@ class Snapshotter:
             return
         store.remove_stale_temporaries(self.log_dir)  # what writers killed mid-write (SIGKILL) left
         self._resume_identities()
-        if self.settings.lrp:
+        if lrp_unavailable:
+            self.lrp_note = f"LRP skipped for the whole model, activation flows only: {lrp_unavailable}"
+            warnings.warn(f"FlowCallback: {self.lrp_note}", RuntimeWarning, stacklevel=2)
+        elif self.settings.lrp:
             self.worker = self._new_lrp_engine()
             try:
                 self.worker.start(model, self.layer_names, self.x, batch_size=self.settings.batch_size,

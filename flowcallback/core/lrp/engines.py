@@ -24,7 +24,8 @@ from flowcallback.core.capture import LRPResult, _bounded_batch
 from flowcallback.core.embed import Embedder
 from flowcallback.core.lrp.native import ANALYZERS, NativeLRP
 
-__all__ = ["BACKENDS", "check_backend", "choose_backend", "engine_label", "NativeEngine", "LRPResult"]
+__all__ = ["BACKENDS", "check_backend", "choose_backend", "unavailable_reason", "engine_label", "NativeEngine",
+           "LRPResult"]
 
 BACKENDS = ("auto", "native", "innvestigate")
 
@@ -67,6 +68,22 @@ def choose_backend(backend: str, model) -> str:
     if backend != "auto":
         return backend
     return "innvestigate" if innvestigate_installed() and not is_keras3(model) else "native"
+
+
+def unavailable_reason(model) -> str:
+    """Why neither engine can analyse this model on this set-up, or ``""``.
+
+    Both engines run on TensorFlow: a Keras 3 model on the JAX or PyTorch backend has its
+    activation flows, and the LRP flows are skipped with this reason as the note.
+    """
+    if is_keras3(model):
+        import keras
+
+        backend = keras.backend.backend()
+        if backend != "tensorflow":
+            return (f"Keras runs on the {backend!r} backend and both LRP engines run on TensorFlow "
+                    "(KERAS_BACKEND=tensorflow gives the LRP flows)")
+    return ""
 
 
 def engine_label(backend: str) -> str:

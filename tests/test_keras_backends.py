@@ -1,4 +1,5 @@
-"""Keras 3 on another backend than TensorFlow: activation flows, and LRP skipped with a note."""
+"""Other Kerases than the default: Keras 3 on JAX (activation flows, LRP skipped with a note), and
+Keras 2 as ``tf_keras`` under ``TF_USE_LEGACY_KERAS=1`` (everything, with the native engine)."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,10 +11,10 @@ import textwrap
 
 import pytest
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs JAX (the current stack's test extras)"),
-]
+pytestmark = pytest.mark.slow
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs JAX (the current stack's test extras)")
+needs_tf_keras = pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None,
+                                    reason="needs tf_keras (the current stack's test extras)")
 
 SCRIPT = textwrap.dedent("""
     import json, sys, warnings
@@ -40,13 +41,17 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_jax_backend_gives_activation_flows_and_says_why_lrp_is_skipped(tmp_path):
-    # KERAS_BACKEND is read when keras is first imported: a child process of its own
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "run")], env=env, capture_output=True,
-                          text=True, timeout=600)
+def _run(tmp_path, script, **env):
+    # KERAS_BACKEND and TF_USE_LEGACY_KERAS are read at the first import: a child process of its own
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@needs_jax
+def test_jax_backend_gives_activation_flows_and_says_why_lrp_is_skipped(tmp_path):
+    out = _run(tmp_path, SCRIPT, KERAS_BACKEND="jax")
     assert out["backend"] == "jax"
     assert out["epochs"] == [0, 1] and out["analyses"] == [["activations"], ["activations"]]
     assert out["n"] == 120 and out["conserved"] and out["loss"] > 0
@@ -54,3 +59,34 @@ def test_jax_backend_gives_activation_flows_and_says_why_lrp_is_skipped(tmp_path
     assert any(reason in n for n in out["notes"]) and any(reason in w for w in out["warnings"])
     # the page shows the note as text (quotes escaped)
     assert reason.replace("'", "&#x27;") in (tmp_path / "run" / "epoch_001.html").read_text()
+
+
+LEGACY = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    from flowcallback import FlowCallback, load_run
+    from flowcallback.demo import load_digits_split
+
+    (x_tr, y_tr), (x_te, y_te) = load_digits_split()
+    L = tf.keras.layers  # tf_keras (Keras 2) under TF_USE_LEGACY_KERAS=1
+    inp = L.Input((8, 8, 1))
+    h = L.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    h = L.Add()([h, L.Conv2D(8, 3, padding="same")(h)])
+    model = tf.keras.Model(inp, L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(h)))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x_tr[:300], y_tr[:300], epochs=1, verbose=0,
+              callbacks=[FlowCallback((x_te[:120], y_te[:120]), log_dir=sys.argv[1], k=8, verbose=0)])
+    run = load_run(sys.argv[1])
+    g = run.epoch(1, "lrp")
+    print(json.dumps({"keras": type(model).__module__.split(".")[0], "epochs": run.epochs,
+                      "analyses": [run.analyses(e) for e in run.epochs], "engine": g.metrics["lrp_engine"],
+                      "conserved": bool((g.flows.groupby("source_column")["count"].sum() == g.n_samples).all())}))
+""")
+
+
+@needs_tf_keras
+def test_tf_keras_under_legacy_switch_gets_both_analyses_from_the_native_engine(tmp_path):
+    out = _run(tmp_path, LEGACY, TF_USE_LEGACY_KERAS="1")
+    assert out["keras"] == "tf_keras"
+    assert out["epochs"] == [0, 1] and out["analyses"] == [["activations", "lrp"]] * 2
+    assert out["engine"].startswith("flowcallback native LRP") and out["conserved"]

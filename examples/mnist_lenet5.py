@@ -2,8 +2,8 @@
 
 Usage::
 
-    python examples/mnist_lenet5.py                       # keras.datasets.mnist (downloads once)
     python examples/mnist_lenet5.py --data ../shared/data/mnist.npz
+    python examples/mnist_lenet5.py --data ../shared/data/mnist.npz --samples 2000 --epochs 2   # quicker
     python examples/mnist_lenet5.py --data fashion_mnist.npz --log-dir flows/fashion   # scenario 2
 
 The ``.npz`` file has the layout of ``keras.datasets`` (x_train, y_train, x_test, y_test).
@@ -18,14 +18,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 
-def load_mnist(path=None):
-    """MNIST as ``((x_train, y_train), (x_test, y_test))``, from a local npz or keras.datasets."""
-    if path:
-        with np.load(path, allow_pickle=False) as d:
-            return (d["x_train"], d["y_train"]), (d["x_test"], d["y_test"])
-    import tensorflow as tf
-
-    return tf.keras.datasets.mnist.load_data()
+def load_mnist(path):
+    """MNIST as ``((x_train, y_train), (x_test, y_test))`` from a local npz (nothing is downloaded)."""
+    with np.load(path, allow_pickle=False) as d:
+        return (d["x_train"], d["y_train"]), (d["x_test"], d["y_test"])
 
 
 def lenet5(n_classes=10):
@@ -52,12 +48,14 @@ def lenet5(n_classes=10):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", help="local .npz in keras.datasets layout (default: keras.datasets.mnist)")
+    parser.add_argument("--data", required=True,
+                        help="local .npz in keras.datasets layout, e.g. ../shared/data/mnist.npz (nothing is downloaded)")
     parser.add_argument("--log-dir", default="flows/mnist_lenet5")
     parser.add_argument("--epochs", type=int, default=6, help="training epochs (the paper trained 6)")
     parser.add_argument("--samples", type=int, default=10_000, help="held-out samples analysed (paper: 10,000)")
     parser.add_argument("--snapshot-every", type=int, default=1, help="snapshot every N epochs (0 = untrained included)")
     parser.add_argument("--no-lrp", action="store_true")
+    parser.add_argument("--lrp-backend", default="auto", choices=["auto", "native", "innvestigate"])
     parser.add_argument("--k", default="30", help="kNN neighbours, or 'paper' for n_samples / n_classes")
     args = parser.parse_args(argv)
 
@@ -72,7 +70,8 @@ def main(argv=None):
     y_te = y_te[: args.samples]
     k = args.k if args.k == "paper" else int(args.k)
     model = lenet5()
-    cb = FlowCallback((x_te, y_te), log_dir=args.log_dir, epochs=args.snapshot_every, lrp=not args.no_lrp, k=k)
+    cb = FlowCallback((x_te, y_te), log_dir=args.log_dir, epochs=args.snapshot_every, lrp=not args.no_lrp, k=k,
+                      lrp_backend=args.lrp_backend)
     model.fit(x_tr, y_tr, epochs=args.epochs, batch_size=128, callbacks=[cb])
     print("pages:", *(f"  epoch {e}: {p}" for e, p in sorted(cb.pages.items())), sep="\n")
 

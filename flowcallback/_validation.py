@@ -7,6 +7,8 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from flowcallback.core._keras import model_output_shape, static_shape
+
 __all__ = ["check_validation_data", "check_epochs", "labels_from_y", "check_against_model", "output_classes",
            "binary_threshold"]
 
@@ -178,14 +180,28 @@ def check_epochs(epochs):
     return frozenset(int(e) for e in values)
 
 
-def output_classes(model) -> int:
-    """Number of classes of a single-output classifier (2 for a one-unit sigmoid output)."""
+def output_classes(model, x=None) -> int:
+    """Number of classes of a single-output classifier (2 for a one-unit sigmoid output).
+
+    ``x`` (the held-out inputs) is used only for a subclassed model, whose output shape Keras
+    knows only by calling it on a sample.
+    """
     outputs = getattr(model, "outputs", None)
     if outputs is not None and len(outputs) > 1:
         raise ValueError(f"model: FlowCallback supports single-output classifiers; this model has {len(outputs)} outputs")
-    shape = tuple(model.output_shape) if not isinstance(model.output_shape, list) else None
+    try:
+        shape = model_output_shape(model, x)
+    except Exception as exc:  # a subclassed model that cannot take x
+        shape = tuple(np.shape(x))[1:] if x is not None else ()
+        raise ValueError(f"validation_data: the model cannot be called on x of per-sample shape {shape} "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    if isinstance(shape, list):
+        if len(shape) > 1:
+            raise ValueError(f"model: FlowCallback supports single-output classifiers; this model has {len(shape)} outputs")
+        shape = shape[0] if shape else None
     if shape is None:
-        raise ValueError("model: FlowCallback supports single-output classifiers")
+        raise ValueError("model: FlowCallback supports single-output classifiers; this model's output shape is unknown")
+    shape = tuple(shape)
     if len(shape) != 2 or shape[-1] is None:
         raise ValueError(f"model: expected a classifier whose output has shape (batch, n_classes), got {shape}")
     return 2 if shape[-1] == 1 else int(shape[-1])
@@ -200,7 +216,7 @@ def _output_activation(model) -> str:
     return getattr(fn, "__name__", str(fn))
 
 
-def binary_threshold(model) -> Tuple[float, str]:
+def binary_threshold(model, x=None) -> Tuple[float, str]:
     """For a one-unit output: the threshold above which the prediction is class 1, and a note.
 
     A one-unit sigmoid output is a binary classifier (threshold 0.5, no note). Any other one-unit
@@ -220,8 +236,8 @@ def binary_threshold(model) -> Tuple[float, str]:
     >>> binary_threshold(m)[0]                                                        # doctest: +SKIP
     0.5
     """
-    shape = model.output_shape
-    if isinstance(shape, list) or tuple(shape)[-1] != 1:
+    shape = model_output_shape(model, x)
+    if shape is None or isinstance(shape, list) or tuple(shape)[-1] != 1:
         return 0.5, ""
     activation = _output_activation(model)
     if activation == "sigmoid":
@@ -241,12 +257,13 @@ def check_against_model(model, x, y_labels, class_names: Optional[Sequence[str]]
     inputs = getattr(model, "inputs", None)
     if inputs is not None and len(inputs) > 1:
         raise ValueError(f"model: FlowCallback supports single-input models; this model has {len(inputs)} inputs")
-    expected = tuple(model.input_shape)[1:] if not isinstance(model.input_shape, list) else None
+    input_shape = static_shape(model, "input_shape")  # None for a subclassed model: output_classes calls it
+    expected = tuple(input_shape)[1:] if input_shape is not None and not isinstance(input_shape, list) else None
     if expected is not None:
         got = tuple(x.shape[1:])
         if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
             raise ValueError(f"validation_data: x has per-sample shape {got}, but the model expects {expected}")
-    n_classes = output_classes(model)
+    n_classes = output_classes(model, x)
     if y_labels.max() >= n_classes:
         raise ValueError(
             f"validation_data: labels must be in 0..{n_classes - 1} for this {n_classes}-class model, found {int(y_labels.max())}"

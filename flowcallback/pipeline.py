@@ -214,8 +214,14 @@ def _first_line(exc: BaseException, limit: int = 400) -> str:
 
 
 def _fingerprint(model) -> str:
-    cfg = json.loads(model.to_json())
-    cfg.get("config", {}).pop("name", None)
+    """A hash of the architecture (not the weights), to refuse another model in the same log_dir."""
+    try:
+        cfg = json.loads(model.to_json())
+        cfg.get("config", {}).pop("name", None)
+    except Exception:  # a subclassed model without get_config: its class, layers and weight shapes
+        cfg = {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+               "layers": [[type(layer).__name__, layer.name] for layer in model.layers],
+               "weights": [list(np.shape(w)) for w in model.get_weights()]}
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -418,8 +424,8 @@ class Snapshotter:
             raise ValueError("layers: the model has no layer to analyse")
         self.layer_types = {n: type(model.get_layer(n)).__name__ for n in self.layer_names}
         self.model_notes, self.layout_notes = capture.branch_layout(model, self.layer_names)
-        n_classes = V.output_classes(model)
-        self.binary_threshold, binary_note = V.binary_threshold(model)
+        n_classes = V.output_classes(model, self.x)
+        self.binary_threshold, binary_note = V.binary_threshold(model, self.x)
         if binary_note:
             self.model_notes.append(binary_note)
         self.k = knn.resolve_k(self.settings.k, len(self.x), n_classes)

@@ -1,6 +1,7 @@
 """Models beyond the paper: branches and joins, layers iNNvestigate cannot analyse, several inputs or outputs."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -189,3 +190,56 @@ def test_multi_output_model_is_refused_at_train_begin(tmp_path, digits, tally):
     with pytest.raises(ValueError, match="model: FlowCallback supports single-output classifiers; this model has 2 outputs"):
         model.fit(x_tr[:50], [y_tr[:50], y_tr[:50] % 2], epochs=1, verbose=0, callbacks=[cb])
     assert not (tmp_path / "run.json").exists()
+
+
+class SkipNet(tf.keras.Model):
+    """A subclassed model whose call() is not a chain of its layers (a skip connection)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = L.Conv2D(8, 3, padding="same", activation="relu")
+        self.c2 = L.Conv2D(8, 3, padding="same")
+        self.gap = L.GlobalAveragePooling2D()
+        self.head = L.Dense(10, activation="softmax")
+
+    def call(self, x, training=False):
+        h = self.c1(x)
+        h = h + self.c2(h)
+        return self.head(self.gap(h))
+
+
+def test_subclassed_model_gets_activation_flows_of_its_own_data_path(tmp_path, digits):
+    from flowcallback.core.embed import embed
+
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(4)
+    (x_tr, y_tr), (x_te, y_te) = digits
+    model = SkipNet()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with pytest.warns(RuntimeWarning, match="LRP skipped for the whole model"):
+        run = fit_with_callback(model, digits, tmp_path)
+    assert run.epochs == [1] and run.analyses(1) == ["activations"] and run.errors() == {}
+    g = run.epoch(1)
+    assert g.column_names[:4] == ("conv2d", "conv2d_1", "global_average_pooling2d", "dense") and conserved(g)
+    note = [n for n in g.notes if n.startswith("LRP skipped")]
+    assert len(note) == 1 and ("SkipNet" in note[0])  # says which model and why
+    np.testing.assert_array_equal(g.predictions, np.argmax(model.predict(x_te[:150], verbose=0), axis=1))
+    # the recorded maps are the outputs on the model's own path (c2 is fed c1's output), and the
+    # layers' call methods are the classes' own again afterwards
+    names = ["conv2d", "conv2d_1", "global_average_pooling2d"]
+    emb, _ = capture.capture_activations(model, x_te[:40], names, embed_options={"reduce": None})
+    h1 = model.c1(x_te[:40])
+    np.testing.assert_allclose(emb["conv2d"], embed(np.asarray(h1)), atol=1e-6)
+    np.testing.assert_allclose(emb["conv2d_1"], embed(np.asarray(model.c2(h1))), atol=1e-6)
+    assert all("call" not in vars(layer) for layer in model.layers)
+
+
+def test_model_loaded_from_a_keras_file_gets_both_analyses(tmp_path, digits):
+    model = small_resnet()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = tf.keras.models.load_model(path)
+    run = fit_with_callback(loaded, digits, tmp_path / "run")
+    assert run.epochs == [1] and run.analyses(1) == ["activations", "lrp"] and run.errors() == {}
+    assert conserved(run.epoch(1, "lrp")) and "add" in run.epoch(1, "lrp").column_names

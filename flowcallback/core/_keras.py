@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
-__all__ = ["is_keras3", "model_class", "layer_output_shape", "inbound_layers", "clone_model"]
+__all__ = ["is_keras3", "model_class", "layer_output_shape", "inbound_layers", "clone_model", "static_shape",
+           "model_output_shape"]
 
 
 def is_keras3(model) -> bool:
@@ -83,3 +84,35 @@ def clone_model(model):
 
         return tf.keras.models.clone_model(model)
     return importlib.import_module(f"{root}.models").clone_model(model)
+
+
+def static_shape(model, attribute: str):
+    """``model.input_shape`` or ``model.output_shape`` where Keras knows it, else None.
+
+    A subclassed model has no layer graph, so Keras cannot tell its shapes without calling it
+    (Keras 2 raises AttributeError, Keras 3 has no such attribute).
+    """
+    try:
+        shape = getattr(model, attribute)
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    return shape
+
+
+def model_output_shape(model, x=None):
+    """The model's output shape (a tuple, or a list of them for several outputs).
+
+    Read from the layer graph; for a subclassed model, from one call on ``x[:1]`` (inference mode),
+    with the batch dimension as None.
+    """
+    shape = static_shape(model, "output_shape")
+    if shape is not None or x is None:
+        return shape
+    import numpy as np
+
+    out = model(x[:1], training=False)
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [(None,) + tuple(np.shape(o))[1:] for o in out]
+    return (None,) + tuple(np.shape(out))[1:]

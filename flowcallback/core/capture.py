@@ -183,19 +183,46 @@ def _forward_fn(model, layer_names):
             return [np.asarray(r) for r in res[:-1]], np.asarray(res[-1])
 
         return run
-    # A Sequential model built without an Input: call its layers one after another.
-    wanted = set(layer_names)
+    # No layer graph (a subclassed model): record each selected layer's output while the model
+    # runs its own call().
+    return _hooked_forward(model, layer_names)
 
-    def run_seq(xb):
-        h = tf.convert_to_tensor(xb)
+
+def _hooked_forward(model, layer_names):
+    """Forward pass of a model without a layer graph, recording the selected layers' outputs.
+
+    Each selected layer's ``call`` is wrapped for the duration of one eager call of the model
+    (an instance attribute shadowing the method), then restored: the model's own ``call`` decides
+    the data path, so skip connections and reused layers are followed as they are. A layer called
+    more than once per pass reports its last call.
+    """
+    layers = {n: model.get_layer(n) for n in layer_names}
+
+    def run(xb):
         got = {}
-        for layer in model.layers:
-            h = layer(h, training=False)
-            if layer.name in wanted:
-                got[layer.name] = np.asarray(h)
-        return [got[n] for n in layer_names], np.asarray(h)
+        for name, layer in layers.items():
+            original = layer.call
 
-    return run_seq
+            def recording(*args, _original=original, _name=name, **kwargs):
+                out = _original(*args, **kwargs)
+                got[_name] = out
+                return out
+
+            layer.call = recording
+        try:
+            out = model(xb, training=False)
+        finally:
+            for layer in layers.values():
+                try:
+                    del layer.call  # the class's method again
+                except AttributeError:  # pragma: no cover - tracking wrappers that refuse deletion
+                    pass
+        missing = [n for n in layer_names if n not in got]
+        if missing:
+            raise ValueError(f"layers: {missing} are not called by the model's call(); choose layers it uses")
+        return [np.asarray(got[n]) for n in layer_names], np.asarray(out)
+
+    return run
 
 
 def capture_activations(
@@ -223,6 +250,9 @@ def capture_activations(
         The model's output (class probabilities).
     """
     run = _forward_fn(model, list(layer_names))
+    if len(x) and _per_sample_bytes(model, layer_names) is None:  # no layer graph: learn the sizes from one sample
+        maps, _ = run(x[:1])
+        batch_size = max(8, min(batch_size, BATCH_BYTES // max(sum(m.nbytes for m in maps), 1)))
     # A map with NaN/inf values (a diverging model) is flagged, not fatal: the clustering stage sets
     # those samples apart in one cluster of their own and notes it on the column.
     opts = dict({"nonfinite": "flag"}, **(embed_options or {}))
@@ -243,12 +273,23 @@ def capture_activations(
 BATCH_BYTES = 64 << 20
 
 
-def _bounded_batch(model, layer_names, batch_size: int) -> int:
-    """Shrink the batch so that one batch of all selected layers' maps stays under BATCH_BYTES."""
+def _per_sample_bytes(model, layer_names) -> Optional[int]:
+    """Bytes of one sample's maps over the selected layers (float32), or None without a layer graph."""
     per_sample = 0
     for n in layer_names:
-        shape = layer_output_shape(model.get_layer(n))
+        try:
+            shape = layer_output_shape(model.get_layer(n))
+        except (AttributeError, ValueError, RuntimeError):  # a subclassed model's layers have no symbolic output
+            return None
         per_sample += 4 * int(np.prod([d for d in shape[1:] if d is not None] or [1]))
+    return per_sample
+
+
+def _bounded_batch(model, layer_names, batch_size: int) -> int:
+    """Shrink the batch so that one batch of all selected layers' maps stays under BATCH_BYTES."""
+    per_sample = _per_sample_bytes(model, layer_names)
+    if per_sample is None:  # capture_activations measures one sample instead
+        return int(batch_size)
     return int(max(8, min(batch_size, BATCH_BYTES // max(per_sample, 1))))
 
 
@@ -259,9 +300,13 @@ def model_config_without_softmax(model) -> str:
     weights) works across processes, where ``innvestigate.model_wo_softmax`` on a reloaded model
     failed with a duplicate layer name.
     """
-    cfg = json.loads(model.to_json())
-    inner = cfg["config"]
-    layers = inner["layers"]
+    try:
+        cfg = json.loads(model.to_json())
+        inner = cfg["config"]
+        layers = inner["layers"]
+    except (KeyError, TypeError, NotImplementedError) as exc:  # a subclassed model: no layer graph in its config
+        raise RuntimeError(f"iNNvestigate needs a Sequential or functional model; {type(model).__name__} has no layer "
+                           f"graph to rebuild ({type(exc).__name__}: {exc})") from exc
     if cfg["class_name"] == "Sequential":
         out_cfg = layers[-1]
     else:

@@ -6,7 +6,7 @@ import pytest
 from flowcallback import load_run
 from flowcallback.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both]
 
 
 def test_demo_writes_a_page_per_epoch_and_prints_them(tmp_path, capsys):

@@ -732,7 +732,9 @@ class Snapshotter:
                 res = self.worker.analyze(state["weights"])
                 embeddings["lrp"] = res.embeddings
                 metrics_lrp = {"lrp_analyzer": f"{res.analyzer_module}.{res.analyzer_class}", "lrp_engine": res.engine}
-                lrp_notes.append(f"LRP relevance ({s.analyzer}, for the predicted class) computed by {res.engine}")
+                lrp_notes.append(f"LRP relevance ({s.analyzer}) is computed by {res.engine} for each sample's predicted "
+                                 "class, so the LRP flows sort by prediction from the first layer on: not a sign that "
+                                 "early layers separate the classes (the activation flows show that)")
                 if res.missing:
                     notes.append(f"LRP: no relevance reached layer(s) {', '.join(res.missing)}")
             except Exception as exc:

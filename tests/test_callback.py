@@ -65,7 +65,9 @@ def test_lrp_graph_comes_from_the_engine_auto_chooses(fitted_run):
         assert info["config"]["lrp_engine"] == lrp.metrics["lrp_engine"]
     # the page says which engine made the LRP flows, and for which class
     page = (fitted_run["log_dir"] / "epoch_002.html").read_text()
-    assert f"computed by {lrp.metrics['lrp_engine']}" in page and "for the predicted class" in page
+    assert f"computed by {lrp.metrics['lrp_engine']} for each sample&#x27;s predicted class" in page
+    assert any("LRP flows sort by prediction from the first layer" in n for n in lrp.notes)
+    assert not any("LRP" in n for n in act.notes)  # the activation graph's notes are about activations
     # LRP with max-activation neuron selection puts all output relevance on the predicted class,
     # so at the output layer samples cluster exactly by their prediction.
     from sklearn.metrics import adjusted_rand_score

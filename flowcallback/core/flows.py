@@ -141,6 +141,14 @@ class FlowGraph:
             if sorted(col.order) != sorted(set(col.order)) or not set(present) <= set(col.order):
                 raise ValueError(f"columns[{j}].order must list each cluster of {col.name!r} once")
 
+    def __repr__(self) -> str:
+        # short: the arrays (hundreds of numbers) are one attribute away
+        cols = ", ".join(f"{c.name}: {len(c.order)}" for c in self.columns)
+        acc = self.metrics.get("accuracy")
+        acc_text = f", accuracy={acc:.3f}" if isinstance(acc, (int, float)) else ""
+        return (f"FlowGraph(epoch={self.epoch}, analysis={self.analysis!r}, n_samples={self.n_samples}{acc_text}, "
+                f"clusters per column={{{cols}}})")
+
     # -- derived views -------------------------------------------------------------------------
     @property
     def n_samples(self) -> int:
@@ -480,8 +488,9 @@ def build_flow_graph(
             present = set(initial[j])
             start = [int(c) for c in initial_orders[name] if int(c) in present]
             initial[j] = tuple(start + [c for c in initial[j] if c not in set(start)])
-    # The Ground truth column keeps class order (the legend's order) and anchors the layout.
-    orders = barycentric_order(a, initial, sweeps=sweeps, fixed={m - 1})
+    # Prediction and Ground truth keep class order (the legend's order) and anchor the layout, so
+    # that correct predictions draw as straight bands; the hidden layers move instead.
+    orders = barycentric_order(a, initial, sweeps=sweeps, fixed={m - 2, m - 1})
     columns = tuple(Column(name, kind, lt, order, note) for (name, kind, lt, note), order in zip(cols, orders))
     return FlowGraph(
         epoch=int(epoch),

@@ -218,6 +218,28 @@ def test_build_flow_graph_reorders_layers_but_keeps_ground_truth_in_class_order(
     assert count_crossings(g.assignments, _ascending(np.asarray(g.assignments))) > 0
 
 
+def test_prediction_column_keeps_class_order_even_when_a_confusion_would_uncross():
+    # classes 0 and 2 swapped in the predictions: reordering Prediction as (2, 1, 0) would uncross
+    # the last layer's flows, but it would draw every correct prediction of the other classes as a
+    # crossing ribbon; the hidden layer moves instead
+    y = np.repeat([0, 1, 2], [5, 5, 5])
+    p = np.where(y == 1, 1, 2 - y)
+    g = build_flow_graph([("dense", "Dense", p)], y, p)
+    assert g.columns[-2].order == (0, 1, 2) and g.columns[-1].order == (0, 1, 2)
+    assert g.columns[0].order == (0, 1, 2)  # the layer lines up with Prediction (the old layout flipped both)
+    flows = g.flows
+    between = flows[flows.source_column == g.column_index("Prediction")]
+    assert set(map(tuple, between[["source_cluster", "target_cluster"]].to_numpy().tolist())) == {(2, 0), (1, 1), (0, 2)}
+
+
+def test_repr_is_short_and_says_what_the_graph_is():
+    y = np.repeat([0, 1], 300)
+    g = build_flow_graph([("dense", "Dense", y)], y, y, epoch=4, analysis="lrp", metrics={"accuracy": 0.9125})
+    text = repr(g)
+    assert text == ("FlowGraph(epoch=4, analysis='lrp', n_samples=600, accuracy=0.912, "
+                    "clusters per column={dense: 2, Prediction: 2, Ground truth: 2})")
+
+
 @FAST
 @given(layer_cases())
 def test_build_flow_graph_properties(case):
@@ -228,6 +250,9 @@ def test_build_flow_graph_properties(case):
     assert g.column_names == tuple(name for name, _, _ in layers) + ("Prediction", "Ground truth")
     assert g.n_samples == n and g.assignments.shape == (n, m)
     np.testing.assert_array_equal(g.assignments[:, -1], y)
+    # Prediction and Ground truth stay in class order, so that a correct prediction is a straight band
+    assert list(g.columns[-1].order) == sorted(set(np.asarray(y).tolist()))
+    assert list(g.columns[-2].order) == sorted(set(np.asarray(p).tolist()))
     np.testing.assert_array_equal(g.assignments[:, -2], p)
     for j, (_, _, lab) in enumerate(layers):
         np.testing.assert_array_equal(g.assignments[:, j], lab)

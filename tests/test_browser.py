@@ -37,6 +37,9 @@ def test_epoch_page_renders_offline(fitted_run):
         for name in ("conv1", "dense120", "Prediction", "Ground truth"):
             assert name in text
         assert "Epoch 2" in text
+        # a diagram of few clusters fills the window (it used to leave its lower 40 % empty)
+        plot_height = page.evaluate("document.querySelector('.plotly-graph-div').getBoundingClientRect().height")
+        assert plot_height >= 0.9 * page.viewport_size["height"] - 30, plot_height
         # switch to LRP flows
         page.get_by_text("LRP relevance", exact=True).click()
         page.wait_for_timeout(500)

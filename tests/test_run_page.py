@@ -46,10 +46,19 @@ def test_run_page_slider_and_switch(fitted_run):
         n1, d1 = _settled(page, sum(len(c.order) for c in run.epoch(1).columns))
         assert n1 == sum(len(c.order) for c in run.epoch(1).columns)
         assert (n1, d1) != (n2, d2)
+        # the NMI heatmap frames the shown epoch's column (epochs 1 and 2 are columns 0 and 1)
+        frame = page.evaluate("document.getElementById('heatmap').layout.shapes")
+        assert len(frame) == 1 and (frame[0]["x0"], frame[0]["x1"]) == (-0.5, 0.5)
         # switch to LRP
         page.get_by_role("button", name="LRP relevance").click()
         expected = sum(len(c.order) for c in run.epoch(1, "lrp").columns)
         assert _settled(page, expected)[0] == expected
+        page.eval_on_selector("#epoch", "el => { el.value = '1'; el.dispatchEvent(new Event('input')); }")
+        frame = page.evaluate("document.getElementById('heatmap').layout.shapes")
+        assert (frame[0]["x0"], frame[0]["x1"]) == (0.5, 1.5)
+        # the loss axis has ticks of its own: round values, not the accuracy axis's synchronised ones
+        ticks = page.eval_on_selector_all("#curves .y2tick text", "els => els.map(e => e.textContent)")
+        assert ticks and all(len(t.replace(".", "").lstrip("0")) <= 2 for t in ticks), ticks
         # the profile table lists every class, the heatmap is drawn
         assert page.eval_on_selector_all("#profiles tbody tr", "els => els.length") == 10
         assert page.eval_on_selector_all("#heatmap .hm, #heatmap image, #heatmap .heatmaplayer", "els => els.length") >= 1

@@ -202,6 +202,10 @@ def _title(graph: FlowGraph, label: str) -> str:
     return " · ".join(parts) + f" · {label}"
 
 
+#: Height in pixels of a diagram of few clusters (a page makes it fill the window when taller).
+MIN_HEIGHT = 650
+
+
 def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = ()):
     """A Plotly figure with one Sankey per analysis and buttons to switch between them.
 
@@ -258,7 +262,7 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
         yaxis=dict(visible=False),
         plot_bgcolor="white",
         paper_bgcolor="white",
-        height=int(min(2400, max(650, 14 * max_clusters))),
+        height=int(min(2400, max(MIN_HEIGHT, 14 * max_clusters))),
         margin=dict(l=30, r=30, t=140, b=60 + 14 * len(notes)),
         legend=dict(title=dict(text="True class"), itemclick=False, itemdoubleclick=False),
         font=dict(family="Helvetica, Arial, sans-serif"),
@@ -272,7 +276,13 @@ def page_html(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes:
     """The whole HTML page; it loads ``plotly.min.js`` from its own directory (no network)."""
     fig = figure(graphs, title_prefix=title_prefix, notes=notes)
     epoch = next(iter(graphs.values())).epoch
-    body = fig.to_html(include_plotlyjs="directory", full_html=True, config={"responsive": True, "displaylogo": False})
+    default_height = "100%"
+    if fig.layout.height is not None and fig.layout.height <= MIN_HEIGHT:
+        # a diagram of few clusters fills the window instead of leaving its lower part empty
+        fig.update_layout(height=None)
+        default_height = f"max({MIN_HEIGHT}px, calc(100vh - 24px))"
+    body = fig.to_html(include_plotlyjs="directory", full_html=True, default_height=default_height,
+                       config={"responsive": True, "displaylogo": False})
     return body.replace("<head>", f"<head><meta charset=\"utf-8\"><title>flowcallback · epoch {epoch}</title>", 1)
 
 
@@ -362,7 +372,13 @@ and stay so to the last layer; "unstable" when that is lost again downstream.</s
     });
     document.getElementById("profile-epoch").textContent = "(epoch " + e + ", " + (data.labels[state.analysis] || state.analysis) + ")";
     var hm = data.heatmaps[state.analysis];
-    if (hm) { Plotly.react("heatmap", hm.data, hm.layout, {responsive: true, displaylogo: false}); }
+    if (hm) {
+      // a frame around the shown epoch's column
+      var k = hm.data[0].x.indexOf(String(e));
+      var layout = Object.assign({}, hm.layout, {shapes: k < 0 ? [] : [{type: "rect", xref: "x", yref: "paper",
+        x0: k - 0.5, x1: k + 0.5, y0: 0, y1: 1, line: {color: "#d62728", width: 3}, name: "current-epoch"}]});
+      Plotly.react("heatmap", hm.data, layout, {responsive: true, displaylogo: false});
+    }
   }
   slider.addEventListener("input", function () { state.i = parseInt(slider.value, 10); draw(); });
   document.getElementById("play").addEventListener("click", function () {
@@ -482,7 +498,10 @@ def run_page_html(run, cache: Optional[dict] = None) -> str:
         go.Scatter(x=epochs, y=loss, name="loss", mode="lines+markers", yaxis="y2"),
     ])
     curves.update_layout(title="Held-out accuracy and loss", xaxis=dict(title="epoch", dtick=1),
-                         yaxis=dict(title="accuracy", range=[0, 1]), yaxis2=dict(title="loss", overlaying="y", side="right"),
+                         yaxis=dict(title="accuracy", range=[0, 1]),
+                         # own ticks for the loss (synchronised ones fall on values such as 2.464, 1.985)
+                         yaxis2=dict(title="loss", overlaying="y", side="right", rangemode="tozero", tickmode="auto",
+                                     nticks=6, tickformat=".2~f", showgrid=False),
                          height=340, margin=dict(l=60, r=60, t=60, b=50), legend=dict(orientation="h"))
     errors = run.errors()
     written = set(epochs)

@@ -783,6 +783,29 @@ class Run:
 
         return class_profiles(self.epoch(epoch, analysis), **kwargs)
 
+    def epoch_flows(self, column: str, analysis: str = "activations", *, max_samples: int = 5):
+        """Samples moving between ``column``'s clusters from each snapshot to the next.
+
+        ``column`` is a layer name or ``"Prediction"``. A tidy DataFrame, see
+        :func:`flowcallback.core.history.epoch_flows`.
+        """
+        from flowcallback.core.history import epoch_flows
+
+        return epoch_flows(list(self.graphs(analysis)), column, max_samples=max_samples)
+
+    def confusion(self):
+        """The held-out confusion matrix at every snapshot: a tidy DataFrame (epoch, true, predicted,
+        count), see :func:`flowcallback.core.history.confusion`."""
+        from flowcallback.core.history import confusion
+
+        return confusion(list(self.graphs("activations")))
+
+    def class_scores(self):
+        """Each class's precision and recall at every snapshot (:func:`flowcallback.core.history.class_scores`)."""
+        from flowcallback.core.history import class_scores
+
+        return class_scores(list(self.graphs("activations")))
+
     def compare(self, epoch_a: int, epoch_b: int, analysis: str = "activations") -> "Comparison":
         """Compare two epochs: per layer ARI between their clusterings, and the samples whose path changed.
 

@@ -1,0 +1,105 @@
+"""Views across epochs: flows between one column's clusters over epochs, confusion, class scores."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import confusion_matrix, precision_score, recall_score
+
+from flowcallback.core.flows import build_flow_graph
+from flowcallback.core.history import CONFUSION_COLUMNS, EPOCH_FLOW_COLUMNS, class_scores, confusion, epoch_flows
+
+FAST = settings(max_examples=50, deadline=None)
+
+
+@st.composite
+def runs(draw):
+    """A few snapshots of one held-out set: per epoch, a layer's clusters and the predictions."""
+    n = draw(st.integers(1, 40))
+    n_classes = draw(st.integers(1, 4))
+    y = np.array(draw(st.lists(st.integers(0, n_classes - 1), min_size=n, max_size=n)))
+    epochs = sorted(draw(st.sets(st.integers(0, 20), min_size=1, max_size=4)))
+    graphs = []
+    for e in epochs:
+        layer = np.array(draw(st.lists(st.integers(0, 5), min_size=n, max_size=n)))
+        p = np.array(draw(st.lists(st.integers(0, n_classes - 1), min_size=n, max_size=n)))
+        graphs.append(build_flow_graph([("dense", "Dense", layer)], y, p, class_names=[str(c) for c in range(n_classes)],
+                                       epoch=e))
+    return graphs, y
+
+
+@FAST
+@given(runs(), st.sampled_from(["dense", "Prediction"]), st.booleans())
+def test_epoch_flows_conserve_samples_and_equal_a_direct_count(case, column, shuffle):
+    graphs, y = case
+    given_order = list(reversed(graphs)) if shuffle else graphs  # any order: sorted by epoch
+    df = epoch_flows(given_order, column, max_samples=3)
+    assert list(df.columns) == EPOCH_FLOW_COLUMNS
+    pairs = list(zip(graphs, graphs[1:]))
+    assert sorted(set(zip(df.source_epoch, df.target_epoch))) == [(a.epoch, b.epoch) for a, b in pairs]
+    for a, b in pairs:
+        part = df[(df.source_epoch == a.epoch) & (df.target_epoch == b.epoch)]
+        assert part["count"].sum() == len(y)  # every sample flows once between consecutive epochs
+        src, dst = a.assignments[:, a.column_index(column)], b.assignments[:, b.column_index(column)]
+        for r in part.itertuples():
+            members = np.flatnonzero((src == r.source_cluster) & (dst == r.target_cluster) & (y == r.true_class))
+            assert r.count == len(members) > 0
+            assert r.first_samples == tuple(members[:3].tolist())
+            assert r.changed == (r.source_cluster != r.target_cluster)
+
+
+@FAST
+@given(runs())
+def test_confusion_and_class_scores_equal_scikit_learn(case):
+    graphs, y = case
+    n_classes = len(graphs[0].class_names)
+    table = confusion(graphs)
+    assert list(table.columns) == CONFUSION_COLUMNS and len(table) == len(graphs) * n_classes ** 2
+    scores = class_scores(graphs)
+    for g in graphs:
+        part = table[table.epoch == g.epoch].pivot(index="true", columns="predicted", values="count")
+        expected = confusion_matrix(y, g.predictions, labels=list(range(n_classes)))
+        np.testing.assert_array_equal(part.to_numpy(), expected)
+        s = scores[scores.epoch == g.epoch].set_index("class")
+        for c in range(n_classes):
+            if (g.predictions == c).any():
+                assert s.loc[c, "precision"] == pytest.approx(
+                    precision_score(y, g.predictions, labels=[c], average=None, zero_division=0)[0])
+            else:
+                assert np.isnan(s.loc[c, "precision"])
+            if (y == c).any():
+                assert s.loc[c, "recall"] == pytest.approx(recall_score(y, g.predictions, labels=[c], average=None,
+                                                                        zero_division=0)[0])
+            else:
+                assert np.isnan(s.loc[c, "recall"])
+
+
+def test_epoch_flows_refuse_other_held_out_sets_and_unknown_columns():
+    y = np.array([0, 1, 1])
+    g1 = build_flow_graph([("dense", "Dense", y)], y, y, epoch=1)
+    g2 = build_flow_graph([("dense", "Dense", y)], y[::-1], y, epoch=2)
+    with pytest.raises(ValueError, match="different held-out sets"):
+        epoch_flows([g1, g2], "dense")
+    with pytest.raises(ValueError, match="column: 'conv' is not a column"):
+        epoch_flows([g1], "conv")
+
+
+def test_run_api_reads_the_views_from_disk(tmp_path):
+    from flowcallback.core import store
+
+    y = np.repeat([0, 1, 2], 4)
+    preds = {1: np.roll(y, 1), 2: y}
+    graphs = {e: build_flow_graph([("dense", "Dense", preds[e])], y, preds[e], epoch=e) for e in (1, 2)}
+    store.write_run_info(tmp_path, {"flowcallback_version": "0", "model": {"name": "m", "fingerprint": "f"},
+                                    "class_names": ["0", "1", "2"], "analyses": ["activations"],
+                                    "layers": [{"name": "dense", "type": "Dense"}], "config": {}})
+    for e, g in graphs.items():
+        store.save_epoch(tmp_path, {"activations": g})
+    run = store.load_run(tmp_path)
+    flows = run.epoch_flows("Prediction")
+    assert flows["count"].sum() == len(y) and set(flows.source_epoch) == {1}
+    assert flows[~flows.changed]["count"].sum() == int((preds[1] == preds[2]).sum())
+    table = run.confusion()
+    assert table[(table.epoch == 2) & (table.true == table.predicted)]["count"].sum() == len(y)
+    assert set(run.class_scores().query("epoch == 2").recall) == {1.0}

@@ -59,6 +59,33 @@ def test_run_page_slider_and_switch(fitted_run):
         # the loss axis has ticks of its own: round values, not the accuracy axis's synchronised ones
         ticks = page.eval_on_selector_all("#curves .y2tick text", "els => els.map(e => e.textContent)")
         assert ticks and all(len(t.replace(".", "").lstrip("0")) <= 2 for t in ticks), ticks
+        # flows across epochs: Prediction by default, one node per (epoch, predicted class), and
+        # the counts between the two epochs add up to the held-out set
+        page.get_by_role("button", name="Activations").click()
+        assert page.eval_on_selector("#across-column", "el => el.value") == "Prediction"
+        g1, g2 = run.epoch(1), run.epoch(2)
+        n_nodes = len(set(g1.predictions.tolist())) + len(set(g2.predictions.tolist()))
+        across = page.evaluate("(() => { const t = document.getElementById('across').data[0];"
+                               " return [t.node.label.length, t.link.value.reduce((a, b) => a + b, 0), t.link.value.length]; })()")
+        assert across[0] == n_nodes and across[1] == g1.n_samples
+        # "changed only" keeps exactly the samples whose prediction changed; a class filter one class
+        page.check("#across-changed")
+        changed = page.evaluate("document.getElementById('across').data[0].link.value.reduce((a, b) => a + b, 0)")
+        assert changed == int((g1.predictions != g2.predictions).sum())
+        page.uncheck("#across-changed")
+        page.select_option("#across-class", "3")
+        only3 = page.evaluate("document.getElementById('across').data[0].link.value.reduce((a, b) => a + b, 0)")
+        assert only3 == int((g1.labels == 3).sum())
+        # a layer column can be chosen too
+        page.select_option("#across-column", "dense84")
+        assert page.evaluate("document.getElementById('across').data[0].link.value.reduce((a, b) => a + b, 0)") == only3
+        # confusion over training: one line per kept cell, recall and precision for every class
+        cells = page.evaluate("document.getElementById('confusion').data.length")
+        scores = page.evaluate("document.getElementById('scores').data.length")
+        from flowcallback.core.render import _confusion_over_training
+
+        assert cells == len(_confusion_over_training([g1, g2])["cells"])
+        assert scores == 2 * len(run.class_names)
         # the profile table lists every class, the heatmap is drawn
         assert page.eval_on_selector_all("#profiles tbody tr", "els => els.length") == 10
         assert page.eval_on_selector_all("#heatmap .hm, #heatmap image, #heatmap .heatmaplayer", "els => els.length") >= 1

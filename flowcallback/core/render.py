@@ -330,6 +330,17 @@ td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
 </div>
 <div id="sankey"></div>
 <div class="row"><div id="heatmap" style="flex: 2 1 600px"></div><div id="curves" style="flex: 1 1 380px"></div></div>
+<h3>Flows across epochs</h3>
+<p><small>How the samples move between one column's clusters from snapshot to snapshot (clusters keep their id
+while they persist). Flows are coloured by true class.</small></p>
+<div id="across-controls" class="row">
+  <label>Column <select id="across-column"></select></label>
+  <label>Class <select id="across-class"><option value="">all</option></select></label>
+  <label><input id="across-changed" type="checkbox"> changed only</label>
+</div>
+<div id="across"></div>
+<h3>Confusion over training</h3>
+<div class="row"><div id="confusion" style="flex: 1 1 480px"></div><div id="scores" style="flex: 1 1 480px"></div></div>
 <h3>Class recognition profile <small id="profile-epoch"></small></h3>
 <p><small>First layer from which a class's samples sit, at least 80 % of them, in clusters where the class is a strict majority,
 and stay so to the last layer; "unstable" when that is lost again downstream.</small></p>
@@ -341,6 +352,7 @@ and stay so to the last layer; "unstable" when that is lost again downstream.</s
   var data = JSON.parse(document.getElementById("run-data").textContent);
   var epochs = data.epochs, analyses = data.analyses;
   var state = { i: epochs.length - 1, analysis: analyses[0], timer: null };
+  var acrossShown = null;  // the analysis the flows across epochs are drawn for
   var slider = document.getElementById("epoch");
   slider.max = String(epochs.length - 1);
   slider.value = String(state.i);
@@ -372,6 +384,7 @@ and stay so to the last layer; "unstable" when that is lost again downstream.</s
     });
     document.getElementById("profile-epoch").textContent = "(epoch " + e + ", " + (data.labels[state.analysis] || state.analysis) + ")";
     var hm = data.heatmaps[state.analysis];
+    if (acrossShown !== state.analysis) { acrossShown = state.analysis; fillColumns(); drawAcross(); }
     if (hm) {
       // a frame around the shown epoch's column
       var k = hm.data[0].x.indexOf(String(e));
@@ -389,6 +402,89 @@ and stay so to the last layer; "unstable" when that is lost again downstream.</s
     }, 1500);
   });
   Plotly.newPlot("curves", data.curves.data, data.curves.layout, {responsive: true, displaylogo: false});
+
+  // -- flows across epochs ------------------------------------------------------------------------
+  var colSelect = document.getElementById("across-column");
+  var classSelect = document.getElementById("across-class");
+  var changedBox = document.getElementById("across-changed");
+  data.class_names.forEach(function (name, c) {
+    var o = document.createElement("option"); o.value = String(c); o.textContent = name; classSelect.appendChild(o);
+  });
+  function fillColumns() {
+    var current = colSelect.value;
+    while (colSelect.firstChild) { colSelect.removeChild(colSelect.firstChild); }
+    Object.keys(data.across[state.analysis] || {}).forEach(function (name) {
+      var o = document.createElement("option"); o.value = name; o.textContent = name; colSelect.appendChild(o);
+    });
+    var names = Array.prototype.map.call(colSelect.options, function (o) { return o.value; });
+    colSelect.value = names.indexOf(current) >= 0 ? current : (names.indexOf("Prediction") >= 0 ? "Prediction" : names[0] || "");
+  }
+  function rgba(hex, alpha) {
+    var v = parseInt(hex.slice(1), 16);
+    return "rgba(" + ((v >> 16) & 255) + "," + ((v >> 8) & 255) + "," + (v & 255) + "," + alpha + ")";
+  }
+  function drawAcross() {
+    var rows = (data.across[state.analysis] || {})[colSelect.value];
+    if (!rows) { Plotly.purge("across"); return; }
+    var cls = classSelect.value === "" ? null : parseInt(classSelect.value, 10);
+    var changedOnly = changedBox.checked;
+    var ep = [], index = {}, labels = [], customNodes = [], xs = [], src = [], dst = [], val = [], col = [], hover = [];
+    rows.forEach(function (r) { if (ep.indexOf(r[0]) < 0) { ep.push(r[0]); } if (ep.indexOf(r[1]) < 0) { ep.push(r[1]); } });
+    ep.sort(function (a, b) { return a - b; });
+    function node(e, c) {
+      var key = e + ":" + c;
+      if (!(key in index)) {
+        index[key] = labels.length;
+        labels.push(colSelect.value === "Prediction" ? "predicted " + data.class_names[c] : "cluster " + c);
+        customNodes.push("epoch " + e);
+        xs.push(ep.length > 1 ? 0.01 + 0.98 * ep.indexOf(e) / (ep.length - 1) : 0.5);
+      }
+      return index[key];
+    }
+    rows.forEach(function (r) {
+      if ((cls !== null && r[4] !== cls) || (changedOnly && !r[6])) { return; }
+      src.push(node(r[0], r[2])); dst.push(node(r[1], r[3])); val.push(r[5]);
+      col.push(rgba(data.colors[r[4]], 0.5));
+      hover.push(data.class_names[r[4]] + ": " + r[5] + " sample(s), cluster " + r[2] + " at epoch " + r[0] +
+                 " to cluster " + r[3] + " at epoch " + r[1] + "<br>samples " + r[7].join(", ") + (r[5] > r[7].length ? ", ..." : ""));
+    });
+    var trace = {type: "sankey", arrangement: "snap", node: {label: labels, x: xs, pad: 6, thickness: 12,
+                 color: "#888", customdata: customNodes,
+                 hovertemplate: "%{customdata} · %{label}<br>%{value} sample(s)<extra></extra>"},
+                 link: {source: src, target: dst, value: val, color: col, customdata: hover,
+                        hovertemplate: "%{customdata}<extra></extra>"}};
+    var layout = {title: {text: colSelect.value + " across epochs (" + (data.labels[state.analysis] || state.analysis) + ")" +
+                  (cls !== null ? " · class " + data.class_names[cls] : "") + (changedOnly ? " · changed only" : "")},
+                  height: 460, margin: {l: 20, r: 20, t: 50, b: 30},
+                  annotations: ep.map(function (e, k) { return {x: ep.length > 1 ? k / (ep.length - 1) : 0.5, y: 1.04,
+                    xref: "paper", yref: "paper", showarrow: false, text: "epoch " + e}; })};
+    Plotly.react("across", [trace], layout, {responsive: true, displaylogo: false});
+  }
+  [colSelect, classSelect, changedBox].forEach(function (el) { el.addEventListener("change", drawAcross); });
+
+  // -- confusion over training ----------------------------------------------------------------------
+  var tr = data.training;
+  if (tr && tr.epochs) {
+    var cellTraces = tr.cells.map(function (c) {
+      return {type: "scatter", mode: "lines+markers", x: tr.epochs, y: c.counts, line: {color: data.colors[c.true]},
+              name: data.class_names[c.true] + " → " + data.class_names[c.predicted],
+              hovertemplate: data.class_names[c.true] + " taken for " + data.class_names[c.predicted] + ": %{y} at epoch %{x}<extra></extra>"};
+    });
+    Plotly.newPlot("confusion", cellTraces, {title: {text: "Confusions over training (true → predicted, samples)"},
+      xaxis: {title: {text: "epoch"}, dtick: 1}, yaxis: {title: {text: "samples"}, rangemode: "tozero"}, height: 380,
+      margin: {l: 60, r: 20, t: 50, b: 50}}, {responsive: true, displaylogo: false});
+    var scoreTraces = [];
+    Object.keys(tr.recall).forEach(function (c) {
+      scoreTraces.push({type: "scatter", mode: "lines", x: tr.epochs, y: tr.recall[c], line: {color: data.colors[c]},
+                        name: data.class_names[c] + " recall", legendgroup: c});
+      scoreTraces.push({type: "scatter", mode: "lines", x: tr.epochs, y: tr.precision[c], line: {color: data.colors[c], dash: "dot"},
+                        name: data.class_names[c] + " precision", legendgroup: c, showlegend: false});
+    });
+    Plotly.newPlot("scores", scoreTraces, {title: {text: "Recall (solid) and precision (dotted) per class"},
+      xaxis: {title: {text: "epoch"}, dtick: 1}, yaxis: {range: [0, 1.02]}, height: 380,
+      margin: {l: 50, r: 20, t: 50, b: 50}}, {responsive: true, displaylogo: false});
+  }
+
   draw();
 })();
 </script>
@@ -420,7 +516,63 @@ def _run_page_parts(g, model_name: str) -> dict:
         "metrics": layer_metrics([g]),
         "accuracy": g.metrics.get("accuracy"),
         "loss": g.metrics.get("loss"),
+        "graph": g,  # for the views across epochs (immutable; its arrays are read-only)
     }
+
+
+def _epoch_flow_rows(graphs) -> dict:
+    """``{column: rows}`` of :func:`flowcallback.core.history.epoch_flows` for the run page's JavaScript.
+
+    Each row is ``[source epoch, target epoch, source cluster, target cluster, class, count,
+    changed, first samples]``; a column is followed over the epochs that have it (a layer left
+    out of a failed epoch is skipped there).
+    """
+    from flowcallback.core.history import epoch_flows
+
+    out = {}
+    if len(graphs) < 2:
+        return out
+    names = [c.name for c in graphs[-1].columns if c.kind in ("layer", "prediction")]
+    for name in names:
+        having = [g for g in graphs if name in g.column_names]
+        if len(having) < 2:
+            continue
+        df = epoch_flows(having, name, max_samples=5)
+        out[name] = [[int(r.source_epoch), int(r.target_epoch), int(r.source_cluster), int(r.target_cluster),
+                      int(r.true_class), int(r.count), bool(r.changed), list(r.first_samples)] for r in df.itertuples()]
+    return out
+
+
+def _confusion_over_training(graphs) -> dict:
+    """Per-class precision and recall over the epochs, and the confusion cells that matter.
+
+    A cell (true, predicted), off the diagonal, is kept when it holds at least 2 % of its class's
+    samples at some epoch (at most the 12 largest), so that the chart shows the confusions that
+    rise and fall instead of every one-sample mistake.
+    """
+    from flowcallback.core.history import class_scores, confusion
+
+    if not graphs:
+        return {}
+    table = confusion(graphs)
+    scores = class_scores(graphs)
+    epochs = sorted(set(table.epoch))
+    support = table[table.epoch == epochs[0]].groupby("true")["count"].sum()
+    off = table[table.true != table.predicted]
+    peak = off.groupby(["true", "predicted"])["count"].max()
+    share = peak / support.reindex(peak.index.get_level_values("true")).to_numpy().clip(min=1)
+    keep = share[(share >= 0.02) & (peak > 0)].sort_values(ascending=False).index[:12]
+    cells = []
+    for t, p in keep:
+        counts = off[(off.true == t) & (off.predicted == p)].sort_values("epoch")["count"].tolist()
+        cells.append({"true": int(t), "predicted": int(p), "counts": [int(c) for c in counts]})
+
+    def series(column):
+        return {int(c): [None if v != v else round(float(v), 4) for v in part.sort_values("epoch")[column]]
+                for c, part in scores.groupby("class")}
+
+    return {"epochs": [int(e) for e in epochs], "cells": cells, "precision": series("precision"),
+            "recall": series("recall")}
 
 
 def run_page_html(run, cache: Optional[dict] = None) -> str:
@@ -503,6 +655,9 @@ def run_page_html(run, cache: Optional[dict] = None) -> str:
                          yaxis2=dict(title="loss", overlaying="y", side="right", rangemode="tozero", tickmode="auto",
                                      nticks=6, tickformat=".2~f", showgrid=False),
                          height=340, margin=dict(l=60, r=60, t=60, b=50), legend=dict(orientation="h"))
+    graphs_by_analysis = {a: [cache[(e, a)]["graph"] for e in epochs if (e, a) in cache] for a in analyses}
+    across = {a: _epoch_flow_rows(gs) for a, gs in graphs_by_analysis.items() if gs}
+    training = _confusion_over_training(graphs_by_analysis.get(analyses[0], []))
     errors = run.errors()
     written = set(epochs)
     epochs = sorted(written | set(errors))  # failed epochs stay on the slider, marked as failed
@@ -514,6 +669,8 @@ def run_page_html(run, cache: Optional[dict] = None) -> str:
         "title": f"{run.info['model']['name']} · {len(epochs)} snapshot(s)",
         "epochs": epochs, "analyses": analyses, "labels": ANALYSIS_LABELS,
         "heatmaps": heatmaps, "curves": curves.to_plotly_json(), "profiles": profiles,
+        "across": across, "training": training, "class_names": list(run.class_names),
+        "colors": class_colors(len(run.class_names)),
         # no graph at all: the snapshot failed; a graph and an error: a part failed (LRP, a layer)
         "failed": {str(e): last_line(t) for e, t in errors.items() if e not in written},
         "partial": {str(e): last_line(t) for e, t in errors.items() if e in written},

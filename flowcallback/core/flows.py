@@ -149,6 +149,23 @@ class FlowGraph:
         return (f"FlowGraph(epoch={self.epoch}, analysis={self.analysis!r}, n_samples={self.n_samples}{acc_text}, "
                 f"clusters per column={{{cols}}})")
 
+    def figure(self, **kwargs):
+        """This graph's Sankey as a ``plotly.graph_objects.Figure`` (see :func:`flowcallback.core.render.figure`).
+
+        Drawing comes after the flows in the pipeline; the import is local so that this module
+        stays free of Plotly for those who only compute flows.
+        """
+        from flowcallback.core.render import figure
+
+        return figure({self.analysis: self}, notes=kwargs.pop("notes", self.notes), **kwargs)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the short description and the Sankey (plotly.js inline, so it draws offline)."""
+        import html
+
+        return (f"<code>{html.escape(repr(self))}</code>"
+                + self.figure().to_html(full_html=False, include_plotlyjs=True))
+
     # -- derived views -------------------------------------------------------------------------
     @property
     def n_samples(self) -> int:

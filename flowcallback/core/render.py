@@ -520,6 +520,107 @@ def _run_page_parts(g, model_name: str) -> dict:
     }
 
 
+def epoch_flows_figure(table, class_names: Sequence[str], column: str, *, true_class: Optional[int] = None,
+                       changed_only: bool = False, title: str = ""):
+    """A Sankey of one column's clusters across epochs, from :func:`flowcallback.core.history.epoch_flows`.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        ``epoch_flows(graphs, column)``.
+    class_names : sequence of str
+    column : str
+        The column the table follows (labels its nodes).
+    true_class : int, optional
+        Only the samples of this class.
+    changed_only : bool, default=False
+        Only the samples whose cluster changed between the two epochs.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    import plotly.graph_objects as go
+
+    colors = class_colors(len(class_names))
+    rows = table
+    if true_class is not None:
+        rows = rows[rows.true_class == int(true_class)]
+    if changed_only:
+        rows = rows[rows.changed]
+    epochs = sorted(set(table.source_epoch) | set(table.target_epoch))
+    index, labels, xs, where = {}, [], [], []
+
+    def node(e, c):
+        if (e, c) not in index:
+            index[(e, c)] = len(labels)
+            labels.append(f"predicted {_esc(class_names[c])}" if column == "Prediction" else f"cluster {c}")
+            where.append(f"epoch {e}")
+            xs.append(0.01 + 0.98 * epochs.index(e) / (len(epochs) - 1) if len(epochs) > 1 else 0.5)
+        return index[(e, c)]
+
+    src, dst, val, col, hover = [], [], [], [], []
+    for r in rows.itertuples():
+        src.append(node(r.source_epoch, r.source_cluster))
+        dst.append(node(r.target_epoch, r.target_cluster))
+        val.append(int(r.count))
+        col.append(_rgba(colors[r.true_class], 0.5))
+        more = ", ..." if r.count > len(r.first_samples) else ""
+        hover.append(f"{_esc(class_names[r.true_class])}: {r.count} sample(s), cluster {r.source_cluster} at epoch "
+                     f"{r.source_epoch} to cluster {r.target_cluster} at epoch {r.target_epoch}<br>samples "
+                     f"{', '.join(map(str, r.first_samples))}{more}")
+    fig = go.Figure(go.Sankey(
+        arrangement="snap",
+        node=dict(label=labels, x=xs, pad=6, thickness=12, color="#888", customdata=where,
+                  hovertemplate="%{customdata} · %{label}<br>%{value} sample(s)<extra></extra>"),
+        link=dict(source=src, target=dst, value=val, color=col, customdata=hover, hovertemplate="%{customdata}<extra></extra>"),
+    ))
+    suffix = (f" · class {_esc(class_names[true_class])}" if true_class is not None else "") + (" · changed only" if changed_only else "")
+    fig.update_layout(title=dict(text=(_esc(title) or f"{_esc(column)} across epochs") + suffix), height=460,
+                      margin=dict(l=20, r=20, t=60, b=30),
+                      annotations=[dict(x=k / (len(epochs) - 1) if len(epochs) > 1 else 0.5, y=1.04, xref="paper",
+                                        yref="paper", showarrow=False, text=f"epoch {e}") for k, e in enumerate(epochs)])
+    return fig
+
+
+def confusion_figure(graphs, *, min_share: float = 0.02, max_cells: int = 12):
+    """The confusions that matter over training: one line per (true, predicted) cell.
+
+    A cell is kept when it holds at least ``min_share`` of its class's samples at some epoch (the
+    ``max_cells`` largest). Returns a ``plotly.graph_objects.Figure``.
+    """
+    import plotly.graph_objects as go
+
+    data = _confusion_over_training(graphs, min_share=min_share, max_cells=max_cells)
+    names = graphs[0].class_names
+    colors = class_colors(len(names))
+    fig = go.Figure([go.Scatter(x=data["epochs"], y=c["counts"], mode="lines+markers", line=dict(color=colors[c["true"]]),
+                                name=f"{_esc(names[c['true']])} → {_esc(names[c['predicted']])}")
+                     for c in data["cells"]])
+    fig.update_layout(title="Confusions over training (true → predicted, samples)", xaxis=dict(title="epoch", dtick=1),
+                      yaxis=dict(title="samples", rangemode="tozero"), height=380)
+    return fig
+
+
+def class_scores_figure(graphs):
+    """Each class's recall (solid) and precision (dotted) over the epochs, as a Plotly figure."""
+    import plotly.graph_objects as go
+
+    data = _confusion_over_training(graphs)
+    names = graphs[0].class_names
+    colors = class_colors(len(names))
+    fig = go.Figure()
+    for c in sorted(data["recall"]):
+        fig.add_trace(go.Scatter(x=data["epochs"], y=data["recall"][c], mode="lines", line=dict(color=colors[c]),
+                                 name=f"{_esc(names[c])} recall", legendgroup=str(c)))
+        fig.add_trace(go.Scatter(x=data["epochs"], y=data["precision"][c], mode="lines", showlegend=False,
+                                 line=dict(color=colors[c], dash="dot"), name=f"{_esc(names[c])} precision",
+                                 legendgroup=str(c)))
+    fig.update_layout(title="Recall (solid) and precision (dotted) per class", xaxis=dict(title="epoch", dtick=1),
+                      yaxis=dict(range=[0, 1.02]), height=380)
+    return fig
+
+
 def _epoch_flow_rows(graphs) -> dict:
     """``{column: rows}`` of :func:`flowcallback.core.history.epoch_flows` for the run page's JavaScript.
 
@@ -543,7 +644,7 @@ def _epoch_flow_rows(graphs) -> dict:
     return out
 
 
-def _confusion_over_training(graphs) -> dict:
+def _confusion_over_training(graphs, *, min_share: float = 0.02, max_cells: int = 12) -> dict:
     """Per-class precision and recall over the epochs, and the confusion cells that matter.
 
     A cell (true, predicted), off the diagonal, is kept when it holds at least 2 % of its class's
@@ -561,7 +662,7 @@ def _confusion_over_training(graphs) -> dict:
     off = table[table.true != table.predicted]
     peak = off.groupby(["true", "predicted"])["count"].max()
     share = peak / support.reindex(peak.index.get_level_values("true")).to_numpy().clip(min=1)
-    keep = share[(share >= 0.02) & (peak > 0)].sort_values(ascending=False).index[:12]
+    keep = share[(share >= min_share) & (peak > 0)].sort_values(ascending=False).index[:max_cells]
     cells = []
     for t, p in keep:
         counts = off[(off.true == t) & (off.predicted == p)].sort_values("epoch")["count"].tolist()

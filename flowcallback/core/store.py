@@ -843,6 +843,75 @@ class Run:
         })
         return Comparison(epoch_a, epoch_b, analysis, pd.DataFrame(rows), samples)
 
+    # -- figures, for notebooks and scripts ----------------------------------------------------------
+    def figure(self, epoch: int, analysis: Optional[str] = None):
+        """The epoch's Sankey as a ``plotly.graph_objects.Figure`` (restyle it, then ``.show()``).
+
+        ``analysis=None`` gives every analysis of the epoch, with buttons to switch, as its page.
+        """
+        from flowcallback.core import render
+
+        names = self.analyses(epoch) if analysis is None else [analysis]
+        return render.figure({a: self.epoch(epoch, a) for a in names}, title_prefix=self.info["model"]["name"],
+                             notes=self.epoch(epoch, names[0]).notes)
+
+    def show(self, view: str = "epoch", **kwargs):
+        """A view of the run as a Plotly figure (a notebook displays the returned figure).
+
+        Parameters
+        ----------
+        view : {"epoch", "across", "confusion", "scores"}
+            ``"epoch"``: one epoch's Sankey (``epoch=``, default the last; ``analysis=``).
+            ``"across"``: one column across the epochs (``column=``, default ``"Prediction"``;
+            ``analysis=``, ``true_class=``, ``changed_only=``). ``"confusion"``: the confusions that
+            matter over training. ``"scores"``: each class's recall and precision over training.
+
+        Returns
+        -------
+        plotly.graph_objects.Figure
+
+        Examples
+        --------
+        >>> run = load_run("flows/demo")                                         # doctest: +SKIP
+        >>> run.show("across", column="dense84", changed_only=True)              # doctest: +SKIP
+        """
+        from flowcallback.core import render
+
+        views = ("epoch", "across", "confusion", "scores")
+        if view not in views:
+            raise ValueError(f"view: expected one of {views}, got {view!r}")
+        if not self.epochs:
+            raise ValueError(f"{self.path} holds no complete epoch yet")
+        if view == "epoch":
+            return self.figure(kwargs.pop("epoch", self.epochs[-1]), **kwargs)
+        if view == "across":
+            column = kwargs.pop("column", "Prediction")
+            analysis = kwargs.pop("analysis", "activations")
+            return render.epoch_flows_figure(self.epoch_flows(column, analysis), self.class_names, column, **kwargs)
+        graphs = list(self.graphs("activations"))
+        return render.confusion_figure(graphs, **kwargs) if view == "confusion" else render.class_scores_figure(graphs)
+
+    def _repr_html_(self) -> str:
+        """A compact summary in notebooks: epochs, layers, accuracy, and the last epoch's Sankey."""
+        import html
+
+        rows = "".join(
+            f"<tr><td>{e}</td><td>{html.escape(', '.join(self.analyses(e)))}</td>"
+            f"<td>{self._metric_text(e, 'accuracy')}</td><td>{self._metric_text(e, 'loss')}</td></tr>"
+            for e in self.epochs)
+        layers = html.escape(", ".join(layer["name"] for layer in self.info.get("layers", [])))
+        head = (f"<b>flowcallback run</b> <code>{html.escape(str(self.path))}</code>: model "
+                f"<b>{html.escape(str(self.info['model']['name']))}</b>, {len(self.epochs)} snapshot(s), "
+                f"layers {layers}<table><tr><th>epoch</th><th>analyses</th><th>accuracy</th><th>loss</th></tr>{rows}</table>")
+        if not self.epochs:
+            return head
+        # plotly.js inline: a notebook opened offline still draws it (about 3.5 MB per shown run)
+        return head + self.figure(self.epochs[-1]).to_html(full_html=False, include_plotlyjs=True)
+
+    def _metric_text(self, epoch: int, name: str) -> str:
+        value = self.epoch(epoch).metrics.get(name)
+        return "" if value is None else f"{value:.4g}"
+
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, epochs={self.epochs})"
 

@@ -121,3 +121,38 @@ def test_run_page_keeps_the_confusions_that_matter():
     assert out["epochs"] == [1, 2]
     assert out["cells"] == [{"true": 0, "predicted": 1, "counts": [10, 0]}]  # the 1 % confusion is left out
     assert out["recall"][0] == [0.89, 0.99] and out["precision"][1] == [0.0, None]
+
+
+def test_figures_for_notebooks_and_scripts(tmp_path):
+    import plotly.graph_objects as go
+
+    from flowcallback.core import store
+
+    y = np.repeat([0, 1, 2], 4)
+    preds = {1: np.roll(y, 1), 2: y}
+    store.write_run_info(tmp_path, {"flowcallback_version": "0", "model": {"name": "m<b>", "fingerprint": "f"},
+                                    "class_names": ["0", "1", "2"], "analyses": ["activations"],
+                                    "layers": [{"name": "dense", "type": "Dense"}], "config": {}})
+    for e, p in preds.items():
+        store.save_epoch(tmp_path, {"activations": build_flow_graph([("dense", "Dense", p)], y, p, epoch=e,
+                                                                    metrics={"accuracy": float((p == y).mean())})})
+    run = store.load_run(tmp_path)
+    g = run.epoch(2)
+    fig = g.figure()
+    assert isinstance(fig, go.Figure) and fig.data[0].type == "sankey"
+    assert len(fig.data[0].node.label) == sum(len(c.order) for c in g.columns)
+    assert isinstance(run.figure(2), go.Figure)
+    across = run.show("across", column="Prediction")
+    assert sum(across.data[0].link.value) == len(y)
+    changed = run.show("across", column="Prediction", changed_only=True)
+    assert sum(changed.data[0].link.value) == int((preds[1] != preds[2]).sum())
+    assert len(run.show("scores").data) == 2 * 3
+    assert all(t.type == "scatter" for t in run.show("confusion").data)
+    with pytest.raises(ValueError, match="view: expected one of"):
+        run.show("projection3d")
+    html_run = run._repr_html_()
+    assert "m&lt;b&gt;" in html_run and "<b>m<b>" not in html_run  # names are text
+    assert html_run.count("<tr>") == 1 + 2  # a header and one row per epoch
+    assert "<td>1</td><td>activations</td><td>0.75</td>" in html_run and "<td>2</td><td>activations</td><td>1</td>" in html_run
+    assert "plotly" in html_run.lower() and "sankey" in html_run.lower()
+    assert g._repr_html_().startswith("<code>FlowGraph(epoch=2")

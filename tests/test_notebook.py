@@ -1,0 +1,52 @@
+"""examples/notebook.ipynb runs in a real kernel, and its outputs hold the run and every view."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("nbclient") is None or importlib.util.find_spec("ipykernel") is None,
+                       reason="needs nbclient and ipykernel (the test extras)"),
+]
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "notebook.ipynb"
+
+
+def _plotly(output):
+    return output.get("data", {}).get("application/vnd.plotly.v1+json")
+
+
+def test_notebook_executes_and_shows_every_view(tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("FLOWCALLBACK_NOTEBOOK_DIR", str(tmp_path / "run"))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert errors == []
+    by_source = {c.source.strip().splitlines()[-1]: c.get("outputs", []) for c in code}
+    assert "[0, 1, 2, 3]" in by_source["sorted(callback.pages)"][-1]["data"]["text/plain"]
+    summary = by_source["run"][-1]["data"]["text/html"]
+    assert "flowcallback run" in summary and "lenet5_digits" in summary and summary.count("<tr>") == 1 + 4
+    kinds = {}
+    for line, outputs in by_source.items():
+        figs = [_plotly(o) for o in outputs if _plotly(o)]
+        if line.startswith("run.show("):
+            assert len(figs) == 1, line
+            kinds[line] = sorted({t["type"] for t in figs[0]["data"]})
+    assert kinds == {
+        'run.show("epoch", epoch=1)': ["sankey", "scatter"],  # scatter: the class legend
+        'run.show("across", column="Prediction")': ["sankey"],
+        'run.show("across", column="dense84", changed_only=True)': ["sankey"],
+        'run.show("confusion")': ["scatter"],
+        'run.show("scores")': ["scatter"],
+    }
+    assert "FlowGraph(epoch=3" in by_source["g"][-1]["data"]["text/html"]
+    assert (tmp_path / "run" / "index.html").exists()
+    assert os.path.getsize(tmp_path / "run" / "epoch_003.html") > 0

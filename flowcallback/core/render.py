@@ -423,12 +423,28 @@ and stay so to the last layer; "unstable" when that is lost again downstream.</s
     var v = parseInt(hex.slice(1), 16);
     return "rgba(" + ((v >> 16) & 255) + "," + ((v >> 8) & 255) + "," + (v & 255) + "," + alpha + ")";
   }
+  // Vertical centres for the nodes of each epoch column, stacked by size: Plotly ignores x without
+  // y, and would move a node without outgoing flows to the last column.
+  function acrossY(xs, src, dst, val, rank) {
+    var size = xs.map(function () { return 0; }), inn = size.slice(), out = size.slice();
+    src.forEach(function (s, k) { out[s] += val[k]; inn[dst[k]] += val[k]; });
+    size = size.map(function (_, i) { return Math.max(inn[i], out[i]); });
+    var ys = size.slice(), columns = {};
+    xs.forEach(function (x, i) { (columns[x] = columns[x] || []).push(i); });
+    Object.keys(columns).forEach(function (x) {
+      var ids = columns[x].sort(function (a, b) { return rank[a] - rank[b]; }), total = 0, gap = 0.02, at = 0.01;
+      ids.forEach(function (i) { total += size[i]; });
+      var scale = total ? (0.98 - gap * (ids.length - 1)) / total : 0;
+      ids.forEach(function (i) { var h = size[i] * scale; ys[i] = Math.min(0.99, Math.max(0.01, at + h / 2)); at += h + gap; });
+    });
+    return ys;
+  }
   function drawAcross() {
     var rows = (data.across[state.analysis] || {})[colSelect.value];
     if (!rows) { Plotly.purge("across"); return; }
     var cls = classSelect.value === "" ? null : parseInt(classSelect.value, 10);
     var changedOnly = changedBox.checked;
-    var ep = [], index = {}, labels = [], customNodes = [], xs = [], src = [], dst = [], val = [], col = [], hover = [];
+    var ep = [], index = {}, labels = [], customNodes = [], clusterOf = [], xs = [], src = [], dst = [], val = [], col = [], hover = [];
     rows.forEach(function (r) { if (ep.indexOf(r[0]) < 0) { ep.push(r[0]); } if (ep.indexOf(r[1]) < 0) { ep.push(r[1]); } });
     ep.sort(function (a, b) { return a - b; });
     function node(e, c) {
@@ -437,6 +453,7 @@ and stay so to the last layer; "unstable" when that is lost again downstream.</s
         index[key] = labels.length;
         labels.push(colSelect.value === "Prediction" ? "predicted " + data.class_names[c] : "cluster " + c);
         customNodes.push("epoch " + e);
+        clusterOf.push(c);  // each column in cluster order (class order for Prediction)
         xs.push(ep.length > 1 ? 0.01 + 0.98 * ep.indexOf(e) / (ep.length - 1) : 0.5);
       }
       return index[key];
@@ -448,7 +465,8 @@ and stay so to the last layer; "unstable" when that is lost again downstream.</s
       hover.push(data.class_names[r[4]] + ": " + r[5] + " sample(s), cluster " + r[2] + " at epoch " + r[0] +
                  " to cluster " + r[3] + " at epoch " + r[1] + "<br>samples " + r[7].join(", ") + (r[5] > r[7].length ? ", ..." : ""));
     });
-    var trace = {type: "sankey", arrangement: "snap", node: {label: labels, x: xs, pad: 6, thickness: 12,
+    var ys = acrossY(xs, src, dst, val, clusterOf);
+    var trace = {type: "sankey", arrangement: "snap", node: {label: labels, x: xs, y: ys, pad: 6, thickness: 12,
                  color: "#888", customdata: customNodes,
                  hovertemplate: "%{customdata} · %{label}<br>%{value} sample(s)<extra></extra>"},
                  link: {source: src, target: dst, value: val, color: col, customdata: hover,
@@ -549,13 +567,14 @@ def epoch_flows_figure(table, class_names: Sequence[str], column: str, *, true_c
     if changed_only:
         rows = rows[rows.changed]
     epochs = sorted(set(table.source_epoch) | set(table.target_epoch))
-    index, labels, xs, where = {}, [], [], []
+    index, labels, xs, where, clusters = {}, [], [], [], []
 
     def node(e, c):
         if (e, c) not in index:
             index[(e, c)] = len(labels)
             labels.append(f"predicted {_esc(class_names[c])}" if column == "Prediction" else f"cluster {c}")
             where.append(f"epoch {e}")
+            clusters.append(c)
             xs.append(0.01 + 0.98 * epochs.index(e) / (len(epochs) - 1) if len(epochs) > 1 else 0.5)
         return index[(e, c)]
 
@@ -571,7 +590,7 @@ def epoch_flows_figure(table, class_names: Sequence[str], column: str, *, true_c
                      f"{', '.join(map(str, r.first_samples))}{more}")
     fig = go.Figure(go.Sankey(
         arrangement="snap",
-        node=dict(label=labels, x=xs, pad=6, thickness=12, color="#888", customdata=where,
+        node=dict(label=labels, x=xs, y=_stacked_y(xs, src, dst, val, clusters), pad=6, thickness=12, color="#888", customdata=where,
                   hovertemplate="%{customdata} · %{label}<br>%{value} sample(s)<extra></extra>"),
         link=dict(source=src, target=dst, value=val, color=col, customdata=hover, hovertemplate="%{customdata}<extra></extra>"),
     ))
@@ -581,6 +600,26 @@ def epoch_flows_figure(table, class_names: Sequence[str], column: str, *, true_c
                       annotations=[dict(x=k / (len(epochs) - 1) if len(epochs) > 1 else 0.5, y=1.04, xref="paper",
                                         yref="paper", showarrow=False, text=f"epoch {e}") for k, e in enumerate(epochs)])
     return fig
+
+
+def _stacked_y(xs, src, dst, val, rank) -> list:
+    """Vertical centres of Sankey nodes, stacked by size within each column in ``rank`` order
+    (Plotly ignores x without y, and moves a node without outgoing flows to the last column)."""
+    inn, out = [0] * len(xs), [0] * len(xs)
+    for s, d, v in zip(src, dst, val):
+        out[s] += v
+        inn[d] += v
+    size = [max(a, b) for a, b in zip(inn, out)]
+    ys = [0.5] * len(xs)
+    for x in sorted(set(xs)):
+        ids = sorted((i for i, xi in enumerate(xs) if xi == x), key=lambda i: rank[i])
+        total, gap, at = sum(size[i] for i in ids), 0.02, 0.01
+        scale = (0.98 - gap * (len(ids) - 1)) / total if total else 0.0
+        for i in ids:
+            h = size[i] * scale
+            ys[i] = min(0.99, max(0.01, at + h / 2))
+            at += h + gap
+    return ys
 
 
 def confusion_figure(graphs, *, min_share: float = 0.02, max_cells: int = 12):

@@ -68,7 +68,7 @@ def test_one_hundred_classes_render_with_distinct_colours_legend_and_hover(tmp_p
     y = np.repeat(np.arange(100), 5)
     g = flows.build_flow_graph([("dense", "Dense", y // 10), ("out", "Dense", y // 4)], y, y, class_names=names, epoch=1)
     path = tmp_path / "epoch_001.html"
-    render.write_epoch_page(path, {"activations": g})
+    render.write_epoch_page(path, {"activations": g}, top_classes=None)  # every class on its own
     with open_page(path.resolve().as_uri()) as (page, errors, blocked):
         legend = page.eval_on_selector_all(".legend .traces .legendtext", "els => els.map(e => e.textContent)")
         assert legend == names
@@ -78,3 +78,32 @@ def test_one_hundred_classes_render_with_distinct_colours_legend_and_hover(tmp_p
         hover = page.eval_on_selector(".hoverlayer", "e => e.textContent")
         assert "samples" in hover and any(f"class {n}:" in hover for n in names), hover
         assert errors == [] and blocked == []
+
+
+def test_many_classes_show_the_largest_twenty_and_other_not_a_tangle(tmp_path):
+    """Above 20 classes the page colours the 20 largest and draws the rest as one grey "other"."""
+    import numpy as np
+
+    from flowcallback.core import flows, render
+
+    names = [f"class {i:02d}" for i in range(100)]
+    rng = np.random.default_rng(1)
+    # unequal classes: 20 of 30 samples, 80 of 3
+    y = np.concatenate([np.repeat(np.arange(20), 30), np.repeat(np.arange(20, 100), 3)])
+    y = rng.permutation(np.r_[y[::-1]])
+    g = flows.build_flow_graph([("dense", "Dense", y // 10), ("out", "Dense", y // 4)], y, y, class_names=names, epoch=1)
+    assert render.top_classes(g) == list(range(20))
+    path = tmp_path / "epoch_001.html"
+    render.write_epoch_page(path, {"activations": g})
+    with open_page(path.resolve().as_uri()) as (page, errors, blocked):
+        legend = page.eval_on_selector_all(".legend .traces .legendtext", "els => els.map(e => e.textContent)")
+        assert legend == names[:20] + ["other (80 classes)"]
+        fills = page.eval_on_selector_all(".sankey-link", "els => els.map(e => getComputedStyle(e).fill)")
+        assert len(set(fills)) <= 21  # 20 classes and "other": not a uniform tangle of 100 hues
+        # the other classes' flows are merged: one per pair of clusters, not one per class
+        n_links = len(fills)
+        page.screenshot(path=str(tmp_path / "many_classes.png"))
+        assert errors == [] and blocked == []
+    per_class = len(g.flows)
+    assert n_links < per_class
+    assert (tmp_path / "many_classes.png").stat().st_size > 10_000

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import colorsys
 import html
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -90,11 +90,49 @@ def _flow_samples(graph: FlowGraph, j: int, max_samples: int) -> Dict[tuple, Lis
     return out
 
 
-def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, name: Optional[str] = None, max_samples: int = 5):
+#: Above this many classes, the views colour the largest classes and gather the rest as "other".
+AUTO_TOP_CLASSES = 20
+OTHER_COLOR = "#9a9a9a"
+
+
+def top_classes(graph: FlowGraph, top: Union[int, str, None] = "auto") -> Optional[List[int]]:
+    """The classes a view colours one by one, or None for all of them.
+
+    Parameters
+    ----------
+    top : int, "auto" or None
+        An int keeps that many classes, the largest in the held-out set (ties: lower class id
+        first); ``"auto"`` keeps :data:`AUTO_TOP_CLASSES` when there are more classes than that;
+        None keeps all. The others are drawn together as "other", in grey.
+
+    Returns
+    -------
+    list of int, sorted, or None
+    """
+    n = len(graph.class_names)
+    if top == "auto":
+        top = AUTO_TOP_CLASSES if n > AUTO_TOP_CLASSES else None
+    if top is None:
+        return None
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise ValueError(f"top_classes: expected a positive int, 'auto' or None, got {top!r}")
+    if top >= n:
+        return None
+    support = np.bincount(np.asarray(graph.labels, dtype=np.int64), minlength=n)
+    return sorted(np.argsort(-support, kind="stable")[: int(top)].tolist())
+
+
+_top_classes = top_classes  # figure() has a parameter of that name
+
+
+def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, name: Optional[str] = None, max_samples: int = 5,
+                 shown: Optional[Sequence[int]] = None):
     """A ``plotly.graph_objects.Sankey`` trace of one :class:`FlowGraph`.
 
     Node ``customdata`` holds (column, cluster id, size, composition); link ``customdata`` holds
     (class, count, first sample indices). Nodes are placed at fixed x (column) and y (order).
+    ``shown`` (see :func:`top_classes`) colours only those classes; the flows of the others are
+    merged into one grey "other" flow per pair of clusters.
     """
     import plotly.graph_objects as go
 
@@ -122,10 +160,11 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
             purity = counts[pos, dom] / max(size, 1)
             if col.kind == "layer":
                 nlabel.append("")
-                ncolor.append(_blend_grey(colors[dom], purity))
+                ncolor.append(_blend_grey(colors[dom] if shown is None or dom in shown else OTHER_COLOR, purity))
             else:
-                nlabel.append(names[cid] if cid < len(names) else str(cid))
-                ncolor.append(colors[cid] if cid < len(colors) else "#999999")
+                listed = shown is None or cid in shown
+                nlabel.append((names[cid] if cid < len(names) else str(cid)) if listed else "")
+                ncolor.append(colors[cid] if cid < len(colors) and listed else OTHER_COLOR)
             comp = "<br>".join(
                 f"{names[k]}: {int(counts[pos, k])} ({counts[pos, k] / max(size, 1):.0%})"
                 for k in top[:8]
@@ -137,17 +176,32 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
             ncustom.append([_esc(col.name), int(cid), size, comp])
     src, tgt, val, lcolor, lcustom = [], [], [], [], []
     flows = graph.flows
+    keep = None if shown is None else set(int(c) for c in shown)
+    n_other = len(names) - len(keep) if keep is not None else 0
     for j in range(m - 1):
         samples = _flow_samples(graph, j, max_samples)
         part = flows[flows["source_column"] == j]
+        other: Dict[tuple, list] = {}  # (source, target) -> [count, first samples]
         for sc, tc, cls, cnt in part[["source_cluster", "target_cluster", "true_class", "count"]].itertuples(index=False):
+            idx = samples.get((int(sc), int(tc), int(cls)), [])
+            if keep is not None and int(cls) not in keep:
+                entry = other.setdefault((int(sc), int(tc)), [0, []])
+                entry[0] += int(cnt)
+                entry[1] = sorted(entry[1] + idx)[:max_samples]
+                continue
             src.append(node_index[(j, int(sc))])
             tgt.append(node_index[(j + 1, int(tc))])
             val.append(int(cnt))
             lcolor.append(_rgba(colors[int(cls)] if int(cls) < len(colors) else "#999999", 0.45))
-            idx = samples.get((int(sc), int(tc), int(cls)), [])
-            shown = ", ".join(str(i) for i in idx) + (", …" if cnt > len(idx) else "")
-            lcustom.append([names[int(cls)], int(cnt), shown])
+            listed = ", ".join(str(i) for i in idx) + (", …" if cnt > len(idx) else "")
+            lcustom.append([names[int(cls)], int(cnt), listed])
+        for (sc, tc), (cnt, idx) in other.items():
+            src.append(node_index[(j, sc)])
+            tgt.append(node_index[(j + 1, tc)])
+            val.append(cnt)
+            lcolor.append(_rgba(OTHER_COLOR, 0.35))
+            listed = ", ".join(str(i) for i in idx) + (", …" if cnt > len(idx) else "")
+            lcustom.append([f"other ({n_other} classes)", cnt, listed])
     return go.Sankey(
         name=name or ANALYSIS_LABELS.get(graph.analysis, graph.analysis),
         arrangement="fixed",
@@ -206,7 +260,8 @@ def _title(graph: FlowGraph, label: str) -> str:
 MIN_HEIGHT = 650
 
 
-def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = ()):
+def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = (),
+           top_classes: Union[int, str, None] = "auto"):
     """A Plotly figure with one Sankey per analysis and buttons to switch between them.
 
     Parameters
@@ -217,6 +272,9 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
         Shown before the title (the run's name, say).
     notes : sequence of str
         Lines shown under the diagram (skipped analyses, errors).
+    top_classes : int, "auto" or None, default="auto"
+        Colour only the largest classes and draw the others as one grey "other" (see
+        :func:`top_classes`); "auto" does so above :data:`AUTO_TOP_CLASSES` classes.
 
     Returns
     -------
@@ -229,17 +287,23 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
     analyses = list(graphs)
     first = graphs[analyses[0]]
     colors = class_colors(len(first.class_names))
+    shown = _top_classes(first, top_classes)
     fig = go.Figure()
     for i, a in enumerate(analyses):
-        tr = sankey_trace(graphs[a], colors=colors)
+        tr = sankey_trace(graphs[a], colors=colors, shown=shown)
         tr.visible = i == 0
         fig.add_trace(tr)
-    for k, cname in enumerate(first.class_names):
+    legend = [(k, colors[k]) for k in (range(len(first.class_names)) if shown is None else shown)]
+    for k, color in legend:
         fig.add_trace(
-            go.Scatter(x=[None], y=[None], mode="markers", marker=dict(size=12, color=colors[k], symbol="square"),
-                       name=_esc(cname), showlegend=True, hoverinfo="skip")
+            go.Scatter(x=[None], y=[None], mode="markers", marker=dict(size=12, color=color, symbol="square"),
+                       name=_esc(first.class_names[k]), showlegend=True, hoverinfo="skip")
         )
-    n_legend = len(first.class_names)
+    if shown is not None:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", marker=dict(size=12, color=OTHER_COLOR, symbol="square"),
+                                 name=f"other ({len(first.class_names) - len(shown)} classes)", showlegend=True,
+                                 hoverinfo="skip"))
+    n_legend = len(legend) + (shown is not None)
     note_text = "<br>".join(_esc(s) for s in notes)
     note_ann = [dict(x=0, y=-0.04, xref="paper", yref="paper", xanchor="left", yanchor="top", showarrow=False,
                      text=note_text, font=dict(size=11, color="#a33"))] if notes else []
@@ -272,9 +336,10 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
     return fig
 
 
-def page_html(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = ()) -> str:
+def page_html(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = (),
+              top_classes: Union[int, str, None] = "auto") -> str:
     """The whole HTML page; it loads ``plotly.min.js`` from its own directory (no network)."""
-    fig = figure(graphs, title_prefix=title_prefix, notes=notes)
+    fig = figure(graphs, title_prefix=title_prefix, notes=notes, top_classes=top_classes)
     epoch = next(iter(graphs.values())).epoch
     default_height = "100%"
     if fig.layout.height is not None and fig.layout.height <= MIN_HEIGHT:
@@ -286,7 +351,8 @@ def page_html(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes:
     return body.replace("<head>", f"<head><meta charset=\"utf-8\"><title>flowcallback · epoch {epoch}</title>", 1)
 
 
-def write_epoch_page(path, graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = ()) -> str:
+def write_epoch_page(path, graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = (),
+                     top_classes: Union[int, str, None] = "auto") -> str:
     """Write the page, and the plotly package's own ``plotly.min.js`` beside it, both atomically.
 
     A ``plotly.min.js`` already there is kept only if it is identical to the package's copy
@@ -303,7 +369,7 @@ def write_epoch_page(path, graphs: Mapping[str, FlowGraph], *, title_prefix: str
 
     path = Path(path)
     ensure_plotlyjs(path.parent)
-    atomic_write(path, page_html(graphs, title_prefix=title_prefix, notes=notes).encode("utf-8"))
+    atomic_write(path, page_html(graphs, title_prefix=title_prefix, notes=notes, top_classes=top_classes).encode("utf-8"))
     return str(path)
 
 
@@ -461,7 +527,7 @@ and stay so to the last layer; "unstable" when that is lost again downstream.</s
     rows.forEach(function (r) {
       if ((cls !== null && r[4] !== cls) || (changedOnly && !r[6])) { return; }
       src.push(node(r[0], r[2])); dst.push(node(r[1], r[3])); val.push(r[5]);
-      col.push(rgba(data.colors[r[4]], 0.5));
+      col.push(data.shown_classes && data.shown_classes.indexOf(r[4]) < 0 ? rgba(data.other_color, 0.35) : rgba(data.colors[r[4]], 0.5));
       hover.push(data.class_names[r[4]] + ": " + r[5] + " sample(s), cluster " + r[2] + " at epoch " + r[0] +
                  " to cluster " + r[3] + " at epoch " + r[1] + "<br>samples " + r[7].join(", ") + (r[5] > r[7].length ? ", ..." : ""));
     });
@@ -492,7 +558,9 @@ and stay so to the last layer; "unstable" when that is lost again downstream.</s
       xaxis: {title: {text: "epoch"}, dtick: 1}, yaxis: {title: {text: "samples"}, rangemode: "tozero"}, height: 380,
       margin: {l: 60, r: 20, t: 50, b: 50}}, {responsive: true, displaylogo: false});
     var scoreTraces = [];
-    Object.keys(tr.recall).forEach(function (c) {
+    Object.keys(tr.recall).filter(function (c) {
+      return !data.shown_classes || data.shown_classes.indexOf(parseInt(c, 10)) >= 0;
+    }).forEach(function (c) {
       scoreTraces.push({type: "scatter", mode: "lines", x: tr.epochs, y: tr.recall[c], line: {color: data.colors[c]},
                         name: data.class_names[c] + " recall", legendgroup: c});
       scoreTraces.push({type: "scatter", mode: "lines", x: tr.epochs, y: tr.precision[c], line: {color: data.colors[c], dash: "dot"},
@@ -810,7 +878,9 @@ def run_page_html(run, cache: Optional[dict] = None) -> str:
         "epochs": epochs, "analyses": analyses, "labels": ANALYSIS_LABELS,
         "heatmaps": heatmaps, "curves": curves.to_plotly_json(), "profiles": profiles,
         "across": across, "training": training, "class_names": list(run.class_names),
-        "colors": class_colors(len(run.class_names)),
+        "colors": class_colors(len(run.class_names)), "other_color": OTHER_COLOR,
+        # above AUTO_TOP_CLASSES classes, the largest are coloured and the rest drawn as "other"
+        "shown_classes": top_classes(graphs_by_analysis[analyses[0]][-1]) if graphs_by_analysis.get(analyses[0]) else None,
         # no graph at all: the snapshot failed; a graph and an error: a part failed (LRP, a layer)
         "failed": {str(e): last_line(t) for e, t in errors.items() if e not in written},
         "partial": {str(e): last_line(t) for e, t in errors.items() if e in written},

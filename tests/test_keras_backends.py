@@ -9,9 +9,11 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
+
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs JAX (the current stack's test extras)")
 needs_tf_keras = pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None,
                                     reason="needs tf_keras (the current stack's test extras)")
@@ -90,3 +92,51 @@ def test_tf_keras_under_legacy_switch_gets_both_analyses_from_the_native_engine(
     assert out["keras"] == "tf_keras"
     assert out["epochs"] == [0, 1] and out["analyses"] == [["activations", "lrp"]] * 2
     assert out["engine"].startswith("flowcallback native LRP") and out["conserved"]
+
+
+MIXED = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    from flowcallback.core.lrp.native import NativeLRP
+
+    keras = tf.keras
+    L = keras.layers
+
+    def build():
+        return keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(6, 3, activation="relu"), L.BatchNormalization(),
+                                 L.Flatten(), L.Dense(16, activation="relu"), L.Dense(10),
+                                 L.Activation("softmax", dtype="float32")])
+
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 8, 8, 1)).astype("float32")
+    reference = build()
+    keras.mixed_precision.set_global_policy("mixed_float16")  # this child process only
+    mixed = build()
+    mixed.set_weights(reference.get_weights())
+    out = {}
+    for name, model in (("float32", reference), ("mixed", mixed)):
+        names = [model.layers[0].name, model.layers[3].name]  # conv and dense, by position
+        maps = NativeLRP(model, names).relevance(x)
+        out[name] = [maps[n].astype("float64").tolist() for n in names]
+        out[name + " predictions"] = np.argmax(np.asarray(model(x)), axis=1).tolist()
+    print(json.dumps({"dtype": str(mixed.layers[0].compute_dtype), "maps": out}))
+""")
+
+
+@pytest.mark.both
+def test_native_lrp_under_a_mixed_precision_policy_matches_float32(tmp_path):
+    # GPU users train with mixed_float16: layers compute in float16 while the weights stay float32
+    out = _run(tmp_path, MIXED)
+    assert out["dtype"] == "float16"
+    # relevance is that of the predicted class: compare the samples whose float16 forward pass
+    # predicts the same class as the float32 one
+    same = np.equal(out["maps"]["float32 predictions"], out["maps"]["mixed predictions"])
+    assert same.mean() >= 0.8
+    for i, (ref, got) in enumerate(zip(out["maps"]["float32"], out["maps"]["mixed"])):
+        ref, got = np.asarray(ref)[same], np.asarray(got)[same]
+        assert got.shape == ref.shape and np.isfinite(got).all()
+        # float16 forward values, and epsilon's divisions by small pre-activations magnify their
+        # rounding: agreement as a whole (relative L2 error), not entry by entry
+        error = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+        assert error <= 0.1, (i, error)

@@ -634,7 +634,9 @@ class NativeLRP:
             else:
                 ys = tf.nest.flatten(_call(node.layer, ins, single=len(ins) == 1 and node.kind != "add" and type(node.layer).__name__ != "Concatenate"))
             for k, y in zip(node.outputs, ys):
-                values[k] = y
+                # relevance in float32 at least: under a mixed-precision policy layers compute in
+                # float16, while the rules read the float32 weights
+                values[k] = tf.cast(y, tf.float32) if y.dtype.is_floating and y.dtype.size < 4 else y
         # start: iNNvestigate's MaxNeuronSelection (reduce_max over the flattened output), whose
         # relevance is its own value: the top logit at the argmax, ties shared as TF's Max gradient
         logits = values[self._output_key]

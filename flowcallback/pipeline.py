@@ -26,6 +26,7 @@ from flowcallback.core import _priority, capture, cluster, embed, flows, knn, re
 from flowcallback.core.cluster import cluster_layer, layer_note
 from flowcallback.core.lrp import INNVESTIGATE_ANALYZERS
 from flowcallback.core.lrp import engines as lrp_engines
+from flowcallback.core.lrp import worker as lrp_worker
 from flowcallback.core.match import relabel
 from flowcallback.exceptions import SnapshotError
 
@@ -234,7 +235,7 @@ class Snapshotter:
         self.disabled = ""  # why snapshots are off (log_dir not writable), or ""
         self.layer_names: List[str] = []
         self.layer_types: Dict[str, str] = {}
-        self.worker = None  # the relevance engine: capture.LRPWorker or lrp_engines.NativeEngine
+        self.worker = None  # the relevance engine: lrp_worker.LRPWorker or lrp_engines.NativeEngine
         self.lrp_backend: Optional[str] = None
         self.lrp_note = ""
         self.model_notes: List[str] = []  # about the whole model (branch layout, binary output), on every graph and page
@@ -344,7 +345,7 @@ class Snapshotter:
         """The relevance engine chosen at set-up: the native one here, or iNNvestigate's worker process."""
         if self.lrp_backend == "native":
             return lrp_engines.NativeEngine(self.settings.analyzer, self.settings.analyzer_kwargs)
-        return capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs,
+        return lrp_worker.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs,
                                  nice=self.settings.nice if self.settings.background else 0)
 
     def _resume_identities(self) -> None:

@@ -3,13 +3,17 @@
 Each stage is a small function over plain NumPy / SciPy data and can be used alone:
 
 ``capture``
-    per-layer activations (eager Keras) and LRP relevance maps (iNNvestigate, in a worker process).
+    layer selection, branch layout and per-layer activations (eager Keras).
+``lrp``
+    LRP relevance maps: the native eager engine (``lrp.native``, ``lrp.engines``) and iNNvestigate
+    in a worker process (``lrp.worker``).
 ``embed``
     flatten per-sample maps into unit vectors, so that inner product is cosine similarity.
 ``knn``
     approximate cosine k-nearest-neighbour graph (FAISS), symmetric, sparse, non-negative.
 ``cluster``
-    Markov clustering (MCL) of that graph into a partition of the samples.
+    Markov clustering (MCL) of that graph into a partition of the samples; ``cluster_layer`` runs
+    kNN + MCL for one layer.
 ``flows``
     columns, barycentric ordering and flows between consecutive columns (:class:`FlowGraph`).
 ``render``

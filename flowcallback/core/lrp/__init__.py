@@ -4,6 +4,11 @@
 the calling process; :func:`innvestigate_maps` runs iNNvestigate itself in a child process (it needs
 eager execution disabled); :func:`relevance` is the entry point for scripts
 (``flowcallback.relevance``). The conventions are in ``docs/method.md``, "Native LRP engine".
+
+Importing this package does not import TensorFlow: :mod:`.native` (and the names it provides here)
+is loaded at first use. The iNNvestigate worker process (``python -m
+flowcallback.core.lrp._worker_main``) runs this file first, and must set its niceness before
+TensorFlow starts any thread (:mod:`flowcallback.core._priority`).
 """
 from __future__ import annotations
 
@@ -15,8 +20,6 @@ import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-
-from flowcallback.core.lrp.native import ANALYZERS, NativeLRP, UnsupportedLayerError, layer_kind
 
 __all__ = ["NativeLRP", "UnsupportedLayerError", "ANALYZERS", "INNVESTIGATE_ANALYZERS", "relevance", "innvestigate_maps",
            "layer_kind"]
@@ -31,6 +34,17 @@ INNVESTIGATE_ANALYZERS = (
 )
 
 BACKENDS = ("auto", "native", "innvestigate")
+
+_NATIVE_NAMES = ("ANALYZERS", "NativeLRP", "UnsupportedLayerError", "layer_kind")
+
+
+def __getattr__(name):
+    # the native engine's names, loaded (with TensorFlow) at first use; see the module docstring
+    if name in _NATIVE_NAMES:
+        from flowcallback.core.lrp import native
+
+        return getattr(native, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _innvestigate_available() -> bool:
@@ -56,7 +70,7 @@ def innvestigate_maps(model, x, analyzers: Sequence[Tuple[str, dict]], layers: O
     RuntimeError
         If iNNvestigate failed (its message and traceback included).
     """
-    from flowcallback.core.capture import model_config_without_softmax
+    from flowcallback.core.lrp.worker import model_config_without_softmax
 
     xs = list(x) if isinstance(x, (list, tuple)) else [x]
     spec = {
@@ -137,6 +151,8 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
     >>> maps["dense10"].shape                                                     # doctest: +SKIP
     (100, 10)
     """
+    from flowcallback.core.lrp.native import ANALYZERS, NativeLRP
+
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
     if analyzer not in ANALYZERS and analyzer not in INNVESTIGATE_ANALYZERS:

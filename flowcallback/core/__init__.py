@@ -20,4 +20,6 @@ Each stage is a small function over plain NumPy / SciPy data and can be used alo
     the interactive Plotly Sankey page.
 ``store``
     versioned JSON + npz files of a run, and :func:`load_run`.
+``compare``
+    two epochs compared: per layer ARI and the samples whose cluster changed (``Run.compare``).
 """

@@ -66,9 +66,9 @@ def prepare(args):
     """(model, x_test, y_test) after --epochs of training on MNIST."""
     (x_tr, y_tr), (x_te, y_te) = load_mnist(args.data)
     if args.model == "lenet5":
-        from mnist_lenet5 import lenet5
-
         import tensorflow as tf
+
+        from mnist_lenet5 import lenet5
 
         tf.keras.utils.set_random_seed(0)
         model = lenet5()

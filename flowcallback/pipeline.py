@@ -654,7 +654,8 @@ class Snapshotter:
         render.write_epoch_page(page, graphs, title_prefix=title_prefix, notes=self.model_notes + notes + lrp_notes)
         self._write_run_page(rewritten=epoch)
         if s.tensorboard:
-            from flowcallback.core import metrics as metrics_mod, tensorboard as tb
+            from flowcallback.core import metrics as metrics_mod
+            from flowcallback.core import tensorboard as tb
 
             tb.write_scalars(self.log_dir, epoch, tb.metric_scalars(metrics_mod.layer_metrics(graphs.values())))
         timings["render_store_seconds"] = time.perf_counter() - t

@@ -172,7 +172,7 @@ def test_models_trained_one_after_another_return_to_baseline(tmp_path, digits):
 def test_abort_stops_the_layer_pool_a_running_snapshot_creates(tmp_path, digits, monkeypatch):
     """Ctrl-C right after a snapshot was handed to the background, before it started its per-layer
     jobs: the layer thread pool it creates while the abort waits for it is stopped too."""
-    from flowcallback.pipeline import Snapshotter, SnapshotSettings
+    from flowcallback.pipeline import SnapshotSettings, Snapshotter
 
     (_, _), (x_te, y_te) = digits
     snap = Snapshotter((x_te[:120], y_te[:120]), tmp_path / "r", SnapshotSettings(k=8, lrp=False))

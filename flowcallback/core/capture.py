@@ -50,9 +50,9 @@ def _topological(model) -> list:
         import networkx as nx
 
         g = _layer_graph(model)
-        index = {l.name: i for i, l in enumerate(layers)}
+        index = {layer.name: i for i, layer in enumerate(layers)}
         order = list(nx.lexicographical_topological_sort(g, key=index.get))
-        by_name = {l.name: l for l in layers}
+        by_name = {layer.name: layer for layer in layers}
         return [by_name[n] for n in order]
     except Exception:  # no readable graph (a subclassed model): Keras's order
         return layers
@@ -79,9 +79,9 @@ def select_layers(model, layers: Optional[Sequence[str]] = None) -> List[str]:
         For an unknown or repeated layer name, naming the argument ``layers``.
     """
     all_layers = _topological(model)
-    names = [l.name for l in all_layers]
+    names = [layer.name for layer in all_layers]
     if layers is None:
-        return [l.name for l in all_layers if type(l).__name__ not in SKIPPED_LAYER_TYPES]
+        return [layer.name for layer in all_layers if type(layer).__name__ not in SKIPPED_LAYER_TYPES]
     if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
         raise ValueError(f"layers: expected a list of layer names, got {layers!r}")
     unknown = [n for n in layers if n not in names]
@@ -98,7 +98,7 @@ def _layer_graph(model):
     import networkx as nx  # maintained graph library, already a dependency (FlowGraph.to_networkx)
 
     g = nx.DiGraph()
-    names = {l.name for l in model.layers}
+    names = {layer.name for layer in model.layers}
     for layer in model.layers:
         g.add_node(layer.name)
         for src in inbound_layers(layer):
@@ -159,8 +159,6 @@ def branch_layout(model, layer_names: Sequence[str]) -> Tuple[List[str], Dict[st
 
 def _forward_fn(model, layer_names):
     """A function batch -> (list of layer outputs, model output), in inference mode."""
-    import tensorflow as tf
-
     inputs = getattr(model, "inputs", None)
     if inputs:
         outputs = [model.get_layer(n).output for n in layer_names] + list(model.outputs[:1])

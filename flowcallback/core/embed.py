@@ -35,7 +35,7 @@ NONFINITE_FLAG = -1.0
 _NONFINITE = ("raise", "flag")
 
 
-def special_rows(vectors) -> "tuple[np.ndarray, np.ndarray]":
+def special_rows(vectors) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the rows of an embedding that have no direction: ``(all_zero, non_finite)``.
 
     Parameters

@@ -53,7 +53,7 @@ def class_colors(n_classes: int) -> List[str]:
         lum = (0.42, 0.58, 0.5)[i % 3]
         sat = (0.75, 0.6, 0.9)[(i // 3) % 3]
         r, g, b = colorsys.hls_to_rgb(h, lum, sat)
-        out.append("#%02x%02x%02x" % (round(r * 255), round(g * 255), round(b * 255)))
+        out.append(f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}")
     return out
 
 
@@ -454,7 +454,7 @@ def run_page_html(run, cache: Optional[dict] = None) -> str:
         m = metrics[metrics["analysis"] == a]
         if m.empty:
             continue
-        layers = [l["name"] for l in run.info["layers"]]
+        layers = [layer["name"] for layer in run.info["layers"]]
         z, hover = [], []
         for name in layers:
             row, hrow = [], []
@@ -470,7 +470,7 @@ def run_page_html(run, cache: Optional[dict] = None) -> str:
                                 f"{int(r.n_clusters)} clusters<br>ARI vs predictions {r.ari_predictions:.3f}")
             z.append(row)
             hover.append(hrow)
-        hm = go.Figure(go.Heatmap(z=z, x=[str(e) for e in epochs], y=[_esc(l) for l in layers], text=hover,
+        hm = go.Figure(go.Heatmap(z=z, x=[str(e) for e in epochs], y=[_esc(name) for name in layers], text=hover,
                                   hovertemplate="%{text}<extra></extra>", colorscale="Viridis", zmin=0, zmax=1,
                                   colorbar=dict(title="NMI")))
         hm.update_layout(title="Separation of the classes (NMI of clusters vs true classes), layer × epoch",

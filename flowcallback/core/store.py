@@ -40,12 +40,11 @@ import tempfile
 import threading
 import zipfile
 import zlib
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import BinaryIO, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
-import pandas as pd
 
 from flowcallback.core.compare import Comparison, compare_epochs
 from flowcallback.core.flows import Column, FlowGraph
@@ -293,7 +292,7 @@ def ensure_plotlyjs(directory: PathLike) -> Path:
 
 
 # -- schemas -------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def _validator(name: str):
     import jsonschema  # the reference JSON Schema implementation for Python
 
@@ -784,7 +783,7 @@ class Run:
 
         return class_profiles(self.epoch(epoch, analysis), **kwargs)
 
-    def compare(self, epoch_a: int, epoch_b: int, analysis: str = "activations") -> "Comparison":
+    def compare(self, epoch_a: int, epoch_b: int, analysis: str = "activations") -> Comparison:
         """Compare two epochs: per layer ARI between their clusterings, and the samples whose path changed.
 
         A sample's path changed at a layer when its cluster at ``epoch_b`` is not the match (Hungarian

@@ -87,6 +87,6 @@ def test_report_command_does_not_import_tensorflow(two_epochs):
     import subprocess
 
     run_dir, _ = two_epochs
-    code = ("import sys; from flowcallback.cli import main; main(['report', %r]); "
-            "sys.exit(1 if 'tensorflow' in sys.modules else 0)") % str(run_dir)
+    code = (f"import sys; from flowcallback.cli import main; main(['report', {str(run_dir)!r}]); "
+            "sys.exit(1 if 'tensorflow' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -91,10 +91,10 @@ def _run_dir(tmp_path, epochs, *, seed=0):
 
 def test_run_page_with_a_cache_equals_the_page_built_from_scratch(tmp_path):
     """The callback keeps each epoch's part of the run page between snapshots: same page, every epoch drawn once."""
-    from flowcallback.core import store
-
     import json
     import re
+
+    from flowcallback.core import store
 
     cache = {}
     for e in range(4):

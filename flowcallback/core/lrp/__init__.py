@@ -91,7 +91,7 @@ def innvestigate_maps(model, x, analyzers: Sequence[Tuple[str, dict]], layers: O
         job, out = os.path.join(tmp, "job.npz"), os.path.join(tmp, "out.npz")
         np.savez(job, spec=np.asarray(json.dumps(spec)), **arrays)
         proc = subprocess.run([sys.executable, "-m", "flowcallback.core.lrp._innvestigate_run", job, out], env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
         if proc.returncode != 0 or not os.path.exists(out):
             raise RuntimeError(f"iNNvestigate's process failed (exit code {proc.returncode}):\n{proc.stderr.decode(errors='replace')[-3000:]}")
         with np.load(out, allow_pickle=False) as data:
@@ -166,5 +166,5 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
     if not _innvestigate_available():
         raise ValueError(f"analyzer {analyzer!r} needs iNNvestigate, which is not installed")
     if layers is None:
-        layers = [l.name for l in model.layers if type(l).__name__ != "InputLayer"]
+        layers = [layer.name for layer in model.layers if type(layer).__name__ != "InputLayer"]
     return innvestigate_maps(model, x, [(analyzer, dict(analyzer_kwargs or {}))], layers)[0]

@@ -90,11 +90,11 @@ def main(argv) -> int:
     wf = os.fdopen(wfd, "wb")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from flowcallback.core.embed import Embedder
-    from flowcallback.core.lrp import _ipc
-
     import numpy as np
     import tensorflow as tf
+
+    from flowcallback.core.embed import Embedder
+    from flowcallback.core.lrp import _ipc
 
     tf.compat.v1.disable_eager_execution()  # this process only; see the module docstring
     import innvestigate

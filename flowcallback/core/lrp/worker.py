@@ -43,7 +43,7 @@ def model_config_without_softmax(model) -> str:
         out_cfg = layers[-1]
     else:
         out_name = inner["output_layers"][0][0]
-        out_cfg = next(l for l in layers if l["config"]["name"] == out_name)
+        out_cfg = next(layer for layer in layers if layer["config"]["name"] == out_name)
     if out_cfg["class_name"] == "Softmax":
         out_cfg["class_name"] = "Activation"
         out_cfg["config"] = {"name": out_cfg["config"]["name"], "activation": "linear", "trainable": True}

@@ -34,6 +34,7 @@ def main(argv=None):
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     from flowcallback.core import capture, cluster, knn
+
     from mnist_lenet5 import lenet5
 
     tf.keras.utils.set_random_seed(0)
@@ -53,8 +54,8 @@ def main(argv=None):
         t = Timer()
         labels = {n: cluster.mcl(knn.knn_graph(emb[n], k)) for n in names}
         secs = t.lap()
-        nmi = {n: float(normalized_mutual_info_score(y_te, l)) for n, l in labels.items()}
-        n_clusters = {n: int(l.max() + 1) for n, l in labels.items()}
+        nmi = {n: float(normalized_mutual_info_score(y_te, lab)) for n, lab in labels.items()}
+        n_clusters = {n: int(lab.max() + 1) for n, lab in labels.items()}
         ari_last = float(adjusted_rand_score(pred, labels[names[-1]]))
         rows.append({"k": k, "nmi": nmi, "mean_nmi": float(np.mean(list(nmi.values()))), "n_clusters": n_clusters,
                      "last_layer_ari_vs_predictions": ari_last, "seconds": secs})

@@ -127,6 +127,7 @@ def main(argv=None):
     from sklearn.metrics import adjusted_rand_score as ari
 
     from flowcallback.core import capture, cluster, knn
+
     from paper_scale import prepare, run_mcl_program
 
     ns = argparse.Namespace(model="lenet5", samples=args.samples, epochs=1, train_samples=0, data=args.data)

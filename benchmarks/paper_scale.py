@@ -66,9 +66,9 @@ def prepare(args):
     """(model, x_test, y_test) after --epochs of training on MNIST."""
     (x_tr, y_tr), (x_te, y_te) = load_mnist(args.data)
     if args.model == "lenet5":
-        from mnist_lenet5 import lenet5
-
         import tensorflow as tf
+
+        from mnist_lenet5 import lenet5
 
         tf.keras.utils.set_random_seed(0)
         model = lenet5()
@@ -176,6 +176,7 @@ def main(argv=None):
     from sklearn.metrics import adjusted_rand_score as ari
 
     from flowcallback.core import capture, cluster, flows, knn, render, store
+    from flowcallback.core.lrp.worker import LRPWorker
 
     model, x, y = prepare(args)
     n_classes = 10
@@ -198,7 +199,7 @@ def main(argv=None):
     worker_rss = None
     if not args.no_lrp:
         t = Timer()
-        w = capture.LRPWorker()
+        w = LRPWorker()
         w.start(model, names, x, embed_options=embed_options)
         stages["lrp_worker_start"] = t.lap()
         res = w.analyze(model)

@@ -47,6 +47,7 @@ def main(argv=None):
     from sklearn.utils.extmath import randomized_svd
 
     from flowcallback.core.embed import embed, top_right_singular_vectors
+
     from mnist_lenet5 import lenet5
     from paper_scale import vgg16_32
 
@@ -68,8 +69,8 @@ def main(argv=None):
             n = int(min(n, max(2 * args.dim, (64 << 20) // (4 * d))))
             buf = buf[:n]
             k = min(args.dim, n, d)
-            t_exact, v = best_of(lambda: top_right_singular_vectors(buf, k))
-            t_rand, (_, _, vt) = best_of(lambda: randomized_svd(buf.astype(np.float32), n_components=k, n_iter=4,
+            t_exact, v = best_of(lambda buf=buf, k=k: top_right_singular_vectors(buf, k))
+            t_rand, (_, _, vt) = best_of(lambda buf=buf, k=k: randomized_svd(buf.astype(np.float32), n_components=k, n_iter=4,
                                                                  random_state=0))
             b = buf.astype(np.float32)
             total = float(np.sum(b.astype(np.float64) ** 2))

@@ -42,6 +42,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from flowcallback import FlowCallback
+
     from mnist_lenet5 import lenet5
 
     (x_tr, y_tr), (x_te, y_te) = load_mnist(args.data)

@@ -6,8 +6,9 @@ from typing import Optional
 import tensorflow as tf
 
 from flowcallback import _validation as V
+from flowcallback._fit_guard import FitGuard
 from flowcallback.core import cluster, knn
-from flowcallback.pipeline import FitGuard, Snapshotter, SnapshotSettings
+from flowcallback.pipeline import SnapshotSettings, Snapshotter
 
 __all__ = ["FlowCallback"]
 

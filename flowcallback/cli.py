@@ -9,8 +9,8 @@ from typing import Optional, Sequence
 def _demo(args) -> int:
     import time
 
-    from flowcallback.demo import run_demo
     from flowcallback.core.store import load_run
+    from flowcallback.demo import run_demo
 
     t0 = time.perf_counter()
     run_dir = run_demo(args.log_dir, epochs=args.epochs, lrp=not args.no_lrp, verbose=args.verbose)

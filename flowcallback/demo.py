@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 __all__ = ["load_digits_split", "lenet5_digits", "run_demo"]
 
 

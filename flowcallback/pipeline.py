@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import numbers
-import sys
 import threading
 import time
 import traceback
@@ -24,12 +23,14 @@ import numpy as np
 from flowcallback import _validation as V
 from flowcallback._version import __version__
 from flowcallback.core import _priority, capture, cluster, embed, flows, knn, render, store
+from flowcallback.core.cluster import cluster_layer, layer_note
 from flowcallback.core.lrp import INNVESTIGATE_ANALYZERS
 from flowcallback.core.lrp import engines as lrp_engines
+from flowcallback.core.lrp import worker as lrp_worker
 from flowcallback.core.match import relabel
 from flowcallback.exceptions import SnapshotError
 
-__all__ = ["SnapshotSettings", "Snapshotter", "FitGuard", "snapshot", "cluster_layer", "layer_note"]
+__all__ = ["SnapshotSettings", "Snapshotter", "snapshot"]
 
 ANALYSES = ("activations", "lrp")
 
@@ -128,85 +129,6 @@ class SnapshotSettings:
         return {"reduce": self.reduce, "dim": self.dim, "fit_samples": self.fit_samples}
 
 
-def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "auto", backend: str = "fast",
-                  n_threads: Optional[int] = None) -> np.ndarray:
-    """kNN graph + MCL of one layer: the unit of work sent to an executor (a top-level function,
-    so that process pools and Dask can ship it).
-
-    Samples whose map has no direction are not clustered by similarity, since cosine similarity is
-    undefined for them: all-zero maps (dead ReLU units, say) form one cluster of their own, and maps
-    with NaN or infinite values (flagged by :func:`flowcallback.core.embed.embed`) another. The
-    other samples are clustered with ``k`` clipped to their number minus one, and identical maps
-    always share a cluster (MCL's choice among exact ties is arbitrary). :func:`layer_note` says
-    what happened, for the column's note.
-
-    Parameters
-    ----------
-    vectors : ndarray of shape (n_samples, n_features + 1)
-        Embedded maps (:mod:`flowcallback.core.embed`).
-    k, inflation, index, backend, n_threads :
-        As for :func:`flowcallback.core.knn.knn_graph` and :func:`flowcallback.core.cluster.mcl`.
-
-    Returns
-    -------
-    ndarray of shape (n_samples,), int32
-        A partition, canonical (0 = largest cluster).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from flowcallback.core.embed import embed
-    >>> maps = np.r_[np.eye(3)[[0] * 5 + [1] * 5], np.zeros((3, 3))]
-    >>> cluster_layer(embed(maps), k=3, inflation=2.0).tolist()
-    [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2]
-    """
-    from flowcallback.core.embed import special_rows
-
-    v = np.asarray(vectors)
-    if v.ndim != 2 or v.shape[0] == 0:
-        raise ValueError(f"vectors: expected a 2-d array (n_samples, n_features + 1), got shape {v.shape}")
-    zero, bad = special_rows(v)
-    regular = np.flatnonzero(~(zero | bad))
-    labels = np.full(len(v), -1, dtype=np.int64)
-    if len(regular) >= 2:
-        sub = np.ascontiguousarray(v[regular], dtype=np.float32)
-        g = knn.knn_graph(sub, min(int(k), len(regular) - 1), index=index)
-        lab = np.asarray(cluster.mcl(g, inflation=inflation, backend=backend, n_threads=n_threads), dtype=np.int64)
-        _, first, inverse = np.unique(sub, axis=0, return_index=True, return_inverse=True)
-        labels[regular] = lab[first][inverse.reshape(-1)]  # identical maps: the cluster of the first one
-    elif len(regular) == 1:
-        labels[regular] = 0
-    for mask in (zero, bad):
-        if mask.any():
-            labels[mask] = labels.max() + 1
-    return cluster.canonical_labels(labels)
-
-
-def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int) -> str:
-    """The column note for what :func:`cluster_layer` did with samples that have no direction.
-
-    Returns
-    -------
-    str
-        Empty when every sample was clustered by similarity with the requested ``k``.
-    """
-    from flowcallback.core.embed import special_rows
-
-    zero, bad = special_rows(vectors)
-    labels = np.asarray(labels)
-    parts = []
-    if bad.any():
-        parts.append(f"{int(bad.sum())} sample(s) with NaN/infinite values (diverging model?) set apart as "
-                     f"cluster {int(labels[bad][0])}, not clustered by similarity")
-    if zero.any():
-        parts.append(f"{int(zero.sum())} all-zero map(s) (dead units; cosine undefined) set apart as "
-                     f"cluster {int(labels[zero][0])}, not clustered by similarity")
-    n_regular = len(labels) - int(zero.sum()) - int(bad.sum())
-    if 2 <= n_regular <= k:
-        parts.append(f"k clipped from {k} to {n_regular - 1}: only {n_regular} samples have a direction")
-    return "; ".join(parts)
-
-
 def _first_line(exc: BaseException, limit: int = 400) -> str:
     text = str(exc).strip().splitlines()
     line = text[0] if text else type(exc).__name__
@@ -289,82 +211,6 @@ class _Aborted(Exception):
     """Internal: the snapshot was dropped because ``fit`` ended without ``on_train_end``."""
 
 
-class FitGuard:
-    """Notices when ``model.fit`` ends without calling ``on_train_end`` and cleans up then.
-
-    Keras skips ``on_train_end`` when ``fit`` raises: an exception in a callback or in the data, or
-    a ``KeyboardInterrupt`` (Ctrl-C), which can arrive anywhere in Keras's loop, where no callback
-    hook sees it. Keras 2 has no hook for that, and wrapping the user's ``fit`` would change their
-    model. So a daemon thread (``flowcallback-fit-guard``) checks, every ``period`` seconds, that
-    the ``fit`` call that started the callback is still on its thread's stack; once it is gone
-    without ``on_train_end``, it calls ``on_abnormal_end`` (:meth:`Snapshotter.abort`) and exits.
-
-    Parameters
-    ----------
-    period : float, default=0.05
-        Seconds between two checks.
-
-    Examples
-    --------
-    >>> guard = FitGuard()
-    >>> guard.start(lambda: None)   # outside fit: nothing to watch, no thread
-    False
-    >>> guard.stop()
-    """
-
-    def __init__(self, period: float = 0.05):
-        self.period = float(period)
-        self._thread = None
-        self._stop = None
-
-    @staticmethod
-    def _fit_frame():
-        frame = sys._getframe(2)
-        while frame is not None:
-            code = frame.f_code
-            if code.co_name in ("fit", "fit_generator") and "keras" in code.co_filename.replace("\\", "/"):
-                return frame
-            frame = frame.f_back
-        return None
-
-    def start(self, on_abnormal_end) -> bool:
-        """Watch the ``fit`` call on the current thread's stack. Returns whether one was found."""
-        self.stop()
-        frame = self._fit_frame()
-        if frame is None:  # callbacks driven by hand: the caller calls on_train_end itself
-            return False
-        tid, stop = threading.get_ident(), threading.Event()
-
-        def alive() -> bool:
-            f = sys._current_frames().get(tid)
-            while f is not None:
-                if f is frame:
-                    return True
-                f = f.f_back
-            return False
-
-        def watch():
-            nonlocal frame
-            while not stop.wait(self.period):
-                if not alive():
-                    frame = None  # let the finished fit's locals go
-                    if not stop.is_set():
-                        on_abnormal_end()
-                    return
-
-        self._stop = stop
-        self._thread = threading.Thread(target=watch, name="flowcallback-fit-guard", daemon=True)
-        self._thread.start()
-        return True
-
-    def stop(self) -> None:
-        """Stop watching (``on_train_end``), after an abnormal end's clean-up has finished."""
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-        self._thread = self._stop = None
-
-
 class Snapshotter:
     """Runs snapshots of one model on one held-out set into one run directory.
 
@@ -389,7 +235,7 @@ class Snapshotter:
         self.disabled = ""  # why snapshots are off (log_dir not writable), or ""
         self.layer_names: List[str] = []
         self.layer_types: Dict[str, str] = {}
-        self.worker = None  # the relevance engine: capture.LRPWorker or lrp_engines.NativeEngine
+        self.worker = None  # the relevance engine: lrp_worker.LRPWorker or lrp_engines.NativeEngine
         self.lrp_backend: Optional[str] = None
         self.lrp_note = ""
         self.model_notes: List[str] = []  # about the whole model (branch layout, binary output), on every graph and page
@@ -499,7 +345,7 @@ class Snapshotter:
         """The relevance engine chosen at set-up: the native one here, or iNNvestigate's worker process."""
         if self.lrp_backend == "native":
             return lrp_engines.NativeEngine(self.settings.analyzer, self.settings.analyzer_kwargs)
-        return capture.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs,
+        return lrp_worker.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs,
                                  nice=self.settings.nice if self.settings.background else 0)
 
     def _resume_identities(self) -> None:
@@ -810,7 +656,8 @@ class Snapshotter:
         render.write_epoch_page(page, graphs, title_prefix=title_prefix, notes=self.model_notes + notes + lrp_notes)
         self._write_run_page(rewritten=epoch)
         if s.tensorboard:
-            from flowcallback.core import metrics as metrics_mod, tensorboard as tb
+            from flowcallback.core import metrics as metrics_mod
+            from flowcallback.core import tensorboard as tb
 
             tb.write_scalars(self.log_dir, epoch, tb.metric_scalars(metrics_mod.layer_metrics(graphs.values())))
         timings["render_store_seconds"] = time.perf_counter() - t

@@ -82,7 +82,7 @@ def test_lrp_graph_comes_from_the_engine_auto_chooses(fitted_run):
 def test_run_json_describes_the_run(fitted_run):
     info = json.loads((fitted_run["log_dir"] / "run.json").read_text())
     assert info["format"] == "flowcallback/run" and info["version"] == 1
-    assert [l["name"] for l in info["layers"]] == ["conv1", "pool1", "conv2", "pool2", "dense120", "dense84", "dense10"]
+    assert [layer["name"] for layer in info["layers"]] == ["conv1", "pool1", "conv2", "pool2", "dense120", "dense84", "dense10"]
     assert info["config"]["k"] == 22 and info["config"]["k_rule"] == "auto" and info["config"]["analyzer"] == "lrp.epsilon"
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from flowcallback import load_run
+from flowcallback.core.cluster import cluster_layer, layer_note
 from flowcallback.core.embed import Embedder, embed, special_rows
-from flowcallback.pipeline import cluster_layer, layer_note
 
 
 def conserved(g):

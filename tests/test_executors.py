@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from flowcallback import load_run
-from flowcallback.pipeline import cluster_layer, snapshot
+from flowcallback.core.cluster import cluster_layer
+from flowcallback.pipeline import snapshot
 
 pytestmark = pytest.mark.slow
 

@@ -20,6 +20,7 @@ import tensorflow as tf
 from flowcallback import FlowCallback, SnapshotError, load_run
 from flowcallback.core import capture, cluster, knn, render, store
 from flowcallback.core.lrp import engines as lrp_engines
+from flowcallback.core.lrp import worker as lrp_worker
 from flowcallback.demo import lenet5_digits
 
 pytestmark = pytest.mark.slow
@@ -56,7 +57,7 @@ FAULTS = {
     "mcl": (cluster, "mcl", LAYERS + 5, "layer", MemoryError("MCL ran out of memory (injected)")),
     "render": (render, "write_epoch_page", 2, "page", OSError("render failed (injected)")),
     "disk full": (store, "save_epoch", 2, "epoch", OSError(errno.ENOSPC, "No space left on device (injected)")),
-    "innvestigate": (capture.LRPWorker, "analyze", 2, "lrp", RuntimeError("iNNvestigate failed in the LRP worker (injected)")),
+    "innvestigate": (lrp_worker.LRPWorker, "analyze", 2, "lrp", RuntimeError("iNNvestigate failed in the LRP worker (injected)")),
     "native lrp": (lrp_engines.NativeEngine, "analyze", 2, "lrp", RuntimeError("native LRP failed (injected)")),
 }
 

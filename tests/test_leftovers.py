@@ -95,7 +95,7 @@ def test_keyboard_interrupt_from_a_callback_leaves_nothing(tmp_path, digits, tal
     run = assert_nothing_left(tmp_path / "r")
     assert set(run.epochs) <= {0, 1, 2, 3}
     # the callback still holds the snapshotter: the clean-up did not wait for garbage collection
-    assert cb._snapshotter is not None
+    assert cb._snapshotter._aborted and cb._snapshotter.worker is None
 
 
 def test_real_sigint_anywhere_in_fit_leaves_nothing(tmp_path, digits, tally):
@@ -172,7 +172,7 @@ def test_models_trained_one_after_another_return_to_baseline(tmp_path, digits):
 def test_abort_stops_the_layer_pool_a_running_snapshot_creates(tmp_path, digits, monkeypatch):
     """Ctrl-C right after a snapshot was handed to the background, before it started its per-layer
     jobs: the layer thread pool it creates while the abort waits for it is stopped too."""
-    from flowcallback.pipeline import Snapshotter, SnapshotSettings
+    from flowcallback.pipeline import SnapshotSettings, Snapshotter
 
     (_, _), (x_te, y_te) = digits
     snap = Snapshotter((x_te[:120], y_te[:120]), tmp_path / "r", SnapshotSettings(k=8, lrp=False))

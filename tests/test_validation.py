@@ -105,9 +105,9 @@ def test_non_classifier_is_refused(tmp_path, small, tally):
 
 def test_failure_inside_a_snapshot_warns_and_training_goes_on(tmp_path, small, monkeypatch):
     """An exception in a stage is recorded; the other epochs are written; fit completes."""
+    from flowcallback import load_run
     from flowcallback.core import render
     from flowcallback.demo import lenet5_digits
-    from flowcallback import load_run
 
     x_tr, y_tr, x_te, y_te = small
     real = render.write_epoch_page

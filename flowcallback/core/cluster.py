@@ -16,6 +16,9 @@ Either result is turned into a strict partition. The fast backend assigns every 
 attractor holding most of its column's mass and joins attractors of the same system (connected
 components). For the reference backend, whose clusters can in rare ties share a node or miss one,
 a shared node goes to the larger cluster and an unclaimed node is a singleton.
+
+:func:`cluster_layer` is the whole stage for one layer (kNN graph, then MCL, with the samples that
+have no direction set apart) and :func:`layer_note` says what it did, for the column's note.
 """
 from __future__ import annotations
 
@@ -26,8 +29,11 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["mcl", "partition_labels", "canonical_labels", "DEFAULT_INFLATION", "DEFAULT_SELECT", "DEFAULT_CUTOFF",
-           "BACKENDS"]
+from flowcallback.core import knn  # a module reference: knn.knn_graph stays patchable (tests/test_faults.py)
+from flowcallback.core.embed import special_rows
+
+__all__ = ["mcl", "cluster_layer", "layer_note", "partition_labels", "canonical_labels", "DEFAULT_INFLATION",
+           "DEFAULT_SELECT", "DEFAULT_CUTOFF", "BACKENDS"]
 
 #: Default MCL inflation (mcl's own default is 2.0).
 DEFAULT_INFLATION = 2.0
@@ -251,3 +257,78 @@ def mcl(
         pruning_threshold=pruning_threshold,
     )
     return partition_labels(mc.get_clusters(result), n)
+
+
+def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "auto", backend: str = "fast",
+                  n_threads: Optional[int] = None) -> np.ndarray:
+    """kNN graph + MCL of one layer: the unit of work sent to an executor (a top-level function,
+    so that process pools and Dask can ship it).
+
+    Samples whose map has no direction are not clustered by similarity, since cosine similarity is
+    undefined for them: all-zero maps (dead ReLU units, say) form one cluster of their own, and maps
+    with NaN or infinite values (flagged by :func:`flowcallback.core.embed.embed`) another. The
+    other samples are clustered with ``k`` clipped to their number minus one, and identical maps
+    always share a cluster (MCL's choice among exact ties is arbitrary). :func:`layer_note` says
+    what happened, for the column's note.
+
+    Parameters
+    ----------
+    vectors : ndarray of shape (n_samples, n_features + 1)
+        Embedded maps (:mod:`flowcallback.core.embed`).
+    k, inflation, index, backend, n_threads :
+        As for :func:`flowcallback.core.knn.knn_graph` and :func:`mcl`.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), int32
+        A partition, canonical (0 = largest cluster).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowcallback.core.embed import embed
+    >>> maps = np.r_[np.eye(3)[[0] * 5 + [1] * 5], np.zeros((3, 3))]
+    >>> cluster_layer(embed(maps), k=3, inflation=2.0).tolist()
+    [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2]
+    """
+    v = np.asarray(vectors)
+    if v.ndim != 2 or v.shape[0] == 0:
+        raise ValueError(f"vectors: expected a 2-d array (n_samples, n_features + 1), got shape {v.shape}")
+    zero, bad = special_rows(v)
+    regular = np.flatnonzero(~(zero | bad))
+    labels = np.full(len(v), -1, dtype=np.int64)
+    if len(regular) >= 2:
+        sub = np.ascontiguousarray(v[regular], dtype=np.float32)
+        g = knn.knn_graph(sub, min(int(k), len(regular) - 1), index=index)
+        lab = np.asarray(mcl(g, inflation=inflation, backend=backend, n_threads=n_threads), dtype=np.int64)
+        _, first, inverse = np.unique(sub, axis=0, return_index=True, return_inverse=True)
+        labels[regular] = lab[first][inverse.reshape(-1)]  # identical maps: the cluster of the first one
+    elif len(regular) == 1:
+        labels[regular] = 0
+    for mask in (zero, bad):
+        if mask.any():
+            labels[mask] = labels.max() + 1
+    return canonical_labels(labels)
+
+
+def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int) -> str:
+    """The column note for what :func:`cluster_layer` did with samples that have no direction.
+
+    Returns
+    -------
+    str
+        Empty when every sample was clustered by similarity with the requested ``k``.
+    """
+    zero, bad = special_rows(vectors)
+    labels = np.asarray(labels)
+    parts = []
+    if bad.any():
+        parts.append(f"{int(bad.sum())} sample(s) with NaN/infinite values (diverging model?) set apart as "
+                     f"cluster {int(labels[bad][0])}, not clustered by similarity")
+    if zero.any():
+        parts.append(f"{int(zero.sum())} all-zero map(s) (dead units; cosine undefined) set apart as "
+                     f"cluster {int(labels[zero][0])}, not clustered by similarity")
+    n_regular = len(labels) - int(zero.sum()) - int(bad.sum())
+    if 2 <= n_regular <= k:
+        parts.append(f"k clipped from {k} to {n_regular - 1}: only {n_regular} samples have a direction")
+    return "; ".join(parts)

@@ -5,7 +5,7 @@ L2-normalised. An all-zero map (a dead ReLU layer, say) has no direction, so cos
 undefined for it; instead of dividing by zero, every embedding gets one extra coordinate that is 1
 for an all-zero map and 0 otherwise. All-zero maps are then identical to each other (similarity 1)
 and orthogonal to every other sample (similarity 0). The clustering stage
-(:func:`flowcallback.pipeline.cluster_layer`) puts them in one explicit cluster of their own.
+(:func:`flowcallback.core.cluster.cluster_layer`) puts them in one explicit cluster of their own.
 
 A map holding NaN or infinite values (a diverging model) has no direction either. :func:`embed`
 refuses it by default; with ``nonfinite="flag"`` (what the capture and the LRP worker use) its row
@@ -35,7 +35,7 @@ NONFINITE_FLAG = -1.0
 _NONFINITE = ("raise", "flag")
 
 
-def special_rows(vectors) -> "tuple[np.ndarray, np.ndarray]":
+def special_rows(vectors) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the rows of an embedding that have no direction: ``(all_zero, non_finite)``.
 
     Parameters

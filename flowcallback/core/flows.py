@@ -250,7 +250,7 @@ class FlowGraph:
             )
         return g
 
-    def equals(self, other: "FlowGraph") -> bool:
+    def equals(self, other: FlowGraph) -> bool:
         """Exact equality of every field (arrays compared element-wise)."""
         return (
             isinstance(other, FlowGraph)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import colorsys
 import html
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -53,7 +53,7 @@ def class_colors(n_classes: int) -> List[str]:
         lum = (0.42, 0.58, 0.5)[i % 3]
         sat = (0.75, 0.6, 0.9)[(i // 3) % 3]
         r, g, b = colorsys.hls_to_rgb(h, lum, sat)
-        out.append("#%02x%02x%02x" % (round(r * 255), round(g * 255), round(b * 255)))
+        out.append(f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}")
     return out
 
 
@@ -95,7 +95,7 @@ AUTO_TOP_CLASSES = 20
 OTHER_COLOR = "#9a9a9a"
 
 
-def top_classes(graph: FlowGraph, top: Union[int, str, None] = "auto") -> Optional[List[int]]:
+def top_classes(graph: FlowGraph, top: int | str | None = "auto") -> Optional[List[int]]:
     """The classes a view colours one by one, or None for all of them.
 
     Parameters
@@ -261,7 +261,7 @@ MIN_HEIGHT = 650
 
 
 def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = (),
-           top_classes: Union[int, str, None] = "auto"):
+           top_classes: int | str | None = "auto"):
     """A Plotly figure with one Sankey per analysis and buttons to switch between them.
 
     Parameters
@@ -337,7 +337,7 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
 
 
 def page_html(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = (),
-              top_classes: Union[int, str, None] = "auto") -> str:
+              top_classes: int | str | None = "auto") -> str:
     """The whole HTML page; it loads ``plotly.min.js`` from its own directory (no network)."""
     fig = figure(graphs, title_prefix=title_prefix, notes=notes, top_classes=top_classes)
     epoch = next(iter(graphs.values())).epoch
@@ -352,7 +352,7 @@ def page_html(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes:
 
 
 def write_epoch_page(path, graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = (),
-                     top_classes: Union[int, str, None] = "auto") -> str:
+                     top_classes: int | str | None = "auto") -> str:
     """Write the page, and the plotly package's own ``plotly.min.js`` beside it, both atomically.
 
     A ``plotly.min.js`` already there is kept only if it is identical to the package's copy
@@ -830,7 +830,7 @@ def run_page_html(run, cache: Optional[dict] = None) -> str:
         m = metrics[metrics["analysis"] == a]
         if m.empty:
             continue
-        layers = [l["name"] for l in run.info["layers"]]
+        layers = [layer["name"] for layer in run.info["layers"]]
         z, hover = [], []
         for name in layers:
             row, hrow = [], []
@@ -846,7 +846,7 @@ def run_page_html(run, cache: Optional[dict] = None) -> str:
                                 f"{int(r.n_clusters)} clusters<br>ARI vs predictions {r.ari_predictions:.3f}")
             z.append(row)
             hover.append(hrow)
-        hm = go.Figure(go.Heatmap(z=z, x=[str(e) for e in epochs], y=[_esc(l) for l in layers], text=hover,
+        hm = go.Figure(go.Heatmap(z=z, x=[str(e) for e in epochs], y=[_esc(name) for name in layers], text=hover,
                                   hovertemplate="%{text}<extra></extra>", colorscale="Viridis", zmin=0, zmax=1,
                                   colorbar=dict(title="NMI")))
         hm.update_layout(title="Separation of the classes (NMI of clusters vs true classes), layer × epoch",

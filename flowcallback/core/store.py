@@ -40,13 +40,13 @@ import tempfile
 import threading
 import zipfile
 import zlib
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import BinaryIO, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
-import pandas as pd
 
+from flowcallback.core.compare import Comparison, compare_epochs
 from flowcallback.core.flows import Column, FlowGraph
 from flowcallback.exceptions import RunFormatError
 
@@ -292,7 +292,7 @@ def ensure_plotlyjs(directory: PathLike) -> Path:
 
 
 # -- schemas -------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def _validator(name: str):
     import jsonschema  # the reference JSON Schema implementation for Python
 
@@ -806,42 +806,16 @@ class Run:
 
         return class_scores(list(self.graphs("activations")))
 
-    def compare(self, epoch_a: int, epoch_b: int, analysis: str = "activations") -> "Comparison":
+    def compare(self, epoch_a: int, epoch_b: int, analysis: str = "activations") -> Comparison:
         """Compare two epochs: per layer ARI between their clusterings, and the samples whose path changed.
 
         A sample's path changed at a layer when its cluster at ``epoch_b`` is not the match (Hungarian
-        on Jaccard overlap) of its cluster at ``epoch_a``.
+        on Jaccard overlap) of its cluster at ``epoch_a`` (:func:`flowcallback.core.compare.compare_epochs`).
         """
-        from sklearn.metrics import adjusted_rand_score
-
-        from flowcallback.core.match import match_clusters
-
         ga, gb = self.epoch(epoch_a, analysis), self.epoch(epoch_b, analysis)
         if not np.array_equal(ga.labels, gb.labels):
             raise RunFormatError(f"{self.path}: epochs {epoch_a} and {epoch_b} do not describe the same samples")
-        rows, changed = [], np.zeros(ga.n_samples, dtype=bool)
-        per_layer = {}
-        for col in ga.columns:
-            if col.kind != "layer" or col.name not in gb.column_names:
-                continue
-            a = ga.assignments[:, ga.column_index(col.name)]
-            b = gb.assignments[:, gb.column_index(col.name)]
-            m = match_clusters(a, b)
-            mapped = np.array([m.pairs.get(int(c), -1) for c in b])
-            moved = mapped != a
-            per_layer[col.name] = moved
-            changed |= moved
-            rows.append({"layer": col.name, "ari": float(adjusted_rand_score(a, b)), "changed_samples": int(moved.sum()),
-                         "clusters_a": len(col.order), "clusters_b": len(gb.columns[gb.column_index(col.name)].order),
-                         "splits": len(m.splits), "merges": len(m.merges)})
-        idx = np.flatnonzero(changed)
-        samples = pd.DataFrame({
-            "sample": idx,
-            "true_class": ga.labels[idx],
-            "class_name": [ga.class_names[c] for c in ga.labels[idx]],
-            "layers_changed": [[n for n, mv in per_layer.items() if mv[i]] for i in idx],
-        })
-        return Comparison(epoch_a, epoch_b, analysis, pd.DataFrame(rows), samples)
+        return compare_epochs(ga, gb)
 
     # -- figures, for notebooks and scripts ----------------------------------------------------------
     def figure(self, epoch: int, analysis: Optional[str] = None):
@@ -914,18 +888,6 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, epochs={self.epochs})"
-
-
-class Comparison:
-    """The result of :meth:`Run.compare`: ``layers`` (one row per layer) and ``samples`` (changed paths)."""
-
-    def __init__(self, epoch_a, epoch_b, analysis, layers, samples):
-        self.epoch_a, self.epoch_b, self.analysis = epoch_a, epoch_b, analysis
-        self.layers = layers
-        self.samples = samples
-
-    def __repr__(self) -> str:
-        return f"Comparison(epochs {self.epoch_a} -> {self.epoch_b}, {len(self.samples)} samples changed path)"
 
 
 def load_run(log_dir: PathLike) -> Run:

@@ -21,7 +21,7 @@ def test_worker_dies_with_a_killed_parent(tmp_path):
         f"""
         import os, sys, time
         import numpy as np, tensorflow as tf
-        from flowcallback.core.capture import LRPWorker
+        from flowcallback.core.lrp.worker import LRPWorker
         m = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(3, activation="softmax", name="out")])
         w = LRPWorker()
         w.start(m, ["out"], np.random.rand(20, 4).astype("float32"))
@@ -89,7 +89,7 @@ def test_worker_reuses_its_analyzer_with_each_snapshots_weights(analyzer):
     # Its relevance for new weights must equal that of an analyzer built for those weights.
     import tensorflow as tf
 
-    from flowcallback.core.capture import LRPWorker
+    from flowcallback.core.lrp.worker import LRPWorker
 
     rng = np.random.default_rng(0)
     x = rng.random((40, 6)).astype("float32")

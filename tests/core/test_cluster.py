@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import adjusted_rand_score
 
 from flowcallback.core import cluster
-from flowcallback.core.cluster import DEFAULT_INFLATION, canonical_labels, mcl, partition_labels
+from flowcallback.core.cluster import canonical_labels, mcl, partition_labels
 
 FAST = settings(max_examples=50, deadline=None)
 
@@ -251,8 +251,15 @@ def test_mcl_does_not_modify_its_input():
     assert (g != before).nnz == 0 and g.diagonal().sum() == 0
 
 
-def test_default_inflation():
-    assert DEFAULT_INFLATION == 2.0
+def test_default_inflation_is_the_mcl_programs():
+    # mcl's own default, -I 2.0, on a graph whose clusters change with the inflation
+    from flowcallback.core.embed import embed
+    from flowcallback.core.knn import knn_graph
+
+    g = knn_graph(embed(np.random.default_rng(0).normal(size=(60, 5))), 8)
+    default = mcl(g).tolist()
+    assert default == mcl(g, inflation=2.0).tolist()
+    assert mcl(g, inflation=1.5).tolist() != default != mcl(g, inflation=3.0).tolist()
 
 
 @pytest.mark.parametrize("inflation", [1, 1.0, 0.5, 0, -2.0, float("nan"), True, "2", None, [2.0]])

@@ -42,6 +42,20 @@ def test_compare_finds_exactly_the_changed_samples(two_epochs):
     assert layers.loc["l2", "changed_samples"] == 3 and layers.loc["l2", "ari"] < 1.0
 
 
+def test_compare_epochs_is_pure_over_two_graphs(two_epochs):
+    from flowcallback.core.compare import compare_epochs
+
+    run_dir, moved = two_epochs
+    run = store.load_run(run_dir)
+    cmp = compare_epochs(run.epoch(1), run.epoch(2))
+    assert (cmp.epoch_a, cmp.epoch_b, cmp.analysis) == (1, 2, "activations")
+    assert cmp.samples["sample"].tolist() == moved.tolist()
+    other = flows.build_flow_graph([("l1", "Dense", np.zeros(60, int))], np.zeros(60, int), np.zeros(60, int),
+                                   class_names=["a", "b", "c"], epoch=3)
+    with pytest.raises(ValueError, match="do not describe the same samples"):
+        compare_epochs(run.epoch(1), other)
+
+
 def test_run_metrics_is_tidy(two_epochs):
     run_dir, _ = two_epochs
     m = store.load_run(run_dir).metrics()
@@ -73,6 +87,6 @@ def test_report_command_does_not_import_tensorflow(two_epochs):
     import subprocess
 
     run_dir, _ = two_epochs
-    code = ("import sys; from flowcallback.cli import main; main(['report', %r]); "
-            "sys.exit(1 if 'tensorflow' in sys.modules else 0)") % str(run_dir)
+    code = (f"import sys; from flowcallback.cli import main; main(['report', {str(run_dir)!r}]); "
+            "sys.exit(1 if 'tensorflow' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

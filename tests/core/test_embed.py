@@ -250,7 +250,8 @@ def test_reduction_is_skipped_for_narrow_layers_and_when_off():
     x = np.random.default_rng(1).random((50, 30))
     for kwargs in (dict(dim=64), dict(dim=8, reduce=None)):
         e = Embedder("d", **kwargs)
-        e.add(x[:20]); e.add(x[20:])
+        e.add(x[:20])
+        e.add(x[20:])
         np.testing.assert_array_equal(e.result(), embed(x))
         assert not e.reduced
 

@@ -94,7 +94,7 @@ def test_run_api_reads_the_views_from_disk(tmp_path):
     store.write_run_info(tmp_path, {"flowcallback_version": "0", "model": {"name": "m", "fingerprint": "f"},
                                     "class_names": ["0", "1", "2"], "analyses": ["activations"],
                                     "layers": [{"name": "dense", "type": "Dense"}], "config": {}})
-    for e, g in graphs.items():
+    for g in graphs.values():
         store.save_epoch(tmp_path, {"activations": g})
     run = store.load_run(tmp_path)
     flows = run.epoch_flows("Prediction")

@@ -74,7 +74,7 @@ def test_resolve_k_invalid_raises(k):
 
 @pytest.mark.parametrize("k,n", [(100, 100), (101, 100), (1, 1)])
 def test_resolve_k_not_less_than_n_raises(k, n):
-    with pytest.raises(ValueError, match=r"^k: .*k=%d.*%d samples" % (k, n)):
+    with pytest.raises(ValueError, match=rf"^k: .*k={k}.*{n} samples"):
         resolve_k(k, n, 2)
 
 

@@ -15,8 +15,14 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 L = tf.keras.layers
 
-from flowcallback.core.lrp import (ANALYZERS, INNVESTIGATE_ANALYZERS, NativeLRP, UnsupportedLayerError,  # noqa: E402
-                                   innvestigate_maps, relevance)
+from flowcallback.core.lrp import (  # noqa: E402
+    ANALYZERS,
+    INNVESTIGATE_ANALYZERS,
+    NativeLRP,
+    UnsupportedLayerError,
+    innvestigate_maps,
+    relevance,
+)
 
 HAS_INNVESTIGATE = importlib.util.find_spec("innvestigate") is not None
 RTOL = 1e-5
@@ -170,7 +176,7 @@ def _inputs(name, n=48):
 
 def _layer_names(model):
     names = [t._keras_history[0].name for t in model.inputs]
-    return names + [l.name for l in model.layers if type(l).__name__ != "InputLayer"]
+    return names + [layer.name for layer in model.layers if type(layer).__name__ != "InputLayer"]
 
 
 # -- agreement with iNNvestigate ------------------------------------------------------------------------
@@ -232,9 +238,9 @@ def _relu_mlp(bias_zero=True):
     m = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), L.Conv2D(4, 3, activation="relu", name="c"), L.Flatten(name="f"),
                              L.Dense(16, activation="relu", name="d"), L.Dense(10, activation="softmax", name="o")])
     if bias_zero:
-        for l in m.layers:
-            if getattr(l, "bias", None) is not None:
-                l.bias.assign(tf.zeros_like(l.bias))
+        for layer in m.layers:
+            if getattr(layer, "bias", None) is not None:
+                layer.bias.assign(tf.zeros_like(layer.bias))
     return m
 
 

@@ -1,6 +1,8 @@
 """Render: the figure matches the graph, colours stay distinct, names stay text."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from flowcallback.core import flows, render
@@ -58,7 +60,7 @@ def test_names_are_escaped():
 def test_page_loads_plotly_from_its_directory(tmp_path):
     path = render.write_epoch_page(tmp_path / "epoch_002.html", {"activations": graph()})
     text = open(path).read()
-    assert '<script src="plotly.min.js"' in text or "src=\"plotly.min.js\"" in text
+    assert re.search(r'<script[^>]*\ssrc="plotly\.min\.js"', text)  # a script tag, whatever its other attributes
     assert "cdn" not in text.lower()
     assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000
 
@@ -89,10 +91,10 @@ def _run_dir(tmp_path, epochs, *, seed=0):
 
 def test_run_page_with_a_cache_equals_the_page_built_from_scratch(tmp_path):
     """The callback keeps each epoch's part of the run page between snapshots: same page, every epoch drawn once."""
-    from flowcallback.core import store
-
     import json
     import re
+
+    from flowcallback.core import store
 
     cache = {}
     for e in range(4):

@@ -4,6 +4,11 @@
 the calling process; :func:`innvestigate_maps` runs iNNvestigate itself in a child process (it needs
 eager execution disabled); :func:`relevance` is the entry point for scripts
 (``flowcallback.relevance``). The conventions are in ``docs/method.md``, "Native LRP engine".
+
+Importing this package does not import TensorFlow: :mod:`.native` (and the names it provides here)
+is loaded at first use. The iNNvestigate worker process (``python -m
+flowcallback.core.lrp._worker_main``) runs this file first, and must set its niceness before
+TensorFlow starts any thread (:mod:`flowcallback.core._priority`).
 """
 from __future__ import annotations
 
@@ -15,8 +20,6 @@ import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-
-from flowcallback.core.lrp.native import ANALYZERS, NativeLRP, UnsupportedLayerError, layer_kind
 
 __all__ = ["NativeLRP", "UnsupportedLayerError", "ANALYZERS", "INNVESTIGATE_ANALYZERS", "relevance", "innvestigate_maps",
            "layer_kind"]
@@ -31,6 +34,17 @@ INNVESTIGATE_ANALYZERS = (
 )
 
 BACKENDS = ("auto", "native", "innvestigate")
+
+_NATIVE_NAMES = ("ANALYZERS", "NativeLRP", "UnsupportedLayerError", "layer_kind")
+
+
+def __getattr__(name):
+    # the native engine's names, loaded (with TensorFlow) at first use; see the module docstring
+    if name in _NATIVE_NAMES:
+        from flowcallback.core.lrp import native
+
+        return getattr(native, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _innvestigate_available() -> bool:
@@ -56,7 +70,7 @@ def innvestigate_maps(model, x, analyzers: Sequence[Tuple[str, dict]], layers: O
     RuntimeError
         If iNNvestigate failed (its message and traceback included).
     """
-    from flowcallback.core.capture import model_config_without_softmax
+    from flowcallback.core.lrp.worker import model_config_without_softmax
 
     xs = list(x) if isinstance(x, (list, tuple)) else [x]
     spec = {
@@ -77,7 +91,7 @@ def innvestigate_maps(model, x, analyzers: Sequence[Tuple[str, dict]], layers: O
         job, out = os.path.join(tmp, "job.npz"), os.path.join(tmp, "out.npz")
         np.savez(job, spec=np.asarray(json.dumps(spec)), **arrays)
         proc = subprocess.run([sys.executable, "-m", "flowcallback.core.lrp._innvestigate_run", job, out], env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
         if proc.returncode != 0 or not os.path.exists(out):
             raise RuntimeError(f"iNNvestigate's process failed (exit code {proc.returncode}):\n{proc.stderr.decode(errors='replace')[-3000:]}")
         with np.load(out, allow_pickle=False) as data:
@@ -137,6 +151,8 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
     >>> maps["dense10"].shape                                                     # doctest: +SKIP
     (100, 10)
     """
+    from flowcallback.core.lrp.native import ANALYZERS, NativeLRP
+
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
     if analyzer not in ANALYZERS and analyzer not in INNVESTIGATE_ANALYZERS:
@@ -150,5 +166,5 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
     if not _innvestigate_available():
         raise ValueError(f"analyzer {analyzer!r} needs iNNvestigate, which is not installed")
     if layers is None:
-        layers = [l.name for l in model.layers if type(l).__name__ != "InputLayer"]
+        layers = [layer.name for layer in model.layers if type(layer).__name__ != "InputLayer"]
     return innvestigate_maps(model, x, [(analyzer, dict(analyzer_kwargs or {}))], layers)[0]

@@ -6,7 +6,7 @@ and a list of ``[analyzer, kwargs]``), the weights ``w0, w1...`` and the inputs 
 ``OUT.npz`` gets ``"{i}/{layer}"`` for analyzer ``i`` and each layer reached, or ``error`` (JSON)
 when iNNvestigate failed. Used by ``flowcallback.relevance(..., backend="innvestigate")`` and by the
 agreement tests of the native engine. The relevance at a layer's output is found as the LRP worker
-finds it (:func:`flowcallback.core._lrp_worker._relevance_by_layer`).
+finds it (:func:`flowcallback.core.lrp._worker_main._relevance_by_layer`).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def main(argv) -> int:
     import innvestigate
     import innvestigate.backend.graph as igraph
 
-    from flowcallback.core._lrp_worker import _producers, _relevance_by_layer
+    from flowcallback.core.lrp._worker_main import _producers, _relevance_by_layer
 
     data = np.load(job, allow_pickle=False)
     spec = json.loads(str(data["spec"]))

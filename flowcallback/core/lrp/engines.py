@@ -5,7 +5,7 @@ A snapshot asks an engine for the embedded relevance of every selected layer at 
 - :class:`NativeEngine` runs :class:`~flowcallback.core.lrp.native.NativeLRP` in this process,
   eagerly, on a private copy of the model (so that a background snapshot analyses the weights of
   its own epoch while training goes on);
-- :class:`flowcallback.core.capture.LRPWorker` runs iNNvestigate in a worker process (it needs
+- :class:`flowcallback.core.lrp.worker.LRPWorker` runs iNNvestigate in a worker process (it needs
   eager execution disabled, which is never done in the user's process).
 
 Both have ``start(model, layer_names, x, batch_size=..., embed_options=...)``,
@@ -20,9 +20,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from flowcallback.core._keras import clone_model, is_keras3
-from flowcallback.core.capture import LRPResult, _bounded_batch
+from flowcallback.core.capture import _bounded_batch
 from flowcallback.core.embed import Embedder
 from flowcallback.core.lrp.native import ANALYZERS, NativeLRP
+from flowcallback.core.lrp.worker import LRPResult
 
 __all__ = ["BACKENDS", "check_backend", "choose_backend", "unavailable_reason", "engine_label", "NativeEngine",
            "LRPResult"]

@@ -2,8 +2,8 @@
 
 iNNvestigate 2.x builds its reverse graph in TensorFlow's graph mode, which must be switched on
 process-wide (``tf.compat.v1.disable_eager_execution``). We never do that in the user's process:
-:class:`flowcallback.core.capture.LRPWorker` starts this module as a separate Python process
-(``python -m flowcallback.core._lrp_worker RFD WFD``) and talks to it over two pipes.
+:class:`flowcallback.core.lrp.worker.LRPWorker` starts this module as a separate Python process
+(``python -m flowcallback.core.lrp._worker_main RFD WFD``) and talks to it over two pipes.
 
 At set-up the worker rebuilds the model from its JSON config (output activation set to linear, as
 iNNvestigate expects), renames the layers of that private copy (see :func:`_rename_layers`), creates
@@ -90,11 +90,11 @@ def main(argv) -> int:
     wf = os.fdopen(wfd, "wb")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from flowcallback.core import _ipc
-    from flowcallback.core.embed import Embedder
-
     import numpy as np
     import tensorflow as tf
+
+    from flowcallback.core.embed import Embedder
+    from flowcallback.core.lrp import _ipc
 
     tf.compat.v1.disable_eager_execution()  # this process only; see the module docstring
     import innvestigate

@@ -37,11 +37,12 @@ def _same_samples(graphs: Sequence[FlowGraph]) -> None:
                              "views across epochs need the same samples in the same order")
 
 
-def _sorted(graphs: Sequence[FlowGraph]) -> list:
+def _sorted(graphs: Sequence[FlowGraph], *, same_samples: bool = True) -> list:
     graphs = sorted(graphs, key=lambda g: g.epoch)
     if not graphs:
         raise ValueError("graphs: expected at least one FlowGraph")
-    _same_samples(graphs)
+    if same_samples:
+        _same_samples(graphs)
     return graphs
 
 
@@ -128,7 +129,7 @@ def confusion(graphs: Sequence[FlowGraph]) -> pd.DataFrame:
     2      3     1          0      0
     3      3     1          1      1
     """
-    graphs = _sorted(graphs)
+    graphs = _sorted(graphs, same_samples=False)  # each epoch's matrix stands alone
     n_classes = len(graphs[0].class_names)
     rows = []
     for g in graphs:
@@ -147,7 +148,7 @@ def class_scores(graphs: Sequence[FlowGraph]) -> pd.DataFrame:
         Columns :data:`CLASS_SCORE_COLUMNS`. ``precision`` is NaN for a class never predicted,
         ``recall`` NaN for a class absent from the held-out set.
     """
-    graphs = _sorted(graphs)
+    graphs = _sorted(graphs, same_samples=False)
     table = confusion(graphs)
     names = graphs[0].class_names
     rows = []

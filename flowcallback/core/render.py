@@ -738,6 +738,8 @@ def _epoch_flow_rows(graphs) -> dict:
     from flowcallback.core.history import epoch_flows
 
     out = {}
+    # only the epochs taken on the last epoch's held-out set can be followed sample by sample
+    graphs = [g for g in graphs if g.n_samples == graphs[-1].n_samples and np.array_equal(g.labels, graphs[-1].labels)]
     if len(graphs) < 2:
         return out
     names = [c.name for c in graphs[-1].columns if c.kind in ("layer", "prediction")]
@@ -765,11 +767,11 @@ def _confusion_over_training(graphs, *, min_share: float = 0.02, max_cells: int 
     table = confusion(graphs)
     scores = class_scores(graphs)
     epochs = sorted(set(table.epoch))
-    support = table[table.epoch == epochs[0]].groupby("true")["count"].sum()
+    # each cell's share of its class's samples at that epoch (held-out sets may differ across epochs)
+    table = table.assign(share=table["count"] / table.groupby(["epoch", "true"])["count"].transform("sum").clip(lower=1))
     off = table[table.true != table.predicted]
-    peak = off.groupby(["true", "predicted"])["count"].max()
-    share = peak / support.reindex(peak.index.get_level_values("true")).to_numpy().clip(min=1)
-    keep = share[(share >= min_share) & (peak > 0)].sort_values(ascending=False).index[:max_cells]
+    share = off.groupby(["true", "predicted"])["share"].max()
+    keep = share[share >= min_share].sort_values(ascending=False, kind="stable").index[:max_cells]
     cells = []
     for t, p in keep:
         counts = off[(off.true == t) & (off.predicted == p)].sort_values("epoch")["count"].tolist()

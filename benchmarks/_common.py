@@ -31,6 +31,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def process_peak_rss_mb(pid: int):
+    """Peak resident memory (VmHWM) of a live process, such as the LRP worker, in MiB; None if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
 class Timer:
     def __init__(self):
         self.t = time.perf_counter()

@@ -57,7 +57,7 @@ sys.path.insert(0, HERE)
 
 import numpy as np
 
-from _common import load_mnist, write_json
+from _common import load_mnist, process_peak_rss_mb, write_json
 
 ENGINES = ("native", "innvestigate")
 MODELS = ("lenet5", "vgg16-32")
@@ -91,15 +91,6 @@ def cpu_of(pid) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def vm_hwm_mb(pid):
-    try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
 
 
 # -- models and data ------------------------------------------------------------------------------
@@ -211,7 +202,7 @@ def child(args):
     rec["rss_mb"]["after_analyze"] = rss_self_mb()
     if engine_name == "innvestigate":
         pid = engine._proc.pid
-        rec["worker_vmhwm_mb"] = vm_hwm_mb(pid)
+        rec["worker_vmhwm_mb"] = process_peak_rss_mb(pid)
         engine.close()
         rec["worker_rusage_children_maxrss_mb"] = rss_children_mb()
         rec["total_peak_rss_mb"] = rec["rss_mb"]["after_analyze"] + max(rec["worker_vmhwm_mb"] or 0.0,

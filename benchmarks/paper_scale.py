@@ -32,16 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 
 import numpy as np
 
-from _common import Timer, load_mnist, peak_rss_mb, write_json
-
-
-def worker_peak_rss_mb(pid):
-    try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
+from _common import Timer, load_mnist, peak_rss_mb, process_peak_rss_mb, write_json
 
 
 def vgg16_32(n_classes=10, seed=0):
@@ -204,7 +195,7 @@ def main(argv=None):
         stages["lrp_worker_start"] = t.lap()
         res = w.analyze(model)
         stages["lrp"] = t.lap()
-        worker_rss = worker_peak_rss_mb(w._proc.pid)
+        worker_rss = process_peak_rss_mb(w._proc.pid)
         w.close()
         embeddings["lrp"] = res.embeddings
         rss["lrp"] = peak_rss_mb()

@@ -192,6 +192,11 @@ class FlatRule(WSquareRule):
         return tf.ones_like(w)
 
 
+def _signed_parts(lin, x, bias: bool):
+    """Positive and negative weights (with the bias split alike, or left out) and inputs, for alpha-beta rules."""
+    return (lin.weights(positive, bias=bias), lin.weights(negative, bias=bias), keep_positives(x), keep_negatives(x))
+
+
 class AlphaBetaRule(Rule):
     """``alpha * R+ - beta * R-`` (``AlphaBetaRule``).
 
@@ -207,10 +212,7 @@ class AlphaBetaRule(Rule):
         self.bias = bool(bias)
 
     def apply(self, lin, x, r):
-        wp = lin.weights(positive, bias=self.bias)
-        wn = lin.weights(negative, bias=self.bias)
-        xp = keep_positives(x)
-        xn = keep_negatives(x)
+        wp, wn, xp, xn = _signed_parts(lin, x, self.bias)
 
         def part(w1, w2):
             (z1, z2), (g1, g2) = _grad([(lambda t: lin(t, w1), xp), (lambda t: lin(t, w2), xn)],
@@ -240,10 +242,7 @@ class AlphaBetaXRule(Rule):
         self.bias = bool(bias)
 
     def apply(self, lin, x, r):
-        wp = lin.weights(positive, bias=self.bias)
-        wn = lin.weights(negative, bias=self.bias)
-        xp = keep_positives(x)
-        xn = keep_negatives(x)
+        wp, wn, xp, xn = _signed_parts(lin, x, self.bias)
 
         def fn(w, xs):
             _, (g,) = _grad([(lambda t: lin(t, w), xs)], lambda zs: safe_divide(r, zs[0]))

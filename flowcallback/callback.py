@@ -5,10 +5,11 @@ from typing import Optional
 
 import tensorflow as tf
 
-from flowcallback import _validation as V
+from flowcallback import _validation as checks
 from flowcallback._fit_guard import FitGuard
 from flowcallback.core import cluster, knn
-from flowcallback.pipeline import SnapshotSettings, Snapshotter
+from flowcallback.pipeline import Snapshotter
+from flowcallback.settings import SnapshotSettings
 
 __all__ = ["FlowCallback"]
 
@@ -134,15 +135,10 @@ class FlowCallback(tf.keras.callbacks.Callback):
         super().__init__()
         if verbose not in ("auto", 0, 1, 2) or isinstance(verbose, bool):
             raise ValueError(f"verbose: expected 'auto', 0, 1 or 2, got {verbose!r}")
-        self.epochs = V.check_epochs(epochs)
+        self.epochs = checks.check_epochs(epochs)
         self.verbose = verbose
-        settings = SnapshotSettings(
-            layers=layers, class_names=class_names, lrp=lrp, analyzer=analyzer, analyzer_kwargs=analyzer_kwargs,
-            lrp_backend=lrp_backend, k=k, inflation=inflation, index=index, batch_size=batch_size, on_error=on_error,
-            reduce=reduce, dim=dim, fit_samples=fit_samples, mcl_backend=mcl_backend, executor=executor, background=background,
-            tensorboard=tensorboard, nice=nice,
-        )
-        self._snapshotter = Snapshotter(validation_data, log_dir, settings)
+        # every setting is checked once, from one table (flowcallback/settings.py)
+        self._snapshotter = Snapshotter(validation_data, log_dir, SnapshotSettings.from_arguments(locals()))
         self.log_dir = str(self._snapshotter.log_dir)
         self._first_epoch_seen = False
         self._guard = FitGuard()

@@ -1,9 +1,21 @@
-"""One snapshot: capture, embed, kNN, cluster, flows, render, store, in that order.
+"""The snapshot runner: it runs the stages of :mod:`flowcallback.core` for a live model.
 
 :class:`Snapshotter` holds what lives across snapshots (the validated held-out set, the chosen
-layers, the LRP worker) and :meth:`Snapshotter.take` runs the stages for the model's current
-weights. :class:`~flowcallback.FlowCallback` only decides *when* to call it, and
-:func:`snapshot` calls it once for a model you already trained.
+layers, the relevance engine, the threads) and :meth:`Snapshotter.take` takes one snapshot:
+
+1. **capture**, in the training thread (the only part that holds training up): the held-out set
+   goes through the model (:func:`flowcallback.core.capture.capture_activations`), and the
+   weights are copied for the relevance engine;
+2. **lrp**: the relevance engine (:mod:`flowcallback.core.lrp`) on those weights;
+3. **analysis**: :func:`flowcallback.core.stages.analyse`, pure (kNN, MCL, stable ids, flows,
+   metrics);
+4. **store** and **render**: the epoch's files, its page, the run page (drawn from memory) and
+   TensorBoard's scalars.
+
+Steps 2 to 4 run in a background thread when ``background=True``. The runner owns the error
+policy (a failure costs at most its epoch, or its layer) and writes nothing half-done.
+:class:`~flowcallback.FlowCallback` only decides *when* to take a snapshot, and :func:`snapshot`
+takes one for a model you already trained.
 """
 from __future__ import annotations
 
@@ -14,125 +26,23 @@ import threading
 import time
 import traceback
 import warnings
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 
-from flowcallback import _validation as V
+from flowcallback import _validation as checks
 from flowcallback._version import __version__
-from flowcallback.core import _priority, capture, cluster, embed, flows, knn, render, store
-from flowcallback.core.cluster import cluster_layer, layer_note
-from flowcallback.core.lrp import INNVESTIGATE_ANALYZERS
+from flowcallback.core import _priority, capture, knn, render, stages, store
+from flowcallback.core._notes import first_line
 from flowcallback.core.lrp import engines as lrp_engines
 from flowcallback.core.lrp import worker as lrp_worker
-from flowcallback.core.match import relabel
+from flowcallback.core.outputs import held_out_loss, predictions_from_outputs
 from flowcallback.exceptions import SnapshotError
+from flowcallback.settings import SnapshotSettings
 
 __all__ = ["SnapshotSettings", "Snapshotter", "snapshot"]
-
-ANALYSES = ("activations", "lrp")
-
-
-class SnapshotSettings:
-    """Validated settings shared by :class:`~flowcallback.FlowCallback` and :func:`snapshot`."""
-
-    def __init__(
-        self,
-        *,
-        layers=None,
-        class_names=None,
-        lrp: bool = True,
-        analyzer: str = "lrp.epsilon",
-        analyzer_kwargs: Optional[dict] = None,
-        lrp_backend: str = "auto",
-        k=knn.DEFAULT_K,
-        inflation: float = cluster.DEFAULT_INFLATION,
-        index: str = "auto",
-        batch_size: int = 256,
-        on_error: str = "warn",
-        reduce: Optional[str] = "pca",
-        dim: int = 128,
-        fit_samples: Optional[int] = None,
-        mcl_backend: str = "fast",
-        executor: Optional[Executor] = None,
-        background: bool = True,
-        mcl_threads: Optional[int] = None,
-        tensorboard: bool = False,
-        nice: int = 0,
-    ):
-        if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)):
-            raise ValueError(f"layers: expected None or a list of layer names, got {layers!r}")
-        if class_names is not None:
-            if isinstance(class_names, str) or not all(isinstance(c, (str, numbers.Integral)) for c in class_names):
-                raise ValueError(f"class_names: expected a list of strings, got {class_names!r}")
-            class_names = [str(c) for c in class_names]
-        if not isinstance(lrp, bool):
-            raise ValueError(f"lrp: expected True or False, got {lrp!r}")
-        if not isinstance(analyzer, str) or analyzer not in set(lrp_engines.ANALYZERS) | set(INNVESTIGATE_ANALYZERS):
-            raise ValueError(f"analyzer: expected one of the LRP analyzers {sorted(set(lrp_engines.ANALYZERS) | set(INNVESTIGATE_ANALYZERS))}, "
-                             f"got {analyzer!r}")
-        lrp_engines.check_backend(lrp_backend, analyzer)
-        if analyzer_kwargs is not None:
-            if not isinstance(analyzer_kwargs, dict):
-                raise ValueError(f"analyzer_kwargs: expected a dict, got {analyzer_kwargs!r}")
-            try:
-                json.dumps(analyzer_kwargs)
-            except (TypeError, ValueError):
-                raise ValueError("analyzer_kwargs: values must be JSON-serialisable (numbers, strings, lists)") from None
-        knn.check_k(k)
-        cluster.check_inflation(inflation)
-        if index not in ("auto", "flat", "hnsw"):
-            raise ValueError(f"index: expected 'auto', 'flat' or 'hnsw', got {index!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-        if on_error not in ("warn", "raise"):
-            raise ValueError(f"on_error: expected 'warn' or 'raise', got {on_error!r}")
-        if reduce not in ("pca", "random", None):
-            raise ValueError(f"reduce: expected 'pca', 'random' or None, got {reduce!r}")
-        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 2:
-            raise ValueError(f"dim: expected an integer >= 2, got {dim!r}")
-        if mcl_backend not in cluster.BACKENDS:
-            raise ValueError(f"mcl_backend: expected one of {cluster.BACKENDS}, got {mcl_backend!r}")
-        self.layers = list(layers) if layers is not None else None
-        self.class_names = class_names
-        self.lrp = lrp
-        self.analyzer = analyzer
-        self.analyzer_kwargs = dict(analyzer_kwargs or {})
-        self.lrp_backend = lrp_backend
-        self.k = k
-        self.inflation = float(inflation)
-        self.index = index
-        self.batch_size = int(batch_size)
-        self.on_error = on_error
-        self.reduce = reduce
-        self.dim = int(dim)
-        self.fit_samples = embed.check_fit_samples(fit_samples)
-        self.mcl_backend = mcl_backend
-        if executor is not None and not isinstance(executor, Executor) and not callable(getattr(executor, "submit", None)):
-            raise ValueError(f"executor: expected a concurrent.futures.Executor (or an object with submit()), got {executor!r}")
-        if not isinstance(background, bool):
-            raise ValueError(f"background: expected True or False, got {background!r}")
-        if mcl_threads is not None and (isinstance(mcl_threads, bool) or not isinstance(mcl_threads, numbers.Integral) or mcl_threads < 1):
-            raise ValueError(f"mcl_threads: expected None or a positive integer, got {mcl_threads!r}")
-        if not isinstance(tensorboard, bool):
-            raise ValueError(f"tensorboard: expected True or False, got {tensorboard!r}")
-        self.nice = _priority.check_nice(nice)
-        self.tensorboard = tensorboard
-        self.executor = executor
-        self.background = background
-        self.mcl_threads = mcl_threads
-
-    @property
-    def embed_options(self) -> dict:
-        return {"reduce": self.reduce, "dim": self.dim, "fit_samples": self.fit_samples}
-
-
-def _first_line(exc: BaseException, limit: int = 400) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _fingerprint(model) -> str:
@@ -145,41 +55,6 @@ def _fingerprint(model) -> str:
                "layers": [[type(layer).__name__, layer.name] for layer in model.layers],
                "weights": [list(np.shape(w)) for w in model.get_weights()]}
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _loss(model, y_raw, outputs) -> Tuple[Optional[float], str]:
-    """The model's own compiled loss on the held-out set, and why it is missing where it is.
-
-    Returns
-    -------
-    loss : float or None
-    why : str
-        ``""`` when the loss was computed, else one sentence for the epoch's notes.
-    """
-    loss = getattr(model, "loss", None)
-    if loss is None:
-        return None, "loss not shown: the model was compiled without a loss"
-    if isinstance(loss, (dict, list, tuple)):
-        return None, "loss not shown: the model has one loss per output"
-    name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or str(loss)
-    try:
-        import tensorflow as tf
-
-        fn = tf.keras.losses.get(loss)
-        y = np.asarray(y_raw)
-        if outputs.ndim == 2 and outputs.shape[1] == 1 and y.ndim == 1:
-            y = y[:, None]  # 0/1 labels against one unit: Keras 3's losses want equal ranks, as fit() makes them
-        # arrays, not tensors: Keras 3 losses then run on whichever backend Keras uses (JAX, PyTorch)
-        value = float(np.mean(np.asarray(fn(y, np.asarray(outputs)))))
-    except Exception as exc:  # labels in a form the loss does not take
-        y_shape = tuple(np.shape(y_raw))
-        hint = ("integer labels need sparse_categorical_crossentropy" if len(y_shape) == 1
-                else "one-hot labels need categorical_crossentropy")
-        return None, (f"loss not shown: the compiled loss {name} cannot take the held-out labels of shape {y_shape} "
-                      f"({hint}; {type(exc).__name__}: {_first_line(exc, 160)})")
-    if not np.isfinite(value):
-        return None, f"loss not shown: the compiled loss {name} is not finite on the held-out set"
-    return value, ""
 
 
 class _Progress:
@@ -207,6 +82,25 @@ class _Progress:
             print(message)
 
 
+class _RunInMemory:
+    """The run as the run page reads it (:func:`flowcallback.core.render.run_page_html`), from the
+    snapshotter's memory: a snapshot never re-reads the run it has just written."""
+
+    def __init__(self, path: Path, info: dict, graphs: Dict[int, Dict[str, object]], errors: Dict[int, str]):
+        self.path, self.info, self._graphs, self._errors = path, info, graphs, errors
+        self.epochs = sorted(graphs)
+        self.class_names = list(info["class_names"])
+
+    def analyses(self, epoch: int) -> List[str]:
+        return sorted(self._graphs[epoch])
+
+    def epoch(self, epoch: int, analysis: str = "activations"):
+        return self._graphs[epoch][analysis]
+
+    def errors(self) -> Dict[int, str]:
+        return dict(self._errors)
+
+
 class _Aborted(Exception):
     """Internal: the snapshot was dropped because ``fit`` ended without ``on_train_end``."""
 
@@ -222,9 +116,9 @@ class Snapshotter:
     """
 
     def __init__(self, validation_data, log_dir, settings: SnapshotSettings):
-        self.x, self.y_raw = V.check_validation_data(validation_data)
-        self.labels = V.labels_from_y(self.y_raw)
-        self.log_dir = Path(V.check_log_dir(log_dir))
+        self.x, self.y_raw = checks.check_validation_data(validation_data)
+        self.labels = checks.labels_from_y(self.y_raw)
+        self.log_dir = Path(checks.check_log_dir(log_dir))
         self.settings = settings
         if isinstance(settings.k, int) and len(self.x) <= settings.k:
             raise ValueError(
@@ -238,9 +132,9 @@ class Snapshotter:
         self.worker = None  # the relevance engine: lrp_worker.LRPWorker or lrp_engines.NativeEngine
         self.lrp_backend: Optional[str] = None
         self.lrp_note = ""
-        self.model_notes: List[str] = []  # about the whole model (branch layout, binary output), on every graph and page
+        self.model_notes: List[str] = []  # graph notes about the model (branch layout, binary output), every snapshot
         self.binary_threshold = 0.5  # for a one-unit output: prediction = output > threshold
-        self.layout_notes: Dict[str, str] = {}  # per column (parallel branches)
+        self.model_column_notes: Dict[str, str] = {}  # column notes about the model (parallel branches)
         self.pages: Dict[int, Path] = {}
         self.timings: Dict[int, dict] = {}
         self._pending: list = []
@@ -248,8 +142,10 @@ class Snapshotter:
         self._pool: Optional[ThreadPoolExecutor] = None
         self._aborted = False
         self._errors_lock = threading.Lock()
-        self._previous: Dict[tuple, np.ndarray] = {}  # last clusters per (analysis, layer), for stable ids
-        self._orders: Dict[str, Dict[str, tuple]] = {}
+        self._continuity = stages.Continuity()  # the last snapshot's cluster ids and orders
+        self._info: dict = {}  # run.json
+        self._graphs: Dict[int, Dict[str, object]] = {}  # every epoch's graphs, for the run page
+        self._errors: Dict[int, str] = {}  # errors/epoch_XXX.txt, for the run page
         self._page_cache: Dict[tuple, dict] = {}  # run page parts by (epoch, analysis)
         self._page_lock = threading.Lock()
 
@@ -269,13 +165,14 @@ class Snapshotter:
         if not self.layer_names:
             raise ValueError("layers: the model has no layer to analyse")
         self.layer_types = {n: type(model.get_layer(n)).__name__ for n in self.layer_names}
-        self.model_notes, self.layout_notes = capture.branch_layout(model, self.layer_names)
-        n_classes = V.output_classes(model, self.x)
-        self.binary_threshold, binary_note = V.binary_threshold(model, self.x)
+        self.model_notes, self.model_column_notes = capture.branch_layout(model, self.layer_names)
+        n_classes = checks.output_classes(model, self.x)
+        self.binary_threshold, binary_note = checks.binary_threshold(model, self.x)
         if binary_note:
             self.model_notes.append(binary_note)
         self.k = knn.resolve_k(self.settings.k, len(self.x), n_classes)
-        self.n_classes, self.class_names = V.check_against_model(model, self.x, self.labels, self.settings.class_names, self.k)
+        names = None if self.settings.class_names is None else list(self.settings.class_names)
+        self.n_classes, self.class_names = checks.check_against_model(model, self.x, self.labels, names, self.k)
         lrp_unavailable = lrp_engines.unavailable_reason(model) if self.settings.lrp else ""
         self.lrp_backend = (lrp_engines.choose_backend(self.settings.lrp_backend, model)
                             if self.settings.lrp and not lrp_unavailable else None)
@@ -296,7 +193,7 @@ class Snapshotter:
                 "dim": self.settings.dim,
                 "mcl_backend": self.settings.mcl_backend,
                 "analyzer": self.settings.analyzer,
-                "analyzer_kwargs": self.settings.analyzer_kwargs,
+                "analyzer_kwargs": dict(self.settings.analyzer_kwargs),
                 "lrp_engine": lrp_engines.engine_label(self.lrp_backend) if self.lrp_backend else None,
                 "n_samples": int(len(self.x)),
                 "epoch_numbering": "0 is the untrained model; e is the model after e epochs of training",
@@ -320,8 +217,9 @@ class Snapshotter:
             warnings.warn(f"FlowCallback: log_dir: {self.disabled}; no snapshot will be taken, training goes on",
                           RuntimeWarning, stacklevel=2)
             return
+        self._info = info
         store.remove_stale_temporaries(self.log_dir)  # what writers killed mid-write (SIGKILL) left
-        self._resume_identities()
+        self._resume()
         if lrp_unavailable:
             self.lrp_note = f"LRP skipped for the whole model, activation flows only: {lrp_unavailable}"
             warnings.warn(f"FlowCallback: {self.lrp_note}", RuntimeWarning, stacklevel=2)
@@ -335,7 +233,7 @@ class Snapshotter:
                 raise
             except Exception as exc:  # LRP unavailable (a layer the engine cannot analyse, say)
                 self.worker = None
-                self.lrp_note = f"LRP skipped for the whole model, activation flows only: {_first_line(exc)}"
+                self.lrp_note = f"LRP skipped for the whole model, activation flows only: {first_line(exc)}"
                 self._record_error(None, exc)
                 if self.settings.on_error == "raise":
                     raise SnapshotError(str(exc)) from exc
@@ -344,27 +242,26 @@ class Snapshotter:
     def _new_lrp_engine(self):
         """The relevance engine chosen at set-up: the native one here, or iNNvestigate's worker process."""
         if self.lrp_backend == "native":
-            return lrp_engines.NativeEngine(self.settings.analyzer, self.settings.analyzer_kwargs)
-        return lrp_worker.LRPWorker(self.settings.analyzer, self.settings.analyzer_kwargs,
+            return lrp_engines.NativeEngine(self.settings.analyzer, dict(self.settings.analyzer_kwargs))
+        return lrp_worker.LRPWorker(self.settings.analyzer, dict(self.settings.analyzer_kwargs),
                                  nice=self.settings.nice if self.settings.background else 0)
 
-    def _resume_identities(self) -> None:
-        """When appending to a run, continue cluster ids and orders from its last complete epoch."""
+    def _resume(self) -> None:
+        """When appending to a run, read its epochs once: for the run page, and to continue the
+        cluster ids and orders of its last epoch (when the held-out set is the same)."""
+        self._graphs, self._errors, self._page_cache = {}, {}, {}
+        self._continuity = stages.Continuity()
         try:
             run = store.load_run(self.log_dir)
-            if not run.epochs:
-                return
-            last = run.epochs[-1]
-            for analysis in run.analyses(last):
-                g = run.epoch(last, analysis)
-                if g.n_samples != len(self.labels) or not np.array_equal(g.labels, self.labels):
-                    return
-                self._orders[analysis] = {c.name: c.order for c in g.columns if c.kind == "layer"}
-                for j, c in enumerate(g.columns):
-                    if c.kind == "layer":
-                        self._previous[(analysis, c.name)] = np.array(g.assignments[:, j])
-        except Exception:  # an unreadable earlier epoch only costs the continuity of ids
-            self._previous, self._orders = {}, {}
+            self._errors = run.errors()
+            for e in run.epochs:
+                self._graphs[e] = {a: run.epoch(e, a) for a in run.analyses(e)}
+        except Exception:  # an unreadable earlier epoch is left off the page (load_run reports it)
+            return
+        if self._graphs:
+            last = self._graphs[max(self._graphs)]
+            if all(g.n_samples == len(self.labels) and np.array_equal(g.labels, self.labels) for g in last.values()):
+                self._continuity = stages.Continuity.from_graphs(last.values())
 
     def close(self) -> None:
         """Wait for background snapshots, then stop the worker process and the threads."""
@@ -398,7 +295,7 @@ class Snapshotter:
         """Stop the coordinator thread, then the layer pool.
 
         The layer pool is read only after the coordinator has stopped: a snapshot that was still
-        running may have created it meanwhile (its first ``_finish``), and it must be shut down
+        running may have created it meanwhile (its first ``_analyse_and_write``), and it must be shut down
         too rather than left to the garbage collector, which a lingering reference would defeat.
         """
         coordinator, self._coordinator = self._coordinator, None
@@ -435,10 +332,10 @@ class Snapshotter:
                 self._coordinator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowcallback",
                                                        initializer=self._background_thread_init)
             # no progress bar from a background thread (it would cut through Keras's): one line at the end
-            fut = self._coordinator.submit(self._finish_safely, state, min(verbose, 2) and 2, title_prefix, True)
+            fut = self._coordinator.submit(self._analyse_and_write_safely, state, min(verbose, 2) and 2, title_prefix, True)
             self._pending.append(fut)
             return fut
-        return self._finish_safely(state, verbose, title_prefix, False)
+        return self._analyse_and_write_safely(state, verbose, title_prefix, False)
 
     def _restart_dead_worker(self, epoch: int) -> None:
         """A crashed or killed LRP worker is started again (once per snapshot that finds it dead)."""
@@ -453,7 +350,7 @@ class Snapshotter:
                               embed_options=self.settings.embed_options)
         except Exception as exc:
             self.worker = None
-            self.lrp_note = f"LRP stopped: the LRP worker died and could not be restarted ({_first_line(exc)})"
+            self.lrp_note = f"LRP stopped: the LRP worker died and could not be restarted ({first_line(exc)})"
             path = self._record_error(epoch, exc, "restarting the LRP worker")
             warnings.warn(f"FlowCallback: epoch {epoch}: {self.lrp_note}; training goes on. Details: {path}",
                           RuntimeWarning, stacklevel=3)
@@ -476,7 +373,7 @@ class Snapshotter:
         return pages
 
     def _write_run_page(self, rewritten: Optional[int] = None) -> None:
-        """Rewrite index.html from what is on disk; a failure here never fails the snapshot.
+        """Rewrite index.html from the graphs in memory; a failure here never fails the snapshot.
 
         What the page shows of each epoch is kept between snapshots (``self._page_cache``), so
         that each snapshot draws only its own epoch; ``rewritten`` is the epoch just (re)written.
@@ -485,7 +382,8 @@ class Snapshotter:
             with self._page_lock:
                 for key in [key for key in self._page_cache if key[0] == rewritten]:
                     del self._page_cache[key]
-                render.write_run_page(store.load_run(self.log_dir), self._page_cache)
+                render.write_run_page(_RunInMemory(self.log_dir, self._info, self._graphs, self._errors),
+                                      self._page_cache)
         except Exception as exc:  # pragma: no cover - reported, not raised
             warnings.warn(f"FlowCallback: could not rewrite the run page: {exc}", RuntimeWarning, stacklevel=2)
 
@@ -508,37 +406,23 @@ class Snapshotter:
 
     def _capture(self, epoch: int) -> dict:
         """The part that needs the live model: activations, outputs, and a copy of the weights."""
+        clock = stages.StageClock(epoch)
         t0 = time.perf_counter()
-        s = self.settings
-        acts, outputs = capture.capture_activations(
-            self.model, self.x, self.layer_names, batch_size=s.batch_size, embed_options=s.embed_options
-        )
-        finite = np.all(np.isfinite(outputs), axis=1)
-        if outputs.shape[1] == 1:
-            predictions = (outputs[:, 0] > self.binary_threshold).astype(np.int64)
-        else:
-            predictions = np.argmax(np.where(finite[:, None], outputs, 0), axis=1)
-        prediction_note = ""
-        if not finite.all():
-            # argmax of NaN is undefined: shown as class 0, counted as wrong, and said so
-            predictions = np.where(finite, predictions, 0)
-            prediction_note = (f"{int((~finite).sum())} sample(s) have a NaN/infinite model output (diverging model?): "
-                               "no prediction exists; shown as class 0 and counted as wrong in the accuracy")
-        loss, loss_note = _loss(self.model, self.y_raw, outputs)
-        metrics = {
-            "accuracy": float(np.mean((predictions == self.labels) & finite)),
-            "loss": loss,
-            "k": self.k,
-            "inflation": s.inflation,
-        }
-        weights = [np.array(w, copy=True) for w in self.model.get_weights()] if self.worker is not None else None
-        return {"epoch": epoch, "activations": acts, "predictions": predictions, "metrics": metrics,
-                "prediction_note": prediction_note, "loss_note": loss_note,
-                "weights": weights, "t0": t0, "capture_seconds": time.perf_counter() - t0}
+        with clock("capture"):
+            acts, outputs = capture.capture_activations(self.model, self.x, self.layer_names,
+                                                        batch_size=self.settings.batch_size,
+                                                        embed_options=self.settings.embed_options)
+            predictions, accuracy, prediction_note = predictions_from_outputs(outputs, self.labels,
+                                                                              self.binary_threshold)
+            loss, loss_note = held_out_loss(self.model, self.y_raw, outputs)
+            weights = [np.array(w, copy=True) for w in self.model.get_weights()] if self.worker is not None else None
+        return {"epoch": epoch, "clock": clock, "t0": t0, "activations": acts, "predictions": predictions,
+                "metrics": {"accuracy": accuracy, "loss": loss, "k": self.k, "inflation": self.settings.inflation},
+                "prediction_note": prediction_note, "loss_note": loss_note, "weights": weights}
 
-    def _finish_safely(self, state: dict, verbose: int, title_prefix: str, background: bool):
+    def _analyse_and_write_safely(self, state: dict, verbose: int, title_prefix: str, background: bool):
         try:
-            return self._finish(state, verbose=verbose, title_prefix=title_prefix)
+            return self._analyse_and_write(state, verbose=verbose, title_prefix=title_prefix)
         except Exception as exc:
             if self._aborted:  # fit was interrupted: this snapshot is dropped, not a failure
                 return None
@@ -547,124 +431,93 @@ class Snapshotter:
                 raise SnapshotError(f"snapshot of epoch {state['epoch']} failed: {exc}") from exc
             return self._failed(state["epoch"], exc)
 
-    def _finish(self, state: dict, *, verbose: int, title_prefix: str) -> Path:
-        s = self.settings
-        epoch = state["epoch"]
-        use_lrp = state["weights"] is not None
-        n_jobs = len(self.layer_names) * (1 + int(use_lrp))
-        prog = _Progress(verbose, int(use_lrp) + n_jobs + 1, epoch)
-        notes: List[str] = [state["loss_note"]] if state.get("loss_note") else []
-        lrp_notes: List[str] = []  # on the LRP graph only (and the page)
-        timings = {"capture_seconds": state["capture_seconds"]}
+    def _relevance(self, state: dict, notes: List[str]):
+        """The LRP stage: relevance embeddings, or None (the reason goes to ``notes``)."""
+        s, epoch = self.settings, state["epoch"]
+        if state["weights"] is None:
+            if self.lrp_note:
+                notes.append(self.lrp_note)
+            return None
+        try:
+            with state["clock"]("lrp", analysis="lrp"):
+                result = self.worker.analyze(state["weights"])
+        except Exception as exc:
+            if s.on_error == "raise" or self._aborted:
+                raise
+            notes.append(f"LRP failed for this epoch: {first_line(exc)}")
+            path = self._record_error(epoch, exc)
+            warnings.warn(f"FlowCallback: epoch {epoch}: LRP failed ({first_line(exc)}); the activation flows are "
+                          f"still written and training goes on. Details: {path}", RuntimeWarning, stacklevel=3)
+            return None
+        if result.missing:
+            notes.append(f"LRP: no relevance reached layer(s) {', '.join(result.missing)}")
+        return result
+
+    def _analyse_and_write(self, state: dict, *, verbose: int, title_prefix: str) -> Path:
+        s, epoch, clock = self.settings, state["epoch"], state["clock"]
+        progress = _Progress(verbose, 3, epoch)
+        notes: List[str] = [state["loss_note"]] if state["loss_note"] else []
         embeddings = {"activations": state["activations"]}
-        metrics_lrp = {}
-        # kNN + MCL: one independent job per (analysis, layer), on the executor. The activation
-        # jobs start before the LRP analysis, so that they overlap with the LRP worker process.
-        t_cluster = time.perf_counter()
-        executor = s.executor or self._layer_pool()
-        jobs = {}
-
-        def submit(analysis, emb):
-            for name in self.layer_names:
-                if name in emb:
-                    jobs[(analysis, name)] = executor.submit(
-                        cluster_layer, emb[name], self.k, s.inflation, s.index, s.mcl_backend, s.mcl_threads
-                    )
-
-        submit("activations", embeddings["activations"])
-        if use_lrp:
-            t = time.perf_counter()
-            try:
-                res = self.worker.analyze(state["weights"])
-                embeddings["lrp"] = res.embeddings
-                metrics_lrp = {"lrp_analyzer": f"{res.analyzer_module}.{res.analyzer_class}", "lrp_engine": res.engine}
-                lrp_notes.append(f"LRP relevance ({s.analyzer}) is computed by {res.engine} for each sample's predicted "
-                                 "class, so the LRP flows sort by prediction from the first layer on: not a sign that "
-                                 "early layers separate the classes (the activation flows show that)")
-                if res.missing:
-                    notes.append(f"LRP: no relevance reached layer(s) {', '.join(res.missing)}")
-            except Exception as exc:
-                if s.on_error == "raise" or self._aborted:
-                    raise
-                notes.append(f"LRP failed for this epoch: {_first_line(exc)}")
-                path = self._record_error(epoch, exc)
-                warnings.warn(f"FlowCallback: epoch {epoch}: LRP failed ({_first_line(exc)}); the activation flows are "
-                              f"still written and training goes on. Details: {path}", RuntimeWarning, stacklevel=2)
-            timings["lrp_seconds"] = time.perf_counter() - t
-            prog.step()
-        elif self.lrp_note:
-            notes.append(self.lrp_note)
-
-        if "lrp" in embeddings:
-            submit("lrp", embeddings["lrp"])
-        t = time.perf_counter()
-        results, column_notes = {}, {}
-        for key, fut in jobs.items():
-            try:
-                labels = fut.result()
-                prev = self._previous.get(key)
-                if prev is not None and len(prev) == len(labels):
-                    labels, _ = relabel(prev, labels)  # persistent clusters keep their id
-                results[key] = labels
-                note = layer_note(embeddings[key[0]][key[1]], labels, self.k)
-                if note:
-                    column_notes.setdefault(key[0], {})[key[1]] = note
-            except Exception as exc:
-                if s.on_error == "raise" or self._aborted:
-                    raise
-                label = render.ANALYSIS_LABELS.get(key[0], key[0])
-                notes.append(f"{label}: layer {key[1]} left out of this epoch ({_first_line(exc)})")
-                path = self._record_error(epoch, exc, f"{label}, layer {key[1]}")
-                warnings.warn(f"FlowCallback: epoch {epoch}, layer {key[1]} ({label}): kNN/MCL failed "
-                              f"({type(exc).__name__}: {_first_line(exc)}); the layer is left out of this epoch's "
-                              f"diagram and training goes on. Details: {path}", RuntimeWarning, stacklevel=2)
-            prog.step()
-        timings["cluster_seconds"] = time.perf_counter() - t  # waiting for the jobs after LRP
-        timings["cluster_wall_seconds"] = time.perf_counter() - t_cluster  # overlapping LRP
+        analysis_notes, analysis_metrics = {}, {}
+        relevance = self._relevance(state, notes)
+        if relevance is not None:
+            embeddings["lrp"] = relevance.embeddings
+            analysis_metrics["lrp"] = {"lrp_analyzer": f"{relevance.analyzer_module}.{relevance.analyzer_class}",
+                                       "lrp_engine": relevance.engine}
+            analysis_notes["lrp"] = (
+                f"LRP relevance ({s.analyzer}) is computed by {relevance.engine} for each sample's predicted class, "
+                "so the LRP flows sort by prediction from the first layer on: not a sign that early layers "
+                "separate the classes (the activation flows show that)",)
+        progress.step()
+        column_notes = dict(self.model_column_notes)
+        if state["prediction_note"]:
+            column_notes["Prediction"] = state["prediction_note"]
+        captured = stages.Captured(
+            epoch=epoch, embeddings=embeddings, labels=self.labels, predictions=state["predictions"],
+            metrics=state["metrics"], analysis_metrics=analysis_metrics, notes=(*self.model_notes, *notes),
+            analysis_notes=analysis_notes, column_notes=column_notes)
+        result = stages.analyse(
+            captured, [(n, self.layer_types[n]) for n in self.layer_names], k=self.k, inflation=s.inflation,
+            index=s.index, mcl_backend=s.mcl_backend, mcl_threads=s.mcl_threads, class_names=self.class_names,
+            previous=self._continuity, map=(s.executor or self._layer_pool()).map, clock=clock)
+        progress.step()
+        for (analysis, layer), exc in result.left_out.items():
+            if s.on_error == "raise" or self._aborted:
+                raise exc
+            label = stages.ANALYSIS_LABELS.get(analysis, analysis)
+            path = self._record_error(epoch, exc, f"{label}, layer {layer}")
+            warnings.warn(f"FlowCallback: epoch {epoch}, layer {layer} ({label}): kNN/MCL failed "
+                          f"({type(exc).__name__}: {first_line(exc)}); the layer is left out of this epoch's "
+                          f"diagram and training goes on. Details: {path}", RuntimeWarning, stacklevel=2)
         if self._aborted:
             raise _Aborted()
-
-        t = time.perf_counter()
-        graphs = {}
-        for analysis in embeddings:
-            layer_clusters = [(n, self.layer_types[n], results[(analysis, n)]) for n in self.layer_names if (analysis, n) in results]
-            m = dict(state["metrics"])
-            if analysis == "lrp":
-                m.update(metrics_lrp)
-            col_notes = dict(self.layout_notes)
-            for name, extra in column_notes.get(analysis, {}).items():
-                col_notes[name] = f"{col_notes[name]}; {extra}" if name in col_notes else extra
-            if state["prediction_note"]:
-                col_notes["Prediction"] = state["prediction_note"]
-            graphs[analysis] = flows.build_flow_graph(
-                layer_clusters, self.labels, state["predictions"], class_names=self.class_names, epoch=epoch,
-                analysis=analysis, metrics={k: store._clean_metric(v) for k, v in m.items()},
-                initial_orders=self._orders.get(analysis), notes=col_notes,
-                graph_notes=self.model_notes + notes + (lrp_notes if analysis == "lrp" else []),
-            )
-        for analysis, g in graphs.items():
-            self._orders[analysis] = {c.name: c.order for c in g.columns if c.kind == "layer"}
-            for j, c in enumerate(g.columns):
-                if c.kind == "layer":
-                    self._previous[(analysis, c.name)] = np.array(g.assignments[:, j])
-        timings["flows_seconds"] = time.perf_counter() - t
-        if self._aborted:
-            raise _Aborted()
-        t = time.perf_counter()
-        store.save_epoch(self.log_dir, graphs)
-        page = self.log_dir / store.epoch_page_name(epoch)
-        render.write_epoch_page(page, graphs, title_prefix=title_prefix, notes=self.model_notes + notes + lrp_notes)
-        self._write_run_page(rewritten=epoch)
-        if s.tensorboard:
-            from flowcallback.core import metrics as metrics_mod
-            from flowcallback.core import tensorboard as tb
-
-            tb.write_scalars(self.log_dir, epoch, tb.metric_scalars(metrics_mod.layer_metrics(graphs.values())))
-        timings["render_store_seconds"] = time.perf_counter() - t
-        self.timings[epoch] = timings
+        self._continuity = result.continuity
+        page = self._write(result, clock, title_prefix=title_prefix)
+        self.timings[epoch] = {f"{stage}_seconds": t for stage, t in clock.seconds.items()}
+        self.timings[epoch]["snapshot_seconds"] = time.perf_counter() - state["t0"]
         self.pages[epoch] = page
-        prog.step()
-        prog.finish(f"FlowCallback: epoch {epoch} snapshot written to {page} ({time.perf_counter() - state['t0']:.1f} s)")
+        progress.step()
+        progress.finish(f"FlowCallback: epoch {epoch} snapshot written to {page} "
+                        f"({time.perf_counter() - state['t0']:.1f} s)")
+        return page
+
+    def _write(self, result: stages.SnapshotAnalysis, clock: stages.StageClock, *, title_prefix: str) -> Path:
+        """The store and render stages: the epoch's files, its page, the run page, TensorBoard."""
+        graphs = result.graphs
+        epoch = next(iter(graphs.values())).epoch
+        with clock("store"):
+            store.save_epoch(self.log_dir, graphs, metrics=result.metrics)
+        self._graphs[epoch] = dict(graphs)
+        page = self.log_dir / store.epoch_page_name(epoch)
+        with clock("render"):
+            notes = list(dict.fromkeys(n for g in graphs.values() for n in g.notes))  # each once, in order
+            render.write_epoch_page(page, graphs, title_prefix=title_prefix, notes=notes)
+            self._write_run_page(rewritten=epoch)
+        if self.settings.tensorboard:
+            from flowcallback.core import tensorboard
+
+            with clock("tensorboard"):
+                tensorboard.write_scalars(self.log_dir, epoch, tensorboard.metric_scalars(result.metrics))
         return page
 
     def _background_thread_init(self):
@@ -690,6 +543,8 @@ class Snapshotter:
                 store.atomic_write(path, (old + text).encode("utf-8"))
             except OSError:
                 pass
+            if epoch is not None:
+                self._errors[epoch] = self._errors[epoch] + "\n" + text if epoch in self._errors else text
         return path
 
 
@@ -719,6 +574,10 @@ def snapshot(model, validation_data, log_dir, *, epoch: int = 0, verbose: int = 
     """
     if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
         raise ValueError(f"epoch: expected an integer >= 0, got {epoch!r}")
+    unknown = sorted(set(settings) - set(SnapshotSettings.field_names()))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not a setting of snapshot(); the settings are "
+                         f"{', '.join(SnapshotSettings.field_names())}")
     settings.setdefault("background", False)
     snap = Snapshotter(validation_data, log_dir, SnapshotSettings(**settings))
     try:

@@ -1,7 +1,8 @@
 """Training survives the analysis: faults injected into each stage of real snapshots.
 
-Each fault hits the snapshot of epoch 1 of a real ``fit`` (3 epochs, snapshots 0, 1, 2). Training
-must finish, a warning must name the epoch (and the layer, for per-layer stages), the traceback
+Each fault hits one named stage (:class:`flowcallback.core.stages.StageClock`) of the snapshot of
+epoch 1 of a real ``fit`` (3 epochs, snapshots 0, 1, 2), and for the per-layer stages one named
+layer. Training must finish, a warning must name the epoch (and the layer, for per-layer stages), the traceback
 must be in ``errors/epoch_001.txt``, the run page must show epoch 1 as failed (or partly failed),
 and epochs 0 and 2 must load back complete.
 """
@@ -18,9 +19,7 @@ import pytest
 import tensorflow as tf
 
 from flowcallback import FlowCallback, SnapshotError, load_run
-from flowcallback.core import capture, cluster, knn, render, store
-from flowcallback.core.lrp import engines as lrp_engines
-from flowcallback.core.lrp import worker as lrp_worker
+from flowcallback.core import stages
 from flowcallback.demo import lenet5_digits
 
 pytestmark = pytest.mark.slow
@@ -34,43 +33,40 @@ def run_page_data(log_dir):
     return json.loads(m.group(1))
 
 
-def fail_on_call(monkeypatch, owner, name, n, exc):
-    """Make ``owner.name`` raise ``exc`` on its n-th call (thread-safe), and work otherwise."""
-    real = getattr(owner, name)
-    lock, calls = threading.Lock(), {"n": 0}
+def fail_at_stage(monkeypatch, stage, exc, *, epoch=1, layer=None):
+    """Make the named stage of the snapshot of ``epoch`` raise ``exc`` as it starts (for a per-layer
+    stage, only for ``layer``'s activations)."""
 
-    def wrapper(*a, **k):
-        with lock:
-            calls["n"] += 1
-            hit = calls["n"] == n
-        if hit:
-            raise exc
-        return real(*a, **k)
+    class FailingClock(stages.StageClock):
+        def enter(self, name, analysis, where):
+            if (self.epoch == epoch and name == stage
+                    and (layer is None or (where == layer and analysis == "activations"))):
+                raise exc
 
-    monkeypatch.setattr(owner, name, wrapper)
+    monkeypatch.setattr(stages, "StageClock", FailingClock)
 
 
-# (where, attribute, call that fails, what is lost: "epoch", "layer", "lrp" or "page", exception)
+# (stage, layer, what is lost: "epoch", "layer", "lrp" or "page", exception, lrp_backend)
 FAULTS = {
-    "capture": (capture, "capture_activations", 2, "epoch", RuntimeError("capture failed (injected)")),
-    "faiss": (knn, "knn_graph", LAYERS + 3, "layer", RuntimeError("FAISS failed (injected)")),
-    "mcl": (cluster, "mcl", LAYERS + 5, "layer", MemoryError("MCL ran out of memory (injected)")),
-    "render": (render, "write_epoch_page", 2, "page", OSError("render failed (injected)")),
-    "disk full": (store, "save_epoch", 2, "epoch", OSError(errno.ENOSPC, "No space left on device (injected)")),
-    "innvestigate": (lrp_worker.LRPWorker, "analyze", 2, "lrp", RuntimeError("iNNvestigate failed in the LRP worker (injected)")),
-    "native lrp": (lrp_engines.NativeEngine, "analyze", 2, "lrp", RuntimeError("native LRP failed (injected)")),
+    "capture": ("capture", None, "epoch", RuntimeError("capture failed (injected)"), "auto"),
+    "faiss": ("knn", "conv2", "layer", RuntimeError("FAISS failed (injected)"), "auto"),
+    "mcl": ("mcl", "dense84", "layer", MemoryError("MCL ran out of memory (injected)"), "auto"),
+    "render": ("render", None, "page", OSError("render failed (injected)"), "auto"),
+    "disk full": ("store", None, "epoch", OSError(errno.ENOSPC, "No space left on device (injected)"), "auto"),
+    "innvestigate": ("lrp", None, "lrp", RuntimeError("iNNvestigate failed in the LRP worker (injected)"), "innvestigate"),
+    "native lrp": ("lrp", None, "lrp", RuntimeError("native LRP failed (injected)"), "native"),
 }
 
 
 @pytest.mark.parametrize("fault", [pytest.param(f, marks=[pytest.mark.innvestigate]) if f == "innvestigate" else f
                                    for f in FAULTS])
 def test_a_fault_in_a_stage_costs_at_most_that_epoch(tmp_path, digits, monkeypatch, tally, fault):
-    owner, name, n, lost, exc = FAULTS[fault]
-    fail_on_call(monkeypatch, owner, name, n, exc)
+    stage, layer, lost, exc, backend = FAULTS[fault]
+    fail_at_stage(monkeypatch, stage, exc, layer=layer)
     (x_tr, y_tr), (x_te, y_te) = digits
     log_dir = tmp_path / "r"
     cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=log_dir, epochs=[0, 1, 2], k=8, verbose=0, lrp=lost == "lrp",
-                      lrp_backend={"innvestigate": "innvestigate", "native lrp": "native"}.get(fault, "auto"))
+                      lrp_backend=backend)
     with pytest.warns(RuntimeWarning) as warned:
         hist = lenet5_digits(seed=30).fit(x_tr[:200], y_tr[:200], epochs=2, verbose=0, callbacks=[cb])
     tally("faults injected")
@@ -94,8 +90,8 @@ def test_a_fault_in_a_stage_costs_at_most_that_epoch(tmp_path, digits, monkeypat
         assert len(g.columns) == LAYERS + 2 and not (log_dir / "epoch_001.html").exists()
     elif lost == "layer":
         assert len(g.columns) == LAYERS + 1  # one layer left out of epoch 1, named in the notes and the warning
-        missing = (set(run.epoch(0).column_names) - set(g.column_names)).pop()
-        assert any(f"layer {missing} left out" in s for s in g.notes) and f"layer {missing}" in message
+        assert set(run.epoch(0).column_names) - set(g.column_names) == {layer}
+        assert any(f"layer {layer} left out" in s for s in g.notes) and f"layer {layer}" in message
     else:
         assert run.analyses(1) == ["activations"] and run.analyses(2) == ["activations", "lrp"]
         assert any(s.startswith("LRP failed for this epoch") for s in g.notes)
@@ -130,7 +126,7 @@ def test_the_lrp_worker_killed_mid_run_is_restarted(tmp_path, digits, tally):
 
 
 def test_on_error_raise_stops_training_and_leaves_nothing(tmp_path, digits, monkeypatch, tally):
-    fail_on_call(monkeypatch, capture, "capture_activations", 2, RuntimeError("capture failed (injected)"))
+    fail_at_stage(monkeypatch, "capture", RuntimeError("capture failed (injected)"))
     (x_tr, y_tr), (x_te, y_te) = digits
     cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=tmp_path / "r", k=8, verbose=0, on_error="raise")
     with pytest.raises(SnapshotError, match="snapshot of epoch 1 failed: capture failed"):

@@ -178,13 +178,13 @@ def test_abort_stops_the_layer_pool_a_running_snapshot_creates(tmp_path, digits,
     snap = Snapshotter((x_te[:120], y_te[:120]), tmp_path / "r", SnapshotSettings(k=8, lrp=False))
     snap.prepare(lenet5_digits(seed=30))
     go = threading.Event()
-    real_finish = Snapshotter._finish
+    real_finish = Snapshotter._analyse_and_write
 
     def late_finish(self, state, **kwargs):
         go.wait(10)  # the abort has started: it has seen no layer pool yet
         return real_finish(self, state, **kwargs)
 
-    monkeypatch.setattr(Snapshotter, "_finish", late_finish)
+    monkeypatch.setattr(Snapshotter, "_analyse_and_write", late_finish)
     # the pools the snapshot creates are kept referenced here, as a traceback or a debugger would
     # keep them: their threads must stop because the abort shuts them down, not because they are collected
     pools = []

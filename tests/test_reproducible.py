@@ -5,7 +5,7 @@ activation is exact in float32 whatever the order of summation. Two snapshots (t
 the weights changed) go through the whole analysis: reduction, kNN, MCL, stable cluster ids,
 flows, native LRP, files. The data files (``run.json``, each graph's JSON and the arrays inside
 each ``.npz``, compared uncompressed since zip members carry their write time) must equal the
-recorded digests, on both stacks. ``run.json`` is recorded per Keras major version, as it holds a
+recorded digests, on both stacks (the layer metrics to 10 decimals). ``run.json`` is recorded per Keras major version, as it holds a
 hash of the model's configuration, which Keras 2 and 3 write differently. Pages are left out: they
 embed the installed Plotly's template.
 
@@ -56,6 +56,9 @@ def digests(run_dir: Path) -> dict:
             with zipfile.ZipFile(path) as z:
                 for name in sorted(z.namelist()):
                     out[f"{rel}:{name}"] = hashlib.sha256(z.read(name)).hexdigest()
+        elif path.name == "metrics.json":  # scores from scikit-learn, whose versions differ in the last bits
+            doc = json.loads(path.read_text(), parse_float=lambda v: round(float(v), 10))
+            out[rel] = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
         elif path.suffix == ".json":
             out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     out[f"run.json[keras {_keras_major()}]"] = out.pop("run.json")

@@ -22,6 +22,7 @@ have no direction set apart) and :func:`layer_note` says what it did, for the co
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 from typing import Iterable, Optional, Sequence
@@ -29,7 +30,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from flowcallback.core import knn  # a module reference: knn.knn_graph stays patchable (tests/test_faults.py)
+from flowcallback.core import knn
 from flowcallback.core.embed import special_rows
 
 __all__ = ["mcl", "cluster_layer", "layer_note", "partition_labels", "canonical_labels", "DEFAULT_INFLATION",
@@ -260,7 +261,8 @@ def mcl(
 
 
 def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "auto", backend: str = "fast",
-                  n_threads: Optional[int] = None) -> np.ndarray:
+                  n_threads: Optional[int] = None, *, clock=None, analysis: Optional[str] = None,
+                  layer: Optional[str] = None) -> np.ndarray:
     """kNN graph + MCL of one layer: the unit of work sent to an executor (a top-level function,
     so that process pools and Dask can ship it).
 
@@ -277,6 +279,9 @@ def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "a
         Embedded maps (:mod:`flowcallback.core.embed`).
     k, inflation, index, backend, n_threads :
         As for :func:`flowcallback.core.knn.knn_graph` and :func:`mcl`.
+    clock, analysis, layer : optional
+        The stage hook (:class:`flowcallback.core.stages.StageClock`): the kNN graph runs in
+        ``clock("knn", analysis=analysis, layer=layer)``, MCL in ``clock("mcl", ...)``.
 
     Returns
     -------
@@ -294,13 +299,19 @@ def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "a
     v = np.asarray(vectors)
     if v.ndim != 2 or v.shape[0] == 0:
         raise ValueError(f"vectors: expected a 2-d array (n_samples, n_features + 1), got shape {v.shape}")
+
+    def stage(name):
+        return contextlib.nullcontext() if clock is None else clock(name, analysis=analysis, layer=layer)
+
     zero, bad = special_rows(v)
     regular = np.flatnonzero(~(zero | bad))
     labels = np.full(len(v), -1, dtype=np.int64)
     if len(regular) >= 2:
         sub = np.ascontiguousarray(v[regular], dtype=np.float32)
-        g = knn.knn_graph(sub, min(int(k), len(regular) - 1), index=index)
-        lab = np.asarray(mcl(g, inflation=inflation, backend=backend, n_threads=n_threads), dtype=np.int64)
+        with stage("knn"):
+            g = knn.knn_graph(sub, min(int(k), len(regular) - 1), index=index)
+        with stage("mcl"):
+            lab = np.asarray(mcl(g, inflation=inflation, backend=backend, n_threads=n_threads), dtype=np.int64)
         _, first, inverse = np.unique(sub, axis=0, return_index=True, return_inverse=True)
         labels[regular] = lab[first][inverse.reshape(-1)]  # identical maps: the cluster of the first one
     elif len(regular) == 1:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "clean_metric",
     "Column",
     "FlowGraph",
     "build_flow_graph",
@@ -74,6 +75,22 @@ class Column:
         if self.kind not in COLUMN_KINDS:
             raise ValueError(f"kind: expected one of {COLUMN_KINDS}, got {self.kind!r}")
         object.__setattr__(self, "order", tuple(int(c) for c in self.order))
+
+
+def clean_metric(v):
+    """A graph metric as JSON holds it: NumPy numbers become Python ones, NaN and infinities None.
+
+    Examples
+    --------
+    >>> [clean_metric(v) for v in (np.float32(0.5), np.int64(3), float("nan"), "x")]
+    [0.5, 3, None, 'x']
+    """
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    f = float(v)
+    return f if np.isfinite(f) else None
 
 
 def _readonly(a, dtype) -> np.ndarray:

@@ -47,7 +47,7 @@ from typing import BinaryIO, Dict, Iterator, List, Mapping, Optional, Tuple, Uni
 import numpy as np
 
 from flowcallback.core.compare import Comparison, compare_epochs
-from flowcallback.core.flows import Column, FlowGraph
+from flowcallback.core.flows import Column, FlowGraph, clean_metric
 from flowcallback.exceptions import RunFormatError
 
 __all__ = [
@@ -68,6 +68,8 @@ __all__ = [
 FORMAT_VERSION = 1
 _EPOCH_DIR = re.compile(r"^epoch_(\d{3,})$")
 _ANALYSIS = re.compile(r"^[a-z][a-z0-9_]*$")
+#: Names of an epoch directory's files that are not an analysis's graph.
+_NOT_ANALYSES = frozenset({"metrics", "views"})
 
 PathLike = Union[str, os.PathLike]
 
@@ -401,15 +403,6 @@ def _json_bytes(doc) -> bytes:
 
 
 # -- one graph -----------------------------------------------------------------------------------
-def _clean_metric(v):
-    if v is None or isinstance(v, (bool, str)):
-        return v
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    f = float(v)
-    return f if np.isfinite(f) else None
-
-
 def graph_to_json(graph: FlowGraph, arrays_name: str) -> dict:
     """The JSON document (schema ``flowgraph-1``) describing a graph."""
     columns = []
@@ -437,7 +430,7 @@ def graph_to_json(graph: FlowGraph, arrays_name: str) -> dict:
         "n_samples": graph.n_samples,
         "class_names": list(graph.class_names),
         "columns": columns,
-        "metrics": {str(k): _clean_metric(v) for k, v in graph.metrics.items()},
+        "metrics": {str(k): clean_metric(v) for k, v in graph.metrics.items()},
         "flows": [
             {k: int(v) for k, v in zip(("source_column", "target_column", "source_cluster", "target_cluster", "true_class", "count"), row)}
             for row in flows[["source_column", "target_column", "source_cluster", "target_cluster", "true_class", "count"]].itertuples(index=False)
@@ -613,10 +606,20 @@ def load_flow_graph(json_path: PathLike, *, root: Optional[PathLike] = None) -> 
 
 
 # -- epochs and runs -----------------------------------------------------------------------------
-def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph]) -> Path:
+def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph], *, metrics=None) -> Path:
     """Write every analysis of one epoch into ``graphs/epoch_XXX/``, atomically as a whole.
 
     An existing directory for the same epoch is replaced.
+
+    Parameters
+    ----------
+    log_dir : str or path
+    graphs : mapping of analysis to FlowGraph
+        The graphs of one epoch.
+    metrics : pandas.DataFrame, optional
+        Their layer metrics (:func:`flowcallback.core.metrics.layer_metrics`), written as
+        ``metrics.json`` (schema ``metrics-1``) so that :meth:`Run.metrics` reads them instead of
+        computing them again.
 
     Returns
     -------
@@ -636,10 +639,12 @@ def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final.name), suffix=".tmp", dir=root))
     try:
         for analysis, g in graphs.items():
-            if not _ANALYSIS.match(analysis) or analysis != g.analysis:
+            if not _ANALYSIS.match(analysis) or analysis != g.analysis or analysis in _NOT_ANALYSES:
                 raise ValueError(f"graphs: key {analysis!r} must be the graph's analysis name (lowercase identifier)")
             atomic_write(tmp / f"{analysis}.npz", _npz_bytes(g))
             atomic_write(tmp / f"{analysis}.json", _json_bytes(graph_to_json(g, f"{analysis}.npz")))
+        if metrics is not None:
+            atomic_write(tmp / METRICS_FILE, _json_bytes(_metrics_doc(epoch, metrics)))
         os.chmod(tmp, _dir_mode())  # mkdtemp creates 0700 whatever the umask
         if final.exists():
             old = root / f"{_temp_prefix(final.name)}old.tmp"
@@ -653,6 +658,16 @@ def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+METRICS_FILE = "metrics.json"
+
+
+def _metrics_doc(epoch: int, metrics) -> dict:
+    rows = [{name: clean_metric(v) for name, v in row.items()} for row in metrics.to_dict("records")]
+    doc = {"format": "flowcallback/metrics", "version": 1, "epoch": int(epoch), "rows": rows}
+    _validate(doc, "metrics-1", Path(METRICS_FILE))
+    return doc
 
 
 def write_run_info(log_dir: PathLike, info: Mapping) -> Path:
@@ -721,7 +736,7 @@ class Run:
     def analyses(self, epoch: int) -> List[str]:
         """Analyses saved for an epoch (``["activations", "lrp"]`` when LRP succeeded)."""
         d = self._epoch_dir(epoch)
-        return sorted(p.stem for p in d.glob("*.json") if _ANALYSIS.match(p.stem))
+        return sorted(p.stem for p in d.glob("*.json") if _ANALYSIS.match(p.stem) and p.stem not in _NOT_ANALYSES)
 
     def _epoch_dir(self, epoch: int) -> Path:
         if int(epoch) not in self.epochs:
@@ -771,11 +786,29 @@ class Run:
 
         One row per (epoch, analysis, layer): number of clusters, NMI and ARI against the classes and
         against the predictions, purity, and the NMI gained over the previous layer.
+        The rows are those the snapshot computed and stored (``metrics.json``); they are computed
+        from the graphs for an epoch without that file.
         """
-        from flowcallback.core.metrics import layer_metrics
+        import pandas as pd
 
-        graphs = [self.epoch(e, a) for e in self.epochs for a in self.analyses(e) if analysis in (None, a)]
-        return layer_metrics(graphs)
+        from flowcallback.core.metrics import METRIC_COLUMNS, layer_metrics
+
+        parts = []
+        for e in self.epochs:
+            analyses = [a for a in self.analyses(e) if analysis in (None, a)]
+            path = self._epoch_dir(e) / METRICS_FILE
+            if path.exists():
+                doc = _read_json(_within(self.path, path))
+                _validate(doc, "metrics-1", path)
+                if doc["epoch"] != e:
+                    raise RunFormatError(f"{path}: says epoch {doc['epoch']}, expected {e}")
+                rows = [r for r in doc["rows"] if r["analysis"] in analyses]
+                parts.append(pd.DataFrame(rows, columns=METRIC_COLUMNS).astype({"n_clusters": "int64"}))
+            else:
+                parts.append(layer_metrics([self.epoch(e, a) for a in analyses]))
+        parts = [p for p in parts if not p.empty]
+        table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=METRIC_COLUMNS)
+        return table.astype({c: "float64" for c in METRIC_COLUMNS[6:]})
 
     def class_profiles(self, epoch: int, analysis: str = "activations", **kwargs):
         """When each class gets separated at this epoch (see :func:`flowcallback.core.metrics.class_profiles`)."""

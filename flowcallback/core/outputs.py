@@ -1,0 +1,94 @@
+"""What the model's outputs on the held-out set say: predictions, accuracy and loss.
+
+Part of the capture: :func:`flowcallback.core.capture.capture_activations` returns the outputs
+along with the embedded activations, and these functions turn them into the Prediction column and
+the metrics of the epoch's graphs.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from flowcallback.core._notes import first_line
+
+__all__ = ["predictions_from_outputs", "held_out_loss"]
+
+
+def predictions_from_outputs(outputs, labels, binary_threshold: float = 0.5) -> Tuple[np.ndarray, float, str]:
+    """Predicted classes, accuracy, and a column note for outputs that are not finite.
+
+    Parameters
+    ----------
+    outputs : ndarray of shape (n_samples, n_outputs)
+        One unit: the positive class is predicted where the output exceeds ``binary_threshold``.
+        More: the arg max.
+    labels : ndarray of shape (n_samples,)
+    binary_threshold : float, default=0.5
+        0 for a one-unit output of logits (see :func:`flowcallback._validation.binary_threshold`).
+
+    Returns
+    -------
+    predictions : ndarray of int64
+        A sample with a NaN or infinite output has no prediction: it is shown as class 0.
+    accuracy : float
+        Such a sample counts as wrong.
+    note : str
+        For the Prediction column; empty when every output is finite.
+
+    Examples
+    --------
+    >>> out = np.array([[0.9, 0.1], [0.2, 0.8], [np.nan, 0.0]])
+    >>> p, acc, note = predictions_from_outputs(out, np.array([0, 1, 1]))
+    >>> p.tolist(), round(acc, 3), note.split(':')[0]
+    ([0, 1, 0], 0.667, '1 sample(s) have a NaN/infinite model output (diverging model?)')
+    """
+    outputs = np.asarray(outputs)
+    finite = np.all(np.isfinite(outputs), axis=1)
+    if outputs.shape[1] == 1:
+        predictions = (outputs[:, 0] > binary_threshold).astype(np.int64)
+    else:
+        predictions = np.argmax(np.where(finite[:, None], outputs, 0), axis=1).astype(np.int64)
+    note = ""
+    if not finite.all():
+        # argmax of NaN is undefined: shown as class 0, counted as wrong, and said so
+        predictions = np.where(finite, predictions, 0)
+        note = (f"{int((~finite).sum())} sample(s) have a NaN/infinite model output (diverging model?): "
+                "no prediction exists; shown as class 0 and counted as wrong in the accuracy")
+    accuracy = float(np.mean((predictions == np.asarray(labels)) & finite))
+    return predictions, accuracy, note
+
+
+def held_out_loss(model, y_raw, outputs) -> Tuple[Optional[float], str]:
+    """The model's own compiled loss on the held-out set, or why it cannot be shown.
+
+    Returns
+    -------
+    loss : float or None
+    note : str
+        ``""`` when the loss was computed, else one sentence for the epoch's graph notes.
+    """
+    loss = getattr(model, "loss", None)
+    if loss is None:
+        return None, "loss not shown: the model was compiled without a loss"
+    if isinstance(loss, (dict, list, tuple)):
+        return None, "loss not shown: the model has one loss per output"
+    name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or str(loss)
+    try:
+        import tensorflow as tf
+
+        fn = tf.keras.losses.get(loss)
+        y = np.asarray(y_raw)
+        if outputs.ndim == 2 and outputs.shape[1] == 1 and y.ndim == 1:
+            y = y[:, None]  # 0/1 labels against one unit: Keras 3's losses want equal ranks, as fit() makes them
+        # arrays, not tensors: Keras 3 losses then run on whichever backend Keras uses (JAX, PyTorch)
+        value = float(np.mean(np.asarray(fn(y, np.asarray(outputs)))))
+    except Exception as exc:  # labels in a form the loss does not take
+        y_shape = tuple(np.shape(y_raw))
+        hint = ("integer labels need sparse_categorical_crossentropy" if len(y_shape) == 1
+                else "one-hot labels need categorical_crossentropy")
+        return None, (f"loss not shown: the compiled loss {name} cannot take the held-out labels of shape {y_shape} "
+                      f"({hint}; {type(exc).__name__}: {first_line(exc, 160)})")
+    if not np.isfinite(value):
+        return None, f"loss not shown: the compiled loss {name} is not finite on the held-out set"
+    return value, ""

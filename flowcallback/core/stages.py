@@ -1,0 +1,268 @@
+"""One snapshot's analysis as one pure function: embeddings in, flow graphs and metrics out.
+
+The capture (:mod:`~flowcallback.core.capture`, :mod:`~flowcallback.core.lrp`) runs the model
+and reduces each layer's maps to an embedding. :func:`analyse` does the rest, stage by stage:
+
+``knn`` and ``mcl``
+    each layer's cosine kNN graph and its Markov clusters (:func:`~flowcallback.core.cluster.cluster_layer`);
+``match``
+    the clusters keep their id from the previous snapshot where they persist
+    (:func:`~flowcallback.core.match.relabel`);
+``flows``
+    columns, ordering and flows (:func:`~flowcallback.core.flows.build_flow_graph`);
+``metrics``
+    the layer metrics (:func:`~flowcallback.core.metrics.layer_metrics`), computed once here and
+    shared by ``run.json``'s epoch files, the run page, TensorBoard and ``Run.metrics()``.
+
+It starts no thread or process and touches no file; :class:`~flowcallback.pipeline.Snapshotter`
+runs it during training and ``benchmarks/paper_scale.py`` times it.
+
+**Notes.** A note is one sentence shown with a graph. A *graph note* concerns the whole graph (a
+missing loss, an LRP failure), a *column note* one column (dead units, a parallel branch). Either
+holds for every analysis of the snapshot or for one analysis only (``Captured.analysis_notes``).
+
+**Stage hooks.** Each stage runs inside ``clock(stage, analysis=..., layer=...)``, a context
+manager; :class:`StageClock` sums the seconds per stage. A subclass can observe or interrupt a
+named stage (the fault-injection tests do).
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from flowcallback.core import cluster, flows, match, metrics
+from flowcallback.core._notes import first_line
+
+__all__ = ["Captured", "Continuity", "SnapshotAnalysis", "StageClock", "analyse", "ANALYSIS_LABELS"]
+
+#: How each analysis is named on pages and in notes.
+ANALYSIS_LABELS = {"activations": "Activations", "lrp": "LRP relevance"}
+
+
+class StageClock:
+    """Seconds spent in each named stage; thread-safe, since layers may be clustered in parallel.
+
+    ``clock(stage, analysis=None, layer=None)`` is a context manager that adds the time spent in
+    its block to ``clock.seconds[stage]``. Per-layer stages (``knn``, ``mcl``) run in parallel
+    when :func:`analyse` is given a parallel ``map``: their sum is then CPU time, and the wall
+    time of all of them is the ``cluster`` stage.
+
+    Examples
+    --------
+    >>> clock = StageClock()
+    >>> with clock("flows"):
+    ...     pass
+    >>> sorted(clock.seconds)
+    ['flows']
+    """
+
+    def __init__(self, epoch: Optional[int] = None):
+        self.epoch = epoch
+        self.seconds: Dict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
+
+    def enter(self, stage: str, analysis: Optional[str], layer: Optional[str]) -> None:
+        """Called as a stage starts; does nothing here (subclasses observe or interrupt)."""
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str, *, analysis: Optional[str] = None, layer: Optional[str] = None):
+        self.enter(stage, analysis, layer)
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.seconds[stage] += time.perf_counter() - t
+
+
+@dataclass(frozen=True)
+class Captured:
+    """What the capture gives one snapshot: the inputs of :func:`analyse`.
+
+    Attributes
+    ----------
+    epoch : int
+    embeddings : mapping of analysis to (mapping of layer name to ndarray)
+        Each layer's embedded maps (:mod:`flowcallback.core.embed`), of shape (n_samples, d).
+        A layer missing from an analysis is left out of its graph.
+    labels, predictions : ndarray of shape (n_samples,)
+    metrics : mapping
+        Graph metrics of every analysis (accuracy, loss, k, inflation).
+    analysis_metrics : mapping of analysis to mapping
+        Extra graph metrics of one analysis (the LRP engine).
+    notes, analysis_notes, column_notes :
+        Graph notes of every analysis, graph notes of one analysis, and column notes of every
+        analysis (see the module's docstring).
+    """
+
+    epoch: int
+    embeddings: Mapping[str, Mapping[str, np.ndarray]]
+    labels: np.ndarray
+    predictions: np.ndarray
+    metrics: Mapping[str, object] = field(default_factory=dict)
+    analysis_metrics: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    notes: Tuple[str, ...] = ()
+    analysis_notes: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
+    column_notes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Continuity:
+    """What one snapshot hands to the next: each layer column's cluster ids and order.
+
+    Clusters that persist keep their id (and their place) from one snapshot to the next.
+    """
+
+    clusters: Mapping[Tuple[str, str], np.ndarray] = field(default_factory=dict)
+    orders: Mapping[str, Mapping[str, tuple]] = field(default_factory=dict)
+
+    @classmethod
+    def from_graphs(cls, graphs: Iterable[flows.FlowGraph]) -> Continuity:
+        """The continuity that a snapshot's graphs leave (one graph per analysis)."""
+        clusters, orders = {}, {}
+        for g in graphs:
+            orders[g.analysis] = {c.name: c.order for c in g.columns if c.kind == "layer"}
+            for j, c in enumerate(g.columns):
+                if c.kind == "layer":
+                    clusters[(g.analysis, c.name)] = np.array(g.assignments[:, j])
+        return cls(clusters, orders)
+
+
+@dataclass(frozen=True)
+class SnapshotAnalysis:
+    """What :func:`analyse` returns.
+
+    Attributes
+    ----------
+    graphs : dict of analysis to FlowGraph
+    metrics : pandas.DataFrame
+        :func:`flowcallback.core.metrics.layer_metrics` of every graph.
+    left_out : dict of (analysis, layer) to Exception
+        Layers whose kNN or MCL failed; each is left out of its graph, with a graph note.
+    continuity : Continuity
+        For the next snapshot.
+    seconds : dict of stage to float
+        From the clock (see :class:`StageClock`).
+    """
+
+    graphs: Dict[str, flows.FlowGraph]
+    metrics: pd.DataFrame
+    left_out: Dict[Tuple[str, str], BaseException]
+    continuity: Continuity
+    seconds: Dict[str, float]
+
+
+def _cluster_one(job):
+    """kNN + MCL of one layer; the error is returned, not raised, so that one layer cannot stop the others."""
+    (analysis, layer), vectors, k, settings, clock = job
+    try:
+        labels = cluster.cluster_layer(vectors, k, settings["inflation"], settings["index"], settings["mcl_backend"],
+                                       settings["mcl_threads"], clock=clock, analysis=analysis, layer=layer)
+        return (analysis, layer), labels, None
+    except Exception as exc:
+        return (analysis, layer), None, exc
+
+
+def analyse(
+    captured: Captured,
+    layers: Sequence[Tuple[str, str]],
+    *,
+    k: int,
+    inflation: float = cluster.DEFAULT_INFLATION,
+    index: str = "auto",
+    mcl_backend: str = "fast",
+    mcl_threads: Optional[int] = None,
+    class_names: Optional[Sequence[str]] = None,
+    previous: Optional[Continuity] = None,
+    map: Callable = map,  # noqa: A002 - the builtin's name, as concurrent.futures.Executor.map has it
+    clock: Optional[StageClock] = None,
+) -> SnapshotAnalysis:
+    """Cluster every layer of every analysis, keep the ids stable, link the columns into flows.
+
+    Parameters
+    ----------
+    captured : Captured
+    layers : sequence of (layer name, layer type)
+        The analysed layers in model order.
+    k : int
+        Neighbours of the kNN graph (already resolved: :func:`flowcallback.core.knn.resolve_k`).
+    inflation, index, mcl_backend, mcl_threads :
+        As for :func:`flowcallback.core.cluster.cluster_layer`.
+    class_names : sequence of str, optional
+    previous : Continuity, optional
+        The previous snapshot's, for stable cluster ids.
+    map : callable, default=map
+        Maps the per-layer clustering over the layers: the builtin (one after the other), or an
+        executor's ``map`` to cluster layers in parallel.
+    clock : StageClock, optional
+        The stage hook; a new :class:`StageClock` by default.
+
+    Returns
+    -------
+    SnapshotAnalysis
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowcallback.core.embed import embed
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1], 20)
+    >>> maps = np.eye(4)[y * 2] + 0.01 * rng.random((40, 4))
+    >>> c = Captured(epoch=0, embeddings={"activations": {"dense": embed(maps)}}, labels=y, predictions=y)
+    >>> result = analyse(c, [("dense", "Dense")], k=10)
+    >>> list(result.graphs["activations"].column_names)
+    ['dense', 'Prediction', 'Ground truth']
+    >>> result.metrics[["column", "n_clusters", "nmi_classes"]].values.tolist()
+    [['dense', 2, 1.0]]
+    """
+    clock = clock if clock is not None else StageClock(captured.epoch)
+    previous = previous if previous is not None else Continuity()
+    settings = {"inflation": inflation, "index": index, "mcl_backend": mcl_backend, "mcl_threads": mcl_threads}
+    jobs = [((analysis, name), emb[name], k, settings, clock)
+            for analysis, emb in captured.embeddings.items() for name, _ in layers if name in emb]
+    results, left_out = {}, {}
+    with clock("cluster"):
+        for key, labels, exc in map(_cluster_one, jobs):
+            if exc is not None:
+                left_out[key] = exc
+            else:
+                results[key] = labels
+    column_notes: Dict[str, Dict[str, str]] = defaultdict(dict)
+    with clock("match"):
+        for key, labels in results.items():
+            before = previous.clusters.get(key)
+            if before is not None and len(before) == len(labels):
+                results[key], _ = match.relabel(before, labels)  # persistent clusters keep their id
+            note = cluster.layer_note(captured.embeddings[key[0]][key[1]], results[key], k)
+            if note:
+                column_notes[key[0]][key[1]] = note
+    graphs = {}
+    with clock("flows"):
+        for analysis in captured.embeddings:
+            layer_clusters = [(name, kind, results[(analysis, name)]) for name, kind in layers
+                              if (analysis, name) in results]
+            notes = dict(captured.column_notes)
+            for name, extra in column_notes[analysis].items():
+                notes[name] = f"{notes[name]}; {extra}" if name in notes else extra
+            label = ANALYSIS_LABELS.get(analysis, analysis)
+            left = [f"{label}: layer {name} left out of this epoch ({first_line(exc)})"
+                    for (a, name), exc in left_out.items() if a == analysis]
+            graph_metrics = {**captured.metrics, **captured.analysis_metrics.get(analysis, {})}
+            graphs[analysis] = flows.build_flow_graph(
+                layer_clusters, captured.labels, captured.predictions, class_names=class_names,
+                epoch=captured.epoch, analysis=analysis,
+                metrics={name: flows.clean_metric(v) for name, v in graph_metrics.items()},
+                initial_orders=previous.orders.get(analysis), notes=notes,
+                graph_notes=(*captured.notes, *left, *captured.analysis_notes.get(analysis, ())),
+            )
+    with clock("metrics"):
+        table = metrics.layer_metrics(graphs.values())
+    return SnapshotAnalysis(graphs=graphs, metrics=table, left_out=left_out,
+                            continuity=Continuity.from_graphs(graphs.values()), seconds=dict(clock.seconds))

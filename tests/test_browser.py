@@ -123,8 +123,11 @@ def _hundred_class_run(log_dir):
             "analyses": ["activations"], "layers": [{"name": n, "type": t} for n, t in layers], "config": {}}
     store.write_run_info(log_dir, info)
     graphs = {}
+
+    def noisy(labels, p):  # a share p of the samples in a random cluster
+        return np.where(rng.random(len(y)) < p, rng.integers(0, labels.max() + 1, len(y)), labels)
+
     for e in range(3):
-        noisy = lambda labels, p: np.where(rng.random(len(y)) < p, rng.integers(0, labels.max() + 1, len(y)), labels)  # noqa: E731
         cols = [("conv", "Conv2D", noisy(y // 25, 0.5)), ("dense", "Dense", noisy(y // 10, 0.4 - 0.15 * e)),
                 ("out", "Dense", noisy(y // 4, 0.3 - 0.12 * e))]
         g = flows.build_flow_graph(cols, y, noisy(y, 0.5 - 0.2 * e), class_names=names, epoch=e,
@@ -190,7 +193,8 @@ def test_class_filter_keeps_one_hundred_classes_legible(tmp_path):
         assert len(colours) == 1 and grey and drawn_total() == total
         assert legend() == ["class 07", "other (99 classes)"]
         assert page.inner_text("#filter-status") == "1 of 100 classes match"
-        assert page.eval_on_selector_all("#profiles tbody tr td:first-child", "els => els.map(e => e.textContent)") == ["class 07"]
+        profiles = page.eval_on_selector_all("#profiles tbody tr td:first-child", "els => els.map(e => e.textContent)")
+        assert profiles == ["class 07"]
         assert page.eval_on_selector_all("#across-class option", "els => els.map(e => e.value)") == ["", "7"]
         assert len(_coloured(page, "#across .sankey-link")[0]) == 1
         assert page.evaluate("document.getElementById('scores').data.length") == 2  # its recall and precision

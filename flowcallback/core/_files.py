@@ -142,7 +142,8 @@ def _refuse_directory(path: Path) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(mode):
-        raise IsADirectoryError(f"{path}: is a directory where flowcallback writes a file; remove it or use another directory")
+        raise IsADirectoryError(f"{path}: is a directory where flowcallback writes a file; "
+                                "remove it or use another directory")
 
 
 def atomic_write(path: PathLike, data: bytes) -> None:

@@ -341,8 +341,8 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
                                  name=f"other ({len(first.class_names) - len(shown)} classes)", showlegend=True,
                                  hoverinfo="skip"))
     n_legend = len(legend) + (shown is not None)
-    note_text = "<br>".join(f'<span style="color:{PROBLEM_NOTE_COLOR}">{_esc(s)}</span>' if note_is_problem(s) else _esc(s)
-                            for s in notes)
+    note_text = "<br>".join(
+        f'<span style="color:{PROBLEM_NOTE_COLOR}">{_esc(s)}</span>' if note_is_problem(s) else _esc(s) for s in notes)
     note_ann = [dict(x=0, y=-0.04, xref="paper", yref="paper", xanchor="left", yanchor="top", showarrow=False,
                      text=note_text, font=dict(size=11, color=INFO_NOTE_COLOR), name="notes")] if notes else []
     prefix = (_esc(title_prefix) + " · ") if title_prefix else ""

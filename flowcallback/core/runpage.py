@@ -98,7 +98,8 @@ def _other_flow_rows(graph: FlowGraph, shown: Optional[List[int]], max_samples: 
         if part.empty:
             continue
         samples = _flow_samples(graph, j, max_samples)
-        for sc, tc, cls, cnt in part[["source_cluster", "target_cluster", "true_class", "count"]].itertuples(index=False):
+        columns = part[["source_cluster", "target_cluster", "true_class", "count"]]
+        for sc, tc, cls, cnt in columns.itertuples(index=False):
             rows.append([index[(j, int(sc))], index[(j + 1, int(tc))], int(cls), int(cnt),
                          samples.get((int(sc), int(tc), int(cls)), [])])
     return rows
@@ -174,7 +175,8 @@ def _confusion_over_training(graphs, *, min_share: float = 0.02, max_cells: int 
     scores = class_scores(graphs)
     epochs = sorted(set(table.epoch))
     # each cell's share of its class's samples at that epoch (held-out sets may differ across epochs)
-    table = table.assign(share=table["count"] / table.groupby(["epoch", "true"])["count"].transform("sum").clip(lower=1))
+    per_class = table.groupby(["epoch", "true"])["count"].transform("sum").clip(lower=1)
+    table = table.assign(share=table["count"] / per_class)
     off = table[table.true != table.predicted]
     share = off.groupby(["true", "predicted"])["share"].max()
     keep = share[share >= min_share].sort_values(ascending=False, kind="stable").index[:max_cells]
@@ -242,8 +244,8 @@ def _curves(epochs: List[int], acc: list, loss: list) -> dict:
     return curves.to_plotly_json()
 
 
-def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]], errors: Optional[Mapping[int, str]] = None,
-                  *, cache: Optional[dict] = None) -> str:
+def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
+                  errors: Optional[Mapping[int, str]] = None, *, cache: Optional[dict] = None) -> str:
     """The run page, drawn from data in memory: nothing is read from disk but the package's templates.
 
     Parameters
@@ -331,7 +333,8 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]], 
             for e, by_a in parts.items()
         ) + "}"
 
-    text = _json_for_script(data)[:-1] + ', "other_flows": ' + nested(other_flows) + ', "figures": ' + nested(figures) + "}"
+    text = (_json_for_script(data)[:-1] + ', "other_flows": ' + nested(other_flows)
+            + ', "figures": ' + nested(figures) + "}")
     values = {"TITLE": html.escape(str(model_name)), "DATA": text}
     # one pass: a name or datum that looks like a placeholder is left as it is
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), _page_template())

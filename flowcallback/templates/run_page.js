@@ -42,14 +42,18 @@
   var filterBox = document.getElementById("class-filter");
   var filterStatus = document.getElementById("filter-status");
   var names = document.getElementById("class-names");
-  data.class_names.forEach(function (name) { var o = document.createElement("option"); o.value = name; names.appendChild(o); });
+  data.class_names.forEach(function (name) {
+    var o = document.createElement("option"); o.value = name; names.appendChild(o);
+  });
   var filter = null;  // null, or {matched: {class: true}, colored: {class: true}, n: matches}
 
   function readFilter() {
     var q = filterBox.value.trim().toLowerCase();
     if (q === "") { filter = null; filterStatus.textContent = ""; return; }
     var matched = [];
-    data.class_names.forEach(function (name, c) { if (String(name).toLowerCase().indexOf(q) >= 0) { matched.push(c); } });
+    data.class_names.forEach(function (name, c) {
+      if (String(name).toLowerCase().indexOf(q) >= 0) { matched.push(c); }
+    });
     var colored = matched.slice();
     if (colored.length > data.max_colored) {  // too many to tell apart: the largest, as without a filter
       colored.sort(function (a, b) { return (data.support[b] - data.support[a]) || (a - b); });
@@ -76,7 +80,8 @@
     var tr = fig.data[0], L = tr.link, N = tr.node;
     var link = {source: [], target: [], value: [], color: [], customdata: [], hovertemplate: L.hovertemplate};
     function add(s, t, v, color, custom) {
-      link.source.push(s); link.target.push(t); link.value.push(v); link.color.push(color); link.customdata.push(custom);
+      link.source.push(s); link.target.push(t); link.value.push(v);
+      link.color.push(color); link.customdata.push(custom);
     }
     var taken = {};  // "source:target" -> samples of matching "other" classes drawn on their own
     (extra || []).forEach(function (r) {
@@ -118,9 +123,12 @@
     var fig = (data.figures[String(e)] || {})[state.analysis];
     var status = document.getElementById("status");
     status.textContent = data.failed[String(e)] ? "snapshot failed: " + data.failed[String(e)]
-      : data.partial[String(e)] ? "part of this snapshot failed (see the notes under the diagram): " + data.partial[String(e)]
+      : data.partial[String(e)]
+        ? "part of this snapshot failed (see the notes under the diagram): " + data.partial[String(e)]
       : (fig ? "" : "no " + state.analysis + " graph for this epoch");
-    Array.prototype.forEach.call(buttons.children, function (b) { b.style.fontWeight = b.dataset.analysis === state.analysis ? "bold" : "normal"; });
+    Array.prototype.forEach.call(buttons.children, function (b) {
+      b.style.fontWeight = b.dataset.analysis === state.analysis ? "bold" : "normal";
+    });
     if (fig) {
       var shown = filtered(fig, (data.other_flows[String(e)] || {})[state.analysis]);
       Plotly.react("sankey", shown.data, shown.layout, config);
@@ -130,10 +138,13 @@
     ((data.profiles[String(e)] || {})[state.analysis] || []).forEach(function (row) {
       if (filter && String(row[0]).toLowerCase().indexOf(filter.query) < 0) { return; }
       var tr = document.createElement("tr");
-      [row[0], row[1]].forEach(function (v) { var td = document.createElement("td"); td.textContent = v; tr.appendChild(td); });
+      [row[0], row[1]].forEach(function (v) {
+        var td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
+      });
       tbody.appendChild(tr);
     });
-    document.getElementById("profile-epoch").textContent = "(epoch " + e + ", " + (data.labels[state.analysis] || state.analysis) + ")";
+    document.getElementById("profile-epoch").textContent =
+      "(epoch " + e + ", " + (data.labels[state.analysis] || state.analysis) + ")";
     var hm = data.heatmaps[state.analysis];
     if (acrossShown !== state.analysis) { acrossShown = state.analysis; fillColumns(); drawAcross(); }
     if (hm) {
@@ -176,7 +187,8 @@
       var o = document.createElement("option"); o.value = name; o.textContent = name; colSelect.appendChild(o);
     });
     var names = Array.prototype.map.call(colSelect.options, function (o) { return o.value; });
-    colSelect.value = names.indexOf(current) >= 0 ? current : (names.indexOf("Prediction") >= 0 ? "Prediction" : names[0] || "");
+    colSelect.value = names.indexOf(current) >= 0 ? current
+      : (names.indexOf("Prediction") >= 0 ? "Prediction" : names[0] || "");
   }
   // Vertical centres for the nodes of each epoch column, stacked by size: Plotly ignores x without
   // y, and would move a node without outgoing flows to the last column.
@@ -190,7 +202,9 @@
       var ids = columns[x].sort(function (a, b) { return rank[a] - rank[b]; }), total = 0, gap = 0.02, at = 0.01;
       ids.forEach(function (i) { total += size[i]; });
       var scale = total ? (0.98 - gap * (ids.length - 1)) / total : 0;
-      ids.forEach(function (i) { var h = size[i] * scale; ys[i] = Math.min(0.99, Math.max(0.01, at + h / 2)); at += h + gap; });
+      ids.forEach(function (i) {
+        var h = size[i] * scale; ys[i] = Math.min(0.99, Math.max(0.01, at + h / 2)); at += h + gap;
+      });
     });
     return ys;
   }
@@ -199,8 +213,12 @@
     if (!rows) { Plotly.purge("across"); return; }
     var cls = classSelect.value === "" ? null : parseInt(classSelect.value, 10);
     var changedOnly = changedBox.checked;
-    var ep = [], index = {}, labels = [], customNodes = [], clusterOf = [], xs = [], src = [], dst = [], val = [], col = [], hover = [];
-    rows.forEach(function (r) { if (ep.indexOf(r[0]) < 0) { ep.push(r[0]); } if (ep.indexOf(r[1]) < 0) { ep.push(r[1]); } });
+    var ep = [], index = {}, labels = [], customNodes = [], clusterOf = [], xs = [];
+    var src = [], dst = [], val = [], col = [], hover = [];
+    rows.forEach(function (r) {
+      if (ep.indexOf(r[0]) < 0) { ep.push(r[0]); }
+      if (ep.indexOf(r[1]) < 0) { ep.push(r[1]); }
+    });
     ep.sort(function (a, b) { return a - b; });
     function node(e, c) {
       var key = e + ":" + c;
@@ -218,7 +236,8 @@
       src.push(node(r[0], r[2])); dst.push(node(r[1], r[3])); val.push(r[5]);
       col.push(colored(r[4]) ? rgba(data.colors[r[4]], 0.5) : (filter ? DIM_LINK : rgba(data.other_color, 0.35)));
       hover.push(esc(data.class_names[r[4]]) + ": " + r[5] + " sample(s), cluster " + r[2] + " at epoch " + r[0] +
-                 " to cluster " + r[3] + " at epoch " + r[1] + "<br>samples " + r[7].join(", ") + (r[5] > r[7].length ? ", ..." : ""));
+                 " to cluster " + r[3] + " at epoch " + r[1] + "<br>samples " + r[7].join(", ") +
+                 (r[5] > r[7].length ? ", ..." : ""));
     });
     var ys = acrossY(xs, src, dst, val, clusterOf);
     var trace = {type: "sankey", arrangement: "snap", node: {label: labels, x: xs, y: ys, pad: 6, thickness: 12,
@@ -226,8 +245,10 @@
                  hovertemplate: "%{customdata} · %{label}<br>%{value} sample(s)<extra></extra>"},
                  link: {source: src, target: dst, value: val, color: col, customdata: hover,
                         hovertemplate: "%{customdata}<extra></extra>"}};
-    var layout = {title: {text: esc(colSelect.value) + " across epochs (" + (data.labels[state.analysis] || state.analysis) + ")" +
-                  (cls !== null ? " · class " + esc(data.class_names[cls]) : "") + (changedOnly ? " · changed only" : "")},
+    var layout = {title: {text: esc(colSelect.value) + " across epochs (" +
+                  (data.labels[state.analysis] || state.analysis) + ")" +
+                  (cls !== null ? " · class " + esc(data.class_names[cls]) : "") +
+                  (changedOnly ? " · changed only" : "")},
                   height: 460, margin: {l: 20, r: 20, t: 50, b: 30},
                   annotations: ep.map(function (e, k) { return {x: ep.length > 1 ? k / (ep.length - 1) : 0.5, y: 1.04,
                     xref: "paper", yref: "paper", showarrow: false, text: "epoch " + e}; })};
@@ -243,7 +264,8 @@
       return !filter || filter.matched[c.true] || filter.matched[c.predicted];
     }).map(function (c) {
       var name = esc(data.class_names[c.true]) + " → " + esc(data.class_names[c.predicted]);
-      return {type: "scatter", mode: "lines+markers", x: tr.epochs, y: c.counts, line: {color: data.colors[c.true]}, name: name,
+      return {type: "scatter", mode: "lines+markers", x: tr.epochs, y: c.counts,
+              line: {color: data.colors[c.true]}, name: name,
               hovertemplate: esc(data.class_names[c.true]) + " taken for " + esc(data.class_names[c.predicted]) +
                              ": %{y} at epoch %{x}<extra></extra>"};
     });
@@ -255,7 +277,8 @@
       var name = esc(data.class_names[c]);
       scoreTraces.push({type: "scatter", mode: "lines", x: tr.epochs, y: tr.recall[c], line: {color: data.colors[c]},
                         name: name + " recall", legendgroup: c});
-      scoreTraces.push({type: "scatter", mode: "lines", x: tr.epochs, y: tr.precision[c], line: {color: data.colors[c], dash: "dot"},
+      scoreTraces.push({type: "scatter", mode: "lines", x: tr.epochs, y: tr.precision[c],
+                        line: {color: data.colors[c], dash: "dot"},
                         name: name + " precision", legendgroup: c, showlegend: false});
     });
     Plotly.react("scores", scoreTraces, {title: {text: "Recall (solid) and precision (dotted) per class"},

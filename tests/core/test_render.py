@@ -87,7 +87,8 @@ def test_information_notes_are_grey_and_problems_red():
     assert ann.font.color == render.INFO_NOTE_COLOR != render.PROBLEM_NOTE_COLOR
     lines = ann.text.split("<br>")
     assert lines[0].startswith("LRP relevance") and render.PROBLEM_NOTE_COLOR not in lines[0]
-    assert lines[1] == f'<span style="color:{render.PROBLEM_NOTE_COLOR}">LRP failed for this epoch: the worker died</span>'
+    red = render.PROBLEM_NOTE_COLOR
+    assert lines[1] == f'<span style="color:{red}">LRP failed for this epoch: the worker died</span>'
 
 
 def test_trace_customdata_names_each_links_class_and_each_nodes_colour():

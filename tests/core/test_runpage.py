@@ -13,8 +13,8 @@ from flowcallback.core import flows, render, runpage, store
 
 REPO = Path(runpage.__file__).resolve().parents[2]
 INFO = {"flowcallback_version": "0", "model": {"name": "m", "fingerprint": "f"}, "class_names": ["a", "b", "c"],
-        "analyses": ["activations", "lrp"], "layers": [{"name": "l1", "type": "Dense"}, {"name": "l2", "type": "Dense"}],
-        "config": {}}
+        "analyses": ["activations", "lrp"], "config": {},
+        "layers": [{"name": "l1", "type": "Dense"}, {"name": "l2", "type": "Dense"}]}
 
 
 def _epoch_graphs(e, seed):
@@ -48,7 +48,8 @@ def test_templates_are_package_data_declared_in_setup_cfg():
         assert runpage._template(name) == folder.joinpath(name).read_text(encoding="utf-8")
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
-    patterns = [p.strip() for p in cfg["options.package_data"]["flowcallback"].replace("\n", ",").split(",") if p.strip()]
+    declared = cfg["options.package_data"]["flowcallback"].replace("\n", ",")
+    patterns = [p.strip() for p in declared.split(",") if p.strip()]
     for name in runpage.TEMPLATE_FILES:
         assert any(fnmatch.fnmatch(f"templates/{name}", p) for p in patterns), (name, patterns)
     # every file in the templates folder is shipped (a file added later must be declared too)
@@ -113,7 +114,8 @@ def test_run_page_with_a_cache_equals_the_page_built_from_scratch(tmp_path):
             for a in ("activations", "lrp"):
                 sankey = data["figures"][str(i)][a]["data"][0]
                 g = run.epoch(i, a)
-                assert sankey["type"] == "sankey" and len(sankey["node"]["label"]) == sum(len(c.order) for c in g.columns)
+                assert sankey["type"] == "sankey"
+                assert len(sankey["node"]["label"]) == sum(len(c.order) for c in g.columns)
     # an epoch written again (a resumed run) is drawn anew, its entries dropped or not
     _run_dir(tmp_path, [2], seed=99)
     fresh = runpage.run_page_html_for(store.load_run(tmp_path))
@@ -132,7 +134,8 @@ def test_the_cache_reuses_parts_of_equal_graphs(tmp_path, monkeypatch):
     runpage.run_page_html_for(store.load_run(tmp_path), cache)
     drawn = []
     real = runpage._run_page_parts
-    monkeypatch.setattr(runpage, "_run_page_parts", lambda g, name: drawn.append((g.epoch, g.analysis)) or real(g, name))
+    monkeypatch.setattr(runpage, "_run_page_parts",
+                        lambda g, name: drawn.append((g.epoch, g.analysis)) or real(g, name))
     runpage.run_page_html_for(store.load_run(tmp_path), cache)
     assert drawn == []
 

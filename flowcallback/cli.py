@@ -45,6 +45,7 @@ def _compare(args) -> int:
 
 def _report(args) -> int:
     from flowcallback.core import render
+    from flowcallback.core.runpage import write_run_page_for
     from flowcallback.core.store import ensure_plotlyjs, load_run
 
     run = load_run(args.run_dir)
@@ -55,7 +56,7 @@ def _report(args) -> int:
         graphs = {a: run.epoch(e, a) for a in run.analyses(e)}
         path = render.write_epoch_page(run.page(e), graphs, title_prefix=run.info["model"]["name"])
         print(f"epoch {e}: {path}")
-    print(f"run page: {render.write_run_page(run)}")
+    print(f"run page: {write_run_page_for(run)}")
     return 0
 
 

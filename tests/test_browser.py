@@ -107,3 +107,124 @@ def test_many_classes_show_the_largest_twenty_and_other_not_a_tangle(tmp_path):
     per_class = len(g.flows)
     assert n_links < per_class
     assert (tmp_path / "many_classes.png").stat().st_size > 10_000
+
+
+def _hundred_class_run(log_dir):
+    """A run of 100 unequal classes over three epochs, from FlowGraphs made directly (no training)."""
+    import numpy as np
+
+    from flowcallback.core import flows, store
+
+    names = [f"class {i:02d}" for i in range(100)]
+    rng = np.random.default_rng(3)
+    y = rng.permutation(np.concatenate([np.repeat(np.arange(20), 30), np.repeat(np.arange(20, 100), 6)]))
+    layers = [("conv", "Conv2D"), ("dense", "Dense"), ("out", "Dense")]
+    info = {"flowcallback_version": "0", "model": {"name": "hundred", "fingerprint": "f"}, "class_names": names,
+            "analyses": ["activations"], "layers": [{"name": n, "type": t} for n, t in layers], "config": {}}
+    store.write_run_info(log_dir, info)
+    graphs = {}
+
+    def noisy(labels, p):  # a share p of the samples in a random cluster
+        return np.where(rng.random(len(y)) < p, rng.integers(0, labels.max() + 1, len(y)), labels)
+
+    for e in range(3):
+        cols = [("conv", "Conv2D", noisy(y // 25, 0.5)), ("dense", "Dense", noisy(y // 10, 0.4 - 0.15 * e)),
+                ("out", "Dense", noisy(y // 4, 0.3 - 0.12 * e))]
+        g = flows.build_flow_graph(cols, y, noisy(y, 0.5 - 0.2 * e), class_names=names, epoch=e,
+                                   metrics={"accuracy": 0.5 + 0.2 * e, "loss": 2.0 - 0.6 * e})
+        store.save_epoch(log_dir, {"activations": g})
+        graphs[e] = {"activations": g}
+    return info, graphs
+
+
+_LINK_COLOURS = """sel => Array.from(document.querySelectorAll(sel)).map(e => {
+    const m = getComputedStyle(e).fill.match(/[\\d.]+/g).map(Number);
+    return m[0] === m[1] && m[1] === m[2] ? 'grey' : m.slice(0, 3).join(',');
+})"""
+
+
+def _coloured(page, selector="#sankey .sankey-link"):
+    """The distinct non-grey fills of the drawn links, and whether a grey one is drawn."""
+    fills = page.evaluate(f"({_LINK_COLOURS})({selector!r})")
+    return {f for f in fills if f != "grey"}, "grey" in fills
+
+
+def _filter(page, text):
+    """Type ``text`` in the class filter and wait until the Sankey draws the filtered links."""
+    page.fill("#class-filter", text)
+    page.wait_for_function("(() => { const d = document.getElementById('sankey').data; return d && "
+                           "document.querySelectorAll('#sankey .sankey-link').length === d[0].link.value.length; })()",
+                           timeout=10_000)
+    page.wait_for_timeout(400)
+
+
+def test_class_filter_keeps_one_hundred_classes_legible(tmp_path):
+    """100 classes on the run page: the 20 largest and "other" by default; the filter box colours,
+    lists and draws the matching classes only (those merged into "other" get their flows back), and
+    clearing it restores the page."""
+    import os
+    import shutil
+
+    from flowcallback.core import render, runpage
+
+    info, graphs = _hundred_class_run(tmp_path)
+    g = graphs[2]["activations"]
+    assert render.top_classes(g) == list(range(20))
+    path = runpage.write_run_page(tmp_path, info, graphs, {})
+    total = g.n_samples * (len(g.columns) - 1)
+
+    def drawn_total():
+        return page.evaluate("document.getElementById('sankey').data[0].link.value.reduce((a, b) => a + b, 0)")
+
+    def legend():
+        return page.eval_on_selector_all("#sankey .legend .traces .legendtext", "els => els.map(e => e.textContent)")
+
+    with open_page(path.resolve().as_uri()) as (page, errors, blocked):
+        colours, grey = _coloured(page)
+        assert 1 < len(colours) <= 20 and grey  # the 20 largest classes and "other": not a tangle of 100 hues
+        assert legend() == info["class_names"][:20] + ["other (80 classes)"]
+        assert len(_coloured(page, "#across .sankey-link")[0]) <= 20
+        default_links = page.evaluate("document.getElementById('sankey').data[0].link.value.length")
+        page.screenshot(path=str(tmp_path / "run_many_classes.png"))
+
+        # one class of the largest 20: its flows alone are coloured, everywhere
+        _filter(page, "class 07")
+        colours, grey = _coloured(page)
+        assert len(colours) == 1 and grey and drawn_total() == total
+        assert legend() == ["class 07", "other (99 classes)"]
+        assert page.inner_text("#filter-status") == "1 of 100 classes match"
+        profiles = page.eval_on_selector_all("#profiles tbody tr td:first-child", "els => els.map(e => e.textContent)")
+        assert profiles == ["class 07"]
+        assert page.eval_on_selector_all("#across-class option", "els => els.map(e => e.value)") == ["", "7"]
+        assert len(_coloured(page, "#across .sankey-link")[0]) == 1
+        assert page.evaluate("document.getElementById('scores').data.length") == 2  # its recall and precision
+
+        # "class 5" matches classes 50 to 59, all merged into "other" by default: they get their own flows
+        _filter(page, "CLASS 5")
+        colours, grey = _coloured(page)
+        assert len(colours) == 10 and grey and drawn_total() == total
+        assert legend() == [f"class {i}" for i in range(50, 60)] + ["other (90 classes)"]
+        assert len(_coloured(page, "#across .sankey-link")[0]) == 10
+        _filter(page, "class 0")  # classes 00 to 09, among the largest
+        assert len(_coloured(page)[0]) == 10 and page.inner_text("#filter-status") == "10 of 100 classes match"
+        page.screenshot(path=str(tmp_path / "run_class_filter.png"))
+
+        # a filter matching every class colours the 20 largest of them, not 100 hues
+        _filter(page, "class")
+        colours, _ = _coloured(page)
+        assert len(colours) <= 20 and "the 20 largest coloured" in page.inner_text("#filter-status")
+
+        # a filter matching nothing greys every flow; clearing restores the default page
+        _filter(page, "no such class")
+        assert _coloured(page) == (set(), True) and legend() == ["other (100 classes)"]
+        assert page.eval_on_selector_all("#profiles tbody tr", "els => els.length") == 0
+        _filter(page, "")
+        colours, grey = _coloured(page)
+        assert 1 < len(colours) <= 20 and grey and legend()[-1] == "other (80 classes)"
+        assert page.evaluate("document.getElementById('sankey').data[0].link.value.length") == default_links
+        assert page.eval_on_selector_all("#profiles tbody tr", "els => els.length") == 100
+        assert errors == [] and blocked == []
+    for name in ("run_many_classes.png", "run_class_filter.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+        if os.environ.get("FLOWCALLBACK_DOC_IMAGES"):  # refreshes docs/images (see docs/usage.md)
+            shutil.copy(tmp_path / name, os.path.join(os.environ["FLOWCALLBACK_DOC_IMAGES"], name))

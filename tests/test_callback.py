@@ -95,10 +95,10 @@ def test_callback_records_pages(fitted_run):
 def test_run_page_drawn_incrementally_equals_a_fresh_one(fitted_run):
     """The callback draws each epoch's part of index.html once; the page is the one drawn from disk."""
     from flowcallback import load_run
-    from flowcallback.core import render
+    from flowcallback.core import runpage
 
     page = (fitted_run["log_dir"] / "index.html").read_text("utf-8")
-    assert page == render.run_page_html(load_run(fitted_run["log_dir"]))
+    assert page == runpage.run_page_html_for(load_run(fitted_run["log_dir"]))
     assert sorted(fitted_run["callback"]._snapshotter._page_cache) == [(e, a) for e in (1, 2) for a in ("activations", "lrp")]
 
 

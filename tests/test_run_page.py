@@ -82,7 +82,7 @@ def test_run_page_slider_and_switch(fitted_run):
         # confusion over training: one line per kept cell, recall and precision for every class
         cells = page.evaluate("document.getElementById('confusion').data.length")
         scores = page.evaluate("document.getElementById('scores').data.length")
-        from flowcallback.core.render import _confusion_over_training
+        from flowcallback.core.runpage import _confusion_over_training
 
         assert cells == len(_confusion_over_training([g1, g2])["cells"])
         assert scores == 2 * len(run.class_names)
@@ -96,7 +96,7 @@ def test_names_are_text_in_the_run_page(tmp_path):
     """A class name with markup is shown as text, never run as HTML or script."""
     import numpy as np
 
-    from flowcallback.core import flows, render, store
+    from flowcallback.core import flows, runpage, store
 
     evil = "<img src=x onerror=alert(1)>"
     info = {"flowcallback_version": "0", "model": {"name": "</script><b>m</b>", "fingerprint": "f"},
@@ -105,7 +105,7 @@ def test_names_are_text_in_the_run_page(tmp_path):
     y = np.array([0, 0, 1, 1] * 5)
     g = flows.build_flow_graph([("l", "Dense", y)], y, y, class_names=[evil, "b"], epoch=1)
     store.save_epoch(tmp_path, {"activations": g})
-    path = render.write_run_page(store.load_run(tmp_path))
+    path = runpage.write_run_page_for(store.load_run(tmp_path))
     text = open(path).read()
     assert evil not in text and "</script><b>" not in text
     with open_page(f"file://{path}") as (page, errors, blocked):
@@ -122,7 +122,7 @@ def test_failed_and_partly_failed_epochs_are_marked(tmp_path):
     """An epoch with no graph shows as failed, one with a graph and an error as partly failed."""
     import numpy as np
 
-    from flowcallback.core import flows, render, store
+    from flowcallback.core import flows, runpage, store
 
     info = {"flowcallback_version": "0", "model": {"name": "m", "fingerprint": "f"}, "class_names": ["a", "b"],
             "analyses": ["activations"], "layers": [{"name": "l", "type": "Dense"}], "config": {}}
@@ -135,7 +135,7 @@ def test_failed_and_partly_failed_epochs_are_marked(tmp_path):
     (tmp_path / "errors").mkdir()
     (tmp_path / "errors" / "epoch_001.txt").write_text("Traceback ...\nOSError: disk full (injected)\n")
     (tmp_path / "errors" / "epoch_002.txt").write_text("Traceback ...\nRuntimeError: the LRP worker died\n")
-    path = render.write_run_page(store.load_run(tmp_path))
+    path = runpage.write_run_page_for(store.load_run(tmp_path))
     with open_page(f"file://{path}") as (page, errors, blocked):
         def show(i):
             page.eval_on_selector("#epoch", f"el => {{ el.value = '{i}'; el.dispatchEvent(new Event('input')); }}")

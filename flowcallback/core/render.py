@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import colorsys
 import html
+import re
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from flowcallback.core.flows import FlowGraph
 
-__all__ = ["class_colors", "sankey_trace", "figure", "write_epoch_page", "ANALYSIS_LABELS"]
+__all__ = ["class_colors", "sankey_trace", "figure", "write_epoch_page", "ANALYSIS_LABELS", "note_is_problem"]
 
 ANALYSIS_LABELS = {"activations": "Activations", "lrp": "LRP relevance"}
 
@@ -90,6 +91,15 @@ def _flow_samples(graph: FlowGraph, j: int, max_samples: int) -> Dict[tuple, Lis
     return out
 
 
+def _node_indices(graph: FlowGraph) -> Dict[tuple, int]:
+    """``{(column index, cluster id): node index}`` of :func:`sankey_trace`: columns in order, each in drawn order."""
+    out: Dict[tuple, int] = {}
+    for j, col in enumerate(graph.columns):
+        for cid in col.order:
+            out[(j, int(cid))] = len(out)
+    return out
+
+
 #: Above this many classes, the views colour the largest classes and gather the rest as "other".
 AUTO_TOP_CLASSES = 20
 OTHER_COLOR = "#9a9a9a"
@@ -129,8 +139,10 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
                  shown: Optional[Sequence[int]] = None):
     """A ``plotly.graph_objects.Sankey`` trace of one :class:`FlowGraph`.
 
-    Node ``customdata`` holds (column, cluster id, size, composition); link ``customdata`` holds
-    (class, count, first sample indices). Nodes are placed at fixed x (column) and y (order).
+    Node ``customdata`` holds (column, cluster id, size, composition, the class its colour comes
+    from, purity, 1 for a Prediction or Ground truth node else 0); link ``customdata`` holds (class
+    name, count, first sample indices, class id or -1 for a merged "other" flow). The run page's
+    class filter recolours the trace from them. Nodes are placed at fixed x (column) and y (order).
     ``shown`` (see :func:`top_classes`) colours only those classes; the flows of the others are
     merged into one grey "other" flow per pair of clusters.
     """
@@ -140,7 +152,7 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
     colors = list(colors or class_colors(len(names)))
     m = len(graph.columns)
     n = graph.n_samples
-    node_index = {}
+    node_index = _node_indices(graph)
     nx_, ny_, ncolor, nlabel, ncustom = [], [], [], [], []
     for j, col in enumerate(graph.columns):
         counts = graph.class_counts(j)
@@ -150,7 +162,6 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
         cum = np.r_[0, np.cumsum(sizes)[:-1]]
         x = 0.005 + 0.99 * (j / max(m - 1, 1))
         for pos, cid in enumerate(col.order):
-            node_index[(j, cid)] = len(nx_)
             size = int(sizes[pos])
             y = (cum[pos] + size / 2) / max(n, 1) * (1 - gap) + (pos * gap / (c - 1) if c > 1 else 0)
             nx_.append(x)
@@ -173,7 +184,9 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
             more = int(np.count_nonzero(counts[pos])) - 8
             if more > 0:
                 comp += f"<br>… {more} more classes"
-            ncustom.append([_esc(col.name), int(cid), size, comp])
+            is_class = col.kind != "layer"
+            ncustom.append([_esc(col.name), int(cid), size, comp, int(cid) if is_class else dom,
+                            1.0 if is_class else round(float(purity), 4), int(is_class)])
     src, tgt, val, lcolor, lcustom = [], [], [], [], []
     flows = graph.flows
     keep = None if shown is None else set(int(c) for c in shown)
@@ -194,14 +207,14 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
             val.append(int(cnt))
             lcolor.append(_rgba(colors[int(cls)] if int(cls) < len(colors) else "#999999", 0.45))
             listed = ", ".join(str(i) for i in idx) + (", …" if cnt > len(idx) else "")
-            lcustom.append([names[int(cls)], int(cnt), listed])
+            lcustom.append([names[int(cls)], int(cnt), listed, int(cls)])
         for (sc, tc), (cnt, idx) in other.items():
             src.append(node_index[(j, sc)])
             tgt.append(node_index[(j + 1, tc)])
             val.append(cnt)
             lcolor.append(_rgba(OTHER_COLOR, 0.35))
             listed = ", ".join(str(i) for i in idx) + (", …" if cnt > len(idx) else "")
-            lcustom.append([f"other ({n_other} classes)", cnt, listed])
+            lcustom.append([f"other ({n_other} classes)", cnt, listed, -1])
     return go.Sankey(
         name=name or ANALYSIS_LABELS.get(graph.analysis, graph.analysis),
         arrangement="fixed",
@@ -256,6 +269,30 @@ def _title(graph: FlowGraph, label: str) -> str:
     return " · ".join(parts) + f" · {label}"
 
 
+#: Notes under a diagram: what failed or is missing in red, information (how LRP is computed, the
+#: branch layout, a loss not shown) in a neutral grey.
+PROBLEM_NOTE_COLOR = "#a33"
+INFO_NOTE_COLOR = "#555"
+_PROBLEM_NOTE = re.compile(r"\b(failed|fails|error|left out|stopped|skipped|died|could not|cannot|"
+                           r"no relevance reached|missing)\b", re.IGNORECASE)
+
+
+def note_is_problem(note: str) -> bool:
+    """Whether a snapshot's note reports something that failed or is missing (drawn in red).
+
+    The notes are plain text, saved with each graph; those of flowcallback's own failures say
+    "failed", "left out", "stopped", "skipped"... Any other note is information, drawn in grey.
+
+    Examples
+    --------
+    >>> note_is_problem("LRP failed for this epoch: worker died")
+    True
+    >>> note_is_problem("LRP relevance (lrp.epsilon) is computed by native for each sample's predicted class")
+    False
+    """
+    return bool(_PROBLEM_NOTE.search(str(note)))
+
+
 #: Height in pixels of a diagram of few clusters (a page makes it fill the window when taller).
 MIN_HEIGHT = 650
 
@@ -304,9 +341,10 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
                                  name=f"other ({len(first.class_names) - len(shown)} classes)", showlegend=True,
                                  hoverinfo="skip"))
     n_legend = len(legend) + (shown is not None)
-    note_text = "<br>".join(_esc(s) for s in notes)
+    note_text = "<br>".join(
+        f'<span style="color:{PROBLEM_NOTE_COLOR}">{_esc(s)}</span>' if note_is_problem(s) else _esc(s) for s in notes)
     note_ann = [dict(x=0, y=-0.04, xref="paper", yref="paper", xanchor="left", yanchor="top", showarrow=False,
-                     text=note_text, font=dict(size=11, color="#a33"))] if notes else []
+                     text=note_text, font=dict(size=11, color=INFO_NOTE_COLOR), name="notes")] if notes else []
     prefix = (_esc(title_prefix) + " · ") if title_prefix else ""
     buttons = []
     for i, a in enumerate(analyses):
@@ -365,245 +403,12 @@ def write_epoch_page(path, graphs: Mapping[str, FlowGraph], *, title_prefix: str
     """
     from pathlib import Path
 
-    from flowcallback.core.store import atomic_write, ensure_plotlyjs
+    from flowcallback.core._files import atomic_write, ensure_plotlyjs
 
     path = Path(path)
     ensure_plotlyjs(path.parent)
     atomic_write(path, page_html(graphs, title_prefix=title_prefix, notes=notes, top_classes=top_classes).encode("utf-8"))
     return str(path)
-
-
-# -- the run page ----------------------------------------------------------------------------------
-_RUN_PAGE = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>flowcallback · __TITLE__</title>
-<script src="plotly.min.js"></script>
-<style>
-body { font-family: Helvetica, Arial, sans-serif; margin: 16px; color: #222; }
-#controls { display: flex; gap: 14px; align-items: center; flex-wrap: wrap; margin: 8px 0; }
-#controls input[type=range] { width: 360px; }
-table { border-collapse: collapse; font-size: 13px; }
-td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
-.failed { color: #a33; }
-.row { display: flex; gap: 16px; flex-wrap: wrap; }
-</style></head>
-<body>
-<h2 id="title"></h2>
-<div id="controls">
-  <button id="play" type="button">&#9654; Play</button>
-  <label>Epoch <input id="epoch" type="range" min="0" max="0" step="1" value="0"> <b id="epoch-label"></b></label>
-  <span id="analysis-buttons"></span>
-  <span id="status" class="failed"></span>
-</div>
-<div id="sankey"></div>
-<div class="row"><div id="heatmap" style="flex: 2 1 600px"></div><div id="curves" style="flex: 1 1 380px"></div></div>
-<h3>Flows across epochs</h3>
-<p><small>How the samples move between one column's clusters from snapshot to snapshot (clusters keep their id
-while they persist). Flows are coloured by true class.</small></p>
-<div id="across-controls" class="row">
-  <label>Column <select id="across-column"></select></label>
-  <label>Class <select id="across-class"><option value="">all</option></select></label>
-  <label><input id="across-changed" type="checkbox"> changed only</label>
-</div>
-<div id="across"></div>
-<h3>Confusion over training</h3>
-<div class="row"><div id="confusion" style="flex: 1 1 480px"></div><div id="scores" style="flex: 1 1 480px"></div></div>
-<h3>Class recognition profile <small id="profile-epoch"></small></h3>
-<p><small>First layer from which a class's samples sit, at least 80 % of them, in clusters where the class is a strict majority,
-and stay so to the last layer; "unstable" when that is lost again downstream.</small></p>
-<table id="profiles"><thead><tr><th>class</th><th>status</th></tr></thead><tbody></tbody></table>
-<script id="run-data" type="application/json">__DATA__</script>
-<script>
-(function () {
-  "use strict";
-  var data = JSON.parse(document.getElementById("run-data").textContent);
-  var epochs = data.epochs, analyses = data.analyses;
-  var state = { i: epochs.length - 1, analysis: analyses[0], timer: null };
-  var acrossShown = null;  // the analysis the flows across epochs are drawn for
-  var slider = document.getElementById("epoch");
-  slider.max = String(epochs.length - 1);
-  slider.value = String(state.i);
-  document.getElementById("title").textContent = data.title;
-  var buttons = document.getElementById("analysis-buttons");
-  analyses.forEach(function (a) {
-    var b = document.createElement("button");
-    b.type = "button"; b.textContent = data.labels[a] || a; b.dataset.analysis = a;
-    b.addEventListener("click", function () { state.analysis = a; draw(); });
-    buttons.appendChild(b);
-  });
-  function draw() {
-    var e = epochs[state.i];
-    document.getElementById("epoch-label").textContent = String(e);
-    var fig = (data.figures[String(e)] || {})[state.analysis];
-    var status = document.getElementById("status");
-    status.textContent = data.failed[String(e)] ? "snapshot failed: " + data.failed[String(e)]
-      : data.partial[String(e)] ? "part of this snapshot failed (see the notes under the diagram): " + data.partial[String(e)]
-      : (fig ? "" : "no " + state.analysis + " graph for this epoch");
-    Array.prototype.forEach.call(buttons.children, function (b) { b.style.fontWeight = b.dataset.analysis === state.analysis ? "bold" : "normal"; });
-    if (fig) { Plotly.react("sankey", fig.data, fig.layout, {responsive: true, displaylogo: false}); }
-    else { Plotly.purge("sankey"); }
-    var tbody = document.querySelector("#profiles tbody");
-    while (tbody.firstChild) { tbody.removeChild(tbody.firstChild); }
-    ((data.profiles[String(e)] || {})[state.analysis] || []).forEach(function (row) {
-      var tr = document.createElement("tr");
-      [row[0], row[1]].forEach(function (v) { var td = document.createElement("td"); td.textContent = v; tr.appendChild(td); });
-      tbody.appendChild(tr);
-    });
-    document.getElementById("profile-epoch").textContent = "(epoch " + e + ", " + (data.labels[state.analysis] || state.analysis) + ")";
-    var hm = data.heatmaps[state.analysis];
-    if (acrossShown !== state.analysis) { acrossShown = state.analysis; fillColumns(); drawAcross(); }
-    if (hm) {
-      // a frame around the shown epoch's column
-      var k = hm.data[0].x.indexOf(String(e));
-      var layout = Object.assign({}, hm.layout, {shapes: k < 0 ? [] : [{type: "rect", xref: "x", yref: "paper",
-        x0: k - 0.5, x1: k + 0.5, y0: 0, y1: 1, line: {color: "#d62728", width: 3}, name: "current-epoch"}]});
-      Plotly.react("heatmap", hm.data, layout, {responsive: true, displaylogo: false});
-    }
-  }
-  slider.addEventListener("input", function () { state.i = parseInt(slider.value, 10); draw(); });
-  document.getElementById("play").addEventListener("click", function () {
-    if (state.timer) { clearInterval(state.timer); state.timer = null; this.textContent = "\u25B6 Play"; return; }
-    this.textContent = "\u25A0 Stop";
-    state.timer = setInterval(function () {
-      state.i = (state.i + 1) % epochs.length; slider.value = String(state.i); draw();
-    }, 1500);
-  });
-  Plotly.newPlot("curves", data.curves.data, data.curves.layout, {responsive: true, displaylogo: false});
-
-  // -- flows across epochs ------------------------------------------------------------------------
-  var colSelect = document.getElementById("across-column");
-  var classSelect = document.getElementById("across-class");
-  var changedBox = document.getElementById("across-changed");
-  data.class_names.forEach(function (name, c) {
-    var o = document.createElement("option"); o.value = String(c); o.textContent = name; classSelect.appendChild(o);
-  });
-  function fillColumns() {
-    var current = colSelect.value;
-    while (colSelect.firstChild) { colSelect.removeChild(colSelect.firstChild); }
-    Object.keys(data.across[state.analysis] || {}).forEach(function (name) {
-      var o = document.createElement("option"); o.value = name; o.textContent = name; colSelect.appendChild(o);
-    });
-    var names = Array.prototype.map.call(colSelect.options, function (o) { return o.value; });
-    colSelect.value = names.indexOf(current) >= 0 ? current : (names.indexOf("Prediction") >= 0 ? "Prediction" : names[0] || "");
-  }
-  function rgba(hex, alpha) {
-    var v = parseInt(hex.slice(1), 16);
-    return "rgba(" + ((v >> 16) & 255) + "," + ((v >> 8) & 255) + "," + (v & 255) + "," + alpha + ")";
-  }
-  // Vertical centres for the nodes of each epoch column, stacked by size: Plotly ignores x without
-  // y, and would move a node without outgoing flows to the last column.
-  function acrossY(xs, src, dst, val, rank) {
-    var size = xs.map(function () { return 0; }), inn = size.slice(), out = size.slice();
-    src.forEach(function (s, k) { out[s] += val[k]; inn[dst[k]] += val[k]; });
-    size = size.map(function (_, i) { return Math.max(inn[i], out[i]); });
-    var ys = size.slice(), columns = {};
-    xs.forEach(function (x, i) { (columns[x] = columns[x] || []).push(i); });
-    Object.keys(columns).forEach(function (x) {
-      var ids = columns[x].sort(function (a, b) { return rank[a] - rank[b]; }), total = 0, gap = 0.02, at = 0.01;
-      ids.forEach(function (i) { total += size[i]; });
-      var scale = total ? (0.98 - gap * (ids.length - 1)) / total : 0;
-      ids.forEach(function (i) { var h = size[i] * scale; ys[i] = Math.min(0.99, Math.max(0.01, at + h / 2)); at += h + gap; });
-    });
-    return ys;
-  }
-  function drawAcross() {
-    var rows = (data.across[state.analysis] || {})[colSelect.value];
-    if (!rows) { Plotly.purge("across"); return; }
-    var cls = classSelect.value === "" ? null : parseInt(classSelect.value, 10);
-    var changedOnly = changedBox.checked;
-    var ep = [], index = {}, labels = [], customNodes = [], clusterOf = [], xs = [], src = [], dst = [], val = [], col = [], hover = [];
-    rows.forEach(function (r) { if (ep.indexOf(r[0]) < 0) { ep.push(r[0]); } if (ep.indexOf(r[1]) < 0) { ep.push(r[1]); } });
-    ep.sort(function (a, b) { return a - b; });
-    function node(e, c) {
-      var key = e + ":" + c;
-      if (!(key in index)) {
-        index[key] = labels.length;
-        labels.push(colSelect.value === "Prediction" ? "predicted " + data.class_names[c] : "cluster " + c);
-        customNodes.push("epoch " + e);
-        clusterOf.push(c);  // each column in cluster order (class order for Prediction)
-        xs.push(ep.length > 1 ? 0.01 + 0.98 * ep.indexOf(e) / (ep.length - 1) : 0.5);
-      }
-      return index[key];
-    }
-    rows.forEach(function (r) {
-      if ((cls !== null && r[4] !== cls) || (changedOnly && !r[6])) { return; }
-      src.push(node(r[0], r[2])); dst.push(node(r[1], r[3])); val.push(r[5]);
-      col.push(data.shown_classes && data.shown_classes.indexOf(r[4]) < 0 ? rgba(data.other_color, 0.35) : rgba(data.colors[r[4]], 0.5));
-      hover.push(data.class_names[r[4]] + ": " + r[5] + " sample(s), cluster " + r[2] + " at epoch " + r[0] +
-                 " to cluster " + r[3] + " at epoch " + r[1] + "<br>samples " + r[7].join(", ") + (r[5] > r[7].length ? ", ..." : ""));
-    });
-    var ys = acrossY(xs, src, dst, val, clusterOf);
-    var trace = {type: "sankey", arrangement: "snap", node: {label: labels, x: xs, y: ys, pad: 6, thickness: 12,
-                 color: "#888", customdata: customNodes,
-                 hovertemplate: "%{customdata} · %{label}<br>%{value} sample(s)<extra></extra>"},
-                 link: {source: src, target: dst, value: val, color: col, customdata: hover,
-                        hovertemplate: "%{customdata}<extra></extra>"}};
-    var layout = {title: {text: colSelect.value + " across epochs (" + (data.labels[state.analysis] || state.analysis) + ")" +
-                  (cls !== null ? " · class " + data.class_names[cls] : "") + (changedOnly ? " · changed only" : "")},
-                  height: 460, margin: {l: 20, r: 20, t: 50, b: 30},
-                  annotations: ep.map(function (e, k) { return {x: ep.length > 1 ? k / (ep.length - 1) : 0.5, y: 1.04,
-                    xref: "paper", yref: "paper", showarrow: false, text: "epoch " + e}; })};
-    Plotly.react("across", [trace], layout, {responsive: true, displaylogo: false});
-  }
-  [colSelect, classSelect, changedBox].forEach(function (el) { el.addEventListener("change", drawAcross); });
-
-  // -- confusion over training ----------------------------------------------------------------------
-  var tr = data.training;
-  if (tr && tr.epochs) {
-    var cellTraces = tr.cells.map(function (c) {
-      return {type: "scatter", mode: "lines+markers", x: tr.epochs, y: c.counts, line: {color: data.colors[c.true]},
-              name: data.class_names[c.true] + " → " + data.class_names[c.predicted],
-              hovertemplate: data.class_names[c.true] + " taken for " + data.class_names[c.predicted] + ": %{y} at epoch %{x}<extra></extra>"};
-    });
-    Plotly.newPlot("confusion", cellTraces, {title: {text: "Confusions over training (true → predicted, samples)"},
-      xaxis: {title: {text: "epoch"}, dtick: 1}, yaxis: {title: {text: "samples"}, rangemode: "tozero"}, height: 380,
-      margin: {l: 60, r: 20, t: 50, b: 50}}, {responsive: true, displaylogo: false});
-    var scoreTraces = [];
-    Object.keys(tr.recall).filter(function (c) {
-      return !data.shown_classes || data.shown_classes.indexOf(parseInt(c, 10)) >= 0;
-    }).forEach(function (c) {
-      scoreTraces.push({type: "scatter", mode: "lines", x: tr.epochs, y: tr.recall[c], line: {color: data.colors[c]},
-                        name: data.class_names[c] + " recall", legendgroup: c});
-      scoreTraces.push({type: "scatter", mode: "lines", x: tr.epochs, y: tr.precision[c], line: {color: data.colors[c], dash: "dot"},
-                        name: data.class_names[c] + " precision", legendgroup: c, showlegend: false});
-    });
-    Plotly.newPlot("scores", scoreTraces, {title: {text: "Recall (solid) and precision (dotted) per class"},
-      xaxis: {title: {text: "epoch"}, dtick: 1}, yaxis: {range: [0, 1.02]}, height: 380,
-      margin: {l: 50, r: 20, t: 50, b: 50}}, {responsive: true, displaylogo: false});
-  }
-
-  draw();
-})();
-</script>
-</body></html>
-"""
-
-
-def _json_for_script(obj) -> str:
-    """JSON safe to embed in a <script> element (no '</' or '<!--' can close or hide it)."""
-    import json
-
-    import plotly.utils
-
-    text = json.dumps(obj, cls=plotly.utils.PlotlyJSONEncoder, allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _run_page_parts(g, model_name: str) -> dict:
-    """What the run page shows of one epoch's graph: its figure, class profile, metric rows, accuracy and loss."""
-    from flowcallback.core.metrics import class_profiles, layer_metrics
-
-    fig = figure({g.analysis: g}, title_prefix=model_name, notes=g.notes)
-    fig.update_layout(updatemenus=[])
-    return {
-        # kept as the page's JSON text: a few times smaller than the nested dicts, and not
-        # serialised again at every snapshot
-        "figure": _json_for_script(fig.to_plotly_json()),
-        "profile": [[r.class_name, r.status] for r in class_profiles(g).itertuples()],  # shown with textContent
-        "metrics": layer_metrics([g]),
-        "accuracy": g.metrics.get("accuracy"),
-        "loss": g.metrics.get("loss"),
-        "graph": g,  # for the views across epochs (immutable; its arrays are read-only)
-    }
 
 
 def epoch_flows_figure(table, class_names: Sequence[str], column: str, *, true_class: Optional[int] = None,
@@ -698,6 +503,8 @@ def confusion_figure(graphs, *, min_share: float = 0.02, max_cells: int = 12):
     """
     import plotly.graph_objects as go
 
+    from flowcallback.core.runpage import _confusion_over_training
+
     data = _confusion_over_training(graphs, min_share=min_share, max_cells=max_cells)
     names = graphs[0].class_names
     colors = class_colors(len(names))
@@ -712,6 +519,8 @@ def confusion_figure(graphs, *, min_share: float = 0.02, max_cells: int = 12):
 def class_scores_figure(graphs):
     """Each class's recall (solid) and precision (dotted) over the epochs, as a Plotly figure."""
     import plotly.graph_objects as go
+
+    from flowcallback.core.runpage import _confusion_over_training
 
     data = _confusion_over_training(graphs)
     names = graphs[0].class_names
@@ -728,184 +537,18 @@ def class_scores_figure(graphs):
     return fig
 
 
-def _epoch_flow_rows(graphs) -> dict:
-    """``{column: rows}`` of :func:`flowcallback.core.history.epoch_flows` for the run page's JavaScript.
-
-    Each row is ``[source epoch, target epoch, source cluster, target cluster, class, count,
-    changed, first samples]``; a column is followed over the epochs that have it (a layer left
-    out of a failed epoch is skipped there).
-    """
-    from flowcallback.core.history import epoch_flows
-
-    out = {}
-    # only the epochs taken on the last epoch's held-out set can be followed sample by sample
-    graphs = [g for g in graphs if g.n_samples == graphs[-1].n_samples and np.array_equal(g.labels, graphs[-1].labels)]
-    if len(graphs) < 2:
-        return out
-    names = [c.name for c in graphs[-1].columns if c.kind in ("layer", "prediction")]
-    for name in names:
-        having = [g for g in graphs if name in g.column_names]
-        if len(having) < 2:
-            continue
-        df = epoch_flows(having, name, max_samples=5)
-        out[name] = [[int(r.source_epoch), int(r.target_epoch), int(r.source_cluster), int(r.target_cluster),
-                      int(r.true_class), int(r.count), bool(r.changed), list(r.first_samples)] for r in df.itertuples()]
-    return out
-
-
-def _confusion_over_training(graphs, *, min_share: float = 0.02, max_cells: int = 12) -> dict:
-    """Per-class precision and recall over the epochs, and the confusion cells that matter.
-
-    A cell (true, predicted), off the diagonal, is kept when it holds at least 2 % of its class's
-    samples at some epoch (at most the 12 largest), so that the chart shows the confusions that
-    rise and fall instead of every one-sample mistake.
-    """
-    from flowcallback.core.history import class_scores, confusion
-
-    if not graphs:
-        return {}
-    table = confusion(graphs)
-    scores = class_scores(graphs)
-    epochs = sorted(set(table.epoch))
-    # each cell's share of its class's samples at that epoch (held-out sets may differ across epochs)
-    table = table.assign(share=table["count"] / table.groupby(["epoch", "true"])["count"].transform("sum").clip(lower=1))
-    off = table[table.true != table.predicted]
-    share = off.groupby(["true", "predicted"])["share"].max()
-    keep = share[share >= min_share].sort_values(ascending=False, kind="stable").index[:max_cells]
-    cells = []
-    for t, p in keep:
-        counts = off[(off.true == t) & (off.predicted == p)].sort_values("epoch")["count"].tolist()
-        cells.append({"true": int(t), "predicted": int(p), "counts": [int(c) for c in counts]})
-
-    def series(column):
-        return {int(c): [None if v != v else round(float(v), 4) for v in part.sort_values("epoch")[column]]
-                for c, part in scores.groupby("class")}
-
-    return {"epochs": [int(e) for e in epochs], "cells": cells, "precision": series("precision"),
-            "recall": series("recall")}
-
-
+# -- the run page moved to flowcallback.core.runpage -----------------------------------------------
 def run_page_html(run, cache: Optional[dict] = None) -> str:
-    """The run page: epoch slider and play button, analysis switch, NMI heatmap, curves, profiles.
+    """Deprecated: :func:`flowcallback.core.runpage.run_page_html` draws the run page from data in
+    memory; this reads a loaded :class:`~flowcallback.core.store.Run` first."""
+    from flowcallback.core.runpage import run_page_html_for
 
-    Parameters
-    ----------
-    run : flowcallback.core.store.Run
-    cache : dict, optional
-        Keeps what the page shows of each ``(epoch, analysis)`` between calls, so that a caller
-        rewriting the page after every snapshot (the callback) builds each epoch's part once
-        instead of reloading and redrawing every earlier epoch each time. The caller owns it and
-        must drop the entries of an epoch it rewrites. Without it every epoch is loaded and drawn.
-
-    Returns
-    -------
-    str
-        The page's HTML.
-    """
-    import pandas as pd
-    import plotly.graph_objects as go
-
-    from flowcallback.core.metrics import METRIC_COLUMNS
-
-    cache = {} if cache is None else cache
-    epochs = run.epochs
-    analyses = list(run.info.get("analyses", ["activations"]))
-    figures, profiles, metric_rows, acc, loss = {}, {}, [], [], []
-    model_name = run.info["model"]["name"]
-    for e in epochs:
-        figures[str(e)] = {}
-        profiles[str(e)] = {}
-        for i, a in enumerate(run.analyses(e)):
-            if (e, a) not in cache:
-                cache[(e, a)] = _run_page_parts(run.epoch(e, a), model_name)
-            part = cache[(e, a)]
-            figures[str(e)][a] = part["figure"]
-            profiles[str(e)][a] = part["profile"]
-            metric_rows.append(part["metrics"])
-            if i == 0:
-                acc.append(part["accuracy"])
-                loss.append(part["loss"])
-    metric_rows = [m for m in metric_rows if not m.empty]
-    metrics = pd.concat(metric_rows, ignore_index=True) if metric_rows else pd.DataFrame(columns=METRIC_COLUMNS)
-    heatmaps = {}
-    for a in analyses:
-        m = metrics[metrics["analysis"] == a]
-        if m.empty:
-            continue
-        layers = [layer["name"] for layer in run.info["layers"]]
-        z, hover = [], []
-        for name in layers:
-            row, hrow = [], []
-            for e in epochs:
-                r = m[(m["epoch"] == e) & (m["column"] == name)]
-                if r.empty:
-                    row.append(None)
-                    hrow.append("")
-                else:
-                    r = r.iloc[0]
-                    row.append(round(float(r.nmi_classes), 4))
-                    hrow.append(f"{_esc(name)} · epoch {e}<br>NMI {r.nmi_classes:.3f}<br>purity {r.purity:.3f}<br>"
-                                f"{int(r.n_clusters)} clusters<br>ARI vs predictions {r.ari_predictions:.3f}")
-            z.append(row)
-            hover.append(hrow)
-        hm = go.Figure(go.Heatmap(z=z, x=[str(e) for e in epochs], y=[_esc(name) for name in layers], text=hover,
-                                  hovertemplate="%{text}<extra></extra>", colorscale="Viridis", zmin=0, zmax=1,
-                                  colorbar=dict(title="NMI")))
-        hm.update_layout(title="Separation of the classes (NMI of clusters vs true classes), layer × epoch",
-                         xaxis=dict(title="epoch", type="category"), yaxis=dict(autorange="reversed"),
-                         height=max(300, 40 * len(layers) + 120), margin=dict(l=120, r=20, t=60, b=50))
-        heatmaps[a] = hm.to_plotly_json()
-    curves = go.Figure([
-        go.Scatter(x=epochs, y=acc, name="accuracy", mode="lines+markers"),
-        go.Scatter(x=epochs, y=loss, name="loss", mode="lines+markers", yaxis="y2"),
-    ])
-    curves.update_layout(title="Held-out accuracy and loss", xaxis=dict(title="epoch", dtick=1),
-                         yaxis=dict(title="accuracy", range=[0, 1]),
-                         # own ticks for the loss (synchronised ones fall on values such as 2.464, 1.985)
-                         yaxis2=dict(title="loss", overlaying="y", side="right", rangemode="tozero", tickmode="auto",
-                                     nticks=6, tickformat=".2~f", showgrid=False),
-                         height=340, margin=dict(l=60, r=60, t=60, b=50), legend=dict(orientation="h"))
-    graphs_by_analysis = {a: [cache[(e, a)]["graph"] for e in epochs if (e, a) in cache] for a in analyses}
-    across = {a: _epoch_flow_rows(gs) for a, gs in graphs_by_analysis.items() if gs}
-    training = _confusion_over_training(graphs_by_analysis.get(analyses[0], []))
-    errors = run.errors()
-    written = set(epochs)
-    epochs = sorted(written | set(errors))  # failed epochs stay on the slider, marked as failed
-
-    def last_line(text):
-        return text.strip().splitlines()[-1][:300] if text.strip() else "error"
-
-    data = {
-        "title": f"{run.info['model']['name']} · {len(epochs)} snapshot(s)",
-        "epochs": epochs, "analyses": analyses, "labels": ANALYSIS_LABELS,
-        "heatmaps": heatmaps, "curves": curves.to_plotly_json(), "profiles": profiles,
-        "across": across, "training": training, "class_names": list(run.class_names),
-        "colors": class_colors(len(run.class_names)), "other_color": OTHER_COLOR,
-        # above AUTO_TOP_CLASSES classes, the largest are coloured and the rest drawn as "other"
-        "shown_classes": top_classes(graphs_by_analysis[analyses[0]][-1]) if graphs_by_analysis.get(analyses[0]) else None,
-        # no graph at all: the snapshot failed; a graph and an error: a part failed (LRP, a layer)
-        "failed": {str(e): last_line(t) for e, t in errors.items() if e not in written},
-        "partial": {str(e): last_line(t) for e, t in errors.items() if e in written},
-    }
-    title = html.escape(str(run.info["model"]["name"]))
-    # the figures are already JSON text (see _run_page_parts): added as the object's last member
-    figures_json = "{" + ", ".join(
-        f"{_json_for_script(e)}: {{" + ", ".join(f"{_json_for_script(a)}: {fig}" for a, fig in by_analysis.items()) + "}"
-        for e, by_analysis in figures.items()
-    ) + "}"
-    text = _json_for_script(data)[:-1] + ', "figures": ' + figures_json + "}"
-    return _RUN_PAGE.replace("__TITLE__", title).replace("__DATA__", text)
+    return run_page_html_for(run, cache)
 
 
 def write_run_page(run, cache: Optional[dict] = None) -> str:
-    """Write ``index.html`` into the run directory (atomically), with the plotly package's own
-    ``plotly.min.js`` beside it (see :func:`write_epoch_page`).
+    """Deprecated: :func:`flowcallback.core.runpage.write_run_page` writes the run page from data in
+    memory; this reads a loaded :class:`~flowcallback.core.store.Run` first. Returns the page's path."""
+    from flowcallback.core.runpage import write_run_page_for
 
-    ``cache`` is passed to :func:`run_page_html`. Returns the page's path.
-    """
-    from flowcallback.core.store import atomic_write, ensure_plotlyjs
-
-    ensure_plotlyjs(run.path)
-    path = run.path / "index.html"
-    atomic_write(path, run_page_html(run, cache).encode("utf-8"))
-    return str(path)
+    return str(write_run_page_for(run, cache))

@@ -106,7 +106,7 @@ def test_run_api_reads_the_views_from_disk(tmp_path):
 
 
 def test_run_page_keeps_the_confusions_that_matter():
-    from flowcallback.core.render import _confusion_over_training
+    from flowcallback.core.runpage import _confusion_over_training
 
     # 100 samples of class 0: 10 taken for class 1 at epoch 1 then none; 1 taken for class 2 (1 %) at both
     y = np.zeros(100, dtype=int)

@@ -71,51 +71,39 @@ def test_class_colors_are_distinct():
         assert len(c) == n and len(set(c)) == n
 
 
-def _run_dir(tmp_path, epochs, *, seed=0):
-    from flowcallback.core import store
+def test_information_notes_are_grey_and_problems_red():
+    """How LRP is computed is information, not an error: only what failed is drawn in red."""
+    info = ("LRP relevance (lrp.epsilon) is computed by native for each sample's predicted class, so the LRP flows "
+            "sort by prediction from the first layer on: not a sign that early layers separate the classes")
+    problems = ["LRP failed for this epoch: the worker died", "Activations: layer l2 left out of this epoch (boom)",
+                "LRP stopped: the LRP worker died and could not be restarted (x)",
+                "LRP skipped for the whole model, activation flows only: a Lambda layer"]
+    others = ["Branching model (branches split at the input; join at add (Add)). Columns follow ...",
+              "loss not shown: the model was compiled without a loss"]
+    assert not render.note_is_problem(info) and not any(render.note_is_problem(n) for n in others)
+    assert all(render.note_is_problem(n) for n in problems)
+    fig = render.figure({"lrp": graph(analysis="lrp")}, notes=[info, problems[0]])
+    (ann,) = [a for a in fig.layout.annotations if a.name == "notes"]
+    assert ann.font.color == render.INFO_NOTE_COLOR != render.PROBLEM_NOTE_COLOR
+    lines = ann.text.split("<br>")
+    assert lines[0].startswith("LRP relevance") and render.PROBLEM_NOTE_COLOR not in lines[0]
+    red = render.PROBLEM_NOTE_COLOR
+    assert lines[1] == f'<span style="color:{red}">LRP failed for this epoch: the worker died</span>'
 
-    info = {"flowcallback_version": "0", "model": {"name": "m", "fingerprint": "f"}, "class_names": ["a", "b", "c"],
-            "analyses": ["activations", "lrp"], "layers": [{"name": "l1", "type": "Dense"}, {"name": "l2", "type": "Dense"}],
-            "config": {}}
-    store.write_run_info(tmp_path, info)
-    rng = np.random.default_rng(seed)
-    y = np.arange(60) % 3
-    for e in epochs:
-        graphs = {}
-        for a in ("activations", "lrp"):
-            cols = [(n, "Dense", rng.integers(0, 2 + e, 60)) for n in ("l1", "l2")]
-            graphs[a] = flows.build_flow_graph(cols, y, rng.integers(0, 3, 60), epoch=e, analysis=a,
-                                               metrics={"accuracy": float(rng.random()), "loss": float(rng.random())})
-        store.save_epoch(tmp_path, graphs)
 
-
-def test_run_page_with_a_cache_equals_the_page_built_from_scratch(tmp_path):
-    """The callback keeps each epoch's part of the run page between snapshots: same page, every epoch drawn once."""
-    import json
-    import re
-
-    from flowcallback.core import store
-
-    cache = {}
-    for e in range(4):
-        _run_dir(tmp_path, [e], seed=e)
-        run = store.load_run(tmp_path)
-        cached = render.run_page_html(run, cache)
-        assert cached == render.run_page_html(store.load_run(tmp_path))
-        assert sorted(cache) == [(i, a) for i in range(e + 1) for a in ("activations", "lrp")]
-        # the page's data is valid JSON, and holds every epoch's figure of every analysis
-        data = json.loads(re.search(r'<script id="run-data" type="application/json">(.*?)</script>', cached, re.S).group(1))
-        assert sorted(data["figures"]) == [str(i) for i in range(e + 1)] and data["epochs"] == list(range(e + 1))
-        for i in range(e + 1):
-            for a in ("activations", "lrp"):
-                sankey = data["figures"][str(i)][a]["data"][0]
-                g = run.epoch(i, a)
-                assert sankey["type"] == "sankey" and len(sankey["node"]["label"]) == sum(len(c.order) for c in g.columns)
-    # an epoch written again (a resumed run) is shown anew once its entries are dropped
-    _run_dir(tmp_path, [2], seed=99)
-    stale = render.run_page_html(store.load_run(tmp_path), cache)
-    fresh = render.run_page_html(store.load_run(tmp_path))
-    assert stale != fresh
-    for key in [k for k in cache if k[0] == 2]:
-        del cache[key]
-    assert render.run_page_html(store.load_run(tmp_path), cache) == fresh
+def test_trace_customdata_names_each_links_class_and_each_nodes_colour():
+    """The run page's class filter recolours the Sankey from its customdata."""
+    names = [f"c{i}" for i in range(30)]
+    g = graph(class_names=names, n=300)
+    shown = render.top_classes(g)
+    tr = render.sankey_trace(g, shown=shown)
+    index = render._node_indices(g)
+    assert len(index) == len(tr.node.x) and sorted(index.values()) == list(range(len(index)))
+    classes = [c[3] for c in tr.link.customdata]
+    assert set(classes) - {-1} <= set(shown) and -1 in classes
+    assert all(c[0].startswith("other (") for c in tr.link.customdata if c[3] == -1)
+    for (j, cid), k in index.items():
+        custom = tr.node.customdata[k]
+        assert custom[1] == cid and custom[6] == int(g.columns[j].kind != "layer")
+        if custom[6]:
+            assert custom[4] == cid and custom[5] == 1.0

@@ -226,7 +226,7 @@ def test_notes_round_trip(tmp_path):
 # -- file modes follow the umask -------------------------------------------------------------------------
 @pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
 def test_files_and_directories_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
-    from flowcallback.core import render
+    from flowcallback.core import render, runpage
 
     d = tmp_path / "run"
     previous = os.umask(umask)
@@ -235,7 +235,7 @@ def test_files_and_directories_follow_the_umask(tmp_path, umask, file_mode, dir_
         store.save_epoch(d, {"activations": make_graph(0, 3)})
         store.save_epoch(d, {"activations": make_graph(1, 3)})  # replacing an epoch
         render.write_epoch_page(d / store.epoch_page_name(3), {"activations": make_graph(1, 3)})
-        render.write_run_page(store.load_run(d))
+        runpage.write_run_page_for(store.load_run(d))
         store.atomic_write(d / "errors" / "epoch_003.txt", b"Traceback")
     finally:
         os.umask(previous)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from flowcallback.cli import main
-from flowcallback.core import flows, render, store
+from flowcallback.core import flows, render, runpage, store
 from flowcallback.exceptions import RunFormatError
 
 RUN_INFO = {
@@ -119,7 +119,7 @@ def test_every_page_write_puts_the_package_plotlyjs_in_place(run_dir, write, tal
     if write == "epoch page":
         render.write_epoch_page(run_dir / "epoch_003.html", {"activations": make_graph(3)})
     else:
-        render.write_run_page(store.load_run(run_dir))
+        runpage.write_run_page_for(store.load_run(run_dir))
     assert path.read_bytes() == package_plotlyjs()
 
 

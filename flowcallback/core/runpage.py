@@ -1,0 +1,372 @@
+"""The run page, ``index.html``: every snapshot of a run on one page.
+
+An epoch slider and play button over the Sankey diagrams (the figures of
+:mod:`flowcallback.core.render`), the Activations / LRP switch, a class filter, the layer × epoch
+NMI heatmap, held-out accuracy and loss, the flows of one column across epochs, the confusions over
+training and each class's recognition profile.
+
+The page is drawn from plain data held in memory (:func:`run_page_html`, :func:`write_run_page`):
+the run's description (``run.json``), each epoch's graphs and the errors recorded, so that a writer
+that has just saved a snapshot never reads the run back. :func:`write_run_page_for` draws it for a
+run directory loaded with :func:`flowcallback.core.store.load_run` (``flowcallback report``).
+
+Its HTML, CSS and JavaScript are package data, ``flowcallback/templates/run_page.{html,css,js}``,
+read with :mod:`importlib.resources` and inlined: the page written is one self-contained file that
+loads only ``plotly.min.js`` from its own directory, with no network request. The run's data is
+one JSON element that the script reads; names reach the page as JSON text and are shown with
+``textContent`` or HTML-escaped for Plotly, never run as HTML.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Union
+
+import numpy as np
+
+from flowcallback.core._files import atomic_write, ensure_plotlyjs
+from flowcallback.core.flows import FlowGraph
+from flowcallback.core.render import (
+    ANALYSIS_LABELS,
+    AUTO_TOP_CLASSES,
+    OTHER_COLOR,
+    _esc,
+    _flow_samples,
+    _node_indices,
+    class_colors,
+    figure,
+    top_classes,
+)
+
+__all__ = ["run_page_html", "write_run_page", "write_run_page_for", "run_page_html_for", "run_graphs", "TEMPLATE_FILES"]
+
+PathLike = Union[str, os.PathLike]
+
+#: The run page's template files, package data under ``flowcallback/templates``.
+TEMPLATE_FILES = ("run_page.html", "run_page.css", "run_page.js")
+_PLACEHOLDER = re.compile(r"__(TITLE|DATA|STYLE|SCRIPT)__")
+
+
+@cache
+def _template(name: str) -> str:
+    """The text of one template file, found with :mod:`importlib.resources` (works from a wheel or a zip)."""
+    from importlib.resources import files
+
+    if name not in TEMPLATE_FILES:
+        raise ValueError(f"no run page template {name!r}; the templates are {TEMPLATE_FILES}")
+    return files("flowcallback").joinpath("templates").joinpath(name).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def _page_template() -> str:
+    """The HTML template with its style sheet and script inlined (the data and title still to fill in)."""
+    style, script = _template("run_page.css"), _template("run_page.js")
+    # inlined as they are: neither may close its element early
+    if "</style" in style.lower() or "</script" in script.lower() or "<!--" in script:
+        raise ValueError("the run page's style sheet or script holds text that would close its element")
+    parts = {"STYLE": style, "SCRIPT": script}
+    return _PLACEHOLDER.sub(lambda m: parts.get(m.group(1), m.group(0)), _template("run_page.html"))
+
+
+def _json_for_script(obj) -> str:
+    """JSON safe to embed in a <script> element (no '</' or '<!--' can close or hide it)."""
+    import plotly.utils
+
+    text = json.dumps(obj, cls=plotly.utils.PlotlyJSONEncoder, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _other_flow_rows(graph: FlowGraph, shown: Optional[List[int]], max_samples: int = 5) -> list:
+    """The flows of the classes that the Sankey merges into "other", one row per class.
+
+    Each row is ``[source node, target node, class, count, first samples]`` with the node indices
+    of :func:`flowcallback.core.render.sankey_trace`: the page's class filter gives a matching class
+    among them its own flows back. Empty when every class is drawn on its own.
+    """
+    if shown is None:
+        return []
+    keep = set(shown)
+    index = _node_indices(graph)
+    rows = []
+    flows = graph.flows
+    for j in range(len(graph.columns) - 1):
+        part = flows[(flows["source_column"] == j) & ~flows["true_class"].isin(keep)]
+        if part.empty:
+            continue
+        samples = _flow_samples(graph, j, max_samples)
+        columns = part[["source_cluster", "target_cluster", "true_class", "count"]]
+        for sc, tc, cls, cnt in columns.itertuples(index=False):
+            rows.append([index[(j, int(sc))], index[(j + 1, int(tc))], int(cls), int(cnt),
+                         samples.get((int(sc), int(tc), int(cls)), [])])
+    return rows
+
+
+def _run_page_parts(g: FlowGraph, model_name: str) -> dict:
+    """What the run page shows of one epoch's graph: its figure, class profile, metric rows, accuracy and loss."""
+    from flowcallback.core.metrics import class_profiles, layer_metrics
+
+    fig = figure({g.analysis: g}, title_prefix=model_name, notes=g.notes)
+    fig.update_layout(updatemenus=[])
+    return {
+        # kept as the page's JSON text: a few times smaller than the nested dicts, and not
+        # serialised again at every snapshot
+        "figure": _json_for_script(fig.to_plotly_json()),
+        "other_flows": _json_for_script(_other_flow_rows(g, top_classes(g))),
+        "profile": [[r.class_name, r.status] for r in class_profiles(g).itertuples()],  # shown with textContent
+        "metrics": layer_metrics([g]),
+        "accuracy": g.metrics.get("accuracy"),
+        "loss": g.metrics.get("loss"),
+        "graph": g,  # for the views across epochs (immutable; its arrays are read-only)
+        "model_name": model_name,
+    }
+
+
+def _same_graph(a: FlowGraph, b: FlowGraph) -> bool:
+    """Whether two graphs hold the same snapshot (the same object, or equal contents)."""
+    if a is b:
+        return True
+    return (a.epoch == b.epoch and a.analysis == b.analysis and a.columns == b.columns
+            and a.class_names == b.class_names and a.notes == b.notes and dict(a.metrics) == dict(b.metrics)
+            and np.array_equal(a.assignments, b.assignments) and np.array_equal(a.labels, b.labels)
+            and np.array_equal(a.predictions, b.predictions))
+
+
+def _epoch_flow_rows(graphs) -> dict:
+    """``{column: rows}`` of :func:`flowcallback.core.history.epoch_flows` for the run page's JavaScript.
+
+    Each row is ``[source epoch, target epoch, source cluster, target cluster, class, count,
+    changed, first samples]``; a column is followed over the epochs that have it (a layer left
+    out of a failed epoch is skipped there).
+    """
+    from flowcallback.core.history import epoch_flows
+
+    out = {}
+    # only the epochs taken on the last epoch's held-out set can be followed sample by sample
+    graphs = [g for g in graphs if g.n_samples == graphs[-1].n_samples and np.array_equal(g.labels, graphs[-1].labels)]
+    if len(graphs) < 2:
+        return out
+    names = [c.name for c in graphs[-1].columns if c.kind in ("layer", "prediction")]
+    for name in names:
+        having = [g for g in graphs if name in g.column_names]
+        if len(having) < 2:
+            continue
+        df = epoch_flows(having, name, max_samples=5)
+        out[name] = [[int(r.source_epoch), int(r.target_epoch), int(r.source_cluster), int(r.target_cluster),
+                      int(r.true_class), int(r.count), bool(r.changed), list(r.first_samples)] for r in df.itertuples()]
+    return out
+
+
+def _confusion_over_training(graphs, *, min_share: float = 0.02, max_cells: int = 12) -> dict:
+    """Per-class precision and recall over the epochs, and the confusion cells that matter.
+
+    A cell (true, predicted), off the diagonal, is kept when it holds at least 2 % of its class's
+    samples at some epoch (at most the 12 largest), so that the chart shows the confusions that
+    rise and fall instead of every one-sample mistake.
+    """
+    from flowcallback.core.history import class_scores, confusion
+
+    if not graphs:
+        return {}
+    table = confusion(graphs)
+    scores = class_scores(graphs)
+    epochs = sorted(set(table.epoch))
+    # each cell's share of its class's samples at that epoch (held-out sets may differ across epochs)
+    per_class = table.groupby(["epoch", "true"])["count"].transform("sum").clip(lower=1)
+    table = table.assign(share=table["count"] / per_class)
+    off = table[table.true != table.predicted]
+    share = off.groupby(["true", "predicted"])["share"].max()
+    keep = share[share >= min_share].sort_values(ascending=False, kind="stable").index[:max_cells]
+    cells = []
+    for t, p in keep:
+        counts = off[(off.true == t) & (off.predicted == p)].sort_values("epoch")["count"].tolist()
+        cells.append({"true": int(t), "predicted": int(p), "counts": [int(c) for c in counts]})
+
+    def series(column):
+        return {int(c): [None if v != v else round(float(v), 4) for v in part.sort_values("epoch")[column]]
+                for c, part in scores.groupby("class")}
+
+    return {"epochs": [int(e) for e in epochs], "cells": cells, "precision": series("precision"),
+            "recall": series("recall")}
+
+
+def _heatmaps(metrics, analyses, layers: List[str], epochs: List[int]) -> dict:
+    """``{analysis: figure JSON}``: the NMI between clusters and true classes, layer × epoch."""
+    import plotly.graph_objects as go
+
+    heatmaps = {}
+    for a in analyses:
+        m = metrics[metrics["analysis"] == a]
+        if m.empty:
+            continue
+        z, hover = [], []
+        for name in layers:
+            row, hrow = [], []
+            for e in epochs:
+                r = m[(m["epoch"] == e) & (m["column"] == name)]
+                if r.empty:
+                    row.append(None)
+                    hrow.append("")
+                else:
+                    r = r.iloc[0]
+                    row.append(round(float(r.nmi_classes), 4))
+                    hrow.append(f"{_esc(name)} · epoch {e}<br>NMI {r.nmi_classes:.3f}<br>purity {r.purity:.3f}<br>"
+                                f"{int(r.n_clusters)} clusters<br>ARI vs predictions {r.ari_predictions:.3f}")
+            z.append(row)
+            hover.append(hrow)
+        hm = go.Figure(go.Heatmap(z=z, x=[str(e) for e in epochs], y=[_esc(name) for name in layers], text=hover,
+                                  hovertemplate="%{text}<extra></extra>", colorscale="Viridis", zmin=0, zmax=1,
+                                  colorbar=dict(title="NMI")))
+        hm.update_layout(title="Separation of the classes (NMI of clusters vs true classes), layer × epoch",
+                         xaxis=dict(title="epoch", type="category"), yaxis=dict(autorange="reversed"),
+                         height=max(300, 40 * len(layers) + 120), margin=dict(l=120, r=20, t=60, b=50))
+        heatmaps[a] = hm.to_plotly_json()
+    return heatmaps
+
+
+def _curves(epochs: List[int], acc: list, loss: list) -> dict:
+    """Held-out accuracy and loss per epoch, as figure JSON."""
+    import plotly.graph_objects as go
+
+    curves = go.Figure([
+        go.Scatter(x=epochs, y=acc, name="accuracy", mode="lines+markers"),
+        go.Scatter(x=epochs, y=loss, name="loss", mode="lines+markers", yaxis="y2"),
+    ])
+    curves.update_layout(title="Held-out accuracy and loss", xaxis=dict(title="epoch", dtick=1),
+                         yaxis=dict(title="accuracy", range=[0, 1]),
+                         # own ticks for the loss (synchronised ones fall on values such as 2.464, 1.985)
+                         yaxis2=dict(title="loss", overlaying="y", side="right", rangemode="tozero", tickmode="auto",
+                                     nticks=6, tickformat=".2~f", showgrid=False),
+                         height=340, margin=dict(l=60, r=60, t=60, b=50), legend=dict(orientation="h"))
+    return curves.to_plotly_json()
+
+
+def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
+                  errors: Optional[Mapping[int, str]] = None, *, cache: Optional[dict] = None) -> str:
+    """The run page, drawn from data in memory: nothing is read from disk but the package's templates.
+
+    Parameters
+    ----------
+    info : mapping
+        The run's description, as in ``run.json`` (schema ``run-1``): ``model.name``,
+        ``class_names``, ``analyses``, ``layers`` are used.
+    graphs : mapping of epoch to (mapping of analysis name to FlowGraph)
+        Every complete snapshot, e.g. ``{0: {"activations": g0, "lrp": l0}, 1: {...}}``.
+    errors : mapping of epoch to str, optional
+        The text recorded for a failed snapshot, or a failed part of one (``Run.errors()``). An
+        epoch here without graphs stays on the slider, marked as failed; one with graphs is marked
+        as partly failed.
+    cache : dict, optional
+        Keeps what the page shows of each ``(epoch, analysis)`` between calls, so that a caller
+        rewriting the page after every snapshot builds each epoch's part once. An entry is used
+        only while it was built from the same graph (the same object, or equal contents), so a
+        rewritten epoch is drawn anew; dropping its entries first saves the comparison. The
+        caller owns the dict.
+
+    Returns
+    -------
+    str
+        The page's HTML: one self-contained file that loads ``plotly.min.js`` from its directory.
+    """
+    import pandas as pd
+
+    from flowcallback.core.metrics import METRIC_COLUMNS
+
+    cache = {} if cache is None else cache
+    errors = {int(e): str(t) for e, t in (errors or {}).items()}
+    epochs = sorted(int(e) for e, by_analysis in graphs.items() if by_analysis)
+    analyses = list(info.get("analyses", ["activations"]))
+    class_names = list(info["class_names"])
+    model_name = info["model"]["name"]
+    figures, other_flows, profiles, metric_rows, acc, loss = {}, {}, {}, [], [], []
+    for e in epochs:
+        by_analysis = graphs[e]
+        figures[str(e)], other_flows[str(e)], profiles[str(e)] = {}, {}, {}
+        for i, a in enumerate(sorted(by_analysis)):
+            g = by_analysis[a]
+            part = cache.get((e, a))
+            if part is None or part["model_name"] != model_name or not _same_graph(part["graph"], g):
+                part = cache[(e, a)] = _run_page_parts(g, model_name)
+            figures[str(e)][a] = part["figure"]
+            other_flows[str(e)][a] = part["other_flows"]
+            profiles[str(e)][a] = part["profile"]
+            metric_rows.append(part["metrics"])
+            if i == 0:
+                acc.append(part["accuracy"])
+                loss.append(part["loss"])
+    metric_rows = [m for m in metric_rows if not m.empty]
+    metrics = pd.concat(metric_rows, ignore_index=True) if metric_rows else pd.DataFrame(columns=METRIC_COLUMNS)
+    heatmaps = _heatmaps(metrics, analyses, [layer["name"] for layer in info["layers"]], epochs)
+    graphs_by_analysis = {a: [graphs[e][a] for e in epochs if a in graphs[e]] for a in analyses}
+    across = {a: _epoch_flow_rows(gs) for a, gs in graphs_by_analysis.items() if gs}
+    training = _confusion_over_training(graphs_by_analysis.get(analyses[0], []))
+    last = graphs_by_analysis[analyses[0]][-1] if graphs_by_analysis.get(analyses[0]) else None
+    written = set(epochs)
+    slider = sorted(written | set(errors))  # failed epochs stay on the slider, marked as failed
+
+    def last_line(text):
+        return text.strip().splitlines()[-1][:300] if text.strip() else "error"
+
+    data = {
+        "title": f"{model_name} · {len(slider)} snapshot(s)",
+        "epochs": slider, "analyses": analyses, "labels": ANALYSIS_LABELS,
+        "heatmaps": heatmaps, "curves": _curves(epochs, acc, loss), "profiles": profiles,
+        "across": across, "training": training, "class_names": class_names,
+        "colors": class_colors(len(class_names)), "other_color": OTHER_COLOR,
+        # above AUTO_TOP_CLASSES classes, the largest are coloured and the rest drawn as "other"
+        "shown_classes": top_classes(last) if last is not None else None,
+        # the class filter colours at most this many of the classes it matches, the largest
+        "max_colored": AUTO_TOP_CLASSES,
+        "support": (np.bincount(np.asarray(last.labels, dtype=np.int64), minlength=len(class_names)).tolist()
+                    if last is not None else [0] * len(class_names)),
+        # no graph at all: the snapshot failed; a graph and an error: a part failed (LRP, a layer)
+        "failed": {str(e): last_line(t) for e, t in errors.items() if e not in written},
+        "partial": {str(e): last_line(t) for e, t in errors.items() if e in written},
+    }
+
+    def nested(parts):  # {epoch: {analysis: JSON text}}, already serialised (see _run_page_parts)
+        return "{" + ", ".join(
+            f"{_json_for_script(e)}: {{" + ", ".join(f"{_json_for_script(a)}: {text}" for a, text in by_a.items()) + "}"
+            for e, by_a in parts.items()
+        ) + "}"
+
+    text = (_json_for_script(data)[:-1] + ', "other_flows": ' + nested(other_flows)
+            + ', "figures": ' + nested(figures) + "}")
+    values = {"TITLE": html.escape(str(model_name)), "DATA": text}
+    # one pass: a name or datum that looks like a placeholder is left as it is
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), _page_template())
+
+
+def write_run_page(log_dir: PathLike, info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
+                   errors: Optional[Mapping[int, str]] = None, *, cache: Optional[dict] = None) -> Path:
+    """Write ``index.html`` into ``log_dir`` (atomically) from data in memory, with the plotly
+    package's own ``plotly.min.js`` beside it (:func:`flowcallback.core.store.ensure_plotlyjs`).
+
+    The arguments are those of :func:`run_page_html`. Returns the page's path.
+    """
+    log_dir = Path(log_dir)
+    ensure_plotlyjs(log_dir)
+    path = log_dir / "index.html"
+    atomic_write(path, run_page_html(info, graphs, errors, cache=cache).encode("utf-8"))
+    return path
+
+
+def run_graphs(run) -> Dict[int, Dict[str, FlowGraph]]:
+    """``{epoch: {analysis: FlowGraph}}`` of every complete epoch of a loaded run."""
+    return {e: {a: run.epoch(e, a) for a in run.analyses(e)} for e in run.epochs}
+
+
+def write_run_page_for(run, cache: Optional[dict] = None) -> Path:
+    """Write the run page of a run directory opened with :func:`flowcallback.core.store.load_run`.
+
+    Reads its graphs and errors once, then :func:`write_run_page`. Returns the page's path.
+    """
+    return write_run_page(run.path, run.info, run_graphs(run), run.errors(), cache=cache)
+
+
+def run_page_html_for(run, cache: Optional[dict] = None) -> str:
+    """:func:`run_page_html` of a run directory opened with :func:`flowcallback.core.store.load_run`."""
+    return run_page_html(run.info, run_graphs(run), run.errors(), cache=cache)

@@ -1,0 +1,161 @@
+"""The run page: drawn from data in memory, its template shipped as package data, its cache safe."""
+from __future__ import annotations
+
+import configparser
+import fnmatch
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from flowcallback.core import flows, render, runpage, store
+
+REPO = Path(runpage.__file__).resolve().parents[2]
+INFO = {"flowcallback_version": "0", "model": {"name": "m", "fingerprint": "f"}, "class_names": ["a", "b", "c"],
+        "analyses": ["activations", "lrp"], "config": {},
+        "layers": [{"name": "l1", "type": "Dense"}, {"name": "l2", "type": "Dense"}]}
+
+
+def _epoch_graphs(e, seed):
+    rng = np.random.default_rng(seed)
+    y = np.arange(60) % 3
+    graphs = {}
+    for a in ("activations", "lrp"):
+        cols = [(n, "Dense", rng.integers(0, 2 + e, 60)) for n in ("l1", "l2")]
+        graphs[a] = flows.build_flow_graph(cols, y, rng.integers(0, 3, 60), epoch=e, analysis=a,
+                                           metrics={"accuracy": float(rng.random()), "loss": float(rng.random())})
+    return graphs
+
+
+def _run_dir(tmp_path, epochs, *, seed=0):
+    store.write_run_info(tmp_path, INFO)
+    for e in epochs:
+        store.save_epoch(tmp_path, _epoch_graphs(e, seed + e))
+
+
+def _data(page: str) -> dict:
+    return json.loads(re.search(r'<script id="run-data" type="application/json">(.*?)</script>', page, re.S).group(1))
+
+
+def test_templates_are_package_data_declared_in_setup_cfg():
+    """The template files are found through importlib.resources, and setup.cfg ships them in the wheel."""
+    from importlib.resources import files
+
+    folder = files("flowcallback").joinpath("templates")
+    for name in runpage.TEMPLATE_FILES:
+        assert folder.joinpath(name).is_file(), name
+        assert runpage._template(name) == folder.joinpath(name).read_text(encoding="utf-8")
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    declared = cfg["options.package_data"]["flowcallback"].replace("\n", ",")
+    patterns = [p.strip() for p in declared.split(",") if p.strip()]
+    for name in runpage.TEMPLATE_FILES:
+        assert any(fnmatch.fnmatch(f"templates/{name}", p) for p in patterns), (name, patterns)
+    # every file in the templates folder is shipped (a file added later must be declared too)
+    for path in (REPO / "flowcallback" / "templates").iterdir():
+        assert any(fnmatch.fnmatch(f"templates/{path.name}", p) for p in patterns), path.name
+
+
+def test_page_is_one_file_with_its_style_and_script_inlined(tmp_path):
+    page = runpage.write_run_page(tmp_path, INFO, {0: _epoch_graphs(0, 0)}, {})
+    text = page.read_text("utf-8")
+    assert page == tmp_path / "index.html" and (tmp_path / "plotly.min.js").exists()
+    # the only file it loads is plotly.min.js beside it; CSS and JS are inline, no placeholder is left
+    assert re.findall(r'<script[^>]*\ssrc="([^"]+)"', text) == ["plotly.min.js"]
+    assert "<link" not in text and "http://" not in text and "https://" not in text
+    assert runpage._template("run_page.js").strip() in text and runpage._template("run_page.css").strip() in text
+    assert not re.search(r"__(TITLE|DATA|STYLE|SCRIPT)__", text)
+
+
+def test_page_is_drawn_from_memory_without_reading_the_run(tmp_path):
+    """The page from graphs in memory is the page of the same run read back from disk."""
+    graphs = {e: _epoch_graphs(e, e) for e in range(3)}
+    errors = {1: "Traceback ...\nRuntimeError: the LRP worker died\n", 3: "Traceback ...\nOSError: disk full\n"}
+    # nothing of the run is on disk where the page is written
+    mem = tmp_path / "mem"
+    runpage.write_run_page(mem, INFO, graphs, errors)
+    assert sorted(p.name for p in mem.iterdir()) == ["index.html", "plotly.min.js"]
+    disk = tmp_path / "disk"
+    store.write_run_info(disk, INFO)
+    for g in graphs.values():
+        store.save_epoch(disk, g)
+    (disk / "errors").mkdir()
+    for e, text in errors.items():
+        (disk / "errors" / f"epoch_{e:03d}.txt").write_text(text)
+    run = store.load_run(disk)
+    assert (mem / "index.html").read_text("utf-8") == runpage.run_page_html_for(run)
+    assert runpage.write_run_page_for(run) == disk / "index.html"
+    assert render.write_run_page(run) == str(disk / "index.html")  # the deprecated alias still works
+    data = _data((mem / "index.html").read_text("utf-8"))
+    assert data["epochs"] == [0, 1, 2, 3] and list(data["failed"]) == ["3"] and list(data["partial"]) == ["1"]
+
+
+def test_a_name_that_looks_like_a_placeholder_stays_a_name():
+    info = dict(INFO, model={"name": "__DATA__ __SCRIPT__", "fingerprint": "f"})
+    page = runpage.run_page_html(info, {0: _epoch_graphs(0, 0)})
+    assert "<title>flowcallback · __DATA__ __SCRIPT__</title>" in page
+    assert page.count('id="run-data"') == 1 and _data(page)["title"].startswith("__DATA__ __SCRIPT__")
+
+
+def test_run_page_with_a_cache_equals_the_page_built_from_scratch(tmp_path):
+    """A caller rewriting the page after every snapshot draws each epoch once: same page."""
+    cache = {}
+    for e in range(4):
+        _run_dir(tmp_path, [e], seed=e)
+        run = store.load_run(tmp_path)
+        cached = runpage.run_page_html_for(run, cache)
+        assert cached == runpage.run_page_html_for(store.load_run(tmp_path))
+        assert sorted(cache) == [(i, a) for i in range(e + 1) for a in ("activations", "lrp")]
+        # the page's data is valid JSON, and holds every epoch's figure of every analysis
+        data = _data(cached)
+        assert sorted(data["figures"]) == [str(i) for i in range(e + 1)] and data["epochs"] == list(range(e + 1))
+        for i in range(e + 1):
+            for a in ("activations", "lrp"):
+                sankey = data["figures"][str(i)][a]["data"][0]
+                g = run.epoch(i, a)
+                assert sankey["type"] == "sankey"
+                assert len(sankey["node"]["label"]) == sum(len(c.order) for c in g.columns)
+    # an epoch written again (a resumed run) is drawn anew, its entries dropped or not
+    _run_dir(tmp_path, [2], seed=99)
+    fresh = runpage.run_page_html_for(store.load_run(tmp_path))
+    before = {k: v["figure"] for k, v in cache.items()}
+    assert runpage.run_page_html_for(store.load_run(tmp_path), cache) == fresh
+    assert [k for k in cache if cache[k]["figure"] != before[k]] == [(2, "activations"), (2, "lrp")]
+    for key in [k for k in cache if k[0] == 2]:
+        del cache[key]
+    assert runpage.run_page_html_for(store.load_run(tmp_path), cache) == fresh
+
+
+def test_the_cache_reuses_parts_of_equal_graphs(tmp_path, monkeypatch):
+    """Graphs loaded again from disk are equal to the cached ones: nothing is drawn twice."""
+    _run_dir(tmp_path, [0, 1])
+    cache = {}
+    runpage.run_page_html_for(store.load_run(tmp_path), cache)
+    drawn = []
+    real = runpage._run_page_parts
+    monkeypatch.setattr(runpage, "_run_page_parts",
+                        lambda g, name: drawn.append((g.epoch, g.analysis)) or real(g, name))
+    runpage.run_page_html_for(store.load_run(tmp_path), cache)
+    assert drawn == []
+
+
+def test_many_classes_bring_the_flows_of_the_other_classes():
+    """Above 20 classes, the flows merged into "other" are in the page, per class, for the class filter."""
+    names = [f"class {i:02d}" for i in range(30)]
+    y = np.repeat(np.arange(30), 4)
+    g = flows.build_flow_graph([("l1", "Dense", y // 5)], y, y, class_names=names, epoch=0)
+    info = dict(INFO, class_names=names, analyses=["activations"], layers=[{"name": "l1", "type": "Dense"}])
+    data = _data(runpage.run_page_html(info, {0: {"activations": g}}))
+    shown = render.top_classes(g)
+    assert data["shown_classes"] == shown and data["max_colored"] == 20 and data["support"] == [4] * 30
+    rows = data["other_flows"]["0"]["activations"]
+    assert {r[2] for r in rows} == set(range(30)) - set(shown)
+    # per (source node, target node), the rows add up to the merged "other" link of the Sankey
+    link = data["figures"]["0"]["activations"]["data"][0]["link"]
+    merged = {(s, t): v for s, t, v, c in zip(link["source"], link["target"], link["value"], link["customdata"])
+              if c[3] == -1}
+    per_pair = {}
+    for s, t, _, count, _ in rows:
+        per_pair[(s, t)] = per_pair.get((s, t), 0) + count
+    assert per_pair == merged

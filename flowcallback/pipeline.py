@@ -34,7 +34,7 @@ import numpy as np
 
 from flowcallback import _validation as checks
 from flowcallback._version import __version__
-from flowcallback.core import _priority, capture, knn, render, stages, store
+from flowcallback.core import _priority, capture, knn, render, runpage, stages, store
 from flowcallback.core._notes import first_line
 from flowcallback.core.lrp import engines as lrp_engines
 from flowcallback.core.lrp import worker as lrp_worker
@@ -80,25 +80,6 @@ class _Progress:
             self.bar.update(self.bar.target, finalize=True)
         if self.verbose >= 1:
             print(message)
-
-
-class _RunInMemory:
-    """The run as the run page reads it (:func:`flowcallback.core.render.run_page_html`), from the
-    snapshotter's memory: a snapshot never re-reads the run it has just written."""
-
-    def __init__(self, path: Path, info: dict, graphs: Dict[int, Dict[str, object]], errors: Dict[int, str]):
-        self.path, self.info, self._graphs, self._errors = path, info, graphs, errors
-        self.epochs = sorted(graphs)
-        self.class_names = list(info["class_names"])
-
-    def analyses(self, epoch: int) -> List[str]:
-        return sorted(self._graphs[epoch])
-
-    def epoch(self, epoch: int, analysis: str = "activations"):
-        return self._graphs[epoch][analysis]
-
-    def errors(self) -> Dict[int, str]:
-        return dict(self._errors)
 
 
 class _Aborted(Exception):
@@ -382,8 +363,7 @@ class Snapshotter:
             with self._page_lock:
                 for key in [key for key in self._page_cache if key[0] == rewritten]:
                     del self._page_cache[key]
-                render.write_run_page(_RunInMemory(self.log_dir, self._info, self._graphs, self._errors),
-                                      self._page_cache)
+                runpage.write_run_page(self.log_dir, self._info, self._graphs, self._errors, cache=self._page_cache)
         except Exception as exc:  # pragma: no cover - reported, not raised
             warnings.warn(f"FlowCallback: could not rewrite the run page: {exc}", RuntimeWarning, stacklevel=2)
 

@@ -20,10 +20,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from flowcallback.core.flows import FlowGraph
+from flowcallback.core.stages import ANALYSIS_LABELS
 
 __all__ = ["class_colors", "sankey_trace", "figure", "write_epoch_page", "ANALYSIS_LABELS", "note_is_problem"]
-
-ANALYSIS_LABELS = {"activations": "Activations", "lrp": "LRP relevance"}
 
 # Tableau 10 / 20: distinguishable, colour-blind-aware first choices.
 _TAB10 = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
@@ -535,20 +534,3 @@ def class_scores_figure(graphs):
     fig.update_layout(title="Recall (solid) and precision (dotted) per class", xaxis=dict(title="epoch", dtick=1),
                       yaxis=dict(range=[0, 1.02]), height=380)
     return fig
-
-
-# -- the run page moved to flowcallback.core.runpage -----------------------------------------------
-def run_page_html(run, cache: Optional[dict] = None) -> str:
-    """Deprecated: :func:`flowcallback.core.runpage.run_page_html` draws the run page from data in
-    memory; this reads a loaded :class:`~flowcallback.core.store.Run` first."""
-    from flowcallback.core.runpage import run_page_html_for
-
-    return run_page_html_for(run, cache)
-
-
-def write_run_page(run, cache: Optional[dict] = None) -> str:
-    """Deprecated: :func:`flowcallback.core.runpage.write_run_page` writes the run page from data in
-    memory; this reads a loaded :class:`~flowcallback.core.store.Run` first. Returns the page's path."""
-    from flowcallback.core.runpage import write_run_page_for
-
-    return str(write_run_page_for(run, cache))

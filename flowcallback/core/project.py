@@ -60,10 +60,14 @@ def resolve_method(method: str = "auto") -> str:
 
 
 def _pca2(x: np.ndarray) -> np.ndarray:
-    """First two principal components, each with a fixed sign (its largest loading positive)."""
+    """First two principal components, each with a fixed sign (its largest loading positive).
+
+    From the eigenvectors of the features' scatter matrix (features × features, 129 × 129 for the
+    default embeddings): several times faster than an SVD of the samples × features matrix.
+    """
     xc = x - x.mean(axis=0)
-    _, s, vt = np.linalg.svd(xc, full_matrices=False)
-    vt = vt[:2]
+    _, v = np.linalg.eigh(xc.T @ xc)
+    vt = v[:, ::-1][:, :2].T  # the two largest, decreasing
     flip = np.sign(vt[np.arange(len(vt)), np.argmax(np.abs(vt), axis=1)])
     vt = vt * np.where(flip == 0, 1.0, flip)[:, None]
     out = np.zeros((len(x), 2))

@@ -22,4 +22,10 @@ Each stage is a small function over plain NumPy / SciPy data and can be used alo
     versioned JSON + npz files of a run, and :func:`load_run`.
 ``compare``
     two epochs compared: per layer ARI and the samples whose cluster changed (``Run.compare``).
+``aggregate``
+    per-class mean activation or relevance of each unit or channel, accumulated batch by batch.
+``project``
+    2-D projection of a layer's embedding (UMAP, or PCA), aligned from epoch to epoch (Procrustes).
+``views_figures``
+    the class-means heatmap and the animated projection, as Plotly figures.
 """

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from flowcallback.core._keras import inbound_layers, layer_output_shape, model_class
+from flowcallback.core.aggregate import LayerClassMeans
 from flowcallback.core.embed import Embedder
 
 __all__ = [
@@ -213,7 +214,8 @@ def _hooked_forward(model, layer_names):
 
 
 def capture_activations(
-    model, x, layer_names: Sequence[str], *, batch_size: int = 256, progress=None, embed_options: Optional[dict] = None
+    model, x, layer_names: Sequence[str], *, batch_size: int = 256, progress=None, embed_options: Optional[dict] = None,
+    class_means: Optional[LayerClassMeans] = None,
 ) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
     """Run the held-out set through the model and embed every selected layer's activations.
 
@@ -227,6 +229,11 @@ def capture_activations(
         Called with the number of samples done after each batch.
     embed_options : dict, optional
         Keyword arguments of :class:`~flowcallback.core.embed.Embedder` (``dim``, ``reduce``...).
+    class_means : LayerClassMeans, optional
+        Also accumulate the per-class mean of each unit of every selected layer's raw output
+        (:mod:`flowcallback.core.aggregate`), from the same batches: built with the held-out
+        labels, it holds ``{layer: (n_classes, units)}`` in ``class_means.result()`` afterwards.
+        Nothing else changes (the return value is the same).
 
     Returns
     -------
@@ -250,6 +257,8 @@ def capture_activations(
         maps, out = run(x[start : start + batch_size])
         for n, m in zip(layer_names, maps):
             emb[n].add(m)
+            if class_means is not None:
+                class_means.add(n, m, start)
         outs.append(out)
         if progress is not None:
             progress(min(start + batch_size, len(x)))

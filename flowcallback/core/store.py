@@ -29,6 +29,7 @@ the file there is byte for byte that copy (:func:`ensure_plotlyjs`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -39,7 +40,8 @@ import zipfile
 import zlib
 from functools import cache
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from types import MappingProxyType
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -79,6 +81,9 @@ __all__ = [
     "graph_to_json",
     "save_epoch",
     "load_flow_graph",
+    "EpochViews",
+    "views_to_json",
+    "load_epoch_views",
     "write_run_info",
     "read_run_info",
     "Run",
@@ -181,11 +186,16 @@ def _npz_size_bound(shapes: Mapping[str, Tuple[int, ...]]) -> int:
     return raw + raw // 100 + 64 * 1024
 
 
-def _read_npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, name: str, shape: Tuple[int, ...]) -> np.ndarray:
+_KIND_NAMES = {"iu": "integers", "f": "floating-point numbers"}
+
+
+def _read_npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, name: str, shape: Tuple[int, ...],
+                     kinds: str = "iu") -> np.ndarray:
     """Read one npy member, checking its declared size and header before unpacking any data.
 
     Memory stays bounded by ``shape`` whatever the member claims: its unpacked size and npy
     header are checked first, and exactly the bytes that ``shape`` and the dtype need are read.
+    ``kinds`` is ``"iu"`` for integer arrays (the graphs' arrays), ``"f"`` for floating-point ones.
     """
     if info.flag_bits & 0x1:
         raise RunFormatError(f"{path}: array {name!r} is encrypted")
@@ -195,7 +205,7 @@ def _read_npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, name
     bound = math.prod(shape) * _MAX_ITEMSIZE + _NPY_HEADER_MAX
     if info.file_size > bound:
         raise RunFormatError(f"{path}: array {name!r} unpacks to {info.file_size} bytes, more than the {bound} "
-                             f"that an integer array of shape {shape} takes; refused")
+                             f"that an array of {_KIND_NAMES[kinds]} of shape {shape} takes; refused")
     with z.open(info) as m:
         version = np.lib.format.read_magic(m)
         if version == (1, 0):
@@ -204,8 +214,8 @@ def _read_npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, name
             got, fortran, dtype = np.lib.format.read_array_header_2_0(m)
         else:
             raise RunFormatError(f"{path}: array {name!r} has npy format version {version}; expected 1.0 or 2.0")
-        if dtype.hasobject or dtype.kind not in "iu" or dtype.itemsize > _MAX_ITEMSIZE:
-            raise RunFormatError(f"{path}: array {name!r} must hold integers, has dtype {dtype}")
+        if dtype.hasobject or dtype.kind not in kinds or dtype.itemsize > _MAX_ITEMSIZE:
+            raise RunFormatError(f"{path}: array {name!r} must hold {_KIND_NAMES[kinds]}, has dtype {dtype}")
         if tuple(got) != tuple(shape):
             raise RunFormatError(f"{path}: array shapes do not match the JSON: {name!r} has shape {tuple(got)}, "
                                  f"expected {tuple(shape)} from n_samples and the columns")
@@ -224,7 +234,8 @@ def _read_npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, name
     return a if dtype.isnative else a.astype(dtype.newbyteorder("="))
 
 
-def _load_arrays(path: Path, shapes: Mapping[str, Tuple[int, ...]]) -> Dict[str, np.ndarray]:
+def _load_arrays(path: Path, shapes: Mapping[str, Tuple[int, ...]],
+                 kinds: Optional[Mapping[str, str]] = None) -> Dict[str, np.ndarray]:
     """Load the npz arrays ``shapes`` names, each of the shape given, without trusting the file.
 
     The file must be a regular file no larger than such arrays can make; each member's declared
@@ -236,6 +247,8 @@ def _load_arrays(path: Path, shapes: Mapping[str, Tuple[int, ...]]) -> Dict[str,
     path : pathlib.Path
     shapes : mapping of str to tuple of int
         The expected arrays and their shapes, from the graph's JSON.
+    kinds : mapping of str to str, optional
+        ``"f"`` for the arrays that hold floating-point numbers; the others hold integers.
 
     Raises
     ------
@@ -253,7 +266,9 @@ def _load_arrays(path: Path, shapes: Mapping[str, Tuple[int, ...]]) -> Dict[str,
                 found = [i.filename[:-4] if i.filename.endswith(".npy") else i.filename for i in infos]
                 if sorted(found) != sorted(shapes) or any(not i.filename.endswith(".npy") for i in infos):
                     raise RunFormatError(f"{path}: expected arrays {sorted(shapes)}, found {sorted(found)}")
-                return {name: _read_npy_member(z, info, path, name, tuple(shapes[name])) for name, info in zip(found, infos)}
+                kinds = kinds or {}
+                return {name: _read_npy_member(z, info, path, name, tuple(shapes[name]), kinds.get(name, "iu"))
+                        for name, info in zip(found, infos)}
         except RunFormatError:
             raise
         except (OSError, ValueError, TypeError, SyntaxError, RecursionError, EOFError, NotImplementedError,
@@ -324,8 +339,208 @@ def load_flow_graph(json_path: PathLike, *, root: Optional[PathLike] = None) -> 
     return graph
 
 
+# -- views of an epoch: class means and 2-D projections ----------------------------------------------
+#: Base name of an epoch's views files (``views.json``, ``views.npz``); never an analysis name.
+VIEWS = "views"
+
+
+def _frozen(a, dtype) -> np.ndarray:
+    a = np.array(a, dtype=dtype)  # a copy: the caller's array may change later
+    a.setflags(write=False)
+    return a
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EpochViews:
+    """What an epoch stores for the class-means and projection views (``graphs/epoch_XXX/views.*``).
+
+    Parameters
+    ----------
+    class_means : mapping of (analysis, layer) to ndarray (n_classes, units)
+        Per-class mean of each unit or channel (:mod:`flowcallback.core.aggregate`): rows in class
+        order, a row of NaN for a class without a sample.
+    projections : mapping of (analysis, layer) to ndarray (n_projected, 2)
+        Aligned 2-D projections (:func:`flowcallback.core.project.project_layers`); row ``i`` is
+        sample ``projection_samples[i]`` of the held-out set.
+    projection_samples : array-like of int, optional
+        Indices (into the held-out set, ascending, distinct) of the projected samples; required
+        with ``projections``.
+    projection_method : str, optional
+        ``"umap"`` or ``"pca"``: what made the projections.
+
+    The arrays are stored as read-only float32 (int64 for the samples) copies.
+
+    Examples
+    --------
+    >>> v = EpochViews(class_means={("activations", "dense"): np.zeros((3, 4))})
+    >>> v.class_means[("activations", "dense")].shape
+    (3, 4)
+    """
+
+    class_means: Mapping[Tuple[str, str], np.ndarray] = dataclasses.field(default_factory=dict)
+    projections: Mapping[Tuple[str, str], np.ndarray] = dataclasses.field(default_factory=dict)
+    projection_samples: Optional[np.ndarray] = None
+    projection_method: Optional[str] = None
+
+    def __post_init__(self):
+        def keyed(mapping, what):
+            out = {}
+            for key, value in dict(mapping).items():
+                if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) and k for k in key)):
+                    raise ValueError(f"{what}: keys must be (analysis, layer) pairs of names, got {key!r}")
+                if not _ANALYSIS.match(key[0]):
+                    raise ValueError(f"{what}: analysis {key[0]!r} must be a lowercase identifier")
+                out[key] = _frozen(value, np.float32)
+            return MappingProxyType(out)
+
+        means = keyed(self.class_means, "class_means")
+        for key, m in means.items():
+            if m.ndim != 2 or m.shape[0] < 1 or m.shape[1] < 1:
+                raise ValueError(f"class_means: {key} must have shape (n_classes, units), got {m.shape}")
+            if np.isinf(m).any() or (np.isnan(m).any(axis=1) != np.isnan(m).all(axis=1)).any():
+                raise ValueError(f"class_means: {key} may hold NaN only as whole rows (classes without samples), no infinity")
+        projections = keyed(self.projections, "projections")
+        samples = self.projection_samples
+        if samples is not None:
+            raw = np.asarray(samples)
+            if raw.ndim != 1 or (raw.size and raw.dtype.kind not in "iu"):
+                raise ValueError(f"projection_samples: expected a 1-D array of sample indices, got {raw.dtype} {raw.shape}")
+            samples = _frozen(raw, np.int64)
+            if samples.size and (samples[0] < 0 or np.any(np.diff(samples) <= 0)):
+                raise ValueError("projection_samples: expected distinct non-negative indices in ascending order")
+        if projections and samples is None:
+            raise ValueError("projection_samples: required with projections (which samples they show)")
+        for key, p in projections.items():
+            if p.shape != (len(samples), 2) or not np.isfinite(p).all():
+                raise ValueError(f"projections: {key} must be finite of shape ({len(samples)}, 2), got {p.shape}")
+        if self.projection_method is not None and not isinstance(self.projection_method, str):
+            raise ValueError(f"projection_method: expected a string, got {self.projection_method!r}")
+        object.__setattr__(self, "class_means", means)
+        object.__setattr__(self, "projections", projections)
+        object.__setattr__(self, "projection_samples", samples)
+
+    def __bool__(self) -> bool:
+        return bool(self.class_means or self.projections)
+
+
+def views_to_json(views: EpochViews, epoch: int, arrays_name: str) -> dict:
+    """The JSON document (schema ``views-1``) describing an epoch's views; the npz holds
+    ``class_means_<i>``, ``projection_<i>`` in the order listed, and ``projection_samples``."""
+    samples = views.projection_samples
+    return {
+        "format": "flowcallback/views",
+        "version": FORMAT_VERSION,
+        "epoch": int(epoch),
+        "arrays": arrays_name,
+        "class_means": [{"analysis": a, "layer": layer, "units": int(m.shape[1])} for (a, layer), m in views.class_means.items()],
+        "projections": [{"analysis": a, "layer": layer} for a, layer in views.projections],
+        "projection_samples": 0 if samples is None else int(len(samples)),
+        "projection_method": views.projection_method,
+    }
+
+
+def _views_npz_bytes(views: EpochViews) -> bytes:
+    import io
+
+    arrays = {f"class_means_{i}": m for i, m in enumerate(views.class_means.values())}
+    arrays.update({f"projection_{i}": p for i, p in enumerate(views.projections.values())})
+    samples = views.projection_samples
+    arrays["projection_samples"] = np.zeros(0, np.int64) if samples is None else samples
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _check_views_against(views: EpochViews, graphs: Mapping[str, FlowGraph]) -> None:
+    """Refuse views that do not fit the epoch's graphs (a mistake of the caller, before anything is written)."""
+    g = next(iter(graphs.values()))
+    n_classes, n_samples = len(g.class_names), g.n_samples
+    from flowcallback.core.aggregate import MAX_VALUES
+
+    for key, m in views.class_means.items():
+        if m.shape[0] != n_classes:
+            raise ValueError(f"views: class means {key} have {m.shape[0]} rows, the graphs {n_classes} classes")
+        if m.size > MAX_VALUES:
+            raise ValueError(f"views: class means {key} hold {m.size} values, more than {MAX_VALUES}")
+    samples = views.projection_samples
+    if samples is not None and samples.size and samples[-1] >= n_samples:
+        raise ValueError(f"views: projection_samples go up to {int(samples[-1])}, the graphs have {n_samples} samples")
+
+
+def load_epoch_views(json_path: PathLike, *, n_classes: int, n_samples: int, root: Optional[PathLike] = None,
+                     layers: Optional[Sequence[str]] = None, analyses: Optional[Sequence[str]] = None) -> EpochViews:
+    """Load an epoch's views (``views.json`` + its npz) without trusting them.
+
+    Each array's shape comes from the JSON and from what the caller knows of the run (the number
+    of classes from ``run.json``, the held-out set's size from the epoch's graphs), and is checked
+    before the npz is read, as for the graphs (:func:`load_flow_graph`): a header or a JSON claiming
+    a huge shape is refused before anything is unpacked.
+
+    Parameters
+    ----------
+    json_path : str or path
+    n_classes, n_samples : int
+        The run's classes and the epoch's held-out samples.
+    root : str or path, optional
+        The directory both files must stay inside (default: the JSON file's directory).
+    layers, analyses : sequence of str, optional
+        The names the entries may use (the run's layers and analyses).
+
+    Raises
+    ------
+    RunFormatError
+        Naming the file and the problem.
+    """
+    from flowcallback.core.aggregate import MAX_VALUES
+
+    path = Path(json_path)
+    root = path.parent if root is None else Path(root)
+    _within(root, path)
+    doc = _read_json(path)
+    _validate(doc, "views-1", path)
+    for what, entries in (("class_means", doc["class_means"]), ("projections", doc["projections"])):
+        keys = [(e["analysis"], e["layer"]) for e in entries]
+        if len(set(keys)) != len(keys):
+            raise RunFormatError(f"{path}: {what} lists an (analysis, layer) twice")
+        for a, layer in keys:
+            if analyses is not None and a not in analyses:
+                raise RunFormatError(f"{path}: {what} names analysis {a!r}, which the run does not have")
+            if layers is not None and layer not in layers:
+                raise RunFormatError(f"{path}: {what} names layer {layer!r}, which is not among the run's layers")
+    m = doc["projection_samples"]
+    if m > n_samples or (doc["projections"] and m == 0):
+        raise RunFormatError(f"{path}: projection_samples is {m}; the epoch has {n_samples} samples"
+                             + (" and projections need at least one" if m == 0 else ""))
+    shapes: Dict[str, Tuple[int, ...]] = {"projection_samples": (m,)}
+    kinds = {}
+    for i, e in enumerate(doc["class_means"]):
+        if n_classes * e["units"] > MAX_VALUES:
+            raise RunFormatError(f"{path}: class means of {e['layer']!r} claim {n_classes} × {e['units']} values, "
+                                 f"more than the {MAX_VALUES} a layer may hold; refused")
+        shapes[f"class_means_{i}"] = (n_classes, e["units"])
+        kinds[f"class_means_{i}"] = "f"
+    for i in range(len(doc["projections"])):
+        shapes[f"projection_{i}"] = (m, 2)
+        kinds[f"projection_{i}"] = "f"
+    npz = _within(root, path.parent / doc["arrays"])
+    arrays = _load_arrays(npz, shapes, kinds)
+    samples = arrays["projection_samples"]
+    if samples.size and (samples.min() < 0 or samples.max() >= n_samples or np.any(np.diff(samples) <= 0)):
+        raise RunFormatError(f"{npz}: projection_samples must be distinct indices in 0..{n_samples - 1}, ascending")
+    try:
+        return EpochViews(
+            class_means={(e["analysis"], e["layer"]): arrays[f"class_means_{i}"] for i, e in enumerate(doc["class_means"])},
+            projections={(e["analysis"], e["layer"]): arrays[f"projection_{i}"] for i, e in enumerate(doc["projections"])},
+            projection_samples=samples if doc["projections"] else None,
+            projection_method=doc["projection_method"],
+        )
+    except ValueError as exc:  # values that no writer produces: infinities, partial NaN rows
+        raise RunFormatError(f"{npz}: {exc}") from None
+
+
 # -- epochs and runs -----------------------------------------------------------------------------
-def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph], *, metrics=None) -> Path:
+def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph], views: Optional[EpochViews] = None, *,
+               metrics=None) -> Path:
     """Write every analysis of one epoch into ``graphs/epoch_XXX/``, atomically as a whole.
 
     An existing directory for the same epoch is replaced.
@@ -333,8 +548,11 @@ def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph], *, metrics=No
     Parameters
     ----------
     log_dir : str or path
-    graphs : mapping of analysis to FlowGraph
-        The graphs of one epoch.
+    graphs : mapping of analysis name to FlowGraph
+        The epoch's graphs (``{"activations": g}``, ``{"activations": g, "lrp": h}``).
+    views : EpochViews, optional
+        The epoch's class means and projections, written beside the graphs as ``views.json`` and
+        ``views.npz`` in the same atomic step. None (or empty views): no views files.
     metrics : pandas.DataFrame, optional
         Their layer metrics (:func:`flowcallback.core.metrics.layer_metrics`), written as
         ``metrics.json`` (schema ``metrics-1``) so that :meth:`Run.metrics` reads them instead of
@@ -344,12 +562,22 @@ def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph], *, metrics=No
     -------
     pathlib.Path
         The epoch's graph directory.
+
+    Raises
+    ------
+    ValueError
+        For graphs of several epochs, or views that do not fit the graphs (class means without
+        one row per class, projected samples beyond the held-out set).
     """
     if not graphs:
         raise ValueError("graphs: expected at least one FlowGraph")
     epochs = {g.epoch for g in graphs.values()}
     if len(epochs) != 1:
         raise ValueError(f"graphs: expected graphs of one epoch, got epochs {sorted(epochs)}")
+    if views is not None:
+        if not isinstance(views, EpochViews):
+            raise ValueError(f"views: expected an EpochViews, got {type(views).__name__}")
+        _check_views_against(views, graphs)
     epoch = epochs.pop()
     root = Path(log_dir) / "graphs"
     root.mkdir(parents=True, exist_ok=True)
@@ -359,9 +587,13 @@ def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph], *, metrics=No
     try:
         for analysis, g in graphs.items():
             if not _ANALYSIS.match(analysis) or analysis != g.analysis or analysis in _NOT_ANALYSES:
-                raise ValueError(f"graphs: key {analysis!r} must be the graph's analysis name (lowercase identifier)")
+                raise ValueError(f"graphs: key {analysis!r} must be the graph's analysis name (lowercase identifier, "
+                                 f"none of {sorted(_NOT_ANALYSES)})")
             atomic_write(tmp / f"{analysis}.npz", _npz_bytes(g))
             atomic_write(tmp / f"{analysis}.json", _json_bytes(graph_to_json(g, f"{analysis}.npz")))
+        if views:
+            atomic_write(tmp / f"{VIEWS}.npz", _views_npz_bytes(views))
+            atomic_write(tmp / f"{VIEWS}.json", _json_bytes(views_to_json(views, epoch, f"{VIEWS}.npz")))
         if metrics is not None:
             atomic_write(tmp / METRICS_FILE, _json_bytes(_metrics_doc(epoch, metrics)))
         os.chmod(tmp, _dir_mode())  # mkdtemp creates 0700 whatever the umask
@@ -433,6 +665,7 @@ class Run:
         _within(self.path, self.path / "run.json")
         self.info = read_run_info(self.path)
         self._cache: Dict[tuple, FlowGraph] = {}
+        self._views: Dict[tuple, Optional[EpochViews]] = {}
 
     @property
     def class_names(self) -> List[str]:
@@ -467,7 +700,7 @@ class Run:
         key = (int(epoch), analysis)
         if key not in self._cache:
             d = self._epoch_dir(epoch)
-            if not isinstance(analysis, str) or not _ANALYSIS.match(analysis):
+            if not isinstance(analysis, str) or not _ANALYSIS.match(analysis) or analysis == VIEWS:
                 raise ValueError(f"analysis: expected a name such as 'activations' or 'lrp', got {analysis!r}")
             path = d / f"{analysis}.json"
             if not path.exists():
@@ -569,6 +802,125 @@ class Run:
             raise RunFormatError(f"{self.path}: epochs {epoch_a} and {epoch_b} do not describe the same samples")
         return compare_epochs(ga, gb)
 
+    # -- class means and projections ------------------------------------------------------------------
+    def views(self, epoch: int) -> Optional[EpochViews]:
+        """The epoch's stored class means and projections, or None where the epoch has none.
+
+        Runs written before flowcallback stored them (and snapshots that computed none) have no
+        ``views.json``; every other problem with the files raises :class:`~flowcallback.RunFormatError`.
+        """
+        key = (int(epoch), VIEWS)
+        if key not in self._views:
+            d = self._epoch_dir(epoch)
+            path = d / f"{VIEWS}.json"
+            if not os.path.lexists(path):
+                self._views[key] = None
+            else:
+                names = self.analyses(epoch)
+                if not names:
+                    raise RunFormatError(f"{d}: holds views but no graph")
+                n_samples = self.epoch(epoch, "activations" if "activations" in names else names[0]).n_samples
+                v = load_epoch_views(path, root=self.path, n_classes=len(self.class_names), n_samples=n_samples,
+                                     layers={layer["name"] for layer in self.info.get("layers", [])},
+                                     analyses=set(self.info.get("analyses", [])) | set(names))
+                doc_epoch = _read_json(path)["epoch"]
+                if doc_epoch != int(epoch):
+                    raise RunFormatError(f"{path}: says epoch {doc_epoch}, expected {int(epoch)}")
+                self._views[key] = v
+        return self._views[key]
+
+    def class_means(self, epoch: int, layer: str, analysis: str = "activations", *, order: str = "similarity"):
+        """Mean activation (or relevance) of each unit or channel of ``layer`` per class, at ``epoch``.
+
+        Computed at snapshot time over the held-out set (:mod:`flowcallback.core.aggregate`): each
+        sample's map is averaged over every axis but the last (a conv map's positions), then over
+        the samples of each true class. A class without samples has a row of NaN.
+
+        Parameters
+        ----------
+        epoch : int
+        layer : str
+        analysis : {"activations", "lrp"}, default="activations"
+        order : {"similarity", "class"}, default="similarity"
+            Rows in an order that puts classes with similar profiles next to each other
+            (:func:`flowcallback.core.aggregate.class_order`; classes without samples last), or in
+            class order.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index: class names (``"class"``); columns: unit or channel index (``"unit"``).
+            ``attrs`` holds ``epoch``, ``layer``, ``analysis`` and ``classes`` (the class index of
+            each row).
+
+        Raises
+        ------
+        KeyError
+            If the epoch has no class means (a run written before they were stored), or none for
+            this layer and analysis; the message lists what it has.
+        """
+        import pandas as pd
+
+        from flowcallback.core.aggregate import class_order
+
+        if order not in ("similarity", "class"):
+            raise ValueError(f"order: expected 'similarity' or 'class', got {order!r}")
+        v = self.views(epoch)
+        if v is None or not v.class_means:
+            raise KeyError(f"epoch {epoch} has no class means (the run was written by a flowcallback that did not store "
+                           "them, or the snapshot computed none)")
+        if (analysis, layer) not in v.class_means:
+            raise KeyError(f"epoch {epoch} has no {analysis!r} class means of layer {layer!r}; it has "
+                           f"{sorted(v.class_means)}")
+        m = v.class_means[(analysis, layer)]
+        rows = class_order(m) if order == "similarity" else np.arange(len(m))
+        names = self.class_names
+        df = pd.DataFrame(np.array(m[rows]), index=pd.Index([names[i] for i in rows], name="class"),
+                          columns=pd.RangeIndex(m.shape[1], name="unit"))
+        df.attrs.update(epoch=int(epoch), layer=layer, analysis=analysis, classes=[int(i) for i in rows])
+        return df
+
+    def projection(self, layer: str, analysis: str = "activations"):
+        """The stored 2-D projection of ``layer`` at every epoch that has one, as a tidy DataFrame.
+
+        Columns: ``epoch``, ``sample`` (index in the held-out set), ``x``, ``y``, ``label``,
+        ``prediction`` (class indices) and ``cluster`` (the sample's cluster at that layer in that
+        epoch's ``analysis`` graph; -1 where the graph has no such column). Projections are aligned
+        from epoch to epoch (:func:`flowcallback.core.project.project_layers`), so a sample's rows
+        over the epochs trace how it moved.
+
+        Raises
+        ------
+        KeyError
+            If no epoch has a projection of this layer and analysis.
+        """
+        import pandas as pd
+
+        parts, seen = [], set()
+        for e in self.epochs:
+            v = self.views(e)
+            if v is None:
+                continue
+            seen.update(v.projections)
+            p = v.projections.get((analysis, layer))
+            if p is None:
+                continue
+            s = v.projection_samples
+            names = self.analyses(e)
+            g = self.epoch(e, analysis if analysis in names else ("activations" if "activations" in names else names[0]))
+            if g.analysis == analysis and layer in g.column_names[:-2]:
+                cluster = g.assignments[s, g.column_names.index(layer)].astype(np.int64)
+            else:
+                cluster = np.full(len(s), -1, dtype=np.int64)
+            parts.append(pd.DataFrame({"epoch": np.full(len(s), e, dtype=np.int64), "sample": s, "x": p[:, 0],
+                                       "y": p[:, 1], "label": g.labels[s].astype(np.int64),
+                                       "prediction": g.predictions[s].astype(np.int64), "cluster": cluster}))
+        if not parts:
+            where = f"projections of {sorted(seen)}" if seen else "no projection at any epoch (the run was written by a " \
+                "flowcallback that did not store them, or the snapshots computed none)"
+            raise KeyError(f"no epoch has a {analysis!r} projection of layer {layer!r}; the run has {where}")
+        return pd.concat(parts, ignore_index=True)
+
     # -- figures, for notebooks and scripts ----------------------------------------------------------
     def figure(self, epoch: int, analysis: Optional[str] = None):
         """The epoch's Sankey as a ``plotly.graph_objects.Figure`` (restyle it, then ``.show()``).
@@ -586,11 +938,18 @@ class Run:
 
         Parameters
         ----------
-        view : {"epoch", "across", "confusion", "scores"}
+        view : {"epoch", "across", "confusion", "scores", "class_means", "projection"}
             ``"epoch"``: one epoch's Sankey (``epoch=``, default the last; ``analysis=``).
             ``"across"``: one column across the epochs (``column=``, default ``"Prediction"``;
             ``analysis=``, ``true_class=``, ``changed_only=``). ``"confusion"``: the confusions that
             matter over training. ``"scores"``: each class's recall and precision over training.
+            ``"class_means"``: mean activation or relevance per class and unit of one layer
+            (``epoch=``, default the last with class means; ``layer=``, default the last layer that
+            has them; ``analysis=``, ``order=``, ``difference=(class, class)``, ``top=``,
+            ``normalize=``, ``scale=``; see :meth:`class_means` and
+            :func:`flowcallback.core.views_figures.class_means_figure`). ``"projection"``: a layer's
+            2-D projection animated over the epochs (``layer=``, default the last layer projected;
+            ``analysis=``; see :meth:`projection`).
 
         Returns
         -------
@@ -603,11 +962,13 @@ class Run:
         """
         from flowcallback.core import render
 
-        views = ("epoch", "across", "confusion", "scores")
+        views = ("epoch", "across", "confusion", "scores", "class_means", "projection")
         if view not in views:
             raise ValueError(f"view: expected one of {views}, got {view!r}")
         if not self.epochs:
             raise ValueError(f"{self.path} holds no complete epoch yet")
+        if view in ("class_means", "projection"):
+            return self._show_views(view, **kwargs)
         if view == "epoch":
             return self.figure(kwargs.pop("epoch", self.epochs[-1]), **kwargs)
         if view == "across":
@@ -616,6 +977,46 @@ class Run:
             return render.epoch_flows_figure(self.epoch_flows(column, analysis), self.class_names, column, **kwargs)
         graphs = list(self.graphs("activations"))
         return render.confusion_figure(graphs, **kwargs) if view == "confusion" else render.class_scores_figure(graphs)
+
+    def _show_views(self, view: str, **kwargs):
+        from flowcallback.core import views_figures
+        from flowcallback.core.render import ANALYSIS_LABELS
+
+        analysis = kwargs.pop("analysis", "activations")
+        layer_order = [layer["name"] for layer in self.info.get("layers", [])]
+
+        def last_layer(keys):
+            mine = [layer for a, layer in keys if a == analysis]
+            ranked = sorted(mine, key=lambda n: layer_order.index(n) if n in layer_order else -1)
+            return ranked[-1] if ranked else None
+
+        if view == "class_means":
+            epoch = kwargs.pop("epoch", None)
+            if epoch is None:
+                with_means = [e for e in self.epochs if self.views(e) is not None and self.views(e).class_means]
+                if not with_means:
+                    raise KeyError(f"{self.path}: no epoch has class means (the run was written by a flowcallback "
+                                   "that did not store them)")
+                epoch = with_means[-1]
+            layer = kwargs.pop("layer", None)
+            if layer is None:
+                v = self.views(epoch)
+                layer = last_layer(v.class_means if v is not None else {})
+                if layer is None:
+                    raise KeyError(f"epoch {epoch} has no {analysis!r} class means")
+            means = self.class_means(epoch, layer, analysis, order=kwargs.pop("order", "similarity"))
+            return views_figures.class_means_figure(means, **kwargs)
+        layer = kwargs.pop("layer", None)
+        if layer is None:
+            keys = {k for e in self.epochs if self.views(e) is not None for k in self.views(e).projections}
+            layer = last_layer(keys)
+            if layer is None:
+                raise KeyError(f"{self.path}: no epoch has a {analysis!r} projection (the run was written by a "
+                               "flowcallback that did not store them, or the snapshots computed none)")
+        table = self.projection(layer, analysis)
+        kwargs.setdefault("title", f"{ANALYSIS_LABELS.get(analysis, analysis)} of {layer}: 2-D projection over the "
+                                   "epochs (filled: right prediction, open: wrong)")
+        return views_figures.projection_figure(table, self.class_names, **kwargs)
 
     def _repr_html_(self) -> str:
         """A compact summary in notebooks: epochs, layers, accuracy, and the last epoch's Sankey."""

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from flowcallback.core._keras import clone_model, is_keras3
+from flowcallback.core.aggregate import LayerClassMeans
 from flowcallback.core.capture import _bounded_batch
 from flowcallback.core.embed import Embedder
 from flowcallback.core.lrp.native import ANALYZERS, NativeLRP
@@ -163,8 +164,13 @@ class NativeEngine:
         self._batch_size = _bounded_batch(model, layer_names, int(batch_size))
         self._embed_options = dict({"nonfinite": "flag"}, **(embed_options or {}))
 
-    def analyze(self, weights) -> LRPResult:
-        """Embedded relevance of every selected layer for these weights (a list, or a model)."""
+    def analyze(self, weights, *, class_means: Optional[LayerClassMeans] = None) -> LRPResult:
+        """Embedded relevance of every selected layer for these weights (a list, or a model).
+
+        ``class_means``, built with the held-out labels (:class:`~flowcallback.core.aggregate.LayerClassMeans`),
+        also accumulates the per-class mean relevance of each unit of every layer from the same
+        batches (``class_means.result()`` afterwards); the return value is the same.
+        """
         if self._engine is None:
             raise RuntimeError("the native LRP engine is not started")
         src = weights.get_weights() if hasattr(weights, "get_weights") else weights
@@ -177,6 +183,8 @@ class NativeEngine:
                 if name in embedders:
                     embedders[name].add(value)
                     reached.add(name)
+                    if class_means is not None:
+                        class_means.add(name, value, start)
         done = [n for n in self._layers if n in reached]
         return LRPResult({n: embedders[n].result() for n in done}, [n for n in self._layers if n not in reached],
                          f"NativeLRP({self.analyzer})", NativeLRP.__module__, engine=engine_label("native"))

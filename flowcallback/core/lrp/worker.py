@@ -196,11 +196,14 @@ class LRPWorker:
             raise
         self.analyzers = reply["analyzers"]
 
-    def analyze(self, model_or_weights) -> LRPResult:
+    def analyze(self, model_or_weights, *, class_means=None) -> LRPResult:
         """Relevance of every selected layer, for a model's current weights (or a list of weights).
 
         Passing the weights (``model.get_weights()``) lets another thread run the analysis while
-        the model keeps training.
+        the model keeps training. ``class_means`` is accepted for the interface of
+        :meth:`flowcallback.core.lrp.engines.NativeEngine.analyze` but left untouched: the raw
+        relevance maps stay in the worker process, so the iNNvestigate engine gives no relevance
+        class means.
         """
         src = model_or_weights
         weights = [np.asarray(w) for w in (src.get_weights() if hasattr(src, "get_weights") else src)]

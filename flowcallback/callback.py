@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from flowcallback import _validation as checks
 from flowcallback._fit_guard import FitGuard
-from flowcallback.core import cluster, knn
+from flowcallback.core import cluster, knn, project
 from flowcallback.pipeline import Snapshotter
 from flowcallback.settings import SnapshotSettings
 
@@ -95,6 +95,19 @@ class FlowCallback(tf.keras.callbacks.Callback):
     on_error : {"warn", "raise"}, default="warn"
         What a failed snapshot does: warn (and record it in ``log_dir/errors``) and let training go
         on, or stop training.
+    class_means : bool, default=True
+        Store each layer's mean activation per class (and mean relevance, with the native LRP
+        engine): classes × units per layer, for ``run.class_means`` and its heatmap.
+    projection : {"pca", "umap", "auto"} or None, default="pca"
+        Store a 2-D projection of each layer's activations per snapshot, aligned onto the
+        previous one (Procrustes), for ``run.projection`` and the animated view. ``"umap"`` needs
+        the ``umap`` extra (umap-learn) and costs about 10 s per layer per snapshot at 2,000
+        samples (docs/performance.md): name the layers with ``projection_layers``. ``"auto"``:
+        UMAP where installed, PCA elsewhere. None: no projection.
+    projection_layers : list of str, optional
+        The layers to project (default: every analysed layer).
+    projection_samples : int, default=2000
+        How many held-out samples are projected (the same ones at every snapshot).
     verbose : "auto", 0, 1 or 2, default="auto"
         Progress display; "auto" follows ``fit``'s ``verbose``.
 
@@ -130,6 +143,10 @@ class FlowCallback(tf.keras.callbacks.Callback):
         nice: int = 0,
         tensorboard: bool = False,
         on_error: str = "warn",
+        class_means: bool = True,
+        projection: Optional[str] = "pca",
+        projection_layers=None,
+        projection_samples: int = project.DEFAULT_MAX_SAMPLES,
         verbose="auto",
     ):
         super().__init__()

@@ -34,7 +34,7 @@ import numpy as np
 
 from flowcallback import _validation as checks
 from flowcallback._version import __version__
-from flowcallback.core import _priority, capture, knn, render, runpage, stages, store
+from flowcallback.core import _priority, aggregate, capture, knn, project, render, runpage, stages, store
 from flowcallback.core._notes import first_line
 from flowcallback.core.lrp import engines as lrp_engines
 from flowcallback.core.lrp import worker as lrp_worker
@@ -123,7 +123,8 @@ class Snapshotter:
         self._pool: Optional[ThreadPoolExecutor] = None
         self._aborted = False
         self._errors_lock = threading.Lock()
-        self._continuity = stages.Continuity()  # the last snapshot's cluster ids and orders
+        self._continuity = stages.Continuity()  # the last snapshot's cluster ids, orders and projections
+        self._projection_samples: Optional[np.ndarray] = None  # the projected samples, the same at every epoch
         self._info: dict = {}  # run.json
         self._graphs: Dict[int, Dict[str, object]] = {}  # every epoch's graphs, for the run page
         self._errors: Dict[int, str] = {}  # errors/epoch_XXX.txt, for the run page
@@ -146,6 +147,9 @@ class Snapshotter:
         if not self.layer_names:
             raise ValueError("layers: the model has no layer to analyse")
         self.layer_types = {n: type(model.get_layer(n)).__name__ for n in self.layer_names}
+        unknown = sorted(set(self.settings.projection_layers or ()) - set(self.layer_names))
+        if unknown:
+            raise ValueError(f"projection_layers: {unknown} are not among the analysed layers {self.layer_names}")
         self.model_notes, self.model_column_notes = capture.branch_layout(model, self.layer_names)
         n_classes = checks.output_classes(model, self.x)
         self.binary_threshold, binary_note = checks.binary_threshold(model, self.x)
@@ -199,6 +203,8 @@ class Snapshotter:
                           RuntimeWarning, stacklevel=2)
             return
         self._info = info
+        self._projection_samples = (project.choose_samples(len(self.x), self.settings.projection_samples)
+                                    if self.settings.projection else None)
         store.remove_stale_temporaries(self.log_dir)  # what writers killed mid-write (SIGKILL) left
         self._resume()
         if lrp_unavailable:
@@ -242,7 +248,18 @@ class Snapshotter:
         if self._graphs:
             last = self._graphs[max(self._graphs)]
             if all(g.n_samples == len(self.labels) and np.array_equal(g.labels, self.labels) for g in last.values()):
-                self._continuity = stages.Continuity.from_graphs(last.values())
+                self._continuity = stages.Continuity.from_graphs(last.values(), self._stored_projections(run, max(last)))
+
+    def _stored_projections(self, run, epoch: int) -> Dict[str, np.ndarray]:
+        """The projections stored for ``epoch`` when they are of the samples projected now."""
+        try:
+            views = run.views(epoch)
+        except Exception:  # unreadable views only cost the alignment with that epoch
+            return {}
+        if (views is None or views.projection_samples is None or self._projection_samples is None
+                or not np.array_equal(views.projection_samples, self._projection_samples)):
+            return {}
+        return {layer: p for (analysis, layer), p in views.projections.items() if analysis == "activations"}
 
     def close(self) -> None:
         """Wait for background snapshots, then stop the worker process and the threads."""
@@ -388,15 +405,17 @@ class Snapshotter:
         """The part that needs the live model: activations, outputs, and a copy of the weights."""
         clock = stages.StageClock(epoch)
         t0 = time.perf_counter()
+        means = aggregate.LayerClassMeans(self.labels, self.n_classes) if self.settings.class_means else None
         with clock("capture"):
             acts, outputs = capture.capture_activations(self.model, self.x, self.layer_names,
                                                         batch_size=self.settings.batch_size,
-                                                        embed_options=self.settings.embed_options)
+                                                        embed_options=self.settings.embed_options, class_means=means)
             predictions, accuracy, prediction_note = predictions_from_outputs(outputs, self.labels,
                                                                               self.binary_threshold)
             loss, loss_note = held_out_loss(self.model, self.y_raw, outputs)
             weights = [np.array(w, copy=True) for w in self.model.get_weights()] if self.worker is not None else None
         return {"epoch": epoch, "clock": clock, "t0": t0, "activations": acts, "predictions": predictions,
+                "class_means": {} if means is None else {("activations", n): m for n, m in means.result().items()},
                 "metrics": {"accuracy": accuracy, "loss": loss, "k": self.k, "inflation": self.settings.inflation},
                 "prediction_note": prediction_note, "loss_note": loss_note, "weights": weights}
 
@@ -418,9 +437,10 @@ class Snapshotter:
             if self.lrp_note:
                 notes.append(self.lrp_note)
             return None
+        means = aggregate.LayerClassMeans(self.labels, self.n_classes) if s.class_means else None
         try:
             with state["clock"]("lrp", analysis="lrp"):
-                result = self.worker.analyze(state["weights"])
+                result = self.worker.analyze(state["weights"], class_means=means)
         except Exception as exc:
             if s.on_error == "raise" or self._aborted:
                 raise
@@ -431,6 +451,8 @@ class Snapshotter:
             return None
         if result.missing:
             notes.append(f"LRP: no relevance reached layer(s) {', '.join(result.missing)}")
+        if means is not None:  # the native engine fills them; iNNvestigate's maps stay in its process
+            state["class_means"].update({("lrp", n): m for n, m in means.result().items()})
         return result
 
     def _analyse_and_write(self, state: dict, *, verbose: int, title_prefix: str) -> Path:
@@ -455,11 +477,12 @@ class Snapshotter:
         captured = stages.Captured(
             epoch=epoch, embeddings=embeddings, labels=self.labels, predictions=state["predictions"],
             metrics=state["metrics"], analysis_metrics=analysis_metrics, notes=(*self.model_notes, *notes),
-            analysis_notes=analysis_notes, column_notes=column_notes)
+            analysis_notes=analysis_notes, column_notes=column_notes, class_means=state["class_means"])
         result = stages.analyse(
             captured, [(n, self.layer_types[n]) for n in self.layer_names], k=self.k, inflation=s.inflation,
             index=s.index, mcl_backend=s.mcl_backend, mcl_threads=s.mcl_threads, class_names=self.class_names,
-            previous=self._continuity, map=(s.executor or self._layer_pool()).map, clock=clock)
+            previous=self._continuity, map=(s.executor or self._layer_pool()).map, clock=clock,
+            projection=s.projection, projection_layers=s.projection_layers, projection_samples=self._projection_samples)
         progress.step()
         for (analysis, layer), exc in result.left_out.items():
             if s.on_error == "raise" or self._aborted:
@@ -485,8 +508,13 @@ class Snapshotter:
         """The store and render stages: the epoch's files, its page, the run page, TensorBoard."""
         graphs = result.graphs
         epoch = next(iter(graphs.values())).epoch
+        views = store.EpochViews(
+            class_means={key: m for key, m in result.class_means.items() if key[0] in graphs},
+            projections=result.projections,
+            projection_samples=self._projection_samples if result.projections else None,
+            projection_method=result.projection_method)
         with clock("store"):
-            store.save_epoch(self.log_dir, graphs, metrics=result.metrics)
+            store.save_epoch(self.log_dir, graphs, views, metrics=result.metrics)
         self._graphs[epoch] = dict(graphs)
         page = self.log_dir / store.epoch_page_name(epoch)
         with clock("render"):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
-from flowcallback.core import cluster, knn
+from flowcallback.core import cluster, knn, project
 from flowcallback.core.lrp import INNVESTIGATE_ANALYZERS
 from flowcallback.core.lrp import engines as lrp_engines
 
@@ -83,6 +83,11 @@ PARAMETER_CONSTRAINTS: Mapping[str, Tuple[_Constraint, ...]] = MappingProxyType(
     "nice": (_integer(0, 19, "an integer from 0 (same priority as training) to 19 (lowest)"),),
     "tensorboard": (BOOLEAN,),
     "on_error": (_options("warn", "raise"),),
+    "class_means": (BOOLEAN,),
+    "projection": (_options(*project.METHODS), NONE),
+    "projection_layers": (NONE, _Constraint(lambda v: not isinstance(v, str) and isinstance(v, Sequence)
+                                            and all(isinstance(n, str) for n in v), "a list of layer names")),
+    "projection_samples": (_integer(3),),
 })
 
 
@@ -145,6 +150,10 @@ class SnapshotSettings:
     nice: int = 0
     tensorboard: bool = False
     on_error: str = "warn"
+    class_means: bool = True
+    projection: Optional[str] = "pca"
+    projection_layers: Optional[Tuple[str, ...]] = None
+    projection_samples: int = project.DEFAULT_MAX_SAMPLES
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -152,6 +161,7 @@ class SnapshotSettings:
         lrp_engines.check_backend(self.lrp_backend, self.analyzer)  # the native engine has fewer analyzers
         normal = {
             "layers": None if self.layers is None else tuple(self.layers),
+            "projection_layers": None if self.projection_layers is None else tuple(self.projection_layers),
             "class_names": None if self.class_names is None else tuple(str(c) for c in self.class_names),
             "analyzer_kwargs": MappingProxyType(dict(self.analyzer_kwargs or {})),
             "inflation": float(self.inflation),

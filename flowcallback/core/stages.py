@@ -12,7 +12,13 @@ and reduces each layer's maps to an embedding. :func:`analyse` does the rest, st
     columns, ordering and flows (:func:`~flowcallback.core.flows.build_flow_graph`);
 ``metrics``
     the layer metrics (:func:`~flowcallback.core.metrics.layer_metrics`), computed once here and
-    shared by ``run.json``'s epoch files, the run page, TensorBoard and ``Run.metrics()``.
+    shared by the epoch's ``metrics.json``, the run page, TensorBoard and ``Run.metrics()``;
+``projection``
+    each layer's activations projected to 2-D, aligned onto the previous snapshot's projection
+    (:func:`~flowcallback.core.project.project_layers`).
+
+The class means (:mod:`~flowcallback.core.aggregate`) are computed during the capture, from the
+raw maps, and pass through.
 
 It starts no thread or process and touches no file; :class:`~flowcallback.pipeline.Snapshotter`
 runs it during training and ``benchmarks/paper_scale.py`` times it.
@@ -37,7 +43,7 @@ from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from flowcallback.core import cluster, flows, match, metrics
+from flowcallback.core import cluster, flows, match, metrics, project
 from flowcallback.core._notes import first_line
 
 __all__ = ["Captured", "Continuity", "SnapshotAnalysis", "StageClock", "analyse", "ANALYSIS_LABELS"]
@@ -71,6 +77,12 @@ class StageClock:
     def enter(self, stage: str, analysis: Optional[str], layer: Optional[str]) -> None:
         """Called as a stage starts; does nothing here (subclasses observe or interrupt)."""
 
+    def add(self, seconds: Mapping[str, float]) -> None:
+        """Add the seconds another clock measured (a job's, in another thread or process)."""
+        with self._lock:
+            for stage, t in seconds.items():
+                self.seconds[stage] += t
+
     @contextlib.contextmanager
     def __call__(self, stage: str, *, analysis: Optional[str] = None, layer: Optional[str] = None):
         self.enter(stage, analysis, layer)
@@ -100,6 +112,8 @@ class Captured:
     notes, analysis_notes, column_notes :
         Graph notes of every analysis, graph notes of one analysis, and column notes of every
         analysis (see the module's docstring).
+    class_means : mapping of (analysis, layer) to ndarray (n_classes, units)
+        Per-class means of the raw maps (:class:`flowcallback.core.aggregate.LayerClassMeans`).
     """
 
     epoch: int
@@ -111,28 +125,33 @@ class Captured:
     notes: Tuple[str, ...] = ()
     analysis_notes: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
     column_notes: Mapping[str, str] = field(default_factory=dict)
+    class_means: Mapping[Tuple[str, str], np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Continuity:
-    """What one snapshot hands to the next: each layer column's cluster ids and order.
+    """What one snapshot hands to the next: each layer column's cluster ids and order, and each
+    layer's 2-D projection.
 
-    Clusters that persist keep their id (and their place) from one snapshot to the next.
+    Clusters that persist keep their id (and their place) from one snapshot to the next, and
+    projected points move from their previous place rather than jump.
     """
 
     clusters: Mapping[Tuple[str, str], np.ndarray] = field(default_factory=dict)
     orders: Mapping[str, Mapping[str, tuple]] = field(default_factory=dict)
+    projections: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def from_graphs(cls, graphs: Iterable[flows.FlowGraph]) -> Continuity:
-        """The continuity that a snapshot's graphs leave (one graph per analysis)."""
+    def from_graphs(cls, graphs: Iterable[flows.FlowGraph],
+                    projections: Optional[Mapping[str, np.ndarray]] = None) -> Continuity:
+        """The continuity that a snapshot's graphs (one per analysis) and projections leave."""
         clusters, orders = {}, {}
         for g in graphs:
             orders[g.analysis] = {c.name: c.order for c in g.columns if c.kind == "layer"}
             for j, c in enumerate(g.columns):
                 if c.kind == "layer":
                     clusters[(g.analysis, c.name)] = np.array(g.assignments[:, j])
-        return cls(clusters, orders)
+        return cls(clusters, orders, dict(projections or {}))
 
 
 @dataclass(frozen=True)
@@ -150,6 +169,12 @@ class SnapshotAnalysis:
         For the next snapshot.
     seconds : dict of stage to float
         From the clock (see :class:`StageClock`).
+    class_means : dict of (analysis, layer) to ndarray
+        As captured.
+    projections : dict of (analysis, layer) to ndarray (n_projected, 2)
+        The activations' 2-D projections (empty with ``projection=None``).
+    projection_method : str or None
+        ``"umap"`` or ``"pca"``: what made them.
     """
 
     graphs: Dict[str, flows.FlowGraph]
@@ -157,17 +182,23 @@ class SnapshotAnalysis:
     left_out: Dict[Tuple[str, str], BaseException]
     continuity: Continuity
     seconds: Dict[str, float]
+    class_means: Dict[Tuple[str, str], np.ndarray] = field(default_factory=dict)
+    projections: Dict[Tuple[str, str], np.ndarray] = field(default_factory=dict)
+    projection_method: Optional[str] = None
 
 
 def _cluster_one(job):
-    """kNN + MCL of one layer; the error is returned, not raised, so that one layer cannot stop the others."""
-    (analysis, layer), vectors, k, settings, clock = job
+    """kNN + MCL of one layer, timed by a clock of the caller's kind made here (a job may run in
+    another process, where the caller's clock cannot go). The error is returned, not raised, so
+    that one layer cannot stop the others."""
+    (analysis, layer), vectors, k, settings, clock_type, epoch = job
+    clock = clock_type(epoch)
     try:
         labels = cluster.cluster_layer(vectors, k, settings["inflation"], settings["index"], settings["mcl_backend"],
                                        settings["mcl_threads"], clock=clock, analysis=analysis, layer=layer)
-        return (analysis, layer), labels, None
+        return (analysis, layer), labels, None, dict(clock.seconds)
     except Exception as exc:
-        return (analysis, layer), None, exc
+        return (analysis, layer), None, exc, dict(clock.seconds)
 
 
 def analyse(
@@ -183,6 +214,9 @@ def analyse(
     previous: Optional[Continuity] = None,
     map: Callable = map,  # noqa: A002 - the builtin's name, as concurrent.futures.Executor.map has it
     clock: Optional[StageClock] = None,
+    projection: Optional[str] = None,
+    projection_layers: Optional[Sequence[str]] = None,
+    projection_samples: Optional[np.ndarray] = None,
 ) -> SnapshotAnalysis:
     """Cluster every layer of every analysis, keep the ids stable, link the columns into flows.
 
@@ -203,6 +237,9 @@ def analyse(
         executor's ``map`` to cluster layers in parallel.
     clock : StageClock, optional
         The stage hook; a new :class:`StageClock` by default.
+    projection : {"auto", "umap", "pca"} or None, default=None
+        Project the activations of ``projection_layers`` (default: every layer) to 2-D, for the
+        samples ``projection_samples`` (default: all), aligned onto ``previous.projections``.
 
     Returns
     -------
@@ -225,11 +262,12 @@ def analyse(
     clock = clock if clock is not None else StageClock(captured.epoch)
     previous = previous if previous is not None else Continuity()
     settings = {"inflation": inflation, "index": index, "mcl_backend": mcl_backend, "mcl_threads": mcl_threads}
-    jobs = [((analysis, name), emb[name], k, settings, clock)
+    jobs = [((analysis, name), emb[name], k, settings, type(clock), clock.epoch)
             for analysis, emb in captured.embeddings.items() for name, _ in layers if name in emb]
     results, left_out = {}, {}
     with clock("cluster"):
-        for key, labels, exc in map(_cluster_one, jobs):
+        for key, labels, exc, seconds in map(_cluster_one, jobs):
+            clock.add(seconds)
             if exc is not None:
                 left_out[key] = exc
             else:
@@ -264,5 +302,16 @@ def analyse(
             )
     with clock("metrics"):
         table = metrics.layer_metrics(graphs.values())
+    projections, method = {}, None
+    activations = captured.embeddings.get("activations", {})
+    if projection is not None and activations:
+        method = project.resolve_method(projection)
+        names = [n for n, _ in layers if n in activations and (projection_layers is None or n in projection_layers)]
+        with clock("projection"):
+            projections = project.project_layers(activations, previous.projections or None, method=method,
+                                                 samples=projection_samples, layers=names)
     return SnapshotAnalysis(graphs=graphs, metrics=table, left_out=left_out,
-                            continuity=Continuity.from_graphs(graphs.values()), seconds=dict(clock.seconds))
+                            continuity=Continuity.from_graphs(graphs.values(), projections),
+                            seconds=dict(clock.seconds), class_means=dict(captured.class_means),
+                            projections={("activations", n): p for n, p in projections.items()},
+                            projection_method=method)

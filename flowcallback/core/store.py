@@ -700,7 +700,7 @@ class Run:
         key = (int(epoch), analysis)
         if key not in self._cache:
             d = self._epoch_dir(epoch)
-            if not isinstance(analysis, str) or not _ANALYSIS.match(analysis) or analysis == VIEWS:
+            if not isinstance(analysis, str) or not _ANALYSIS.match(analysis) or analysis in _NOT_ANALYSES:
                 raise ValueError(f"analysis: expected a name such as 'activations' or 'lrp', got {analysis!r}")
             path = d / f"{analysis}.json"
             if not path.exists():

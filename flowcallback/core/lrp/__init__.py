@@ -146,10 +146,20 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
 
     Examples
     --------
+    An untrained model on scikit-learn's digits (8 x 8 images):
+
+    >>> import keras
+    >>> from sklearn.datasets import load_digits
     >>> import flowcallback
-    >>> maps = flowcallback.relevance(model, x_test[:100], ["conv1", "dense10"])  # doctest: +SKIP
-    >>> maps["dense10"].shape                                                     # doctest: +SKIP
-    (100, 10)
+    >>> x = load_digits().images[:100, :, :, None] / 16.0
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(6, 3, activation="relu", name="conv1"),
+    ...     keras.layers.Flatten(),
+    ...     keras.layers.Dense(10, activation="softmax", name="dense10")])
+    >>> maps = flowcallback.relevance(model, x, ["conv1", "dense10"], backend="native")
+    >>> maps["conv1"].shape, maps["dense10"].shape
+    ((100, 6, 6, 6), (100, 10))
     """
     from flowcallback.core.lrp.native import ANALYZERS, NativeLRP
 

@@ -468,12 +468,22 @@ class NativeLRP:
 
     Examples
     --------
-    >>> engine = NativeLRP(model, ["conv1", "dense10"], analyzer="lrp.z")   # doctest: +SKIP
-    >>> engine.note                                                         # doctest: +SKIP
+    An untrained model shows the shapes; scikit-learn's digits are 8 x 8 images.
+
+    >>> import keras
+    >>> from sklearn.datasets import load_digits
+    >>> x = load_digits().images[:32, :, :, None] / 16.0
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1"),
+    ...     keras.layers.Flatten(),
+    ...     keras.layers.Dense(10, activation="softmax", name="dense10")])
+    >>> engine = NativeLRP(model, ["conv1", "dense10"], analyzer="lrp.z")
+    >>> engine.note
     ''
-    >>> maps = engine.relevance(x_val[:256])                                # doctest: +SKIP
-    >>> maps["conv1"].shape                                                 # doctest: +SKIP
-    (256, 8, 8, 6)
+    >>> maps = engine.relevance(x)
+    >>> maps["conv1"].shape, maps["dense10"].shape
+    ((32, 8, 8, 6), (32, 10))
     """
 
     def __init__(self, model, layers: Optional[Sequence[str]] = None, analyzer: str = "lrp.epsilon",

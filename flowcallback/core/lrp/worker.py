@@ -90,6 +90,9 @@ class LRPWorker:
 
     Examples
     --------
+    The worker needs iNNvestigate (the Python <= 3.11, TensorFlow < 2.15 stack), so the example is
+    not run:
+
     >>> with LRPWorker() as w:                          # doctest: +SKIP
     ...     w.start(model, ["conv1", "dense"], x_val)
     ...     result = w.analyze(model)

@@ -49,11 +49,13 @@ def lenet5(n_classes=10):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True,
-                        help="local .npz in keras.datasets layout, e.g. ../shared/data/mnist.npz (nothing is downloaded)")
+                        help="local .npz in keras.datasets layout, e.g. ../shared/data/mnist.npz "
+                             "(nothing is downloaded)")
     parser.add_argument("--log-dir", default="flows/mnist_lenet5")
     parser.add_argument("--epochs", type=int, default=6, help="training epochs (the paper trained 6)")
     parser.add_argument("--samples", type=int, default=10_000, help="held-out samples analysed (paper: 10,000)")
-    parser.add_argument("--snapshot-every", type=int, default=1, help="snapshot every N epochs (0 = untrained included)")
+    parser.add_argument("--snapshot-every", type=int, default=1,
+                        help="snapshot every N epochs (0 = untrained included)")
     parser.add_argument("--no-lrp", action="store_true")
     parser.add_argument("--lrp-backend", default="auto", choices=["auto", "native", "innvestigate"])
     parser.add_argument("--k", default="30", help="kNN neighbours, or 'paper' for n_samples / n_classes")

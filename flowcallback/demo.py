@@ -43,7 +43,8 @@ def lenet5_digits(input_shape=(8, 8, 1), n_classes: int = 10, seed: int = 0):
         ],
         name="lenet5_digits",
     )
-    model.compile(optimizer=tf.keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=tf.keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     return model
 
 

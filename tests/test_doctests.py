@@ -75,4 +75,4 @@ def test_enough_examples_run():
     counts = {name: _run_module(name)[1:3] for name in MODULES}
     total = sum(run for run, _ in counts.values())
     listing = "\n".join(f"  {name}: {run} run, {skipped} skipped" for name, (run, skipped) in counts.items())
-    assert total >= MIN_EXAMPLES_RUN, f"{total} docstring examples ran, expected at least {MIN_EXAMPLES_RUN}:\n{listing}"
+    assert total >= MIN_EXAMPLES_RUN, f"{total} examples ran, expected at least {MIN_EXAMPLES_RUN}:\n{listing}"

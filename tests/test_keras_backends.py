@@ -14,7 +14,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs JAX (the current stack's test extras)")
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                               reason="needs JAX (the current stack's test extras)")
 needs_tf_keras = pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None,
                                     reason="needs tf_keras (the current stack's test extras)")
 

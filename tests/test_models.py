@@ -187,7 +187,8 @@ def test_multi_output_model_is_refused_at_train_begin(tmp_path, digits, tally):
     model = tf.keras.Model(inp, [L.Dense(10, activation="softmax")(h), L.Dense(2, activation="softmax")(h)])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     cb = FlowCallback((x_te[:60], y_te[:60]), log_dir=tmp_path, k=5, verbose=0)
-    with pytest.raises(ValueError, match="model: FlowCallback supports single-output classifiers; this model has 2 outputs"):
+    with pytest.raises(ValueError,
+                       match="model: FlowCallback supports single-output classifiers; this model has 2 outputs"):
         model.fit(x_tr[:50], [y_tr[:50], y_tr[:50] % 2], epochs=1, verbose=0, callbacks=[cb])
     assert not (tmp_path / "run.json").exists()
 

@@ -241,8 +241,8 @@ def mcl(
         if isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Real) or not 0 <= cutoff < 1:
             raise ValueError(f"cutoff: expected a number in [0, 1), got {cutoff!r}")
         threshold = 2.5e-4 if pruning_threshold is None else float(pruning_threshold)
-        return _fast_mcl(g, float(inflation), loop_value, iterations, threshold, int(select), int(n_threads), float(tol),
-                         float(cutoff))
+        return _fast_mcl(g, float(inflation), loop_value, iterations, threshold, int(select), int(n_threads),
+                         float(tol), float(cutoff))
 
     import markov_clustering as mc  # the reference implementation
 

@@ -224,8 +224,8 @@ class Embedder:
     (15, 9)
     """
 
-    def __init__(self, name: str = "maps", *, dim: int = 128, reduce: Optional[str] = "pca", fit_samples: Optional[int] = None, seed: int = 0,
-                 nonfinite: str = "raise"):
+    def __init__(self, name: str = "maps", *, dim: int = 128, reduce: Optional[str] = "pca",
+                 fit_samples: Optional[int] = None, seed: int = 0, nonfinite: str = "raise"):
         if reduce not in ("pca", "random", None):
             raise ValueError(f"reduce: expected 'pca', 'random' or None, got {reduce!r}")
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:

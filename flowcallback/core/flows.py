@@ -312,7 +312,8 @@ def compute_flows(assignments, labels, column_names: Optional[Sequence[str]] = N
             )
         )
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c not in ("source", "target") else object) for c in FLOW_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c not in ("source", "target") else object)
+                             for c in FLOW_COLUMNS})
     return pd.concat(frames, ignore_index=True)[FLOW_COLUMNS]
 
 
@@ -496,7 +497,8 @@ def build_flow_graph(
     names = [c[0] for c in cols]
     dupes = sorted({x for x in names if names.count(x) > 1})
     if dupes:
-        raise ValueError(f"layer_clusters: column names must be unique, {dupes} repeat (a layer may not be called 'Prediction' or 'Ground truth')")
+        raise ValueError(f"layer_clusters: column names must be unique, {dupes} repeat "
+                         "(a layer may not be called 'Prediction' or 'Ground truth')")
     a = np.stack(blocks, axis=1)
     m = a.shape[1]
     initial = [tuple(np.unique(a[:, j]).tolist()) for j in range(m)]

@@ -289,7 +289,8 @@ def test_narrow_layers_fit_on_the_rows_asked_for():
 
 
 @pytest.mark.parametrize("kwargs, match", [(dict(reduce="svd"), "reduce"), (dict(dim=0), "dim"),
-                                           (dict(fit_samples=0), "fit_samples"), (dict(fit_samples=1.5), "fit_samples")])
+                                           (dict(fit_samples=0), "fit_samples"),
+                                           (dict(fit_samples=1.5), "fit_samples")])
 def test_embedder_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Embedder("x", **kwargs)

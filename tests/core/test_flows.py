@@ -72,7 +72,8 @@ def _ascending(a):
 def test_compute_flows_docstring_example():
     f = compute_flows(np.array([[0, 0], [0, 0], [1, 0]]), np.array([3, 3, 4]))
     assert list(f.columns) == FLOW_COLUMNS
-    assert f[["source_cluster", "target_cluster", "true_class", "count"]].values.tolist() == [[0, 0, 3, 2], [1, 0, 4, 1]]
+    rows = f[["source_cluster", "target_cluster", "true_class", "count"]].values.tolist()
+    assert rows == [[0, 0, 3, 2], [1, 0, 4, 1]]
     assert f["source"].tolist() == ["0", "0"] and f["target"].tolist() == ["1", "1"]
 
 
@@ -229,7 +230,8 @@ def test_prediction_column_keeps_class_order_even_when_a_confusion_would_uncross
     assert g.columns[0].order == (0, 1, 2)  # the layer lines up with Prediction (the old layout flipped both)
     flows = g.flows
     between = flows[flows.source_column == g.column_index("Prediction")]
-    assert set(map(tuple, between[["source_cluster", "target_cluster"]].to_numpy().tolist())) == {(2, 0), (1, 1), (0, 2)}
+    pairs = set(map(tuple, between[["source_cluster", "target_cluster"]].to_numpy().tolist()))
+    assert pairs == {(2, 0), (1, 1), (0, 2)}
 
 
 def test_repr_is_short_and_says_what_the_graph_is():

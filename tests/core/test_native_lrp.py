@@ -190,7 +190,8 @@ def references():
     # iNNvestigate 2.1.2 turns its model warnings into NotImplementedError (a ReLU or LeakyReLU layer
     # triggers one); the checks are switched off so that it analyses these models at all
     pool = ThreadPoolExecutor(2)
-    futures = {name: pool.submit(innvestigate_maps, m, x, cases[name], _layer_names(m), 600, True) for name, (m, x) in built.items()}
+    futures = {name: pool.submit(innvestigate_maps, m, x, cases[name], _layer_names(m), 600, True)
+               for name, (m, x) in built.items()}
     yield built, cases, futures
     pool.shutdown(wait=True)
 
@@ -235,8 +236,9 @@ def test_equal_to_innvestigate(references, model_name, case):
 # -- properties that need no iNNvestigate -------------------------------------------------------------
 def _relu_mlp(bias_zero=True):
     tf.keras.utils.set_random_seed(7)
-    m = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), L.Conv2D(4, 3, activation="relu", name="c"), L.Flatten(name="f"),
-                             L.Dense(16, activation="relu", name="d"), L.Dense(10, activation="softmax", name="o")])
+    m = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), L.Conv2D(4, 3, activation="relu", name="c"),
+                             L.Flatten(name="f"), L.Dense(16, activation="relu", name="d"),
+                             L.Dense(10, activation="softmax", name="o")])
     if bias_zero:
         for layer in m.layers:
             if getattr(layer, "bias", None) is not None:
@@ -325,7 +327,8 @@ def test_unknown_analyzer_lists_the_names():
     model = _relu_mlp()
     with pytest.raises(ValueError) as e:
         NativeLRP(model, analyzer="lrp.nonsense")
-    assert "lrp.nonsense" in str(e.value) and "lrp.epsilon" in str(e.value) and "lrp.sequential_preset_b" in str(e.value)
+    message = str(e.value)
+    assert "lrp.nonsense" in message and "lrp.epsilon" in message and "lrp.sequential_preset_b" in message
     with pytest.raises(ValueError) as e:
         relevance(model, np.zeros((1, 8, 8, 1), "float32"), analyzer="deconvnet")
     for name in INNVESTIGATE_ANALYZERS:

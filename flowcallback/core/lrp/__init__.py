@@ -21,8 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["NativeLRP", "UnsupportedLayerError", "ANALYZERS", "INNVESTIGATE_ANALYZERS", "relevance", "innvestigate_maps",
-           "layer_kind"]
+__all__ = ["NativeLRP", "UnsupportedLayerError", "ANALYZERS", "INNVESTIGATE_ANALYZERS", "relevance",
+           "innvestigate_maps", "layer_kind"]
 
 #: iNNvestigate 2.1.2's LRP analyzer names (``innvestigate.analyzer.analyzers``), known here without
 #: importing it. ``"lrp"`` itself needs a ``rule`` argument.
@@ -54,7 +54,8 @@ def _innvestigate_available() -> bool:
 
 
 def innvestigate_maps(model, x, analyzers: Sequence[Tuple[str, dict]], layers: Optional[Sequence[str]] = None,
-                      timeout: Optional[float] = None, disable_model_checks: bool = False) -> List[Dict[str, np.ndarray]]:
+                      timeout: Optional[float] = None,
+                      disable_model_checks: bool = False) -> List[Dict[str, np.ndarray]]:
     """iNNvestigate's relevance at each layer's output, for several analyzers, in one child process.
 
     The model is rebuilt there from its JSON config (output activation set to linear, as the LRP
@@ -93,11 +94,13 @@ def innvestigate_maps(model, x, analyzers: Sequence[Tuple[str, dict]], layers: O
         proc = subprocess.run([sys.executable, "-m", "flowcallback.core.lrp._innvestigate_run", job, out], env=env,
                               stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
         if proc.returncode != 0 or not os.path.exists(out):
-            raise RuntimeError(f"iNNvestigate's process failed (exit code {proc.returncode}):\n{proc.stderr.decode(errors='replace')[-3000:]}")
+            stderr = proc.stderr.decode(errors="replace")[-3000:]
+            raise RuntimeError(f"iNNvestigate's process failed (exit code {proc.returncode}):\n{stderr}")
         with np.load(out, allow_pickle=False) as data:
             if "error" in data.files:
                 errors = json.loads(str(data["error"]))
-                raise RuntimeError("iNNvestigate failed: " + "\n".join(f"{analyzers[int(i)][0]}: {e}" for i, e in errors.items()))
+                raise RuntimeError("iNNvestigate failed: "
+                                   + "\n".join(f"{analyzers[int(i)][0]}: {e}" for i, e in errors.items()))
             result = [dict() for _ in analyzers]
             for key in data.files:
                 i, name = key.split("/", 1)
@@ -166,10 +169,12 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
     if analyzer not in ANALYZERS and analyzer not in INNVESTIGATE_ANALYZERS:
-        raise ValueError(f"analyzer: expected one of {sorted(set(ANALYZERS) | set(INNVESTIGATE_ANALYZERS))}, got {analyzer!r}")
+        known = sorted(set(ANALYZERS) | set(INNVESTIGATE_ANALYZERS))
+        raise ValueError(f"analyzer: expected one of {known}, got {analyzer!r}")
     if backend == "native" or (backend == "auto" and analyzer in ANALYZERS):
         if backend == "native" and analyzer not in ANALYZERS:
-            raise ValueError(f"analyzer: the native engine knows {sorted(ANALYZERS)}, got {analyzer!r} (try backend='innvestigate')")
+            raise ValueError(f"analyzer: the native engine knows {sorted(ANALYZERS)}, got {analyzer!r} "
+                             "(try backend='innvestigate')")
         engine = NativeLRP(model, layers, analyzer, analyzer_kwargs)
         if not engine.unsupported or backend == "native" or not _innvestigate_available():
             return engine.relevance(x, batch_size=batch_size)

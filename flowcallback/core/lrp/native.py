@@ -176,21 +176,22 @@ def _linear(layer, kind: str, dtype) -> R.Linear:
         dilations = tuple(cfg["dilation_rate"])
 
         def fn(x, w):
-            out = tf.nn.depthwise_conv2d(x, w["depthwise_kernel"], strides=strides, padding=padding, dilations=dilations,
-                                         data_format="NHWC")
+            out = tf.nn.depthwise_conv2d(x, w["depthwise_kernel"], strides=strides, padding=padding,
+                                         dilations=dilations, data_format="NHWC")
             if "bias" in w:
                 out = tf.nn.bias_add(out, w["bias"], data_format="NHWC")
             return out
 
     elif kind == "separable":
-        kernels = {"depthwise_kernel": _value(layer.depthwise_kernel), "pointwise_kernel": _value(layer.pointwise_kernel)}
+        kernels = {"depthwise_kernel": _value(layer.depthwise_kernel),
+                   "pointwise_kernel": _value(layer.pointwise_kernel)}
         strides = (1,) + tuple(cfg["strides"]) + (1,)
         padding = cfg["padding"].upper()
         dilations = tuple(cfg["dilation_rate"])
 
         def fn(x, w):
-            out = tf.nn.separable_conv2d(x, w["depthwise_kernel"], w["pointwise_kernel"], strides=strides, padding=padding,
-                                         dilations=dilations, data_format="NHWC")
+            out = tf.nn.separable_conv2d(x, w["depthwise_kernel"], w["pointwise_kernel"], strides=strides,
+                                         padding=padding, dilations=dilations, data_format="NHWC")
             if "bias" in w:
                 out = tf.nn.bias_add(out, w["bias"], data_format="NHWC")
             return out
@@ -325,7 +326,8 @@ def make_spec(analyzer: str, analyzer_kwargs: Optional[dict] = None) -> _Spec:
     spec.bn_fuse_mode = mode
     nsm = kw.pop("neuron_selection_mode", "max_activation")
     if nsm != "max_activation":
-        raise ValueError(f"neuron_selection_mode: the native engine analyses the predicted class ('max_activation'), got {nsm!r}")
+        raise ValueError("neuron_selection_mode: the native engine analyses the predicted class "
+                         f"('max_activation'), got {nsm!r}")
     if kw:
         raise ValueError(f"analyzer_kwargs: {sorted(kw)} not understood by {analyzer!r} in the native LRP engine")
     return spec
@@ -349,7 +351,8 @@ class _Node:
 def _history(t):
     h = getattr(t, "_keras_history", None)
     if h is None:
-        raise UnsupportedLayerError("the model is not a graph of Keras layers (a subclassed model?): its tensors have no Keras history")
+        raise UnsupportedLayerError("the model is not a graph of Keras layers (a subclassed model?): "
+                                    "its tensors have no Keras history")
     return h[0], int(h[1]), int(h[2])
 
 
@@ -502,7 +505,8 @@ class NativeLRP:
             self.unsupported.append((getattr(model, "name", "model"), type(model).__name__, str(exc)))
             inputs, outputs = [], []
         if len(outputs) > 1:
-            self.unsupported.append((model.name, type(model).__name__, f"the model has {len(outputs)} outputs; LRP needs one"))
+            self.unsupported.append((model.name, type(model).__name__,
+                                     f"the model has {len(outputs)} outputs; LRP needs one"))
         self._inputs = [_key(t) for t in inputs]
         if outputs:
             self._output_key = _key(outputs[0])
@@ -532,7 +536,8 @@ class NativeLRP:
             cfg = _config(layer)
             act = _activation_name(layer) if "activation" in cfg or kind == "activation" else "linear"
             if not node.is_output and (kind == "softmax" or act == "softmax"):
-                self.unsupported.append((layer.name, type(layer).__name__, "a softmax inside the model (iNNvestigate refuses it too)"))
+                self.unsupported.append((layer.name, type(layer).__name__,
+                                         "a softmax inside the model (iNNvestigate refuses it too)"))
                 continue
             if kind == "conv" and int(cfg.get("groups", 1) or 1) > 1:
                 self.unsupported.append((layer.name, type(layer).__name__, "grouped convolution"))
@@ -544,7 +549,8 @@ class NativeLRP:
                 rank = len(node_shape(layer))
                 if not isinstance(axis, int) or axis not in (-1, rank - 1):
                     self.unsupported.append((layer.name, type(layer).__name__,
-                                             f"normalisation over axis {axis}; iNNvestigate's BatchNormalization rule scales the last axis"))
+                                             f"normalisation over axis {axis}; "
+                                             "iNNvestigate's BatchNormalization rule scales the last axis"))
             if kind in _KERNEL_KINDS:
                 is_input = self._is_input_node(node, produced_by)
                 node.is_input_rule = is_input
@@ -587,7 +593,8 @@ class NativeLRP:
             if n.rule is not None:
                 out[n.layer.name] = repr(n.rule)
             elif n.kind == "bn":
-                out[n.layer.name] = f"{self.spec.bn_rule!r} on the linearised BatchNormalization ({self.spec.bn_fuse_mode})"
+                out[n.layer.name] = (f"{self.spec.bn_rule!r} on the linearised BatchNormalization "
+                                     f"({self.spec.bn_fuse_mode})")
         return out
 
     # -- analysis ----------------------------------------------------------------------------------
@@ -642,7 +649,8 @@ class NativeLRP:
             if node.is_output:
                 ys = [self._forward_output(node, ins)]
             else:
-                ys = tf.nest.flatten(_call(node.layer, ins, single=len(ins) == 1 and node.kind != "add" and type(node.layer).__name__ != "Concatenate"))
+                single = len(ins) == 1 and node.kind != "add" and type(node.layer).__name__ != "Concatenate"
+                ys = tf.nest.flatten(_call(node.layer, ins, single=single))
             for k, y in zip(node.outputs, ys):
                 # relevance in float32 at least: under a mixed-precision policy layers compute in
                 # float16, while the rules read the float32 weights
@@ -722,7 +730,8 @@ class NativeLRP:
                     tape.watch(x)
                 z = tf.nest.flatten(_call(layer, xs, single=kind != "add"))[0]
             tmp = R.safe_divide(rs[0], z)
-            grads = [tape.gradient(z, x, output_gradients=tmp, unconnected_gradients=tf.UnconnectedGradients.ZERO) for x in xs]
+            grads = [tape.gradient(z, x, output_gradients=tmp, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                     for x in xs]
             del tape
             return [x * g for x, g in zip(xs, grads)]
         # the plain gradient (max pooling, reshapes, dropout, concatenation, ReLU...)
@@ -730,7 +739,8 @@ class NativeLRP:
             for x in xs:
                 tape.watch(x)
             y = tf.nest.flatten(_call(layer, xs, single=len(xs) == 1 and type(layer).__name__ != "Concatenate"))
-        grads = [tape.gradient(y, x, output_gradients=rs, unconnected_gradients=tf.UnconnectedGradients.ZERO) for x in xs]
+        grads = [tape.gradient(y, x, output_gradients=rs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                 for x in xs]
         del tape
         return grads
 

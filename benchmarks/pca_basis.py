@@ -6,8 +6,8 @@ For every layer of the LeNet5-style model (examples/mnist_lenet5.py) and of the 
 of paper_scale.py, both with their initial random weights, the activation maps of the first
 MNIST test images are embedded (unit rows, float16, as :class:`flowcallback.core.embed.Embedder`
 buffers them) and the top ``--dim`` right singular vectors are computed twice: with
-:func:`flowcallback.core.embed.top_right_singular_vectors` (this release) and with scikit-learn's
-``randomized_svd(n_iter=4)`` (the previous release). Prints, per layer, the seconds of each (best of
+:func:`flowcallback.core.embed.top_right_singular_vectors` (what the Embedder uses) and with
+scikit-learn's ``randomized_svd(n_iter=4)``. Prints, per layer, the seconds of each (best of
 three), and the share of the buffer's squared norm each basis keeps (higher is better; the exact
 basis is optimal); writes benchmarks/results/pca_basis.json.
 """

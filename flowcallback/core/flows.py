@@ -182,7 +182,7 @@ class FlowGraph:
         except ValueError:
             raise KeyError(f"no column {name!r}; columns are {list(self.column_names)}") from None
 
-    def _col(self, column) -> int:
+    def _column_position(self, column) -> int:
         if isinstance(column, (int, np.integer)) and not isinstance(column, bool):
             if not -len(self.columns) <= int(column) < len(self.columns):
                 raise IndexError(f"column: expected an index below {len(self.columns)}, got {column}")
@@ -191,7 +191,7 @@ class FlowGraph:
 
     def clusters(self, column) -> Dict[int, np.ndarray]:
         """Sample indices of every cluster of a column (by name or index), in display order."""
-        j = self._col(column)
+        j = self._column_position(column)
         a = self.assignments[:, j]
         return {c: np.flatnonzero(a == c) for c in self.columns[j].order}
 
@@ -208,7 +208,7 @@ class FlowGraph:
 
     def class_counts(self, column) -> np.ndarray:
         """Matrix (n_clusters in display order, n_classes) of class counts for one column."""
-        j = self._col(column)
+        j = self._column_position(column)
         order = self.columns[j].order
         pos = {c: i for i, c in enumerate(order)}
         out = np.zeros((len(order), len(self.class_names)), dtype=np.int64)

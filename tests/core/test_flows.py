@@ -227,7 +227,7 @@ def test_prediction_column_keeps_class_order_even_when_a_confusion_would_uncross
     p = np.where(y == 1, 1, 2 - y)
     g = build_flow_graph([("dense", "Dense", p)], y, p)
     assert g.columns[-2].order == (0, 1, 2) and g.columns[-1].order == (0, 1, 2)
-    assert g.columns[0].order == (0, 1, 2)  # the layer lines up with Prediction (the old layout flipped both)
+    assert g.columns[0].order == (0, 1, 2)  # the layer lines up with Prediction
     flows = g.flows
     between = flows[flows.source_column == g.column_index("Prediction")]
     pairs = set(map(tuple, between[["source_cluster", "target_cluster"]].to_numpy().tolist()))
@@ -301,19 +301,19 @@ def test_build_flow_graph_properties(case):
         assert path["Ground truth"] == y[i] and path["Prediction"] == p[i]
 
     # networkx view
-    nx_g = g.to_networkx()
-    assert nx_g.number_of_nodes() == sum(len(c.order) for c in g.columns)
+    digraph = g.to_networkx()
+    assert digraph.number_of_nodes() == sum(len(c.order) for c in g.columns)
     for j, col in enumerate(g.columns):
         nodes = [(col.name, c) for c in col.order]
-        assert sum(nx_g.nodes[v]["size"] for v in nodes) == n
-        assert [nx_g.nodes[v]["position"] for v in nodes] == list(range(len(nodes)))
-        assert all(nx_g.nodes[v]["column"] == j for v in nodes)
+        assert sum(digraph.nodes[v]["size"] for v in nodes) == n
+        assert [digraph.nodes[v]["position"] for v in nodes] == list(range(len(nodes)))
+        assert all(digraph.nodes[v]["column"] == j for v in nodes)
     for j in range(m - 1):
         src = g.column_names[j]
-        edges = [d for u, v, d in nx_g.edges(data=True) if u[0] == src]
+        edges = [d for u, v, d in digraph.edges(data=True) if u[0] == src]
         assert sum(d["count"] for d in edges) == n
-    assert nx_g.number_of_edges() == len(f)
-    assert nx_g.graph == {"epoch": 3, "analysis": "lrp"}
+    assert digraph.number_of_edges() == len(f)
+    assert digraph.graph == {"epoch": 3, "analysis": "lrp"}
 
 
 def test_build_flow_graph_class_names_and_notes():

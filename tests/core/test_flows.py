@@ -1,13 +1,16 @@
 """Tests of flowcallback.core.flows: flows, crossings, barycentric order and FlowGraph."""
 import dataclasses
 import itertools
+import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import flowcallback.core.flows as flows_module
 from flowcallback.core.flows import (
     COLUMN_KINDS,
     FLOW_COLUMNS,
@@ -429,7 +432,13 @@ def test_flowgraph_validation():
 
 
 def test_column_kind_validation_and_order_normalisation():
-    assert COLUMN_KINDS == ("layer", "prediction", "ground_truth")
+    # the kinds a Column accepts are those the saved format allows, and a graph uses each of them
+    schema = json.loads((Path(flows_module.__file__).parent.parent / "schemas" / "flowgraph-1.json").read_text())
+    assert list(COLUMN_KINDS) == schema["properties"]["columns"]["items"]["properties"]["kind"]["enum"]
+    g = build_flow_graph([("d", "Dense", [0, 1])], [0, 1], [0, 1])
+    assert [c.kind for c in g.columns] == ["layer", "prediction", "ground_truth"]
+    for kind in COLUMN_KINDS:
+        assert Column("x", kind, "", (0,)).kind == kind
     with pytest.raises(ValueError, match="kind"):
         Column("x", "hidden", "Dense", (0,))
     c = Column("x", "layer", "Dense", np.array([2, 0, 1]))

@@ -60,7 +60,8 @@ def main(argv=None):
         rows.append({"k": k, "nmi": nmi, "mean_nmi": float(np.mean(list(nmi.values()))), "n_clusters": n_clusters,
                      "last_layer_ari_vs_predictions": ari_last, "seconds": secs})
         print(f"{k:>5} {rows[-1]['mean_nmi']:>9.3f} {ari_last:>17.3f} {secs:>8.1f}  {list(n_clusters.values())}")
-    path = write_json(f"choose_k_{len(y_te)}.json" if len(y_te) != 2000 else "choose_k.json", {"samples": len(y_te), "layers": names, "rows": rows})
+    json_name = f"choose_k_{len(y_te)}.json" if len(y_te) != 2000 else "choose_k.json"
+    path = write_json(json_name, {"samples": len(y_te), "layers": names, "rows": rows})
     print("wrote", path)
 
 

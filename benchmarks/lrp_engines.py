@@ -324,8 +324,8 @@ def report(doc):
                 mem = f"{r['rss_mb']['after_analyze']:.0f} + {r['worker_vmhwm_mb']:.0f} worker"
             else:
                 mem = f"{r['total_peak_rss_mb']:.0f}"
-            print(f"{m:<10}{e:<14}{r['samples']:>6}{r['setup_s']:>9.2f}"
-                  f"{'{:.2f} ({:.2f})'.format(r['analyze_best_s'], r['analyze_median_s']):>17}{r['analyze_best_cpu_s']:>8.1f}"
+            analyze = f"{r['analyze_best_s']:.2f} ({r['analyze_median_s']:.2f})"
+            print(f"{m:<10}{e:<14}{r['samples']:>6}{r['setup_s']:>9.2f}{analyze:>17}{r['analyze_best_cpu_s']:>8.1f}"
                   f"{raw:>17}{mem:>22}")
         if "ratio_innvestigate_over_native" in entry:
             q = entry["ratio_innvestigate_over_native"]

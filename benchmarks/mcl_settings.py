@@ -150,11 +150,12 @@ def main(argv=None):
             t = time.perf_counter()
             labels = fn(g)
             secs = time.perf_counter() - t
-            row = {"layer": layer, "setting": name, "kwargs": SETTINGS.get(name), "seconds": secs, "mcl_seconds": ref_seconds,
-                   "speedup": ref_seconds / secs, "ari": float(ari(ref_labels, labels)),
+            row = {"layer": layer, "setting": name, "kwargs": SETTINGS.get(name), "seconds": secs,
+                   "mcl_seconds": ref_seconds, "speedup": ref_seconds / secs, "ari": float(ari(ref_labels, labels)),
                    "clusters": int(labels.max() + 1), "mcl_clusters": int(len(np.unique(ref_labels)))}
             rows.append(row)
-            print(f"  {name:<28}{secs:>7.2f} s  {row['speedup']:>5.2f}x  ARI {row['ari']:.3f}  {row['clusters']} clusters")
+            print(f"  {name:<28}{secs:>7.2f} s  {row['speedup']:>5.2f}x  ARI {row['ari']:.3f}  "
+                  f"{row['clusters']} clusters")
     print("\nsetting                      speed-up (min-max)   ARI (min-max)")
     for name in settings:
         r = [x_ for x_ in rows if x_["setting"] == name]

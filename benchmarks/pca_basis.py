@@ -6,8 +6,8 @@ For every layer of the LeNet5-style model (examples/mnist_lenet5.py) and of the 
 of paper_scale.py, both with their initial random weights, the activation maps of the first
 MNIST test images are embedded (unit rows, float16, as :class:`flowcallback.core.embed.Embedder`
 buffers them) and the top ``--dim`` right singular vectors are computed twice: with
-:func:`flowcallback.core.embed.top_right_singular_vectors` (this release) and with scikit-learn's
-``randomized_svd(n_iter=4)`` (the previous release). Prints, per layer, the seconds of each (best of
+:func:`flowcallback.core.embed.top_right_singular_vectors` (what the Embedder uses) and with
+scikit-learn's ``randomized_svd(n_iter=4)``. Prints, per layer, the seconds of each (best of
 three), and the share of the buffer's squared norm each basis keeps (higher is better; the exact
 basis is optimal); writes benchmarks/results/pca_basis.json.
 """
@@ -70,8 +70,8 @@ def main(argv=None):
             buf = buf[:n]
             k = min(args.dim, n, d)
             t_exact, v = best_of(lambda buf=buf, k=k: top_right_singular_vectors(buf, k))
-            t_rand, (_, _, vt) = best_of(lambda buf=buf, k=k: randomized_svd(buf.astype(np.float32), n_components=k, n_iter=4,
-                                                                 random_state=0))
+            t_rand, (_, _, vt) = best_of(
+                lambda buf=buf, k=k: randomized_svd(buf.astype(np.float32), n_components=k, n_iter=4, random_state=0))
             b = buf.astype(np.float32)
             total = float(np.sum(b.astype(np.float64) ** 2))
             rows.append({"model": model_name, "layer": layer.name, "rows": n, "features": d,
@@ -80,7 +80,8 @@ def main(argv=None):
                          "energy_randomized": float(np.sum((b @ vt.T).astype(np.float64) ** 2)) / total})
             r = rows[-1]
             print(f"{model_name:9s} {layer.name:14s} {n:4d} x {d:6d}  exact {t_exact:6.3f} s  randomized "
-                  f"{t_rand:6.3f} s  ({r['speedup']:.1f}x)  energy kept {r['energy_exact']:.4f} / {r['energy_randomized']:.4f}")
+                  f"{t_rand:6.3f} s  ({r['speedup']:.1f}x)  "
+                  f"energy kept {r['energy_exact']:.4f} / {r['energy_randomized']:.4f}")
     path = write_json(args.out, {"rows": args.rows, "dim": args.dim, "layers": rows})
     print("wrote", path)
 

@@ -5,11 +5,11 @@
 
 Trains the LeNet5-style model of examples/mnist_lenet5.py on the 60,000 MNIST training images
 twice from the same seed: without the callback, then with ``FlowCallback`` snapshotting every
-epoch (the untrained epoch 0 included, unless ``--no-untrained``) on ``--samples`` test images, activations and LRP. Prints
-both wall times, their ratio and each snapshot's stage timings; writes
-benchmarks/results/training_overhead.json (or --out). The callback's analysis runs in the background while
-the next epoch trains, at the priority ``--nice`` sets; the time with the callback includes
-waiting for the snapshots still running when training ends (printed apart).
+epoch (the untrained epoch 0 included, unless ``--no-untrained``) on ``--samples`` test images,
+activations and LRP. Prints both wall times, their ratio and each snapshot's stage timings; writes
+benchmarks/results/training_overhead.json (or --out). The callback's analysis runs in the
+background while the next epoch trains, at the priority ``--nice`` sets; the time with the callback
+includes waiting for the snapshots still running when training ends (printed apart).
 """
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ def main(argv=None):
           f"{with_cb['callbacks_done']:.1f} s; ratio {ratio:.2f}")
     print(f"  with the callback: training until the last epoch ended {with_cb['training']:.1f} s, "
           f"then waiting for the snapshots {wait:.1f} s")
-    print(f"  TensorFlow's teardown after the callbacks (left out): {plain['fit'] - plain['callbacks_done']:.1f} s without, "
+    print(f"  TensorFlow's teardown after the callbacks (left out): "
+          f"{plain['fit'] - plain['callbacks_done']:.1f} s without, "
           f"{with_cb['fit'] - with_cb['callbacks_done']:.1f} s with; ratio of whole fit calls "
           f"{with_cb['fit'] / plain['fit']:.2f}")
     for e, tm in sorted(cb.timings.items()):

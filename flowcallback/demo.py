@@ -28,22 +28,23 @@ def lenet5_digits(input_shape=(8, 8, 1), n_classes: int = 10, seed: int = 0):
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(seed)
-    L = tf.keras.layers
+    layers = tf.keras.layers
     model = tf.keras.Sequential(
         [
             tf.keras.Input(input_shape),
-            L.Conv2D(6, 3, padding="same", activation="relu", name="conv1"),
-            L.MaxPooling2D(name="pool1"),
-            L.Conv2D(16, 3, padding="same", activation="relu", name="conv2"),
-            L.MaxPooling2D(name="pool2"),
-            L.Flatten(name="flatten"),
-            L.Dense(120, activation="relu", name="dense120"),
-            L.Dense(84, activation="relu", name="dense84"),
-            L.Dense(n_classes, activation="softmax", name="dense10"),
+            layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1"),
+            layers.MaxPooling2D(name="pool1"),
+            layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2"),
+            layers.MaxPooling2D(name="pool2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(120, activation="relu", name="dense120"),
+            layers.Dense(84, activation="relu", name="dense84"),
+            layers.Dense(n_classes, activation="softmax", name="dense10"),
         ],
         name="lenet5_digits",
     )
-    model.compile(optimizer=tf.keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=tf.keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     return model
 
 

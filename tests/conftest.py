@@ -28,7 +28,8 @@ def fitted_run(tmp_path_factory, digits):
     log_dir = tmp_path_factory.mktemp("runs") / "run1"
     model = lenet5_digits()
     eager_before = tf.executing_eagerly()
-    cb = FlowCallback((x_te, y_te), log_dir=str(log_dir), epochs=[1, 2], class_names=[f"digit {i}" for i in range(10)], verbose=0)
+    cb = FlowCallback((x_te, y_te), log_dir=str(log_dir), epochs=[1, 2], class_names=[f"digit {i}" for i in range(10)],
+                      verbose=0)
     history = model.fit(x_tr, y_tr, epochs=2, batch_size=64, verbose=0, callbacks=[cb])
     return {
         "log_dir": log_dir,

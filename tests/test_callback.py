@@ -10,6 +10,9 @@ from flowcallback import load_run
 
 pytestmark = pytest.mark.slow
 
+# lenet5_digits's layers in FlowCallback's default selection (no Flatten)
+LAYERS = ("conv1", "pool1", "conv2", "pool2", "dense120", "dense84", "dense10")
+
 
 def test_pages_and_graphs_exist_for_exactly_the_chosen_epochs(fitted_run):
     log_dir = fitted_run["log_dir"]
@@ -34,7 +37,7 @@ def test_graphs_are_consistent_with_the_model(fitted_run):
     x, y = fitted_run["x_test"], fitted_run["y_test"]
     g = run.epoch(2)
     # columns: the default layer selection (no Flatten), then Prediction and Ground truth
-    assert g.column_names == ("conv1", "pool1", "conv2", "pool2", "dense120", "dense84", "dense10", "Prediction", "Ground truth")
+    assert g.column_names == LAYERS + ("Prediction", "Ground truth")
     assert [c.layer_type for c in g.columns[:4]] == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D"]
     np.testing.assert_array_equal(g.labels, y)
     # the last snapshot (epoch 2) is the trained model's state at the end of fit
@@ -82,8 +85,9 @@ def test_lrp_graph_comes_from_the_engine_auto_chooses(fitted_run):
 def test_run_json_describes_the_run(fitted_run):
     info = json.loads((fitted_run["log_dir"] / "run.json").read_text())
     assert info["format"] == "flowcallback/run" and info["version"] == 1
-    assert [layer["name"] for layer in info["layers"]] == ["conv1", "pool1", "conv2", "pool2", "dense120", "dense84", "dense10"]
-    assert info["config"]["k"] == 22 and info["config"]["k_rule"] == "auto" and info["config"]["analyzer"] == "lrp.epsilon"
+    assert tuple(layer["name"] for layer in info["layers"]) == LAYERS
+    assert info["config"]["k"] == 22 and info["config"]["k_rule"] == "auto"
+    assert info["config"]["analyzer"] == "lrp.epsilon"
 
 
 def test_callback_records_pages(fitted_run):
@@ -99,7 +103,8 @@ def test_run_page_drawn_incrementally_equals_a_fresh_one(fitted_run):
 
     page = (fitted_run["log_dir"] / "index.html").read_text("utf-8")
     assert page == runpage.run_page_html_for(load_run(fitted_run["log_dir"]))
-    assert sorted(fitted_run["callback"]._snapshotter._page_cache) == [(e, a) for e in (1, 2) for a in ("activations", "lrp")]
+    cached = sorted(fitted_run["callback"]._snapshotter._page_cache)
+    assert cached == [(e, a) for e in (1, 2) for a in ("activations", "lrp")]
 
 
 def test_initial_snapshot_and_every_n(tmp_path, digits):
@@ -197,7 +202,8 @@ def test_resuming_appends_and_another_model_is_refused(tmp_path, digits):
     # another architecture in the same log_dir is refused with a clear message
     import tensorflow as tf
 
-    other = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(), tf.keras.layers.Dense(10, activation="softmax")])
+    other = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
+                                 tf.keras.layers.Dense(10, activation="softmax")])
     other.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match="log_dir: .* holds a run of a different model"):
         other.fit(x_tr[:50], y_tr[:50], epochs=1, verbose=0,

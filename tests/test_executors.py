@@ -41,8 +41,8 @@ def test_dask_local_cluster_gives_the_local_clusters(tmp_path, trained):
     distributed = pytest.importorskip("distributed")
     model, x, y = trained
     snapshot(model, (x, y), tmp_path / "local", epoch=1, lrp=False, verbose=0)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         with distributed.get_task_stream(client) as stream:
             snapshot(model, (x, y), tmp_path / "dask", epoch=1, lrp=False, verbose=0, executor=client.get_executor())
         # one kNN + MCL task per layer ran on the cluster's workers

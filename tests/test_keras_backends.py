@@ -14,7 +14,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs JAX (the current stack's test extras)")
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                               reason="needs JAX (the current stack's test extras)")
 needs_tf_keras = pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None,
                                     reason="needs tf_keras (the current stack's test extras)")
 
@@ -25,9 +26,9 @@ SCRIPT = textwrap.dedent("""
     from flowcallback.demo import load_digits_split
 
     (x_tr, y_tr), (x_te, y_te) = load_digits_split()
-    L = keras.layers
-    model = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(6, 3, activation="relu"), L.Flatten(),
-                              L.Dense(10, activation="softmax")])
+    layers = keras.layers
+    model = keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(6, 3, activation="relu"), layers.Flatten(),
+                              layers.Dense(10, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -43,7 +44,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(tmp_path, script, **env):
+def _run_script_in_child(tmp_path, script, **env):
     # KERAS_BACKEND and TF_USE_LEGACY_KERAS are read at the first import: a child process of its own
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True,
                           timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env))
@@ -53,7 +54,7 @@ def _run(tmp_path, script, **env):
 
 @needs_jax
 def test_jax_backend_gives_activation_flows_and_says_why_lrp_is_skipped(tmp_path):
-    out = _run(tmp_path, SCRIPT, KERAS_BACKEND="jax")
+    out = _run_script_in_child(tmp_path, SCRIPT, KERAS_BACKEND="jax")
     assert out["backend"] == "jax"
     assert out["epochs"] == [0, 1] and out["analyses"] == [["activations"], ["activations"]]
     assert out["n"] == 120 and out["conserved"] and out["loss"] > 0
@@ -70,11 +71,11 @@ LEGACY = textwrap.dedent("""
     from flowcallback.demo import load_digits_split
 
     (x_tr, y_tr), (x_te, y_te) = load_digits_split()
-    L = tf.keras.layers  # tf_keras (Keras 2) under TF_USE_LEGACY_KERAS=1
-    inp = L.Input((8, 8, 1))
-    h = L.Conv2D(8, 3, padding="same", activation="relu")(inp)
-    h = L.Add()([h, L.Conv2D(8, 3, padding="same")(h)])
-    model = tf.keras.Model(inp, L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(h)))
+    layers = tf.keras.layers  # tf_keras (Keras 2) under TF_USE_LEGACY_KERAS=1
+    inp = layers.Input((8, 8, 1))
+    h = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    h = layers.Add()([h, layers.Conv2D(8, 3, padding="same")(h)])
+    model = tf.keras.Model(inp, layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(h)))
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x_tr[:300], y_tr[:300], epochs=1, verbose=0,
               callbacks=[FlowCallback((x_te[:120], y_te[:120]), log_dir=sys.argv[1], k=8, verbose=0)])
@@ -88,7 +89,7 @@ LEGACY = textwrap.dedent("""
 
 @needs_tf_keras
 def test_tf_keras_under_legacy_switch_gets_both_analyses_from_the_native_engine(tmp_path):
-    out = _run(tmp_path, LEGACY, TF_USE_LEGACY_KERAS="1")
+    out = _run_script_in_child(tmp_path, LEGACY, TF_USE_LEGACY_KERAS="1")
     assert out["keras"] == "tf_keras"
     assert out["epochs"] == [0, 1] and out["analyses"] == [["activations", "lrp"]] * 2
     assert out["engine"].startswith("flowcallback native LRP") and out["conserved"]
@@ -101,12 +102,13 @@ MIXED = textwrap.dedent("""
     from flowcallback.core.lrp.native import NativeLRP
 
     keras = tf.keras
-    L = keras.layers
+    layers = keras.layers
 
     def build():
-        return keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(6, 3, activation="relu"), L.BatchNormalization(),
-                                 L.Flatten(), L.Dense(16, activation="relu"), L.Dense(10),
-                                 L.Activation("softmax", dtype="float32")])
+        return keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(6, 3, activation="relu"),
+                                 layers.BatchNormalization(), layers.Flatten(), layers.Dense(16, activation="relu"),
+                                 layers.Dense(10),
+                                 layers.Activation("softmax", dtype="float32")])
 
     rng = np.random.default_rng(0)
     x = rng.random((32, 8, 8, 1)).astype("float32")
@@ -127,7 +129,7 @@ MIXED = textwrap.dedent("""
 @pytest.mark.both
 def test_native_lrp_under_a_mixed_precision_policy_matches_float32(tmp_path):
     # GPU users train with mixed_float16: layers compute in float16 while the weights stay float32
-    out = _run(tmp_path, MIXED)
+    out = _run_script_in_child(tmp_path, MIXED)
     assert out["dtype"] == "float16"
     # relevance is that of the predicted class: compare the samples whose float16 forward pass
     # predicts the same class as the float32 one

@@ -9,7 +9,7 @@ from flowcallback import FlowCallback, load_run
 from flowcallback.core import capture
 
 pytestmark = [pytest.mark.slow, pytest.mark.both]
-L = tf.keras.layers
+layers = tf.keras.layers
 
 
 def conserved(g):
@@ -22,13 +22,13 @@ def small_resnet():
     tf.keras.backend.clear_session()  # default names as in a fresh script: the Add is named exactly "add"
     tf.keras.utils.set_random_seed(0)
     inp = tf.keras.Input((8, 8, 1))
-    h = L.Conv2D(8, 3, padding="same", activation="relu")(inp)
-    r = L.Conv2D(8, 3, padding="same", activation="relu")(h)
-    r = L.Conv2D(8, 3, padding="same")(r)
-    h = L.Add()([h, r])
-    h = L.Activation("relu")(h)
-    h = L.GlobalAveragePooling2D()(h)
-    out = L.Dense(10, activation="softmax")(h)
+    h = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    r = layers.Conv2D(8, 3, padding="same", activation="relu")(h)
+    r = layers.Conv2D(8, 3, padding="same")(r)
+    h = layers.Add()([h, r])
+    h = layers.Activation("relu")(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    out = layers.Dense(10, activation="softmax")(h)
     return tf.keras.Model(inp, out)
 
 
@@ -37,12 +37,12 @@ def inception():
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(1)
     inp = tf.keras.Input((8, 8, 1))
-    a = L.Conv2D(4, 1, activation="relu")(inp)
-    b = L.Conv2D(4, 3, padding="same", activation="relu")(inp)
-    c = L.MaxPooling2D(3, strides=1, padding="same")(inp)
-    h = L.Concatenate()([a, b, c])
-    h = L.Flatten()(h)
-    out = L.Dense(10, activation="softmax")(h)
+    a = layers.Conv2D(4, 1, activation="relu")(inp)
+    b = layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    c = layers.MaxPooling2D(3, strides=1, padding="same")(inp)
+    h = layers.Concatenate()([a, b, c])
+    h = layers.Flatten()(h)
+    out = layers.Dense(10, activation="softmax")(h)
     return tf.keras.Model(inp, out)
 
 
@@ -69,14 +69,14 @@ def test_branching_models_end_to_end(tmp_path, digits, build, join):
     assert run.epochs == [1] and run.errors() == {}
     assert run.analyses(1) == ["activations", "lrp"]
     g = run.epoch(1)
-    layers = [c.name for c in g.columns if c.kind == "layer"]
+    layer_columns = [c.name for c in g.columns if c.kind == "layer"]
     # columns follow a topological order of the selected layers
     dag = capture._layer_graph(model)
-    pos = {n: i for i, n in enumerate(layers)}
+    pos = {n: i for i, n in enumerate(layer_columns)}
     for u, v in dag.edges:
         if u in pos and v in pos:
             assert pos[u] < pos[v], (u, v)
-    assert set(layers) == set(capture.select_layers(model))
+    assert set(layer_columns) == set(capture.select_layers(model))
     for a in run.analyses(1):
         ga = run.epoch(1, a)
         assert conserved(ga)
@@ -116,14 +116,14 @@ def test_parallel_branches_are_marked_on_their_columns(tmp_path, digits):
 def test_batch_normalization_gets_activation_and_lrp_flows(tmp_path, digits):
     tf.keras.utils.set_random_seed(2)
     tf.keras.backend.clear_session()
-    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), L.Conv2D(6, 3), L.BatchNormalization(),
-                                 L.Activation("relu"), L.Flatten(), L.Dense(10, activation="softmax")])
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), layers.Conv2D(6, 3), layers.BatchNormalization(),
+                                 layers.Activation("relu"), layers.Flatten(), layers.Dense(10, activation="softmax")])
     run = fit_with_callback(model, digits, tmp_path)
     assert run.analyses(1) == ["activations", "lrp"] and run.errors() == {}
     assert "batch_normalization" in run.epoch(1, "lrp").column_names and conserved(run.epoch(1, "lrp"))
 
 
-class Scale(L.Layer):
+class Scale(layers.Layer):
     """A custom layer: the LRP worker process cannot rebuild it from the model's config."""
 
     def call(self, x):
@@ -135,15 +135,15 @@ def test_layers_lrp_cannot_analyse_give_activation_flows_and_a_note(tmp_path, di
     tally("bad inputs tried")
     tf.keras.utils.set_random_seed(3)
     inp = tf.keras.Input((8, 8, 1))
-    h = L.Conv2D(6, 3, activation="relu", name="conv")(inp)
+    h = layers.Conv2D(6, 3, activation="relu", name="conv")(inp)
     if odd == "custom":
         h = Scale(name="scale")(h)
     elif odd == "lambda":
-        h = L.Lambda(lambda t: 2.0 * t, name="scale")(h)
+        h = layers.Lambda(lambda t: 2.0 * t, name="scale")(h)
     else:
-        h = L.Activation("softmax", name="scale")(h)
-    h = L.Flatten()(h)
-    out = L.Dense(10, activation="softmax", name="out")(h)
+        h = layers.Activation("softmax", name="scale")(h)
+    h = layers.Flatten()(h)
+    out = layers.Dense(10, activation="softmax", name="out")(h)
     model = tf.keras.Model(inp, out)
     with pytest.warns(RuntimeWarning, match="LRP skipped for the whole model"):
         run = fit_with_callback(model, digits, tmp_path)
@@ -169,8 +169,8 @@ def test_multi_input_model_is_refused_at_train_begin(tmp_path, digits, tally):
     tally("bad inputs tried")
     (x_tr, y_tr), (x_te, y_te) = digits
     a, b = tf.keras.Input((8, 8, 1)), tf.keras.Input((8, 8, 1))
-    h = L.Concatenate()([L.Flatten()(a), L.Flatten()(b)])
-    model = tf.keras.Model([a, b], L.Dense(10, activation="softmax")(h))
+    h = layers.Concatenate()([layers.Flatten()(a), layers.Flatten()(b)])
+    model = tf.keras.Model([a, b], layers.Dense(10, activation="softmax")(h))
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     cb = FlowCallback((x_te[:60], y_te[:60]), log_dir=tmp_path, k=5, verbose=0)
     with pytest.raises(ValueError, match="model: FlowCallback supports single-input models; this model has 2 inputs"):
@@ -183,11 +183,12 @@ def test_multi_output_model_is_refused_at_train_begin(tmp_path, digits, tally):
     tally("bad inputs tried")
     (x_tr, y_tr), (x_te, y_te) = digits
     inp = tf.keras.Input((8, 8, 1))
-    h = L.Flatten()(inp)
-    model = tf.keras.Model(inp, [L.Dense(10, activation="softmax")(h), L.Dense(2, activation="softmax")(h)])
+    h = layers.Flatten()(inp)
+    model = tf.keras.Model(inp, [layers.Dense(10, activation="softmax")(h), layers.Dense(2, activation="softmax")(h)])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     cb = FlowCallback((x_te[:60], y_te[:60]), log_dir=tmp_path, k=5, verbose=0)
-    with pytest.raises(ValueError, match="model: FlowCallback supports single-output classifiers; this model has 2 outputs"):
+    with pytest.raises(ValueError,
+                       match="model: FlowCallback supports single-output classifiers; this model has 2 outputs"):
         model.fit(x_tr[:50], [y_tr[:50], y_tr[:50] % 2], epochs=1, verbose=0, callbacks=[cb])
     assert not (tmp_path / "run.json").exists()
 
@@ -197,10 +198,10 @@ class SkipNet(tf.keras.Model):
 
     def __init__(self):
         super().__init__()
-        self.c1 = L.Conv2D(8, 3, padding="same", activation="relu")
-        self.c2 = L.Conv2D(8, 3, padding="same")
-        self.gap = L.GlobalAveragePooling2D()
-        self.head = L.Dense(10, activation="softmax")
+        self.c1 = layers.Conv2D(8, 3, padding="same", activation="relu")
+        self.c2 = layers.Conv2D(8, 3, padding="same")
+        self.gap = layers.GlobalAveragePooling2D()
+        self.head = layers.Dense(10, activation="softmax")
 
     def call(self, x, training=False):
         h = self.c1(x)

@@ -26,7 +26,8 @@ def test_notebook_executes_and_shows_every_view(tmp_path, monkeypatch):
 
     monkeypatch.setenv("FLOWCALLBACK_NOTEBOOK_DIR", str(tmp_path / "run"))
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    resources = {"metadata": {"path": str(NOTEBOOK.parent)}}
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources).execute()
     code = [c for c in nb.cells if c.cell_type == "code"]
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []

@@ -224,8 +224,10 @@ def test_unknown_length_dataset_within_the_bound_is_read_whole(small):
     [
         (lambda tf, x, y: tf.data.Dataset.from_tensor_slices((x, y)).batch(16).repeat(), "infinite"),
         (lambda tf, x, y: tf.data.Dataset.from_tensor_slices((x, y)), r"not batched; call \.batch\(n\)"),
-        (lambda tf, x, y: tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, 10))), r"is the dataset batched\? call \.batch\(n\)"),
-        (lambda tf, x, y: tf.data.Dataset.from_tensor_slices(({"a": x, "b": x}, y)).batch(16), "dict of 2 inputs.*single-input"),
+        (lambda tf, x, y: tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, 10))),
+         r"is the dataset batched\? call \.batch\(n\)"),
+        (lambda tf, x, y: tf.data.Dataset.from_tensor_slices(({"a": x, "b": x}, y)).batch(16),
+         "dict of 2 inputs.*single-input"),
         (lambda tf, x, y: tf.data.Dataset.from_tensor_slices(x).batch(16), r"expected elements \(x, y\)"),
     ],
     ids=["infinite", "unbatched", "unbatched one-hot", "two-input dict", "x only"],
@@ -260,7 +262,8 @@ def _binary(small, activation, loss, tmp_path):
     x_tr, y_tr, x_te, y_te = small
     tf.keras.utils.set_random_seed(5)
     model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
-                                 tf.keras.layers.Dense(8, activation="relu"), tf.keras.layers.Dense(1, activation=activation)])
+                                 tf.keras.layers.Dense(8, activation="relu"),
+                                 tf.keras.layers.Dense(1, activation=activation)])
     model.compile(optimizer="adam", loss=loss)
     cb = FlowCallback((x_te, (y_te % 2)), log_dir=tmp_path, epochs=[1], lrp=False, k=5, verbose=0)
     model.fit(x_tr, y_tr % 2, epochs=1, verbose=0, callbacks=[cb])

@@ -19,9 +19,11 @@ def is_keras3(model) -> bool:
 
     Examples
     --------
-    >>> import keras                                                     # doctest: +SKIP
-    >>> is_keras3(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))  # doctest: +SKIP
+    >>> import keras
+    >>> is_keras3(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))  # Keras 3 installed
     True
+    >>> is_keras3(object())
+    False
     """
     for cls in type(model).__mro__:
         module = cls.__module__ or ""

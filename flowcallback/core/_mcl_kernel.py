@@ -226,9 +226,9 @@ def iterate(indptr, indices, data, n, inflation, threshold, select, n_threads=1,
     if n_threads == 1 or n < 2000:
         work([(0, n)])
     else:
-        # Columns differ in cost, so threads take small chunks from a shared queue instead of
-        # one fixed half each (which left a thread idle for 10-15 % of a round). numba releases
-        # the GIL (nogil=True), so plain threads run the chunks in parallel.
+        # Columns differ in cost, so threads take small chunks from a shared queue (with one fixed
+        # half each, a thread would sit idle for 10-15 % of a round). numba releases the GIL
+        # (nogil=True), so plain threads run the chunks in parallel.
         edges = np.linspace(0, n, 16 * n_threads + 1).astype(np.int64)
         queue = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
         lock = threading.Lock()

@@ -242,8 +242,8 @@ def mcl(
         if isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Real) or not 0 <= cutoff < 1:
             raise ValueError(f"cutoff: expected a number in [0, 1), got {cutoff!r}")
         threshold = 2.5e-4 if pruning_threshold is None else float(pruning_threshold)
-        return _fast_mcl(g, float(inflation), loop_value, iterations, threshold, int(select), int(n_threads), float(tol),
-                         float(cutoff))
+        return _fast_mcl(g, float(inflation), loop_value, iterations, threshold, int(select), int(n_threads),
+                         float(tol), float(cutoff))
 
     import markov_clustering as mc  # the reference implementation
 
@@ -295,6 +295,15 @@ def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "a
     >>> maps = np.r_[np.eye(3)[[0] * 5 + [1] * 5], np.zeros((3, 3))]
     >>> cluster_layer(embed(maps), k=3, inflation=2.0).tolist()
     [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2]
+
+    On scikit-learn's digits, the clusters of the raw pixels follow the digit classes:
+
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.metrics import normalized_mutual_info_score
+    >>> digits = load_digits()
+    >>> labels = cluster_layer(embed(digits.data[:500]), k=20, inflation=1.5)
+    >>> bool(normalized_mutual_info_score(digits.target[:500], labels) > 0.8)
+    True
     """
     v = np.asarray(vectors)
     if v.ndim != 2 or v.shape[0] == 0:

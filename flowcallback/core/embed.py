@@ -131,8 +131,8 @@ def top_right_singular_vectors(x, k: int, *, block: Optional[int] = None) -> np.
     Computed through the Gram matrix ``x @ x.T`` (rows × rows, a few hundred to a few thousand):
     its eigenvectors ``u`` and eigenvalues ``s**2`` give the right singular vectors
     ``x.T @ u / s``. For the PCA buffers of :class:`Embedder` (256 to 512 rows) this exact
-    solution takes about as long as scikit-learn's randomized SVD (which earlier versions
-    used; 0.6 to 1.7 times its speed, within 0.05 s) up to 4,096 features, and 1.7 to 5 times less
+    solution takes about as long as scikit-learn's randomized SVD (0.6 to 1.7 times its
+    speed, within 0.05 s) up to 4,096 features, and 1.7 to 5 times less
     from 4,704 to 65,536 features, while keeping at least as much of the buffer's energy
     (``benchmarks/pca_basis.py``); it needs no random state. Both products run over blocks of
     ``block`` columns in float64, so ``x`` may be float16 and is never copied whole (a block holds
@@ -224,8 +224,8 @@ class Embedder:
     (15, 9)
     """
 
-    def __init__(self, name: str = "maps", *, dim: int = 128, reduce: Optional[str] = "pca", fit_samples: Optional[int] = None, seed: int = 0,
-                 nonfinite: str = "raise"):
+    def __init__(self, name: str = "maps", *, dim: int = 128, reduce: Optional[str] = "pca",
+                 fit_samples: Optional[int] = None, seed: int = 0, nonfinite: str = "raise"):
         if reduce not in ("pca", "random", None):
             raise ValueError(f"reduce: expected 'pca', 'random' or None, got {reduce!r}")
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:

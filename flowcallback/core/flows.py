@@ -199,7 +199,7 @@ class FlowGraph:
         except ValueError:
             raise KeyError(f"no column {name!r}; columns are {list(self.column_names)}") from None
 
-    def _col(self, column) -> int:
+    def _column_position(self, column) -> int:
         if isinstance(column, (int, np.integer)) and not isinstance(column, bool):
             if not -len(self.columns) <= int(column) < len(self.columns):
                 raise IndexError(f"column: expected an index below {len(self.columns)}, got {column}")
@@ -208,7 +208,7 @@ class FlowGraph:
 
     def clusters(self, column) -> Dict[int, np.ndarray]:
         """Sample indices of every cluster of a column (by name or index), in display order."""
-        j = self._col(column)
+        j = self._column_position(column)
         a = self.assignments[:, j]
         return {c: np.flatnonzero(a == c) for c in self.columns[j].order}
 
@@ -225,7 +225,7 @@ class FlowGraph:
 
     def class_counts(self, column) -> np.ndarray:
         """Matrix (n_clusters in display order, n_classes) of class counts for one column."""
-        j = self._col(column)
+        j = self._column_position(column)
         order = self.columns[j].order
         pos = {c: i for i, c in enumerate(order)}
         out = np.zeros((len(order), len(self.class_names)), dtype=np.int64)
@@ -329,7 +329,8 @@ def compute_flows(assignments, labels, column_names: Optional[Sequence[str]] = N
             )
         )
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c not in ("source", "target") else object) for c in FLOW_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c not in ("source", "target") else object)
+                             for c in FLOW_COLUMNS})
     return pd.concat(frames, ignore_index=True)[FLOW_COLUMNS]
 
 
@@ -513,7 +514,8 @@ def build_flow_graph(
     names = [c[0] for c in cols]
     dupes = sorted({x for x in names if names.count(x) > 1})
     if dupes:
-        raise ValueError(f"layer_clusters: column names must be unique, {dupes} repeat (a layer may not be called 'Prediction' or 'Ground truth')")
+        raise ValueError(f"layer_clusters: column names must be unique, {dupes} repeat "
+                         "(a layer may not be called 'Prediction' or 'Ground truth')")
     a = np.stack(blocks, axis=1)
     m = a.shape[1]
     initial = [tuple(np.unique(a[:, j]).tolist()) for j in range(m)]

@@ -23,7 +23,8 @@ def metric_scalars(metrics) -> Mapping[str, float]:
     out = {}
     for r in metrics.itertuples(index=False):
         base = f"flowcallback/{_tag(r.analysis)}/{_tag(r.column)}"
-        for name in ("nmi_classes", "ari_classes", "nmi_predictions", "ari_predictions", "purity", "n_clusters", "nmi_gain"):
+        for name in ("nmi_classes", "ari_classes", "nmi_predictions", "ari_predictions", "purity", "n_clusters",
+                     "nmi_gain"):
             out[f"{base}/{name}"] = float(getattr(r, name))
     return out
 

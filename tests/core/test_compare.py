@@ -11,7 +11,8 @@ from flowcallback.core import flows, store
 
 INFO = {
     "flowcallback_version": "0.1.0", "model": {"name": "m", "fingerprint": "f"}, "class_names": ["a", "b", "c"],
-    "analyses": ["activations"], "layers": [{"name": "l1", "type": "Dense"}, {"name": "l2", "type": "Dense"}], "config": {},
+    "analyses": ["activations"], "layers": [{"name": "l1", "type": "Dense"}, {"name": "l2", "type": "Dense"}],
+    "config": {},
 }
 
 
@@ -27,7 +28,8 @@ def two_epochs(tmp_path):
     l2_b = np.array([7, 8, 9])[l2_b]              # and the ids change: matching must see through it
     store.write_run_info(tmp_path, INFO)
     for e, l2 in ((1, l2_a), (2, l2_b)):
-        g = flows.build_flow_graph([("l1", "Dense", l1), ("l2", "Dense", l2)], y, y, class_names=["a", "b", "c"], epoch=e)
+        g = flows.build_flow_graph([("l1", "Dense", l1), ("l2", "Dense", l2)], y, y, class_names=["a", "b", "c"],
+                                   epoch=e)
         store.save_epoch(tmp_path, {"activations": g})
     return tmp_path, moved
 

@@ -285,11 +285,13 @@ def test_narrow_layers_fit_on_the_rows_asked_for():
     e.add(np.random.default_rng(0).random((40, 100)))
     assert e.fit_samples == 50 and e._basis is None
     e.add(np.random.default_rng(1).random((10, 100)))
-    assert e._basis is not None
+    assert e._basis is not None and e._n_pending == 0
+    assert e.result().shape == (50, 9)  # every row projected onto the 8-dimensional basis, plus the flag
 
 
 @pytest.mark.parametrize("kwargs, match", [(dict(reduce="svd"), "reduce"), (dict(dim=0), "dim"),
-                                           (dict(fit_samples=0), "fit_samples"), (dict(fit_samples=1.5), "fit_samples")])
+                                           (dict(fit_samples=0), "fit_samples"),
+                                           (dict(fit_samples=1.5), "fit_samples")])
 def test_embedder_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Embedder("x", **kwargs)

@@ -1,13 +1,16 @@
 """Tests of flowcallback.core.flows: flows, crossings, barycentric order and FlowGraph."""
 import dataclasses
 import itertools
+import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import flowcallback.core.flows as flows_module
 from flowcallback.core.flows import (
     COLUMN_KINDS,
     FLOW_COLUMNS,
@@ -72,7 +75,8 @@ def _ascending(a):
 def test_compute_flows_docstring_example():
     f = compute_flows(np.array([[0, 0], [0, 0], [1, 0]]), np.array([3, 3, 4]))
     assert list(f.columns) == FLOW_COLUMNS
-    assert f[["source_cluster", "target_cluster", "true_class", "count"]].values.tolist() == [[0, 0, 3, 2], [1, 0, 4, 1]]
+    rows = f[["source_cluster", "target_cluster", "true_class", "count"]].values.tolist()
+    assert rows == [[0, 0, 3, 2], [1, 0, 4, 1]]
     assert f["source"].tolist() == ["0", "0"] and f["target"].tolist() == ["1", "1"]
 
 
@@ -226,10 +230,11 @@ def test_prediction_column_keeps_class_order_even_when_a_confusion_would_uncross
     p = np.where(y == 1, 1, 2 - y)
     g = build_flow_graph([("dense", "Dense", p)], y, p)
     assert g.columns[-2].order == (0, 1, 2) and g.columns[-1].order == (0, 1, 2)
-    assert g.columns[0].order == (0, 1, 2)  # the layer lines up with Prediction (the old layout flipped both)
+    assert g.columns[0].order == (0, 1, 2)  # the layer lines up with Prediction
     flows = g.flows
     between = flows[flows.source_column == g.column_index("Prediction")]
-    assert set(map(tuple, between[["source_cluster", "target_cluster"]].to_numpy().tolist())) == {(2, 0), (1, 1), (0, 2)}
+    pairs = set(map(tuple, between[["source_cluster", "target_cluster"]].to_numpy().tolist()))
+    assert pairs == {(2, 0), (1, 1), (0, 2)}
 
 
 def test_repr_is_short_and_says_what_the_graph_is():
@@ -299,19 +304,19 @@ def test_build_flow_graph_properties(case):
         assert path["Ground truth"] == y[i] and path["Prediction"] == p[i]
 
     # networkx view
-    nx_g = g.to_networkx()
-    assert nx_g.number_of_nodes() == sum(len(c.order) for c in g.columns)
+    digraph = g.to_networkx()
+    assert digraph.number_of_nodes() == sum(len(c.order) for c in g.columns)
     for j, col in enumerate(g.columns):
         nodes = [(col.name, c) for c in col.order]
-        assert sum(nx_g.nodes[v]["size"] for v in nodes) == n
-        assert [nx_g.nodes[v]["position"] for v in nodes] == list(range(len(nodes)))
-        assert all(nx_g.nodes[v]["column"] == j for v in nodes)
+        assert sum(digraph.nodes[v]["size"] for v in nodes) == n
+        assert [digraph.nodes[v]["position"] for v in nodes] == list(range(len(nodes)))
+        assert all(digraph.nodes[v]["column"] == j for v in nodes)
     for j in range(m - 1):
         src = g.column_names[j]
-        edges = [d for u, v, d in nx_g.edges(data=True) if u[0] == src]
+        edges = [d for u, v, d in digraph.edges(data=True) if u[0] == src]
         assert sum(d["count"] for d in edges) == n
-    assert nx_g.number_of_edges() == len(f)
-    assert nx_g.graph == {"epoch": 3, "analysis": "lrp"}
+    assert digraph.number_of_edges() == len(f)
+    assert digraph.graph == {"epoch": 3, "analysis": "lrp"}
 
 
 def test_build_flow_graph_class_names_and_notes():
@@ -427,7 +432,13 @@ def test_flowgraph_validation():
 
 
 def test_column_kind_validation_and_order_normalisation():
-    assert COLUMN_KINDS == ("layer", "prediction", "ground_truth")
+    # the kinds a Column accepts are those the saved format allows, and a graph uses each of them
+    schema = json.loads((Path(flows_module.__file__).parent.parent / "schemas" / "flowgraph-1.json").read_text())
+    assert list(COLUMN_KINDS) == schema["properties"]["columns"]["items"]["properties"]["kind"]["enum"]
+    g = build_flow_graph([("d", "Dense", [0, 1])], [0, 1], [0, 1])
+    assert [c.kind for c in g.columns] == ["layer", "prediction", "ground_truth"]
+    for kind in COLUMN_KINDS:
+        assert Column("x", kind, "", (0,)).kind == kind
     with pytest.raises(ValueError, match="kind"):
         Column("x", "hidden", "Dense", (0,))
     c = Column("x", "layer", "Dense", np.array([2, 0, 1]))

@@ -24,8 +24,8 @@ def runs(draw):
     for e in epochs:
         layer = np.array(draw(st.lists(st.integers(0, 5), min_size=n, max_size=n)))
         p = np.array(draw(st.lists(st.integers(0, n_classes - 1), min_size=n, max_size=n)))
-        graphs.append(build_flow_graph([("dense", "Dense", layer)], y, p, class_names=[str(c) for c in range(n_classes)],
-                                       epoch=e))
+        graphs.append(build_flow_graph([("dense", "Dense", layer)], y, p,
+                                       class_names=[str(c) for c in range(n_classes)], epoch=e))
     return graphs, y
 
 
@@ -153,6 +153,7 @@ def test_figures_for_notebooks_and_scripts(tmp_path):
     html_run = run._repr_html_()
     assert "m&lt;b&gt;" in html_run and "<b>m<b>" not in html_run  # names are text
     assert html_run.count("<tr>") == 1 + 2  # a header and one row per epoch
-    assert "<td>1</td><td>activations</td><td>0.75</td>" in html_run and "<td>2</td><td>activations</td><td>1</td>" in html_run
+    assert "<td>1</td><td>activations</td><td>0.75</td>" in html_run
+    assert "<td>2</td><td>activations</td><td>1</td>" in html_run
     assert "plotly" in html_run.lower() and "sankey" in html_run.lower()
     assert g._repr_html_().startswith("<code>FlowGraph(epoch=2")

@@ -59,7 +59,8 @@ def test_resolve_k_integer_passthrough():
     assert resolve_k(DEFAULT_K, 1000, 10) == 50  # "auto": n // (2 c)
 
 
-@pytest.mark.parametrize("n,c,expected", [(10_000, 10, 500), (2_000, 10, 100), (450, 10, 22), (60, 10, 5), (6, 2, 5), (3, 2, 2), (100_000, 10, 500)])
+@pytest.mark.parametrize("n,c,expected", [(10_000, 10, 500), (2_000, 10, 100), (450, 10, 22), (60, 10, 5),
+                                          (6, 2, 5), (3, 2, 2), (100_000, 10, 500)])
 def test_auto_k_is_half_a_class_share_clipped(n, c, expected):
     assert resolve_k("auto", n, c) == expected
     k = resolve_k(np.int64(7), 100, 10)

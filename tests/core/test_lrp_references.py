@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
-L = tf.keras.layers
+layers = tf.keras.layers
 
 from flowcallback.core.lrp.native import NativeLRP  # noqa: E402
 
@@ -53,12 +53,12 @@ ANALYZERS = {
 INPUT_SHAPE = (10, 10, 3)
 # the upstream test's layers_2d
 LAYERS = {
-    "Dense": lambda: L.Dense(5),
-    "Dense_relu": lambda: L.Dense(5, activation="relu"),
-    "Conv2D": lambda: L.Conv2D(5, (3, 3)),
-    "Conv2D_relu": lambda: L.Conv2D(5, (3, 3), activation="relu"),
-    "AveragePooling2D": lambda: L.AveragePooling2D((2, 2)),
-    "MaxPooling2D": lambda: L.MaxPooling2D((2, 2)),
+    "Dense": lambda: layers.Dense(5),
+    "Dense_relu": lambda: layers.Dense(5, activation="relu"),
+    "Conv2D": lambda: layers.Conv2D(5, (3, 3)),
+    "Conv2D_relu": lambda: layers.Conv2D(5, (3, 3), activation="relu"),
+    "AveragePooling2D": lambda: layers.AveragePooling2D((2, 2)),
+    "MaxPooling2D": lambda: layers.MaxPooling2D((2, 2)),
 }
 
 
@@ -75,7 +75,7 @@ def x():
 
 def _model(layer_name, ref):
     inp = tf.keras.Input(shape=INPUT_SHAPE, name="ref_input")
-    out = L.Flatten(name="ref_flatten")(LAYERS[layer_name]()(inp))
+    out = layers.Flatten(name="ref_flatten")(LAYERS[layer_name]()(inp))
     model = tf.keras.Model(inp, out, name=layer_name)
     n = sum(1 for k in ref if k.startswith(layer_name + ".w"))
     model.set_weights([ref[f"{layer_name}.w{i}"] for i in range(n)])

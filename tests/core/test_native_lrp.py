@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
-L = tf.keras.layers
+layers = tf.keras.layers
 
 from flowcallback.core.lrp import (  # noqa: E402
     ANALYZERS,
@@ -61,14 +61,14 @@ def scenario1():
     tf.keras.utils.set_random_seed(1)
     m = tf.keras.Sequential([
         tf.keras.Input((8, 8, 1)),
-        L.Conv2D(32, 3, activation="relu", name="conv32"),
-        L.Conv2D(64, 3, activation="relu", name="conv64"),
-        L.MaxPooling2D(name="pool"),
-        L.Dropout(0.25, name="drop1"),
-        L.Flatten(name="flatten"),
-        L.Dense(128, activation="relu", name="dense128"),
-        L.Dropout(0.5, name="drop2"),
-        L.Dense(10, activation="softmax", name="dense10"),
+        layers.Conv2D(32, 3, activation="relu", name="conv32"),
+        layers.Conv2D(64, 3, activation="relu", name="conv64"),
+        layers.MaxPooling2D(name="pool"),
+        layers.Dropout(0.25, name="drop1"),
+        layers.Flatten(name="flatten"),
+        layers.Dense(128, activation="relu", name="dense128"),
+        layers.Dropout(0.5, name="drop2"),
+        layers.Dense(10, activation="softmax", name="dense10"),
     ])
     return _randomise(m, 1)
 
@@ -76,50 +76,50 @@ def scenario1():
 def small_resnet():
     tf.keras.utils.set_random_seed(2)
     inp = tf.keras.Input((8, 8, 1), name="image")
-    h = L.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
-    r = L.Conv2D(8, 3, padding="same", use_bias=False, name="res_a")(h)
-    r = L.BatchNormalization(name="bn_a")(r)
-    r = L.Activation("relu", name="relu_a")(r)
-    r = L.Conv2D(8, 3, padding="same", name="res_b")(r)
-    r = L.BatchNormalization(center=False, name="bn_b")(r)
-    h = L.Add(name="merge")([h, r])  # not "add": iNNvestigate names its own fork sums "add"
-    h = L.ReLU(name="relu")(h)
-    h = L.Conv2D(12, 3, strides=2, padding="same", name="down")(h)
-    h = L.BatchNormalization(scale=False, name="bn_c")(h)
-    h = L.LeakyReLU(0.1, name="leaky")(h)
-    h = L.GlobalAveragePooling2D(name="gap")(h)
-    out = L.Dense(10, activation="softmax", name="out")(h)
+    h = layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
+    r = layers.Conv2D(8, 3, padding="same", use_bias=False, name="res_a")(h)
+    r = layers.BatchNormalization(name="bn_a")(r)
+    r = layers.Activation("relu", name="relu_a")(r)
+    r = layers.Conv2D(8, 3, padding="same", name="res_b")(r)
+    r = layers.BatchNormalization(center=False, name="bn_b")(r)
+    h = layers.Add(name="merge")([h, r])  # not "add": iNNvestigate names its own fork sums "add"
+    h = layers.ReLU(name="relu")(h)
+    h = layers.Conv2D(12, 3, strides=2, padding="same", name="down")(h)
+    h = layers.BatchNormalization(scale=False, name="bn_c")(h)
+    h = layers.LeakyReLU(0.1, name="leaky")(h)
+    h = layers.GlobalAveragePooling2D(name="gap")(h)
+    out = layers.Dense(10, activation="softmax", name="out")(h)
     return _randomise(tf.keras.Model(inp, out, name="small_resnet"), 2)
 
 
 def concat_model():
     tf.keras.utils.set_random_seed(3)
     inp = tf.keras.Input((8, 8, 1), name="image")
-    a = L.Conv2D(4, 1, activation="relu", name="branch_1x1")(inp)
-    b = L.Conv2D(4, 3, padding="same", activation="relu", name="branch_3x3")(inp)
-    c = L.SeparableConv2D(4, 3, padding="same", activation="relu", name="branch_sep")(inp)
-    h = L.Concatenate(name="concat")([a, b, c])
-    h = L.AveragePooling2D(2, name="avgpool")(h)
-    h = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu", name="depthwise")(h)
-    h = L.Conv2D(8, 2, dilation_rate=2, padding="same", activation="relu", name="dilated")(h)
-    h = L.GaussianNoise(0.1, name="noise")(h)
-    h = L.Flatten(name="flatten")(h)
-    out = L.Dense(10, name="logits")(h)
-    out = L.Softmax(name="softmax")(out)
+    a = layers.Conv2D(4, 1, activation="relu", name="branch_1x1")(inp)
+    b = layers.Conv2D(4, 3, padding="same", activation="relu", name="branch_3x3")(inp)
+    c = layers.SeparableConv2D(4, 3, padding="same", activation="relu", name="branch_sep")(inp)
+    h = layers.Concatenate(name="concat")([a, b, c])
+    h = layers.AveragePooling2D(2, name="avgpool")(h)
+    h = layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu", name="depthwise")(h)
+    h = layers.Conv2D(8, 2, dilation_rate=2, padding="same", activation="relu", name="dilated")(h)
+    h = layers.GaussianNoise(0.1, name="noise")(h)
+    h = layers.Flatten(name="flatten")(h)
+    out = layers.Dense(10, name="logits")(h)
+    out = layers.Softmax(name="softmax")(out)
     return _randomise(tf.keras.Model(inp, out, name="concat_model"), 3)
 
 
 def text_conv1d():
     tf.keras.utils.set_random_seed(4)
     inp = tf.keras.Input((20,), dtype="int32", name="tokens")
-    h = L.Embedding(50, 8, name="embed")(inp)
-    h = L.Conv1D(16, 3, activation="relu", name="conv1d")(h)
-    h = L.Conv1D(16, 3, padding="causal", dilation_rate=2, activation="relu", name="causal")(h)
-    h = L.MaxPooling1D(2, name="pool1d")(h)
-    h = L.Conv1D(8, 2, strides=2, padding="same", activation="relu", name="strided")(h)
-    h = L.GlobalMaxPooling1D(name="gmp")(h)
-    h = L.Dense(16, activation="relu", name="dense16")(h)
-    out = L.Dense(4, activation="softmax", name="out")(h)
+    h = layers.Embedding(50, 8, name="embed")(inp)
+    h = layers.Conv1D(16, 3, activation="relu", name="conv1d")(h)
+    h = layers.Conv1D(16, 3, padding="causal", dilation_rate=2, activation="relu", name="causal")(h)
+    h = layers.MaxPooling1D(2, name="pool1d")(h)
+    h = layers.Conv1D(8, 2, strides=2, padding="same", activation="relu", name="strided")(h)
+    h = layers.GlobalMaxPooling1D(name="gmp")(h)
+    h = layers.Dense(16, activation="relu", name="dense16")(h)
+    out = layers.Dense(4, activation="softmax", name="out")(h)
     return _randomise(tf.keras.Model(inp, out, name="text_conv1d"), 4)
 
 
@@ -127,13 +127,13 @@ def volume_model():
     """Conv3D and 3D pooling, behind a Reshape of the digits."""
     tf.keras.utils.set_random_seed(5)
     inp = tf.keras.Input((8, 8, 1), name="image")
-    h = L.Reshape((4, 4, 4, 1), name="to3d")(inp)
-    h = L.ZeroPadding3D(1, name="pad3d")(h)
-    h = L.Conv3D(4, 3, activation="relu", name="conv3d")(h)
-    h = L.MaxPooling3D(2, padding="same", name="maxpool3d")(h)
-    h = L.AveragePooling3D(1, name="avgpool3d")(h)
-    h = L.GlobalAveragePooling3D(name="gap3d")(h)
-    out = L.Dense(10, activation="softmax", name="out")(h)
+    h = layers.Reshape((4, 4, 4, 1), name="to3d")(inp)
+    h = layers.ZeroPadding3D(1, name="pad3d")(h)
+    h = layers.Conv3D(4, 3, activation="relu", name="conv3d")(h)
+    h = layers.MaxPooling3D(2, padding="same", name="maxpool3d")(h)
+    h = layers.AveragePooling3D(1, name="avgpool3d")(h)
+    h = layers.GlobalAveragePooling3D(name="gap3d")(h)
+    out = layers.Dense(10, activation="softmax", name="out")(h)
     return _randomise(tf.keras.Model(inp, out, name="volume_model"), 5)
 
 
@@ -146,7 +146,7 @@ MODELS = {
     "volume": volume_model,
 }
 
-#: analyzer, kwargs: every rule of issue 12, the bounded input rule, the presets
+#: analyzer, kwargs: the epsilon, z, z+, alpha-beta, flat and w² rules, the bounded input rule, the presets
 RULE_CASES = [
     ("lrp.epsilon", {}),
     ("lrp.z", {}),
@@ -190,7 +190,8 @@ def references():
     # iNNvestigate 2.1.2 turns its model warnings into NotImplementedError (a ReLU or LeakyReLU layer
     # triggers one); the checks are switched off so that it analyses these models at all
     pool = ThreadPoolExecutor(2)
-    futures = {name: pool.submit(innvestigate_maps, m, x, cases[name], _layer_names(m), 600, True) for name, (m, x) in built.items()}
+    futures = {name: pool.submit(innvestigate_maps, m, x, cases[name], _layer_names(m), 600, True)
+               for name, (m, x) in built.items()}
     yield built, cases, futures
     pool.shutdown(wait=True)
 
@@ -235,8 +236,9 @@ def test_equal_to_innvestigate(references, model_name, case):
 # -- properties that need no iNNvestigate -------------------------------------------------------------
 def _relu_mlp(bias_zero=True):
     tf.keras.utils.set_random_seed(7)
-    m = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), L.Conv2D(4, 3, activation="relu", name="c"), L.Flatten(name="f"),
-                             L.Dense(16, activation="relu", name="d"), L.Dense(10, activation="softmax", name="o")])
+    m = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), layers.Conv2D(4, 3, activation="relu", name="c"),
+                             layers.Flatten(name="f"), layers.Dense(16, activation="relu", name="d"),
+                             layers.Dense(10, activation="softmax", name="o")])
     if bias_zero:
         for layer in m.layers:
             if getattr(layer, "bias", None) is not None:
@@ -295,13 +297,13 @@ def test_weights_read_at_each_call(digits):
 def test_unsupported_layer_gives_a_named_note(odd):
     inp = tf.keras.Input((8, 8))
     if odd == "lambda":
-        h = L.Lambda(lambda t: t * 2.0, name="times_two")(inp)
+        h = layers.Lambda(lambda t: t * 2.0, name="times_two")(inp)
         name, cls = "times_two", "Lambda"
     else:
-        h = L.LSTM(4, name="recurrent")(inp)
+        h = layers.LSTM(4, name="recurrent")(inp)
         name, cls = "recurrent", "LSTM"
-    h = L.Flatten()(h)
-    model = tf.keras.Model(inp, L.Dense(3, activation="softmax", name="out")(h))
+    h = layers.Flatten()(h)
+    model = tf.keras.Model(inp, layers.Dense(3, activation="softmax", name="out")(h))
     engine = NativeLRP(model)  # set-up does not raise: the caller shows the note and goes on
     assert engine.unsupported and engine.unsupported[0][:2] == (name, cls)
     assert f"{name} ({cls}" in engine.note
@@ -315,8 +317,8 @@ def test_unsupported_layer_gives_a_named_note(odd):
 
 def test_hidden_softmax_is_unsupported():
     inp = tf.keras.Input((6,))
-    h = L.Dense(5, activation="softmax", name="hidden_softmax")(inp)
-    model = tf.keras.Model(inp, L.Dense(3, activation="softmax", name="out")(h))
+    h = layers.Dense(5, activation="softmax", name="hidden_softmax")(inp)
+    model = tf.keras.Model(inp, layers.Dense(3, activation="softmax", name="out")(h))
     engine = NativeLRP(model)
     assert [u[0] for u in engine.unsupported] == ["hidden_softmax"]
 
@@ -325,7 +327,8 @@ def test_unknown_analyzer_lists_the_names():
     model = _relu_mlp()
     with pytest.raises(ValueError) as e:
         NativeLRP(model, analyzer="lrp.nonsense")
-    assert "lrp.nonsense" in str(e.value) and "lrp.epsilon" in str(e.value) and "lrp.sequential_preset_b" in str(e.value)
+    message = str(e.value)
+    assert "lrp.nonsense" in message and "lrp.epsilon" in message and "lrp.sequential_preset_b" in message
     with pytest.raises(ValueError) as e:
         relevance(model, np.zeros((1, 8, 8, 1), "float32"), analyzer="deconvnet")
     for name in INNVESTIGATE_ANALYZERS:

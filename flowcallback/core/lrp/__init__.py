@@ -21,8 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["NativeLRP", "UnsupportedLayerError", "ANALYZERS", "INNVESTIGATE_ANALYZERS", "relevance", "innvestigate_maps",
-           "layer_kind"]
+__all__ = ["NativeLRP", "UnsupportedLayerError", "ANALYZERS", "INNVESTIGATE_ANALYZERS", "relevance",
+           "innvestigate_maps", "layer_kind"]
 
 #: iNNvestigate 2.1.2's LRP analyzer names (``innvestigate.analyzer.analyzers``), known here without
 #: importing it. ``"lrp"`` itself needs a ``rule`` argument.
@@ -54,7 +54,8 @@ def _innvestigate_available() -> bool:
 
 
 def innvestigate_maps(model, x, analyzers: Sequence[Tuple[str, dict]], layers: Optional[Sequence[str]] = None,
-                      timeout: Optional[float] = None, disable_model_checks: bool = False) -> List[Dict[str, np.ndarray]]:
+                      timeout: Optional[float] = None,
+                      disable_model_checks: bool = False) -> List[Dict[str, np.ndarray]]:
     """iNNvestigate's relevance at each layer's output, for several analyzers, in one child process.
 
     The model is rebuilt there from its JSON config (output activation set to linear, as the LRP
@@ -93,11 +94,13 @@ def innvestigate_maps(model, x, analyzers: Sequence[Tuple[str, dict]], layers: O
         proc = subprocess.run([sys.executable, "-m", "flowcallback.core.lrp._innvestigate_run", job, out], env=env,
                               stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
         if proc.returncode != 0 or not os.path.exists(out):
-            raise RuntimeError(f"iNNvestigate's process failed (exit code {proc.returncode}):\n{proc.stderr.decode(errors='replace')[-3000:]}")
+            stderr = proc.stderr.decode(errors="replace")[-3000:]
+            raise RuntimeError(f"iNNvestigate's process failed (exit code {proc.returncode}):\n{stderr}")
         with np.load(out, allow_pickle=False) as data:
             if "error" in data.files:
                 errors = json.loads(str(data["error"]))
-                raise RuntimeError("iNNvestigate failed: " + "\n".join(f"{analyzers[int(i)][0]}: {e}" for i, e in errors.items()))
+                raise RuntimeError("iNNvestigate failed: "
+                                   + "\n".join(f"{analyzers[int(i)][0]}: {e}" for i, e in errors.items()))
             result = [dict() for _ in analyzers]
             for key in data.files:
                 i, name = key.split("/", 1)
@@ -146,20 +149,32 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
 
     Examples
     --------
+    An untrained model on scikit-learn's digits (8 x 8 images):
+
+    >>> import keras
+    >>> from sklearn.datasets import load_digits
     >>> import flowcallback
-    >>> maps = flowcallback.relevance(model, x_test[:100], ["conv1", "dense10"])  # doctest: +SKIP
-    >>> maps["dense10"].shape                                                     # doctest: +SKIP
-    (100, 10)
+    >>> x = load_digits().images[:100, :, :, None] / 16.0
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(6, 3, activation="relu", name="conv1"),
+    ...     keras.layers.Flatten(),
+    ...     keras.layers.Dense(10, activation="softmax", name="dense10")])
+    >>> maps = flowcallback.relevance(model, x, ["conv1", "dense10"], backend="native")
+    >>> maps["conv1"].shape, maps["dense10"].shape
+    ((100, 6, 6, 6), (100, 10))
     """
     from flowcallback.core.lrp.native import ANALYZERS, NativeLRP
 
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
     if analyzer not in ANALYZERS and analyzer not in INNVESTIGATE_ANALYZERS:
-        raise ValueError(f"analyzer: expected one of {sorted(set(ANALYZERS) | set(INNVESTIGATE_ANALYZERS))}, got {analyzer!r}")
+        known = sorted(set(ANALYZERS) | set(INNVESTIGATE_ANALYZERS))
+        raise ValueError(f"analyzer: expected one of {known}, got {analyzer!r}")
     if backend == "native" or (backend == "auto" and analyzer in ANALYZERS):
         if backend == "native" and analyzer not in ANALYZERS:
-            raise ValueError(f"analyzer: the native engine knows {sorted(ANALYZERS)}, got {analyzer!r} (try backend='innvestigate')")
+            raise ValueError(f"analyzer: the native engine knows {sorted(ANALYZERS)}, got {analyzer!r} "
+                             "(try backend='innvestigate')")
         engine = NativeLRP(model, layers, analyzer, analyzer_kwargs)
         if not engine.unsupported or backend == "native" or not _innvestigate_available():
             return engine.relevance(x, batch_size=batch_size)

@@ -8,9 +8,9 @@ process-wide (``tf.compat.v1.disable_eager_execution``). We never do that in the
 At set-up the worker rebuilds the model from its JSON config (output activation set to linear, as
 iNNvestigate expects), renames the layers of that private copy (see :func:`_rename_layers`), creates
 the analyzer with ``reverse_keep_tensors=True`` and builds its reverse graph on one sample, so that
-any refusal is known before training starts; at each snapshot
-it loads the current weights into that model and runs the analyzer batch by batch. The relevance arriving at each selected
-layer's output is embedded (flattened, L2-normalised) right here, so the raw maps never cross the pipe.
+any refusal is known before training starts; at each snapshot it loads the current weights into
+that model and runs the analyzer batch by batch. The relevance arriving at each selected layer's
+output is embedded (flattened, L2-normalised) right here, so the raw maps never cross the pipe.
 """
 from __future__ import annotations
 
@@ -112,7 +112,8 @@ def main(argv) -> int:
             if cmd == "init":
                 names = sorted(n for n in innvestigate.analyzer.analyzers if n.startswith("lrp"))
                 if header["analyzer"] not in names:
-                    raise ValueError(f"analyzer: expected one of iNNvestigate's LRP analyzers {names}, got {header['analyzer']!r}")
+                    raise ValueError(f"analyzer: expected one of iNNvestigate's LRP analyzers {names}, "
+                                     f"got {header['analyzer']!r}")
                 state = dict(header, x=arrays[0])
                 weights = arrays[1:]
                 # Build the analyzer once now, so that a model iNNvestigate refuses (a Lambda layer, a
@@ -134,17 +135,20 @@ def main(argv) -> int:
                 # first analyze(), so a refusal would otherwise only show at the first snapshot.
                 model.set_weights(weights)
                 analyzer.analyze(state["x"][:1])
-                producers = {key: renamed.get(name, name) for key, name in _producers(analyzer, igraph, klayers).items()}
+                producers = {key: renamed.get(name, name)
+                             for key, name in _producers(analyzer, igraph, klayers).items()}
                 # Kept for every snapshot: iNNvestigate's rules share the model's weight variables
                 # (they copy layers with reuse_symbolic_tensors=True), so loading new weights into
                 # the model is all a snapshot needs; the reverse graph is built and traced once.
                 state.update(model=model, analyzer=analyzer, producers=producers)
-                _ipc.send(wf, {"ok": True, "analyzers": names, "innvestigate": innvestigate.__version__ if hasattr(innvestigate, "__version__") else ""})
+                version = getattr(innvestigate, "__version__", "")
+                _ipc.send(wf, {"ok": True, "analyzers": names, "innvestigate": version})
             elif cmd == "analyze":
                 model, analyzer = state["model"], state["analyzer"]
                 model.set_weights(arrays)
                 layers = state["layers"]
-                embedders = {n: Embedder(n, **dict({"nonfinite": "flag"}, **state.get("embed_options", {}))) for n in layers}
+                options = dict({"nonfinite": "flag"}, **state.get("embed_options", {}))
+                embedders = {n: Embedder(n, **options) for n in layers}
                 x = state["x"]
                 bs = int(state["batch_size"])
                 missing = set()

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from flowcallback.core.lrp import rules as R
+from flowcallback.core.lrp import rules as lrp_rules
 
 __all__ = ["NativeLRP", "UnsupportedLayerError", "ANALYZERS", "layer_kind"]
 
@@ -110,7 +110,7 @@ def _activation_name(layer) -> str:
     return str(act) if act is not None else "linear"
 
 
-def _value(v):
+def _variable_value(v):
     """A variable's current value as a tensor (tf.Variable or Keras 3 KerasVariable)."""
     if hasattr(v, "value") and not isinstance(v, tf.Tensor) and not callable(v.value):
         v = v.value  # Keras 3 KerasVariable.value is a property
@@ -122,7 +122,7 @@ def _tf_data_format(data_format: str, rank: int) -> str:
     return ("NC" + spatial) if data_format == "channels_first" else ("N" + spatial + "C")
 
 
-def _linear(layer, kind: str, dtype) -> R.Linear:
+def _linear(layer, kind: str, dtype) -> lrp_rules.Linear:
     """The layer's pre-activation as a :class:`~flowcallback.core.lrp.rules.Linear`, current weights.
 
     The operations are those of the layer's own ``call`` in tf.keras 2.14 (``tf.nn.convolution``,
@@ -131,9 +131,9 @@ def _linear(layer, kind: str, dtype) -> R.Linear:
     """
     cfg = _config(layer)
     use_bias = bool(cfg.get("use_bias", False)) and getattr(layer, "bias", None) is not None
-    bias = _value(layer.bias) if use_bias else None
+    bias = _variable_value(layer.bias) if use_bias else None
     if kind == "dense":
-        kernels = {"kernel": _value(layer.kernel)}
+        kernels = {"kernel": _variable_value(layer.kernel)}
 
         def fn(x, w):
             rank = x.shape.rank
@@ -143,7 +143,7 @@ def _linear(layer, kind: str, dtype) -> R.Linear:
             return out
 
     elif kind == "conv":
-        kernels = {"kernel": _value(layer.kernel)}
+        kernels = {"kernel": _variable_value(layer.kernel)}
         rank = len(cfg["kernel_size"])
         data_format = cfg.get("data_format") or "channels_last"
         tf_df = _tf_data_format(data_format, rank)
@@ -170,27 +170,28 @@ def _linear(layer, kind: str, dtype) -> R.Linear:
     elif kind == "depthwise":
         # Keras 2 calls it depthwise_kernel, Keras 3 kernel
         dk = getattr(layer, "depthwise_kernel", None)
-        kernels = {"depthwise_kernel": _value(dk if dk is not None else layer.kernel)}
+        kernels = {"depthwise_kernel": _variable_value(dk if dk is not None else layer.kernel)}
         strides = (1,) + tuple(cfg["strides"]) + (1,)
         padding = cfg["padding"].upper()
         dilations = tuple(cfg["dilation_rate"])
 
         def fn(x, w):
-            out = tf.nn.depthwise_conv2d(x, w["depthwise_kernel"], strides=strides, padding=padding, dilations=dilations,
-                                         data_format="NHWC")
+            out = tf.nn.depthwise_conv2d(x, w["depthwise_kernel"], strides=strides, padding=padding,
+                                         dilations=dilations, data_format="NHWC")
             if "bias" in w:
                 out = tf.nn.bias_add(out, w["bias"], data_format="NHWC")
             return out
 
     elif kind == "separable":
-        kernels = {"depthwise_kernel": _value(layer.depthwise_kernel), "pointwise_kernel": _value(layer.pointwise_kernel)}
+        kernels = {"depthwise_kernel": _variable_value(layer.depthwise_kernel),
+                   "pointwise_kernel": _variable_value(layer.pointwise_kernel)}
         strides = (1,) + tuple(cfg["strides"]) + (1,)
         padding = cfg["padding"].upper()
         dilations = tuple(cfg["dilation_rate"])
 
         def fn(x, w):
-            out = tf.nn.separable_conv2d(x, w["depthwise_kernel"], w["pointwise_kernel"], strides=strides, padding=padding,
-                                         dilations=dilations, data_format="NHWC")
+            out = tf.nn.separable_conv2d(x, w["depthwise_kernel"], w["pointwise_kernel"], strides=strides,
+                                         padding=padding, dilations=dilations, data_format="NHWC")
             if "bias" in w:
                 out = tf.nn.bias_add(out, w["bias"], data_format="NHWC")
             return out
@@ -198,7 +199,7 @@ def _linear(layer, kind: str, dtype) -> R.Linear:
     else:  # pragma: no cover - guarded by the caller
         raise ValueError(kind)
     kernels = {k: tf.cast(v, dtype) for k, v in kernels.items()}
-    return R.Linear(fn, kernels, None if bias is None else tf.cast(bias, dtype))
+    return lrp_rules.Linear(fn, kernels, None if bias is None else tf.cast(bias, dtype))
 
 
 def _bn_linear(layer, dtype, mode: str):
@@ -210,11 +211,11 @@ def _bn_linear(layer, dtype, mode: str):
     The scale broadcasts along the last axis.
     """
     cfg = _config(layer)
-    mean = tf.cast(_value(layer.moving_mean), dtype)
-    var = tf.cast(_value(layer.moving_variance), dtype)
-    gamma = tf.cast(_value(layer.gamma), dtype) if cfg.get("scale", True) else tf.ones_like(mean)
-    beta = tf.cast(_value(layer.beta), dtype) if cfg.get("center", True) else tf.zeros_like(mean)
-    tmp = tf.sqrt(tf.maximum(tf.math.pow(var, 2) + cfg.get("epsilon", 1e-3), tf.constant(0, dtype)))
+    mean = tf.cast(_variable_value(layer.moving_mean), dtype)
+    var = tf.cast(_variable_value(layer.moving_variance), dtype)
+    gamma = tf.cast(_variable_value(layer.gamma), dtype) if cfg.get("scale", True) else tf.ones_like(mean)
+    beta = tf.cast(_variable_value(layer.beta), dtype) if cfg.get("center", True) else tf.zeros_like(mean)
+    divisor = tf.sqrt(tf.maximum(tf.math.pow(var, 2) + cfg.get("epsilon", 1e-3), tf.constant(0, dtype)))
 
     def scale(x, w):
         out = x * w["kernel"]
@@ -223,8 +224,9 @@ def _bn_linear(layer, dtype, mode: str):
         return out
 
     if mode == "one_linear":
-        return [R.Linear(scale, {"kernel": gamma / tmp}, -mean / tmp + beta)]
-    return [R.Linear(scale, {"kernel": 1 / tmp}, -mean / tmp), R.Linear(scale, {"kernel": gamma}, beta)]
+        return [lrp_rules.Linear(scale, {"kernel": gamma / divisor}, -mean / divisor + beta)]
+    return [lrp_rules.Linear(scale, {"kernel": 1 / divisor}, -mean / divisor),
+            lrp_rules.Linear(scale, {"kernel": gamma}, beta)]
 
 
 # -- analyzers -------------------------------------------------------------------------------------
@@ -243,7 +245,7 @@ class _Spec:
         self.input_rule = input_rule
         self.bn_fuse_mode = bn_fuse_mode
 
-    def rule_for(self, kind: str, is_input: bool) -> R.Rule:
+    def rule_for(self, kind: str, is_input: bool) -> lrp_rules.Rule:
         if is_input and self.input_rule is not None:
             return self.input_rule
         if self.kernel_rule is not None:
@@ -258,55 +260,56 @@ def _pop_epsilon(kw, default):
     return eps
 
 
-def _same(rule):
+def _one_rule(rule):
     return lambda kw: _Spec(kernel_rule=rule(), bn_rule=rule())
 
 
 def _epsilon(kw):
-    r = R.EpsilonRule(_pop_epsilon(kw, 1e-7), bias=bool(kw.pop("bias", True)))
+    r = lrp_rules.EpsilonRule(_pop_epsilon(kw, 1e-7), bias=bool(kw.pop("bias", True)))
     return _Spec(kernel_rule=r, bn_rule=r)
 
 
 def _alpha_beta(alpha, beta, bias):
-    return lambda kw: _Spec(kernel_rule=R.AlphaBetaRule(alpha, beta, bias), bn_rule=R.AlphaBetaRule(alpha, beta, bias))
+    return lambda kw: _Spec(kernel_rule=lrp_rules.AlphaBetaRule(alpha, beta, bias),
+                            bn_rule=lrp_rules.AlphaBetaRule(alpha, beta, bias))
 
 
 def _alpha_beta_free(kw):
-    alpha, beta = R.check_alpha_beta(kw.pop("alpha", None), kw.pop("beta", None))
+    alpha, beta = lrp_rules.check_alpha_beta(kw.pop("alpha", None), kw.pop("beta", None))
     return _alpha_beta(alpha, beta, bool(kw.pop("bias", True)))(kw)
 
 
 def _preset(conv_rule, input_rule=None):
-    def make(kw):
+    def preset_spec(kw):
         eps = _pop_epsilon(kw, 1e-1)
-        bn = R.rule_from_name(kw.pop("bn_layer_rule", "AlphaBetaX2m100"), "bn_layer_rule")
-        spec = _Spec(dense_rule=R.EpsilonRule(eps, bias=True), conv_rule=conv_rule, bn_rule=bn)
+        bn = lrp_rules.rule_from_name(kw.pop("bn_layer_rule", "AlphaBetaX2m100"), "bn_layer_rule")
+        spec = _Spec(dense_rule=lrp_rules.EpsilonRule(eps, bias=True), conv_rule=conv_rule, bn_rule=bn)
         if input_rule is not None:
             if "input_layer_rule" in kw and kw["input_layer_rule"] != input_rule:
                 raise ValueError(f"input_layer_rule: this preset sets it to {input_rule!r}")
             kw.setdefault("input_layer_rule", input_rule)
         return spec
 
-    return make
+    return preset_spec
 
 
 #: The analyzers of the native engine, by iNNvestigate's names.
 ANALYZERS = {
     "lrp.epsilon": _epsilon,
-    "lrp.z": _same(R.ZRule),
-    "lrp.w_square": _same(R.WSquareRule),
-    "lrp.flat": _same(R.FlatRule),
+    "lrp.z": _one_rule(lrp_rules.ZRule),
+    "lrp.w_square": _one_rule(lrp_rules.WSquareRule),
+    "lrp.flat": _one_rule(lrp_rules.FlatRule),
     "lrp.alpha_beta": _alpha_beta_free,
     "lrp.alpha_2_beta_1": _alpha_beta(2, 1, True),
     "lrp.alpha_2_beta_1_IB": _alpha_beta(2, 1, False),
     "lrp.alpha_1_beta_0": _alpha_beta(1, 0, True),
     "lrp.alpha_1_beta_0_IB": _alpha_beta(1, 0, False),
     "lrp.z_plus": _alpha_beta(1, 0, False),
-    "lrp.z_plus_fast": _same(R.ZPlusFastRule),
-    "lrp.sequential_preset_a": _preset(R.AlphaBetaRule(1, 0, True)),
-    "lrp.sequential_preset_b": _preset(R.AlphaBetaRule(2, 1, True)),
-    "lrp.sequential_preset_a_flat": _preset(R.AlphaBetaRule(1, 0, True), "Flat"),
-    "lrp.sequential_preset_b_flat": _preset(R.AlphaBetaRule(2, 1, True), "Flat"),
+    "lrp.z_plus_fast": _one_rule(lrp_rules.ZPlusFastRule),
+    "lrp.sequential_preset_a": _preset(lrp_rules.AlphaBetaRule(1, 0, True)),
+    "lrp.sequential_preset_b": _preset(lrp_rules.AlphaBetaRule(2, 1, True)),
+    "lrp.sequential_preset_a_flat": _preset(lrp_rules.AlphaBetaRule(1, 0, True), "Flat"),
+    "lrp.sequential_preset_b_flat": _preset(lrp_rules.AlphaBetaRule(2, 1, True), "Flat"),
 }
 
 
@@ -318,14 +321,15 @@ def make_spec(analyzer: str, analyzer_kwargs: Optional[dict] = None) -> _Spec:
     spec = ANALYZERS[analyzer](kw)
     if "input_layer_rule" in kw:
         v = kw.pop("input_layer_rule")
-        spec.input_rule = None if v is None else R.rule_from_name(v, "input_layer_rule")
+        spec.input_rule = None if v is None else lrp_rules.rule_from_name(v, "input_layer_rule")
     mode = kw.pop("bn_layer_fuse_mode", "one_linear")
     if mode not in ("one_linear", "two_linear"):
         raise ValueError(f"bn_layer_fuse_mode: expected 'one_linear' or 'two_linear', got {mode!r}")
     spec.bn_fuse_mode = mode
     nsm = kw.pop("neuron_selection_mode", "max_activation")
     if nsm != "max_activation":
-        raise ValueError(f"neuron_selection_mode: the native engine analyses the predicted class ('max_activation'), got {nsm!r}")
+        raise ValueError("neuron_selection_mode: the native engine analyses the predicted class "
+                         f"('max_activation'), got {nsm!r}")
     if kw:
         raise ValueError(f"analyzer_kwargs: {sorted(kw)} not understood by {analyzer!r} in the native LRP engine")
     return spec
@@ -346,15 +350,16 @@ class _Node:
         self.is_input_rule = False
 
 
-def _history(t):
+def _keras_history(t):
     h = getattr(t, "_keras_history", None)
     if h is None:
-        raise UnsupportedLayerError("the model is not a graph of Keras layers (a subclassed model?): its tensors have no Keras history")
+        raise UnsupportedLayerError("the model is not a graph of Keras layers (a subclassed model?): "
+                                    "its tensors have no Keras history")
     return h[0], int(h[1]), int(h[2])
 
 
-def _key(t):
-    layer, node_index, tensor_index = _history(t)
+def _tensor_key(t):
+    layer, node_index, tensor_index = _keras_history(t)
     return (id(layer), node_index, tensor_index)
 
 
@@ -377,7 +382,7 @@ def _trace(model) -> Tuple[list, list, list]:
     todo = list(outputs)
     while todo:
         t = todo.pop()
-        layer, ni, _ = _history(t)
+        layer, ni, _ = _keras_history(t)
         if (id(layer), ni) in nodes:
             continue
         knode = layer._inbound_nodes[ni]
@@ -386,7 +391,8 @@ def _trace(model) -> Tuple[list, list, list]:
             continue
         ins = _node_tensors(knode, "input_tensors")
         n_out = len(_node_tensors(knode, "output_tensors"))
-        nodes[(id(layer), ni)] = _Node(layer, ni, [_key(x) for x in ins], [(id(layer), ni, i) for i in range(n_out)])
+        nodes[(id(layer), ni)] = _Node(layer, ni, [_tensor_key(x) for x in ins],
+                                       [(id(layer), ni, i) for i in range(n_out)])
         todo.extend(ins)
     return _toposort(list(nodes.values())), inputs, outputs
 
@@ -468,12 +474,22 @@ class NativeLRP:
 
     Examples
     --------
-    >>> engine = NativeLRP(model, ["conv1", "dense10"], analyzer="lrp.z")   # doctest: +SKIP
-    >>> engine.note                                                         # doctest: +SKIP
+    An untrained model shows the shapes; scikit-learn's digits are 8 x 8 images.
+
+    >>> import keras
+    >>> from sklearn.datasets import load_digits
+    >>> x = load_digits().images[:32, :, :, None] / 16.0
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1"),
+    ...     keras.layers.Flatten(),
+    ...     keras.layers.Dense(10, activation="softmax", name="dense10")])
+    >>> engine = NativeLRP(model, ["conv1", "dense10"], analyzer="lrp.z")
+    >>> engine.note
     ''
-    >>> maps = engine.relevance(x_val[:256])                                # doctest: +SKIP
-    >>> maps["conv1"].shape                                                 # doctest: +SKIP
-    (256, 8, 8, 6)
+    >>> maps = engine.relevance(x)
+    >>> maps["conv1"].shape, maps["dense10"].shape
+    ((32, 8, 8, 6), (32, 10))
     """
 
     def __init__(self, model, layers: Optional[Sequence[str]] = None, analyzer: str = "lrp.epsilon",
@@ -492,10 +508,11 @@ class NativeLRP:
             self.unsupported.append((getattr(model, "name", "model"), type(model).__name__, str(exc)))
             inputs, outputs = [], []
         if len(outputs) > 1:
-            self.unsupported.append((model.name, type(model).__name__, f"the model has {len(outputs)} outputs; LRP needs one"))
-        self._inputs = [_key(t) for t in inputs]
+            self.unsupported.append((model.name, type(model).__name__,
+                                     f"the model has {len(outputs)} outputs; LRP needs one"))
+        self._inputs = [_tensor_key(t) for t in inputs]
         if outputs:
-            self._output_key = _key(outputs[0])
+            self._output_key = _tensor_key(outputs[0])
         self._check_layers()
         names = [n.layer.name for n in self._nodes]
         if layers is None:
@@ -522,7 +539,8 @@ class NativeLRP:
             cfg = _config(layer)
             act = _activation_name(layer) if "activation" in cfg or kind == "activation" else "linear"
             if not node.is_output and (kind == "softmax" or act == "softmax"):
-                self.unsupported.append((layer.name, type(layer).__name__, "a softmax inside the model (iNNvestigate refuses it too)"))
+                self.unsupported.append((layer.name, type(layer).__name__,
+                                         "a softmax inside the model (iNNvestigate refuses it too)"))
                 continue
             if kind == "conv" and int(cfg.get("groups", 1) or 1) > 1:
                 self.unsupported.append((layer.name, type(layer).__name__, "grouped convolution"))
@@ -534,7 +552,8 @@ class NativeLRP:
                 rank = len(node_shape(layer))
                 if not isinstance(axis, int) or axis not in (-1, rank - 1):
                     self.unsupported.append((layer.name, type(layer).__name__,
-                                             f"normalisation over axis {axis}; iNNvestigate's BatchNormalization rule scales the last axis"))
+                                             f"normalisation over axis {axis}; "
+                                             "iNNvestigate's BatchNormalization rule scales the last axis"))
             if kind in _KERNEL_KINDS:
                 is_input = self._is_input_node(node, produced_by)
                 node.is_input_rule = is_input
@@ -577,7 +596,8 @@ class NativeLRP:
             if n.rule is not None:
                 out[n.layer.name] = repr(n.rule)
             elif n.kind == "bn":
-                out[n.layer.name] = f"{self.spec.bn_rule!r} on the linearised BatchNormalization ({self.spec.bn_fuse_mode})"
+                out[n.layer.name] = (f"{self.spec.bn_rule!r} on the linearised BatchNormalization "
+                                     f"({self.spec.bn_fuse_mode})")
         return out
 
     # -- analysis ----------------------------------------------------------------------------------
@@ -621,7 +641,7 @@ class NativeLRP:
     def _batch(self, xs) -> Dict[str, np.ndarray]:
         nodes = self._nodes
         values: Dict[tuple, tf.Tensor] = {}
-        dtypes = {_key(t): tf.as_dtype(t.dtype) for t in self.model.inputs}
+        dtypes = {_tensor_key(t): tf.as_dtype(t.dtype) for t in self.model.inputs}
         for k, a in zip(self._inputs, xs):
             values[k] = tf.convert_to_tensor(a, dtype=dtypes[k])  # int32 for token ids
         # forward
@@ -632,7 +652,8 @@ class NativeLRP:
             if node.is_output:
                 ys = [self._forward_output(node, ins)]
             else:
-                ys = tf.nest.flatten(_call(node.layer, ins, single=len(ins) == 1 and node.kind != "add" and type(node.layer).__name__ != "Concatenate"))
+                single = len(ins) == 1 and node.kind != "add" and type(node.layer).__name__ != "Concatenate"
+                ys = tf.nest.flatten(_call(node.layer, ins, single=single))
             for k, y in zip(node.outputs, ys):
                 # relevance in float32 at least: under a mixed-precision policy layers compute in
                 # float16, while the rules read the float32 weights
@@ -711,8 +732,9 @@ class NativeLRP:
                 for x in xs:
                     tape.watch(x)
                 z = tf.nest.flatten(_call(layer, xs, single=kind != "add"))[0]
-            tmp = R.safe_divide(rs[0], z)
-            grads = [tape.gradient(z, x, output_gradients=tmp, unconnected_gradients=tf.UnconnectedGradients.ZERO) for x in xs]
+            ratio = lrp_rules.safe_divide(rs[0], z)
+            grads = [tape.gradient(z, x, output_gradients=ratio, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                     for x in xs]
             del tape
             return [x * g for x, g in zip(xs, grads)]
         # the plain gradient (max pooling, reshapes, dropout, concatenation, ReLU...)
@@ -720,7 +742,8 @@ class NativeLRP:
             for x in xs:
                 tape.watch(x)
             y = tf.nest.flatten(_call(layer, xs, single=len(xs) == 1 and type(layer).__name__ != "Concatenate"))
-        grads = [tape.gradient(y, x, output_gradients=rs, unconnected_gradients=tf.UnconnectedGradients.ZERO) for x in xs]
+        grads = [tape.gradient(y, x, output_gradients=rs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                 for x in xs]
         del tape
         return grads
 

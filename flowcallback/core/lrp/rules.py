@@ -82,7 +82,8 @@ class Linear:
         self.kernels = kernels
         self.bias = bias
 
-    def weights(self, transform: Optional[Callable] = None, bias: bool = True, bias_transform: Optional[Callable] = None):
+    def weights(self, transform: Optional[Callable] = None, bias: bool = True,
+                bias_transform: Optional[Callable] = None):
         """The weights dict, kernels passed through ``transform``, with the bias if asked and present."""
         t = transform or (lambda w: w)
         w = {k: t(v) for k, v in self.kernels.items()}

@@ -90,15 +90,19 @@ class LRPWorker:
 
     Examples
     --------
+    The worker needs iNNvestigate (the Python <= 3.11, TensorFlow < 2.15 stack), so the example is
+    not run:
+
     >>> with LRPWorker() as w:                          # doctest: +SKIP
     ...     w.start(model, ["conv1", "dense"], x_val)
     ...     result = w.analyze(model)
     """
 
-    def __init__(self, analyzer: str = "lrp.epsilon", analyzer_kwargs: Optional[dict] = None, log_path: Optional[str] = None,
-                 nice: int = 0):
+    def __init__(self, analyzer: str = "lrp.epsilon", analyzer_kwargs: Optional[dict] = None,
+                 log_path: Optional[str] = None, nice: int = 0):
         if not isinstance(analyzer, str) or not analyzer.startswith("lrp"):
-            raise ValueError(f"analyzer: expected the name of an iNNvestigate LRP analyzer such as 'lrp.epsilon', got {analyzer!r}")
+            raise ValueError("analyzer: expected the name of an iNNvestigate LRP analyzer such as 'lrp.epsilon', "
+                             f"got {analyzer!r}")
         self.analyzer = analyzer
         self.analyzer_kwargs = dict(analyzer_kwargs or {})
         self.log_path = log_path
@@ -153,18 +157,22 @@ class LRPWorker:
 
     def _call(self, header: dict, arrays=()):
         if not self.alive:
-            raise RuntimeError("the LRP worker is not running" + (f"; its log ends with:\n{self._log_tail()}" if self._log else ""))
+            tail = f"; its log ends with:\n{self._log_tail()}" if self._log else ""
+            raise RuntimeError("the LRP worker is not running" + tail)
         try:
             _ipc.send(self._w, header, arrays)
             reply, out = _ipc.recv(self._r)
         except (EOFError, BrokenPipeError, OSError) as exc:
             code = self._proc.poll() if self._proc else None
-            raise RuntimeError(f"the LRP worker died (exit code {code}): {exc}; its log ends with:\n{self._log_tail()}") from exc
+            raise RuntimeError(f"the LRP worker died (exit code {code}): {exc}; "
+                               f"its log ends with:\n{self._log_tail()}") from exc
         if not reply.get("ok"):
-            raise RuntimeError(f"iNNvestigate failed in the LRP worker: {reply.get('error')}\n{reply.get('traceback', '')}")
+            raise RuntimeError(f"iNNvestigate failed in the LRP worker: {reply.get('error')}\n"
+                               f"{reply.get('traceback', '')}")
         return reply, out
 
-    def start(self, model, layer_names: Sequence[str], x, *, batch_size: int = 256, embed_options: Optional[dict] = None) -> None:
+    def start(self, model, layer_names: Sequence[str], x, *, batch_size: int = 256,
+              embed_options: Optional[dict] = None) -> None:
         """Start the process and send it the model's architecture and the held-out inputs.
 
         Raises
@@ -192,7 +200,8 @@ class LRPWorker:
         except RuntimeError as exc:
             self.close()
             if "analyzer: expected" in str(exc):
-                raise ValueError(str(exc).split("\n")[0].replace("iNNvestigate failed in the LRP worker: ValueError: ", "")) from None
+                prefix = "iNNvestigate failed in the LRP worker: ValueError: "
+                raise ValueError(str(exc).split("\n")[0].replace(prefix, "")) from None
             raise
         self.analyzers = reply["analyzers"]
 

@@ -4,10 +4,15 @@
     python benchmarks/paper_scale.py --full               # the paper's method on every layer
     python benchmarks/paper_scale.py --model vgg16-32     # VGG16-style on 32x32x3 (scenario 4)
     options: --samples N, --epochs E (training before the snapshot), --data mnist.npz,
-             --paper-layer NAME, --mcl-all, --no-paper, --no-equal-k, --no-lrp, --out results/NAME.json
+             --paper-layer NAME, --mcl-all, --no-paper, --no-equal-k, --no-lrp, --projection METHOD,
+             --no-callback, --cold, --out results/NAME.json
 
-Prints a table and writes benchmarks/results/paper_scale_<model>.json with, per stage, wall seconds
-and the peak RSS of this process (and of the LRP worker process), and:
+The snapshot is taken by the runner the callback uses (``flowcallback.pipeline.Snapshotter``, whose
+analysis is ``flowcallback.core.stages.analyse``), and each stage is timed by its own hooks
+(``StageClock``). The script prints the stages, their sum against the snapshot's wall time, and the
+wall time of the same snapshot taken by ``FlowCallback`` in ``model.fit`` (skip with --no-callback).
+It writes benchmarks/results/paper_scale_<model>.json with, per stage, wall seconds and the peak RSS
+of this process (and of the LRP worker process), and:
 * the paper's method (exact dense cosine similarity, kNN with k = n / n_classes,
   ``markov-clustering``) on one layer (all with --full): time, memory, speed ratio, and the ARI
   between its clusters and ours; then the same method at our k (skip with --no-equal-k), so that
@@ -159,87 +164,91 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=None, help="neighbours (default: the library's k='auto')")
     ap.add_argument("--dim", type=int, default=128, help="reduced dimension (the library's default: 128)")
     ap.add_argument("--fit-samples", type=int, default=None, help="rows the PCA basis is fitted on (default: the library's)")
+    ap.add_argument("--projection", default="pca", help="the callback's projection setting (pca, umap, auto, none)")
+    ap.add_argument("--no-callback", action="store_true", help="skip the snapshot taken by the callback in model.fit")
+    ap.add_argument("--cold", action="store_true", help="time the first snapshot of the process (no warm-up)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    args.projection = None if args.projection == "none" else args.projection
     if args.epochs is None:
         args.epochs = 1 if args.model == "lenet5" else 0
 
     from sklearn.metrics import adjusted_rand_score as ari
 
-    from flowcallback.core import capture, cluster, flows, knn, render, store
-    from flowcallback.core.lrp.worker import LRPWorker
+    from flowcallback import FlowCallback, load_run
+    from flowcallback.core import capture, cluster, knn
+    from flowcallback.pipeline import Snapshotter
+    from flowcallback.settings import SnapshotSettings
 
     model, x, y = prepare(args)
     n_classes = 10
     names = capture.select_layers(model)
     k = args.k or knn.auto_k(len(x), n_classes)
-    stages, rss = {}, {}
-    print(f"model {model.name}, {len(names)} layers, {len(x)} samples, k={k}; peak RSS after training {peak_rss_mb():.0f} MiB")
+    print(f"model {model.name}, {len(names)} layers, {len(x)} samples, k={k}; "
+          f"peak RSS after training {peak_rss_mb():.0f} MiB")
     rss_start = peak_rss_mb()
 
-    # -- forward capture (with streaming reduction) -------------------------------------------
-    t = Timer()
-    embed_options = {"reduce": "pca", "dim": args.dim, "fit_samples": args.fit_samples}
-    emb, out = capture.capture_activations(model, x, names, batch_size=256, embed_options=embed_options)
-    stages["forward_capture"] = t.lap()
-    rss["forward_capture"] = peak_rss_mb()
-    pred = out.argmax(1)
-    embeddings = {"activations": emb}
-
-    # -- LRP ------------------------------------------------------------------------------------
-    worker_rss = None
-    if not args.no_lrp:
-        t = Timer()
-        w = LRPWorker()
-        w.start(model, names, x, embed_options=embed_options)
-        stages["lrp_worker_start"] = t.lap()
-        res = w.analyze(model)
-        stages["lrp"] = t.lap()
-        worker_rss = process_peak_rss_mb(w._proc.pid)
-        w.close()
-        embeddings["lrp"] = res.embeddings
-        rss["lrp"] = peak_rss_mb()
-
-    # -- kNN and MCL, per layer -----------------------------------------------------------------
-    default_layer = "conv2" if args.model == "lenet5" else "block3_conv1"
-    layers_cmp = names if args.full else [args.paper_layer or default_layer]
-    graphs, labels = {}, {}  # graphs kept only for the layers compared below, as the library keeps none
-    t_knn = t_mcl = 0.0
-    cluster.mcl(knn.knn_graph(emb[names[-1]][:200], 5))  # compile the MCL kernel outside the timing
-    for analysis, e in embeddings.items():
-        for n in names:
-            if n not in e:
-                continue
-            t = Timer()
-            g = knn.knn_graph(e[n], k)
-            t_knn += t.lap()
-            labels[(analysis, n)] = cluster.mcl(g)
-            t_mcl += t.lap()
-            if analysis == "activations" and (n in layers_cmp or args.mcl_all):
-                graphs[(analysis, n)] = g
-            del g
-    stages["knn"], stages["mcl"] = t_knn, t_mcl
-    rss["knn_mcl"] = peak_rss_mb()
-
-    # -- flows, render, store -------------------------------------------------------------------
-    t = Timer()
-    fgs = {a: flows.build_flow_graph([(n, type(model.get_layer(n)).__name__, labels[(a, n)]) for n in names if (a, n) in labels],
-                                     y, pred, epoch=args.epochs, analysis=a, metrics={"accuracy": float(np.mean(pred == y))})
-           for a in embeddings}
-    stages["flows"] = t.lap()
+    # -- one snapshot, by the runner the callback uses, timed by its own stage hooks -----------------
+    # (flowcallback/core/stages.py: StageClock). The settings are the callback's, synchronous.
+    settings = dict(k=k, dim=args.dim, fit_samples=args.fit_samples, lrp=not args.no_lrp, background=False,
+                    projection=args.projection)
     out_dir = tempfile.mkdtemp(prefix="fc-bench-")
-    render.write_epoch_page(os.path.join(out_dir, "epoch.html"), fgs)
-    store.save_epoch(out_dir, fgs)
-    stages["render_store"] = t.lap()
-    shutil.rmtree(out_dir, ignore_errors=True)
-    rss["render_store"] = peak_rss_mb()
-    snapshot_seconds = sum(v for s, v in stages.items() if s != "lrp_worker_start")
+    snap = Snapshotter((x, y), out_dir, SnapshotSettings(**settings))
+    t = Timer()
+    snap.prepare(model)  # validation, layers, LRP engine start: once per fit
+    prepare_seconds = t.lap()
+    # a first snapshot warms up what runs once per process (TensorFlow's tracing, the MCL kernel's
+    # compilation), as the callback's first snapshot in a fit does; the second one is timed
+    for _ in range(1 if args.cold else 2):
+        t = Timer()
+        snap.take(args.epochs, verbose=0)
+        snapshot_seconds = t.lap()
+    timings = snap.timings[args.epochs]
+    worker = getattr(snap.worker, "_proc", None)
+    worker_rss = process_peak_rss_mb(worker.pid) if worker is not None else None
+    snap.close()
+    # the stages that make up the snapshot's wall time (knn and mcl are inside "cluster", per layer)
+    top = ["capture", "lrp", "cluster", "match", "flows", "metrics", "projection", "store", "render"]
+    stages = {s_: timings[f"{s_}_seconds"] for s_ in top if f"{s_}_seconds" in timings}
+    detail = {s_: timings[f"{s_}_seconds"] for s_ in ("knn", "mcl") if f"{s_}_seconds" in timings}
+    stage_sum = sum(stages.values())
+    rss = {"snapshot": peak_rss_mb()}
+    run = load_run(out_dir)
+    graph = run.epoch(args.epochs)
+    labels = {("activations", c.name): graph.assignments[:, j] for j, c in enumerate(graph.columns) if c.kind == "layer"}
+    pred = graph.predictions
 
     print(f"\n{'stage':<18}{'seconds':>9}")
     for s_, v in stages.items():
         print(f"{s_:<18}{v:>9.2f}")
-    print(f"{'snapshot total':<18}{snapshot_seconds:>9.2f}   (worker start excluded: once per fit)")
+    for s_, v in detail.items():
+        print(f"  {s_ + ' (CPU, all layers)':<26}{v:>9.2f}")
+    print(f"{'sum of the stages':<18}{stage_sum:>9.2f}")
+    print(f"{'snapshot wall':<18}{snapshot_seconds:>9.2f}   (the runner's take(); prepare {prepare_seconds:.2f} s, "
+          "once per fit)")
+    print(f"stages / wall: {stage_sum / snapshot_seconds:.3f}")
+
+    # -- the same snapshot taken by the callback in model.fit ------------------------------------
+    callback_seconds = None
+    if not args.no_callback:
+        cb_dir = tempfile.mkdtemp(prefix="fc-bench-cb-")
+        cb = FlowCallback((x, y), log_dir=cb_dir, epochs=[0], verbose=0,
+                          **{key: v for key, v in settings.items() if key != "background"}, background=False)
+        model.fit(x[:256], y[:256], epochs=1, batch_size=256, verbose=0, callbacks=[cb])
+        callback_seconds = cb.timings[0]["snapshot_seconds"]
+        shutil.rmtree(cb_dir, ignore_errors=True)
+        print(f"callback snapshot wall {callback_seconds:.2f} s; sum of the benchmark's stages / callback snapshot: "
+              f"{stage_sum / callback_seconds:.3f}")
     print(f"peak RSS: this process {peak_rss_mb():.0f} MiB" + (f", LRP worker {worker_rss:.0f} MiB" if worker_rss else ""))
+
+    # embeddings and graphs for the comparisons below (not part of the timed snapshot)
+    emb, _ = capture.capture_activations(model, x, names, batch_size=256,
+                                         embed_options={"reduce": "pca", "dim": args.dim, "fit_samples": args.fit_samples})
+    embeddings = {"activations": emb}
+    default_layer = "conv2" if args.model == "lenet5" else "block3_conv1"
+    layers_cmp = names if args.full else [args.paper_layer or default_layer]
+    graphs = {("activations", n): knn.knn_graph(emb[n], k) for n in names if n in layers_cmp or args.mcl_all}
+    shutil.rmtree(out_dir, ignore_errors=True)
 
     # -- the paper's method and the mcl program -------------------------------------------------
     comparisons = []
@@ -306,7 +315,11 @@ def main(argv=None):
 
     doc = {
         "model": model.name, "samples": len(x), "layers": names, "k": k, "epochs_trained": args.epochs,
-        "accuracy": float(np.mean(pred == y)), "stages_seconds": stages, "snapshot_seconds": snapshot_seconds,
+        "accuracy": float(np.mean(pred == y)), "stages_seconds": stages, "stage_detail_cpu_seconds": detail,
+        "stage_sum_seconds": stage_sum, "snapshot_seconds": snapshot_seconds, "prepare_seconds": prepare_seconds,
+        "stages_over_snapshot": stage_sum / snapshot_seconds, "callback_snapshot_seconds": callback_seconds,
+        "stages_over_callback_snapshot": None if callback_seconds is None else stage_sum / callback_seconds,
+        "settings": {key: v for key, v in settings.items()},
         "peak_rss_mb_after_training": rss_start, "peak_rss_mb_by_stage": rss, "peak_rss_mb": peak_rss_mb(),
         "lrp_worker_peak_rss_mb": worker_rss, "comparisons": comparisons, "knn_recall": recall, "recall_k": k_sub,
         "recall_samples": m, "recall_rows": "last", "dim": args.dim, "fit_samples": args.fit_samples,

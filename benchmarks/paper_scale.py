@@ -201,7 +201,7 @@ def main(argv=None):
     # compilation), as the callback's first snapshot in a fit does; the second one is timed
     for _ in range(1 if args.cold else 2):
         t = Timer()
-        snap.take(args.epochs, verbose=0)
+        snap.take(args.epochs)
         snapshot_seconds = t.lap()
     timings = snap.timings[args.epochs]
     worker = getattr(snap.worker, "_proc", None)

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from flowcallback import _validation as checks
 from flowcallback._fit_guard import FitGuard
+from flowcallback._progress import SnapshotProgress
 from flowcallback.core import cluster, knn, project
 from flowcallback.pipeline import Snapshotter
 from flowcallback.settings import SnapshotSettings
@@ -109,7 +110,9 @@ class FlowCallback(tf.keras.callbacks.Callback):
     projection_samples : int, default=2000
         How many held-out samples are projected (the same ones at every snapshot).
     verbose : "auto", 0, 1 or 2, default="auto"
-        Progress display; "auto" follows ``fit``'s ``verbose``.
+        Progress of the snapshots: in a notebook, one bar updated in place; in a terminal, one
+        line per snapshot, printed between Keras's epoch lines (never inside them). 0: silent;
+        "auto" follows ``fit``'s ``verbose``.
 
     Examples
     --------
@@ -186,17 +189,20 @@ class FlowCallback(tf.keras.callbacks.Callback):
         return dict(self._snapshotter.timings)
 
     def _take(self, epoch: int):
-        self._snapshotter.take(epoch, verbose=self._verbose(), title_prefix=self.model.name)
+        self._snapshotter.take(epoch, title_prefix=self.model.name)
 
     # -- Keras hooks ---------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._guard.stop()  # a previous fit's guard, if that fit ended abnormally
         self._first_epoch_seen = False
+        self._snapshotter.progress = SnapshotProgress(self._verbose())
         self._snapshotter.prepare(self.model)
         # If fit ends without on_train_end (an exception, Ctrl-C), the guard stops everything.
         self._guard.start(self._snapshotter.abort)
 
     def on_epoch_begin(self, epoch, logs=None):
+        # the lines of the snapshots written meanwhile, before Keras starts this epoch's line
+        self._snapshotter.progress.flush()
         # Keras's epoch index is 0-based; snapshot 0 is the state before the first epoch trains.
         if not self._first_epoch_seen:
             self._first_epoch_seen = True
@@ -210,6 +216,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._guard.stop()
         self._snapshotter.close()  # waits for background snapshots, stops the LRP worker
+        self._snapshotter.progress.flush()
 
     def __del__(self):
         try:

@@ -33,6 +33,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from flowcallback import _validation as checks
+from flowcallback._progress import SnapshotProgress
 from flowcallback._version import __version__
 from flowcallback.core import _priority, aggregate, capture, knn, project, render, runpage, stages, store
 from flowcallback.core._notes import first_line
@@ -55,31 +56,6 @@ def _fingerprint(model) -> str:
                "layers": [[type(layer).__name__, layer.name] for layer in model.layers],
                "weights": [list(np.shape(w)) for w in model.get_weights()]}
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
-
-
-class _Progress:
-    """Keras-style progress for a snapshot (a Progbar at verbose=1, one line at verbose=2)."""
-
-    def __init__(self, verbose: int, target: int, epoch: int):
-        self.verbose = verbose
-        self.done = 0
-        self.bar = None
-        if verbose == 1:
-            import tensorflow as tf
-
-            print(f"\nFlowCallback: snapshot of epoch {epoch}")
-            self.bar = tf.keras.utils.Progbar(target, unit_name="step")
-
-    def step(self, n: int = 1):
-        self.done += n
-        if self.bar is not None and self.done < self.bar.target:
-            self.bar.update(self.done)
-
-    def finish(self, message: str):
-        if self.bar is not None:
-            self.bar.update(self.bar.target, finalize=True)
-        if self.verbose >= 1:
-            print(message)
 
 
 class _Aborted(Exception):
@@ -116,6 +92,7 @@ class Snapshotter:
         self.model_notes: List[str] = []  # graph notes about the model (branch layout, binary output), every snapshot
         self.binary_threshold = 0.5  # for a one-unit output: prediction = output > threshold
         self.model_column_notes: Dict[str, str] = {}  # column notes about the model (parallel branches)
+        self.progress = SnapshotProgress(0)  # the callback sets one per fit
         self.pages: Dict[int, Path] = {}
         self.timings: Dict[int, dict] = {}
         self._pending: list = []
@@ -304,7 +281,7 @@ class Snapshotter:
             pool.shutdown(wait=True, cancel_futures=cancel)
 
     # -- one snapshot --------------------------------------------------------------------------
-    def take(self, epoch: int, *, verbose: int = 1, title_prefix: str = ""):
+    def take(self, epoch: int, *, title_prefix: str = ""):
         """Take the snapshot of ``epoch``.
 
         The held-out set goes through the model now (the weights of this moment); the rest (LRP,
@@ -330,10 +307,10 @@ class Snapshotter:
                 self._coordinator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowcallback",
                                                        initializer=self._background_thread_init)
             # no progress bar from a background thread (it would cut through Keras's): one line at the end
-            fut = self._coordinator.submit(self._analyse_and_write_safely, state, min(verbose, 2) and 2, title_prefix, True)
+            fut = self._coordinator.submit(self._analyse_and_write_safely, state, title_prefix, True)
             self._pending.append(fut)
             return fut
-        return self._analyse_and_write_safely(state, verbose, title_prefix, False)
+        return self._analyse_and_write_safely(state, title_prefix, False)
 
     def _restart_dead_worker(self, epoch: int) -> None:
         """A crashed or killed LRP worker is started again (once per snapshot that finds it dead)."""
@@ -386,6 +363,7 @@ class Snapshotter:
 
     def _failed(self, epoch: int, exc: BaseException):
         path = self._record_error(epoch, exc)
+        self.progress.finished(epoch, f"FlowCallback: the snapshot of epoch {epoch} failed (see {path})")
         self._write_run_page()
         if self.settings.on_error == "raise":
             try:
@@ -419,9 +397,9 @@ class Snapshotter:
                 "metrics": {"accuracy": accuracy, "loss": loss, "k": self.k, "inflation": self.settings.inflation},
                 "prediction_note": prediction_note, "loss_note": loss_note, "weights": weights}
 
-    def _analyse_and_write_safely(self, state: dict, verbose: int, title_prefix: str, background: bool):
+    def _analyse_and_write_safely(self, state: dict, title_prefix: str, background: bool):
         try:
-            return self._analyse_and_write(state, verbose=verbose, title_prefix=title_prefix)
+            return self._analyse_and_write(state, title_prefix=title_prefix)
         except Exception as exc:
             if self._aborted:  # fit was interrupted: this snapshot is dropped, not a failure
                 return None
@@ -455,9 +433,9 @@ class Snapshotter:
             state["class_means"].update({("lrp", n): m for n, m in means.result().items()})
         return result
 
-    def _analyse_and_write(self, state: dict, *, verbose: int, title_prefix: str) -> Path:
+    def _analyse_and_write(self, state: dict, *, title_prefix: str) -> Path:
         s, epoch, clock = self.settings, state["epoch"], state["clock"]
-        progress = _Progress(verbose, 3, epoch)
+        self.progress.update(epoch, "relevance (LRP)" if state["weights"] is not None else "clustering", 1, 4)
         notes: List[str] = [state["loss_note"]] if state["loss_note"] else []
         embeddings = {"activations": state["activations"]}
         analysis_notes, analysis_metrics = {}, {}
@@ -470,7 +448,7 @@ class Snapshotter:
                 f"LRP relevance ({s.analyzer}) is computed by {relevance.engine} for each sample's predicted class, "
                 "so the LRP flows sort by prediction from the first layer on: not a sign that early layers "
                 "separate the classes (the activation flows show that)",)
-        progress.step()
+        self.progress.update(epoch, "kNN and MCL clustering", 2, 4)
         column_notes = dict(self.model_column_notes)
         if state["prediction_note"]:
             column_notes["Prediction"] = state["prediction_note"]
@@ -483,7 +461,7 @@ class Snapshotter:
             index=s.index, mcl_backend=s.mcl_backend, mcl_threads=s.mcl_threads, class_names=self.class_names,
             previous=self._continuity, map=(s.executor or self._layer_pool()).map, clock=clock,
             projection=s.projection, projection_layers=s.projection_layers, projection_samples=self._projection_samples)
-        progress.step()
+        self.progress.update(epoch, "writing the pages and files", 3, 4)
         for (analysis, layer), exc in result.left_out.items():
             if s.on_error == "raise" or self._aborted:
                 raise exc
@@ -499,9 +477,8 @@ class Snapshotter:
         self.timings[epoch] = {f"{stage}_seconds": t for stage, t in clock.seconds.items()}
         self.timings[epoch]["snapshot_seconds"] = time.perf_counter() - state["t0"]
         self.pages[epoch] = page
-        progress.step()
-        progress.finish(f"FlowCallback: epoch {epoch} snapshot written to {page} "
-                        f"({time.perf_counter() - state['t0']:.1f} s)")
+        self.progress.finished(epoch, f"FlowCallback: epoch {epoch} snapshot written to {page} "
+                                      f"({time.perf_counter() - state['t0']:.1f} s)")
         return page
 
     def _write(self, result: stages.SnapshotAnalysis, clock: stages.StageClock, *, title_prefix: str) -> Path:
@@ -590,6 +567,7 @@ def snapshot(model, validation_data, log_dir, *, epoch: int = 0, verbose: int = 
     snap = Snapshotter(validation_data, log_dir, SnapshotSettings(**settings))
     try:
         snap.prepare(model)
-        return snap.take(int(epoch), verbose=verbose)
+        snap.progress = SnapshotProgress(verbose, immediate=True)
+        return snap.take(int(epoch))
     finally:
         snap.close()

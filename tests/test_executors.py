@@ -46,7 +46,7 @@ def test_dask_local_cluster_gives_the_local_clusters(tmp_path, trained):
         with distributed.get_task_stream(client) as stream:
             snapshot(model, (x, y), tmp_path / "dask", epoch=1, lrp=False, verbose=0, executor=client.get_executor())
         # one kNN + MCL task per layer ran on the cluster's workers
-        ran = [t for t in stream.data if "cluster_layer" in t["key"]]
+        ran = [t for t in stream.data if "cluster_layer_job" in t["key"]]
         assert len(ran) == len(load_run(tmp_path / "dask").info["layers"])
     np.testing.assert_array_equal(_assignments(tmp_path / "local"), _assignments(tmp_path / "dask"))
 

@@ -191,7 +191,7 @@ def test_abort_stops_the_layer_pool_a_running_snapshot_creates(tmp_path, digits,
     real_pool = Snapshotter._layer_pool
     monkeypatch.setattr(Snapshotter, "_layer_pool", lambda self: pools.append(real_pool(self)) or pools[-1])
     assert snap._pool is None
-    snap.take(0, verbose=0)
+    snap.take(0)
     threading.Timer(0.5, go.set).start()
     snap.abort()
     assert go.is_set()  # the abort waited for the snapshot that was running

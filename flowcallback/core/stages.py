@@ -187,7 +187,7 @@ class SnapshotAnalysis:
     projection_method: Optional[str] = None
 
 
-def _cluster_one(job):
+def cluster_layer_job(job):
     """kNN + MCL of one layer, timed by a clock of the caller's kind made here (a job may run in
     another process, where the caller's clock cannot go). The error is returned, not raised, so
     that one layer cannot stop the others."""
@@ -266,7 +266,7 @@ def analyse(
             for analysis, emb in captured.embeddings.items() for name, _ in layers if name in emb]
     results, left_out = {}, {}
     with clock("cluster"):
-        for key, labels, exc, seconds in map(_cluster_one, jobs):
+        for key, labels, exc, seconds in map(cluster_layer_job, jobs):
             clock.add(seconds)
             if exc is not None:
                 left_out[key] = exc

@@ -86,7 +86,6 @@ def test_page_is_drawn_from_memory_without_reading_the_run(tmp_path):
     run = store.load_run(disk)
     assert (mem / "index.html").read_text("utf-8") == runpage.run_page_html_for(run)
     assert runpage.write_run_page_for(run) == disk / "index.html"
-    assert render.write_run_page(run) == str(disk / "index.html")  # the deprecated alias still works
     data = _data((mem / "index.html").read_text("utf-8"))
     assert data["epochs"] == [0, 1, 2, 3] and list(data["failed"]) == ["3"] and list(data["partial"]) == ["1"]
 

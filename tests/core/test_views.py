@@ -137,7 +137,7 @@ def test_views_that_do_not_fit_the_graphs_are_refused_before_writing(tmp_path):
         store.EpochViews(class_means={("activations", "l1"): np.array([[1.0, np.nan]])})
     with pytest.raises(ValueError, match="ascending"):
         store.EpochViews(projections={("activations", "l1"): np.zeros((2, 2))}, projection_samples=[3, 1])
-    with pytest.raises(ValueError, match="not 'views'"):
+    with pytest.raises(ValueError, match=r"none of \['metrics', 'views'\]"):
         store.save_epoch(tmp_path, {"views": flows.build_flow_graph([("l1", "Dense", np.zeros(3, int))], [0, 1, 2],
                                                                     [0, 1, 2], analysis="views")})
 

@@ -78,6 +78,8 @@ class FlowCallback(tf.keras.callbacks.Callback):
         better with ``dim=256, fit_samples=2048`` (docs/performance.md).
     mcl_backend : {"fast", "reference"}, default="fast"
         MCL implementation (see :mod:`flowcallback.core.cluster`).
+    mcl_threads : int, optional
+        Threads of each layer's MCL (the ``"fast"`` backend; default: every core numba sees).
     executor : concurrent.futures.Executor, optional
         Where the per-layer kNN + MCL jobs run (they are independent). Default: a pool of two
         threads. ``dask.distributed.Client(...).get_executor()`` runs them on a Dask cluster.
@@ -141,6 +143,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         dim: int = 128,
         fit_samples: Optional[int] = None,
         mcl_backend: str = "fast",
+        mcl_threads: Optional[int] = None,
         executor=None,
         background: bool = True,
         nice: int = 0,

@@ -32,7 +32,13 @@ def test_notebook_executes_and_shows_every_view(tmp_path, monkeypatch):
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []
     by_source = {c.source.strip().splitlines()[-1]: c.get("outputs", []) for c in code}
-    assert "[0, 1, 2, 3]" in by_source["sorted(callback.pages)"][-1]["data"]["text/plain"]
+    fit_outputs = by_source["sorted(callback.pages)"]
+    assert "[0, 1, 2, 3]" in fit_outputs[-1]["data"]["text/plain"]
+    # the snapshots' progress: one display updated in place (its last state), no line in Keras's output
+    bars = [o["data"]["text/html"] for o in fit_outputs if "flowcallback-progress" in o.get("data", {}).get("text/html", "")]
+    assert len(bars) == 1 and "4 snapshot(s) written" in bars[0] and "<progress" not in bars[0], bars
+    keras_text = "".join(o.get("text", "") for o in fit_outputs if o.get("output_type") == "stream")
+    assert "Epoch 3/3" in keras_text and "FlowCallback" not in keras_text
     summary = by_source["run"][-1]["data"]["text/html"]
     assert "flowcallback run" in summary and "lenet5_digits" in summary and summary.count("<tr>") == 1 + 4
     kinds = {}
@@ -47,7 +53,12 @@ def test_notebook_executes_and_shows_every_view(tmp_path, monkeypatch):
         'run.show("across", column="dense84", changed_only=True)': ["sankey"],
         'run.show("confusion")': ["scatter"],
         'run.show("scores")': ["scatter"],
+        'run.show("class_means", epoch=3, layer="dense84")': ["heatmap"],
+        'run.show("class_means", epoch=3, layer="dense84", difference=(3, 8))': ["bar", "heatmap"],
+        'run.show("projection", layer="dense84")': ["scatter"],
     }
+    frames = [_plotly(o) for o in by_source['run.show("projection", layer="dense84")'] if _plotly(o)][0]["frames"]
+    assert len(frames) == 4  # one per snapshot: 0, 1, 2, 3
     assert "FlowGraph(epoch=3" in by_source["g"][-1]["data"]["text/html"]
     assert (tmp_path / "run" / "index.html").exists()
     assert os.path.getsize(tmp_path / "run" / "epoch_003.html") > 0

@@ -79,7 +79,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
     mcl_backend : {"fast", "reference"}, default="fast"
         MCL implementation (see :mod:`flowcallback.core.cluster`).
     mcl_threads : int, optional
-        Threads of each layer's MCL (the ``"fast"`` backend; default: every core numba sees).
+        Threads of each layer's MCL (the ``"fast"`` backend; default: the number of CPUs, at most 8).
     executor : concurrent.futures.Executor, optional
         Where the per-layer kNN + MCL jobs run (they are independent). Default: a pool of two
         threads. ``dask.distributed.Client(...).get_executor()`` runs them on a Dask cluster.

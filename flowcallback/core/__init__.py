@@ -1,31 +1,37 @@
-"""The analysis pipeline, one module per stage.
+"""The analysis pipeline, one module per stage, listed here in pipeline order.
 
-Each stage is a small function over plain NumPy / SciPy data and can be used alone:
+Each stage is a small function over plain NumPy / SciPy data and can be used alone; a module
+imports only modules listed before it (``tests/test_layout.py`` checks it; a drawing method such as
+``FlowGraph.figure`` may import the renderer where it is called).
 
-``capture``
-    layer selection, branch layout and per-layer activations (eager Keras).
-``lrp``
-    LRP relevance maps: the native eager engine (``lrp.native``, ``lrp.engines``) and iNNvestigate
-    in a worker process (``lrp.worker``).
-``embed``
-    flatten per-sample maps into unit vectors, so that inner product is cosine similarity.
-``knn``
-    approximate cosine k-nearest-neighbour graph (FAISS), symmetric, sparse, non-negative.
-``cluster``
-    Markov clustering (MCL) of that graph into a partition of the samples; ``cluster_layer`` runs
-    kNN + MCL for one layer.
-``flows``
-    columns, barycentric ordering and flows between consecutive columns (:class:`FlowGraph`).
-``render``
-    the interactive Plotly Sankey page.
-``store``
-    versioned JSON + npz files of a run, and :func:`load_run`.
-``compare``
-    two epochs compared: per layer ARI and the samples whose cluster changed (``Run.compare``).
-``aggregate``
-    per-class mean activation or relevance of each unit or channel, accumulated batch by batch.
-``project``
-    2-D projection of a layer's embedding (UMAP, or PCA), aligned from epoch to epoch (Procrustes).
-``views_figures``
-    the class-means heatmap and the animated projection, as Plotly figures.
+Capture (runs the model)
+    ``embed``: per-sample maps to unit vectors (inner product = cosine), reduced while streaming.
+    ``aggregate``: per-class mean activation or relevance of each unit or channel, batch by batch.
+    ``capture``: layer selection, branch layout, and the forward pass through the held-out set.
+    ``outputs``: predictions, accuracy and loss from the model's outputs.
+    ``lrp``: LRP relevance maps: the native eager engine (``lrp.native``, ``lrp.engines``) and
+    iNNvestigate in a worker process (``lrp.worker``).
+
+Analysis (pure; :func:`flowcallback.core.stages.analyse` runs it)
+    ``knn``: cosine k-nearest-neighbour graph (FAISS), symmetric, sparse, non-negative.
+    ``cluster``: Markov clustering (MCL) of that graph; ``cluster_layer`` runs kNN + MCL for a layer.
+    ``match``: clusters keep their id from one snapshot to the next (Hungarian matching).
+    ``flows``: columns, barycentric ordering and flows between consecutive columns (``FlowGraph``).
+    ``metrics``: per layer, how the clusters separate classes and predictions (NMI, ARI, purity).
+    ``project``: 2-D projection of a layer (UMAP, or PCA), aligned from epoch to epoch (Procrustes).
+    ``stages``: the analysis of one snapshot, stage by stage, with its timing hooks.
+
+Across epochs
+    ``history``: samples moving between clusters over the epochs; confusion over training.
+    ``compare``: two epochs compared: per layer ARI and the samples whose cluster changed.
+
+Output
+    ``render``: the per-epoch Plotly Sankey figure and page.
+    ``views_figures``: the class-means heatmap and the animated projection.
+    ``runpage``: the run page ``index.html`` (its template: ``flowcallback/templates``).
+    ``tensorboard``: layer metrics as TensorBoard scalars.
+    ``store``: versioned JSON + npz files of a run, read back as untrusted input (:func:`load_run`).
+
+Helpers: ``_keras`` (Keras 2 and 3), ``_notes``, ``_priority`` (thread niceness), ``_files`` (atomic
+writes, safe reads), ``_mcl_kernel`` (the compiled MCL kernel).
 """

@@ -52,7 +52,8 @@ def vgg16_32(n_classes=10, seed=0):
             layers.append(L.Conv2D(f, 3, padding="same", activation="relu", name=f"block{b}_conv{i}"))
         layers.append(L.MaxPooling2D(name=f"block{b}_pool"))
     layers += [L.Flatten(name="flatten"), L.Dense(512, activation="relu", name="fc1"),
-               L.Dense(512, activation="relu", name="fc2"), L.Dense(n_classes, activation="softmax", name="predictions")]
+               L.Dense(512, activation="relu", name="fc2"),
+               L.Dense(n_classes, activation="softmax", name="predictions")]
     model = tf.keras.Sequential(layers, name="vgg16_32")
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
@@ -151,7 +152,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["lenet5", "vgg16-32"], default="lenet5")
     ap.add_argument("--samples", type=int, default=10_000)
-    ap.add_argument("--epochs", type=int, default=None, help="training epochs first (default 1 for lenet5, 0 for vgg16-32)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="training epochs first (default 1 for lenet5, 0 for vgg16-32)")
     ap.add_argument("--train-samples", type=int, default=10_000, help="vgg16-32: training subset")
     ap.add_argument("--data", default=None)
     ap.add_argument("--full", action="store_true", help="the paper's method and mcl on every layer")
@@ -163,7 +165,8 @@ def main(argv=None):
     ap.add_argument("--recall-samples", type=int, default=2000)
     ap.add_argument("--k", type=int, default=None, help="neighbours (default: the library's k='auto')")
     ap.add_argument("--dim", type=int, default=128, help="reduced dimension (the library's default: 128)")
-    ap.add_argument("--fit-samples", type=int, default=None, help="rows the PCA basis is fitted on (default: the library's)")
+    ap.add_argument("--fit-samples", type=int, default=None,
+                    help="rows the PCA basis is fitted on (default: the library's)")
     ap.add_argument("--projection", default="pca", help="the callback's projection setting (pca, umap, auto, none)")
     ap.add_argument("--no-callback", action="store_true", help="skip the snapshot taken by the callback in model.fit")
     ap.add_argument("--cold", action="store_true", help="time the first snapshot of the process (no warm-up)")
@@ -215,7 +218,8 @@ def main(argv=None):
     rss = {"snapshot": peak_rss_mb()}
     run = load_run(out_dir)
     graph = run.epoch(args.epochs)
-    labels = {("activations", c.name): graph.assignments[:, j] for j, c in enumerate(graph.columns) if c.kind == "layer"}
+    labels = {("activations", c.name): graph.assignments[:, j]
+              for j, c in enumerate(graph.columns) if c.kind == "layer"}
     pred = graph.predictions
 
     print(f"\n{'stage':<18}{'seconds':>9}")
@@ -239,11 +243,12 @@ def main(argv=None):
         shutil.rmtree(cb_dir, ignore_errors=True)
         print(f"callback snapshot wall {callback_seconds:.2f} s; sum of the benchmark's stages / callback snapshot: "
               f"{stage_sum / callback_seconds:.3f}")
-    print(f"peak RSS: this process {peak_rss_mb():.0f} MiB" + (f", LRP worker {worker_rss:.0f} MiB" if worker_rss else ""))
+    print(f"peak RSS: this process {peak_rss_mb():.0f} MiB"
+          + (f", LRP worker {worker_rss:.0f} MiB" if worker_rss else ""))
 
     # embeddings and graphs for the comparisons below (not part of the timed snapshot)
-    emb, _ = capture.capture_activations(model, x, names, batch_size=256,
-                                         embed_options={"reduce": "pca", "dim": args.dim, "fit_samples": args.fit_samples})
+    emb, _ = capture.capture_activations(model, x, names, batch_size=256, embed_options={
+        "reduce": "pca", "dim": args.dim, "fit_samples": args.fit_samples})
     embeddings = {"activations": emb}
     default_layer = "conv2" if args.model == "lenet5" else "block3_conv1"
     layers_cmp = names if args.full else [args.paper_layer or default_layer]
@@ -334,7 +339,8 @@ def capture_raw(model, x, layer, batch_size=256):
     import tensorflow as tf
 
     sub = tf.keras.Model(model.inputs, model.get_layer(layer).output)
-    return np.concatenate([np.asarray(sub(x[s : s + batch_size], training=False)) for s in range(0, len(x), batch_size)])
+    return np.concatenate([np.asarray(sub(x[s : s + batch_size], training=False))
+                           for s in range(0, len(x), batch_size)])
 
 
 if __name__ == "__main__":

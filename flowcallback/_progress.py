@@ -96,8 +96,8 @@ class SnapshotProgress:
             written, last = self.written, self._last
         parts = [f"<b>FlowCallback</b> · {written} snapshot(s) written"]
         for epoch, (stage, done, total) in running:
-            parts.append(f"epoch {epoch}: <progress value='{done}' max='{max(total, 1)}' style='width:10em'></progress> "
-                         f"{html.escape(stage)}")
+            bar = f"<progress value='{done}' max='{max(total, 1)}' style='width:10em'></progress>"
+            parts.append(f"epoch {epoch}: {bar} {html.escape(stage)}")
         if last:
             parts.append(f"<span style='color:#555'>{html.escape(last)}</span>")
         return "<div class='flowcallback-progress'>" + "<br>".join(parts) + "</div>"

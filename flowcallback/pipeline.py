@@ -225,7 +225,8 @@ class Snapshotter:
         if self._graphs:
             last = self._graphs[max(self._graphs)]
             if all(g.n_samples == len(self.labels) and np.array_equal(g.labels, self.labels) for g in last.values()):
-                self._continuity = stages.Continuity.from_graphs(last.values(), self._stored_projections(run, max(last)))
+                projections = self._stored_projections(run, max(self._graphs))
+                self._continuity = stages.Continuity.from_graphs(last.values(), projections)
 
     def _stored_projections(self, run, epoch: int) -> Dict[str, np.ndarray]:
         """The projections stored for ``epoch`` when they are of the samples projected now."""
@@ -521,7 +522,8 @@ class Snapshotter:
         """Append the error and its traceback to ``errors/epoch_XXX.txt`` (``setup.txt`` before any epoch)."""
         name = f"epoch_{epoch:03d}.txt" if epoch is not None else "setup.txt"
         path = self.log_dir / "errors" / name
-        text = (f"[{where}]\n" if where else "") + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        text = (f"[{where}]\n" if where else "") + trace
         with self._errors_lock:
             try:
                 old = path.read_text("utf-8", "replace") + "\n" if path.is_file() and not path.is_symlink() else ""

@@ -63,7 +63,8 @@ PARAMETER_CONSTRAINTS: Mapping[str, Tuple[_Constraint, ...]] = MappingProxyType(
     "class_names": (NONE, _Constraint(lambda v: not isinstance(v, str) and isinstance(v, Sequence)
                                       and all(isinstance(c, (str, numbers.Integral)) for c in v), "a list of strings")),
     "lrp": (BOOLEAN,),
-    "analyzer": (_Constraint(lambda v: isinstance(v, str) and v in _ANALYZERS, f"one of the LRP analyzers {_ANALYZERS}"),),
+    "analyzer": (_Constraint(lambda v: isinstance(v, str) and v in _ANALYZERS,
+                             f"one of the LRP analyzers {_ANALYZERS}"),),
     "analyzer_kwargs": (NONE, _Constraint(lambda v: isinstance(v, Mapping) and _is_json(dict(v)),
                                           "a dict of JSON-serialisable values (numbers, strings, lists)")),
     "lrp_backend": (_options(*lrp_engines.BACKENDS, text=f"one of {list(lrp_engines.BACKENDS)}"),),

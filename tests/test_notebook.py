@@ -35,7 +35,8 @@ def test_notebook_executes_and_shows_every_view(tmp_path, monkeypatch):
     fit_outputs = by_source["sorted(callback.pages)"]
     assert "[0, 1, 2, 3]" in fit_outputs[-1]["data"]["text/plain"]
     # the snapshots' progress: one display updated in place (its last state), no line in Keras's output
-    bars = [o["data"]["text/html"] for o in fit_outputs if "flowcallback-progress" in o.get("data", {}).get("text/html", "")]
+    html_outputs = [o.get("data", {}).get("text/html", "") for o in fit_outputs]
+    bars = [text for text in html_outputs if "flowcallback-progress" in text]
     assert len(bars) == 1 and "4 snapshot(s) written" in bars[0] and "<progress" not in bars[0], bars
     keras_text = "".join(o.get("text", "") for o in fit_outputs if o.get("output_type") == "stream")
     assert "Epoch 3/3" in keras_text and "FlowCallback" not in keras_text

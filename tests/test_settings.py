@@ -26,7 +26,8 @@ def test_every_setting_has_one_constraint_entry_and_a_callback_parameter_with_th
 
 @pytest.mark.parametrize("name, bad", [("k", 0), ("k", "many"), ("k", True), ("inflation", 1), ("dim", 1),
                                        ("layers", "conv1"), ("nice", 20), ("projection", "tsne"),
-                                       ("projection_samples", 2), ("class_means", "yes"), ("analyzer_kwargs", {"a": {1}}),
+                                       ("projection_samples", 2), ("class_means", "yes"),
+                                       ("analyzer_kwargs", {"a": {1}}),
                                        ("executor", object()), ("mcl_threads", 0), ("on_error", "ignore")])
 def test_a_bad_value_names_its_argument_and_what_was_expected(name, bad):
     with pytest.raises(ValueError, match=rf"^{name}: expected .+, got "):

@@ -65,9 +65,9 @@ def test_class_means_and_projection_reach_the_page():
     c = pj["coords"]["activations/l2"]["1"]
     assert c["cluster"] == g.assignments[s, g.column_names.index("l2")].tolist()
     p = views[1].projections[("activations", "l2")]
-    np.testing.assert_allclose(np.column_stack([c["x"], c["y"]]), p, atol=0.05)
-    # compact: 4 significant digits of the largest coordinate (hundreds here: 1 decimal)
-    assert all(len(repr(v).split(".")[-1]) <= 1 for v in c["x"])
+    np.testing.assert_allclose(np.column_stack([c["x"], c["y"]]), p, atol=0.5)
+    # compact: 3 significant digits of the largest coordinate (hundreds here: no decimal)
+    assert all(float(v).is_integer() for v in c["x"] + c["y"])
 
 
 def test_wide_layers_keep_the_units_that_vary_most_and_nan_rows_are_null():

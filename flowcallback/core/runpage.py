@@ -80,7 +80,7 @@ def _json_for_script(obj) -> str:
     """JSON safe to embed in a <script> element (no '</' or '<!--' can close or hide it)."""
     import plotly.utils
 
-    text = json.dumps(obj, cls=plotly.utils.PlotlyJSONEncoder, allow_nan=False)
+    text = json.dumps(obj, cls=plotly.utils.PlotlyJSONEncoder, allow_nan=False, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -343,7 +343,7 @@ def _projection_data(views: Dict[int, object], graphs: Mapping[int, Mapping[str,
                 cluster = g.assignments[s, g.column_names.index(layer)].astype(np.int64).tolist()
             else:
                 cluster = [-1] * len(s)
-            xy = _rounded(p, 4)
+            xy = _rounded(p, 3)  # a thousandth of the picture's extent: below a pixel
             coords[key][str(e)] = {"x": [c[0] for c in xy], "y": [c[1] for c in xy], "cluster": cluster}
     return {"points": points, "layers": layers, "coords": coords, "methods": methods}
 

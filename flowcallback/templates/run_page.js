@@ -449,8 +449,13 @@
     function traces(e) {
       var pts = PJ.points[String(e)], c = byE[String(e)], groups = {};
       classes.forEach(function (k) { groups[k] = {x: [], y: [], ids: [], custom: [], symbol: []}; });
-      pts.samples.forEach(function (s, i) {
-        var g = groups[pts.labels[i]], p = pts.predictions[i];
+      // right predictions first: the legend draws a class with its first point's symbol
+      var rows = pts.samples.map(function (_, i) { return i; });
+      rows.sort(function (i, j) {
+        return (pts.predictions[i] !== pts.labels[i]) - (pts.predictions[j] !== pts.labels[j]) || i - j;
+      });
+      rows.forEach(function (i) {
+        var s = pts.samples[i], g = groups[pts.labels[i]], p = pts.predictions[i];
         g.x.push(c.x[i]); g.y.push(c.y[i]); g.ids.push(String(s));
         g.custom.push([s, p >= 0 && p < data.class_names.length ? esc(data.class_names[p]) : String(p),
                        c.cluster[i] >= 0 ? String(c.cluster[i]) : "–"]);

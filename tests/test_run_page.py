@@ -150,3 +150,167 @@ def test_failed_and_partly_failed_epochs_are_marked(tmp_path):
         status, nodes = show(0)
         assert status == "" and nodes > 0
         assert errors == [] and blocked == []
+
+
+def _fixed_run(log_dir):
+    """Three real snapshots of the fixed model of tests/test_reproducible.py, its first layer's weights
+    changed between them (class means, relevance means and projections stored)."""
+    import numpy as np
+    from test_reproducible import fixed_model, held_out
+
+    from flowcallback import snapshot
+
+    model = fixed_model()
+    x, y = held_out()
+    for epoch in (0, 1, 2):
+        if epoch:
+            w = model.get_weights()
+            w[0] = w[0] + (np.arange(w[0].size).reshape(w[0].shape) % 3 == epoch)
+            w[2] = np.roll(w[2], 1, axis=1)
+            model.set_weights(w)
+        snapshot(model, (x, y), log_dir, epoch=epoch, k=6, verbose=0, lrp_backend="native",
+                 class_names=["low", "mid", "high"])
+    return load_run(log_dir)
+
+
+def _set_epoch(page, i):
+    page.eval_on_selector("#epoch", f"el => {{ el.value = '{i}'; el.dispatchEvent(new Event('input')); }}")
+    page.wait_for_timeout(200)
+
+
+def _doc_image(tmp_path, name):
+    """Copy a screenshot into docs/images when FLOWCALLBACK_DOC_IMAGES names that folder (see docs/usage.md),
+    reduced to a 256-colour palette where Pillow is installed."""
+    import os
+    import shutil
+
+    target = os.environ.get("FLOWCALLBACK_DOC_IMAGES")
+    if not target:
+        return
+    try:
+        from PIL import Image
+    except ImportError:
+        shutil.copy(tmp_path / name, os.path.join(target, name))
+        return
+    Image.open(tmp_path / name).convert("RGB").quantize(256).save(os.path.join(target, name), optimize=True)
+
+
+_MEANS = "(() => { const d = document.getElementById('means').data; return d && d.map(t => [t.x, t.y, t.z]); })()"
+_POINTS = "els => els.map(e => e.getAttribute('transform'))"
+
+
+def test_class_means_and_projection_views_draw(tmp_path):
+    """The class-means heatmap follows the epoch slider and the analysis, its difference mode ranks the
+    units as aggregate.class_difference does, and playing the projection moves the drawn points."""
+    import numpy as np
+
+    from flowcallback.core import runpage
+    from flowcallback.core.aggregate import class_difference, class_order
+
+    run = _fixed_run(tmp_path / "run")
+    names = run.class_names
+    path = runpage.write_run_page_for(run)
+    data = __import__("test_run_page_views").page_data(path.read_text())
+    with open_page(path.resolve().as_uri()) as (page, errors, blocked):
+        page.wait_for_selector("#means .hm", timeout=10_000)
+        # the last epoch's activations of the first layer: one row per class, by similarity; one column per unit
+        assert page.eval_on_selector("#means-layer", "el => el.options[el.selectedIndex].textContent") == "dense"
+        m = run.views(2).class_means[("activations", "dense")]
+        x, y, z = page.evaluate(_MEANS)[0]
+        assert y == [names[c] for c in class_order(m)] and x == [f"unit {u}" for u in range(m.shape[1])]
+        close = lambda got, want: np.testing.assert_allclose(  # noqa: E731  (4 significant digits of the largest)
+            np.array(got, dtype=float), want, atol=1e-3 * np.abs(want).max())
+        close(z, m[class_order(m)])
+        assert "epoch 2" in page.inner_text("#means-epoch")
+        # another epoch, then the relevance means
+        _set_epoch(page, 0)
+        z0 = page.evaluate(_MEANS)[0][2]
+        close(z0, run.class_means(0, "dense").to_numpy())
+        page.select_option("#means-analysis", "lrp")
+        x, y, z = page.evaluate(_MEANS)[0]
+        assert len(y) == 3 and len(x) == 8
+        close(z, run.class_means(0, "dense", "lrp").to_numpy())
+        # difference mode: the units that separate "low" from "high" most, first
+        page.select_option("#means-analysis", "activations")
+        _set_epoch(page, 2)
+        page.select_option("#means-mode", "difference")
+        page.select_option("#means-b", "2")
+        heat, bar = page.evaluate(_MEANS)
+        shown = np.array(data["class_means"]["activations"][0]["epochs"]["2"]["means"], dtype=float)
+        want = class_difference(shown, 0, 2, top=20)
+        assert heat[0] == bar[0] == [f"unit {u}" for u in want.units]
+        np.testing.assert_allclose(bar[1], want.values, atol=1e-9)
+        true = class_difference(m, 0, 2, top=None)  # the same ranking as the stored means', up to rounding
+        score = dict(zip(true.units.tolist(), true.scores.tolist()))
+        ranked = [score[u] for u in want.units]
+        assert all(a >= b - 1e-3 * max(ranked) for a, b in zip(ranked, ranked[1:]))
+        assert int(want.units[0]) == int(true.units[0])
+        assert page.evaluate("document.getElementById('means').data[0].y.length") == 3
+        page.locator("#means-section").screenshot(path=str(tmp_path / "difference.png"))
+
+        # the projection: every projected sample drawn, hover names sample, label, prediction and cluster
+        n = len(run.views(2).projection_samples)
+        points = page.eval_on_selector_all("#projection .scatterlayer .point", _POINTS)
+        assert len(points) == n
+        assert page.eval_on_selector("#projection-layer", "el => el.options[el.selectedIndex].textContent") == "dense_1"
+        page.locator("#projection .scatterlayer .point").first.hover(force=True)
+        page.wait_for_timeout(300)
+        hover = page.eval_on_selector("#projection .hoverlayer", "e => e.textContent")
+        assert all(word in hover for word in ("sample", "label", "prediction", "cluster")), hover
+        before = page.evaluate("document.getElementById('projection').data.map(t => t.x)")
+        page.locator("#projection .updatemenu-button").first.click()  # Play
+        page.wait_for_function("document.getElementById('projection')._fullLayout.sliders[0].active === 2",
+                               timeout=15_000)
+        page.wait_for_timeout(1500)
+        after = page.eval_on_selector_all("#projection .scatterlayer .point", _POINTS)
+        assert len(after) == n and sum(a != b for a, b in zip(points, after)) > n // 2
+        last = run.projection("dense_1").query("epoch == 2")
+        drawn = page.evaluate("document.getElementById('projection').data.map(t => [t.ids, t.x, t.y])")
+        xy = {int(i): (px, py) for ids, xs, ys in drawn for i, px, py in zip(ids, xs, ys)}
+        assert drawn and [t[1] for t in drawn] != before
+        want = last[["x", "y"]].to_numpy()
+        np.testing.assert_allclose([xy[s] for s in last["sample"]], want, atol=1e-2 * np.abs(want).max())
+        # the class filter: only the matching class keeps its colour and legend entry
+        page.fill("#class-filter", "mid")
+        page.wait_for_timeout(500)
+        legend = page.eval_on_selector_all("#projection .legend .traces .legendtext",
+                                           "els => els.map(e => e.textContent)")
+        assert legend == ["mid"]
+        assert len(page.eval_on_selector_all("#projection .scatterlayer .point", _POINTS)) == n
+        assert errors == [] and blocked == []
+
+
+def test_class_means_and_projection_of_ten_digits(fitted_run, tmp_path):
+    """The demo's ten digits: a heatmap row per class and a column per unit, and a point per projected
+    sample (the run page's screenshots in docs/usage.md)."""
+    from flowcallback.core import runpage
+    from flowcallback.core._files import ensure_plotlyjs
+
+    run = load_run(fitted_run["log_dir"])
+    views = runpage.run_views(run)
+    assert sorted(views) == run.epochs
+    ensure_plotlyjs(tmp_path)
+    path = tmp_path / "index.html"
+    path.write_text(runpage.run_page_html_for(run), encoding="utf-8")
+    layer = "dense84"
+    with open_page(path.resolve().as_uri()) as (page, errors, blocked):
+        page.wait_for_selector("#means .hm", timeout=10_000)
+        page.select_option("#means-layer", label=layer)
+        x, y, _ = page.evaluate(_MEANS)[0]
+        assert sorted(y) == sorted(run.class_names)
+        assert len(x) == views[2].class_means[("activations", layer)].shape[1]
+        page.locator("#means-section").screenshot(path=str(tmp_path / "run_class_means.png"))
+        page.select_option("#means-mode", "difference")
+        page.select_option("#means-a", "3")
+        page.select_option("#means-b", "8")
+        assert len(page.evaluate(_MEANS)[0][0]) == 20
+        page.locator("#means-section").screenshot(path=str(tmp_path / "run_class_difference.png"))
+        page.select_option("#projection-layer", label=layer)
+        page.wait_for_timeout(500)
+        n = len(views[2].projection_samples)
+        assert page.eval_on_selector_all("#projection .scatterlayer .point", "els => els.length") == n
+        page.locator("#projection-section").screenshot(path=str(tmp_path / "run_projection.png"))
+        assert errors == [] and blocked == []
+    for name in ("run_class_means.png", "run_class_difference.png", "run_projection.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+        _doc_image(tmp_path, name)

@@ -24,7 +24,7 @@ import os
 import re
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
@@ -42,7 +42,11 @@ from flowcallback.core.render import (
     top_classes,
 )
 
-__all__ = ["run_page_html", "write_run_page", "write_run_page_for", "run_page_html_for", "run_graphs", "TEMPLATE_FILES"]
+__all__ = ["run_page_html", "write_run_page", "write_run_page_for", "run_page_html_for", "run_graphs", "run_views",
+           "TEMPLATE_FILES", "MAX_PAGE_UNITS"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from flowcallback.core.store import EpochViews
 
 PathLike = Union[str, os.PathLike]
 
@@ -76,7 +80,7 @@ def _json_for_script(obj) -> str:
     """JSON safe to embed in a <script> element (no '</' or '<!--' can close or hide it)."""
     import plotly.utils
 
-    text = json.dumps(obj, cls=plotly.utils.PlotlyJSONEncoder, allow_nan=False)
+    text = json.dumps(obj, cls=plotly.utils.PlotlyJSONEncoder, allow_nan=False, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -244,8 +248,109 @@ def _curves(epochs: List[int], acc: list, loss: list) -> dict:
     return curves.to_plotly_json()
 
 
+#: At most this many units (or channels) of a layer reach the run page's class-means heatmap: those
+#: whose class means vary most over the classes (``run.class_means`` has them all).
+MAX_PAGE_UNITS = 256
+
+
+def _rounded(a: np.ndarray, digits: int = 4) -> list:
+    """``a`` as nested lists of floats, rounded to ``digits`` significant digits of its largest
+    magnitude (the same decimals for the whole array), NaN as None: a compact page payload."""
+    a = np.asarray(a, dtype=np.float64)
+    finite = np.isfinite(a)
+    top = float(np.abs(a[finite]).max()) if finite.any() else 0.0
+    decimals = int(np.clip(digits - 1 - np.floor(np.log10(top)), 0, 12)) if top > 0 else 0
+    r = np.round(a, decimals)
+    r = np.where(r == 0, 0.0, r)  # no "-0.0"
+    if finite.all():
+        return r.tolist()
+    return np.where(finite, r, None).tolist()
+
+
+def _view_epochs(views: Optional[Mapping[int, object]], epochs: List[int]) -> Dict[int, object]:
+    """``{epoch: EpochViews}`` of the written epochs that have views."""
+    from flowcallback.core.store import EpochViews
+
+    out = {}
+    for e, v in (views or {}).items():
+        if v is None or int(e) not in epochs:
+            continue
+        if not isinstance(v, EpochViews):
+            raise ValueError(f"views: expected EpochViews (or None) per epoch, got {type(v).__name__} at epoch {e}")
+        out[int(e)] = v
+    return out
+
+
+def _class_means_data(views: Dict[int, object], n_classes: int, max_units: int = MAX_PAGE_UNITS) -> dict:
+    """The class-means view's data: ``{analysis: [{"layer", "units", "total", "epochs": {e: {"order", "means"}}}]}``.
+
+    Each layer keeps the same units at every epoch (at most ``max_units``, those whose means vary
+    most over the classes at some epoch, in unit order); ``order`` is the epoch's rows in the
+    order of :func:`flowcallback.core.aggregate.class_order` (computed on every unit) and
+    ``means`` the class-ordered (``n_classes`` × units) means, rounded, NaN as null.
+    """
+    from flowcallback.core.aggregate import class_order
+
+    keys = list(dict.fromkeys(key for e in sorted(views) for key in views[e].class_means))
+    out: Dict[str, dict] = {}
+    for a, layer in keys:
+        by_epoch = {e: views[e].class_means[(a, layer)] for e in sorted(views) if (a, layer) in views[e].class_means}
+        by_epoch = {e: m for e, m in by_epoch.items() if m.shape[0] == n_classes}
+        if not by_epoch:
+            continue
+        total = max(m.shape[1] for m in by_epoch.values())
+        by_epoch = {e: m for e, m in by_epoch.items() if m.shape[1] == total}
+        if total > max_units:
+            spread = np.zeros(total)
+            for m in by_epoch.values():
+                rows = m[np.isfinite(m).all(axis=1)]
+                if len(rows) > 1:
+                    spread = np.maximum(spread, rows.astype(np.float64).var(axis=0))
+            units = np.sort(np.lexsort((np.arange(total), -spread))[:max_units])
+        else:
+            units = np.arange(total)
+        epochs = {str(e): {"order": class_order(m).tolist(), "means": _rounded(m[:, units])}
+                  for e, m in by_epoch.items()}
+        out.setdefault(a, []).append({"layer": layer, "units": units.tolist(), "total": int(total), "epochs": epochs})
+    return out
+
+
+def _projection_data(views: Dict[int, object], graphs: Mapping[int, Mapping[str, FlowGraph]]) -> dict:
+    """The projection view's data, compact: per epoch the projected samples with their label and
+    prediction; per (analysis, layer) and epoch the rounded coordinates and each sample's cluster
+    (-1 where the epoch's graph of that analysis has no column for the layer)."""
+    points, layers, coords, methods = {}, [], {}, []
+    for e in sorted(views):
+        v = views[e]
+        if not v.projections or v.projection_samples is None:
+            continue
+        s = np.asarray(v.projection_samples, dtype=np.int64)
+        by_analysis = graphs[e]
+        first = by_analysis.get("activations") or next(iter(by_analysis.values()))
+        if s.size and s[-1] >= first.n_samples:
+            continue
+        points[str(e)] = {"samples": s.tolist(), "labels": first.labels[s].astype(np.int64).tolist(),
+                          "predictions": first.predictions[s].astype(np.int64).tolist()}
+        if v.projection_method and v.projection_method not in methods:
+            methods.append(v.projection_method)
+        for (a, layer), p in v.projections.items():
+            key = f"{a}/{layer}"
+            if key not in coords:
+                layers.append({"key": key, "analysis": a, "layer": layer})
+                coords[key] = {}
+            g = by_analysis.get(a)
+            if g is not None and layer in g.column_names[:-2]:
+                cluster = g.assignments[s, g.column_names.index(layer)].astype(np.int64).tolist()
+            else:
+                cluster = [-1] * len(s)
+            xy = _rounded(p, 3)  # a thousandth of the picture's extent: below a pixel
+            coords[key][str(e)] = {"x": [c[0] for c in xy], "y": [c[1] for c in xy], "cluster": cluster}
+    return {"points": points, "layers": layers, "coords": coords, "methods": methods}
+
+
 def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
-                  errors: Optional[Mapping[int, str]] = None, *, cache: Optional[dict] = None) -> str:
+                  errors: Optional[Mapping[int, str]] = None, *, cache: Optional[dict] = None,
+                  views: Optional[Mapping[int, EpochViews]] = None) -> str:
     """The run page, drawn from data in memory: nothing is read from disk but the package's templates.
 
     Parameters
@@ -265,6 +370,11 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
         only while it was built from the same graph (the same object, or equal contents), so a
         rewritten epoch is drawn anew; dropping its entries first saves the comparison. The
         caller owns the dict.
+    views : mapping of epoch to EpochViews (or None), optional
+        Each epoch's class means and projections (:class:`flowcallback.core.store.EpochViews`,
+        what ``Run.views(e)`` loads): the page then draws the class-means heatmap (at most
+        :data:`MAX_PAGE_UNITS` units per layer) and the projection animated over the epochs. An
+        epoch without views, or without graphs, is left out of both; None: neither is drawn.
 
     Returns
     -------
@@ -326,6 +436,10 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
         "failed": {str(e): last_line(t) for e, t in errors.items() if e not in written},
         "partial": {str(e): last_line(t) for e, t in errors.items() if e in written},
     }
+    shown_views = _view_epochs(views, epochs)
+    data["class_means"] = _class_means_data(shown_views, len(class_names))
+    data["max_units"] = MAX_PAGE_UNITS
+    data["projection"] = _projection_data(shown_views, graphs)
 
     def nested(parts):  # {epoch: {analysis: JSON text}}, already serialised (see _run_page_parts)
         return "{" + ", ".join(
@@ -341,7 +455,8 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
 
 
 def write_run_page(log_dir: PathLike, info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
-                   errors: Optional[Mapping[int, str]] = None, *, cache: Optional[dict] = None) -> Path:
+                   errors: Optional[Mapping[int, str]] = None, *, cache: Optional[dict] = None,
+                   views: Optional[Mapping[int, EpochViews]] = None) -> Path:
     """Write ``index.html`` into ``log_dir`` (atomically) from data in memory, with the plotly
     package's own ``plotly.min.js`` beside it (:func:`flowcallback.core.store.ensure_plotlyjs`).
 
@@ -350,7 +465,7 @@ def write_run_page(log_dir: PathLike, info: Mapping, graphs: Mapping[int, Mappin
     log_dir = Path(log_dir)
     ensure_plotlyjs(log_dir)
     path = log_dir / "index.html"
-    atomic_write(path, run_page_html(info, graphs, errors, cache=cache).encode("utf-8"))
+    atomic_write(path, run_page_html(info, graphs, errors, cache=cache, views=views).encode("utf-8"))
     return path
 
 
@@ -359,14 +474,25 @@ def run_graphs(run) -> Dict[int, Dict[str, FlowGraph]]:
     return {e: {a: run.epoch(e, a) for a in run.analyses(e)} for e in run.epochs}
 
 
+def run_views(run) -> Dict[int, EpochViews]:
+    """``{epoch: EpochViews}`` of the complete epochs of a loaded run that stored views (none for
+    a run written before they were stored)."""
+    out = {}
+    for e in run.epochs:
+        v = run.views(e)
+        if v is not None:
+            out[e] = v
+    return out
+
+
 def write_run_page_for(run, cache: Optional[dict] = None) -> Path:
     """Write the run page of a run directory opened with :func:`flowcallback.core.store.load_run`.
 
-    Reads its graphs and errors once, then :func:`write_run_page`. Returns the page's path.
+    Reads its graphs, views and errors once, then :func:`write_run_page`. Returns the page's path.
     """
-    return write_run_page(run.path, run.info, run_graphs(run), run.errors(), cache=cache)
+    return write_run_page(run.path, run.info, run_graphs(run), run.errors(), cache=cache, views=run_views(run))
 
 
 def run_page_html_for(run, cache: Optional[dict] = None) -> str:
     """:func:`run_page_html` of a run directory opened with :func:`flowcallback.core.store.load_run`."""
-    return run_page_html(run.info, run_graphs(run), run.errors(), cache=cache)
+    return run_page_html(run.info, run_graphs(run), run.errors(), cache=cache, views=run_views(run))

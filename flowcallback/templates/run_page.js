@@ -147,6 +147,7 @@
       "(epoch " + e + ", " + (data.labels[state.analysis] || state.analysis) + ")";
     var hm = data.heatmaps[state.analysis];
     if (acrossShown !== state.analysis) { acrossShown = state.analysis; fillColumns(); drawAcross(); }
+    drawMeans();
     if (hm) {
       // a frame around the shown epoch's column
       var k = hm.data[0].x.indexOf(String(e));
@@ -286,9 +287,232 @@
       margin: {l: 50, r: 20, t: 50, b: 50}}, config);
   }
 
+  // -- class means per layer ----------------------------------------------------------------------
+  // data.class_means: {analysis: [{layer, units, total, epochs: {epoch: {order, means}}}]}; means are
+  // class x shown unit (rows in class order, null for a class without samples), order is the rows in
+  // similarity order (flowcallback.core.aggregate.class_order). The difference ranks the shown units
+  // as flowcallback.core.aggregate.class_difference does: |a - b| (divided by the unit's spread over the
+  // classes when scaled), ties by unit index.
+  var CM = data.class_means || {};
+  var meansAnalyses = analyses.concat(Object.keys(CM).filter(function (a) { return analyses.indexOf(a) < 0; }))
+    .filter(function (a) { return CM[a] && CM[a].length; });
+  var meansLayer = document.getElementById("means-layer"), meansAnalysis = document.getElementById("means-analysis");
+  var meansMode = document.getElementById("means-mode"), meansA = document.getElementById("means-a");
+  var meansB = document.getElementById("means-b"), meansNorm = document.getElementById("means-normalize");
+  var meansZ = document.getElementById("means-zscore"), meansNote = document.getElementById("means-note");
+  var DIFF_TOP = 20;
+  function option(select, value, text) {
+    var o = document.createElement("option"); o.value = value; o.textContent = text; select.appendChild(o);
+  }
+  if (!meansAnalyses.length) { document.getElementById("means-section").style.display = "none"; }
+  meansAnalyses.forEach(function (a) { option(meansAnalysis, a, data.labels[a] || a); });
+  function fillMeansLayers() {
+    var current = meansLayer.value;
+    while (meansLayer.firstChild) { meansLayer.removeChild(meansLayer.firstChild); }
+    (CM[meansAnalysis.value] || []).forEach(function (entry, k) { option(meansLayer, String(k), entry.layer); });
+    var same = Array.prototype.filter.call(meansLayer.options, function (o) { return o.textContent === current; });
+    if (same.length) { meansLayer.value = same[0].value; }
+  }
+  meansAnalysis.addEventListener("change", function () {
+    var name = meansLayer.options.length ? meansLayer.options[meansLayer.selectedIndex].textContent : null;
+    fillMeansLayers();
+    Array.prototype.forEach.call(meansLayer.options, function (o) {
+      if (o.textContent === name) { meansLayer.value = o.value; }
+    });
+    drawMeans();
+  });
+  data.class_names.forEach(function (name, c) { option(meansA, String(c), name); option(meansB, String(c), name); });
+  if (data.class_names.length > 1) { meansB.value = "1"; }
+  fillMeansLayers();
+
+  function meansEntry() { return (CM[meansAnalysis.value] || [])[parseInt(meansLayer.value, 10)]; }
+  function finiteRows(M) { return M.filter(function (row) { return row.length && row[0] !== null; }); }
+  function spread(rows, k) {  // standard deviation of column k over rows (population, as numpy's std)
+    if (!rows.length) { return 0; }
+    var mu = 0, v = 0;
+    rows.forEach(function (r) { mu += r[k]; }); mu /= rows.length;
+    rows.forEach(function (r) { v += (r[k] - mu) * (r[k] - mu); });
+    return Math.sqrt(v / rows.length);
+  }
+  // positions (into entry.units) of the units that separate classes a and b most, best first
+  function separating(M, a, b, normalize) {
+    var rows = finiteRows(M), score = M[a].map(function (v, k) {
+      var s = Math.abs(v - M[b][k]);
+      if (normalize) { var sd = spread(rows, k); s = sd > 0 ? s / sd : 0; }
+      return s;
+    });
+    var ks = score.map(function (_, k) { return k; });
+    ks.sort(function (i, j) { return (score[j] - score[i]) || (i - j); });
+    return ks.slice(0, Math.min(DIFF_TOP, ks.length));
+  }
+  function fmt(v) { return v === null ? "no sample" : Number(v).toPrecision(4); }
+
+  function drawMeans() {
+    if (!meansAnalyses.length) { return; }
+    var e = epochs[state.i], entry = meansEntry(), diff = meansMode.value === "difference";
+    document.getElementById("means-pair").style.display = diff ? "" : "none";
+    document.getElementById("means-epoch").textContent = "(epoch " + e + ")";
+    var ep = entry && entry.epochs[String(e)];
+    if (!ep) {
+      Plotly.purge("means"); meansNote.textContent = "No class means of this layer at epoch " + e + "."; return;
+    }
+    var M = ep.means, a = parseInt(meansA.value, 10), b = parseInt(meansB.value, 10);
+    var note = entry.total > entry.units.length
+      ? "Showing " + entry.units.length + " of the layer's " + entry.total + " units: those whose class means vary " +
+        "most over the classes" + (diff ? " (the difference ranks these)." : ".") : "";
+    if (diff && (a === b || M[a][0] === null || M[b][0] === null)) {
+      Plotly.purge("means");
+      meansNote.textContent = (a === b ? "Pick two different classes." : "A class without samples has no mean.") +
+        (note ? " " + note : "");
+      return;
+    }
+    meansNote.textContent = note;
+    var cols = diff ? separating(M, a, b, meansNorm.checked) : entry.units.map(function (_, k) { return k; });
+    var rows = ep.order.filter(function (c) { return !filter || filter.matched[c] || (diff && (c === a || c === b)); });
+    var x = cols.map(function (k) { return "unit " + entry.units[k]; });
+    var raw = rows.map(function (c) { return cols.map(function (k) { return M[c][k]; }); });
+    var z = raw;
+    if (meansZ.checked) {  // each unit z-scored over the classes drawn with a mean
+      var fin = finiteRows(raw);
+      z = raw.map(function (r) {
+        return r.map(function (v, j) {
+          if (v === null) { return null; }
+          var mu = fin.reduce(function (s, q) { return s + q[j]; }, 0) / fin.length, sd = spread(fin, j);
+          return sd > 0 ? (v - mu) / sd : 0;
+        });
+      });
+    }
+    var lo = Infinity, hi = -Infinity;
+    z.forEach(function (r) {
+      r.forEach(function (v) { if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); } });
+    });
+    var signed = lo < 0 && hi > 0;
+    var what = meansAnalysis.value === "lrp" ? "relevance" : "activation";
+    var heat = {type: "heatmap", z: z, x: x, y: rows.map(function (c) { return esc(data.class_names[c]); }),
+                text: raw.map(function (r) { return r.map(fmt); }), colorscale: signed ? "RdBu" : "Viridis",
+                reversescale: signed, zmid: signed ? 0 : undefined, xgap: 1, ygap: 1,
+                colorbar: {title: {text: meansZ.checked ? "z-score" : "mean"}, len: 0.6, y: diff ? 0.72 : 0.5},
+                hovertemplate: "class %{y}<br>%{x}<br>mean %{text}<extra></extra>"};
+    var where = esc(entry.layer) + ", epoch " + e;
+    var layout = {margin: {l: 140, r: 20, t: 60, b: 60}, xaxis: {type: "category", title: {text: "unit / channel"},
+                  showticklabels: x.length <= 64},
+                  yaxis: {type: "category", autorange: "reversed", title: {text: "class"}}};
+    if (!diff) {
+      layout.title = {text: "Mean " + what + " per class and unit (" + where + ")"};
+      layout.height = Math.max(320, 26 * rows.length + 160);
+      Plotly.react("means", [heat], layout, config);
+      return;
+    }
+    var values = cols.map(function (k) { return M[a][k] - M[b][k]; });
+    var bar = {type: "bar", x: x, y: values, xaxis: "x", yaxis: "y2", showlegend: false,
+               marker: {color: values.map(function (v) { return data.colors[v >= 0 ? a : b]; })},
+               hovertemplate: "%{x}<br>difference %{y:.4g}<extra></extra>"};
+    var pair = esc(data.class_names[a]) + " − " + esc(data.class_names[b]);
+    layout.title = {text: "Units that separate " + esc(data.class_names[a]) + " from " + esc(data.class_names[b]) +
+                    ": mean " + what + " (" + where + ")"};
+    layout.height = Math.max(460, 26 * rows.length + 320);
+    layout.xaxis.anchor = "y2";
+    layout.xaxis.showticklabels = true;
+    layout.yaxis.domain = [0.42, 1];
+    layout.yaxis2 = {domain: [0, 0.34], anchor: "x", title: {text: pair}, zeroline: true};
+    Plotly.react("means", [heat, bar], layout, config);
+  }
+  [meansLayer, meansMode, meansA, meansB, meansNorm, meansZ].forEach(function (el) {
+    el.addEventListener("change", drawMeans);
+  });
+
+  // -- projection over the epochs -----------------------------------------------------------------
+  // data.projection: points {epoch: {samples, labels, predictions}}, layers [{key, analysis, layer}],
+  // coords {key: {epoch: {x, y, cluster}}} (row i is sample points[epoch].samples[i]).
+  var PJ = data.projection || {layers: []};
+  var projLayer = document.getElementById("projection-layer");
+  if (!PJ.layers.length) { document.getElementById("projection-section").style.display = "none"; }
+  PJ.layers.forEach(function (l, k) {
+    var label = data.labels[l.analysis] || l.analysis;
+    option(projLayer, String(k), l.layer + (l.analysis !== "activations" ? " (" + label + ")" : ""));
+  });
+  // the last layer but one (the output layer's picture is the predictions')
+  if (PJ.layers.length) { projLayer.value = String(Math.max(0, PJ.layers.length - 2)); }
+  var projShown = null;  // the layer and filter drawn, to redraw only on a change
+
+  function projectionFigure(l) {
+    var byE = PJ.coords[l.key], eps = Object.keys(byE).map(Number).sort(function (p, q) { return p - q; });
+    var seen = {}, x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+    eps.forEach(function (e) {
+      PJ.points[String(e)].labels.forEach(function (c) { seen[c] = true; });
+      byE[String(e)].x.forEach(function (v) { x0 = Math.min(x0, v); x1 = Math.max(x1, v); });
+      byE[String(e)].y.forEach(function (v) { y0 = Math.min(y0, v); y1 = Math.max(y1, v); });
+    });
+    // grey classes first, so that the coloured ones are drawn over them
+    var classes = Object.keys(seen).map(Number);
+    classes.sort(function (p, q) { return (colored(p) ? 1 : 0) - (colored(q) ? 1 : 0) || p - q; });
+    function traces(e) {
+      var pts = PJ.points[String(e)], c = byE[String(e)], groups = {};
+      classes.forEach(function (k) { groups[k] = {x: [], y: [], ids: [], custom: [], symbol: []}; });
+      // right predictions first: the legend draws a class with its first point's symbol
+      var rows = pts.samples.map(function (_, i) { return i; });
+      rows.sort(function (i, j) {
+        return (pts.predictions[i] !== pts.labels[i]) - (pts.predictions[j] !== pts.labels[j]) || i - j;
+      });
+      rows.forEach(function (i) {
+        var s = pts.samples[i], g = groups[pts.labels[i]], p = pts.predictions[i];
+        g.x.push(c.x[i]); g.y.push(c.y[i]); g.ids.push(String(s));
+        g.custom.push([s, p >= 0 && p < data.class_names.length ? esc(data.class_names[p]) : String(p),
+                       c.cluster[i] >= 0 ? String(c.cluster[i]) : "–"]);
+        g.symbol.push(p === pts.labels[i] ? "circle" : "circle-open");
+      });
+      return classes.map(function (k) {
+        var g = groups[k], on = colored(k), color = on ? data.colors[k] : DIM_NODE;
+        return {type: "scatter", mode: "markers", x: g.x, y: g.y, ids: g.ids, customdata: g.custom,
+                name: esc(data.class_names[k]), legendgroup: String(k), showlegend: on,
+                marker: {color: color, size: 6, symbol: g.symbol, line: {width: 1, color: color}},
+                hovertemplate: "sample %{customdata[0]}<br>label " + esc(data.class_names[k]) +
+                  "<br>prediction %{customdata[1]}<br>cluster %{customdata[2]}<extra></extra>"};
+      });
+    }
+    function pad(lo, hi) { var w = (hi - lo) || 1; return [lo - 0.05 * w, hi + 0.05 * w]; }
+    var frames = eps.map(function (e) { return {name: String(e), data: traces(e)}; });
+    var ms = 800;
+    var play = {frame: {duration: ms, redraw: false}, fromcurrent: true,
+                transition: {duration: Math.round(ms * 0.6), easing: "cubic-in-out"}};
+    var pause = {frame: {duration: 0, redraw: false}, mode: "immediate", transition: {duration: 0}};
+    var method = PJ.methods.length ? PJ.methods.join(", ").toUpperCase() : "2-D";
+    var layout = {
+      title: {text: esc(l.layer) + " · " + method + " projection of " + (PJ.points[String(eps[0])].samples.length) +
+                    " samples (filled: right prediction, open: wrong)"},
+      xaxis: {range: pad(x0, x1), showticklabels: false, zeroline: false},
+      yaxis: {range: pad(y0, y1), showticklabels: false, zeroline: false, scaleanchor: "x"},
+      height: 620, margin: {l: 20, r: 20, t: 60, b: 90}, hovermode: "closest",
+      legend: {title: {text: "true class"}, itemsizing: "constant"},
+      updatemenus: [{type: "buttons", direction: "left", x: 0, y: -0.04, xanchor: "left", yanchor: "top",
+                     buttons: [{label: "Play", method: "animate", args: [null, play]},
+                               {label: "Pause", method: "animate", args: [[null], pause]}]}],
+      sliders: [{active: 0, x: 0.16, len: 0.84, y: 0, yanchor: "top", currentvalue: {prefix: "epoch "},
+                 steps: eps.map(function (e) {
+                   return {label: String(e), method: "animate", args: [[String(e)], {mode: "immediate",
+                     frame: {duration: 0, redraw: false}, transition: {duration: 300}}]};
+                 })}]
+    };
+    return {data: frames[0].data, layout: layout, frames: frames};
+  }
+  function drawProjection() {
+    var l = PJ.layers[parseInt(projLayer.value, 10)];
+    if (!l) { return; }
+    var key = l.key + "|" + (filter ? filter.query : "");
+    if (key === projShown) { return; }
+    projShown = key;
+    var fig = projectionFigure(l);
+    Plotly.purge("projection");
+    Plotly.newPlot("projection", {data: fig.data, layout: fig.layout, frames: fig.frames, config: config});
+    document.getElementById("projection-note").textContent = fig.frames.length < 2
+      ? "One epoch only: nothing to animate yet." : "";
+  }
+  projLayer.addEventListener("change", drawProjection);
+
   filterBox.addEventListener("input", function () {
-    readFilter(); fillClasses(); draw(); drawAcross(); drawTraining();
+    readFilter(); fillClasses(); draw(); drawAcross(); drawTraining(); drawProjection();
   });
   drawTraining();
   draw();
+  drawProjection();
 })();

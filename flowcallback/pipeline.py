@@ -58,6 +58,14 @@ def _fingerprint(model) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _views_or_none(run, epoch: int):
+    """An epoch's stored views; None where it has none or they cannot be read (the page leaves them out)."""
+    try:
+        return run.views(epoch)
+    except Exception:
+        return None
+
+
 class _Aborted(Exception):
     """Internal: the snapshot was dropped because ``fit`` ended without ``on_train_end``."""
 
@@ -104,6 +112,7 @@ class Snapshotter:
         self._projection_samples: Optional[np.ndarray] = None  # the projected samples, the same at every epoch
         self._info: dict = {}  # run.json
         self._graphs: Dict[int, Dict[str, object]] = {}  # every epoch's graphs, for the run page
+        self._views: Dict[int, Optional[store.EpochViews]] = {}  # every epoch's class means and projections
         self._errors: Dict[int, str] = {}  # errors/epoch_XXX.txt, for the run page
         self._page_cache: Dict[tuple, dict] = {}  # run page parts by (epoch, analysis)
         self._page_lock = threading.Lock()
@@ -213,27 +222,25 @@ class Snapshotter:
     def _resume(self) -> None:
         """When appending to a run, read its epochs once: for the run page, and to continue the
         cluster ids and orders of its last epoch (when the held-out set is the same)."""
-        self._graphs, self._errors, self._page_cache = {}, {}, {}
+        self._graphs, self._views, self._errors, self._page_cache = {}, {}, {}, {}
         self._continuity = stages.Continuity()
         try:
             run = store.load_run(self.log_dir)
             self._errors = run.errors()
             for e in run.epochs:
                 self._graphs[e] = {a: run.epoch(e, a) for a in run.analyses(e)}
+                self._views[e] = _views_or_none(run, e)
         except Exception:  # an unreadable earlier epoch is left off the page (load_run reports it)
             return
         if self._graphs:
             last = self._graphs[max(self._graphs)]
             if all(g.n_samples == len(self.labels) and np.array_equal(g.labels, self.labels) for g in last.values()):
-                projections = self._stored_projections(run, max(self._graphs))
+                projections = self._stored_projections(max(self._graphs))
                 self._continuity = stages.Continuity.from_graphs(last.values(), projections)
 
-    def _stored_projections(self, run, epoch: int) -> Dict[str, np.ndarray]:
+    def _stored_projections(self, epoch: int) -> Dict[str, np.ndarray]:
         """The projections stored for ``epoch`` when they are of the samples projected now."""
-        try:
-            views = run.views(epoch)
-        except Exception:  # unreadable views only cost the alignment with that epoch
-            return {}
+        views = self._views.get(epoch)  # unreadable views only cost the alignment with that epoch
         if (views is None or views.projection_samples is None or self._projection_samples is None
                 or not np.array_equal(views.projection_samples, self._projection_samples)):
             return {}
@@ -358,7 +365,8 @@ class Snapshotter:
             with self._page_lock:
                 for key in [key for key in self._page_cache if key[0] == rewritten]:
                     del self._page_cache[key]
-                runpage.write_run_page(self.log_dir, self._info, self._graphs, self._errors, cache=self._page_cache)
+                runpage.write_run_page(self.log_dir, self._info, self._graphs, self._errors, cache=self._page_cache,
+                                       views=self._views)
         except Exception as exc:  # pragma: no cover - reported, not raised
             warnings.warn(f"FlowCallback: could not rewrite the run page: {exc}", RuntimeWarning, stacklevel=2)
 
@@ -494,6 +502,7 @@ class Snapshotter:
         with clock("store"):
             store.save_epoch(self.log_dir, graphs, views, metrics=result.metrics)
         self._graphs[epoch] = dict(graphs)
+        self._views[epoch] = views
         page = self.log_dir / store.epoch_page_name(epoch)
         with clock("render"):
             notes = list(dict.fromkeys(n for g in graphs.values() for n in g.notes))  # each once, in order

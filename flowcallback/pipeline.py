@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+import pandas as pd
 
 from flowcallback import _validation as checks
 from flowcallback._progress import SnapshotProgress
@@ -113,6 +114,7 @@ class Snapshotter:
         self._info: dict = {}  # run.json
         self._graphs: Dict[int, Dict[str, object]] = {}  # every epoch's graphs, for the run page
         self._views: Dict[int, Optional[store.EpochViews]] = {}  # every epoch's class means and projections
+        self._metrics: Dict[int, object] = {}  # every epoch's layer metrics (a DataFrame)
         self._errors: Dict[int, str] = {}  # errors/epoch_XXX.txt, for the run page
         self._page_cache: Dict[tuple, dict] = {}  # run page parts by (epoch, analysis)
         self._page_lock = threading.Lock()
@@ -222,7 +224,7 @@ class Snapshotter:
     def _resume(self) -> None:
         """When appending to a run, read its epochs once: for the run page, and to continue the
         cluster ids and orders of its last epoch (when the held-out set is the same)."""
-        self._graphs, self._views, self._errors, self._page_cache = {}, {}, {}, {}
+        self._graphs, self._views, self._metrics, self._errors, self._page_cache = {}, {}, {}, {}, {}
         self._continuity = stages.Continuity()
         try:
             run = store.load_run(self.log_dir)
@@ -230,6 +232,8 @@ class Snapshotter:
             for e in run.epochs:
                 self._graphs[e] = {a: run.epoch(e, a) for a in run.analyses(e)}
                 self._views[e] = _views_or_none(run, e)
+            table = run.metrics()
+            self._metrics = {e: table[table["epoch"] == e] for e in self._graphs}
         except Exception:  # an unreadable earlier epoch is left off the page (load_run reports it)
             return
         if self._graphs:
@@ -365,8 +369,9 @@ class Snapshotter:
             with self._page_lock:
                 for key in [key for key in self._page_cache if key[0] == rewritten]:
                     del self._page_cache[key]
+                metrics = pd.concat(list(self._metrics.values()), ignore_index=True) if self._metrics else None
                 runpage.write_run_page(self.log_dir, self._info, self._graphs, self._errors, cache=self._page_cache,
-                                       views=self._views)
+                                       views=self._views, metrics=metrics)
         except Exception as exc:  # pragma: no cover - reported, not raised
             warnings.warn(f"FlowCallback: could not rewrite the run page: {exc}", RuntimeWarning, stacklevel=2)
 
@@ -503,6 +508,7 @@ class Snapshotter:
             store.save_epoch(self.log_dir, graphs, views, metrics=result.metrics)
         self._graphs[epoch] = dict(graphs)
         self._views[epoch] = views
+        self._metrics[epoch] = result.metrics
         page = self.log_dir / store.epoch_page_name(epoch)
         with clock("render"):
             notes = list(dict.fromkeys(n for g in graphs.values() for n in g.notes))  # each once, in order

@@ -109,8 +109,9 @@ def _other_flow_rows(graph: FlowGraph, shown: Optional[List[int]], max_samples: 
     return rows
 
 
-def _run_page_parts(g: FlowGraph, model_name: str) -> dict:
-    """What the run page shows of one epoch's graph: its figure, class profile, metric rows, accuracy and loss."""
+def _run_page_parts(g: FlowGraph, model_name: str, metric_rows=None) -> dict:
+    """What the run page shows of one epoch's graph: its figure, class profile, metric rows (those
+    given, computed by the snapshot, or computed here), accuracy and loss."""
     from flowcallback.core.metrics import class_profiles, layer_metrics
 
     fig = figure({g.analysis: g}, title_prefix=model_name, notes=g.notes)
@@ -121,7 +122,7 @@ def _run_page_parts(g: FlowGraph, model_name: str) -> dict:
         "figure": _json_for_script(fig.to_plotly_json()),
         "other_flows": _json_for_script(_other_flow_rows(g, top_classes(g))),
         "profile": [[r.class_name, r.status] for r in class_profiles(g).itertuples()],  # shown with textContent
-        "metrics": layer_metrics([g]),
+        "metrics": layer_metrics([g]) if metric_rows is None else metric_rows,
         "accuracy": g.metrics.get("accuracy"),
         "loss": g.metrics.get("loss"),
         "graph": g,  # for the views across epochs (immutable; its arrays are read-only)
@@ -350,7 +351,7 @@ def _projection_data(views: Dict[int, object], graphs: Mapping[int, Mapping[str,
 
 def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
                   errors: Optional[Mapping[int, str]] = None, *, cache: Optional[dict] = None,
-                  views: Optional[Mapping[int, EpochViews]] = None) -> str:
+                  views: Optional[Mapping[int, EpochViews]] = None, metrics=None) -> str:
     """The run page, drawn from data in memory: nothing is read from disk but the package's templates.
 
     Parameters
@@ -375,6 +376,9 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
         what ``Run.views(e)`` loads): the page then draws the class-means heatmap (at most
         :data:`MAX_PAGE_UNITS` units per layer) and the projection animated over the epochs. An
         epoch without views, or without graphs, is left out of both; None: neither is drawn.
+    metrics : pandas.DataFrame, optional
+        The layer metrics of the epochs (:func:`flowcallback.core.metrics.layer_metrics` rows, as
+        each snapshot computed and stored them); the page computes those of an epoch not in it.
 
     Returns
     -------
@@ -399,7 +403,11 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
             g = by_analysis[a]
             part = cache.get((e, a))
             if part is None or part["model_name"] != model_name or not _same_graph(part["graph"], g):
-                part = cache[(e, a)] = _run_page_parts(g, model_name)
+                rows = None
+                if metrics is not None:
+                    rows = metrics[(metrics["epoch"] == e) & (metrics["analysis"] == a)].reset_index(drop=True)
+                    rows = rows if len(rows) else None
+                part = cache[(e, a)] = _run_page_parts(g, model_name, rows)
             figures[str(e)][a] = part["figure"]
             other_flows[str(e)][a] = part["other_flows"]
             profiles[str(e)][a] = part["profile"]
@@ -456,7 +464,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
 
 def write_run_page(log_dir: PathLike, info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
                    errors: Optional[Mapping[int, str]] = None, *, cache: Optional[dict] = None,
-                   views: Optional[Mapping[int, EpochViews]] = None) -> Path:
+                   views: Optional[Mapping[int, EpochViews]] = None, metrics=None) -> Path:
     """Write ``index.html`` into ``log_dir`` (atomically) from data in memory, with the plotly
     package's own ``plotly.min.js`` beside it (:func:`flowcallback.core.store.ensure_plotlyjs`).
 
@@ -465,7 +473,8 @@ def write_run_page(log_dir: PathLike, info: Mapping, graphs: Mapping[int, Mappin
     log_dir = Path(log_dir)
     ensure_plotlyjs(log_dir)
     path = log_dir / "index.html"
-    atomic_write(path, run_page_html(info, graphs, errors, cache=cache, views=views).encode("utf-8"))
+    page = run_page_html(info, graphs, errors, cache=cache, views=views, metrics=metrics)
+    atomic_write(path, page.encode("utf-8"))
     return path
 
 
@@ -490,9 +499,11 @@ def write_run_page_for(run, cache: Optional[dict] = None) -> Path:
 
     Reads its graphs, views and errors once, then :func:`write_run_page`. Returns the page's path.
     """
-    return write_run_page(run.path, run.info, run_graphs(run), run.errors(), cache=cache, views=run_views(run))
+    return write_run_page(run.path, run.info, run_graphs(run), run.errors(), cache=cache, views=run_views(run),
+                          metrics=run.metrics())
 
 
 def run_page_html_for(run, cache: Optional[dict] = None) -> str:
     """:func:`run_page_html` of a run directory opened with :func:`flowcallback.core.store.load_run`."""
-    return run_page_html(run.info, run_graphs(run), run.errors(), cache=cache, views=run_views(run))
+    return run_page_html(run.info, run_graphs(run), run.errors(), cache=cache, views=run_views(run),
+                         metrics=run.metrics())

@@ -53,7 +53,8 @@ FAULTS = {
     "mcl": ("mcl", "dense84", "layer", MemoryError("MCL ran out of memory (injected)"), "auto"),
     "render": ("render", None, "page", OSError("render failed (injected)"), "auto"),
     "disk full": ("store", None, "epoch", OSError(errno.ENOSPC, "No space left on device (injected)"), "auto"),
-    "innvestigate": ("lrp", None, "lrp", RuntimeError("iNNvestigate failed in the LRP worker (injected)"), "innvestigate"),
+    "innvestigate": ("lrp", None, "lrp", RuntimeError("iNNvestigate failed in the LRP worker (injected)"),
+                     "innvestigate"),
     "native lrp": ("lrp", None, "lrp", RuntimeError("native LRP failed (injected)"), "native"),
 }
 
@@ -135,8 +136,11 @@ def test_on_error_raise_stops_training_and_leaves_nothing(tmp_path, digits, monk
     import time
 
     deadline = time.time() + 30
-    while (cb._snapshotter.worker is not None or any(t.name.startswith("flowcallback") for t in threading.enumerate())) \
-            and time.time() < deadline:
+    def busy():
+        return (cb._snapshotter.worker is not None
+                or any(t.name.startswith("flowcallback") for t in threading.enumerate()))
+
+    while busy() and time.time() < deadline:
         time.sleep(0.05)
     assert cb._snapshotter.worker is None
     assert load_run(tmp_path / "r").epochs == [0]

@@ -5,9 +5,9 @@ activation is exact in float32 whatever the order of summation. Two snapshots (t
 the weights changed) go through the whole analysis: reduction, kNN, MCL, stable cluster ids,
 flows, native LRP, files. The data files (``run.json``, each graph's JSON and the arrays inside
 each ``.npz``, compared uncompressed since zip members carry their write time) must equal the
-recorded digests, on both stacks (the layer metrics to 10 decimals). ``run.json`` is recorded per Keras major version, as it holds a
-hash of the model's configuration, which Keras 2 and 3 write differently. Pages are left out: they
-embed the installed Plotly's template.
+recorded digests, on both stacks (the layer metrics to 10 decimals). ``run.json`` is recorded per
+Keras major version, as it holds a hash of the model's configuration, which Keras 2 and 3 write
+differently. Pages are left out: they embed the installed Plotly's template.
 
 A change that alters the files on purpose regenerates the record with::
 
@@ -34,7 +34,8 @@ def fixed_model():
 
     tf.keras.backend.clear_session()  # default layer names: dense, dense_1, dense_2
     model = tf.keras.Sequential([tf.keras.Input((6,)), tf.keras.layers.Dense(8, activation="relu"),
-                                 tf.keras.layers.Dense(8, activation="relu"), tf.keras.layers.Dense(3, activation="softmax")])
+                                 tf.keras.layers.Dense(8, activation="relu"),
+                                 tf.keras.layers.Dense(3, activation="softmax")])
     rng = np.random.default_rng(7)
     model.set_weights([rng.integers(-2, 3, size=w.shape).astype("float32") for w in model.get_weights()])
     return model

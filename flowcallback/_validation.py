@@ -28,7 +28,8 @@ MAX_UNKNOWN_CARDINALITY_SAMPLES = 100_000
 
 
 def _dataset_hint(what: str) -> str:
-    return f"validation_data: {what}; pass a finite, batched tf.data.Dataset of (x, y) batches, e.g. dataset.take(n).batch(32)"
+    return (f"validation_data: {what}; pass a finite, batched tf.data.Dataset of (x, y) batches, "
+            "e.g. dataset.take(n).batch(32)")
 
 
 def _single_input(x, where: str):
@@ -61,7 +62,8 @@ def _dataset_arrays(dataset, max_unknown: int) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError(_dataset_hint(f"expected elements (x, y), got elements {spec!r}"))
     y_spec = spec[1]
     if isinstance(y_spec, tf.TensorSpec) and y_spec.shape.rank == 0:
-        raise ValueError(_dataset_hint("the dataset yields single samples (scalar labels): it is not batched; call .batch(n)"))
+        raise ValueError(_dataset_hint(
+            "the dataset yields single samples (scalar labels): it is not batched; call .batch(n)"))
     xs, ys, n = [], [], 0
     for item in dataset.as_numpy_iterator():
         x = _single_input(item[0], "each element's")
@@ -115,9 +117,10 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
     if _is_dataset(validation_data):
         return _dataset_arrays(validation_data, max_unknown_cardinality)
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        is_sequence = isinstance(validation_data, (tuple, list))
         raise ValueError(
             "validation_data: expected an (x, y) tuple of arrays or a tf.data.Dataset of (x, y) batches, "
-            f"got {type(validation_data).__name__}" + (f" of length {len(validation_data)}" if isinstance(validation_data, (tuple, list)) else "")
+            f"got {type(validation_data).__name__}" + (f" of length {len(validation_data)}" if is_sequence else "")
         )
     x, y = validation_data
     if x is None or y is None:
@@ -152,8 +155,10 @@ def labels_from_y(y) -> np.ndarray:
             raise ValueError("validation_data: a 2-d y must be one-hot (or probability) rows that sum to 1")
         return np.argmax(y, axis=1).astype(np.int64)
     if y.ndim != 1:
-        raise ValueError(f"validation_data: y must be integer labels (n,) or one-hot (n, n_classes), got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)) or np.any(np.asarray(y, dtype=np.float64) % 1 != 0):
+        raise ValueError(
+            f"validation_data: y must be integer labels (n,) or one-hot (n, n_classes), got shape {y.shape}")
+    if (not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y))
+            or np.any(np.asarray(y, dtype=np.float64) % 1 != 0)):
         raise ValueError("validation_data: y must hold integer class labels")
     y = y.astype(np.int64)
     if y.min() < 0:
@@ -166,7 +171,8 @@ def check_epochs(epochs):
     if epochs is None:
         return None
     if isinstance(epochs, bool):
-        raise ValueError(f"epochs: expected None, a positive int (every N epochs) or a list of epoch numbers, got {epochs!r}")
+        raise ValueError(
+            f"epochs: expected None, a positive int (every N epochs) or a list of epoch numbers, got {epochs!r}")
     if isinstance(epochs, numbers.Integral):
         if epochs < 1:
             raise ValueError(f"epochs: an int means 'every N epochs' and must be >= 1, got {epochs}")
@@ -176,7 +182,8 @@ def check_epochs(epochs):
     except TypeError:
         raise ValueError(f"epochs: expected None, a positive int or a list of epoch numbers, got {epochs!r}") from None
     if not values or not all(isinstance(e, numbers.Integral) and not isinstance(e, bool) and e >= 0 for e in values):
-        raise ValueError(f"epochs: expected a non-empty list of epoch numbers >= 0 (0 = before training), got {epochs!r}")
+        raise ValueError(
+            f"epochs: expected a non-empty list of epoch numbers >= 0 (0 = before training), got {epochs!r}")
     return frozenset(int(e) for e in values)
 
 
@@ -188,7 +195,8 @@ def output_classes(model, x=None) -> int:
     """
     outputs = getattr(model, "outputs", None)
     if outputs is not None and len(outputs) > 1:
-        raise ValueError(f"model: FlowCallback supports single-output classifiers; this model has {len(outputs)} outputs")
+        raise ValueError(
+            f"model: FlowCallback supports single-output classifiers; this model has {len(outputs)} outputs")
     try:
         shape = model_output_shape(model, x)
     except Exception as exc:  # a subclassed model that cannot take x
@@ -197,7 +205,8 @@ def output_classes(model, x=None) -> int:
                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     if isinstance(shape, list):
         if len(shape) > 1:
-            raise ValueError(f"model: FlowCallback supports single-output classifiers; this model has {len(shape)} outputs")
+            raise ValueError(
+                f"model: FlowCallback supports single-output classifiers; this model has {len(shape)} outputs")
         shape = shape[0] if shape else None
     if shape is None:
         raise ValueError("model: FlowCallback supports single-output classifiers; this model's output shape is unknown")
@@ -231,10 +240,15 @@ def binary_threshold(model, x=None) -> Tuple[float, str]:
 
     Examples
     --------
-    >>> import tensorflow as tf                                                       # doctest: +SKIP
-    >>> m = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(1)])     # doctest: +SKIP
-    >>> binary_threshold(m)[0]                                                        # doctest: +SKIP
-    0.5
+    >>> import tensorflow as tf
+    >>> m = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(1, activation="sigmoid")])
+    >>> binary_threshold(m)
+    (0.5, '')
+    >>> logits = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(1)])
+    >>> logits.compile(loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
+    >>> threshold, note = binary_threshold(logits)
+    >>> threshold, note.startswith("The output is one unit with a linear activation and the loss takes logits")
+    (0.0, True)
     """
     shape = model_output_shape(model, x)
     if shape is None or isinstance(shape, list) or tuple(shape)[-1] != 1:
@@ -266,7 +280,8 @@ def check_against_model(model, x, y_labels, class_names: Optional[Sequence[str]]
     n_classes = output_classes(model, x)
     if y_labels.max() >= n_classes:
         raise ValueError(
-            f"validation_data: labels must be in 0..{n_classes - 1} for this {n_classes}-class model, found {int(y_labels.max())}"
+            f"validation_data: labels must be in 0..{n_classes - 1} for this {n_classes}-class model, "
+            f"found {int(y_labels.max())}"
         )
     if class_names is None:
         class_names = [str(i) for i in range(n_classes)]
@@ -274,7 +289,8 @@ def check_against_model(model, x, y_labels, class_names: Optional[Sequence[str]]
         raise ValueError(f"class_names: expected {n_classes} names (one per model output), got {len(class_names)}")
     if len(x) <= k_needed:
         raise ValueError(
-            f"validation_data: the kNN graph needs more than k={k_needed} samples, got {len(x)}; pass more samples or a smaller k"
+            f"validation_data: the kNN graph needs more than k={k_needed} samples, got {len(x)}; "
+            "pass more samples or a smaller k"
         )
     return n_classes, [str(c) for c in class_names]
 

@@ -37,7 +37,7 @@ def test_epoch_page_renders_offline(fitted_run):
         for name in ("conv1", "dense120", "Prediction", "Ground truth"):
             assert name in text
         assert "Epoch 2" in text
-        # a diagram of few clusters fills the window (it used to leave its lower 40 % empty)
+        # a diagram of few clusters fills the window, down to its lower edge
         plot_height = page.evaluate("document.querySelector('.plotly-graph-div').getBoundingClientRect().height")
         assert plot_height >= 0.9 * page.viewport_size["height"] - 30, plot_height
         # switch to LRP flows
@@ -66,7 +66,8 @@ def test_one_hundred_classes_render_with_distinct_colours_legend_and_hover(tmp_p
     assert min(np.linalg.norm(a - b) for a, b in itertools.combinations(rgb, 2)) >= 20
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(100), 5)
-    g = flows.build_flow_graph([("dense", "Dense", y // 10), ("out", "Dense", y // 4)], y, y, class_names=names, epoch=1)
+    g = flows.build_flow_graph([("dense", "Dense", y // 10), ("out", "Dense", y // 4)], y, y, class_names=names,
+                               epoch=1)
     path = tmp_path / "epoch_001.html"
     render.write_epoch_page(path, {"activations": g}, top_classes=None)  # every class on its own
     with open_page(path.resolve().as_uri()) as (page, errors, blocked):
@@ -91,7 +92,8 @@ def test_many_classes_show_the_largest_twenty_and_other_not_a_tangle(tmp_path):
     # unequal classes: 20 of 30 samples, 80 of 3
     y = np.concatenate([np.repeat(np.arange(20), 30), np.repeat(np.arange(20, 100), 3)])
     y = rng.permutation(np.r_[y[::-1]])
-    g = flows.build_flow_graph([("dense", "Dense", y // 10), ("out", "Dense", y // 4)], y, y, class_names=names, epoch=1)
+    g = flows.build_flow_graph([("dense", "Dense", y // 10), ("out", "Dense", y // 4)], y, y, class_names=names,
+                               epoch=1)
     assert render.top_classes(g) == list(range(20))
     path = tmp_path / "epoch_001.html"
     render.write_epoch_page(path, {"activations": g})

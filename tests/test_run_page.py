@@ -66,7 +66,8 @@ def test_run_page_slider_and_switch(fitted_run):
         g1, g2 = run.epoch(1), run.epoch(2)
         n_nodes = len(set(g1.predictions.tolist())) + len(set(g2.predictions.tolist()))
         across = page.evaluate("(() => { const t = document.getElementById('across').data[0];"
-                               " return [t.node.label.length, t.link.value.reduce((a, b) => a + b, 0), t.link.value.length]; })()")
+                               " return [t.node.label.length, t.link.value.reduce((a, b) => a + b, 0),"
+                               " t.link.value.length]; })()")
         assert across[0] == n_nodes and across[1] == g1.n_samples
         # "changed only" keeps exactly the samples whose prediction changed; a class filter one class
         page.check("#across-changed")
@@ -88,7 +89,8 @@ def test_run_page_slider_and_switch(fitted_run):
         assert scores == 2 * len(run.class_names)
         # the profile table lists every class, the heatmap is drawn
         assert page.eval_on_selector_all("#profiles tbody tr", "els => els.length") == 10
-        assert page.eval_on_selector_all("#heatmap .hm, #heatmap image, #heatmap .heatmaplayer", "els => els.length") >= 1
+        heatmap_parts = "#heatmap .hm, #heatmap image, #heatmap .heatmaplayer"
+        assert page.eval_on_selector_all(heatmap_parts, "els => els.length") >= 1
         assert errors == [] and blocked == []
 
 
@@ -100,7 +102,8 @@ def test_names_are_text_in_the_run_page(tmp_path):
 
     evil = "<img src=x onerror=alert(1)>"
     info = {"flowcallback_version": "0", "model": {"name": "</script><b>m</b>", "fingerprint": "f"},
-            "class_names": [evil, "b"], "analyses": ["activations"], "layers": [{"name": "l", "type": "Dense"}], "config": {}}
+            "class_names": [evil, "b"], "analyses": ["activations"], "layers": [{"name": "l", "type": "Dense"}],
+            "config": {}}
     store.write_run_info(tmp_path, info)
     y = np.array([0, 0, 1, 1] * 5)
     g = flows.build_flow_graph([("l", "Dense", y)], y, y, class_names=[evil, "b"], epoch=1)

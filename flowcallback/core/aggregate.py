@@ -39,7 +39,8 @@ def _check_n_classes(n_classes) -> int:
 def _check_labels(labels, n_classes: int, name: str = "labels") -> np.ndarray:
     y = np.asarray(labels)
     if y.ndim != 1 or (y.size and y.dtype.kind not in "iu"):
-        raise ValueError(f"{name}: expected a 1-D array of integer class indices, got dtype {y.dtype} and shape {y.shape}")
+        raise ValueError(
+            f"{name}: expected a 1-D array of integer class indices, got dtype {y.dtype} and shape {y.shape}")
     y = y.astype(np.int64, copy=False)
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError(f"{name}: class indices must lie in 0..{n_classes - 1}, got {int(y.min())}..{int(y.max())}")
@@ -108,11 +109,12 @@ class ClassMeans:
         per_sample = x.reshape(x.shape[0], -1, x.shape[-1]).mean(axis=1, dtype=np.float64)
         if self._sums is None:
             if self.n_classes * per_sample.shape[1] > MAX_VALUES:
-                raise ValueError(f"{self.name}: {self.n_classes} classes × {per_sample.shape[1]} units is more than the "
-                                 f"{MAX_VALUES} values a layer's class means may hold")
+                raise ValueError(f"{self.name}: {self.n_classes} classes × {per_sample.shape[1]} units is more than "
+                                 f"the {MAX_VALUES} values a layer's class means may hold")
             self._sums = np.zeros((self.n_classes, per_sample.shape[1]))
         elif per_sample.shape[1] != self._sums.shape[1]:
-            raise ValueError(f"{self.name}: batches have {per_sample.shape[1]} units, earlier ones {self._sums.shape[1]}")
+            raise ValueError(
+                f"{self.name}: batches have {per_sample.shape[1]} units, earlier ones {self._sums.shape[1]}")
         finite = np.isfinite(per_sample).all(axis=1)
         if not finite.all():
             self.n_nonfinite += int(np.count_nonzero(~finite))
@@ -165,7 +167,8 @@ class LayerClassMeans:
         """Add the maps of samples ``start .. start + len(maps) - 1`` at ``layer``."""
         stop = int(start) + len(maps)
         if start < 0 or stop > len(self.labels):
-            raise ValueError(f"{layer}: samples {start}..{stop - 1} are outside the {len(self.labels)} labelled samples")
+            raise ValueError(
+                f"{layer}: samples {start}..{stop - 1} are outside the {len(self.labels)} labelled samples")
         acc = self._layers.get(layer)
         if acc is None:
             acc = self._layers[layer] = ClassMeans(self.n_classes, name=layer, axis=self.axis)

@@ -131,8 +131,19 @@ def branch_layout(model, layer_names: Sequence[str]) -> Tuple[List[str], Dict[st
 
     Examples
     --------
-    >>> import tensorflow as tf                                          # doctest: +SKIP
-    >>> notes, cols = branch_layout(resnet, select_layers(resnet))      # doctest: +SKIP
+    Two parallel Dense layers joined by an ``Add``, as in a residual block:
+
+    >>> import tensorflow as tf
+    >>> inputs = tf.keras.Input((4,))
+    >>> left = tf.keras.layers.Dense(4, name="left")(inputs)
+    >>> right = tf.keras.layers.Dense(4, name="right")(inputs)
+    >>> joined = tf.keras.layers.Add(name="add")([left, right])
+    >>> model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, name="out")(joined))
+    >>> notes, column_notes = branch_layout(model, select_layers(model))
+    >>> notes
+    ['Branching model (branches split at ...; join at add (Add)). Columns follow one topological order ...']
+    >>> column_notes
+    {'right': 'parallel branch: not fed by left'}
     """
     try:
         import networkx as nx

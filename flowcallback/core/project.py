@@ -170,7 +170,8 @@ def align(projection, reference) -> np.ndarray:
     p = np.asarray(projection, dtype=np.float64)
     q = np.asarray(reference, dtype=np.float64)
     if p.shape != q.shape or p.ndim != 2:
-        raise ValueError(f"projection and reference: expected arrays of the same shape (n_samples, d), got {p.shape} and {q.shape}")
+        raise ValueError("projection and reference: expected arrays of the same shape (n_samples, d), "
+                         f"got {p.shape} and {q.shape}")
     pm, qm = p.mean(axis=0), q.mean(axis=0)
     pc, qc = p - pm, q - qm
     norm = (pc**2).sum()
@@ -191,7 +192,8 @@ def choose_samples(n_samples: int, max_samples: Optional[int] = DEFAULT_MAX_SAMP
     --------
     >>> choose_samples(5).tolist()
     [0, 1, 2, 3, 4]
-    >>> len(choose_samples(10_000, 2000)), choose_samples(10_000, 2000).tolist() == choose_samples(10_000, 2000).tolist()
+    >>> chosen = choose_samples(10_000, 2000)
+    >>> len(chosen), chosen.tolist() == choose_samples(10_000, 2000).tolist()
     (2000, True)
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 0:
@@ -206,8 +208,9 @@ def choose_samples(n_samples: int, max_samples: Optional[int] = DEFAULT_MAX_SAMP
 
 
 def project_layers(embeddings: Mapping[str, np.ndarray], previous: Optional[Mapping[str, np.ndarray]] = None, *,
-                   method: str = "auto", samples: Optional[Sequence[int]] = None, layers: Optional[Sequence[str]] = None,
-                   random_state: int = 0, warm_start: bool = False, n_epochs: Optional[int] = None) -> Dict[str, np.ndarray]:
+                   method: str = "auto", samples: Optional[Sequence[int]] = None,
+                   layers: Optional[Sequence[str]] = None, random_state: int = 0, warm_start: bool = False,
+                   n_epochs: Optional[int] = None) -> Dict[str, np.ndarray]:
     """Aligned 2-D projections of the layers of one epoch.
 
     Parameters

@@ -134,8 +134,8 @@ def top_classes(graph: FlowGraph, top: int | str | None = "auto") -> Optional[Li
 _top_classes = top_classes  # figure() has a parameter of that name
 
 
-def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, name: Optional[str] = None, max_samples: int = 5,
-                 shown: Optional[Sequence[int]] = None):
+def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, name: Optional[str] = None,
+                 max_samples: int = 5, shown: Optional[Sequence[int]] = None):
     """A ``plotly.graph_objects.Sankey`` trace of one :class:`FlowGraph`.
 
     Node ``customdata`` holds (column, cluster id, size, composition, the class its colour comes
@@ -152,7 +152,7 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
     m = len(graph.columns)
     n = graph.n_samples
     node_index = _node_indices(graph)
-    nx_, ny_, ncolor, nlabel, ncustom = [], [], [], [], []
+    node_x, node_y, node_colors, node_labels, node_hover = [], [], [], [], []
     for j, col in enumerate(graph.columns):
         counts = graph.class_counts(j)
         sizes = counts.sum(axis=1)
@@ -163,18 +163,18 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
         for pos, cid in enumerate(col.order):
             size = int(sizes[pos])
             y = (cum[pos] + size / 2) / max(n, 1) * (1 - gap) + (pos * gap / (c - 1) if c > 1 else 0)
-            nx_.append(x)
-            ny_.append(0.01 + 0.98 * y)
+            node_x.append(x)
+            node_y.append(0.01 + 0.98 * y)
             top = np.argsort(-counts[pos], kind="stable")
             dom = int(top[0])
             purity = counts[pos, dom] / max(size, 1)
             if col.kind == "layer":
-                nlabel.append("")
-                ncolor.append(_blend_grey(colors[dom] if shown is None or dom in shown else OTHER_COLOR, purity))
+                node_labels.append("")
+                node_colors.append(_blend_grey(colors[dom] if shown is None or dom in shown else OTHER_COLOR, purity))
             else:
                 listed = shown is None or cid in shown
-                nlabel.append((names[cid] if cid < len(names) else str(cid)) if listed else "")
-                ncolor.append(colors[cid] if cid < len(colors) and listed else OTHER_COLOR)
+                node_labels.append((names[cid] if cid < len(names) else str(cid)) if listed else "")
+                node_colors.append(colors[cid] if cid < len(colors) and listed else OTHER_COLOR)
             comp = "<br>".join(
                 f"{names[k]}: {int(counts[pos, k])} ({counts[pos, k] / max(size, 1):.0%})"
                 for k in top[:8]
@@ -184,58 +184,59 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
             if more > 0:
                 comp += f"<br>… {more} more classes"
             is_class = col.kind != "layer"
-            ncustom.append([_esc(col.name), int(cid), size, comp, int(cid) if is_class else dom,
+            node_hover.append([_esc(col.name), int(cid), size, comp, int(cid) if is_class else dom,
                             1.0 if is_class else round(float(purity), 4), int(is_class)])
-    src, tgt, val, lcolor, lcustom = [], [], [], [], []
+    link_sources, link_targets, link_values, link_colors, link_hover = [], [], [], [], []
     flows = graph.flows
     keep = None if shown is None else set(int(c) for c in shown)
     n_other = len(names) - len(keep) if keep is not None else 0
+    flow_fields = ["source_cluster", "target_cluster", "true_class", "count"]
     for j in range(m - 1):
         samples = _flow_samples(graph, j, max_samples)
         part = flows[flows["source_column"] == j]
         other: Dict[tuple, list] = {}  # (source, target) -> [count, first samples]
-        for sc, tc, cls, cnt in part[["source_cluster", "target_cluster", "true_class", "count"]].itertuples(index=False):
+        for sc, tc, cls, cnt in part[flow_fields].itertuples(index=False):
             idx = samples.get((int(sc), int(tc), int(cls)), [])
             if keep is not None and int(cls) not in keep:
                 entry = other.setdefault((int(sc), int(tc)), [0, []])
                 entry[0] += int(cnt)
                 entry[1] = sorted(entry[1] + idx)[:max_samples]
                 continue
-            src.append(node_index[(j, int(sc))])
-            tgt.append(node_index[(j + 1, int(tc))])
-            val.append(int(cnt))
-            lcolor.append(_rgba(colors[int(cls)] if int(cls) < len(colors) else "#999999", 0.45))
+            link_sources.append(node_index[(j, int(sc))])
+            link_targets.append(node_index[(j + 1, int(tc))])
+            link_values.append(int(cnt))
+            link_colors.append(_rgba(colors[int(cls)] if int(cls) < len(colors) else "#999999", 0.45))
             listed = ", ".join(str(i) for i in idx) + (", …" if cnt > len(idx) else "")
-            lcustom.append([names[int(cls)], int(cnt), listed, int(cls)])
+            link_hover.append([names[int(cls)], int(cnt), listed, int(cls)])
         for (sc, tc), (cnt, idx) in other.items():
-            src.append(node_index[(j, sc)])
-            tgt.append(node_index[(j + 1, tc)])
-            val.append(cnt)
-            lcolor.append(_rgba(OTHER_COLOR, 0.35))
+            link_sources.append(node_index[(j, sc)])
+            link_targets.append(node_index[(j + 1, tc)])
+            link_values.append(cnt)
+            link_colors.append(_rgba(OTHER_COLOR, 0.35))
             listed = ", ".join(str(i) for i in idx) + (", …" if cnt > len(idx) else "")
-            lcustom.append([f"other ({n_other} classes)", cnt, listed, -1])
+            link_hover.append([f"other ({n_other} classes)", cnt, listed, -1])
     return go.Sankey(
         name=name or ANALYSIS_LABELS.get(graph.analysis, graph.analysis),
         arrangement="fixed",
         valueformat="d",
         node=dict(
-            x=nx_,
-            y=ny_,
+            x=node_x,
+            y=node_y,
             pad=2,
             thickness=14,
-            label=nlabel,
-            color=ncolor,
+            label=node_labels,
+            color=node_colors,
             line=dict(color="rgba(40,40,40,0.6)", width=0.5),
-            customdata=ncustom,
+            customdata=node_hover,
             hovertemplate="<b>%{customdata[0]}</b> · cluster %{customdata[1]}<br>%{customdata[2]} samples"
             "<br>%{customdata[3]}<extra></extra>",
         ),
         link=dict(
-            source=src,
-            target=tgt,
-            value=val,
-            color=lcolor,
-            customdata=lcustom,
+            source=link_sources,
+            target=link_targets,
+            value=link_values,
+            color=link_colors,
+            customdata=link_hover,
             hovertemplate="class <b>%{customdata[0]}</b>: %{customdata[1]} samples<br>"
             "samples %{customdata[2]}<extra></extra>",
         ),
@@ -336,7 +337,8 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
                        name=_esc(first.class_names[k]), showlegend=True, hoverinfo="skip")
         )
     if shown is not None:
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", marker=dict(size=12, color=OTHER_COLOR, symbol="square"),
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers",
+                                 marker=dict(size=12, color=OTHER_COLOR, symbol="square"),
                                  name=f"other ({len(first.class_names) - len(shown)} classes)", showlegend=True,
                                  hoverinfo="skip"))
     n_legend = len(legend) + (shown is not None)
@@ -406,7 +408,8 @@ def write_epoch_page(path, graphs: Mapping[str, FlowGraph], *, title_prefix: str
 
     path = Path(path)
     ensure_plotlyjs(path.parent)
-    atomic_write(path, page_html(graphs, title_prefix=title_prefix, notes=notes, top_classes=top_classes).encode("utf-8"))
+    html = page_html(graphs, title_prefix=title_prefix, notes=notes, top_classes=top_classes)
+    atomic_write(path, html.encode("utf-8"))
     return str(path)
 
 
@@ -462,15 +465,18 @@ def epoch_flows_figure(table, class_names: Sequence[str], column: str, *, true_c
                      f"{', '.join(map(str, r.first_samples))}{more}")
     fig = go.Figure(go.Sankey(
         arrangement="snap",
-        node=dict(label=labels, x=xs, y=_stacked_y(xs, src, dst, val, clusters), pad=6, thickness=12, color="#888", customdata=where,
-                  hovertemplate="%{customdata} · %{label}<br>%{value} sample(s)<extra></extra>"),
-        link=dict(source=src, target=dst, value=val, color=col, customdata=hover, hovertemplate="%{customdata}<extra></extra>"),
+        node=dict(label=labels, x=xs, y=_stacked_y(xs, src, dst, val, clusters), pad=6, thickness=12, color="#888",
+                  customdata=where, hovertemplate="%{customdata} · %{label}<br>%{value} sample(s)<extra></extra>"),
+        link=dict(source=src, target=dst, value=val, color=col, customdata=hover,
+                  hovertemplate="%{customdata}<extra></extra>"),
     ))
-    suffix = (f" · class {_esc(class_names[true_class])}" if true_class is not None else "") + (" · changed only" if changed_only else "")
+    suffix = ((f" · class {_esc(class_names[true_class])}" if true_class is not None else "")
+              + (" · changed only" if changed_only else ""))
     fig.update_layout(title=dict(text=(_esc(title) or f"{_esc(column)} across epochs") + suffix), height=460,
                       margin=dict(l=20, r=20, t=60, b=30),
                       annotations=[dict(x=k / (len(epochs) - 1) if len(epochs) > 1 else 0.5, y=1.04, xref="paper",
-                                        yref="paper", showarrow=False, text=f"epoch {e}") for k, e in enumerate(epochs)])
+                                        yref="paper", showarrow=False, text=f"epoch {e}")
+                                   for k, e in enumerate(epochs)])
     return fig
 
 
@@ -507,7 +513,8 @@ def confusion_figure(graphs, *, min_share: float = 0.02, max_cells: int = 12):
     data = _confusion_over_training(graphs, min_share=min_share, max_cells=max_cells)
     names = graphs[0].class_names
     colors = class_colors(len(names))
-    fig = go.Figure([go.Scatter(x=data["epochs"], y=c["counts"], mode="lines+markers", line=dict(color=colors[c["true"]]),
+    fig = go.Figure([go.Scatter(x=data["epochs"], y=c["counts"], mode="lines+markers",
+                                line=dict(color=colors[c["true"]]),
                                 name=f"{_esc(names[c['true']])} → {_esc(names[c['predicted']])}")
                      for c in data["cells"]])
     fig.update_layout(title="Confusions over training (true → predicted, samples)", xaxis=dict(title="epoch", dtick=1),

@@ -96,6 +96,8 @@ _EPOCH_DIR = re.compile(r"^epoch_(\d{3,})$")
 _ANALYSIS = re.compile(r"^[a-z][a-z0-9_]*$")
 #: Names of an epoch directory's files that are not an analysis's graph.
 _NOT_ANALYSES = frozenset({"metrics", "views"})
+#: The fields of one flow in a graph's JSON, in order (columns of ``FlowGraph.flows``).
+_FLOW_FIELDS = ("source_column", "target_column", "source_cluster", "target_cluster", "true_class", "count")
 
 PathLike = Union[str, os.PathLike]
 
@@ -156,8 +158,8 @@ def graph_to_json(graph: FlowGraph, arrays_name: str) -> dict:
         "columns": columns,
         "metrics": {str(k): clean_metric(v) for k, v in graph.metrics.items()},
         "flows": [
-            {k: int(v) for k, v in zip(("source_column", "target_column", "source_cluster", "target_cluster", "true_class", "count"), row)}
-            for row in flows[["source_column", "target_column", "source_cluster", "target_cluster", "true_class", "count"]].itertuples(index=False)
+            {k: int(v) for k, v in zip(_FLOW_FIELDS, row)}
+            for row in flows[list(_FLOW_FIELDS)].itertuples(index=False)
         ],
         "arrays": arrays_name,
         "notes": list(graph.notes),
@@ -316,7 +318,8 @@ def load_flow_graph(json_path: PathLike, *, root: Optional[PathLike] = None) -> 
             raise RunFormatError(f"{npz}: column {c['name']!r} has samples in clusters not listed in {path.name}")
         size = dict(zip(present.tolist(), counts.tolist()))
         for cl in c["clusters"]:
-            if cl["size"] != size.get(cl["id"], 0) or len(cl["class_counts"]) != n_classes or sum(cl["class_counts"]) != cl["size"]:
+            class_counts = cl["class_counts"]
+            if cl["size"] != size.get(cl["id"], 0) or len(class_counts) != n_classes or sum(class_counts) != cl["size"]:
                 raise RunFormatError(f"{path}: cluster {cl['id']} of column {c['name']!r} does not match the arrays")
     if not np.array_equal(a[:, -2], p) or not np.array_equal(a[:, -1], y):
         raise RunFormatError(f"{npz}: the Prediction / Ground truth columns differ from the predictions / labels")
@@ -331,7 +334,7 @@ def load_flow_graph(json_path: PathLike, *, root: Optional[PathLike] = None) -> 
         metrics=doc["metrics"],
         notes=tuple(doc.get("notes", ())),
     )
-    expected = graph.flows[["source_column", "target_column", "source_cluster", "target_cluster", "true_class", "count"]]
+    expected = graph.flows[list(_FLOW_FIELDS)]
     got = [tuple(f.values()) for f in doc["flows"]]
     want = [tuple(int(v) for v in r) for r in expected.itertuples(index=False)]
     if sorted(got) != sorted(want):
@@ -398,13 +401,15 @@ class EpochViews:
             if m.ndim != 2 or m.shape[0] < 1 or m.shape[1] < 1:
                 raise ValueError(f"class_means: {key} must have shape (n_classes, units), got {m.shape}")
             if np.isinf(m).any() or (np.isnan(m).any(axis=1) != np.isnan(m).all(axis=1)).any():
-                raise ValueError(f"class_means: {key} may hold NaN only as whole rows (classes without samples), no infinity")
+                raise ValueError(
+                    f"class_means: {key} may hold NaN only as whole rows (classes without samples), no infinity")
         projections = keyed(self.projections, "projections")
         samples = self.projection_samples
         if samples is not None:
             raw = np.asarray(samples)
             if raw.ndim != 1 or (raw.size and raw.dtype.kind not in "iu"):
-                raise ValueError(f"projection_samples: expected a 1-D array of sample indices, got {raw.dtype} {raw.shape}")
+                raise ValueError(
+                    f"projection_samples: expected a 1-D array of sample indices, got {raw.dtype} {raw.shape}")
             samples = _frozen(raw, np.int64)
             if samples.size and (samples[0] < 0 or np.any(np.diff(samples) <= 0)):
                 raise ValueError("projection_samples: expected distinct non-negative indices in ascending order")
@@ -432,7 +437,8 @@ def views_to_json(views: EpochViews, epoch: int, arrays_name: str) -> dict:
         "version": FORMAT_VERSION,
         "epoch": int(epoch),
         "arrays": arrays_name,
-        "class_means": [{"analysis": a, "layer": layer, "units": int(m.shape[1])} for (a, layer), m in views.class_means.items()],
+        "class_means": [{"analysis": a, "layer": layer, "units": int(m.shape[1])}
+                        for (a, layer), m in views.class_means.items()],
         "projections": [{"analysis": a, "layer": layer} for a, layer in views.projections],
         "projection_samples": 0 if samples is None else int(len(samples)),
         "projection_method": views.projection_method,
@@ -529,8 +535,10 @@ def load_epoch_views(json_path: PathLike, *, n_classes: int, n_samples: int, roo
         raise RunFormatError(f"{npz}: projection_samples must be distinct indices in 0..{n_samples - 1}, ascending")
     try:
         return EpochViews(
-            class_means={(e["analysis"], e["layer"]): arrays[f"class_means_{i}"] for i, e in enumerate(doc["class_means"])},
-            projections={(e["analysis"], e["layer"]): arrays[f"projection_{i}"] for i, e in enumerate(doc["projections"])},
+            class_means={(e["analysis"], e["layer"]): arrays[f"class_means_{i}"]
+                         for i, e in enumerate(doc["class_means"])},
+            projections={(e["analysis"], e["layer"]): arrays[f"projection_{i}"]
+                         for i, e in enumerate(doc["projections"])},
             projection_samples=samples if doc["projections"] else None,
             projection_method=doc["projection_method"],
         )
@@ -651,11 +659,28 @@ class Run:
 
     Examples
     --------
-    >>> run = load_run("flows/run1")                      # doctest: +SKIP
-    >>> run.epochs                                        # doctest: +SKIP
-    [0, 1, 2]
-    >>> g = run.epoch(2)                                  # activations by default
-    >>> g.flows.head()                                    # doctest: +SKIP
+    A run of two epochs, written as the callback writes it (one Dense layer, four samples):
+
+    >>> import shutil, tempfile
+    >>> import numpy as np
+    >>> from flowcallback.core.flows import build_flow_graph
+    >>> log_dir = tempfile.mkdtemp()
+    >>> _ = write_run_info(log_dir, {
+    ...     "flowcallback_version": "0", "model": {"name": "demo", "fingerprint": "0"}, "class_names": ["a", "b"],
+    ...     "analyses": ["activations"], "layers": [{"name": "dense", "type": "Dense"}], "config": {}})
+    >>> for epoch, clusters in ((0, [0, 1, 0, 1]), (1, [0, 0, 1, 1])):
+    ...     g = build_flow_graph([("dense", "Dense", np.array(clusters))], [0, 0, 1, 1], [0, 1, 1, 1],
+    ...                          class_names=["a", "b"], epoch=epoch)
+    ...     _ = save_epoch(log_dir, {"activations": g})
+    >>> run = load_run(log_dir)
+    >>> run.epochs
+    [0, 1]
+    >>> g = run.epoch(1)                                  # activations by default
+    >>> g.column_names
+    ('dense', 'Prediction', 'Ground truth')
+    >>> g.flows[["source_column", "true_class", "count"]].values.tolist()
+    [[0, 0, 1], [0, 0, 1], [0, 1, 2], [1, 0, 1], [1, 0, 1], [1, 1, 2]]
+    >>> shutil.rmtree(log_dir)
     """
 
     def __init__(self, path: PathLike):
@@ -867,8 +892,8 @@ class Run:
             raise ValueError(f"order: expected 'similarity' or 'class', got {order!r}")
         v = self.views(epoch)
         if v is None or not v.class_means:
-            raise KeyError(f"epoch {epoch} has no class means (the run was written by a flowcallback that did not store "
-                           "them, or the snapshot computed none)")
+            raise KeyError(f"epoch {epoch} has no class means (the run was written by a flowcallback that did not "
+                           "store them, or the snapshot computed none)")
         if (analysis, layer) not in v.class_means:
             raise KeyError(f"epoch {epoch} has no {analysis!r} class means of layer {layer!r}; it has "
                            f"{sorted(v.class_means)}")
@@ -907,7 +932,8 @@ class Run:
                 continue
             s = v.projection_samples
             names = self.analyses(e)
-            g = self.epoch(e, analysis if analysis in names else ("activations" if "activations" in names else names[0]))
+            fallback = "activations" if "activations" in names else names[0]
+            g = self.epoch(e, analysis if analysis in names else fallback)
             if g.analysis == analysis and layer in g.column_names[:-2]:
                 cluster = g.assignments[s, g.column_names.index(layer)].astype(np.int64)
             else:
@@ -916,8 +942,9 @@ class Run:
                                        "y": p[:, 1], "label": g.labels[s].astype(np.int64),
                                        "prediction": g.predictions[s].astype(np.int64), "cluster": cluster}))
         if not parts:
-            where = f"projections of {sorted(seen)}" if seen else "no projection at any epoch (the run was written by a " \
-                "flowcallback that did not store them, or the snapshots computed none)"
+            where = (f"projections of {sorted(seen)}" if seen else
+                     "no projection at any epoch (the run was written by a flowcallback that did not store them, "
+                     "or the snapshots computed none)")
             raise KeyError(f"no epoch has a {analysis!r} projection of layer {layer!r}; the run has {where}")
         return pd.concat(parts, ignore_index=True)
 
@@ -957,8 +984,22 @@ class Run:
 
         Examples
         --------
-        >>> run = load_run("flows/demo")                                         # doctest: +SKIP
-        >>> run.show("across", column="dense84", changed_only=True)              # doctest: +SKIP
+        >>> import shutil, tempfile
+        >>> import numpy as np
+        >>> from flowcallback.core.flows import build_flow_graph
+        >>> log_dir = tempfile.mkdtemp()
+        >>> _ = write_run_info(log_dir, {
+        ...     "flowcallback_version": "0", "model": {"name": "demo", "fingerprint": "0"}, "class_names": ["a", "b"],
+        ...     "analyses": ["activations"], "layers": [{"name": "dense", "type": "Dense"}], "config": {}})
+        >>> for epoch, clusters in ((0, [0, 1, 0, 1]), (1, [0, 0, 1, 1])):
+        ...     g = build_flow_graph([("dense", "Dense", np.array(clusters))], [0, 0, 1, 1], [0, 1, 1, 1],
+        ...                          class_names=["a", "b"], epoch=epoch)
+        ...     _ = save_epoch(log_dir, {"activations": g})
+        >>> run = load_run(log_dir)
+        >>> fig = run.show("across", column="dense", changed_only=True)
+        >>> type(fig).__name__
+        'Figure'
+        >>> shutil.rmtree(log_dir)
         """
         from flowcallback.core import render
 
@@ -1029,7 +1070,8 @@ class Run:
         layers = html.escape(", ".join(layer["name"] for layer in self.info.get("layers", [])))
         head = (f"<b>flowcallback run</b> <code>{html.escape(str(self.path))}</code>: model "
                 f"<b>{html.escape(str(self.info['model']['name']))}</b>, {len(self.epochs)} snapshot(s), "
-                f"layers {layers}<table><tr><th>epoch</th><th>analyses</th><th>accuracy</th><th>loss</th></tr>{rows}</table>")
+                f"layers {layers}<table><tr><th>epoch</th><th>analyses</th><th>accuracy</th><th>loss</th></tr>"
+                f"{rows}</table>")
         if not self.epochs:
             return head
         # plotly.js inline: a notebook opened offline still draws it (about 3.5 MB per shown run)
@@ -1063,8 +1105,23 @@ def load_run(log_dir: PathLike) -> Run:
 
     Examples
     --------
+    >>> import shutil, tempfile
+    >>> import numpy as np
     >>> from flowcallback import load_run
-    >>> run = load_run("flows/run1")                      # doctest: +SKIP
-    >>> run.epoch(run.epochs[-1]).to_networkx()           # doctest: +SKIP
+    >>> from flowcallback.core.flows import build_flow_graph
+    >>> log_dir = tempfile.mkdtemp()
+    >>> _ = write_run_info(log_dir, {
+    ...     "flowcallback_version": "0", "model": {"name": "demo", "fingerprint": "0"}, "class_names": ["a", "b"],
+    ...     "analyses": ["activations"], "layers": [{"name": "dense", "type": "Dense"}], "config": {}})
+    >>> g = build_flow_graph([("dense", "Dense", np.array([0, 0, 1, 1]))], [0, 0, 1, 1], [0, 1, 1, 1],
+    ...                      class_names=["a", "b"], epoch=3)
+    >>> _ = save_epoch(log_dir, {"activations": g})
+    >>> run = load_run(log_dir)
+    >>> run.epochs
+    [3]
+    >>> dag = run.epoch(run.epochs[-1]).to_networkx()
+    >>> dag.number_of_nodes(), dag.number_of_edges()
+    (6, 6)
+    >>> shutil.rmtree(log_dir)
     """
     return Run(log_dir)

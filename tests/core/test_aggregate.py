@@ -15,7 +15,8 @@ def numpy_means(maps, y, n_classes):
     """The reference: every axis but the batch and the last averaged, then the class's samples."""
     x = np.asarray(maps, dtype=np.float64)
     x = x.reshape(len(x), -1, x.shape[-1]).mean(axis=1)
-    return np.array([x[y == c].mean(axis=0) if np.any(y == c) else np.full(x.shape[1], np.nan) for c in range(n_classes)])
+    return np.array([x[y == c].mean(axis=0) if np.any(y == c) else np.full(x.shape[1], np.nan)
+                     for c in range(n_classes)])
 
 
 @pytest.mark.parametrize("shape", [(200, 7), (200, 5, 6, 3), (200, 9, 4), (200,)])

@@ -178,7 +178,8 @@ def _escape(run_dir, tmp_path_factory, target):
     return src
 
 
-@pytest.mark.parametrize("target", ["run.json", "graphs", "graphs/epoch_003/activations.json", "graphs/epoch_003/activations.npz"])
+@pytest.mark.parametrize("target", ["run.json", "graphs", "graphs/epoch_003/activations.json",
+                                    "graphs/epoch_003/activations.npz"])
 def test_symlinks_leading_out_of_the_run_directory_are_refused(run_dir, tmp_path_factory, target, tally):
     tally("files corrupted")
     link = _escape(run_dir, tmp_path_factory, target)

@@ -177,7 +177,8 @@ def _make_bad_npz(run_dir: Path, kind: str) -> Path:
         _write_npz(path, {"assignments": first, "labels": [_npy_header((n,)), bytes(240)],
                           "predictions": [_npy_header((n,)), bytes(240)]})
         return path
-    _write_npz(path, {"assignments": first, "labels": _npy(arrays["labels"]), "predictions": _npy(arrays["predictions"])})
+    _write_npz(path, {"assignments": first, "labels": _npy(arrays["labels"]),
+                      "predictions": _npy(arrays["predictions"])})
     assert path.stat().st_size < 2 * 2**20
     return path
 
@@ -211,7 +212,8 @@ LIMITED_LOAD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("kind", ["bomb", "huge header", "expected shape, then a bomb", "json and headers agree on a huge shape"])
+@pytest.mark.parametrize("kind", ["bomb", "huge header", "expected shape, then a bomb",
+                                  "json and headers agree on a huge shape"])
 def test_npz_bombs_raise_run_format_error_with_bounded_memory(run_dir, kind, tally):
     tally("files corrupted")
     path = _make_bad_npz(run_dir, kind)

@@ -95,7 +95,8 @@ def test_round_trip_is_exact(run_dir):
 def test_nan_rows_of_classes_without_samples_survive(tmp_path):
     store.write_run_info(tmp_path, RUN_INFO)
     m = np.array([[1.0, 2.0], [np.nan, np.nan], [3.0, 4.0]], dtype=np.float32)
-    store.save_epoch(tmp_path, {"activations": make_graph(1)}, views=store.EpochViews(class_means={("activations", "l1"): m}))
+    views = store.EpochViews(class_means={("activations", "l1"): m})
+    store.save_epoch(tmp_path, {"activations": make_graph(1)}, views=views)
     run = store.load_run(tmp_path)
     np.testing.assert_array_equal(run.views(1).class_means[("activations", "l1")], m)
     assert run.views(1).projection_samples is None
@@ -349,7 +350,8 @@ def test_projection_figure_animates_one_frame_per_epoch(run_dir):
         part = t[(t["epoch"] == e) & (t["label"] == 1)]
         assert list(tr.ids) == [str(s) for s in part["sample"]]  # points keep their identity: they move
         np.testing.assert_array_equal(tr.x, part["x"])
-        assert tr.customdata[0][0] == str(part["sample"].iloc[0]) and tr.customdata[0][3] == str(part["cluster"].iloc[0])
+        assert tr.customdata[0][0] == str(part["sample"].iloc[0])
+        assert tr.customdata[0][3] == str(part["cluster"].iloc[0])
         wrong = (part["prediction"] != part["label"]).to_numpy()
         assert [s == "circle-open" for s in tr.marker.symbol] == wrong.tolist()
     assert "sample %{customdata[0]}" in fig.frames[0].data[0].hovertemplate

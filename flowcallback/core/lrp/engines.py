@@ -114,9 +114,19 @@ class NativeEngine:
 
     Examples
     --------
-    >>> engine = NativeEngine("lrp.z")                                  # doctest: +SKIP
-    >>> engine.start(model, ["conv2d", "dense"], x_val)                 # doctest: +SKIP
-    >>> result = engine.analyze(model.get_weights())                    # doctest: +SKIP
+    An untrained model on 50 of scikit-learn's digits:
+
+    >>> import tensorflow as tf
+    >>> from sklearn.datasets import load_digits
+    >>> x_val = (load_digits().data[:50] / 16).astype("float32")
+    >>> model = tf.keras.Sequential([tf.keras.Input((64,)), tf.keras.layers.Dense(16, activation="relu", name="hidden"),
+    ...                              tf.keras.layers.Dense(10, name="logits")])
+    >>> engine = NativeEngine("lrp.z")
+    >>> engine.start(model, ["hidden", "logits"], x_val)
+    >>> result = engine.analyze(model.get_weights())
+    >>> sorted(result.embeddings), result.missing, len(result.embeddings["hidden"])
+    (['hidden', 'logits'], [], 50)
+    >>> engine.close()
     """
 
     def __init__(self, analyzer: str = "lrp.epsilon", analyzer_kwargs: Optional[dict] = None):
@@ -134,7 +144,8 @@ class NativeEngine:
     def alive(self) -> bool:
         return self._engine is not None
 
-    def start(self, model, layer_names: Sequence[str], x, *, batch_size: int = 256, embed_options: Optional[dict] = None) -> None:
+    def start(self, model, layer_names: Sequence[str], x, *, batch_size: int = 256,
+              embed_options: Optional[dict] = None) -> None:
         """Build the engine on a private copy of the model and analyse one sample.
 
         Raises
@@ -151,8 +162,8 @@ class NativeEngine:
         try:
             copy = clone_model(model)
         except Exception as exc:  # a subclassed model has no layer graph to copy or to reverse
-            raise RuntimeError(f"the native LRP engine needs a Sequential or functional model; this one cannot be copied "
-                               f"({type(exc).__name__}: {exc})") from exc
+            raise RuntimeError("the native LRP engine needs a Sequential or functional model; this one cannot be "
+                               f"copied ({type(exc).__name__}: {exc})") from exc
         copy.set_weights(model.get_weights())
         engine = NativeLRP(copy, list(layer_names), self.analyzer, self.analyzer_kwargs)
         if engine.unsupported:

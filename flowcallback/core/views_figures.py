@@ -100,7 +100,8 @@ def class_means_figure(means, *, difference: Optional[Tuple[ClassKey, ClassKey]]
         z = (values - mu) / np.where(sd > 0, sd, 1.0)
     signed = np.nanmin(z, initial=0.0) < 0 < np.nanmax(z, initial=0.0)
     heat = go.Heatmap(z=z, x=cols, y=names, customdata=values, colorscale="RdBu_r" if signed else "Viridis",
-                      zmid=0 if signed else None, colorbar=dict(title="z-score" if scale == "unit" else "mean", len=0.6),
+                      zmid=0 if signed else None,
+                      colorbar=dict(title="z-score" if scale == "unit" else "mean", len=0.6),
                       hovertemplate="class %{y}<br>%{x}<br>mean %{customdata:.4g}<extra></extra>")
     if shown is None:
         fig = go.Figure(heat)
@@ -122,7 +123,8 @@ def class_means_figure(means, *, difference: Optional[Tuple[ClassKey, ClassKey]]
                   row=2, col=1)
     fig.update_yaxes(autorange="reversed", title_text="class", row=1, col=1)
     fig.update_yaxes(title_text=f"{names[a]} − {names[b]}", row=2, col=1)
-    fig.update_layout(title=title or f"Units that separate {names[a]} from {names[b]}: mean {what} ({where})".replace(" ()", ""),
+    default_title = f"Units that separate {names[a]} from {names[b]}: mean {what} ({where})".replace(" ()", "")
+    fig.update_layout(title=title or default_title,
                       height=max(460, 26 * len(names) + 320))
     return fig
 
@@ -182,7 +184,8 @@ def projection_figure(table, class_names: Sequence[str], *, title: Optional[str]
                 name=names[c], legendgroup=str(c),
                 marker=dict(color=colors[c], size=6, symbol=np.where(wrong, "circle-open", "circle").tolist(),
                             line=dict(width=1, color=colors[c])),
-                customdata=np.column_stack([r["sample"].to_numpy(), [names[c]] * len(r), pred, r["cluster"].to_numpy()]),
+                customdata=np.column_stack([r["sample"].to_numpy(), [names[c]] * len(r), pred,
+                                            r["cluster"].to_numpy()]),
                 hovertemplate="sample %{customdata[0]}<br>label %{customdata[1]}<br>prediction %{customdata[2]}"
                               "<br>cluster %{customdata[3]}<extra></extra>"))
         return out

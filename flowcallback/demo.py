@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["load_digits_split", "lenet5_digits", "run_demo"]
+__all__ = ["load_digits_split", "lenet5_digits", "run_demo", "tiny_run"]
 
 
 def load_digits_split(test_size: float = 0.25, seed: int = 0):
@@ -46,6 +46,39 @@ def lenet5_digits(input_shape=(8, 8, 1), n_classes: int = 10, seed: int = 0):
     model.compile(optimizer=tf.keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     return model
+
+
+def tiny_run(log_dir=None) -> Path:
+    """A run of two epochs (0 and 1) of one Dense layer and four samples, written without TensorFlow.
+
+    For examples and quick checks of the API: ``run.json`` and the graphs are what the callback
+    writes, on made-up clusters. ``log_dir`` defaults to a new temporary directory.
+
+    Examples
+    --------
+    >>> import shutil
+    >>> from flowcallback import load_run
+    >>> run = load_run(tiny_run())
+    >>> run.epochs, run.class_names
+    ([0, 1], ['a', 'b'])
+    >>> shutil.rmtree(run.path)
+    """
+    import tempfile
+
+    import numpy as np
+
+    from flowcallback.core import store
+    from flowcallback.core.flows import build_flow_graph
+
+    log_dir = Path(tempfile.mkdtemp() if log_dir is None else log_dir)
+    store.write_run_info(log_dir, {
+        "flowcallback_version": "0", "model": {"name": "demo", "fingerprint": "0"}, "class_names": ["a", "b"],
+        "analyses": ["activations"], "layers": [{"name": "dense", "type": "Dense"}], "config": {}})
+    for epoch, clusters in ((0, [0, 1, 0, 1]), (1, [0, 0, 1, 1])):
+        g = build_flow_graph([("dense", "Dense", np.array(clusters))], [0, 0, 1, 1], [0, 1, 1, 1],
+                             class_names=["a", "b"], epoch=epoch)
+        store.save_epoch(log_dir, {"activations": g})
+    return log_dir
 
 
 def run_demo(log_dir: str = "flows/demo", epochs: int = 4, lrp: bool = True, verbose: int = 1) -> Path:

@@ -55,6 +55,55 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+_LIMITED_LOAD = """
+import resource, sys
+from flowcallback.core import store
+from flowcallback.exceptions import RunFormatError
+
+run = store.load_run(sys.argv[1])
+getattr(run, sys.argv[2])(int(sys.argv[3]))  # imports and caches everything loading needs, before the limit
+
+def address_space():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+
+limit = address_space() + 256 * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    getattr(run, sys.argv[2])(int(sys.argv[4]))
+except RunFormatError as exc:
+    print("RunFormatError:", exc)
+    sys.exit(0)
+except MemoryError:
+    print("MemoryError")
+    sys.exit(3)
+print("loaded")
+sys.exit(4)
+"""
+
+
+@pytest.fixture
+def load_with_bounded_memory():
+    """``load(run_dir, method, good_epoch, bad_epoch)`` loads ``run.<method>(bad_epoch)`` in a child
+    process whose address space may grow by 256 MiB only (after ``run.<method>(good_epoch)`` has
+    loaded what loading needs); the child exits 0 and prints the error for a RunFormatError, 3 for a
+    MemoryError, 4 when the epoch loaded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import flowcallback
+
+    repo = Path(flowcallback.__file__).resolve().parents[1]  # the flowcallback these tests import
+
+    def load(run_dir, method: str, good_epoch: int, bad_epoch: int):
+        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        return subprocess.run([sys.executable, "-c", _LIMITED_LOAD, str(run_dir), method, str(good_epoch),
+                               str(bad_epoch)], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+
+    return load
+
+
 # -- reliability counts (docs/reliability.md) --------------------------------------------------------
 _TALLY: dict = {}
 

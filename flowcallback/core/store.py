@@ -128,6 +128,17 @@ def _validate(doc, schema: str, path: Path) -> None:
         raise RunFormatError(f"{path}: does not match schema {schema} at {where}: {e.message}")
 
 
+def _checked_json(json_path: PathLike, root: Optional[PathLike], schema: str) -> Tuple[Path, Path, dict]:
+    """``(path, root, document)`` of a JSON file inside ``root`` (default: its directory), read as
+    untrusted text and validated against ``schema``."""
+    path = Path(json_path)
+    root = path.parent if root is None else Path(root)
+    _within(root, path)
+    doc = _read_json(path)
+    _validate(doc, schema, path)
+    return path, root, doc
+
+
 # -- one graph -----------------------------------------------------------------------------------
 def graph_to_json(graph: FlowGraph, arrays_name: str) -> dict:
     """The JSON document (schema ``flowgraph-1``) describing a graph."""
@@ -293,11 +304,7 @@ def load_flow_graph(json_path: PathLike, *, root: Optional[PathLike] = None) -> 
     RunFormatError
         Naming the file and the problem.
     """
-    path = Path(json_path)
-    root = path.parent if root is None else Path(root)
-    _within(root, path)
-    doc = _read_json(path)
-    _validate(doc, "flowgraph-1", path)
+    path, root, doc = _checked_json(json_path, root, "flowgraph-1")
     npz = _within(root, path.parent / doc["arrays"])
     n, cols = doc["n_samples"], doc["columns"]
     # The shapes the JSON implies bound what the npz may unpack to (see _load_arrays).
@@ -499,11 +506,7 @@ def load_epoch_views(json_path: PathLike, *, n_classes: int, n_samples: int, roo
     """
     from flowcallback.core.aggregate import MAX_VALUES
 
-    path = Path(json_path)
-    root = path.parent if root is None else Path(root)
-    _within(root, path)
-    doc = _read_json(path)
-    _validate(doc, "views-1", path)
+    path, root, doc = _checked_json(json_path, root, "views-1")
     for what, entries in (("class_means", doc["class_means"]), ("projections", doc["projections"])):
         keys = [(e["analysis"], e["layer"]) for e in entries]
         if len(set(keys)) != len(keys):
@@ -661,17 +664,9 @@ class Run:
     --------
     A run of two epochs, written as the callback writes it (one Dense layer, four samples):
 
-    >>> import shutil, tempfile
-    >>> import numpy as np
-    >>> from flowcallback.core.flows import build_flow_graph
-    >>> log_dir = tempfile.mkdtemp()
-    >>> _ = write_run_info(log_dir, {
-    ...     "flowcallback_version": "0", "model": {"name": "demo", "fingerprint": "0"}, "class_names": ["a", "b"],
-    ...     "analyses": ["activations"], "layers": [{"name": "dense", "type": "Dense"}], "config": {}})
-    >>> for epoch, clusters in ((0, [0, 1, 0, 1]), (1, [0, 0, 1, 1])):
-    ...     g = build_flow_graph([("dense", "Dense", np.array(clusters))], [0, 0, 1, 1], [0, 1, 1, 1],
-    ...                          class_names=["a", "b"], epoch=epoch)
-    ...     _ = save_epoch(log_dir, {"activations": g})
+    >>> import shutil
+    >>> from flowcallback.demo import tiny_run
+    >>> log_dir = tiny_run()
     >>> run = load_run(log_dir)
     >>> run.epochs
     [0, 1]
@@ -775,8 +770,7 @@ class Run:
             analyses = [a for a in self.analyses(e) if analysis in (None, a)]
             path = self._epoch_dir(e) / METRICS_FILE
             if path.exists():
-                doc = _read_json(_within(self.path, path))
-                _validate(doc, "metrics-1", path)
+                _, _, doc = _checked_json(path, self.path, "metrics-1")
                 if doc["epoch"] != e:
                     raise RunFormatError(f"{path}: says epoch {doc['epoch']}, expected {e}")
                 rows = [r for r in doc["rows"] if r["analysis"] in analyses]
@@ -984,17 +978,9 @@ class Run:
 
         Examples
         --------
-        >>> import shutil, tempfile
-        >>> import numpy as np
-        >>> from flowcallback.core.flows import build_flow_graph
-        >>> log_dir = tempfile.mkdtemp()
-        >>> _ = write_run_info(log_dir, {
-        ...     "flowcallback_version": "0", "model": {"name": "demo", "fingerprint": "0"}, "class_names": ["a", "b"],
-        ...     "analyses": ["activations"], "layers": [{"name": "dense", "type": "Dense"}], "config": {}})
-        >>> for epoch, clusters in ((0, [0, 1, 0, 1]), (1, [0, 0, 1, 1])):
-        ...     g = build_flow_graph([("dense", "Dense", np.array(clusters))], [0, 0, 1, 1], [0, 1, 1, 1],
-        ...                          class_names=["a", "b"], epoch=epoch)
-        ...     _ = save_epoch(log_dir, {"activations": g})
+        >>> import shutil
+        >>> from flowcallback.demo import tiny_run
+        >>> log_dir = tiny_run()
         >>> run = load_run(log_dir)
         >>> fig = run.show("across", column="dense", changed_only=True)
         >>> type(fig).__name__
@@ -1105,23 +1091,12 @@ def load_run(log_dir: PathLike) -> Run:
 
     Examples
     --------
-    >>> import shutil, tempfile
-    >>> import numpy as np
-    >>> from flowcallback import load_run
-    >>> from flowcallback.core.flows import build_flow_graph
-    >>> log_dir = tempfile.mkdtemp()
-    >>> _ = write_run_info(log_dir, {
-    ...     "flowcallback_version": "0", "model": {"name": "demo", "fingerprint": "0"}, "class_names": ["a", "b"],
-    ...     "analyses": ["activations"], "layers": [{"name": "dense", "type": "Dense"}], "config": {}})
-    >>> g = build_flow_graph([("dense", "Dense", np.array([0, 0, 1, 1]))], [0, 0, 1, 1], [0, 1, 1, 1],
-    ...                      class_names=["a", "b"], epoch=3)
-    >>> _ = save_epoch(log_dir, {"activations": g})
-    >>> run = load_run(log_dir)
-    >>> run.epochs
-    [3]
-    >>> dag = run.epoch(run.epochs[-1]).to_networkx()
+    >>> import shutil
+    >>> from flowcallback.demo import tiny_run
+    >>> run = load_run(tiny_run())
+    >>> dag = run.epoch(1).to_networkx()
     >>> dag.number_of_nodes(), dag.number_of_edges()
     (6, 6)
-    >>> shutil.rmtree(log_dir)
+    >>> shutil.rmtree(run.path)
     """
     return Run(log_dir)

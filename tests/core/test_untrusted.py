@@ -11,9 +11,6 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +30,6 @@ RUN_INFO = {
     "layers": [{"name": "l1", "type": "Dense"}, {"name": "l2", "type": "Dense"}],
     "config": {"k": 5},
 }
-REPO = Path(store.__file__).resolve().parents[2]  # the flowcallback these tests import
 
 
 def make_graph(epoch, n=60):
@@ -183,43 +179,14 @@ def _make_bad_npz(run_dir: Path, kind: str) -> Path:
     return path
 
 
-LIMITED_LOAD = textwrap.dedent(
-    """
-    import resource, sys
-    from flowcallback.core import store
-    from flowcallback.exceptions import RunFormatError
-
-    run = store.load_run(sys.argv[1])
-    run.epoch(0)  # imports and caches everything loading needs, before the limit
-
-    def address_space():
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
-
-    limit = address_space() + 256 * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    try:
-        run.epoch(3)
-    except RunFormatError as exc:
-        print("RunFormatError:", exc)
-        sys.exit(0)
-    except MemoryError:
-        print("MemoryError")
-        sys.exit(3)
-    print("loaded")
-    sys.exit(4)
-    """
-)
 
 
 @pytest.mark.parametrize("kind", ["bomb", "huge header", "expected shape, then a bomb",
                                   "json and headers agree on a huge shape"])
-def test_npz_bombs_raise_run_format_error_with_bounded_memory(run_dir, kind, tally):
+def test_npz_bombs_raise_run_format_error_with_bounded_memory(run_dir, load_with_bounded_memory, kind, tally):
     tally("files corrupted")
     path = _make_bad_npz(run_dir, kind)
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", LIMITED_LOAD, str(run_dir)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = load_with_bounded_memory(run_dir, "epoch", 0, 3)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith(f"RunFormatError: {path}")
 

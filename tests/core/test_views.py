@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import zipfile
 from pathlib import Path
 
@@ -30,7 +27,6 @@ RUN_INFO = {
     "config": {"k": 5},
 }
 N = 60
-REPO = Path(store.__file__).resolve().parents[2]
 
 
 def make_graph(epoch, analysis="activations"):
@@ -217,37 +213,10 @@ def test_a_views_npz_symlinked_outside_the_run_is_refused(run_dir, tmp_path):
         _load(run_dir)
 
 
-LIMITED_LOAD = textwrap.dedent(
-    """
-    import resource, sys
-    from flowcallback.core import store
-    from flowcallback.exceptions import RunFormatError
-
-    run = store.load_run(sys.argv[1])
-    run.views(0)  # imports and caches everything loading needs, before the limit
-
-    def address_space():
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
-
-    limit = address_space() + 256 * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    try:
-        run.views(5)
-    except RunFormatError as exc:
-        print("RunFormatError:", exc)
-        sys.exit(0)
-    except MemoryError:
-        print("MemoryError")
-        sys.exit(3)
-    print("loaded")
-    sys.exit(4)
-    """
-)
 
 
 @pytest.mark.parametrize("kind", ["bomb", "json and header agree on a huge shape"])
-def test_views_npz_bombs_are_refused_with_bounded_memory(run_dir, kind):
+def test_views_npz_bombs_are_refused_with_bounded_memory(run_dir, load_with_bounded_memory, kind):
     j, z = views_paths(run_dir)
     with np.load(z) as f:
         arrays = {k: f[k] for k in f.files}
@@ -264,9 +233,7 @@ def test_views_npz_bombs_are_refused_with_bounded_memory(run_dir, kind):
                     _edit_json(j, lambda d: d["class_means"][0].update(units=5_000_000))
                     m.write(_header((3, 5_000_000)) + bytes(240))
     assert z.stat().st_size < 2 * 2**20
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", LIMITED_LOAD, str(run_dir)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = load_with_bounded_memory(run_dir, "views", 0, 5)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith(f"RunFormatError: {z}")
 

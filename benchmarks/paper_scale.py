@@ -5,7 +5,7 @@
     python benchmarks/paper_scale.py --model vgg16-32     # VGG16-style on 32x32x3 (scenario 4)
     options: --samples N, --epochs E (training before the snapshot), --data mnist.npz,
              --paper-layer NAME, --mcl-all, --no-paper, --no-equal-k, --no-lrp, --projection METHOD,
-             --no-callback, --cold, --out results/NAME.json
+             --no-callback, --cold, --repeat N, --out results/NAME.json
 
 The snapshot is taken by the runner the callback uses (``flowcallback.pipeline.Snapshotter``, whose
 analysis is ``flowcallback.core.stages.analyse``), and each stage is timed by its own hooks
@@ -170,6 +170,7 @@ def main(argv=None):
     ap.add_argument("--projection", default="pca", help="the callback's projection setting (pca, umap, auto, none)")
     ap.add_argument("--no-callback", action="store_true", help="skip the snapshot taken by the callback in model.fit")
     ap.add_argument("--cold", action="store_true", help="time the first snapshot of the process (no warm-up)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed snapshots of each kind; the median is reported")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     args.projection = None if args.projection == "none" else args.projection
@@ -202,11 +203,14 @@ def main(argv=None):
     prepare_seconds = t.lap()
     # a first snapshot warms up what runs once per process (TensorFlow's tracing, the MCL kernel's
     # compilation), as the callback's first snapshot in a fit does; the second one is timed
-    for _ in range(1 if args.cold else 2):
+    if not args.cold:
+        snap.take(args.epochs)
+    takes = []  # (wall seconds, stage timings) of each timed snapshot
+    for _ in range(args.repeat):
         t = Timer()
         snap.take(args.epochs)
-        snapshot_seconds = t.lap()
-    timings = snap.timings[args.epochs]
+        takes.append((t.lap(), dict(snap.timings[args.epochs])))
+    snapshot_seconds, timings = sorted(takes, key=lambda take: take[0])[len(takes) // 2]  # the median take
     worker = getattr(snap.worker, "_proc", None)
     worker_rss = process_peak_rss_mb(worker.pid) if worker is not None else None
     snap.close()
@@ -228,21 +232,32 @@ def main(argv=None):
     for s_, v in detail.items():
         print(f"  {s_ + ' (CPU, all layers)':<26}{v:>9.2f}")
     print(f"{'sum of the stages':<18}{stage_sum:>9.2f}")
-    print(f"{'snapshot wall':<18}{snapshot_seconds:>9.2f}   (the runner's take(); prepare {prepare_seconds:.2f} s, "
-          "once per fit)")
+    print(f"{'snapshot wall':<18}{snapshot_seconds:>9.2f}   (the runner's take(), median of {args.repeat}: "
+          f"{', '.join(f'{w:.2f}' for w, _ in takes)}; prepare {prepare_seconds:.2f} s, once per fit)")
     print(f"stages / wall: {stage_sum / snapshot_seconds:.3f}")
 
     # -- the same snapshot taken by the callback in model.fit ------------------------------------
-    callback_seconds = None
-    if not args.no_callback:
+    callback_seconds, callback_stages = None, {}
+    callback_walls = []
+    for _ in range(0 if args.no_callback else args.repeat):
+        # snapshot 0 of a fit is taken before its first step; the weights are put back after the
+        # fit, so that every repeat snapshots the same model as the runner did
+        weights = model.get_weights()
         cb_dir = tempfile.mkdtemp(prefix="fc-bench-cb-")
         cb = FlowCallback((x, y), log_dir=cb_dir, epochs=[0], verbose=0,
                           **{key: v for key, v in settings.items() if key != "background"}, background=False)
         model.fit(x[:256], y[:256], epochs=1, batch_size=256, verbose=0, callbacks=[cb])
-        callback_seconds = cb.timings[0]["snapshot_seconds"]
+        model.set_weights(weights)
         shutil.rmtree(cb_dir, ignore_errors=True)
-        print(f"callback snapshot wall {callback_seconds:.2f} s; sum of the benchmark's stages / callback snapshot: "
-              f"{stage_sum / callback_seconds:.3f}")
+        callback_walls.append((cb.timings[0]["snapshot_seconds"], cb.timings[0]))
+    if callback_walls:
+        callback_seconds, cb_timings = sorted(callback_walls, key=lambda take: take[0])[len(callback_walls) // 2]
+        callback_stages = {s_: cb_timings[f"{s_}_seconds"] for s_ in top if f"{s_}_seconds" in cb_timings}
+        print("callback's stages: " + ", ".join(f"{s_} {v:.2f}" for s_, v in callback_stages.items())
+              + f"; sum {sum(callback_stages.values()):.2f} s")
+        print(f"callback snapshot wall {callback_seconds:.2f} s (median of "
+              f"{', '.join(f'{w:.2f}' for w, _ in callback_walls)}); sum of the benchmark's stages / callback "
+              f"snapshot: {stage_sum / callback_seconds:.3f}")
     print(f"peak RSS: this process {peak_rss_mb():.0f} MiB"
           + (f", LRP worker {worker_rss:.0f} MiB" if worker_rss else ""))
 
@@ -321,9 +336,12 @@ def main(argv=None):
     doc = {
         "model": model.name, "samples": len(x), "layers": names, "k": k, "epochs_trained": args.epochs,
         "accuracy": float(np.mean(pred == y)), "stages_seconds": stages, "stage_detail_cpu_seconds": detail,
-        "stage_sum_seconds": stage_sum, "snapshot_seconds": snapshot_seconds, "prepare_seconds": prepare_seconds,
+        "stage_sum_seconds": stage_sum, "snapshot_seconds": snapshot_seconds, "repeat": args.repeat,
+        "snapshot_walls": [w for w, _ in takes], "callback_snapshot_walls": [w for w, _ in callback_walls],
+        "prepare_seconds": prepare_seconds,
         "stages_over_snapshot": stage_sum / snapshot_seconds, "callback_snapshot_seconds": callback_seconds,
         "stages_over_callback_snapshot": None if callback_seconds is None else stage_sum / callback_seconds,
+        "callback_stages_seconds": callback_stages,
         "settings": {key: v for key, v in settings.items()},
         "peak_rss_mb_after_training": rss_start, "peak_rss_mb_by_stage": rss, "peak_rss_mb": peak_rss_mb(),
         "lrp_worker_peak_rss_mb": worker_rss, "comparisons": comparisons, "knn_recall": recall, "recall_k": k_sub,

@@ -484,6 +484,14 @@ class Snapshotter:
             warnings.warn(f"FlowCallback: epoch {epoch}, layer {layer} ({label}): kNN/MCL failed "
                           f"({type(exc).__name__}: {first_line(exc)}); the layer is left out of this epoch's "
                           f"diagram and training goes on. Details: {path}", RuntimeWarning, stacklevel=2)
+        if result.projection_error is not None:
+            exc = result.projection_error
+            if s.on_error == "raise" or self._aborted:
+                raise exc
+            path = self._record_error(epoch, exc, "projection")
+            warnings.warn(f"FlowCallback: epoch {epoch}: the 2-D projection failed ({type(exc).__name__}: "
+                          f"{first_line(exc)}); the flows are written and training goes on. Details: {path}",
+                          RuntimeWarning, stacklevel=2)
         if self._aborted:
             raise _Aborted()
         self._continuity = result.continuity

@@ -52,6 +52,7 @@ FAULTS = {
     "faiss": ("knn", "conv2", "layer", RuntimeError("FAISS failed (injected)"), "auto"),
     "mcl": ("mcl", "dense84", "layer", MemoryError("MCL ran out of memory (injected)"), "auto"),
     "render": ("render", None, "page", OSError("render failed (injected)"), "auto"),
+    "projection": ("projection", None, "projection", MemoryError("UMAP ran out of memory (injected)"), "auto"),
     "disk full": ("store", None, "epoch", OSError(errno.ENOSPC, "No space left on device (injected)"), "auto"),
     "innvestigate": ("lrp", None, "lrp", RuntimeError("iNNvestigate failed in the LRP worker (injected)"),
                      "innvestigate"),
@@ -87,6 +88,11 @@ def test_a_fault_in_a_stage_costs_at_most_that_epoch(tmp_path, digits, monkeypat
         return
     assert run.epochs == [0, 1, 2] and "1" in data["partial"]
     g = run.epoch(1)
+    if lost == "projection":  # the flows stand; the projection is missing from epoch 1 only, and said so
+        assert len(g.columns) == LAYERS + 2 and any(s.startswith("projection left out") for s in g.notes)
+        assert run.views(1).projections == {} and len(run.views(2).projections) == LAYERS
+        assert run.views(1).class_means  # the class means were captured before the failure
+        return
     if lost == "page":  # the graph was saved before the page failed: the data of epoch 1 is complete
         assert len(g.columns) == LAYERS + 2 and not (log_dir / "epoch_001.html").exists()
     elif lost == "layer":

@@ -45,6 +45,15 @@ def test_settings_are_frozen_and_normalised():
         s.analyzer_kwargs["epsilon"] = 1.0  # read-only: a running snapshot's settings cannot change
 
 
+def test_umap_without_umap_learn_is_refused_at_the_door(monkeypatch):
+    from flowcallback.core import project
+
+    monkeypatch.setattr(project, "umap_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^projection: 'umap' needs the umap-learn package"):
+        SnapshotSettings(projection="umap")
+    assert SnapshotSettings(projection="auto").projection == "auto"  # PCA where UMAP is missing
+
+
 def test_snapshot_refuses_an_unknown_setting_by_name(tmp_path):
     with pytest.raises(ValueError, match="^kk: not a setting of snapshot"):
         snapshot(None, ([[0.0]], [0]), tmp_path, kk=3)

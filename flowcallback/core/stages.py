@@ -175,6 +175,8 @@ class SnapshotAnalysis:
         The activations' 2-D projections (empty with ``projection=None``).
     projection_method : str or None
         ``"umap"`` or ``"pca"``: what made them.
+    projection_error : Exception or None
+        Why the projection failed (the rest of the analysis stands, with a graph note).
     """
 
     graphs: Dict[str, flows.FlowGraph]
@@ -185,6 +187,7 @@ class SnapshotAnalysis:
     class_means: Dict[Tuple[str, str], np.ndarray] = field(default_factory=dict)
     projections: Dict[Tuple[str, str], np.ndarray] = field(default_factory=dict)
     projection_method: Optional[str] = None
+    projection_error: Optional[BaseException] = None
 
 
 def cluster_layer_job(job):
@@ -272,6 +275,17 @@ def analyse(
                 left_out[key] = exc
             else:
                 results[key] = labels
+    projections, method, error = {}, None, None
+    activations = captured.embeddings.get("activations", {})
+    if projection is not None and activations:
+        names = [n for n, _ in layers if n in activations and (projection_layers is None or n in projection_layers)]
+        try:
+            with clock("projection"):
+                method = project.resolve_method(projection)
+                projections = project.project_layers(activations, previous.projections or None, method=method,
+                                                     samples=projection_samples, layers=names)
+        except Exception as exc:  # the flows do not depend on it: they stand, and a note says why it is missing
+            projections, method, error = {}, None, exc
     column_notes: Dict[str, Dict[str, str]] = defaultdict(dict)
     with clock("match"):
         for key, labels in results.items():
@@ -298,20 +312,13 @@ def analyse(
                 epoch=captured.epoch, analysis=analysis,
                 metrics={name: flows.clean_metric(v) for name, v in graph_metrics.items()},
                 initial_orders=previous.orders.get(analysis), notes=notes,
-                graph_notes=(*captured.notes, *left, *captured.analysis_notes.get(analysis, ())),
+                graph_notes=(*captured.notes, *left, *captured.analysis_notes.get(analysis, ()),
+                             *([f"projection left out of this epoch ({first_line(error)})"] if error else [])),
             )
     with clock("metrics"):
         table = metrics.layer_metrics(graphs.values())
-    projections, method = {}, None
-    activations = captured.embeddings.get("activations", {})
-    if projection is not None and activations:
-        method = project.resolve_method(projection)
-        names = [n for n, _ in layers if n in activations and (projection_layers is None or n in projection_layers)]
-        with clock("projection"):
-            projections = project.project_layers(activations, previous.projections or None, method=method,
-                                                 samples=projection_samples, layers=names)
     return SnapshotAnalysis(graphs=graphs, metrics=table, left_out=left_out,
-                            continuity=Continuity.from_graphs(graphs.values(), projections),
+                            continuity=Continuity.from_graphs(graphs.values(), projections or previous.projections),
                             seconds=dict(clock.seconds), class_means=dict(captured.class_means),
                             projections={("activations", n): p for n, p in projections.items()},
-                            projection_method=method)
+                            projection_method=method, projection_error=error)

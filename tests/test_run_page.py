@@ -83,9 +83,9 @@ def test_run_page_slider_and_switch(fitted_run):
         # confusion over training: one line per kept cell, recall and precision for every class
         cells = page.evaluate("document.getElementById('confusion').data.length")
         scores = page.evaluate("document.getElementById('scores').data.length")
-        from flowcallback.core.runpage import _confusion_over_training
+        from flowcallback.core.history import confusion_over_training
 
-        assert cells == len(_confusion_over_training([g1, g2])["cells"])
+        assert cells == len(confusion_over_training([g1, g2])["cells"])
         assert scores == 2 * len(run.class_names)
         # the profile table lists every class, the heatmap is drawn
         assert page.eval_on_selector_all("#profiles tbody tr", "els => els.length") == 10

@@ -21,7 +21,8 @@ import pandas as pd
 
 from flowcallback.core.flows import FlowGraph
 
-__all__ = ["EPOCH_FLOW_COLUMNS", "CONFUSION_COLUMNS", "CLASS_SCORE_COLUMNS", "epoch_flows", "confusion", "class_scores"]
+__all__ = ["EPOCH_FLOW_COLUMNS", "CONFUSION_COLUMNS", "CLASS_SCORE_COLUMNS", "epoch_flows", "confusion", "class_scores",
+           "confusion_over_training"]
 
 EPOCH_FLOW_COLUMNS = ["source_epoch", "target_epoch", "source_cluster", "target_cluster", "true_class", "count",
                       "changed", "first_samples"]
@@ -160,3 +161,41 @@ def class_scores(graphs: Sequence[FlowGraph]) -> pd.DataFrame:
                          hits[c] / predicted[c] if predicted[c] else float("nan"),
                          hits[c] / support[c] if support[c] else float("nan")))
     return pd.DataFrame(rows, columns=CLASS_SCORE_COLUMNS)
+
+
+def confusion_over_training(graphs, *, min_share: float = 0.02, max_cells: int = 12) -> dict:
+    """Per-class precision and recall over the epochs, and the confusion cells that matter.
+
+    A cell (true, predicted), off the diagonal, is kept when it holds at least 2 % of its class's
+    samples at some epoch (at most the 12 largest), so that the chart shows the confusions that
+    rise and fall instead of every one-sample mistake. What the run page and
+    :func:`flowcallback.core.render.confusion_figure` draw.
+
+    Returns
+    -------
+    dict
+        ``epochs``, ``cells`` (true, predicted, counts per epoch), ``precision`` and ``recall`` (per
+        class, per epoch); empty without graphs.
+    """
+    if not graphs:
+        return {}
+    table = confusion(graphs)
+    scores = class_scores(graphs)
+    epochs = sorted(set(table.epoch))
+    # each cell's share of its class's samples at that epoch (held-out sets may differ across epochs)
+    per_class = table.groupby(["epoch", "true"])["count"].transform("sum").clip(lower=1)
+    table = table.assign(share=table["count"] / per_class)
+    off = table[table.true != table.predicted]
+    share = off.groupby(["true", "predicted"])["share"].max()
+    keep = share[share >= min_share].sort_values(ascending=False, kind="stable").index[:max_cells]
+    cells = []
+    for t, p in keep:
+        counts = off[(off.true == t) & (off.predicted == p)].sort_values("epoch")["count"].tolist()
+        cells.append({"true": int(t), "predicted": int(p), "counts": [int(c) for c in counts]})
+
+    def series(column):
+        return {int(c): [None if v != v else round(float(v), 4) for v in part.sort_values("epoch")[column]]
+                for c, part in scores.groupby("class")}
+
+    return {"epochs": [int(e) for e in epochs], "cells": cells, "precision": series("precision"),
+            "recall": series("recall")}

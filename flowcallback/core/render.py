@@ -20,6 +20,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from flowcallback.core.flows import FlowGraph
+from flowcallback.core.history import confusion_over_training
 from flowcallback.core.stages import ANALYSIS_LABELS
 
 __all__ = ["class_colors", "sankey_trace", "figure", "write_epoch_page", "ANALYSIS_LABELS", "note_is_problem"]
@@ -508,9 +509,7 @@ def confusion_figure(graphs, *, min_share: float = 0.02, max_cells: int = 12):
     """
     import plotly.graph_objects as go
 
-    from flowcallback.core.runpage import _confusion_over_training
-
-    data = _confusion_over_training(graphs, min_share=min_share, max_cells=max_cells)
+    data = confusion_over_training(graphs, min_share=min_share, max_cells=max_cells)
     names = graphs[0].class_names
     colors = class_colors(len(names))
     fig = go.Figure([go.Scatter(x=data["epochs"], y=c["counts"], mode="lines+markers",
@@ -526,9 +525,7 @@ def class_scores_figure(graphs):
     """Each class's recall (solid) and precision (dotted) over the epochs, as a Plotly figure."""
     import plotly.graph_objects as go
 
-    from flowcallback.core.runpage import _confusion_over_training
-
-    data = _confusion_over_training(graphs)
+    data = confusion_over_training(graphs)
     names = graphs[0].class_names
     colors = class_colors(len(names))
     fig = go.Figure()

@@ -30,6 +30,7 @@ import numpy as np
 
 from flowcallback.core._files import atomic_write, ensure_plotlyjs
 from flowcallback.core.flows import FlowGraph
+from flowcallback.core.history import confusion_over_training
 from flowcallback.core.render import (
     ANALYSIS_LABELS,
     AUTO_TOP_CLASSES,
@@ -163,39 +164,6 @@ def _epoch_flow_rows(graphs) -> dict:
         out[name] = [[int(r.source_epoch), int(r.target_epoch), int(r.source_cluster), int(r.target_cluster),
                       int(r.true_class), int(r.count), bool(r.changed), list(r.first_samples)] for r in df.itertuples()]
     return out
-
-
-def _confusion_over_training(graphs, *, min_share: float = 0.02, max_cells: int = 12) -> dict:
-    """Per-class precision and recall over the epochs, and the confusion cells that matter.
-
-    A cell (true, predicted), off the diagonal, is kept when it holds at least 2 % of its class's
-    samples at some epoch (at most the 12 largest), so that the chart shows the confusions that
-    rise and fall instead of every one-sample mistake.
-    """
-    from flowcallback.core.history import class_scores, confusion
-
-    if not graphs:
-        return {}
-    table = confusion(graphs)
-    scores = class_scores(graphs)
-    epochs = sorted(set(table.epoch))
-    # each cell's share of its class's samples at that epoch (held-out sets may differ across epochs)
-    per_class = table.groupby(["epoch", "true"])["count"].transform("sum").clip(lower=1)
-    table = table.assign(share=table["count"] / per_class)
-    off = table[table.true != table.predicted]
-    share = off.groupby(["true", "predicted"])["share"].max()
-    keep = share[share >= min_share].sort_values(ascending=False, kind="stable").index[:max_cells]
-    cells = []
-    for t, p in keep:
-        counts = off[(off.true == t) & (off.predicted == p)].sort_values("epoch")["count"].tolist()
-        cells.append({"true": int(t), "predicted": int(p), "counts": [int(c) for c in counts]})
-
-    def series(column):
-        return {int(c): [None if v != v else round(float(v), 4) for v in part.sort_values("epoch")[column]]
-                for c, part in scores.groupby("class")}
-
-    return {"epochs": [int(e) for e in epochs], "cells": cells, "precision": series("precision"),
-            "recall": series("recall")}
 
 
 def _heatmaps(metrics, analyses, layers: List[str], epochs: List[int]) -> dict:
@@ -420,7 +388,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
     heatmaps = _heatmaps(metrics, analyses, [layer["name"] for layer in info["layers"]], epochs)
     graphs_by_analysis = {a: [graphs[e][a] for e in epochs if a in graphs[e]] for a in analyses}
     across = {a: _epoch_flow_rows(gs) for a, gs in graphs_by_analysis.items() if gs}
-    training = _confusion_over_training(graphs_by_analysis.get(analyses[0], []))
+    training = confusion_over_training(graphs_by_analysis.get(analyses[0], []))
     last = graphs_by_analysis[analyses[0]][-1] if graphs_by_analysis.get(analyses[0]) else None
     written = set(epochs)
     slider = sorted(written | set(errors))  # failed epochs stay on the slider, marked as failed

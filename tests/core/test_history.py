@@ -106,7 +106,7 @@ def test_run_api_reads_the_views_from_disk(tmp_path):
 
 
 def test_run_page_keeps_the_confusions_that_matter():
-    from flowcallback.core.runpage import _confusion_over_training
+    from flowcallback.core.history import confusion_over_training
 
     # 100 samples of class 0: 10 taken for class 1 at epoch 1 then none; 1 taken for class 2 (1 %) at both
     y = np.zeros(100, dtype=int)
@@ -117,7 +117,7 @@ def test_run_page_keeps_the_confusions_that_matter():
     p2[10] = 2
     graphs = [build_flow_graph([("d", "Dense", p)], y, p, class_names=["a", "b", "c"], epoch=e)
               for e, p in ((1, p1), (2, p2))]
-    out = _confusion_over_training(graphs)
+    out = confusion_over_training(graphs)
     assert out["epochs"] == [1, 2]
     assert out["cells"] == [{"true": 0, "predicted": 1, "counts": [10, 0]}]  # the 1 % confusion is left out
     assert out["recall"][0] == [0.89, 0.99] and out["precision"][1] == [0.0, None]

@@ -38,9 +38,16 @@ class FlowCallback(tf.keras.callbacks.Callback):
     epochs : None, int or list of int, default=None
         When to take snapshots: None for every epoch (0 included); an int ``N`` for every N-th
         epoch counting from 0 (0, N, 2N...); a list for exactly those epochs.
-    layers : list of str, optional
-        Layers to analyse, by name. Default: every layer but inputs, dropout/noise and reshapes
-        (:data:`flowcallback.core.capture.SKIPPED_LAYER_TYPES`).
+    layers : None, "all" or list of str, default=None
+        The columns. None: every layer but inputs, dropout/noise/Random* layers, reshapes and padding
+        (:data:`flowcallback.core.capture.SKIPPED_LAYER_TYPES`) when there are at most 24 of them;
+        in a deeper model, at most 24 block outputs (layers that every path from the input to the
+        output goes through, spread over the depth, keeping each resolution stage's end and the
+        last hidden layers; :func:`flowcallback.core.capture.choose_columns`). ``"all"``: every such
+        layer, however many (a warning gives the count and the estimated cost). A list: exactly
+        those layers, by name; layers of nested Sequential or functional blocks by their own name
+        (or ``"block/name"`` where a name is taken twice). The page and ``run.json`` say how the
+        columns were chosen.
     class_names : list of str, optional
         One name per class (default ``"0"``, ``"1"``...).
     lrp : bool, default=True

@@ -131,14 +131,21 @@ class Snapshotter:
     def _prepare(self, model) -> None:
         self._aborted = False
         self.model = model
-        self.layer_names = capture.select_layers(model, self.settings.layers)
+        columns = capture.choose_columns(model, self.settings.layers)
+        self.layer_names = list(columns.names)
         if not self.layer_names:
             raise ValueError("layers: the model has no layer to analyse")
-        self.layer_types = {n: type(model.get_layer(n)).__name__ for n in self.layer_names}
+        self.layer_types = capture.layer_types(model, self.layer_names)
         unknown = sorted(set(self.settings.projection_layers or ()) - set(self.layer_names))
         if unknown:
             raise ValueError(f"projection_layers: {unknown} are not among the analysed layers {self.layer_names}")
         self.model_notes, self.model_column_notes = capture.branch_layout(model, self.layer_names)
+        if columns.rule == "block outputs":
+            self.model_notes.insert(0, f"Columns: {columns.description}.")
+        elif columns.rule == "all" and len(self.layer_names) > capture.MAX_COLUMNS:
+            cost = capture.cost_note(len(self.layer_names), len(self.x))
+            warnings.warn(f"FlowCallback: layers='all': {len(self.layer_names)} columns (the default shows at most "
+                          f"{capture.MAX_COLUMNS} block outputs). {cost}", RuntimeWarning, stacklevel=3)
         n_classes = checks.output_classes(model, self.x)
         self.binary_threshold, binary_note = checks.binary_threshold(model, self.x)
         if binary_note:
@@ -157,6 +164,7 @@ class Snapshotter:
             "class_names": self.class_names,
             "analyses": ["activations", "lrp"] if self.lrp_backend else ["activations"],
             "layers": [{"name": n, "type": self.layer_types[n]} for n in self.layer_names],
+            "columns": {"rule": columns.rule, "eligible_layers": columns.eligible, "description": columns.description},
             "config": {
                 "k": self.k,
                 "k_rule": self.settings.k if isinstance(self.settings.k, str) else "fixed",
@@ -199,20 +207,44 @@ class Snapshotter:
             self.lrp_note = f"LRP skipped for the whole model, activation flows only: {lrp_unavailable}"
             warnings.warn(f"FlowCallback: {self.lrp_note}", RuntimeWarning, stacklevel=2)
         elif self.settings.lrp:
-            self.worker = self._new_lrp_engine()
             try:
-                self.worker.start(model, self.layer_names, self.x, batch_size=self.settings.batch_size,
-                                  embed_options=self.settings.embed_options)
+                self.worker = self._start_lrp_engine(model)
             except ValueError:
                 self.worker = None
                 raise
-            except Exception as exc:  # LRP unavailable (a layer the engine cannot analyse, say)
+            except Exception as exc:  # LRP unavailable (a model without a layer graph, say)
                 self.worker = None
                 self.lrp_note = f"LRP skipped for the whole model, activation flows only: {first_line(exc)}"
                 self._record_error(None, exc)
                 if self.settings.on_error == "raise":
                     raise SnapshotError(str(exc)) from exc
                 warnings.warn(f"FlowCallback: {self.lrp_note}", RuntimeWarning, stacklevel=2)
+            else:
+                if getattr(self.worker, "note", ""):  # relevance stops at a layer without a rule
+                    warnings.warn(f"FlowCallback: {self.worker.note}", RuntimeWarning, stacklevel=2)
+
+    def _start_lrp_engine(self, model):
+        """Start the chosen relevance engine; with ``lrp_backend="auto"``, the native engine where
+        iNNvestigate refuses the model (a layer it has no rule for), with the reason recorded."""
+        engine = self._new_lrp_engine()
+        try:
+            engine.start(model, self.layer_names, self.x, batch_size=self.settings.batch_size,
+                         embed_options=self.settings.embed_options)
+            return engine
+        except ValueError:
+            raise
+        except Exception as exc:
+            if self.settings.lrp_backend != "auto" or self.lrp_backend != "innvestigate":
+                raise
+            engine.close()
+            self._record_error(None, exc, "iNNvestigate refused the model; the native LRP engine is used")
+            self.lrp_backend = "native"
+            self._info["config"]["lrp_engine"] = lrp_engines.engine_label("native")
+            store.write_run_info(self.log_dir, self._info)
+            engine = self._new_lrp_engine()
+            engine.start(model, self.layer_names, self.x, batch_size=self.settings.batch_size,
+                         embed_options=self.settings.embed_options)
+            return engine
 
     def _new_lrp_engine(self):
         """The relevance engine chosen at set-up: the native one here, or iNNvestigate's worker process."""
@@ -441,7 +473,7 @@ class Snapshotter:
             warnings.warn(f"FlowCallback: epoch {epoch}: LRP failed ({first_line(exc)}); the activation flows are "
                           f"still written and training goes on. Details: {path}", RuntimeWarning, stacklevel=3)
             return None
-        if result.missing:
+        if result.missing and not result.note:
             notes.append(f"LRP: no relevance reached layer(s) {', '.join(result.missing)}")
         if means is not None:  # the native engine fills them; iNNvestigate's maps stay in its process
             state["class_means"].update({("lrp", n): m for n, m in means.result().items()})
@@ -462,6 +494,8 @@ class Snapshotter:
                 f"LRP relevance ({s.analyzer}) is computed by {relevance.engine} for each sample's predicted class, "
                 "so the LRP flows sort by prediction from the first layer on: not a sign that early layers "
                 "separate the classes (the activation flows show that)",)
+            if relevance.note:
+                analysis_notes["lrp"] += (relevance.note,)
         self.progress.update(epoch, "kNN and MCL clustering", 2, 4)
         column_notes = dict(self.model_column_notes)
         if state["prediction_note"]:

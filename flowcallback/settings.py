@@ -58,8 +58,8 @@ _ANALYZERS = sorted(set(lrp_engines.ANALYZERS) | set(INNVESTIGATE_ANALYZERS))
 
 #: What each setting accepts. A value is valid when one of its constraints accepts it.
 PARAMETER_CONSTRAINTS: Mapping[str, Tuple[_Constraint, ...]] = MappingProxyType({
-    "layers": (NONE, _Constraint(lambda v: not isinstance(v, str) and isinstance(v, Sequence)
-                                 and all(isinstance(n, str) for n in v), "a list of layer names")),
+    "layers": (NONE, _options("all"), _Constraint(lambda v: not isinstance(v, str) and isinstance(v, Sequence)
+                                                  and all(isinstance(n, str) for n in v), "a list of layer names")),
     "class_names": (NONE, _Constraint(lambda v: not isinstance(v, str) and isinstance(v, Sequence)
                                       and all(isinstance(c, (str, numbers.Integral)) for c in v), "a list of strings")),
     "lrp": (BOOLEAN,),
@@ -131,7 +131,7 @@ class SnapshotSettings:
     ValueError: inflation: expected a number > 1, got 1
     """
 
-    layers: Optional[Tuple[str, ...]] = None
+    layers: Optional[str | Tuple[str, ...]] = None
     class_names: Optional[Tuple[str, ...]] = None
     lrp: bool = True
     analyzer: str = "lrp.epsilon"
@@ -164,7 +164,7 @@ class SnapshotSettings:
             raise ValueError("projection: 'umap' needs the umap-learn package (pip install 'flowcallback[umap]'); "
                              "'pca', or 'auto' (UMAP where installed), work without it")
         normal = {
-            "layers": None if self.layers is None else tuple(self.layers),
+            "layers": self.layers if self.layers is None or self.layers == "all" else tuple(self.layers),
             "projection_layers": None if self.projection_layers is None else tuple(self.projection_layers),
             "class_names": None if self.class_names is None else tuple(str(c) for c in self.class_names),
             "analyzer_kwargs": MappingProxyType(dict(self.analyzer_kwargs or {})),

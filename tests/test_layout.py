@@ -8,9 +8,9 @@ import flowcallback.core
 
 CORE = Path(flowcallback.core.__file__).parent
 HELPERS = ["_keras", "_notes", "_priority", "_files", "_mcl_kernel"]
-ORDER = HELPERS + ["embed", "aggregate", "capture", "outputs", "lrp", "knn", "cluster", "match", "flows", "metrics",
-                   "project", "stages", "history", "compare", "render", "views_figures", "runpage", "tensorboard",
-                   "store"]
+ORDER = HELPERS + ["layergraph", "embed", "aggregate", "capture", "outputs", "lrp", "knn", "cluster", "match", "flows",
+                   "metrics", "project", "stages", "history", "compare", "render", "views_figures", "runpage",
+                   "tensorboard", "store"]
 
 
 def _stage(path: Path) -> str:

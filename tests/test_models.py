@@ -131,7 +131,10 @@ class Scale(layers.Layer):
 
 
 @pytest.mark.parametrize("odd", ["custom", "lambda", "hidden softmax"])
-def test_layers_lrp_cannot_analyse_give_activation_flows_and_a_note(tmp_path, digits, odd, tally):
+def test_a_layer_without_an_lrp_rule_stops_relevance_there(tmp_path, digits, odd, tally):
+    """The model is not refused: the layers after the stop keep their LRP flows, those before it
+    have activation flows only, and the note says which and why (on both stacks: where
+    iNNvestigate refuses the model, lrp_backend="auto" uses the native engine)."""
     tally("bad inputs tried")
     tf.keras.utils.set_random_seed(3)
     inp = tf.keras.Input((8, 8, 1))
@@ -145,24 +148,19 @@ def test_layers_lrp_cannot_analyse_give_activation_flows_and_a_note(tmp_path, di
     h = layers.Flatten()(h)
     out = layers.Dense(10, activation="softmax", name="out")(h)
     model = tf.keras.Model(inp, out)
-    with pytest.warns(RuntimeWarning, match="LRP skipped for the whole model"):
+    with pytest.warns(RuntimeWarning, match="LRP relevance stops at layers without an LRP rule"):
         run = fit_with_callback(model, digits, tmp_path)
-    assert run.epochs == [1] and run.analyses(1) == ["activations"]
-    assert run.errors() == {}  # the epoch did not fail
-    g = run.epoch(1)
-    assert conserved(g) and "scale" in g.column_names
-    note = [n for n in g.notes if n.startswith("LRP skipped for the whole model")]
-    if run_backend(tmp_path) == "innvestigate":
-        # a custom class and a Lambda (never deserialised from code) cannot be rebuilt in the worker;
-        # iNNvestigate itself refuses a softmax inside the model
-        expected = {"custom": "cannot rebuild the model", "lambda": "cannot rebuild the model",
-                    "hidden softmax": "does not support softmax layers"}[odd]
-    else:  # the native engine names the layer and its class
-        expected = {"custom": "layer(s) scale (Scale: no LRP rule for this layer class)",
-                    "lambda": "layer(s) scale (Lambda: no LRP rule for this layer class)",
-                    "hidden softmax": "layer(s) scale (Activation: a softmax inside the model"}[odd]
-    assert len(note) == 1 and expected in note[0]
-    assert expected in (tmp_path / "epoch_001.html").read_text()
+    assert run.epochs == [1] and run.analyses(1) == ["activations", "lrp"]
+    assert 1 not in run.errors()  # the epoch did not fail
+    assert run_backend(tmp_path) == "native"
+    activations, lrp = run.epoch(1), run.epoch(1, "lrp")
+    assert conserved(activations) and conserved(lrp)
+    assert "conv" in activations.column_names and "scale" in activations.column_names
+    assert "conv" not in lrp.column_names and "scale" in lrp.column_names and "out" in lrp.column_names
+    cls = {"custom": "Scale", "lambda": "Lambda", "hidden softmax": "Activation"}[odd]
+    note = [n for n in lrp.notes if n.startswith("LRP relevance stops")]
+    assert len(note) == 1 and f"{cls} ×1 (scale: " in note[0] and "no LRP flows: conv" in note[0]
+    assert not any(n.startswith("LRP relevance stops") for n in activations.notes)
 
 
 def test_multi_input_model_is_refused_at_train_begin(tmp_path, digits, tally):

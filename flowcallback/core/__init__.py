@@ -5,9 +5,11 @@ imports only modules listed before it (``tests/test_layout.py`` checks it; a dra
 ``FlowGraph.figure`` may import the renderer where it is called).
 
 Capture (runs the model)
+    ``layergraph``: the model as a flat list of layer calls, nested models inlined (Keras 2 and 3).
     ``embed``: per-sample maps to unit vectors (inner product = cosine), reduced while streaming.
     ``aggregate``: per-class mean activation or relevance of each unit or channel, batch by batch.
-    ``capture``: layer selection, branch layout, and the forward pass through the held-out set.
+    ``capture``: the columns (every layer, or a deep model's block outputs), branch layout, and the
+    forward pass through the held-out set.
     ``outputs``: predictions, accuracy and loss from the model's outputs.
     ``lrp``: LRP relevance maps: the native eager engine (``lrp.native``, ``lrp.engines``) and
     iNNvestigate in a worker process (``lrp.worker``).

@@ -77,15 +77,33 @@ def inbound_layers(layer) -> List:
 
 
 def clone_model(model):
-    """A new model of the same architecture (fresh weights), from the model's own Keras."""
+    """A new model of the same architecture (fresh weights), from the model's own Keras.
+
+    Each layer is rebuilt from its config, nested models included. A layer without weights that
+    cannot be rebuilt (Keras 3 refuses to deserialise a ``Lambda``'s Python function, in safe mode)
+    is shared with the original: it holds no state that training could change.
+    """
     import importlib
 
     root = (model_class(model).__module__ or "keras").split(".")[0]
     if root not in ("keras", "tf_keras"):  # pragma: no cover - model_class found no Keras Model
         import tensorflow as tf
 
-        return tf.keras.models.clone_model(model)
-    return importlib.import_module(f"{root}.models").clone_model(model)
+        root_models = tf.keras.models
+    else:
+        root_models = importlib.import_module(f"{root}.models")
+
+    def clone(layer):
+        if type(layer).__name__ in ("Sequential", "Functional") and getattr(layer, "inputs", None):
+            return root_models.clone_model(layer, clone_function=clone)
+        try:
+            return layer.__class__.from_config(layer.get_config())
+        except Exception:
+            if not getattr(layer, "weights", None):
+                return layer
+            raise
+
+    return root_models.clone_model(model, clone_function=clone)
 
 
 def static_shape(model, attribute: str):

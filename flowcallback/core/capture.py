@@ -9,23 +9,31 @@ iNNvestigate in a worker process, :class:`flowcallback.core.lrp.worker.LRPWorker
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from flowcallback.core._keras import inbound_layers, layer_output_shape, model_class
+from flowcallback.core import layergraph
+from flowcallback.core._keras import inbound_layers
 from flowcallback.core.aggregate import LayerClassMeans
 from flowcallback.core.embed import Embedder
 
 __all__ = [
     "SKIPPED_LAYER_TYPES",
+    "MAX_COLUMNS",
+    "ColumnChoice",
+    "choose_columns",
+    "block_outputs",
+    "layer_types",
     "select_layers",
     "branch_layout",
     "capture_activations",
 ]
 
-#: Layer types left out by default: inputs, layers that are the identity at inference time, and
-#: reshapes (a permutation of the same values has exactly the same cosine neighbourhoods).
+#: Layer types that are never columns by default: inputs, layers that are the identity at inference
+#: time (dropout and noise, the Random* augmentation layers) and reshapes and padding (a permutation
+#: of the same values, or zeros added around them, keeps the same cosine neighbourhoods).
 SKIPPED_LAYER_TYPES = frozenset(
     {
         "InputLayer",
@@ -37,38 +45,241 @@ SKIPPED_LAYER_TYPES = frozenset(
         "GaussianNoise",
         "AlphaDropout",
         "ActivityRegularization",
+        "StochasticDepth",
+        "Identity",
         "Flatten",
         "Reshape",
         "Permute",
+        "ZeroPadding1D",
+        "ZeroPadding2D",
+        "ZeroPadding3D",
     }
 )
 
+#: By default a model with more eligible layers than this shows its block outputs, at most this many.
+MAX_COLUMNS = 24
 
-def _topological(model) -> list:
-    """The model's layers in a topological order of its layer graph, Keras's order among ties."""
-    layers = list(model.layers)
+
+def _skipped(class_name: str) -> bool:
+    return class_name in SKIPPED_LAYER_TYPES or class_name.startswith("Random")
+
+
+@dataclass(frozen=True)
+class ColumnChoice:
+    """Which layers are the diagram's columns, and why.
+
+    Attributes
+    ----------
+    names : tuple of str
+        The chosen layers, in a topological order of the model's layer graph.
+    rule : {"every layer", "block outputs", "all", "list"}
+        ``"every layer"``: the default for a model with at most :data:`MAX_COLUMNS` eligible layers;
+        ``"block outputs"``: the default above it; ``"all"`` and ``"list"``: ``layers="all"`` and a list.
+    eligible : int
+        How many layers could be columns (all but :data:`SKIPPED_LAYER_TYPES`).
+    description : str
+        One sentence for the page and ``run.json``.
+    """
+
+    names: Tuple[str, ...]
+    rule: str
+    eligible: int
+    description: str
+
+
+def _graph(model):
+    """The model's flat layer graph, or None for a model without one (a subclassed model)."""
     try:
-        import networkx as nx
-
-        g = _layer_graph(model)
-        index = {layer.name: i for i, layer in enumerate(layers)}
-        order = list(nx.lexicographical_topological_sort(g, key=index.get))
-        by_name = {layer.name: layer for layer in layers}
-        return [by_name[n] for n in order]
-    except Exception:  # no readable graph (a subclassed model): Keras's order
-        return layers
+        return layergraph.trace(model)
+    except layergraph.GraphError:
+        return None
 
 
-def select_layers(model, layers: Optional[Sequence[str]] = None) -> List[str]:
+def _layer_classes(model, graph=None) -> Dict[str, str]:
+    """Every layer's class name, by its name in the flat graph (``model.layers`` without a graph)."""
+    if graph is not None:
+        return {c.name: c.class_name for c in graph.calls if c.first}
+    return {layer.name: type(layer).__name__ for layer in model.layers}
+
+
+def layer_types(model, names: Sequence[str]) -> Dict[str, str]:
+    """The class name of each named layer (nested layers included).
+
+    Examples
+    --------
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+    >>> layer_types(model, ["d"])
+    {'d': 'Dense'}
+    """
+    classes = _layer_classes(model, _graph(model))
+    return {n: classes[n] for n in names}
+
+
+def _ordered_layers(model, graph) -> List[str]:
+    """Every layer (input layers included, operations left out) in a topological order."""
+    if graph is None:  # no readable graph (a subclassed model): Keras's order
+        return [layer.name for layer in model.layers]
+    order = graph.layer_order()
+    inputs = [c.name for c in graph.calls if c.is_input and c.first]
+    return inputs + order
+
+
+def choose_columns(model, layers=None, max_columns: int = MAX_COLUMNS) -> ColumnChoice:
+    """The layers to analyse: by default every layer of a small model, the block outputs of a deep one.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built Sequential, functional or subclassed model; nested Sequential or functional
+        blocks are descended into (their layers by their own names, or ``"block/name"`` where a
+        name is taken twice).
+    layers : None, "all" or sequence of str
+        None: every eligible layer (all but :data:`SKIPPED_LAYER_TYPES`) when there are at most
+        ``max_columns`` of them, as for LeNet5; above that, the block outputs
+        (:func:`block_outputs`). ``"all"``: every eligible layer, however many. A list: exactly
+        those layers, in model order.
+    max_columns : int, default=24
+
+    Returns
+    -------
+    ColumnChoice
+
+    Raises
+    ------
+    ValueError
+        For an unknown or repeated layer name, naming the argument ``layers``.
+
+    Examples
+    --------
+    >>> import keras
+    >>> inputs = keras.Input((8,))
+    >>> h = inputs
+    >>> for i in range(40):
+    ...     h = keras.layers.Dense(4, name=f"d{i}")(h)
+    >>> choice = choose_columns(keras.Model(inputs, h))
+    >>> choice.rule, len(choice.names), choice.names[-1]
+    ('block outputs', 24, 'd39')
+    >>> choose_columns(keras.Model(inputs, h), "all").rule
+    'all'
+    """
+    graph = _graph(model)
+    ordered = _ordered_layers(model, graph)
+    classes = _layer_classes(model, graph)
+    eligible = [n for n in ordered if not _skipped(classes.get(n, ""))]
+    if isinstance(layers, str) and layers == "all":
+        return ColumnChoice(tuple(eligible), "all", len(eligible),
+                            f"every layer ({len(eligible)}), as layers='all' asks")
+    if layers is not None:
+        if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
+            raise ValueError(f"layers: expected None, 'all' or a list of layer names, got {layers!r}")
+        unknown = [n for n in layers if n not in classes]
+        if unknown:
+            raise ValueError(f"layers: unknown layer name(s) {unknown}; the model's layers are {ordered}")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"layers: each layer name may appear once, got {list(layers)}")
+        chosen = set(layers)
+        return ColumnChoice(tuple(n for n in ordered if n in chosen), "list", len(eligible),
+                            f"the {len(chosen)} layers given by layers=")
+    if len(eligible) <= max_columns or graph is None:
+        return ColumnChoice(tuple(eligible), "every layer", len(eligible), f"every layer ({len(eligible)})")
+    names = block_outputs(graph, eligible, max_columns)
+    return ColumnChoice(tuple(names), "block outputs", len(eligible),
+                        f"{len(names)} block outputs of {len(eligible)} layers: layers that every path from the "
+                        "input to the output goes through, spread over the depth, keeping each resolution "
+                        "stage's last block and the last hidden layers (layers='all' gives every layer)")
+
+
+def block_outputs(graph: layergraph.LayerGraph, eligible: Sequence[str], max_columns: int = MAX_COLUMNS) -> List[str]:
+    """The layers of a deep model that make legible columns: its block outputs.
+
+    A block output is a layer that every path from the model's input to its output passes through
+    (a dominator of the output in the layer graph): the output of a ResNet block after its ``Add``,
+    a DenseNet transition, an Inception module's concatenation, every layer of a chain. Where there
+    are more than ``max_columns`` of them, the last block of each resolution stage (the layer after
+    which the spatial size changes) and the last three are kept, and the others are taken evenly
+    over the depth.
+
+    Parameters
+    ----------
+    graph : LayerGraph
+    eligible : sequence of str
+        The layers that may be columns, in topological order.
+    max_columns : int
+
+    Returns
+    -------
+    list of str
+        In topological order.
+    """
+    import networkx as nx
+
+    g = graph.digraph(operations=True)
+    source = ("source",)
+    for k in graph.inputs:
+        g.add_edge(source, graph.producer[k].name)
+    out_name = graph.producer[graph.outputs[0]].name
+    idom = nx.immediate_dominators(g, source)
+    chain = set()
+    node = out_name
+    while node != source and node in idom:
+        chain.add(node)
+        if idom[node] == node:
+            break
+        node = idom[node]
+    blocks = [n for n in eligible if n in chain]
+    if len(blocks) <= max_columns:
+        return blocks
+    shapes = {c.name: (c.shapes[0] if c.shapes else ()) for c in graph.calls if c.first}
+
+    def resolution(n):
+        s = shapes.get(n, ())
+        return tuple(s[1:-1]) if len(s) > 2 else ()
+
+    keep = set(blocks[-3:])
+    for a, b in zip(blocks, blocks[1:]):
+        if resolution(a) != resolution(b) and resolution(a):
+            keep.add(a)  # the last block at this resolution
+    if len(keep) > max_columns:  # more stages than columns: the deepest stages' ends and the last layers
+        keep = set(sorted(keep, key=blocks.index)[-max_columns:])
+    free = max_columns - len(keep)
+    rest = [n for n in blocks if n not in keep]
+    if free > 0 and rest:
+        step = len(rest) / free
+        keep.update(rest[min(len(rest) - 1, int((i + 1) * step) - 1)] for i in range(free))
+    return [n for n in blocks if n in keep]
+
+
+#: Seconds of everything after the capture (kNN, MCL, match, flows, metrics, projection, page) per
+#: column and per 1,000 held-out samples, activations and LRP together, on 2 cores: measured by
+#: ``benchmarks/real_models.py`` (docs/performance.md), for the set-up warning of ``layers="all"``.
+SECONDS_PER_COLUMN_PER_1000 = 0.5
+
+
+def cost_note(n_columns: int, n_samples: int) -> str:
+    """One sentence estimating what ``n_columns`` columns cost per snapshot.
+
+    Examples
+    --------
+    >>> cost_note(176, 1000)
+    'Each snapshot clusters and draws every column: about 88 s on 2 cores for 1000 samples, besides ...'
+    """
+    seconds = SECONDS_PER_COLUMN_PER_1000 * n_columns * max(n_samples, 1) / 1000
+    return (f"Each snapshot clusters and draws every column: about {seconds:.0f} s on 2 cores for {n_samples} "
+            "samples, besides the forward and LRP passes (docs/performance.md)")
+
+
+def select_layers(model, layers=None) -> List[str]:
     """Names of the layers to analyse, in a topological order of the model's layer graph.
+
+    As :func:`choose_columns`, names only.
 
     Parameters
     ----------
     model : keras.Model
         A built Sequential or Functional model.
-    layers : sequence of str, optional
-        Layer names chosen by the user. Default: every layer whose output means something, that
-        is all but :data:`SKIPPED_LAYER_TYPES`.
+    layers : None, "all" or sequence of str, optional
+        See :func:`choose_columns`.
 
     Returns
     -------
@@ -79,23 +290,14 @@ def select_layers(model, layers: Optional[Sequence[str]] = None) -> List[str]:
     ValueError
         For an unknown or repeated layer name, naming the argument ``layers``.
     """
-    all_layers = _topological(model)
-    names = [layer.name for layer in all_layers]
-    if layers is None:
-        return [layer.name for layer in all_layers if type(layer).__name__ not in SKIPPED_LAYER_TYPES]
-    if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
-        raise ValueError(f"layers: expected a list of layer names, got {layers!r}")
-    unknown = [n for n in layers if n not in names]
-    if unknown:
-        raise ValueError(f"layers: unknown layer name(s) {unknown}; the model's layers are {names}")
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"layers: each layer name may appear once, got {list(layers)}")
-    chosen = set(layers)
-    return [n for n in names if n in chosen]  # topological (model) order
+    return list(choose_columns(model, layers).names)
 
 
 def _layer_graph(model):
     """The model's layers as a networkx DiGraph (an edge where a layer's output feeds another)."""
+    graph = _graph(model)
+    if graph is not None:
+        return graph.digraph()
     import networkx as nx  # maintained graph library, already a dependency (FlowGraph.to_networkx)
 
     g = nx.DiGraph()
@@ -159,7 +361,8 @@ def branch_layout(model, layer_names: Sequence[str]) -> Tuple[List[str], Dict[st
     for a, b in zip(layer_names, layer_names[1:]):
         if a in g and b in g and not nx.has_path(g, a, b):
             column_notes[b] = f"parallel branch: not fed by {a}"
-    join_text = ", ".join(f"{n} ({type(model.get_layer(n)).__name__})" for n in joins) or "none"
+    classes = _layer_classes(model, _graph(model))
+    join_text = ", ".join(f"{n} ({classes.get(n, '?')})" for n in joins) or "none"
     note = (
         f"Branching model (branches split at {', '.join(forks) or 'the input'}; join at {join_text}). "
         "Columns follow one topological order of the selected layers, left to right; where two consecutive "
@@ -170,16 +373,19 @@ def branch_layout(model, layer_names: Sequence[str]) -> Tuple[List[str], Dict[st
 
 
 def _forward_fn(model, layer_names):
-    """A function batch -> (list of layer outputs, model output), in inference mode."""
-    inputs = getattr(model, "inputs", None)
-    if inputs:
-        outputs = [model.get_layer(n).output for n in layer_names] + list(model.outputs[:1])
-        # one input passed as a tensor, not a one-element list (Keras 3 warns about the mismatch)
-        feature_model = model_class(model)(inputs[0] if len(inputs) == 1 else inputs, outputs)
+    """A function batch -> (list of layer outputs, model output), in inference mode.
+
+    One pass through the model's flat graph (:mod:`flowcallback.core.layergraph`) gives every
+    selected layer's output, nested layers included; each other tensor is dropped once the layers
+    that read it have run.
+    """
+    graph = _graph(model)
+    if graph is not None:
+        out_key = graph.outputs[0]
 
         def run(xb):
-            res = feature_model(xb, training=False)
-            return [np.asarray(r) for r in res[:-1]], np.asarray(res[-1])
+            values = graph.run(xb, keep=layer_names)
+            return [np.asarray(values[n]) for n in layer_names], np.asarray(values[out_key])
 
         return run
     # No layer graph (a subclassed model): record each selected layer's output while the model
@@ -282,12 +488,13 @@ BATCH_BYTES = 64 << 20
 
 def _per_sample_bytes(model, layer_names) -> Optional[int]:
     """Bytes of one sample's maps over the selected layers (float32), or None without a layer graph."""
+    graph = _graph(model)
+    if graph is None:  # a subclassed model's layers have no symbolic output
+        return None
     per_sample = 0
     for n in layer_names:
-        try:
-            shape = layer_output_shape(model.get_layer(n))
-        except (AttributeError, ValueError, RuntimeError):  # a subclassed model's layers have no symbolic output
-            return None
+        shapes = graph.call(n).shapes
+        shape = shapes[0] if shapes else (None,)
         per_sample += 4 * int(np.prod([d for d in shape[1:] if d is not None] or [1]))
     return per_sample
 

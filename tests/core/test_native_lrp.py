@@ -137,6 +137,32 @@ def volume_model():
     return _randomise(tf.keras.Model(inp, out, name="volume_model"), 5)
 
 
+def trained_bn():
+    """BatchNormalization with trained statistics (issue 18), in a residual block (conv,
+    BatchNormalization, ReLU, Add) and after a Dense layer: trained for two epochs on the digits, so
+    that the moving variances are far from 1 (where Pow(v, 2) and Square(v) round apart)."""
+    from flowcallback.demo import load_digits_split
+
+    (x, y), _ = load_digits_split()
+    tf.keras.utils.set_random_seed(2)
+    inp = tf.keras.Input((8, 8, 1), name="image")
+    h = layers.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inp)
+    r = layers.Conv2D(16, 3, padding="same", use_bias=False, name="res_conv")(h)
+    r = layers.BatchNormalization(name="res_bn")(r)
+    r = layers.ReLU(name="res_relu")(r)
+    h = layers.Add(name="merge")([h, r])
+    h = layers.Flatten(name="flatten")(h)
+    h = layers.Dense(32, name="dense32")(h)
+    h = layers.BatchNormalization(name="dense_bn")(h)
+    h = layers.Activation("relu", name="dense_relu")(h)
+    model = tf.keras.Model(inp, layers.Dense(10, activation="softmax", name="out")(h), name="trained_bn")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    variances = np.concatenate([model.get_layer(n).moving_variance.numpy() for n in ("res_bn", "dense_bn")])
+    assert np.abs(variances - 1).max() > 0.1, "the statistics did not move from their initial values"
+    return model
+
+
 MODELS = {
     "demo_cnn": demo_cnn,
     "scenario1": scenario1,
@@ -144,6 +170,7 @@ MODELS = {
     "concat": concat_model,
     "text_conv1d": text_conv1d,
     "volume": volume_model,
+    "trained_bn": trained_bn,
 }
 
 #: analyzer, kwargs: the epsilon, z, z+, alpha-beta, flat and w² rules, the bounded input rule, the presets
@@ -162,6 +189,8 @@ RULE_CASES = [
 EXTRA_CASES = {
     "demo_cnn": [("lrp.epsilon", {"epsilon": 0.25})],
     "small_resnet": [("lrp.epsilon", {"epsilon": 0.25}), ("lrp.epsilon", {"bn_layer_fuse_mode": "two_linear"})],
+    "trained_bn": [("lrp.z", {"bn_layer_fuse_mode": "two_linear"}),
+                   ("lrp.alpha_1_beta_0", {"bn_layer_fuse_mode": "two_linear"})],
 }
 
 
@@ -293,34 +322,57 @@ def test_weights_read_at_each_call(digits):
     assert not np.allclose(before, after)
 
 
-@pytest.mark.parametrize("odd", ["lambda", "lstm"])
-def test_unsupported_layer_gives_a_named_note(odd):
+@pytest.mark.parametrize("odd", ["lambda", "lstm", "hidden_softmax"])
+def test_layer_without_a_rule_stops_relevance_there(odd):
+    """The model is not refused: the layers after the stop keep their relevance, which reaches the
+    stop conserved (z rule, no biases); the layers before it have none, and the note names both."""
+    tf.keras.utils.set_random_seed(11)
     inp = tf.keras.Input((8, 8))
+    h = layers.Dense(6, activation="relu", use_bias=False, name="before")(inp)
     if odd == "lambda":
-        h = layers.Lambda(lambda t: t * 2.0, name="times_two")(inp)
+        h = layers.Lambda(lambda t: t * 2.0, name="times_two")(h)
         name, cls = "times_two", "Lambda"
-    else:
-        h = layers.LSTM(4, name="recurrent")(inp)
+    elif odd == "lstm":
+        h = layers.LSTM(4, return_sequences=True, name="recurrent")(h)
         name, cls = "recurrent", "LSTM"
-    h = layers.Flatten()(h)
-    model = tf.keras.Model(inp, layers.Dense(3, activation="softmax", name="out")(h))
-    engine = NativeLRP(model)  # set-up does not raise: the caller shows the note and goes on
-    assert engine.unsupported and engine.unsupported[0][:2] == (name, cls)
-    assert f"{name} ({cls}" in engine.note
-    with pytest.raises(UnsupportedLayerError, match=name):
-        engine.check()
-    with pytest.raises(UnsupportedLayerError, match=cls):
-        engine.relevance(np.zeros((2, 8, 8), "float32"))
-    with pytest.raises(ValueError, match=name):  # UnsupportedLayerError is a ValueError
-        relevance(model, np.zeros((2, 8, 8), "float32"), backend="native")
+    else:
+        h = layers.Dense(6, activation="softmax", use_bias=False, name="hidden_softmax")(h)
+        name, cls = "hidden_softmax", "Dense"
+    h = layers.Flatten(name="flat")(h)
+    h = layers.Dense(5, use_bias=False, name="after")(h)
+    model = tf.keras.Model(inp, layers.Dense(3, activation="softmax", use_bias=False, name="out")(h))
+    engine = NativeLRP(model, analyzer="lrp.z")
+    assert engine.unsupported == [] and engine.note.startswith("LRP relevance stops")
+    assert [s[:2] for s in engine.stops] == [(name, cls)]
+    assert engine.blocked == ["before"]
+    assert f"{cls} ×1 ({name}" in engine.note and "before" in engine.note
+    x = np.random.default_rng(0).random((6, 8, 8)).astype("float32")
+    maps = engine.relevance(x)
+    assert set(maps) == {name, "flat", "after", "out"}
+    top = model.predict(x, verbose=0)  # the softmax is monotone: the analysed logit is the top one
+    logits = tf.keras.Model(model.inputs, model.get_layer("after").output)(x).numpy() @ model.get_layer("out").kernel
+    np.testing.assert_array_equal(np.abs(maps["out"]).argmax(axis=1), top.argmax(axis=1))
+    np.testing.assert_allclose(maps[name].reshape(len(x), -1).sum(axis=1), np.max(logits, axis=1), rtol=1e-4)
+    # the public entry point gives the same partial maps instead of refusing
+    partial = relevance(model, x, backend="native", analyzer="lrp.z")
+    assert set(partial) == set(maps)
 
 
-def test_hidden_softmax_is_unsupported():
-    inp = tf.keras.Input((6,))
-    h = layers.Dense(5, activation="softmax", name="hidden_softmax")(inp)
-    model = tf.keras.Model(inp, layers.Dense(3, activation="softmax", name="out")(h))
+def test_a_model_without_a_graph_is_refused_as_a_whole():
+    class Net(tf.keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = layers.Dense(3)
+
+        def call(self, x):
+            return self.d(x)
+
+    model = Net()
+    model(np.zeros((1, 4), "float32"))
     engine = NativeLRP(model)
-    assert [u[0] for u in engine.unsupported] == ["hidden_softmax"]
+    assert engine.unsupported and "graph" in engine.note
+    with pytest.raises(UnsupportedLayerError, match="graph"):
+        engine.relevance(np.zeros((2, 4), "float32"))
 
 
 def test_unknown_analyzer_lists_the_names():

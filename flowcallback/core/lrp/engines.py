@@ -139,6 +139,7 @@ class NativeEngine:
         self._x = None
         self._batch_size = 256
         self._embed_options: dict = {}
+        self.note = ""
 
     @property
     def alive(self) -> bool:
@@ -159,6 +160,7 @@ class NativeEngine:
         check = NativeLRP(model, list(layer_names), self.analyzer, self.analyzer_kwargs)  # reads the graph only
         if check.unsupported:
             raise RuntimeError(check.note)
+        self.note = check.note  # where relevance stops (a layer without a rule), or ""
         try:
             copy = clone_model(model)
         except Exception as exc:  # a subclassed model has no layer graph to copy or to reverse
@@ -198,7 +200,8 @@ class NativeEngine:
                         class_means.add(name, value, start)
         done = [n for n in self._layers if n in reached]
         return LRPResult({n: embedders[n].result() for n in done}, [n for n in self._layers if n not in reached],
-                         f"NativeLRP({self.analyzer})", NativeLRP.__module__, engine=engine_label("native"))
+                         f"NativeLRP({self.analyzer})", NativeLRP.__module__, engine=engine_label("native"),
+                         note=self._engine.note)
 
     def kill(self) -> None:
         """Nothing to kill: the engine runs in this process."""

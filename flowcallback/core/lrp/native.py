@@ -1,31 +1,53 @@
-"""The native LRP engine: iNNvestigate's LRP analyzers, eagerly, in the user's process.
+"""The native LRP engine: iNNvestigate's LRP analyzers, eagerly, in the user's process, and the
+published rules for the layers iNNvestigate has none for.
 
-:class:`NativeLRP` walks the model's layer graph (Sequential or functional, Keras 2 ``tf.keras`` or
-Keras 3 on TensorFlow) once at construction, decides which rule each layer gets and notes every
-layer it cannot handle. :meth:`NativeLRP.relevance` then runs one forward pass (the layers
-themselves, inference mode, the output activation removed) and one backward pass of LRP rules over
-a batch, and returns the relevance at the output of every selected layer.
+:class:`NativeLRP` reads the model's layer graph (Sequential or functional, Keras 2 ``tf.keras`` or
+Keras 3 on TensorFlow, nested models inlined: :mod:`flowcallback.core.layergraph`) once at
+construction, decides which rule each layer gets and where relevance stops. :meth:`NativeLRP.relevance`
+then runs one forward pass (the layers themselves, inference mode, the output activation removed)
+and one backward pass of LRP rules over a batch, and returns the relevance at the output of every
+selected layer.
+
+Which rule each kind of layer gets is documented in ``docs/method.md`` ("Native LRP engine" and
+"Layers without an iNNvestigate rule"). In short:
+
+- layers with weights (Dense, convolutions, EinsumDense) and BatchNormalization: the analyzer's
+  rules, as iNNvestigate applies them (equal to it within 1e-5);
+- weightless linear maps (Add, Subtract, Average, average pooling): the z rule, as iNNvestigate's
+  Add and AveragePooling rules;
+- one-to-one element-wise maps (activations, Rescaling, Normalization, LayerScale) and layers that
+  are the identity at inference (Dropout, GaussianNoise, the Random* augmentation layers): relevance
+  passes through unchanged;
+- reshapes, max pooling, padding, cropping, resizing, concatenation: the gradient;
+- Multiply: signal-take-all where one input is a gate (a sigmoid or hard sigmoid), else an even split
+  (Arras et al. 2017; Achtibat et al. 2024);
+- LayerNormalization and MultiHeadAttention: epsilon-LRP with the normalising scale and the
+  attention probabilities held constant (Ali et al. 2022; Achtibat et al. 2024).
+
+A layer with no rule (an LSTM, a Lambda, an unknown custom layer) does not refuse the model:
+relevance stops there, the layers above it keep their relevance, and :attr:`NativeLRP.note` says
+which layers lost theirs and why.
 
 Nothing global changes: no graph mode, no Keras session, no layer copied or modified; the weights are
 read at each call, so a model that keeps training gets the relevance of its current weights.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from flowcallback.core import layergraph
 from flowcallback.core.lrp import rules as lrp_rules
 
-__all__ = ["NativeLRP", "UnsupportedLayerError", "ANALYZERS", "layer_kind"]
+__all__ = ["NativeLRP", "UnsupportedLayerError", "ANALYZERS", "layer_kind", "RULE_TABLE"]
 
 
 class UnsupportedLayerError(ValueError):
-    """The model holds a layer (or a structure) that the native LRP engine cannot analyse.
+    """The model as a whole cannot be analysed (no layer graph, several outputs).
 
-    ``unsupported`` lists ``(layer name, class name, reason)``.
+    ``unsupported`` lists ``(name, class name, reason)``.
     """
 
     def __init__(self, message: str, unsupported=()):
@@ -34,8 +56,8 @@ class UnsupportedLayerError(ValueError):
 
 
 # -- layer kinds ---------------------------------------------------------------------------------
-# By class name (the same in tf.keras 2 and Keras 3). A subclass with another name is not matched on
-# purpose: its call() may do anything.
+# By class name (the same in tf.keras 2 and Keras 3), for classes defined by Keras or TensorFlow. A
+# subclass with another name is not matched on purpose: its call() may do anything.
 _KINDS = {
     "InputLayer": "input",
     "Dense": "dense",
@@ -44,18 +66,71 @@ _KINDS = {
     "Conv3D": "conv",
     "DepthwiseConv2D": "depthwise",
     "SeparableConv2D": "separable",
+    "EinsumDense": "einsum",
     "BatchNormalization": "bn",
-    "AveragePooling1D": "avgpool",
-    "AveragePooling2D": "avgpool",
-    "AveragePooling3D": "avgpool",
-    "GlobalAveragePooling1D": "avgpool",
-    "GlobalAveragePooling2D": "avgpool",
-    "GlobalAveragePooling3D": "avgpool",
-    "Add": "add",
+    "LayerNormalization": "layernorm",
+    "MultiHeadAttention": "attention",
     "Embedding": "embedding",
     "Activation": "activation",
     "Softmax": "softmax",
-    # relevance passes by the plain gradient (iNNvestigate's default mapping)
+    "Multiply": "multiply",
+    # weightless linear maps: the z rule (iNNvestigate's Add and AveragePooling rules)
+    "AveragePooling1D": "linear",
+    "AveragePooling2D": "linear",
+    "AveragePooling3D": "linear",
+    "GlobalAveragePooling1D": "linear",
+    "GlobalAveragePooling2D": "linear",
+    "GlobalAveragePooling3D": "linear",
+    "Add": "linear",
+    "Subtract": "linear",
+    "Average": "linear",
+    "CustomScaleLayer": "linear",  # InceptionResNetV2's residual sum x + scale * branch
+    # one-to-one element-wise maps, and identities at inference: relevance passes through unchanged
+    "Dropout": "identity",
+    "SpatialDropout1D": "identity",
+    "SpatialDropout2D": "identity",
+    "SpatialDropout3D": "identity",
+    "GaussianNoise": "identity",
+    "GaussianDropout": "identity",
+    "AlphaDropout": "identity",
+    "ActivityRegularization": "identity",
+    "StochasticDepth": "identity",  # ConvNeXt's drop path
+    "LayerScale": "identity",  # ConvNeXt's per-channel scale
+    "Rescaling": "identity",
+    "Identity": "identity",
+    "Masking": "identity",
+    "Normalization": "identity",
+    "ELU": "identity",
+    "PReLU": "identity",
+    "ThresholdedReLU": "identity",
+    "RandomFlip": "identity",
+    "RandomRotation": "identity",
+    "RandomZoom": "identity",
+    "RandomTranslation": "identity",
+    "RandomContrast": "identity",
+    "RandomBrightness": "identity",
+    "RandomHeight": "identity",
+    "RandomWidth": "identity",
+    "RandomGrayscale": "identity",
+    "RandomHue": "identity",
+    "RandomSaturation": "identity",
+    "RandomSharpness": "identity",
+    "RandomColorJitter": "identity",
+    "RandomColorDegeneration": "identity",
+    "RandomInvert": "identity",
+    "RandomPosterization": "identity",
+    "RandomShear": "identity",
+    "RandomPerspective": "identity",
+    "RandomElasticTransform": "identity",
+    "RandomErasing": "identity",
+    "RandomGaussianBlur": "identity",
+    "AutoContrast": "identity",
+    "Solarization": "identity",
+    "AugMix": "identity",
+    "RandAugment": "identity",
+    "CutMix": "identity",
+    "MixUp": "identity",
+    # relevance follows the plain gradient (iNNvestigate's default mapping)
     "MaxPooling1D": "gradient",
     "MaxPooling2D": "gradient",
     "MaxPooling3D": "gradient",
@@ -65,15 +140,10 @@ _KINDS = {
     "Flatten": "gradient",
     "Reshape": "gradient",
     "Permute": "gradient",
-    "Dropout": "gradient",
-    "SpatialDropout1D": "gradient",
-    "SpatialDropout2D": "gradient",
-    "SpatialDropout3D": "gradient",
-    "GaussianNoise": "gradient",
-    "GaussianDropout": "gradient",
-    "AlphaDropout": "gradient",
-    "ActivityRegularization": "gradient",
+    "RepeatVector": "gradient",
     "Concatenate": "gradient",
+    "Maximum": "gradient",
+    "Minimum": "gradient",
     "ReLU": "gradient",
     "LeakyReLU": "gradient",
     "ZeroPadding1D": "gradient",
@@ -82,18 +152,105 @@ _KINDS = {
     "Cropping1D": "gradient",
     "Cropping2D": "gradient",
     "Cropping3D": "gradient",
+    "UpSampling1D": "gradient",
+    "UpSampling2D": "gradient",
+    "UpSampling3D": "gradient",
+    "Resizing": "gradient",
+    "CenterCrop": "gradient",
+    "RandomCrop": "gradient",  # at inference a centre crop or resize: a spatial map
 }
-_KERNEL_KINDS = ("dense", "conv", "depthwise", "separable")
+_KERNEL_KINDS = ("dense", "conv", "depthwise", "separable", "einsum")
 # iNNvestigate's is_input_layer looks through these to find the model's input
 _SHAPE_ONLY = ("Flatten", "Permute", "Reshape")
+_RECURRENT = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
+              "LSTMV1", "GRUV1", "CuDNNLSTM", "CuDNNGRU")
+
+# Keras 3 operations on symbolic tensors (``x + 3.0``, ``ops.reshape(x, ...)``), which are not
+# layers: by class name, and by how many tensors they take.
+_OP_ELEMENTWISE = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Negative", "Relu", "Relu6", "Sigmoid",
+                   "HardSigmoid", "Silu", "Swish", "HardSilu", "HardSwish", "Gelu", "Tanh", "Elu", "Selu",
+                   "LeakyRelu", "Softplus", "Softsign", "Mish", "Cast", "Clip", "Maximum", "Minimum", "Abs",
+                   "Absolute"}
+_OP_SHAPE = {"Reshape", "Transpose", "ExpandDims", "Squeeze", "GetItem", "Flatten", "Concatenate", "Pad", "Tile",
+             "Repeat", "Stack", "Slice", "Take", "MoveAxis", "SwapAxes", "Maximum", "Minimum", "Max", "Min"}
+_OP_LINEAR = {"Add", "Subtract", "Mean", "Sum", "Average"}
+# Keras 2 wraps operations on symbolic tensors in TFOpLambda layers, named by the TensorFlow symbol
+_TF_ELEMENTWISE = {"__operators__.add", "math.add", "math.multiply", "math.subtract", "math.truediv",
+                   "math.divide", "nn.relu", "nn.relu6", "math.sigmoid", "nn.silu", "math.tanh", "cast"}
+_TF_SHAPE = {"reshape", "transpose", "expand_dims", "squeeze", "__operators__.getitem", "concat", "compat.v1.pad",
+             "pad"}
+
+#: What each kind of layer gets, for docs/method.md and the tests.
+RULE_TABLE = {
+    "dense, conv, depthwise, separable, einsum": "the analyzer's rule (iNNvestigate's)",
+    "bn": "the analyzer's BatchNormalization rule on its linearisation (iNNvestigate's)",
+    "linear": "z rule over the layer's own linear map (iNNvestigate's Add and AveragePooling rules)",
+    "identity": "relevance passes through unchanged (one-to-one element-wise map, or the identity at inference)",
+    "activation": "relevance passes through unchanged (iNNvestigate's Activation rule)",
+    "gradient": "the gradient of the layer (iNNvestigate's default: max pooling, reshapes, padding, resizing)",
+    "multiply": "signal-take-all: a gate input (sigmoid, hard sigmoid) gets none, the signal all; else an even split",
+    "layernorm": "epsilon rule with the normalising scale held constant (Ali et al. 2022)",
+    "attention": "epsilon rule through the values, attention probabilities held constant (Ali et al. 2022)",
+    "embedding": "relevance stops at the embedding's output (its input is token ids)",
+}
 
 
-def layer_kind(layer) -> Optional[str]:
-    """The engine's kind for a layer (``"dense"``, ``"conv"``, ``"gradient"``...), None if unsupported."""
+_is_operation = layergraph.is_operation
+
+
+def layer_kind(layer, n_tensor_inputs: Optional[int] = None) -> Optional[str]:
+    """The engine's kind for a layer (``"dense"``, ``"conv"``, ``"gradient"``...), None if it has no rule.
+
+    ``n_tensor_inputs`` (how many tensors the call takes) tells a Keras 3 operation such as
+    ``x + 3.0`` (one tensor: element-wise, passed through) from ``x + y`` (two: the z rule).
+
+    Examples
+    --------
+    >>> import keras
+    >>> layer_kind(keras.layers.Dense(3)), layer_kind(keras.layers.RandomFlip()), layer_kind(keras.layers.LSTM(2))
+    ('dense', 'identity', None)
+    """
     cls = type(layer)
-    if cls.__module__.split(".")[0] not in ("keras", "tf_keras", "tensorflow"):
+    name = cls.__name__
+    module = (cls.__module__ or "").split(".")[0]
+    if module not in ("keras", "tf_keras", "tensorflow"):
         return None
-    return _KINDS.get(cls.__name__)
+    if _is_operation(layer):
+        if n_tensor_inputs == 1 and name in _OP_ELEMENTWISE:
+            return "identity"
+        if name in _OP_SHAPE:
+            return "gradient"
+        if n_tensor_inputs and n_tensor_inputs > 1 and name in _OP_LINEAR:
+            return "linear"
+        if n_tensor_inputs == 2 and name == "Multiply":
+            return "multiply"
+        return None
+    if name == "TFOpLambda":
+        symbol = str(getattr(layer, "symbol", ""))
+        symbol = symbol[3:] if symbol.startswith("tf.") else symbol
+        if n_tensor_inputs == 1 and symbol in _TF_ELEMENTWISE:
+            return "identity"
+        if symbol in _TF_SHAPE:
+            return "gradient"
+        if n_tensor_inputs and n_tensor_inputs > 1 and symbol in ("__operators__.add", "math.add", "math.subtract"):
+            return "linear"
+        if n_tensor_inputs == 2 and symbol == "math.multiply":
+            return "multiply"
+        return None
+    return _KINDS.get(name)
+
+
+def _stop_reason(layer) -> str:
+    """Why a layer without a kind has no rule."""
+    name = type(layer).__name__
+    if name in _RECURRENT:
+        return ("a recurrent layer: the LSTM/GRU rules of Arras et al. (2017) are not implemented, so relevance "
+                "stops at its output")
+    if name == "Lambda":
+        return "a Lambda layer runs arbitrary code, so no LRP rule can be known for it"
+    if layergraph.is_model(layer):
+        return "a nested model that could not be inlined"
+    return "no LRP rule for this layer class"
 
 
 def _config(layer) -> dict:
@@ -196,6 +353,19 @@ def _linear(layer, kind: str, dtype) -> lrp_rules.Linear:
                 out = tf.nn.bias_add(out, w["bias"], data_format="NHWC")
             return out
 
+    elif kind == "einsum":
+        kernels = {"kernel": _variable_value(layer.kernel)}
+        equation = layer.equation
+        # EinsumDense has a bias where its config names bias axes (no use_bias flag)
+        if getattr(layer, "bias", None) is not None:
+            bias = _variable_value(layer.bias)
+
+        def fn(x, w):
+            out = tf.einsum(equation, x, w["kernel"])
+            if "bias" in w:
+                out += w["bias"]
+            return out
+
     else:  # pragma: no cover - guarded by the caller
         raise ValueError(kind)
     kernels = {k: tf.cast(v, dtype) for k, v in kernels.items()}
@@ -215,7 +385,10 @@ def _bn_linear(layer, dtype, mode: str):
     var = tf.cast(_variable_value(layer.moving_variance), dtype)
     gamma = tf.cast(_variable_value(layer.gamma), dtype) if cfg.get("scale", True) else tf.ones_like(mean)
     beta = tf.cast(_variable_value(layer.beta), dtype) if cfg.get("center", True) else tf.zeros_like(mean)
-    divisor = tf.sqrt(tf.maximum(tf.math.pow(var, 2) + cfg.get("epsilon", 1e-3), tf.constant(0, dtype)))
+    # iNNvestigate writes ``variance**2``, a Pow op; in its graph, TensorFlow's arithmetic optimizer
+    # rewrites Pow(x, 2) as Square(x), which rounds differently from an eager Pow: with trained
+    # statistics the difference reached 7e-5 of the relevance. Square is what the reference computes.
+    divisor = tf.sqrt(tf.maximum(tf.square(var) + cfg.get("epsilon", 1e-3), tf.constant(0, dtype)))
 
     def scale(x, w):
         out = x * w["kernel"]
@@ -225,7 +398,8 @@ def _bn_linear(layer, dtype, mode: str):
 
     if mode == "one_linear":
         return [lrp_rules.Linear(scale, {"kernel": gamma / divisor}, -mean / divisor + beta)]
-    return [lrp_rules.Linear(scale, {"kernel": 1 / divisor}, -mean / divisor),
+    # ``1 / s``: the graph optimizer turns iNNvestigate's division of one into Reciprocal, which rounds apart
+    return [lrp_rules.Linear(scale, {"kernel": tf.math.reciprocal(divisor)}, -mean / divisor),
             lrp_rules.Linear(scale, {"kernel": gamma}, beta)]
 
 
@@ -335,104 +509,35 @@ def make_spec(analyzer: str, analyzer_kwargs: Optional[dict] = None) -> _Spec:
     return spec
 
 
-# -- the layer graph -------------------------------------------------------------------------------
-class _Node:
-    __slots__ = ("layer", "index", "inputs", "outputs", "kind", "is_output", "rule", "is_input_rule")
+# -- the engine ------------------------------------------------------------------------------------
+class _Step:
+    """One call of the flat graph, with the rule the engine chose for it."""
 
-    def __init__(self, layer, index, inputs, outputs):
-        self.layer = layer
-        self.index = index
-        self.inputs = inputs  # keys of the input tensors
-        self.outputs = outputs  # keys of the output tensors
-        self.kind = layer_kind(layer)
+    __slots__ = ("call", "kind", "is_output", "rule", "is_input_rule", "stop")
+
+    def __init__(self, call: layergraph.Call):
+        self.call = call
+        self.kind = "input" if call.is_input else layer_kind(call.layer, len(call.inputs))
         self.is_output = False
         self.rule = None
         self.is_input_rule = False
+        self.stop = ""  # why relevance stops at this layer's output ("" where it goes on)
 
 
-def _keras_history(t):
-    h = getattr(t, "_keras_history", None)
-    if h is None:
-        raise UnsupportedLayerError("the model is not a graph of Keras layers (a subclassed model?): "
-                                    "its tensors have no Keras history")
-    return h[0], int(h[1]), int(h[2])
+def _unbroadcast(r, shape):
+    """Sum ``r`` over the axes along which a tensor of ``shape`` was broadcast to ``r``'s shape."""
+    shape = tuple(shape)
+    lead = r.shape.rank - len(shape)
+    if lead > 0:
+        r = tf.reduce_sum(r, axis=list(range(lead)))
+    axes = [i for i, (a, b) in enumerate(zip(shape, r.shape)) if a == 1 and b != 1]
+    return tf.reduce_sum(r, axis=axes, keepdims=True) if axes else r
 
 
-def _tensor_key(t):
-    layer, node_index, tensor_index = _keras_history(t)
-    return (id(layer), node_index, tensor_index)
-
-
-def _node_tensors(node, attr):
-    v = getattr(node, attr)
-    return list(tf.nest.flatten(v))
-
-
-def _trace(model) -> Tuple[list, list, list]:
-    """Nodes of the model's graph in execution order (those that lead to its outputs).
-
-    Reads ``KerasTensor._keras_history`` and ``layer._inbound_nodes[i].input_tensors``, which both
-    Keras 2 and Keras 3 have (their public ``layer.input`` does not cover shared layers).
-    """
-    outputs = list(getattr(model, "outputs", None) or [])
-    inputs = list(getattr(model, "inputs", None) or [])
-    if not outputs or not inputs:
-        raise UnsupportedLayerError("the model has no inputs/outputs graph (a subclassed or unbuilt model)")
-    nodes: Dict[tuple, _Node] = {}
-    todo = list(outputs)
-    while todo:
-        t = todo.pop()
-        layer, ni, _ = _keras_history(t)
-        if (id(layer), ni) in nodes:
-            continue
-        knode = layer._inbound_nodes[ni]
-        if layer_kind(layer) == "input" or getattr(knode, "is_input", False):
-            nodes[(id(layer), ni)] = _Node(layer, ni, [], [(id(layer), ni, 0)])
-            continue
-        ins = _node_tensors(knode, "input_tensors")
-        n_out = len(_node_tensors(knode, "output_tensors"))
-        nodes[(id(layer), ni)] = _Node(layer, ni, [_tensor_key(x) for x in ins],
-                                       [(id(layer), ni, i) for i in range(n_out)])
-        todo.extend(ins)
-    return _toposort(list(nodes.values())), inputs, outputs
-
-
-def _toposort(nodes: List[_Node]) -> List[_Node]:
-    produced_by = {k: n for n in nodes for k in n.outputs}
-    seen = set()
-    out = []
-    for start in nodes:
-        if id(start) in seen:
-            continue
-        stack = [(start, False)]
-        while stack:
-            n, done = stack.pop()
-            if done:
-                out.append(n)
-                continue
-            if id(n) in seen:
-                continue
-            seen.add(id(n))
-            stack.append((n, True))
-            for k in reversed(n.inputs):
-                p = produced_by.get(k)
-                if p is not None and id(p) not in seen:
-                    stack.append((p, False))
-    return out
-
-
-def _accepts_training(layer) -> bool:
-    try:
-        return "training" in inspect.signature(layer.call).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return False
-
-
-def _call(layer, xs, single: bool):
-    arg = xs[0] if single else list(xs)
-    if _accepts_training(layer):
-        return layer(arg, training=False)
-    return layer(arg)
+def _summary(names: Sequence[str], first: int = 3) -> str:
+    names = list(names)
+    shown = ", ".join(names[:first])
+    return shown if len(names) <= first else f"{shown} and {len(names) - first} more"
 
 
 class NativeLRP:
@@ -442,11 +547,13 @@ class NativeLRP:
     ----------
     model : keras.Model
         A Sequential or functional classifier with one output (tf.keras 2 or Keras 3 on
-        TensorFlow). Its output activation (a softmax) is left out for the analysis, as
-        iNNvestigate's ``model_wo_softmax``; the model itself is not changed.
+        TensorFlow); nested Sequential or functional blocks are descended into. Its output
+        activation (a softmax) is left out for the analysis, as iNNvestigate's ``model_wo_softmax``;
+        the model itself is not changed.
     layers : list of str, optional
-        Names of the layers whose output relevance :meth:`relevance` returns. Default: every layer
-        of the graph but the input layers (an input layer can be named explicitly).
+        Names of the layers whose output relevance :meth:`relevance` returns (a nested layer by its
+        own name, or ``"block/name"`` where its name is not unique). Default: every layer of the
+        graph but the input layers (an input layer can be named explicitly).
     analyzer : str, default="lrp.epsilon"
         iNNvestigate's analyzer name; see :data:`ANALYZERS`.
     analyzer_kwargs : dict, optional
@@ -458,11 +565,17 @@ class NativeLRP:
     Attributes
     ----------
     unsupported : list of (str, str, str)
-        ``(layer name, class name, reason)`` for every layer the engine cannot analyse. The
-        constructor does not raise for these, so that a caller can show :attr:`note` and go on
-        without LRP; :meth:`check` and :meth:`relevance` raise :class:`UnsupportedLayerError`.
+        ``(name, class name, reason)`` when the model as a whole cannot be analysed (no layer graph,
+        several outputs). The constructor does not raise, so that a caller can show :attr:`note` and
+        go on without LRP; :meth:`check` and :meth:`relevance` raise :class:`UnsupportedLayerError`.
+    stops : list of (str, str, str)
+        ``(layer name, class name, reason)`` for each layer on the way to the output that has no
+        LRP rule: relevance reaches its output and stops there.
+    blocked : list of str
+        The selected layers that relevance cannot reach because of :attr:`stops`.
     note : str
-        One line naming the unsupported layers and their classes, or "" when all are supported.
+        One line naming the stops (each class once, with its count and first layers) and the
+        layers that lose their relevance, or "" when relevance reaches every layer.
     layer_names : list of str
         The layers :meth:`relevance` reports.
 
@@ -490,6 +603,18 @@ class NativeLRP:
     >>> maps = engine.relevance(x)
     >>> maps["conv1"].shape, maps["dense10"].shape
     ((32, 8, 8, 6), (32, 10))
+
+    A layer without a rule stops relevance without refusing the model:
+
+    >>> inputs = keras.Input((8, 8))
+    >>> h = keras.layers.Dense(4, name="embed")(inputs)
+    >>> h = keras.layers.LSTM(4, name="lstm")(h)
+    >>> model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
+    >>> engine = NativeLRP(model)
+    >>> engine.stops[0][:2], engine.blocked
+    (('lstm', 'LSTM'), ['embed'])
+    >>> sorted(engine.relevance(x[..., 0]))
+    ['logits', 'lstm']
     """
 
     def __init__(self, model, layers: Optional[Sequence[str]] = None, analyzer: str = "lrp.epsilon",
@@ -499,24 +624,26 @@ class NativeLRP:
         self.spec = make_spec(analyzer, self.analyzer_kwargs)
         self.model = model
         self.unsupported: List[Tuple[str, str, str]] = []
-        self._nodes: List[_Node] = []
-        self._inputs: list = []
+        self.stops: List[Tuple[str, str, str]] = []
+        self.blocked: List[str] = []
+        self.graph: Optional[layergraph.LayerGraph] = None
+        self._steps: List[_Step] = []
         self._output_key = None
+        self._gates: Dict[tuple, bool] = {}
         try:
-            self._nodes, inputs, outputs = _trace(model)
-        except UnsupportedLayerError as exc:
+            self.graph = layergraph.trace(model)
+        except layergraph.GraphError as exc:
             self.unsupported.append((getattr(model, "name", "model"), type(model).__name__, str(exc)))
-            inputs, outputs = [], []
-        if len(outputs) > 1:
-            self.unsupported.append((model.name, type(model).__name__,
-                                     f"the model has {len(outputs)} outputs; LRP needs one"))
-        self._inputs = [_tensor_key(t) for t in inputs]
-        if outputs:
-            self._output_key = _tensor_key(outputs[0])
-        self._check_layers()
-        names = [n.layer.name for n in self._nodes]
+        if self.graph is not None:
+            if len(self.graph.outputs) > 1:
+                self.unsupported.append((model.name, type(model).__name__,
+                                         f"the model has {len(self.graph.outputs)} outputs; LRP needs one"))
+            self._output_key = self.graph.outputs[0]
+            self._steps = [_Step(c) for c in self.graph.calls]
+            self._check_layers()
+        names = [s.call.name for s in self._steps if s.call.first]
         if layers is None:
-            self.layer_names = [n.layer.name for n in self._nodes if n.kind != "input"]
+            self.layer_names = [s.call.name for s in self._steps if s.call.first and s.kind != "input"]
         else:
             if isinstance(layers, str):
                 layers = [layers]
@@ -524,44 +651,45 @@ class NativeLRP:
             if missing and not self.unsupported:
                 raise ValueError(f"layers: {missing} not in the model's graph; its layers are {names}")
             self.layer_names = list(layers)
+        if not self.unsupported:
+            self._find_stops()
 
     # -- set-up ------------------------------------------------------------------------------------
     def _check_layers(self) -> None:
-        produced_by = {k: n for n in self._nodes for k in n.outputs}
-        for node in self._nodes:
-            layer = node.layer
-            if self._output_key in node.outputs:
-                node.is_output = True
-            kind = node.kind
+        produced_by = {k: s for s in self._steps for k in s.call.outputs}
+        for step in self._steps:
+            layer = step.call.layer
+            if self._output_key in step.call.outputs:
+                step.is_output = True
+            kind = step.kind
+            if kind == "input":
+                continue
             if kind is None:
-                self.unsupported.append((layer.name, type(layer).__name__, "no LRP rule for this layer class"))
+                step.stop = _stop_reason(layer)
                 continue
             cfg = _config(layer)
             act = _activation_name(layer) if "activation" in cfg or kind == "activation" else "linear"
-            if not node.is_output and (kind == "softmax" or act == "softmax"):
-                self.unsupported.append((layer.name, type(layer).__name__,
-                                         "a softmax inside the model (iNNvestigate refuses it too)"))
-                continue
-            if kind == "conv" and int(cfg.get("groups", 1) or 1) > 1:
-                self.unsupported.append((layer.name, type(layer).__name__, "grouped convolution"))
+            if not step.is_output and (kind == "softmax" or act == "softmax"):
+                step.stop = "a softmax inside the model has no LRP rule (iNNvestigate refuses it too)"
             elif kind in ("depthwise", "separable") and (cfg.get("data_format") or "channels_last") != "channels_last":
-                self.unsupported.append((layer.name, type(layer).__name__, "channels_first"))
+                step.stop = "channels_first"
             elif kind == "bn":
                 axis = cfg.get("axis", -1)
                 axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
                 rank = len(node_shape(layer))
                 if not isinstance(axis, int) or axis not in (-1, rank - 1):
-                    self.unsupported.append((layer.name, type(layer).__name__,
-                                             f"normalisation over axis {axis}; "
-                                             "iNNvestigate's BatchNormalization rule scales the last axis"))
-            if kind in _KERNEL_KINDS:
-                is_input = self._is_input_node(node, produced_by)
-                node.is_input_rule = is_input
-                node.rule = self.spec.rule_for(kind, is_input)
+                    step.stop = (f"normalisation over axis {axis}; iNNvestigate's BatchNormalization rule "
+                                 "scales the last axis")
+            elif kind == "attention" and getattr(layer, "_use_gate", False):
+                step.stop = "gated attention has no LRP rule here"
+            if kind in _KERNEL_KINDS and not step.stop:
+                is_input = self._is_input_step(step, produced_by)
+                step.is_input_rule = is_input
+                step.rule = self.spec.rule_for("dense" if kind == "einsum" else kind, is_input)
 
-    def _is_input_node(self, node, produced_by) -> bool:
+    def _is_input_step(self, step, produced_by) -> bool:
         """iNNvestigate's ``is_input_layer``: every input comes from an input layer (through reshapes only)."""
-        keys = list(node.inputs)
+        keys = list(step.call.inputs)
         seen = set()
         while keys:
             k = keys.pop()
@@ -571,33 +699,76 @@ class NativeLRP:
             seen.add(id(p))
             if p.kind == "input":
                 continue
-            if type(p.layer).__name__ in _SHAPE_ONLY:
-                keys.extend(p.inputs)
+            if type(p.call.layer).__name__ in _SHAPE_ONLY:
+                keys.extend(p.call.inputs)
                 continue
             return False
         return True
 
+    def _find_stops(self) -> None:
+        """Which layers on the way to the output stop relevance, and which selected layers it misses."""
+        reached, blocked = {self._output_key}, set()
+        for step in reversed(self._steps):
+            c = step.call
+            if step.kind == "input":
+                continue
+            if any(k in blocked for k in c.outputs):
+                blocked.update(c.inputs)
+                continue
+            if not all(k in reached for k in c.outputs):
+                continue
+            if step.stop:
+                self.stops.append((c.name, c.class_name, step.stop))
+                blocked.update(c.inputs)
+                continue
+            if step.kind != "embedding":
+                reached.update(c.inputs)
+        self.stops.reverse()  # in model order
+        self.blocked = [n for n in self.layer_names if self._key_of(n) in blocked]
+
+    def _key_of(self, name: str):
+        if not hasattr(self, "_keys"):
+            self._keys = {s.call.name: s.call.outputs[0] for s in self._steps if s.call.first}
+        return self._keys.get(name)
+
     @property
     def note(self) -> str:
-        if not self.unsupported:
+        if self.unsupported:
+            parts = [f"{n} ({c}: {why})" for n, c, why in self.unsupported]
+            return "the native LRP engine cannot analyse the model: " + "; ".join(parts)
+        if not self.stops:
             return ""
-        parts = [f"{n} ({c}: {why})" for n, c, why in self.unsupported]
-        return "the native LRP engine cannot analyse layer(s) " + "; ".join(parts)
+        by_class: Dict[Tuple[str, str], List[str]] = {}
+        for name, cls, why in self.stops:
+            by_class.setdefault((cls, why), []).append(name)
+        parts = [f"{cls} ×{len(names)} ({_summary(names)}: {why})" for (cls, why), names in by_class.items()]
+        text = "LRP relevance stops at layers without an LRP rule: " + "; ".join(parts)
+        if self.blocked:
+            text += (f". The {len(self.blocked)} layer(s) before them have no LRP flows: {_summary(self.blocked, 5)}"
+                     "; the layers after them have theirs")
+        return text
 
     def check(self) -> None:
-        """Raise :class:`UnsupportedLayerError` (a ValueError) naming the unsupported layers, if any."""
+        """Raise :class:`UnsupportedLayerError` (a ValueError) if the model as a whole cannot be analysed."""
         if self.unsupported:
             raise UnsupportedLayerError(self.note, self.unsupported)
 
     def rules(self) -> Dict[str, str]:
-        """``{layer name: rule}`` for the layers with weights (for reports and tests)."""
+        """``{layer name: rule}`` for every layer that is not an input (for reports and tests)."""
         out = {}
-        for n in self._nodes:
-            if n.rule is not None:
-                out[n.layer.name] = repr(n.rule)
-            elif n.kind == "bn":
-                out[n.layer.name] = (f"{self.spec.bn_rule!r} on the linearised BatchNormalization "
-                                     f"({self.spec.bn_fuse_mode})")
+        for s in self._steps:
+            name = s.call.name
+            if s.kind == "input" or not s.call.first:
+                continue
+            if s.stop:
+                out[name] = f"none: {s.stop}"
+            elif s.rule is not None:
+                out[name] = repr(s.rule)
+            elif s.kind == "bn":
+                out[name] = (f"{self.spec.bn_rule!r} on the linearised BatchNormalization "
+                             f"({self.spec.bn_fuse_mode})")
+            else:
+                out[name] = RULE_TABLE.get(s.kind, s.kind)
         return out
 
     # -- analysis ----------------------------------------------------------------------------------
@@ -615,18 +786,19 @@ class NativeLRP:
         -------
         dict
             ``{layer name: float32 array of shape (n_samples,) + layer output shape}``. A layer that no
-            relevance reaches (one after which the graph does not lead to the output, or the input
-            of an Embedding) is absent. Non-finite weights give non-finite relevance, not an error.
+            relevance reaches (one below a layer without a rule, see :attr:`stops`; one after which
+            the graph does not lead to the output; the input of an Embedding) is absent.
+            Non-finite weights give non-finite relevance, not an error.
 
         Raises
         ------
         UnsupportedLayerError
-            If the model holds a layer the engine cannot analyse (see :attr:`note`).
+            If the model as a whole cannot be analysed (see :attr:`note`).
         """
         self.check()
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
-        if len(xs) != len(self._inputs):
-            raise ValueError(f"x: the model has {len(self._inputs)} input(s), got {len(xs)} array(s)")
+        if len(xs) != len(self.graph.inputs):
+            raise ValueError(f"x: the model has {len(self.graph.inputs)} input(s), got {len(xs)} array(s)")
         n = len(xs[0])
         if n == 0:
             raise ValueError("x: no samples")
@@ -638,26 +810,22 @@ class NativeLRP:
                 parts.setdefault(k, []).append(v)
         return {k: (v[0] if len(v) == 1 else np.concatenate(v, axis=0)) for k, v in parts.items()}
 
-    def _batch(self, xs) -> Dict[str, np.ndarray]:
-        nodes = self._nodes
-        values: Dict[tuple, tf.Tensor] = {}
-        dtypes = {_tensor_key(t): tf.as_dtype(t.dtype) for t in self.model.inputs}
-        for k, a in zip(self._inputs, xs):
-            values[k] = tf.convert_to_tensor(a, dtype=dtypes[k])  # int32 for token ids
-        # forward
-        for node in nodes:
-            if node.kind == "input":
+    def _forward(self, xs) -> Dict[tuple, tf.Tensor]:
+        values: Dict[tuple, tf.Tensor] = dict(zip(self.graph.inputs, self.graph.input_values(xs)))
+        for step in self._steps:
+            c = step.call
+            if step.kind == "input":
                 continue
-            ins = [values[k] for k in node.inputs]
-            if node.is_output:
-                ys = [self._forward_output(node, ins)]
-            else:
-                single = len(ins) == 1 and node.kind != "add" and type(node.layer).__name__ != "Concatenate"
-                ys = tf.nest.flatten(_call(node.layer, ins, single=single))
-            for k, y in zip(node.outputs, ys):
+            ins = [values[k] for k in c.inputs]
+            ys = [self._forward_output(step, ins)] if step.is_output else c(ins)
+            for k, y in zip(c.outputs, ys):
                 # relevance in float32 at least: under a mixed-precision policy layers compute in
                 # float16, while the rules read the float32 weights
                 values[k] = tf.cast(y, tf.float32) if y.dtype.is_floating and y.dtype.size < 4 else y
+        return values
+
+    def _batch(self, xs) -> Dict[str, np.ndarray]:
+        values = self._forward(xs)
         # start: iNNvestigate's MaxNeuronSelection (reduce_max over the flattened output), whose
         # relevance is its own value: the top logit at the argmax, ties shared as TF's Max gradient
         logits = values[self._output_key]
@@ -668,6 +836,7 @@ class NativeLRP:
         start = tape.gradient(top, logits, output_gradients=top)
         rel: Dict[tuple, list] = {self._output_key: [start]}
         final: Dict[tuple, tf.Tensor] = {}
+        blocked = set()
 
         def get(k):
             if k not in final:
@@ -678,41 +847,66 @@ class NativeLRP:
                 final[k] = acc
             return final[k]
 
-        for node in reversed(nodes):
-            if node.kind == "input" or not all(k in rel for k in node.outputs):
+        for step in reversed(self._steps):
+            c = step.call
+            if step.kind == "input":
                 continue
-            rs = [get(k) for k in node.outputs]
-            xs_in = [values[k] for k in node.inputs]
-            r_in = self._reverse(node, xs_in, [values[k] for k in node.outputs], rs)
+            if any(k in blocked for k in c.outputs):
+                blocked.update(c.inputs)
+                continue
+            if not all(k in rel for k in c.outputs):
+                continue
+            if step.stop:
+                blocked.update(c.inputs)
+                continue
+            rs = [get(k) for k in c.outputs]
+            r_in = self._reverse(step, [values[k] for k in c.inputs], [values[k] for k in c.outputs], rs)
             if r_in is None:
                 continue
-            for k, r in zip(node.inputs, r_in):
+            for k, r in zip(c.inputs, r_in):
                 rel.setdefault(k, []).append(r)
-        # relevance at each layer's output: its first node's first output (as the worker's mapping)
+        # relevance at each layer's output: its first call's first output (as the worker's mapping)
         out = {}
-        wanted = set(self.layer_names)
-        for node in nodes:
-            name = node.layer.name
-            if name in wanted and name not in out and node.outputs[0] in rel:
-                out[name] = get(node.outputs[0]).numpy()
+        for name in self.layer_names:
+            key = self._key_of(name)
+            if key is not None and key in rel and key not in blocked:
+                out[name] = get(key).numpy()
         return out
 
-    def _forward_output(self, node, ins):
+    def _forward_output(self, step, ins):
         """The output layer without its activation (flowcallback's ``model_config_without_softmax``)."""
-        kind = node.kind
+        kind = step.kind
         if kind in ("softmax", "activation"):
             return ins[0]
         if kind in _KERNEL_KINDS:
-            lin = _linear(node.layer, kind, ins[0].dtype)
+            lin = _linear(step.call.layer, kind, ins[0].dtype)
             return lin(ins[0], lin.weights())
-        return tf.nest.flatten(_call(node.layer, ins, single=len(ins) == 1 and kind != "add"))[0]
+        return step.call(ins)[0]
 
-    def _reverse(self, node, xs, ys, rs):
-        kind = node.kind
-        layer = node.layer
+    @property
+    def _linearised_epsilon(self) -> float:
+        """The epsilon of the rules for LayerNormalization and attention: the analyzer's, else 1e-7."""
+        for rule in (self.spec.kernel_rule, self.spec.dense_rule):
+            if isinstance(rule, lrp_rules.EpsilonRule):
+                return rule.epsilon
+        return lrp_rules.FUZZ
+
+    def _epsilon_through(self, f, x, r):
+        """Epsilon-LRP through ``z = f(x)``, a map that is affine in ``x``: ``x * J^T (r / (z + eps sign z))``."""
+        eps = self._linearised_epsilon
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            z = f(x)
+        s = r / (z + (tf.cast(tf.greater_equal(z, 0), z.dtype) * 2 - 1) * eps)
+        return x * tape.gradient(z, x, output_gradients=s)
+
+    def _reverse(self, step, xs, ys, rs):
+        kind = step.kind
+        call = step.call
+        layer = call.layer
         if kind in _KERNEL_KINDS:
             lin = _linear(layer, kind, xs[0].dtype)
-            return [node.rule.apply(lin, xs[0], rs[0])]
+            return [step.rule.apply(lin, xs[0], rs[0])]
         if kind == "bn":
             lins = _bn_linear(layer, xs[0].dtype, self.spec.bn_fuse_mode)
             rule = self.spec.bn_rule
@@ -724,28 +918,122 @@ class NativeLRP:
             return [rule.apply(first, xs[0], r2)]
         if kind == "embedding":
             return None  # relevance stops at the embedding's output (its input is token ids)
-        if kind in ("activation", "softmax") and all(x.shape == y.shape for x, y in zip(xs, ys)):
-            return rs  # iNNvestigate passes relevance through Activation layers unchanged
-        if kind in ("avgpool", "add"):
-            # Z rule with unit weights: R_in = x * grad(R / z)
+        same_shape = len(xs) == len(ys) and all(x.shape == y.shape for x, y in zip(xs, ys))
+        if kind in ("activation", "softmax", "identity") and same_shape:
+            return rs  # one-to-one maps (iNNvestigate passes relevance through Activation layers unchanged)
+        if kind == "multiply":
+            return self._multiply(call, xs, rs[0])
+        if kind == "layernorm":
+            return [self._layer_normalization(layer, xs[0], rs[0])]
+        if kind == "attention":
+            return self._attention(call, xs, rs[0])
+        if kind == "linear":
+            # Z rule with the layer's own (unit or constant) weights: R_in = x * grad(R / z)
             with tf.GradientTape(persistent=True) as tape:
                 for x in xs:
                     tape.watch(x)
-                z = tf.nest.flatten(_call(layer, xs, single=kind != "add"))[0]
+                z = call(xs)[0]
             ratio = lrp_rules.safe_divide(rs[0], z)
             grads = [tape.gradient(z, x, output_gradients=ratio, unconnected_gradients=tf.UnconnectedGradients.ZERO)
                      for x in xs]
             del tape
             return [x * g for x, g in zip(xs, grads)]
-        # the plain gradient (max pooling, reshapes, dropout, concatenation, ReLU...)
+        # the plain gradient (max pooling, reshapes, concatenation, ReLU...)
         with tf.GradientTape(persistent=len(xs) > 1) as tape:
             for x in xs:
                 tape.watch(x)
-            y = tf.nest.flatten(_call(layer, xs, single=len(xs) == 1 and type(layer).__name__ != "Concatenate"))
+            y = call(xs)
         grads = [tape.gradient(y, x, output_gradients=rs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
                  for x in xs]
         del tape
         return grads
+
+    # -- rules for layers iNNvestigate has none for ------------------------------------------------
+    def _multiply(self, call, xs, r):
+        """Signal-take-all (Arras et al. 2017): gates get no relevance, the other inputs share it evenly."""
+        gates = [self._is_gate(k) for k in call.inputs]
+        n_signals = len(xs) - sum(gates)
+        if n_signals == 0 or n_signals == len(xs):  # no gate to tell apart: an even split (Achtibat et al. 2024)
+            gates, n_signals = [False] * len(xs), len(xs)
+        out = []
+        for x, gate in zip(xs, gates):
+            out.append(tf.zeros_like(x) if gate else _unbroadcast(r / n_signals, x.shape))
+        return out
+
+    def _is_gate(self, key, depth: int = 0, scaled: bool = False) -> bool:
+        """Whether a tensor is a gate: a sigmoid or hard sigmoid of something (through reshapes and
+        constant element-wise steps, as MobileNetV3's ``ReLU(6)(x + 3) * (1 / 6)``)."""
+        if depth == 0 and key in self._gates:
+            return self._gates[key]
+        found = False
+        producer = self.graph.producer.get(key)
+        if producer is not None and depth < 8 and not producer.is_input:
+            layer = producer.layer
+            cls = producer.class_name
+            cfg = _config(layer) if hasattr(layer, "get_config") else {}
+            act = _activation_name(layer) if ("activation" in cfg) else ""
+            if act in ("sigmoid", "hard_sigmoid") or (cls in ("Sigmoid", "HardSigmoid") and _is_operation(layer)):
+                found = True
+            elif cls == "ReLU" and scaled and cfg.get("max_value") not in (None, 0):
+                found = True  # relu6(x + 3) / 6 is the hard sigmoid
+            elif len(producer.inputs) == 1:
+                kind = layer_kind(layer, 1)
+                constant_step = kind == "identity" and (_is_operation(layer) or cls == "TFOpLambda")
+                if constant_step or cls in ("Reshape", "ExpandDims", "Squeeze"):
+                    found = self._is_gate(producer.inputs[0], depth + 1, scaled or constant_step)
+        if depth == 0:
+            self._gates[key] = found
+        return found
+
+    def _layer_normalization(self, layer, x, r):
+        """LayerNormalization with its scale ``1 / sqrt(var + eps)`` held constant (Ali et al. 2022)."""
+        cfg = _config(layer)
+        rank = x.shape.rank
+        axes = cfg.get("axis", -1)
+        axes = sorted(a % rank for a in (axes if isinstance(axes, (list, tuple)) else [axes]))
+        eps = float(cfg.get("epsilon", 1e-3))
+        rms = bool(cfg.get("rms_scaling", False))
+        if rms:
+            scale = tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=axes, keepdims=True) + eps)
+        else:
+            mean = tf.reduce_mean(x, axis=axes, keepdims=True)
+            scale = tf.math.rsqrt(tf.reduce_mean(tf.square(x - mean), axis=axes, keepdims=True) + eps)
+        scale = tf.stop_gradient(scale)
+        shape = [1] * rank
+        for a in axes:
+            shape[a] = x.shape[a]
+        gamma = (tf.reshape(tf.cast(_variable_value(layer.gamma), x.dtype), shape)
+                 if cfg.get("scale", True) and getattr(layer, "gamma", None) is not None else 1.0)
+        beta = (tf.reshape(tf.cast(_variable_value(layer.beta), x.dtype), shape)
+                if cfg.get("center", True) and not rms and getattr(layer, "beta", None) is not None else 0.0)
+
+        def f(t):
+            centred = t if rms else t - tf.reduce_mean(t, axis=axes, keepdims=True)
+            return centred * scale * gamma + beta
+
+        return self._epsilon_through(f, x, r)
+
+    def _attention(self, call, xs, r):
+        """MultiHeadAttention with its attention probabilities held constant: relevance flows
+        through the values only (Ali et al. 2022; AttnLRP, Achtibat et al. 2024)."""
+        import inspect
+
+        layer = call.layer
+        targs, tkwargs = call.template
+        bound = inspect.signature(layer.call).bind_partial(*targs, **tkwargs).arguments
+        value_slot = bound.get("value")
+        if not isinstance(value_slot, layergraph._Slot):
+            raise ValueError(f"{call.name}: the attention's value is not a tensor of the model")
+        _, scores = call(xs, return_attention_scores=True)
+        scores = tf.stop_gradient(scores)
+
+        def f(v):
+            projected = layer._value_dense(v)
+            return layer._output_dense(tf.einsum(layer._combine_equation, scores, projected))
+
+        out = [tf.zeros_like(x) for x in xs]
+        out[value_slot.index] = self._epsilon_through(f, xs[value_slot.index], r)
+        return out
 
 
 def node_shape(layer):

@@ -174,7 +174,8 @@ class WSquareRule(Rule):
 
     @staticmethod
     def transform(w):
-        return tf.math.pow(w, 2)  # iNNvestigate writes ``x ** 2`` (a Pow op)
+        # iNNvestigate writes ``x ** 2``, a Pow op that TensorFlow's graph optimizer rewrites as Square
+        return tf.square(w)
 
     def apply(self, lin, x, r):
         w = lin.weights(self.transform, bias=False)

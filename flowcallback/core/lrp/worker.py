@@ -65,9 +65,10 @@ class LRPResult:
     """What the worker returns for one snapshot: embedded relevance per layer, and notes."""
 
     def __init__(self, embeddings: Dict[str, np.ndarray], missing: Sequence[str], analyzer_class: str, module: str,
-                 engine: str = ""):
+                 engine: str = "", note: str = ""):
         self.embeddings = embeddings
         self.missing = list(missing)
+        self.note = note  # why the missing layers have no relevance, where the engine knows it
         self.analyzer_class = analyzer_class
         self.analyzer_module = module
         self.engine = engine  # "iNNvestigate 2.1.2", "flowcallback native LRP 0.1.0"

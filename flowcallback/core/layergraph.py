@@ -1,0 +1,505 @@
+"""The model as a flat graph of calls: every layer call of a Sequential or functional model, with
+nested models inlined, in an order that runs.
+
+Keras keeps a model's structure as *nodes*: each call of a layer (or, in Keras 3, of an operation
+such as ``x + 3.0`` on a symbolic tensor) with the symbolic tensors it was called on. A block
+built as its own ``Sequential`` or functional model and used as a layer (a data-augmentation
+``Sequential``, ConvNeXt's stem) is one node of the outer model and a graph of its own.
+:func:`trace` follows the nodes from the model's outputs back to its inputs and replaces each
+nested model's node by the calls inside it, so that the capture and the relevance engine see every
+layer, wherever it was defined, and run the whole model in one pass.
+
+Tensors are named by *keys* (where the tensor was made: the enclosing calls, the layer, the node
+and the output index), which stay valid however the graph is walked; a call keeps its Keras
+arguments as a template, so that a layer called with keyword arguments or constants
+(``MultiHeadAttention(query, value)``, ``x * (1 / 6)``) is called again exactly as Keras calls it.
+
+Keras 2 (``tf.keras`` up to TensorFlow 2.15, ``tf_keras``) and Keras 3 name these parts
+differently; this module reads both, as :mod:`flowcallback.core._keras` does for the rest.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from flowcallback.core._keras import is_keras3
+
+__all__ = ["Call", "LayerGraph", "GraphError", "trace", "is_model", "is_operation"]
+
+Key = Tuple  # (enclosing calls, id(layer), node index, output index)
+
+
+class GraphError(ValueError):
+    """The model has no layer graph to follow (a subclassed or unbuilt model)."""
+
+
+class _Slot:
+    """Where the i-th input tensor goes in a call's argument template."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def __repr__(self):  # pragma: no cover - debugging aid
+        return f"<input {self.index}>"
+
+
+def _is_symbolic(t) -> bool:
+    return getattr(t, "_keras_history", None) is not None
+
+
+def _history(t) -> Tuple[Any, int, int]:
+    h = getattr(t, "_keras_history", None)
+    if h is None:
+        raise GraphError("the model is not a graph of Keras layers (a subclassed model?): its tensors have no "
+                         "Keras history")
+    return h[0], int(h[1]), int(h[2])
+
+
+def _nest():
+    import tensorflow as tf  # tf.nest: the structure utility both Keras versions' arguments follow
+
+    return tf.nest
+
+
+def _arguments(knode) -> Tuple[tuple, dict]:
+    """A node's call arguments, symbolic tensors included: Keras 3 ``node.arguments``, Keras 2 ``call_args``."""
+    arguments = getattr(knode, "arguments", None)
+    if arguments is not None and hasattr(arguments, "args"):
+        return tuple(arguments.args), dict(arguments.kwargs)
+    return tuple(getattr(knode, "call_args", ()) or ()), dict(getattr(knode, "call_kwargs", {}) or {})
+
+
+def _output_tensors(knode) -> list:
+    out = getattr(knode, "output_tensors", None)
+    if out is None:
+        out = getattr(knode, "outputs", [])
+    return list(_nest().flatten(out))
+
+
+def is_model(layer) -> bool:
+    """Whether ``layer`` is a Keras model with a graph of its own (a nested Sequential or functional block)."""
+    if not hasattr(layer, "layers") or not callable(getattr(layer, "get_layer", None)):
+        return False
+    try:
+        inputs, outputs = layer.inputs, layer.outputs
+    except (AttributeError, ValueError, RuntimeError):  # a subclassed or unbuilt model
+        return False
+    return bool(inputs) and bool(outputs) and all(_is_symbolic(t) for t in list(inputs) + list(outputs))
+
+
+def is_operation(layer) -> bool:
+    """A Keras 3 operation that is not a layer (``x + 3.0``, ``keras.ops.reshape`` on symbolic tensors)."""
+    module = type(layer).__module__ or ""
+    return module.startswith(("keras.src.ops", "keras.ops")) and not hasattr(layer, "trainable_weights")
+
+
+def _accepts_training(layer) -> bool:
+    try:
+        return "training" in inspect.signature(layer.call).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+@dataclass(eq=False)
+class Call:
+    """One call of a layer (or a Keras 3 operation) in the flat graph.
+
+    Attributes
+    ----------
+    layer : keras layer or operation
+    name : str
+        The layer's name in the flat graph: its own name, or ``"block/name"`` (the names of the
+        enclosing models first) when another layer of the flat graph has the same name.
+    scope : tuple of str
+        The names of the nested models this call is inside, outermost first (empty at the top).
+    inputs, outputs : tuple of keys
+        The tensors it reads, in the order they appear in its arguments, and those it makes.
+    first : bool
+        Whether this is the layer's first call (its output is "the layer's output").
+    """
+
+    layer: Any
+    node_index: int
+    inputs: Tuple[Key, ...]
+    outputs: Tuple[Key, ...]
+    template: Tuple[tuple, dict] = ((), {})
+    scope: Tuple[str, ...] = ()
+    name: str = ""
+    first: bool = True
+    shapes: Tuple[tuple, ...] = ()
+
+    @property
+    def is_input(self) -> bool:
+        return type(self.layer).__name__ == "InputLayer" or not self.inputs
+
+    @property
+    def class_name(self) -> str:
+        return type(self.layer).__name__
+
+    def arguments(self, values: Sequence) -> Tuple[tuple, dict]:
+        """The call's arguments with ``values[i]`` in place of its i-th input tensor."""
+        def fill(a):
+            return values[a.index] if isinstance(a, _Slot) else a
+
+        args, kwargs = self.template
+        return (tuple(_nest().map_structure(fill, list(args))),
+                {k: _nest().map_structure(fill, v) for k, v in kwargs.items()})
+
+    def __call__(self, values: Sequence, **extra) -> list:
+        """Run the call on tensors (in inference mode); its outputs, flattened."""
+        args, kwargs = self.arguments(values)
+        kwargs.update(extra)
+        if _accepts_training(self.layer):  # Keras 3 records training=True in augmentation layers' nodes
+            kwargs["training"] = False
+        else:
+            kwargs.pop("training", None)
+        return list(_nest().flatten(self.layer(*args, **kwargs)))
+
+
+def _template(knode) -> Tuple[Tuple[tuple, dict], List]:
+    """The node's arguments with its symbolic tensors replaced by slots, and those tensors in order."""
+    tensors: list = []
+
+    def slot(a):
+        if _is_symbolic(a):
+            tensors.append(a)
+            return _Slot(len(tensors) - 1)
+        return a
+
+    args, kwargs = _arguments(knode)
+    nest = _nest()
+    # map_structure visits leaves in flatten order, so slot i is the i-th tensor of the arguments
+    new_args = tuple(nest.map_structure(slot, list(args)))
+    new_kwargs = {k: nest.map_structure(slot, kwargs[k]) for k in sorted(kwargs)}
+    return (new_args, new_kwargs), tensors
+
+
+def _shape(t) -> tuple:
+    try:
+        return tuple(None if d is None else int(d) for d in t.shape)
+    except (TypeError, ValueError, AttributeError):  # pragma: no cover - an unknown rank
+        return ()
+
+
+def _key(t, ctx) -> Key:
+    layer, node_index, tensor_index = _history(t)
+    return (ctx, id(layer), node_index, tensor_index)
+
+
+def _trace_graph(inputs: Sequence, outputs: Sequence, ctx: tuple, scope: Tuple[str, ...]) -> List[Call]:
+    """The calls between ``inputs`` and ``outputs`` (symbolic tensors), in an execution order.
+
+    Follows the tensors' Keras history from the outputs (so that layers that do not lead to an
+    output are left out, as Keras leaves them out of a call), then orders the calls by a
+    depth-first post-order from the first call found: the order iNNvestigate's reverse pass
+    follows too, which fixes the order in which the relevance of a shared tensor is summed.
+    """
+    input_keys = {_key(t, ctx) for t in inputs}
+    calls: Dict[tuple, Call] = {}
+    todo = list(outputs)
+    while todo:
+        t = todo.pop()
+        layer, ni, _ = _history(t)
+        if (id(layer), ni) in calls:
+            continue
+        knode = layer._inbound_nodes[ni]
+        made = _output_tensors(knode)
+        outs = tuple((ctx, id(layer), ni, i) for i in range(max(len(made), 1)))
+        shapes = tuple(_shape(o) for o in made)
+        if type(layer).__name__ == "InputLayer" or getattr(knode, "is_input", False) or input_keys & set(outs):
+            calls[(id(layer), ni)] = Call(layer, ni, (), outs, scope=scope, shapes=shapes)
+            continue
+        template, ins = _template(knode)
+        calls[(id(layer), ni)] = Call(layer, ni, tuple(_key(x, ctx) for x in ins), outs, template, scope,
+                                      shapes=shapes)
+        todo.extend(ins)
+    return _toposort(list(calls.values()))
+
+
+def _toposort(calls: List[Call]) -> List[Call]:
+    produced_by = {k: c for c in calls for k in c.outputs}
+    seen = set()
+    out = []
+    for start in calls:
+        if id(start) in seen:
+            continue
+        stack = [(start, False)]
+        while stack:
+            c, done = stack.pop()
+            if done:
+                out.append(c)
+                continue
+            if id(c) in seen:
+                continue
+            seen.add(id(c))
+            stack.append((c, True))
+            for k in reversed(c.inputs):
+                p = produced_by.get(k)
+                if p is not None and id(p) not in seen:
+                    stack.append((p, False))
+    return out
+
+
+def _inline(calls: List[Call], depth: int = 0) -> List[Call]:
+    """Replace each call of a nested model by the calls inside it (recursively)."""
+    if depth > 32:
+        raise GraphError("models nested more than 32 deep")
+    out: List[Call] = []
+    for c in calls:
+        if c.is_input or not is_model(c.layer):
+            out.append(c)
+            continue
+        model = c.layer
+        ctx = c.outputs[0][0] + ((id(model), c.node_index),)
+        inner = _trace_graph(list(model.inputs), list(model.outputs), ctx, c.scope + (model.name,))
+        inner_inputs = [_key(t, ctx) for t in model.inputs]
+        inner_outputs = [_key(t, ctx) for t in model.outputs]
+        if len(inner_inputs) != len(c.inputs) or len(inner_outputs) != len(c.outputs):
+            out.append(c)  # called in a way that does not map onto its graph: one opaque layer
+            continue
+        rename = dict(zip(inner_inputs, c.inputs))
+        rename.update(zip(inner_outputs, c.outputs))
+        for ic in inner:
+            if ic.is_input:
+                continue
+            ic.inputs = tuple(rename.get(k, k) for k in ic.inputs)
+            ic.outputs = tuple(rename.get(k, k) for k in ic.outputs)
+            out.extend(_inline([ic], depth + 1))
+    return out
+
+
+class LayerGraph:
+    """A model's calls in execution order, nested models inlined.
+
+    Attributes
+    ----------
+    calls : list of Call
+        Every call, input layers included, in an order that runs.
+    inputs, outputs : list of keys
+        The model's input and output tensors.
+    names : list of str
+        The layers' names in the flat graph (each once, input layers left out), in call order.
+
+    Examples
+    --------
+    A data-augmentation block defined as its own ``Sequential`` is descended into:
+
+    >>> import keras
+    >>> augment = keras.Sequential([keras.layers.RandomFlip(name="flip"), keras.layers.Rescaling(0.5, name="scale")],
+    ...                            name="augment")
+    >>> inputs = keras.Input((4, 4, 1))
+    >>> h = keras.layers.Conv2D(2, 3, name="conv")(augment(inputs))
+    >>> model = keras.Model(inputs, keras.layers.Dense(3, name="out")(keras.layers.Flatten(name="flat")(h)))
+    >>> graph = trace(model)
+    >>> graph.names
+    ['flip', 'scale', 'conv', 'flat', 'out']
+    >>> graph.call("scale").scope
+    ('augment',)
+    >>> import numpy as np
+    >>> values = graph.run(np.ones((2, 4, 4, 1), "float32"), keep=["conv"])
+    >>> tuple(values["conv"].shape), tuple(values[graph.outputs[0]].shape)
+    ((2, 2, 2, 2), (2, 3))
+    """
+
+    def __init__(self, calls: List[Call], inputs: List[Key], outputs: List[Key], input_dtypes: Sequence,
+                 positions: Optional[Dict[str, tuple]] = None):
+        self.calls = calls
+        self.keras3 = False
+        self._position = dict(positions or {})
+        self.inputs = inputs
+        self.outputs = outputs
+        self.input_dtypes = list(input_dtypes)
+        self._first: Dict[str, Call] = {}
+        for c in calls:
+            if not c.is_input and c.name not in self._first:
+                self._first[c.name] = c
+        self.names = list(self._first)
+        self.producer = {k: c for c in calls for k in c.outputs}
+        self.consumers: Dict[Key, List[Call]] = {}
+        for c in calls:
+            for k in c.inputs:
+                self.consumers.setdefault(k, []).append(c)
+
+    def digraph(self, operations: bool = False):
+        """The calls as a networkx DiGraph of names: an edge where one call's output feeds another.
+
+        With ``operations=False`` (the default) the Keras 3 operations between layers (``x + 3.0``)
+        are contracted away: their producers link to their consumers. Each layer is one node (its
+        calls together); input layers are nodes too.
+        """
+        import networkx as nx  # maintained graph library, already a dependency (FlowGraph.to_networkx)
+
+        g = nx.DiGraph()
+        for c in self.calls:
+            g.add_node(c.name)
+        for c in self.calls:
+            for k in c.inputs:
+                p = self.producer.get(k)
+                if p is not None and p.name != c.name:
+                    g.add_edge(p.name, c.name)
+        if not operations:
+            for c in self.calls:
+                if is_operation(c.layer) and c.name in g:
+                    for a in list(g.predecessors(c.name)):
+                        for b in list(g.successors(c.name)):
+                            if a != b:
+                                g.add_edge(a, b)
+                    g.remove_node(c.name)
+        return g
+
+    def layer_order(self) -> List[str]:
+        """The layers' names (input layers and operations left out) in a topological order of
+        :meth:`digraph` that follows Keras's own layer order among ties (``model.layers``, nested
+        models' layers at their model's place)."""
+        import networkx as nx
+
+        g = self.digraph()
+        position = {n: self._position.get(n, (len(self._position),)) for n in g.nodes}
+        order = nx.lexicographical_topological_sort(g, key=lambda n: position[n])
+        keep = {c.name for c in self.calls if not c.is_input and not is_operation(c.layer)}
+        return [n for n in order if n in keep]
+
+    def call(self, name: str) -> Call:
+        """The first call of the layer ``name`` (KeyError naming the layers if there is none)."""
+        try:
+            return self._first[name]
+        except KeyError:
+            raise KeyError(f"{name!r} is not a layer of the model; its layers are {self.names}") from None
+
+    def output_key(self, name: str) -> Key:
+        """The tensor that stands for the layer's output: its first call's first output."""
+        return self.call(name).outputs[0]
+
+    def input_values(self, xs) -> list:
+        """The model's inputs as tensors of the dtypes its ``Input`` layers declare."""
+        xs = list(xs) if isinstance(xs, (list, tuple)) else [xs]
+        if len(xs) != len(self.inputs):
+            raise ValueError(f"x: the model has {len(self.inputs)} input(s), got {len(xs)} array(s)")
+        if self.keras3:  # the tensors of Keras's backend (TensorFlow, JAX or PyTorch)
+            from keras import ops
+
+            return [ops.convert_to_tensor(a, dtype=dtype) for a, dtype in zip(xs, self.input_dtypes)]
+        import tensorflow as tf
+
+        out = []
+        for a, dtype in zip(xs, self.input_dtypes):
+            t = tf.convert_to_tensor(a)
+            out.append(t if dtype is None or t.dtype == dtype else tf.cast(t, dtype))
+        return out
+
+    def run(self, xs, keep: Optional[Iterable] = None, on_output=None) -> Dict:
+        """Run the model on a batch, call by call (inference mode).
+
+        Parameters
+        ----------
+        xs : array or list of arrays
+            The model's input(s).
+        keep : iterable of layer names or keys, optional
+            The values to return besides the model's outputs. None keeps every tensor (the
+            relevance engine needs them all); otherwise a tensor is dropped as soon as the last
+            call that reads it has run, so that a capture holds only what it asked for.
+        on_output : callable, optional
+            ``on_output(call, outputs) -> outputs``, to change a call's outputs as they are made
+            (the relevance engine casts float16 maps to float32).
+
+        Returns
+        -------
+        dict
+            Key (and, for the names in ``keep``, layer name) to tensor.
+        """
+        values: Dict = {}
+        for k, v in zip(self.inputs, self.input_values(xs)):
+            values[k] = v
+        wanted = None
+        names = {}
+        if keep is not None:
+            wanted = set(self.outputs)
+            for item in keep:
+                key = self.output_key(item) if isinstance(item, str) else item
+                wanted.add(key)
+                if isinstance(item, str):
+                    names[item] = key
+            remaining = {k: len(cs) for k, cs in self.consumers.items()}
+        for c in self.calls:
+            if c.is_input:
+                continue
+            outs = c([values[k] for k in c.inputs])
+            if on_output is not None:
+                outs = on_output(c, outs)
+            for k, y in zip(c.outputs, outs):
+                values[k] = y
+            if wanted is not None:
+                for k in c.inputs:
+                    remaining[k] -= 1
+                    if remaining[k] == 0 and k not in wanted:
+                        values.pop(k, None)
+        for name, key in names.items():
+            values[name] = values[key]
+        return values
+
+
+def trace(model) -> LayerGraph:
+    """The flat graph of a built Sequential or functional model (Keras 2 or 3).
+
+    Raises
+    ------
+    GraphError
+        For a model without a layer graph (a subclassed model, or one not yet built).
+    """
+    try:
+        outputs = list(getattr(model, "outputs", None) or [])
+        inputs = list(getattr(model, "inputs", None) or [])
+    except (AttributeError, ValueError, RuntimeError):
+        outputs, inputs = [], []
+    if not outputs or not inputs or not all(_is_symbolic(t) for t in inputs + outputs):
+        raise GraphError("the model has no inputs/outputs graph (a subclassed or unbuilt model)")
+    calls = _inline(_trace_graph(inputs, outputs, (), ()))
+    _name(calls)
+    keras3 = is_keras3(model)
+    dtypes = []
+    for t in inputs:
+        if keras3:
+            dtypes.append(str(t.dtype))
+            continue
+        try:
+            import tensorflow as tf
+
+            dtypes.append(tf.as_dtype(t.dtype))
+        except (TypeError, ValueError):  # pragma: no cover - an exotic input dtype: left as given
+            dtypes.append(None)
+    by_layer = {id(c.layer): c.name for c in calls}
+    positions = {by_layer[i]: p for i, p in _positions(model).items() if i in by_layer}
+    graph = LayerGraph(calls, [_key(t, ()) for t in inputs], [_key(t, ()) for t in outputs], dtypes, positions)
+    graph.keras3 = keras3
+    return graph
+
+
+def _positions(model, prefix: tuple = (), depth: int = 0) -> Dict[int, tuple]:
+    """Each layer's place in ``model.layers``, a nested model's layers after their model's index."""
+    out: Dict[int, tuple] = {}
+    for i, layer in enumerate(getattr(model, "layers", [])):
+        out.setdefault(id(layer), prefix + (i,))
+        if depth < 32 and is_model(layer):
+            for k, v in _positions(layer, prefix + (i,), depth + 1).items():
+                out.setdefault(k, v)
+    return out
+
+
+def _name(calls: List[Call]) -> None:
+    """Each call's ``name`` and ``first``: a layer's own name where no other layer has it."""
+    layers: Dict[int, List[Call]] = {}
+    for c in calls:
+        layers.setdefault(id(c.layer), []).append(c)
+    by_name: Dict[str, set] = {}
+    for cs in layers.values():
+        by_name.setdefault(cs[0].layer.name, set()).add(id(cs[0].layer))
+    for cs in layers.values():
+        layer = cs[0].layer
+        qualified = "/".join(cs[0].scope + (layer.name,))
+        name = layer.name if len(by_name[layer.name]) == 1 else qualified
+        for i, c in enumerate(cs):
+            c.name = name
+            c.first = i == 0

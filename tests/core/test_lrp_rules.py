@@ -1,0 +1,303 @@
+"""The native engine's rules for layers iNNvestigate has none for (docs/method.md, "Layers without an
+iNNvestigate rule"), checked by their conservation property on random inputs and weights; nested
+models; and every layer that ``keras.applications`` builds.
+
+Conservation: with the z rule and no biases, every layer's relevance sums to the analysed logit.
+Each model below puts the layer under test between bias-free Dense layers, so that the relevance
+entering the layer and the relevance leaving it must both equal the logit (up to the stabiliser).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+layers = tf.keras.layers
+
+from flowcallback.core.lrp import NativeLRP  # noqa: E402
+
+pytestmark = [pytest.mark.both]
+
+
+def _head(h, n_classes=5):
+    h = layers.Flatten(name="flat")(h)
+    return layers.Dense(n_classes, use_bias=False, name="out")(h)
+
+
+def _vector_model(middle, width=6, seq=None):
+    """Input -> Dense "pre" (no bias) -> the layer(s) under test -> Flatten -> Dense "out" (no bias)."""
+    inp = tf.keras.Input((seq, width) if seq else (width,), name="x")
+    pre = layers.Dense(width, use_bias=False, name="pre")(inp)
+    return tf.keras.Model(inp, _head(middle(pre)))
+
+
+def _image_model(middle, size=4, channels=4):
+    inp = tf.keras.Input((size, size, channels), name="x")
+    pre = layers.Conv2D(channels, 1, use_bias=False, name="pre")(inp)
+    return tf.keras.Model(inp, _head(middle(pre)))
+
+
+def _normalization():
+    norm = layers.Normalization(mean=[0.5, -1.0, 2.0, 0.0], variance=[4.0, 0.25, 1.0, 2.0], name="tested")
+    return _image_model(norm)
+
+
+def _multiply_sigmoid_gate():
+    def middle(pre):
+        gate = layers.Dense(6, activation="sigmoid", use_bias=False, name="gate")(pre)
+        return layers.Multiply(name="tested")([pre, gate])
+
+    return _vector_model(middle)
+
+
+def _multiply_hard_sigmoid_gate():
+    """MobileNetV3's squeeze-and-excitation gate: ReLU(6)(x + 3) * (1 / 6), operations on symbolic tensors."""
+    def middle(pre):
+        squeeze = layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(pre)
+        g = layers.Conv2D(4, 1, use_bias=False, name="gate")(squeeze)
+        g = layers.ReLU(6.0, name="relu6")(g + 3.0) * (1.0 / 6.0)
+        return layers.Multiply(name="tested")([pre, g])
+
+    return _image_model(middle)
+
+
+def _multiply_no_gate():
+    def middle(pre):
+        a = layers.Dense(6, use_bias=False, name="left")(pre)
+        b = layers.Dense(6, use_bias=False, name="right")(pre)
+        return layers.Multiply(name="tested")([a, b])
+
+    return _vector_model(middle)
+
+
+def _layer_normalization():
+    return _vector_model(lambda pre: layers.LayerNormalization(center=False, name="tested")(pre), seq=3)
+
+
+def _attention():
+    def middle(pre):
+        return layers.MultiHeadAttention(num_heads=2, key_dim=3, use_bias=False, name="tested")(pre, pre)
+
+    return _vector_model(middle, seq=4)
+
+
+def _einsum():
+    return _vector_model(lambda pre: layers.EinsumDense("abc,cd->abd", output_shape=(3, 5), name="tested")(pre),
+                         seq=3)
+
+
+def _grouped_conv():
+    return _image_model(lambda pre: layers.Conv2D(6, 3, groups=2, padding="same", use_bias=False, name="tested")(pre))
+
+
+def _average():
+    def middle(pre):
+        a = layers.Dense(6, use_bias=False, name="left")(pre)
+        b = layers.Dense(6, use_bias=False, name="right")(pre)
+        return layers.Average(name="tested")([a, b])
+
+    return _vector_model(middle)
+
+
+def _subtract():
+    def middle(pre):
+        a = layers.Dense(6, use_bias=False, name="left")(pre)
+        b = layers.Dense(6, use_bias=False, name="right")(pre)
+        return layers.Subtract(name="tested")([a, b])
+
+    return _vector_model(middle)
+
+
+def _upsampling():
+    return _image_model(lambda pre: layers.UpSampling2D(2, name="tested")(pre))
+
+
+def _resizing():
+    return _image_model(lambda pre: layers.Resizing(6, 6, name="tested")(pre))
+
+
+def _rescaling():
+    return _image_model(lambda pre: layers.Rescaling(1 / 255.0, offset=0.5, name="tested")(pre))
+
+
+def _augmentation():
+    def middle(pre):
+        h = layers.RandomFlip(name="flip")(pre)
+        h = layers.RandomRotation(0.2, name="rotate")(h)
+        return layers.RandomZoom(0.1, name="tested")(h)
+
+    return _image_model(middle)
+
+
+CASES = {
+    "Normalization": _normalization,
+    "Rescaling": _rescaling,
+    "RandomFlip+RandomRotation+RandomZoom": _augmentation,
+    "Multiply with a sigmoid gate": _multiply_sigmoid_gate,
+    "Multiply with a hard sigmoid gate": _multiply_hard_sigmoid_gate,
+    "Multiply without a gate": _multiply_no_gate,
+    "LayerNormalization": _layer_normalization,
+    "MultiHeadAttention": _attention,
+    "EinsumDense": _einsum,
+    "grouped Conv2D": _grouped_conv,
+    "Average": _average,
+    "Subtract": _subtract,
+    "UpSampling2D": _upsampling,
+    "Resizing": _resizing,
+}
+
+
+def _inputs(model, n=7, seed=0):
+    shape = (n,) + tuple(model.inputs[0].shape[1:])
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def _randomise(model, seed=1):
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        name = v.name.split("/")[-1]
+        if "beta" in name or "bias" in name:
+            continue
+        w = rng.normal(1.0 if "gamma" in name else 0.0, 0.5, size=tuple(v.shape))
+        v.assign(w.astype("float32"))
+    return model
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_rule_conserves_relevance(case):
+    """What enters the layer under test equals what leaves it, and both equal the analysed logit."""
+    tf.keras.utils.set_random_seed(5)
+    model = _randomise(CASES[case]())
+    x = _inputs(model)
+    names = ["x", "pre", "tested", "out"]
+    engine = NativeLRP(model, names, "lrp.z")
+    assert engine.note == "" and engine.stops == []
+    maps = engine.relevance(x)
+    assert set(maps) == set(names)
+    logits = model.predict(x, verbose=0)
+    top = logits.max(axis=1)
+    assert np.abs(top).min() > 1e-3, "a logit too close to zero for a meaningful test"
+    for name in names:
+        sums = maps[name].reshape(len(x), -1).sum(axis=1)
+        np.testing.assert_allclose(sums, top, rtol=2e-4, atol=1e-5, err_msg=f"{case}: relevance at {name}")
+
+
+def test_gates_get_no_relevance_and_the_signal_all_of_it():
+    for make, gate in ((_multiply_sigmoid_gate, "gate"), (_multiply_hard_sigmoid_gate, "gate")):
+        tf.keras.utils.set_random_seed(5)
+        model = _randomise(make())
+        x = _inputs(model)
+        maps = NativeLRP(model, ["pre", gate, "tested"], "lrp.z").relevance(x)
+        assert np.abs(maps["tested"]).max() > 0
+        np.testing.assert_array_equal(maps[gate], np.zeros_like(maps[gate]))
+        # the signal input gets the multiplication's relevance, element by element (it also feeds
+        # the gate's branch, which passes on nothing)
+        np.testing.assert_allclose(maps["pre"], maps["tested"], rtol=1e-6, atol=1e-7)
+
+
+def test_a_product_of_two_signals_splits_its_relevance_evenly():
+    tf.keras.utils.set_random_seed(5)
+    model = _randomise(_multiply_no_gate())
+    maps = NativeLRP(model, ["left", "right", "tested"], "lrp.z").relevance(_inputs(model))
+    np.testing.assert_allclose(maps["left"], maps["tested"] / 2, rtol=1e-6)
+    np.testing.assert_allclose(maps["right"], maps["tested"] / 2, rtol=1e-6)
+
+
+def test_identities_at_inference_pass_relevance_unchanged():
+    tf.keras.utils.set_random_seed(5)
+    for make in (_rescaling, _normalization, _augmentation):
+        model = _randomise(make())
+        maps = NativeLRP(model, ["pre", "tested"], "lrp.epsilon").relevance(_inputs(model))
+        np.testing.assert_array_equal(maps["pre"], maps["tested"])
+
+
+def test_attention_relevance_flows_through_the_values_only():
+    """Cross-attention: the query and key inputs get no relevance, the value input all of it."""
+    tf.keras.utils.set_random_seed(6)
+    inp = tf.keras.Input((4, 6), name="x")
+    query = layers.Dense(6, use_bias=False, name="query")(inp)
+    value = layers.Dense(6, use_bias=False, name="value")(inp)
+    key = layers.Dense(6, use_bias=False, name="key")(inp)
+    att = layers.MultiHeadAttention(2, 3, use_bias=False, name="tested")(query, value, key=key)
+    model = _randomise(tf.keras.Model(inp, _head(att)))
+    maps = NativeLRP(model, ["query", "value", "key", "tested"], "lrp.z").relevance(_inputs(model))
+    assert not np.any(maps["query"]) and not np.any(maps["key"])
+    np.testing.assert_allclose(maps["value"].sum(axis=(1, 2)), maps["tested"].sum(axis=(1, 2)), rtol=2e-4)
+
+
+def _augment_block():
+    return tf.keras.Sequential([layers.RandomFlip("horizontal", name="flip"), layers.Rescaling(1 / 16, name="scale")],
+                               name="augment")
+
+
+def test_nested_blocks_are_descended_into():
+    """A Sequential block inside a functional model, and a functional block inside a Sequential."""
+    from flowcallback.core import capture
+    from flowcallback.core.embed import embed
+
+    tf.keras.utils.set_random_seed(7)
+    inner_in = tf.keras.Input((6, 6, 4))
+    inner = tf.keras.Model(inner_in, layers.Conv2D(4, 3, padding="same", name="block_conv")(inner_in), name="block")
+    inp = tf.keras.Input((8, 8, 1), name="image")
+    h = _augment_block()(inp)
+    h = layers.Conv2D(4, 3, name="conv")(h)
+    h = inner(h)
+    model = tf.keras.Model(inp, _head(h, 10))
+    names = capture.select_layers(model)
+    assert names == ["scale", "conv", "block_conv", "out"]  # augmentation layers are not columns by default
+    assert capture.select_layers(model, "all") == names
+    assert capture.select_layers(model, ["out", "flip"]) == ["flip", "out"]
+    x = np.random.default_rng(0).integers(0, 16, size=(9, 8, 8, 1)).astype("float32")
+    emb, outputs = capture.capture_activations(model, x, names, embed_options={"reduce": None})
+    expected = model.get_layer("block").get_layer("block_conv")(model.get_layer("conv")(x / 16))
+    np.testing.assert_allclose(emb["block_conv"], embed(np.asarray(expected)), atol=1e-6)
+    np.testing.assert_allclose(outputs, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    engine = NativeLRP(model, ["flip"] + names, "lrp.z")
+    assert engine.note == ""
+    maps = engine.relevance(x)
+    assert set(maps) == {"flip", *names}
+    np.testing.assert_array_equal(maps["flip"], maps["scale"])  # identities pass relevance on unchanged
+
+
+#: keras.applications networks, built with weights=None at a small input size (the smallest each accepts).
+APPLICATIONS = {
+    "ResNet50": 32, "ResNet50V2": 32, "VGG16": 32, "MobileNet": 32, "MobileNetV2": 32, "MobileNetV3Small": 32,
+    "EfficientNetB0": 32, "EfficientNetV2B0": 32, "DenseNet121": 32, "InceptionV3": 75, "InceptionResNetV2": 75,
+    "Xception": 71, "ConvNeXtTiny": 32,
+}
+
+
+def _application(name):
+    tf.keras.backend.clear_session()
+    size = APPLICATIONS[name]
+    builder = getattr(tf.keras.applications, name, None)
+    if builder is None:
+        pytest.skip(f"{name} is not in this Keras")
+    return builder(weights=None, input_shape=(size, size, 3), classes=10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(APPLICATIONS))
+def test_every_layer_of_keras_applications_has_a_rule(name):
+    model = _application(name)
+    engine = NativeLRP(model)
+    assert engine.unsupported == [] and engine.stops == [], engine.note
+    no_rule = {n: r for n, r in engine.rules().items() if r.startswith("none")}
+    assert no_rule == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ResNet50", "MobileNetV3Small", "EfficientNetB0", "DenseNet121", "ConvNeXtTiny"])
+def test_keras_applications_relevance_reaches_the_input(name):
+    """Relevance reaches every default column, finite, and starts from the top logit."""
+    from flowcallback.core import capture
+
+    model = _application(name)
+    columns = capture.select_layers(model)
+    x = np.random.default_rng(0).uniform(0, 255, size=(2,) + tuple(model.inputs[0].shape[1:])).astype("float32")
+    maps = NativeLRP(model, columns, "lrp.epsilon").relevance(x)
+    assert set(maps) == set(columns)
+    assert all(np.isfinite(m).all() for m in maps.values())
+    assert all(np.abs(m).max() > 0 for m in maps.values())
+    logits = maps[columns[-1]]
+    assert (np.count_nonzero(logits, axis=1) == 1).all()

@@ -59,6 +59,10 @@ SKIPPED_LAYER_TYPES = frozenset(
 #: By default a model with more eligible layers than this shows its block outputs, at most this many.
 MAX_COLUMNS = 24
 
+#: One-input, element-wise layers: a block output followed by one of these is shown by it instead.
+_ELEMENTWISE_STEPS = frozenset({"BatchNormalization", "LayerNormalization", "Activation", "ReLU", "LeakyReLU", "ELU",
+                                "PReLU", "Softmax", "Rescaling", "Normalization", "LayerScale"})
+
 
 def _skipped(class_name: str) -> bool:
     return class_name in SKIPPED_LAYER_TYPES or class_name.startswith("Random")
@@ -227,10 +231,16 @@ def block_outputs(graph: layergraph.LayerGraph, eligible: Sequence[str], max_col
         if idom[node] == node:
             break
         node = idom[node]
+    shapes = {c.name: (c.shapes[0] if c.shapes else ()) for c in graph.calls if c.first}
+    classes = {c.name: c.class_name for c in graph.calls if c.first}
     blocks = [n for n in eligible if n in chain]
+    # a block output followed by an element-wise step (its normalisation, its activation) is the
+    # same block: the step after it stands for it (conv1_conv, conv1_bn, conv1_relu -> conv1_relu)
+    blocks = [a for a, b in zip(blocks, blocks[1:] + [None])
+              if b is None or not (classes.get(b) in _ELEMENTWISE_STEPS and shapes.get(a) == shapes.get(b)
+                                   and g.has_edge(a, b) and g.out_degree(a) == 1)]
     if len(blocks) <= max_columns:
         return blocks
-    shapes = {c.name: (c.shapes[0] if c.shapes else ()) for c in graph.calls if c.first}
 
     def resolution(n):
         s = shapes.get(n, ())

@@ -244,7 +244,34 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
     )
 
 
-def _column_annotations(graph: FlowGraph) -> List[dict]:
+#: Above this many columns (a deep model's 24 block outputs, say) each column's label is one
+#: slanted line of at most :data:`LABEL_CHARS` characters, and the rest shows on hover.
+COMPACT_LABELS_ABOVE = 12
+LABEL_CHARS = 20
+#: Height in pixels of a diagram with compact labels: tall enough for the slanted labels to sit
+#: between the diagram and the analysis buttons.
+COMPACT_HEIGHT = 1000
+
+
+def _short_label(name: str, limit: int = LABEL_CHARS) -> str:
+    """``name`` cut to ``limit`` characters in the middle, where layer names differ least.
+
+    >>> _short_label("conv4_block22_concat_and_more", 20)
+    'conv4_bloc…and_more'
+    """
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) // 2 + (limit - 1) % 2
+    return name[:head] + "…" + name[len(name) - (limit - 1 - head):]
+
+
+def _compact(graphs) -> bool:
+    return max(len(g.columns) for g in graphs) > COMPACT_LABELS_ABOVE
+
+
+def _column_annotations(graph: FlowGraph, compact: bool = False) -> List[dict]:
+    """The labels over the columns: name, layer type, clusters and note; with ``compact``, the
+    (shortened) name on one slanted line and everything on hover, so that 24 columns do not overlap."""
     m = len(graph.columns)
     anns = []
     for j, col in enumerate(graph.columns):
@@ -253,6 +280,12 @@ def _column_annotations(graph: FlowGraph) -> List[dict]:
         text += f"<br>{len(col.order)} clusters"
         if col.note:
             text += f"<br><i>{_esc(col.note)}</i>"
+        if compact:
+            short = _esc(_short_label(col.name)) + (" *" if col.note else "")
+            anns.append(dict(x=x, y=1.0, xref="paper", yref="paper", yanchor="bottom", xanchor="left",
+                             textangle=-45, text=short, hovertext=text, showarrow=False, font=dict(size=11),
+                             name=f"column {j}"))
+            continue
         anns.append(
             dict(x=x, y=1.0, xref="paper", yref="paper", yanchor="bottom", xanchor="center",
                  text=text, showarrow=False, font=dict(size=11))
@@ -324,6 +357,7 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
         raise ValueError("graphs: expected at least one FlowGraph")
     analyses = list(graphs)
     first = graphs[analyses[0]]
+    compact = _compact(graphs.values())
     colors = class_colors(len(first.class_names))
     shown = _top_classes(first, top_classes)
     fig = go.Figure()
@@ -355,22 +389,23 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
         buttons.append(
             dict(label=label, method="update",
                  args=[{"visible": visible},
-                       {"annotations": _column_annotations(graphs[a]) + note_ann,
+                       {"annotations": _column_annotations(graphs[a], compact) + note_ann,
                         "title.text": prefix + _title(graphs[a], label)}])
         )
     max_clusters = max(len(c.order) for g in graphs.values() for c in g.columns)
     fig.update_layout(
         title=dict(text=prefix + _title(first, ANALYSIS_LABELS.get(analyses[0], analyses[0])), x=0.01, y=0.99),
-        annotations=_column_annotations(first) + note_ann,
+        annotations=_column_annotations(first, compact) + note_ann,
         xaxis=dict(visible=False),
         yaxis=dict(visible=False),
         plot_bgcolor="white",
         paper_bgcolor="white",
-        height=int(min(2400, max(MIN_HEIGHT, 14 * max_clusters))),
-        margin=dict(l=30, r=30, t=140, b=60 + 14 * len(notes)),
+        height=int(min(2400, max(COMPACT_HEIGHT if compact else MIN_HEIGHT, 14 * max_clusters))),
+        margin=dict(l=30, r=110 if compact else 30, t=200 if compact else 140, b=60 + 14 * len(notes)),
         legend=dict(title=dict(text="True class"), itemclick=False, itemdoubleclick=False),
         font=dict(family="Helvetica, Arial, sans-serif"),
-        updatemenus=[dict(type="buttons", direction="right", x=1.0, xanchor="right", y=1.1, yanchor="bottom",
+        updatemenus=[dict(type="buttons", direction="right", x=1.0, xanchor="right", y=1.17 if compact else 1.1,
+                          yanchor="bottom",
                           showactive=True, active=0, buttons=buttons)] if len(analyses) > 1 else [],
     )
     return fig

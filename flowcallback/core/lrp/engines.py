@@ -31,6 +31,9 @@ __all__ = ["BACKENDS", "check_backend", "choose_backend", "unavailable_reason", 
 
 BACKENDS = ("auto", "native", "innvestigate")
 
+#: Samples on which the traced relevance pass is compared with the eager one when an engine starts.
+VERIFY_SAMPLES = 16
+
 
 def innvestigate_installed() -> bool:
     """Whether iNNvestigate can be imported (it is never imported in the user's process)."""
@@ -129,8 +132,10 @@ class NativeEngine:
     >>> engine.close()
     """
 
-    def __init__(self, analyzer: str = "lrp.epsilon", analyzer_kwargs: Optional[dict] = None):
+    def __init__(self, analyzer: str = "lrp.epsilon", analyzer_kwargs: Optional[dict] = None, compile: bool = True):
         check_backend("native", analyzer)
+        self.compile = bool(compile)
+        self._compiled = None
         self.analyzer = analyzer
         self.analyzer_kwargs = dict(analyzer_kwargs or {})
         self._engine: Optional[NativeLRP] = None
@@ -170,11 +175,19 @@ class NativeEngine:
         engine = NativeLRP(copy, list(layer_names), self.analyzer, self.analyzer_kwargs)
         if engine.unsupported:
             raise RuntimeError(engine.note)
-        engine.relevance(np.asarray(x[:1]))  # any failure of the reverse pass shows now, not at every epoch
+        self._batch_size = _bounded_batch(model, layer_names, int(batch_size))
+        self._compiled = None
+        if self.compile:
+            compiled = engine.compiled(min(self._batch_size, len(x)))
+            # any failure of the reverse pass shows now, not at every epoch; and the traced pass is
+            # used only where it equals the eager one (CompiledRelevance.verify)
+            if compiled.verify(np.asarray(x[:VERIFY_SAMPLES])):
+                self._compiled = compiled
+        else:
+            engine.relevance(np.asarray(x[:1]))  # any failure of the reverse pass shows now, not at every epoch
         self._engine, self._copy = engine, copy
         self._layers = list(layer_names)
         self._x = x
-        self._batch_size = _bounded_batch(model, layer_names, int(batch_size))
         self._embed_options = dict({"nonfinite": "flag"}, **(embed_options or {}))
 
     def analyze(self, weights, *, class_means: Optional[LayerClassMeans] = None) -> LRPResult:
@@ -190,8 +203,13 @@ class NativeEngine:
         self._copy.set_weights([np.asarray(w) for w in src])
         embedders = {n: Embedder(n, **self._embed_options) for n in self._layers}
         reached = set()
+        finite = all(np.isfinite(np.asarray(w)).all() for w in src)
         for start in range(0, len(self._x), self._batch_size):
-            maps = self._engine.relevance(self._x[start:start + self._batch_size])
+            batch = self._x[start:start + self._batch_size]
+            if self._compiled is not None:
+                maps = self._compiled.relevance(batch, weights_finite=finite)
+            else:
+                maps = self._engine.relevance(batch)
             for name, value in maps.items():
                 if name in embedders:
                     embedders[name].add(value)

@@ -1,0 +1,154 @@
+"""A snapshot of keras.applications networks against the cost of one gradient pass (issue 18).
+
+    python benchmarks/real_models.py                          # ResNet50, MobileNetV2, EfficientNetB0, DenseNet121
+    python benchmarks/real_models.py --models ResNet50 --all-layers --pages 10
+    options: --samples N (default 1000), --batch-size B (256), --repeat R (2), --out results/NAME.json
+
+Each model is built with ``weights=None`` for 32 x 32 x 3 inputs and 10 classes, and the held-out set is
+scikit-learn's digits resized to 32 x 32 x 3 (values 0-255), so that nothing is downloaded. Per
+model, in the same process:
+
+* the **gradient pass**: one ``tf.GradientTape`` gradient of the top logit with respect to the input,
+  eagerly, over the same held-out set and batch size (the baseline: one forward and one backward pass);
+* the **snapshot**, taken by the runner the callback uses (``flowcallback.pipeline.Snapshotter``,
+  synchronous, native LRP, the callback's defaults otherwise) and timed by its own stage hooks:
+  capture, LRP, clustering (kNN + MCL), projection, store, render and the whole snapshot; the
+  first snapshot (which builds the relevance engine's state) and the median of the next ``--repeat``;
+* R = snapshot / gradient pass, and LRP / gradient pass;
+* the sizes of the epoch page and of the run page (``--pages N``: the run page after N snapshots).
+
+``--all-layers`` also times a snapshot with ``layers="all"``. The figures are printed as a table and
+written to benchmarks/results/real_models.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from _common import peak_rss_mb, write_json
+
+MODELS = ("ResNet50", "MobileNetV2", "EfficientNetB0", "DenseNet121")
+STAGES = ("capture", "lrp", "cluster", "projection", "metrics", "store", "render")
+
+
+def held_out(n: int):
+    """scikit-learn's digits (1,797 images) resized to 32 x 32 x 3, values 0-255, and their labels."""
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype("float32")[..., None]
+    big = tf.image.resize(x, (32, 32)).numpy()
+    x = np.clip(np.repeat(big, 3, axis=-1) * 255, 0, 255).astype("float32")
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(x))[:n]
+    return x[idx], d.target[idx].astype("int64")
+
+
+def build(name: str):
+    import tensorflow as tf
+
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(0)
+    model = getattr(tf.keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=10)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def gradient_pass(model, x, batch_size: int) -> float:
+    """Seconds of one eager gradient of the top logit with respect to the input, batch by batch."""
+    import tensorflow as tf
+
+    t = time.perf_counter()
+    for start in range(0, len(x), batch_size):
+        xb = tf.convert_to_tensor(x[start:start + batch_size])
+        with tf.GradientTape() as tape:
+            tape.watch(xb)
+            out = model(xb, training=False)
+            top = tf.reduce_max(out, axis=-1)
+        tape.gradient(top, xb).numpy()
+    return time.perf_counter() - t
+
+
+def snapshots(model, x, y, layers, repeat: int, batch_size: int, pages: int, out_dir: Path) -> dict:
+    """Stage seconds of the first snapshot and the median of the next ``repeat``, and page sizes."""
+    from flowcallback.pipeline import SnapshotSettings, Snapshotter
+
+    settings = SnapshotSettings(background=False, lrp_backend="native", layers=layers, batch_size=batch_size)
+    snap = Snapshotter((x, y), out_dir, settings)
+    t = time.perf_counter()
+    snap.prepare(model)
+    prepare_seconds = time.perf_counter() - t
+    takes = []
+    for epoch in range(max(repeat + 1, pages)):
+        t = time.perf_counter()
+        snap.take(epoch)
+        takes.append((time.perf_counter() - t, dict(snap.timings[epoch])))
+    snap.close()
+    first = takes[0]
+    rest = sorted(takes[1:repeat + 1], key=lambda take: take[0]) or [first]
+    median = rest[len(rest) // 2]
+
+    def stages(take):
+        wall, timing = take
+        return dict({s: round(timing.get(f"{s}_seconds", 0.0), 3) for s in STAGES},
+                    snapshot=round(wall, 3), knn=round(timing.get("knn_seconds", 0.0), 3),
+                    mcl=round(timing.get("mcl_seconds", 0.0), 3))
+
+    page = out_dir / "epoch_000.html"
+    return {"columns": len(snap.layer_names), "prepare_seconds": round(prepare_seconds, 3), "first": stages(first),
+            "warm": stages(median), "epoch_page_mb": round(page.stat().st_size / 2**20, 3),
+            "run_page_mb": round((out_dir / "index.html").stat().st_size / 2**20, 3),
+            "run_page_epochs": len(takes)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--pages", type=int, default=0, help="take this many snapshots for the run page size")
+    p.add_argument("--all-layers", action="store_true", help='also time layers="all"')
+    p.add_argument("--out", default="real_models.json")
+    args = p.parse_args(argv)
+
+    from flowcallback.core import capture
+
+    x, y = held_out(args.samples)
+    rows = []
+    for name in args.models.split(","):
+        model = build(name)
+        gradient_pass(model, x[:args.batch_size], args.batch_size)  # warm-up: kernels, allocator
+        grad = min(gradient_pass(model, x, args.batch_size) for _ in range(2))
+        row = {"model": name, "layers": len(model.layers), "eligible": capture.choose_columns(model).eligible,
+               "gradient_seconds": round(grad, 3)}
+        for label, layers in [("default", None)] + ([("all", "all")] if args.all_layers else []):
+            with tempfile.TemporaryDirectory() as tmp:
+                res = snapshots(model, x, y, layers, args.repeat, args.batch_size, args.pages, Path(tmp) / "run")
+            res["R"] = round(res["warm"]["snapshot"] / grad, 2)
+            res["lrp_over_gradient"] = round(res["warm"]["lrp"] / grad, 2)
+            row[label] = res
+            w = res["warm"]
+            print(f"{name:15s} {label:8s} columns {res['columns']:4d}/{row['eligible']:4d}  gradient {grad:6.2f} s  "
+                  f"snapshot {w['snapshot']:7.2f} s (first {res['first']['snapshot']:7.2f})  R {res['R']:6.2f}  "
+                  f"LRP/grad {res['lrp_over_gradient']:5.2f}  | " + " ".join(f"{s} {w[s]:.2f}" for s in STAGES)
+                  + f"  | pages {res['epoch_page_mb']:.2f} MB, run {res['run_page_mb']:.2f} MB "
+                  f"({res['run_page_epochs']} epochs)", flush=True)
+        row["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        rows.append(row)
+    out = write_json(args.out, {"samples": args.samples, "batch_size": args.batch_size, "repeat": args.repeat,
+                                "models": rows})
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

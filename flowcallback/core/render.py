@@ -257,7 +257,7 @@ def _short_label(name: str, limit: int = LABEL_CHARS) -> str:
     """``name`` cut to ``limit`` characters in the middle, where layer names differ least.
 
     >>> _short_label("conv4_block22_concat_and_more", 20)
-    'conv4_bloc…and_more'
+    'conv4_bloc…_and_more'
     """
     if len(name) <= limit:
         return name

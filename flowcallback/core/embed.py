@@ -135,7 +135,7 @@ def top_right_singular_vectors(x, k: int, *, block: Optional[int] = None) -> np.
     speed, within 0.05 s) up to 4,096 features, and 1.7 to 5 times less
     from 4,704 to 65,536 features, while keeping at least as much of the buffer's energy
     (``benchmarks/pca_basis.py``); it needs no random state. Both products run over blocks of
-    ``block`` columns in float64, so ``x`` may be float16 and is never copied whole (a block holds
+    ``block`` columns in float32, so ``x`` may be float16 and is never copied whole (a block holds
     at most 32 MiB by default). Directions whose singular value is below 1e-5 of the largest (a
     buffer of rank below ``k``) are returned as zero columns: they carry no information, and
     dividing by a tiny singular value would turn rounding noise into a unit direction.
@@ -165,18 +165,21 @@ def top_right_singular_vectors(x, k: int, *, block: Optional[int] = None) -> np.
     if not 1 <= k <= min(n, d):
         raise ValueError(f"k: expected 1 <= k <= min(x.shape) = {min(n, d)}, got {k}")
     if block is None:
-        block = max(256, (32 << 20) // (8 * n))
+        block = max(256, (32 << 20) // (4 * n))
+    # The products run in float32 (BLAS's sgemm: six times faster than float64 here, 0.3 against
+    # 1.85 s for 512 rows of 16,384 features) and each block's Gram is added in float64; the
+    # eigenproblem, a few hundred rows square, is solved in float64.
     gram = np.zeros((n, n))
     for j in range(0, d, block):
-        c = np.asarray(x[:, j : j + block], dtype=np.float64)
+        c = np.asarray(x[:, j : j + block], dtype=np.float32)
         gram += c @ c.T
     w, u = scipy.linalg.eigh(gram, subset_by_index=[n - k, n - 1])
     w, u = w[::-1], u[:, ::-1]  # decreasing
     keep = w > max(w[0], 0.0) * 1e-10
-    u = np.where(keep, u / np.sqrt(np.where(keep, w, 1.0)), 0.0)
+    u = np.where(keep, u / np.sqrt(np.where(keep, w, 1.0)), 0.0).astype(np.float32)
     out = np.empty((d, k), dtype=np.float32)
     for j in range(0, d, block):
-        out[j : j + block] = np.asarray(x[:, j : j + block], dtype=np.float64).T @ u
+        out[j : j + block] = np.asarray(x[:, j : j + block], dtype=np.float32).T @ u
     return out
 
 
@@ -300,7 +303,11 @@ class Embedder:
         self._buf = self._buf_flag = None
         self._n_pending = 0
         self._basis = top_right_singular_vectors(x, min(self.dim, x.shape[0], x.shape[1]))
-        self._parts.append(self._project_parts(x, flag))
+        # float16 rows are projected as float32 (numpy's float16 product is four times slower)
+        step = max(1, (32 << 20) // (4 * x.shape[1]))
+        parts = [self._project_parts(np.asarray(x[i:i + step], dtype=np.float32), flag[i:i + step])
+                 for i in range(0, n, step)]
+        self._parts.append(np.concatenate(parts) if len(parts) > 1 else parts[0])
 
     def _project(self, e: np.ndarray) -> np.ndarray:
         return self._project_parts(e[:, :-1], e[:, -1])

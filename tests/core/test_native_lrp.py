@@ -437,3 +437,35 @@ def test_public_entry_point_innvestigate_backend(digits):
     nat = flowcallback.relevance(model, x, ["c", "o"], analyzer="lrp.epsilon", backend="native")
     for k in ("c", "o"):
         assert np.abs(inn[k] - nat[k]).max() <= RTOL * np.abs(inn[k]).max()
+
+
+@pytest.mark.parametrize("make", [small_resnet, concat_model, text_conv1d])
+def test_the_compiled_pass_equals_the_eager_one(make):
+    model = make()
+    x = _inputs(make.__name__ if make is text_conv1d else "digits", n=20)
+    engine = NativeLRP(model, _layer_names(model), "lrp.epsilon")
+    compiled = engine.compiled(batch_size=8)
+    assert compiled.verify(x) and compiled.difference <= RTOL
+    eager = engine.relevance(x, batch_size=8)
+    traced = compiled.relevance(x)  # three batches, the last one padded
+    assert set(traced) == set(eager)
+    for k in eager:
+        scale = np.abs(eager[k]).max()
+        assert np.abs(traced[k] - eager[k]).max() <= RTOL * scale, k
+
+
+def test_the_compiled_pass_is_not_used_where_weights_are_not_finite(digits):
+    """A diverged model: the eager operations are the reference for NaN, the traced graph is not used."""
+    model = _relu_mlp(bias_zero=False)
+    x = digits[1][0][:6]
+    engine = NativeLRP(model, None, "lrp.epsilon")
+    compiled = engine.compiled(batch_size=4)
+    assert compiled.verify(x)
+    k = model.get_layer("d").kernel
+    k.assign(tf.tensor_scatter_nd_update(k, [[0, 0]], [np.nan]))
+    eager = engine.relevance(x, batch_size=4)
+    traced = compiled.relevance(x)  # reads the weights: not finite, so eager
+    for name in eager:
+        np.testing.assert_array_equal(np.isnan(traced[name]), np.isnan(eager[name]))
+        np.testing.assert_array_equal(traced[name][~np.isnan(eager[name])], eager[name][~np.isnan(eager[name])])
+    assert not np.isfinite(traced["c"]).all()

@@ -37,7 +37,7 @@ from flowcallback import _validation as checks
 from flowcallback._progress import SnapshotProgress
 from flowcallback._version import __version__
 from flowcallback.core import _priority, aggregate, capture, knn, project, render, runpage, stages, store
-from flowcallback.core._notes import first_line
+from flowcallback.core._notes import first_line, name_list
 from flowcallback.core.lrp import engines as lrp_engines
 from flowcallback.core.lrp import worker as lrp_worker
 from flowcallback.core.outputs import held_out_loss, predictions_from_outputs
@@ -208,8 +208,11 @@ class Snapshotter:
                 raise
             except Exception as exc:  # LRP unavailable (a layer the engine cannot analyse, say)
                 self.worker = None
-                self.lrp_note = f"LRP skipped for the whole model, activation flows only: {first_line(exc)}"
-                self._record_error(None, exc)
+                reason = first_line(exc)
+                path = self._record_error(None, exc)
+                self.lrp_note = f"LRP skipped for the whole model, activation flows only: {reason}"
+                if reason != str(exc).strip():  # cut, or more lines: the note says where the whole reason is
+                    self.lrp_note += f" (the whole message: errors/{path.name})"
                 if self.settings.on_error == "raise":
                     raise SnapshotError(str(exc)) from exc
                 warnings.warn(f"FlowCallback: {self.lrp_note}", RuntimeWarning, stacklevel=2)
@@ -442,7 +445,7 @@ class Snapshotter:
                           f"still written and training goes on. Details: {path}", RuntimeWarning, stacklevel=3)
             return None
         if result.missing:
-            notes.append(f"LRP: no relevance reached layer(s) {', '.join(result.missing)}")
+            notes.append(f"LRP: no relevance reached layer(s) {name_list(result.missing)}")
         if means is not None:  # the native engine fills them; iNNvestigate's maps stay in its process
             state["class_means"].update({("lrp", n): m for n, m in means.result().items()})
         return result

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from flowcallback.core._keras import inbound_layers, layer_output_shape, model_class
+from flowcallback.core._notes import name_list
 from flowcallback.core.aggregate import LayerClassMeans
 from flowcallback.core.embed import Embedder
 
@@ -159,9 +160,10 @@ def branch_layout(model, layer_names: Sequence[str]) -> Tuple[List[str], Dict[st
     for a, b in zip(layer_names, layer_names[1:]):
         if a in g and b in g and not nx.has_path(g, a, b):
             column_notes[b] = f"parallel branch: not fed by {a}"
-    join_text = ", ".join(f"{n} ({type(model.get_layer(n)).__name__})" for n in joins) or "none"
+    # a model with many branch points (DenseNet121: 58 joins) is summarised: a note stays one sentence
+    join_text = name_list(f"{n} ({type(model.get_layer(n)).__name__})" for n in joins) or "none"
     note = (
-        f"Branching model (branches split at {', '.join(forks) or 'the input'}; join at {join_text}). "
+        f"Branching model (branches split at {name_list(forks) or 'the input'}; join at {join_text}). "
         "Columns follow one topological order of the selected layers, left to right; where two consecutive "
         "columns are parallel branches (marked on the column), the flows between them link the clusters of the "
         "same samples, not a data path."

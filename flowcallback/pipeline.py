@@ -115,7 +115,7 @@ class Snapshotter:
         self._graphs: Dict[int, Dict[str, object]] = {}  # every epoch's graphs, for the run page
         self._views: Dict[int, Optional[store.EpochViews]] = {}  # every epoch's class means and projections
         self._metrics: Dict[int, object] = {}  # every epoch's layer metrics (a DataFrame)
-        self._errors: Dict[int, str] = {}  # errors/epoch_XXX.txt, for the run page
+        self._errors: Dict[int | str, str] = {}  # as Run.errors(): epochs and "setup", for the run page
         self._page_cache: Dict[tuple, dict] = {}  # run page parts by (epoch, analysis)
         self._page_lock = threading.Lock()
 
@@ -545,7 +545,8 @@ class Snapshotter:
         return self._pool
 
     def _record_error(self, epoch: Optional[int], exc: BaseException, where: str = "") -> Path:
-        """Append the error and its traceback to ``errors/epoch_XXX.txt`` (``setup.txt`` before any epoch)."""
+        """Append the error and its traceback to ``errors/epoch_XXX.txt`` (``setup.txt`` before any epoch),
+        and to what the run page shows (``self._errors``, keyed as :meth:`flowcallback.core.store.Run.errors`)."""
         name = f"epoch_{epoch:03d}.txt" if epoch is not None else "setup.txt"
         path = self.log_dir / "errors" / name
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -556,8 +557,8 @@ class Snapshotter:
                 store.atomic_write(path, (old + text).encode("utf-8"))
             except OSError:
                 pass
-            if epoch is not None:
-                self._errors[epoch] = self._errors[epoch] + "\n" + text if epoch in self._errors else text
+            key = store.SETUP_ERRORS if epoch is None else epoch
+            self._errors[key] = self._errors[key] + "\n" + text if key in self._errors else text
         return path
 
 

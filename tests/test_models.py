@@ -1,6 +1,9 @@
 """Models beyond the paper: branches and joins, layers iNNvestigate cannot analyse, several inputs or outputs."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -46,6 +49,17 @@ def inception():
     return tf.keras.Model(inp, out)
 
 
+#: A line break in the notes under a diagram, as the page's JSON holds it: ``<br>``, between the colour
+#: spans of two lines of a red note.
+_NOTE_BREAK = re.compile(r'(\\u003c(/|\\u002f)span\\u003e)?\\u003cbr\\u003e'
+                         r'(\\u003cspan style=\\"color:#a33\\"\\u003e)?')
+
+
+def page_text(path) -> str:
+    """An epoch page's HTML with the line breaks of its notes read as spaces (and "/" unescaped)."""
+    return _NOTE_BREAK.sub(" ", Path(path).read_text("utf-8")).replace("\\u002f", "/")
+
+
 def run_backend(log_dir) -> str:
     """The LRP engine that lrp_backend="auto" chose for a run: "innvestigate" or "native"."""
     import json
@@ -81,7 +95,7 @@ def test_branching_models_end_to_end(tmp_path, digits, build, join):
         ga = run.epoch(1, a)
         assert conserved(ga)
         assert any(n.startswith("Branching model") and join in n for n in ga.notes)
-    page = (tmp_path / "epoch_001.html").read_text()
+    page = page_text(tmp_path / "epoch_001.html")
     assert "Branching model" in page and "topological order" in page
 
 
@@ -148,7 +162,7 @@ def test_layers_lrp_cannot_analyse_give_activation_flows_and_a_note(tmp_path, di
     with pytest.warns(RuntimeWarning, match="LRP skipped for the whole model"):
         run = fit_with_callback(model, digits, tmp_path)
     assert run.epochs == [1] and run.analyses(1) == ["activations"]
-    assert run.errors() == {}  # the epoch did not fail
+    assert list(run.errors()) == ["setup"]  # the epoch did not fail; the set-up recorded why LRP is skipped
     g = run.epoch(1)
     assert conserved(g) and "scale" in g.column_names
     note = [n for n in g.notes if n.startswith("LRP skipped for the whole model")]
@@ -162,7 +176,62 @@ def test_layers_lrp_cannot_analyse_give_activation_flows_and_a_note(tmp_path, di
                     "lambda": "layer(s) scale (Lambda: no LRP rule for this layer class)",
                     "hidden softmax": "layer(s) scale (Activation: a softmax inside the model"}[odd]
     assert len(note) == 1 and expected in note[0]
-    assert expected in (tmp_path / "epoch_001.html").read_text()
+    assert expected in page_text(tmp_path / "epoch_001.html")
+    assert expected in run.errors()["setup"] and "Traceback" in run.errors()["setup"]
+
+
+def test_a_long_reason_for_skipping_lrp_is_cut_at_a_word_and_kept_whole_in_the_errors(tmp_path, digits):
+    """Forty layers the native engine refuses: the note and the warning give the reason's first 400
+    characters, cut between words, and say where the whole of it is; ``run.errors()["setup"]`` has it."""
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(5)
+    inp = tf.keras.Input((8, 8, 1))
+    h = layers.Flatten(name="flat")(inp)
+    h = layers.Dense(16, activation="relu", name="hidden")(h)
+    names = [f"scale_{i:03d}" for i in range(40)]
+    for name in names:
+        h = layers.Lambda(lambda t: 1.0 * t, name=name)(h)
+    model = tf.keras.Model(inp, layers.Dense(10, activation="softmax", name="out")(h))
+    with pytest.warns(RuntimeWarning, match="LRP skipped for the whole model") as caught:
+        run = fit_with_callback(model, digits, tmp_path, lrp_backend="native", layers=["hidden", "out"])
+    setup = run.errors()["setup"]
+    assert list(run.errors()) == ["setup"] and all(f"{n} (Lambda" in setup for n in names)  # the whole reason
+    (note,) = [n for n in run.epoch(1).notes if n.startswith("LRP skipped for the whole model")]
+    head, pointer = note.split("…")
+    assert pointer == " (the whole message: errors/setup.txt)" and len(head) < 460
+    reason = head.split("activation flows only: ", 1)[1]
+    assert reason in setup and setup[setup.index(reason) + len(reason)] in " ,;:"  # cut between two words
+    assert any(note in str(w.message) for w in caught)  # the warning says the same
+    assert "the whole message: errors/setup.txt" in page_text(tmp_path / "epoch_001.html")
+
+
+def test_a_model_with_very_many_branch_points_is_read_back(tmp_path):
+    """150 residual joins (a DenseNet121 has 58, a ResNet152 50): the branch note names the first
+    layers and counts the others, so the run loads (the note of every fork and join did not)."""
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(6)
+    inp = tf.keras.Input((8,))
+    h = layers.Dense(8, activation="tanh", name="stem")(inp)
+    for i in range(150):
+        h = layers.Add(name=f"join_{i:03d}")([h, layers.Dense(8, activation="tanh", name=f"branch_{i:03d}")(h)])
+    model = tf.keras.Model(inp, layers.Dense(3, activation="softmax", name="out")(h))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(240, 8)).astype("float32")
+    y = np.argmax(x[:, :3], axis=1)
+    cb = FlowCallback((x[120:], y[120:]), log_dir=tmp_path, epochs=[1], k=5, lrp=False, verbose=0,
+                      layers=["stem", "join_074", "join_149", "out"])
+    model.fit(x[:120], y[:120], epochs=1, batch_size=60, verbose=0, callbacks=[cb])
+    run = load_run(tmp_path)
+    assert run.epochs == [1] and run.errors() == {}
+    g = run.epoch(1)
+    assert g.column_names == ("stem", "join_074", "join_149", "out", "Prediction", "Ground truth") and conserved(g)
+    (note,) = [n for n in g.notes if n.startswith("Branching model")]
+    assert note.startswith("Branching model (branches split at stem, join_000, join_001, join_002, join_003 and 145 "
+                           "more; join at join_000 (Add), join_001 (Add), join_002 (Add), join_003 (Add), join_004 "
+                           "(Add) and 145 more). Columns follow one topological order")
+    assert len(note) < 500
+    assert "and 145 more" in page_text(tmp_path / "epoch_001.html")
 
 
 def test_multi_input_model_is_refused_at_train_begin(tmp_path, digits, tally):
@@ -219,7 +288,7 @@ def test_subclassed_model_gets_activation_flows_of_its_own_data_path(tmp_path, d
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     with pytest.warns(RuntimeWarning, match="LRP skipped for the whole model"):
         run = fit_with_callback(model, digits, tmp_path)
-    assert run.epochs == [1] and run.analyses(1) == ["activations"] and run.errors() == {}
+    assert run.epochs == [1] and run.analyses(1) == ["activations"] and list(run.errors()) == ["setup"]
     g = run.epoch(1)
     assert g.column_names[:4] == ("conv2d", "conv2d_1", "global_average_pooling2d", "dense") and conserved(g)
     note = [n for n in g.notes if n.startswith("LRP skipped")]

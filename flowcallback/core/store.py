@@ -9,6 +9,7 @@ Layout of a run directory (``log_dir``)::
     graphs/epoch_003/activations.npz    per-sample arrays: assignments, labels, predictions
     graphs/epoch_003/lrp.json, lrp.npz  the same for the LRP analysis
     errors/epoch_003.txt           what failed in a snapshot, with the traceback
+    errors/setup.txt               what failed when the callback set up (the LRP engine refused the model)
 
 Each epoch's graph directory is first written under a temporary name and then renamed, so it is
 either complete or absent. Every file is written to a temporary file and renamed over its target.
@@ -89,9 +90,12 @@ __all__ = [
     "Run",
     "load_run",
     "epoch_page_name",
+    "SETUP_ERRORS",
 ]
 
 FORMAT_VERSION = 1
+#: The key of :meth:`Run.errors` for the errors of the set-up (``errors/setup.txt``); the others are epochs.
+SETUP_ERRORS = "setup"
 _EPOCH_DIR = re.compile(r"^epoch_(\d{3,})$")
 _ANALYSIS = re.compile(r"^[a-z][a-z0-9_]*$")
 #: Names of an epoch directory's files that are not an analysis's graph.
@@ -782,16 +786,41 @@ class Run:
         """Path of an epoch's HTML page."""
         return self.path / epoch_page_name(epoch)
 
-    def errors(self) -> Dict[int, str]:
-        """Errors recorded during snapshots, by epoch."""
+    def errors(self) -> Dict[int | str, str]:
+        """The errors recorded by the run, with their tracebacks: ``{epoch: text}`` for the snapshots
+        that failed (or a part of them: LRP, a layer, the projection), and ``{"setup": text}`` for
+        what failed when the callback set up (the LRP engine refused the model, say: the graphs'
+        notes give the first line of each reason, this the whole of it).
+
+        Returns
+        -------
+        dict
+            Epoch numbers (int), then the key :data:`SETUP_ERRORS` (``"setup"``) if the set-up
+            recorded an error; empty for a run without errors.
+
+        Examples
+        --------
+        >>> import shutil
+        >>> from flowcallback.demo import tiny_run
+        >>> run = load_run(tiny_run())
+        >>> run.errors()                                  # nothing failed
+        {}
+        >>> _ = (run.path / "errors").mkdir(), (run.path / "errors" / "setup.txt").write_text("Traceback ...")
+        >>> run.errors()                                  # as when the LRP engine refused the model
+        {'setup': 'Traceback ...'}
+        >>> shutil.rmtree(run.path)
+        """
         d = self.path / "errors"
-        out = {}
+        out: Dict[int | str, str] = {}
         if d.is_dir():
             _within(self.path, d)
             for p in sorted(d.glob("epoch_*.txt")):
                 m = re.match(r"^epoch_(\d+)\.txt$", p.name)
                 if m:
                     out[int(m.group(1))] = _read_text(_within(self.path, p), errors="replace")
+            setup = d / f"{SETUP_ERRORS}.txt"
+            if os.path.lexists(setup):
+                out[SETUP_ERRORS] = _read_text(_within(self.path, setup), errors="replace")
         return out
 
     def metrics(self, analysis: Optional[str] = None):

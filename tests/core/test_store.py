@@ -365,3 +365,22 @@ def test_a_file_that_breaks_the_schema_says_so_without_repeating_a_long_value(ru
         store.load_run(run_dir).epoch(3)
     assert len(str(info.value)) < 600
 
+
+# -- the errors of the run: snapshots and set-up -----------------------------------------------------------
+def test_errors_hold_the_set_up_errors_as_well_as_the_epochs(run_dir):
+    assert store.load_run(run_dir).errors() == {}
+    (run_dir / "errors").mkdir()
+    reason = "RuntimeError: no LRP rule for layer(s) " + "x, " * 500
+    (run_dir / "errors" / "setup.txt").write_text("Traceback ...\n" + reason)
+    (run_dir / "errors" / "epoch_003.txt").write_text("Traceback ...\nMemoryError\n")
+    errors = store.load_run(run_dir).errors()
+    assert list(errors) == [3, store.SETUP_ERRORS] and store.SETUP_ERRORS == "setup"
+    assert errors[3].endswith("MemoryError\n") and errors["setup"].endswith("x, " * 500)  # whole, not cut
+
+
+def test_a_set_up_error_file_linked_outside_is_refused(run_dir, tally):
+    tally("files corrupted")
+    (run_dir / "errors").mkdir()
+    os.symlink("/etc/hostname", run_dir / "errors" / "setup.txt")
+    with pytest.raises(RunFormatError, match=r"setup.txt: leads to .*outside the run directory"):
+        store.load_run(run_dir).errors()

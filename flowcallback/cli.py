@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 def _demo(args) -> int:
     import time
 
-    from flowcallback.core.store import load_run
+    from flowcallback.core.store import SETUP_ERRORS, load_run
     from flowcallback.demo import run_demo
 
     t0 = time.perf_counter()
@@ -20,8 +20,11 @@ def _demo(args) -> int:
     for e in run.epochs:
         print(f"  epoch {e}: {run.page(e).resolve()}")
     errors = run.errors()
-    if errors:
-        print(f"some snapshots recorded errors: {sorted(errors)} (see {run_dir}/errors)")
+    epochs = sorted(e for e in errors if isinstance(e, int))
+    if epochs:
+        print(f"some snapshots recorded errors: {epochs} (see {run_dir}/errors)")
+    if SETUP_ERRORS in errors:
+        print(f"the set-up recorded an error (see {run_dir}/errors/{SETUP_ERRORS}.txt)")
     return 0
 
 

@@ -37,7 +37,7 @@ from flowcallback import _validation as checks
 from flowcallback._progress import SnapshotProgress
 from flowcallback._version import __version__
 from flowcallback.core import _priority, aggregate, capture, knn, project, render, runpage, stages, store
-from flowcallback.core._notes import first_line
+from flowcallback.core._notes import first_line, name_list
 from flowcallback.core.lrp import engines as lrp_engines
 from flowcallback.core.lrp import worker as lrp_worker
 from flowcallback.core.outputs import held_out_loss, predictions_from_outputs
@@ -115,7 +115,7 @@ class Snapshotter:
         self._graphs: Dict[int, Dict[str, object]] = {}  # every epoch's graphs, for the run page
         self._views: Dict[int, Optional[store.EpochViews]] = {}  # every epoch's class means and projections
         self._metrics: Dict[int, object] = {}  # every epoch's layer metrics (a DataFrame)
-        self._errors: Dict[int, str] = {}  # errors/epoch_XXX.txt, for the run page
+        self._errors: Dict[int | str, str] = {}  # as Run.errors(): epochs and "setup", for the run page
         self._page_cache: Dict[tuple, dict] = {}  # run page parts by (epoch, analysis)
         self._page_lock = threading.Lock()
 
@@ -214,8 +214,11 @@ class Snapshotter:
                 raise
             except Exception as exc:  # LRP unavailable (a model without a layer graph, say)
                 self.worker = None
-                self.lrp_note = f"LRP skipped for the whole model, activation flows only: {first_line(exc)}"
-                self._record_error(None, exc)
+                reason = first_line(exc)
+                path = self._record_error(None, exc)
+                self.lrp_note = f"LRP skipped for the whole model, activation flows only: {reason}"
+                if reason != str(exc).strip():  # cut, or more lines: the note says where the whole reason is
+                    self.lrp_note += f" (the whole message: errors/{path.name})"
                 if self.settings.on_error == "raise":
                     raise SnapshotError(str(exc)) from exc
                 warnings.warn(f"FlowCallback: {self.lrp_note}", RuntimeWarning, stacklevel=2)
@@ -474,7 +477,7 @@ class Snapshotter:
                           f"still written and training goes on. Details: {path}", RuntimeWarning, stacklevel=3)
             return None
         if result.missing and not result.note:
-            notes.append(f"LRP: no relevance reached layer(s) {', '.join(result.missing)}")
+            notes.append(f"LRP: no relevance reached layer(s) {name_list(result.missing)}")
         if means is not None:  # the native engine fills them; iNNvestigate's maps stay in its process
             state["class_means"].update({("lrp", n): m for n, m in means.result().items()})
         return result
@@ -576,7 +579,8 @@ class Snapshotter:
         return self._pool
 
     def _record_error(self, epoch: Optional[int], exc: BaseException, where: str = "") -> Path:
-        """Append the error and its traceback to ``errors/epoch_XXX.txt`` (``setup.txt`` before any epoch)."""
+        """Append the error and its traceback to ``errors/epoch_XXX.txt`` (``setup.txt`` before any epoch),
+        and to what the run page shows (``self._errors``, keyed as :meth:`flowcallback.core.store.Run.errors`)."""
         name = f"epoch_{epoch:03d}.txt" if epoch is not None else "setup.txt"
         path = self.log_dir / "errors" / name
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -587,8 +591,8 @@ class Snapshotter:
                 store.atomic_write(path, (old + text).encode("utf-8"))
             except OSError:
                 pass
-            if epoch is not None:
-                self._errors[epoch] = self._errors[epoch] + "\n" + text if epoch in self._errors else text
+            key = store.SETUP_ERRORS if epoch is None else epoch
+            self._errors[key] = self._errors[key] + "\n" + text if key in self._errors else text
         return path
 
 

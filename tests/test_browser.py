@@ -230,3 +230,70 @@ def test_class_filter_keeps_one_hundred_classes_legible(tmp_path):
         assert (tmp_path / name).stat().st_size > 10_000
         if os.environ.get("FLOWCALLBACK_DOC_IMAGES"):  # refreshes docs/images (see docs/usage.md)
             shutil.copy(tmp_path / name, os.path.join(os.environ["FLOWCALLBACK_DOC_IMAGES"], name))
+
+
+_NOTE_BOXES = """marker => {
+    const boxes = Array.from(document.querySelectorAll('.annotation'))
+        .filter(a => a.textContent.includes(marker))
+        .map(a => { const r = a.getBoundingClientRect(); return {left: r.left, right: r.right, bottom: r.bottom,
+                    lines: a.querySelectorAll('tspan.line').length, text: a.textContent}; });
+    return {boxes: boxes, width: document.documentElement.clientWidth};
+}"""
+
+
+def _long_note_graph():
+    """A graph whose one note is 1,500 characters of layer names, as a big branching model's was."""
+    import numpy as np
+
+    from flowcallback.core import flows
+
+    names = [f"conv{i}_block{j}_concat" for i in range(2, 6) for j in range(1, 33)]
+    note = ("Branching model (branches split at " + ", ".join(names))[:1499] + "."
+    y = np.arange(60) % 3
+    g = flows.build_flow_graph([("dense", "Dense", y), ("out", "Dense", y)], y, y, epoch=1, graph_notes=[note],
+                               metrics={"accuracy": 1.0, "loss": 0.1})
+    return g, note
+
+
+def _check_note_fits(page, note, plot_selector):
+    from flowcallback.core import render
+
+    found = page.evaluate(f"({_NOTE_BOXES})('conv2_block1_concat')")
+    (box,) = found["boxes"]
+    width = found["width"]
+    assert 0 <= box["left"] and box["right"] <= width, (box, width)  # nothing drawn past the window's right edge
+    assert box["lines"] == len(render.wrap_note(note)) >= 11
+    assert box["text"].replace(" ", "") == note.replace(" ", "")  # every character is drawn
+    plot_bottom = page.evaluate(f"document.querySelector({plot_selector!r}).getBoundingClientRect().bottom")
+    assert box["bottom"] <= plot_bottom + 1, (box, plot_bottom)  # inside the figure's margin, not clipped
+
+
+def test_a_long_note_wraps_within_the_window_on_both_pages(tmp_path):
+    """A note of 1,500 characters stays inside a 1,024-pixel window on the epoch page and the run page,
+    and so do the run page's error lines (a set-up error with a 250-character word, a failed part)."""
+    from flowcallback.core import render, runpage
+
+    g, note = _long_note_graph()
+    assert len(note) == 1500
+    path = tmp_path / "epoch_001.html"
+    render.write_epoch_page(path, {"activations": g}, notes=g.notes)
+    with open_page(path.resolve().as_uri(), width=1024, height=800) as (page, errors, blocked):
+        _check_note_fits(page, note, ".plotly-graph-div")
+        assert errors == [] and blocked == []
+
+    info = {"flowcallback_version": "0", "model": {"name": "m", "fingerprint": "f"}, "class_names": ["0", "1", "2"],
+            "analyses": ["activations"], "config": {},
+            "layers": [{"name": "dense", "type": "Dense"}, {"name": "out", "type": "Dense"}]}
+    errors_text = {"setup": "Traceback ...\nRuntimeError: cannot copy /" + "very_long_path_" * 16 + "model.keras\n",
+                   1: "Traceback ...\nMemoryError: " + "the kNN graph of layer dense did not fit " * 6 + "\n"}
+    index = runpage.write_run_page(tmp_path, info, {1: {"activations": g}}, errors_text)
+    with open_page(index.resolve().as_uri(), width=1024, height=800) as (page, errors, blocked):
+        _check_note_fits(page, note, "#sankey")
+        width = page.evaluate("document.documentElement.clientWidth")
+        for selector in ("#setup-error", "#status"):
+            box = page.eval_on_selector(selector, "e => { const r = e.getBoundingClientRect(); "
+                                                  "return {left: r.left, right: r.right, text: e.textContent}; }")
+            assert box["text"] and 0 <= box["left"] and box["right"] <= width, (selector, box, width)
+        assert "very_long_path_very_long_path_" in page.inner_text("#setup-error")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width  # no horizontal scroll bar
+        assert errors == [] and blocked == []

@@ -1,6 +1,9 @@
 """Models beyond the paper: branches and joins, layers iNNvestigate cannot analyse, several inputs or outputs."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -46,6 +49,17 @@ def inception():
     return tf.keras.Model(inp, out)
 
 
+#: A line break in the notes under a diagram, as the page's JSON holds it: ``<br>``, between the colour
+#: spans of two lines of a red note.
+_NOTE_BREAK = re.compile(r'(\\u003c(/|\\u002f)span\\u003e)?\\u003cbr\\u003e'
+                         r'(\\u003cspan style=\\"color:#a33\\"\\u003e)?')
+
+
+def page_text(path) -> str:
+    """An epoch page's HTML with the line breaks of its notes read as spaces (and "/" unescaped)."""
+    return _NOTE_BREAK.sub(" ", Path(path).read_text("utf-8")).replace("\\u002f", "/")
+
+
 def run_backend(log_dir) -> str:
     """The LRP engine that lrp_backend="auto" chose for a run: "innvestigate" or "native"."""
     import json
@@ -62,8 +76,11 @@ def fit_with_callback(model, digits, log_dir, **kw):
     return load_run(log_dir)
 
 
-@pytest.mark.parametrize("build, join", [(small_resnet, "add (Add)"), (inception, "concatenate (Concatenate)")])
+@pytest.mark.parametrize("build, join", [(small_resnet, None), (inception, "concatenate (Concatenate)")])
 def test_branching_models_end_to_end(tmp_path, digits, build, join):
+    """Columns follow a topological order; where two consecutive columns are parallel branches (the
+    Inception block's), a note explains the layout; where every column feeds the next (the ResNet
+    block's convolutions, its Add and what follows), there is nothing to explain."""
     model = build()
     run = fit_with_callback(model, digits, tmp_path)
     assert run.epochs == [1] and run.errors() == {}
@@ -80,9 +97,10 @@ def test_branching_models_end_to_end(tmp_path, digits, build, join):
     for a in run.analyses(1):
         ga = run.epoch(1, a)
         assert conserved(ga)
-        assert any(n.startswith("Branching model") and join in n for n in ga.notes)
-    page = (tmp_path / "epoch_001.html").read_text()
-    assert "Branching model" in page and "topological order" in page
+        branching = [n for n in ga.notes if n.startswith("Branching model")]
+        assert (len(branching) == 1 and join in branching[0]) if join else branching == []
+    page = page_text(tmp_path / "epoch_001.html")
+    assert ("Branching model" in page and "topological order" in page) == bool(join)
 
 
 def test_default_named_resnet_has_lrp_flows_at_every_epoch(tmp_path, digits):
@@ -163,6 +181,75 @@ def test_a_layer_without_an_lrp_rule_stops_relevance_there(tmp_path, digits, odd
     assert not any(n.startswith("LRP relevance stops") for n in activations.notes)
 
 
+def test_a_long_reason_for_skipping_lrp_is_cut_at_a_word_and_kept_whole_in_the_errors(tmp_path, digits, monkeypatch):
+    """The LRP engine refuses the model at set-up with a reason naming forty layers (injected, so that
+    the test does not depend on which layers the engine accepts): the note and the warning give its
+    first 400 characters, cut between words, and say where the whole of it is; ``run.errors()["setup"]``
+    and the run page have it."""
+    import json
+
+    from flowcallback.core.lrp import engines
+
+    names = [f"scale_{i:03d}" for i in range(40)]
+    reason = "the native LRP engine cannot analyse layer(s) " + "; ".join(
+        f"{n} (Lambda: no LRP rule for this layer class)" for n in names)
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError(reason)
+
+    monkeypatch.setattr(engines.NativeEngine, "start", refuse)
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(5)
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), layers.Flatten(name="flat"),
+                                 layers.Dense(16, activation="relu", name="hidden"),
+                                 layers.Dense(10, activation="softmax", name="out")])
+    with pytest.warns(RuntimeWarning, match="LRP skipped for the whole model") as caught:
+        run = fit_with_callback(model, digits, tmp_path, lrp_backend="native")
+    setup = run.errors()["setup"]
+    assert list(run.errors()) == ["setup"] and f"RuntimeError: {reason}" in setup  # the whole reason
+    (note,) = [n for n in run.epoch(1).notes if n.startswith("LRP skipped for the whole model")]
+    head, pointer = note.split("…")
+    assert pointer == " (the whole message: errors/setup.txt)" and len(head) < 460
+    kept = head.split("activation flows only: ", 1)[1]
+    assert reason.startswith(kept) and reason[len(kept)] in " ,;:"  # cut between two words
+    assert any(note in str(w.message) for w in caught)  # the warning says the same
+    assert "the whole message: errors/setup.txt" in page_text(tmp_path / "epoch_001.html")
+    data = json.loads(re.search(r'<script id="run-data" type="application/json">(.*?)</script>',
+                                (tmp_path / "index.html").read_text("utf-8"), re.S).group(1))
+    assert data["setup_error"].startswith("RuntimeError: the native LRP engine cannot analyse layer(s) scale_000")
+
+
+def test_a_model_with_very_many_branch_points_is_read_back(tmp_path):
+    """150 residual joins (a DenseNet121 has 58, a ResNet152 50): the branch note names the first
+    layers and counts the others, so the run loads (the note of every fork and join did not)."""
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(6)
+    inp = tf.keras.Input((8,))
+    h = layers.Dense(8, activation="tanh", name="stem")(inp)
+    for i in range(150):  # two parallel branches per block, so that two columns can be parallel
+        left = layers.Dense(8, activation="tanh", name=f"left_{i:03d}")(h)
+        h = layers.Add(name=f"join_{i:03d}")([left, layers.Dense(8, activation="tanh", name=f"branch_{i:03d}")(h)])
+    model = tf.keras.Model(inp, layers.Dense(3, activation="softmax", name="out")(h))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(240, 8)).astype("float32")
+    y = np.argmax(x[:, :3], axis=1)
+    cb = FlowCallback((x[120:], y[120:]), log_dir=tmp_path, epochs=[1], k=5, lrp=False, verbose=0,
+                      layers=["stem", "left_074", "branch_074", "join_149", "out"])
+    model.fit(x[:120], y[:120], epochs=1, batch_size=60, verbose=0, callbacks=[cb])
+    run = load_run(tmp_path)
+    assert run.epochs == [1] and run.errors() == {}
+    g = run.epoch(1)
+    assert g.column_names == ("stem", "left_074", "branch_074", "join_149", "out", "Prediction", "Ground truth")
+    assert conserved(g) and g.columns[2].note == "parallel branch: not fed by left_074"
+    (note,) = [n for n in g.notes if n.startswith("Branching model")]
+    assert note.startswith("Branching model (branches split at stem, join_000, join_001, join_002, join_003 and 145 "
+                           "more; join at join_000 (Add), join_001 (Add), join_002 (Add), join_003 (Add), join_004 "
+                           "(Add) and 145 more). Columns follow one topological order")
+    assert len(note) < 500
+    assert "and 145 more" in page_text(tmp_path / "epoch_001.html")
+
+
 def test_multi_input_model_is_refused_at_train_begin(tmp_path, digits, tally):
     tally("bad inputs tried")
     (x_tr, y_tr), (x_te, y_te) = digits
@@ -217,7 +304,7 @@ def test_subclassed_model_gets_activation_flows_of_its_own_data_path(tmp_path, d
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     with pytest.warns(RuntimeWarning, match="LRP skipped for the whole model"):
         run = fit_with_callback(model, digits, tmp_path)
-    assert run.epochs == [1] and run.analyses(1) == ["activations"] and run.errors() == {}
+    assert run.epochs == [1] and run.analyses(1) == ["activations"] and list(run.errors()) == ["setup"]
     g = run.epoch(1)
     assert g.column_names[:4] == ("conv2d", "conv2d_1", "global_average_pooling2d", "dense") and conserved(g)
     note = [n for n in g.notes if n.startswith("LRP skipped")]

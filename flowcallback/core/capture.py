@@ -16,6 +16,7 @@ import numpy as np
 
 from flowcallback.core import layergraph
 from flowcallback.core._keras import inbound_layers
+from flowcallback.core._notes import name_list
 from flowcallback.core.aggregate import LayerClassMeans
 from flowcallback.core.embed import Embedder
 
@@ -337,7 +338,8 @@ def branch_layout(model, layer_names: Sequence[str]) -> Tuple[List[str], Dict[st
     Returns
     -------
     notes : list of str
-        One note for the whole diagram (empty for a chain of layers such as a Sequential model).
+        One note for the whole diagram; empty when every column feeds the next (a Sequential
+        model, or a branching model's block outputs).
     column_notes : dict of layer name to str
         For each column not fed (directly or not) by the column before it: which one it is parallel to.
 
@@ -371,10 +373,13 @@ def branch_layout(model, layer_names: Sequence[str]) -> Tuple[List[str], Dict[st
     for a, b in zip(layer_names, layer_names[1:]):
         if a in g and b in g and not nx.has_path(g, a, b):
             column_notes[b] = f"parallel branch: not fed by {a}"
+    if not column_notes:  # every column feeds the next (a deep model's block outputs): nothing to explain
+        return [], {}
     classes = _layer_classes(model, _graph(model))
-    join_text = ", ".join(f"{n} ({classes.get(n, '?')})" for n in joins) or "none"
+    # a model with many branch points (DenseNet121: 58 joins) is summarised: a note stays one sentence
+    join_text = name_list(f"{n} ({classes.get(n, '?')})" for n in joins) or "none"
     note = (
-        f"Branching model (branches split at {', '.join(forks) or 'the input'}; join at {join_text}). "
+        f"Branching model (branches split at {name_list(forks) or 'the input'}; join at {join_text}). "
         "Columns follow one topological order of the selected layers, left to right; where two consecutive "
         "columns are parallel branches (marked on the column), the flows between them link the clusters of the "
         "same samples, not a data path."

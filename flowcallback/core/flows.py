@@ -23,6 +23,8 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from flowcallback.core._notes import check_notes
+
 __all__ = [
     "clean_metric",
     "Column",
@@ -121,7 +123,8 @@ class FlowGraph:
     notes : tuple of str
         What the reader of the diagram must know about the whole snapshot (LRP skipped and why,
         how the branches of a branching model were laid out...). Per-column notes are on
-        :attr:`Column.note`.
+        :attr:`Column.note`. At most 100 notes of at most 2,000 characters each (what the graph's
+        file holds, :mod:`flowcallback.core._notes`): more raises ``ValueError``.
     """
 
     epoch: int
@@ -145,6 +148,7 @@ class FlowGraph:
         if isinstance(self.notes, str):
             raise ValueError(f"notes: expected a sequence of strings, got the string {self.notes!r}")
         set_("notes", tuple(str(s) for s in self.notes))
+        check_notes(self.notes)  # what the file of the graph can hold: a graph is always saved and read back
         n = self.labels.shape[0]
         if self.assignments.ndim != 2 or self.assignments.shape != (n, len(self.columns)):
             raise ValueError(

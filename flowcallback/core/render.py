@@ -23,7 +23,8 @@ from flowcallback.core.flows import FlowGraph
 from flowcallback.core.history import confusion_over_training
 from flowcallback.core.stages import ANALYSIS_LABELS
 
-__all__ = ["class_colors", "sankey_trace", "figure", "write_epoch_page", "ANALYSIS_LABELS", "note_is_problem"]
+__all__ = ["class_colors", "sankey_trace", "figure", "write_epoch_page", "ANALYSIS_LABELS", "note_is_problem",
+           "wrap_note"]
 
 # Tableau 10 / 20: distinguishable, colour-blind-aware first choices.
 _TAB10 = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
@@ -329,6 +330,39 @@ def note_is_problem(note: str) -> bool:
 
 #: Height in pixels of a diagram of few clusters (a page makes it fill the window when taller).
 MIN_HEIGHT = 650
+#: The most characters of one line of the notes under a diagram (Plotly does not wrap text): about
+#: 800 pixels at their 11-pixel font.
+NOTE_LINE_CHARS = 140
+#: The height of one line of notes, in pixels, for the bottom margin that holds them.
+NOTE_LINE_HEIGHT = 14
+
+
+def wrap_note(note: str, width: int = NOTE_LINE_CHARS) -> List[str]:
+    """A note's lines of at most ``width`` characters, broken between words (inside a word only
+    where one word is longer than a line).
+
+    Examples
+    --------
+    >>> wrap_note("LRP failed for this epoch: the worker died", width=20)
+    ['LRP failed for this', 'epoch: the worker', 'died']
+    >>> wrap_note("short")
+    ['short']
+    """
+    import textwrap
+
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width: expected an integer >= 1, got {width!r}")
+    return textwrap.wrap(str(note), width, break_long_words=True, break_on_hyphens=False) or [""]
+
+
+def _notes_annotation_text(notes: Sequence[str]) -> tuple:
+    """``(text, lines)``: the notes as Plotly's HTML, escaped and wrapped (each line in its own colour span)."""
+    lines = []
+    for note in notes:
+        color = PROBLEM_NOTE_COLOR if note_is_problem(note) else None
+        for line in wrap_note(note):
+            lines.append(f'<span style="color:{color}">{_esc(line)}</span>' if color else _esc(line))
+    return "<br>".join(lines), len(lines)
 
 
 def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = (),
@@ -342,7 +376,8 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
     title_prefix : str
         Shown before the title (the run's name, say).
     notes : sequence of str
-        Lines shown under the diagram (skipped analyses, errors).
+        Shown under the diagram (skipped analyses, errors), one below the other, each broken into
+        lines of at most :data:`NOTE_LINE_CHARS` characters (:func:`wrap_note`).
     top_classes : int, "auto" or None, default="auto"
         Colour only the largest classes and draw the others as one grey "other" (see
         :func:`top_classes`); "auto" does so above :data:`AUTO_TOP_CLASSES` classes.
@@ -377,10 +412,11 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
                                  name=f"other ({len(first.class_names) - len(shown)} classes)", showlegend=True,
                                  hoverinfo="skip"))
     n_legend = len(legend) + (shown is not None)
-    note_text = "<br>".join(
-        f'<span style="color:{PROBLEM_NOTE_COLOR}">{_esc(s)}</span>' if note_is_problem(s) else _esc(s) for s in notes)
+    note_text, note_lines = _notes_annotation_text(notes)
+    # left-aligned lines under the diagram's left edge (Plotly centres the lines of an annotation by default)
     note_ann = [dict(x=0, y=-0.04, xref="paper", yref="paper", xanchor="left", yanchor="top", showarrow=False,
-                     text=note_text, font=dict(size=11, color=INFO_NOTE_COLOR), name="notes")] if notes else []
+                     align="left", text=note_text, font=dict(size=11, color=INFO_NOTE_COLOR),
+                     name="notes")] if notes else []
     prefix = (_esc(title_prefix) + " · ") if title_prefix else ""
     buttons = []
     for i, a in enumerate(analyses):
@@ -401,7 +437,7 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
         plot_bgcolor="white",
         paper_bgcolor="white",
         height=int(min(2400, max(COMPACT_HEIGHT if compact else MIN_HEIGHT, 14 * max_clusters))),
-        margin=dict(l=30, r=110 if compact else 30, t=200 if compact else 140, b=60 + 14 * len(notes)),
+        margin=dict(l=30, r=110 if compact else 30, t=200 if compact else 140, b=60 + NOTE_LINE_HEIGHT * note_lines),
         legend=dict(title=dict(text="True class"), itemclick=False, itemdoubleclick=False),
         font=dict(family="Helvetica, Arial, sans-serif"),
         updatemenus=[dict(type="buttons", direction="right", x=1.0, xanchor="right", y=1.17 if compact else 1.1,

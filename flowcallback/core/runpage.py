@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Union
 import numpy as np
 
 from flowcallback.core._files import atomic_write, ensure_plotlyjs
+from flowcallback.core._notes import shorten
 from flowcallback.core.flows import FlowGraph
 from flowcallback.core.history import confusion_over_training
 from flowcallback.core.render import (
@@ -318,7 +319,7 @@ def _projection_data(views: Dict[int, object], graphs: Mapping[int, Mapping[str,
 
 
 def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
-                  errors: Optional[Mapping[int, str]] = None, *, cache: Optional[dict] = None,
+                  errors: Optional[Mapping[int | str, str]] = None, *, cache: Optional[dict] = None,
                   views: Optional[Mapping[int, EpochViews]] = None, metrics=None) -> str:
     """The run page, drawn from data in memory: nothing is read from disk but the package's templates.
 
@@ -332,7 +333,8 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
     errors : mapping of epoch to str, optional
         The text recorded for a failed snapshot, or a failed part of one (``Run.errors()``). An
         epoch here without graphs stays on the slider, marked as failed; one with graphs is marked
-        as partly failed.
+        as partly failed. The key ``"setup"`` (:data:`flowcallback.core.store.SETUP_ERRORS`) holds
+        what failed when the callback set up: its last line is shown above the diagram.
     cache : dict, optional
         Keeps what the page shows of each ``(epoch, analysis)`` between calls, so that a caller
         rewriting the page after every snapshot builds each epoch's part once. An entry is used
@@ -356,9 +358,12 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
     import pandas as pd
 
     from flowcallback.core.metrics import METRIC_COLUMNS
+    from flowcallback.core.store import SETUP_ERRORS
 
     cache = {} if cache is None else cache
-    errors = {int(e): str(t) for e, t in (errors or {}).items()}
+    errors = dict(errors or {})
+    setup_errors = str(errors.pop(SETUP_ERRORS, ""))
+    errors = {int(e): str(t) for e, t in errors.items()}
     epochs = sorted(int(e) for e, by_analysis in graphs.items() if by_analysis)
     analyses = list(info.get("analyses", ["activations"]))
     class_names = list(info["class_names"])
@@ -393,8 +398,8 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
     written = set(epochs)
     slider = sorted(written | set(errors))  # failed epochs stay on the slider, marked as failed
 
-    def last_line(text):
-        return text.strip().splitlines()[-1][:300] if text.strip() else "error"
+    def last_line(text):  # an error's message: a traceback's last line, cut at a word
+        return shorten(text.strip().splitlines()[-1], 300) if text.strip() else "error"
 
     data = {
         "title": f"{model_name} · {len(slider)} snapshot(s)",
@@ -411,6 +416,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
         # no graph at all: the snapshot failed; a graph and an error: a part failed (LRP, a layer)
         "failed": {str(e): last_line(t) for e, t in errors.items() if e not in written},
         "partial": {str(e): last_line(t) for e, t in errors.items() if e in written},
+        "setup_error": last_line(setup_errors) if setup_errors.strip() else "",
     }
     shown_views = _view_epochs(views, epochs)
     data["class_means"] = _class_means_data(shown_views, len(class_names))
@@ -431,7 +437,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
 
 
 def write_run_page(log_dir: PathLike, info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
-                   errors: Optional[Mapping[int, str]] = None, *, cache: Optional[dict] = None,
+                   errors: Optional[Mapping[int | str, str]] = None, *, cache: Optional[dict] = None,
                    views: Optional[Mapping[int, EpochViews]] = None, metrics=None) -> Path:
     """Write ``index.html`` into ``log_dir`` (atomically) from data in memory, with the plotly
     package's own ``plotly.min.js`` beside it (:func:`flowcallback.core.store.ensure_plotlyjs`).

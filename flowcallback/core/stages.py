@@ -38,18 +38,53 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
 from flowcallback.core import cluster, flows, match, metrics, project
-from flowcallback.core._notes import first_line
+from flowcallback.core._notes import first_line, name_list
 
-__all__ = ["Captured", "Continuity", "SnapshotAnalysis", "StageClock", "analyse", "ANALYSIS_LABELS"]
+__all__ = ["Captured", "Continuity", "SnapshotAnalysis", "StageClock", "analyse", "left_out_notes",
+           "ANALYSIS_LABELS"]
 
 #: How each analysis is named on pages and in notes.
 ANALYSIS_LABELS = {"activations": "Activations", "lrp": "LRP relevance"}
+
+
+def left_out_notes(label: str, left_out: Sequence[Tuple[str, BaseException]], first: int = 5) -> List[str]:
+    """The graph notes for the layers whose kNN or MCL failed: one per layer, the first ``first``
+    of them; one more names the others (however many layers failed, a graph has few notes).
+
+    Parameters
+    ----------
+    label : str
+        The analysis as pages name it (``"Activations"``).
+    left_out : sequence of (layer name, exception)
+    first : int, default=5
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> left_out_notes("Activations", [("dense", MemoryError())])
+    ['Activations: layer dense left out of this epoch (MemoryError)']
+    >>> notes = left_out_notes("Activations", [(f"conv_{i}", ValueError("boom")) for i in range(40)])
+    >>> len(notes)
+    6
+    >>> print(notes[-1])
+    Activations: 35 more layers left out of this epoch (conv_5, conv_6, conv_7, conv_8, conv_9 and 30 more;
+    the errors are in the epoch's error file)
+    """
+    notes = [f"{label}: layer {name} left out of this epoch ({first_line(exc)})" for name, exc in left_out[:first]]
+    rest = [name for name, _ in left_out[first:]]
+    if rest:
+        notes.append(f"{label}: {len(rest)} more layer{'s' if len(rest) > 1 else ''} left out of this epoch "
+                     f"({name_list(rest)}; the errors are in the epoch's error file)")
+    return notes
 
 
 class StageClock:
@@ -304,8 +339,7 @@ def analyse(
             for name, extra in column_notes[analysis].items():
                 notes[name] = f"{notes[name]}; {extra}" if name in notes else extra
             label = ANALYSIS_LABELS.get(analysis, analysis)
-            left = [f"{label}: layer {name} left out of this epoch ({first_line(exc)})"
-                    for (a, name), exc in left_out.items() if a == analysis]
+            left = left_out_notes(label, [(name, exc) for (a, name), exc in left_out.items() if a == analysis])
             graph_metrics = {**captured.metrics, **captured.analysis_metrics.get(analysis, {})}
             graphs[analysis] = flows.build_flow_graph(
                 layer_clusters, captured.labels, captured.predictions, class_names=class_names,

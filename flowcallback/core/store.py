@@ -9,6 +9,7 @@ Layout of a run directory (``log_dir``)::
     graphs/epoch_003/activations.npz    per-sample arrays: assignments, labels, predictions
     graphs/epoch_003/lrp.json, lrp.npz  the same for the LRP analysis
     errors/epoch_003.txt           what failed in a snapshot, with the traceback
+    errors/setup.txt               what failed when the callback set up (the LRP engine refused the model)
 
 Each epoch's graph directory is first written under a temporary name and then renamed, so it is
 either complete or absent. Every file is written to a temporary file and renamed over its target.
@@ -89,9 +90,12 @@ __all__ = [
     "Run",
     "load_run",
     "epoch_page_name",
+    "SETUP_ERRORS",
 ]
 
 FORMAT_VERSION = 1
+#: The key of :meth:`Run.errors` for the errors of the set-up (``errors/setup.txt``); the others are epochs.
+SETUP_ERRORS = "setup"
 _EPOCH_DIR = re.compile(r"^epoch_(\d{3,})$")
 _ANALYSIS = re.compile(r"^[a-z][a-z0-9_]*$")
 #: Names of an epoch directory's files that are not an analysis's graph.
@@ -120,12 +124,38 @@ def _validator(name: str):
     return jsonschema.Draft202012Validator(schema)
 
 
-def _validate(doc, schema: str, path: Path) -> None:
+def _schema_problem(doc, schema: str) -> Optional[str]:
+    """Where and how ``doc`` breaks ``schema`` (``"at notes/0: '...' is too long"``), or None."""
     errors = sorted(_validator(schema).iter_errors(doc), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
-        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-        raise RunFormatError(f"{path}: does not match schema {schema} at {where}: {e.message}")
+    if not errors:
+        return None
+    e = errors[0]
+    where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+    message = e.message
+    if len(message) > 400:  # a long value is not repeated whole; the end says what is wrong with it
+        message = f"{message[:200]} [...] {message[-150:]}"
+    return f"at {where}: {message}"
+
+
+def _validate(doc, schema: str, path: Path) -> None:
+    """Refuse a document read from a run directory that breaks its schema."""
+    problem = _schema_problem(doc, schema)
+    if problem:
+        raise RunFormatError(f"{path}: does not match schema {schema} {problem}")
+
+
+def _check_before_writing(doc, schema: str, path: Path) -> None:
+    """Refuse to write a document that the loader would refuse (a writer's bug, before any file changes).
+
+    Raises
+    ------
+    ValueError
+        Naming the file, the schema file and where in the document it breaks the schema.
+    """
+    problem = _schema_problem(doc, schema)
+    if problem:
+        raise ValueError(f"{path}: the document to write does not match schema {schema} "
+                         f"(flowcallback/schemas/{schema}.json) {problem}; nothing was written")
 
 
 def _checked_json(json_path: PathLike, root: Optional[PathLike], schema: str) -> Tuple[Path, Path, dict]:
@@ -577,36 +607,46 @@ def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph], views: Option
     Raises
     ------
     ValueError
-        For graphs of several epochs, or views that do not fit the graphs (class means without
-        one row per class, projected samples beyond the held-out set).
+        For graphs of several epochs, views that do not fit the graphs (class means without
+        one row per class, projected samples beyond the held-out set), or a document that the
+        loader would refuse (it breaks its schema: a writer's bug), naming the file, the schema and
+        where. Nothing is written then: an earlier directory of the epoch stays as it was.
     """
     if not graphs:
         raise ValueError("graphs: expected at least one FlowGraph")
     epochs = {g.epoch for g in graphs.values()}
     if len(epochs) != 1:
         raise ValueError(f"graphs: expected graphs of one epoch, got epochs {sorted(epochs)}")
+    for analysis, g in graphs.items():
+        if not _ANALYSIS.match(analysis) or analysis != g.analysis or analysis in _NOT_ANALYSES:
+            raise ValueError(f"graphs: key {analysis!r} must be the graph's analysis name (lowercase identifier, "
+                             f"none of {sorted(_NOT_ANALYSES)})")
     if views is not None:
         if not isinstance(views, EpochViews):
             raise ValueError(f"views: expected an EpochViews, got {type(views).__name__}")
         _check_views_against(views, graphs)
     epoch = epochs.pop()
     root = Path(log_dir) / "graphs"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / _epoch_dir_name(epoch)
+    # Each JSON document is checked against the schema that load_run reads it with before anything
+    # is written: what is written can be read.
+    documents = {f"{a}.json": (graph_to_json(g, f"{a}.npz"), "flowgraph-1") for a, g in graphs.items()}
+    if views:
+        documents[f"{VIEWS}.json"] = (views_to_json(views, epoch, f"{VIEWS}.npz"), "views-1")
+    if metrics is not None:
+        documents[METRICS_FILE] = (_metrics_doc(epoch, metrics), "metrics-1")
+    for name, (doc, schema) in documents.items():
+        _check_before_writing(doc, schema, final / name)
+    root.mkdir(parents=True, exist_ok=True)
     # The temporary name carries this process's id: remove_stale_temporaries tells a dead writer's.
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final.name), suffix=".tmp", dir=root))
     try:
         for analysis, g in graphs.items():
-            if not _ANALYSIS.match(analysis) or analysis != g.analysis or analysis in _NOT_ANALYSES:
-                raise ValueError(f"graphs: key {analysis!r} must be the graph's analysis name (lowercase identifier, "
-                                 f"none of {sorted(_NOT_ANALYSES)})")
             atomic_write(tmp / f"{analysis}.npz", _npz_bytes(g))
-            atomic_write(tmp / f"{analysis}.json", _json_bytes(graph_to_json(g, f"{analysis}.npz")))
         if views:
             atomic_write(tmp / f"{VIEWS}.npz", _views_npz_bytes(views))
-            atomic_write(tmp / f"{VIEWS}.json", _json_bytes(views_to_json(views, epoch, f"{VIEWS}.npz")))
-        if metrics is not None:
-            atomic_write(tmp / METRICS_FILE, _json_bytes(_metrics_doc(epoch, metrics)))
+        for name, (doc, _) in documents.items():
+            atomic_write(tmp / name, _json_bytes(doc))
         os.chmod(tmp, _dir_mode())  # mkdtemp creates 0700 whatever the umask
         if final.exists():
             old = root / f"{_temp_prefix(final.name)}old.tmp"
@@ -627,18 +667,23 @@ METRICS_FILE = "metrics.json"
 
 def _metrics_doc(epoch: int, metrics) -> dict:
     rows = [{name: clean_metric(v) for name, v in row.items()} for row in metrics.to_dict("records")]
-    doc = {"format": "flowcallback/metrics", "version": 1, "epoch": int(epoch), "rows": rows}
-    _validate(doc, "metrics-1", Path(METRICS_FILE))
-    return doc
+    return {"format": "flowcallback/metrics", "version": 1, "epoch": int(epoch), "rows": rows}
 
 
 def write_run_info(log_dir: PathLike, info: Mapping) -> Path:
-    """Write ``run.json`` (schema ``run-1``) atomically."""
+    """Write ``run.json`` (schema ``run-1``) atomically.
+
+    Raises
+    ------
+    ValueError
+        If the document breaks the schema that :func:`read_run_info` checks (naming the file, the
+        schema and where); nothing is written then.
+    """
     doc = dict(info)
     doc.setdefault("format", "flowcallback/run")
     doc.setdefault("version", FORMAT_VERSION)
     path = Path(log_dir) / "run.json"
-    _validate(doc, "run-1", path)
+    _check_before_writing(doc, "run-1", path)
     atomic_write(path, _json_bytes(doc))
     return path
 
@@ -741,16 +786,41 @@ class Run:
         """Path of an epoch's HTML page."""
         return self.path / epoch_page_name(epoch)
 
-    def errors(self) -> Dict[int, str]:
-        """Errors recorded during snapshots, by epoch."""
+    def errors(self) -> Dict[int | str, str]:
+        """The errors recorded by the run, with their tracebacks: ``{epoch: text}`` for the snapshots
+        that failed (or a part of them: LRP, a layer, the projection), and ``{"setup": text}`` for
+        what failed when the callback set up (the LRP engine refused the model, say: the graphs'
+        notes give the first line of each reason, this the whole of it).
+
+        Returns
+        -------
+        dict
+            Epoch numbers (int), then the key :data:`SETUP_ERRORS` (``"setup"``) if the set-up
+            recorded an error; empty for a run without errors.
+
+        Examples
+        --------
+        >>> import shutil
+        >>> from flowcallback.demo import tiny_run
+        >>> run = load_run(tiny_run())
+        >>> run.errors()                                  # nothing failed
+        {}
+        >>> _ = (run.path / "errors").mkdir(), (run.path / "errors" / "setup.txt").write_text("Traceback ...")
+        >>> run.errors()                                  # as when the LRP engine refused the model
+        {'setup': 'Traceback ...'}
+        >>> shutil.rmtree(run.path)
+        """
         d = self.path / "errors"
-        out = {}
+        out: Dict[int | str, str] = {}
         if d.is_dir():
             _within(self.path, d)
             for p in sorted(d.glob("epoch_*.txt")):
                 m = re.match(r"^epoch_(\d+)\.txt$", p.name)
                 if m:
                     out[int(m.group(1))] = _read_text(_within(self.path, p), errors="replace")
+            setup = d / f"{SETUP_ERRORS}.txt"
+            if os.path.lexists(setup):
+                out[SETUP_ERRORS] = _read_text(_within(self.path, setup), errors="replace")
         return out
 
     def metrics(self, analysis: Optional[str] = None):

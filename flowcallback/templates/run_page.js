@@ -11,6 +11,11 @@
   slider.max = String(epochs.length - 1);
   slider.value = String(state.i);
   document.getElementById("title").textContent = data.title;
+  if (data.setup_error) {  // what failed when the callback set up (the LRP engine refused the model, say)
+    var setupError = document.getElementById("setup-error");
+    setupError.textContent = "The set-up recorded an error (the whole text: errors/setup.txt): " + data.setup_error;
+    setupError.hidden = false;
+  }
   var buttons = document.getElementById("analysis-buttons");
   analyses.forEach(function (a) {
     var b = document.createElement("button");

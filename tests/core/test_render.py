@@ -1,6 +1,7 @@
 """Render: the figure matches the graph, colours stay distinct, names stay text."""
 from __future__ import annotations
 
+import html
 import re
 
 import numpy as np
@@ -85,10 +86,10 @@ def test_information_notes_are_grey_and_problems_red():
     fig = render.figure({"lrp": graph(analysis="lrp")}, notes=[info, problems[0]])
     (ann,) = [a for a in fig.layout.annotations if a.name == "notes"]
     assert ann.font.color == render.INFO_NOTE_COLOR != render.PROBLEM_NOTE_COLOR
-    lines = ann.text.split("<br>")
-    assert lines[0].startswith("LRP relevance") and render.PROBLEM_NOTE_COLOR not in lines[0]
+    lines = ann.text.split("<br>")  # the information note takes two lines (wrap_note)
+    assert lines[0].startswith("LRP relevance") and render.PROBLEM_NOTE_COLOR not in lines[0] + lines[1]
     red = render.PROBLEM_NOTE_COLOR
-    assert lines[1] == f'<span style="color:{red}">LRP failed for this epoch: the worker died</span>'
+    assert lines[2:] == [f'<span style="color:{red}">LRP failed for this epoch: the worker died</span>']
 
 
 def test_trace_customdata_names_each_links_class_and_each_nodes_colour():
@@ -107,3 +108,39 @@ def test_trace_customdata_names_each_links_class_and_each_nodes_colour():
         assert custom[1] == cid and custom[6] == int(g.columns[j].kind != "layer")
         if custom[6]:
             assert custom[4] == cid and custom[5] == 1.0
+
+
+def _note_lines(fig):
+    (ann,) = [a for a in fig.layout.annotations if a.name == "notes"]
+    return [html.unescape(re.sub(r"<[^>]+>", "", line)) for line in ann.text.split("<br>")]
+
+
+def test_long_notes_wrap_between_words_and_the_margin_makes_room():
+    """A note of 1,500 characters (a branching model's layers, say) is drawn on lines of at most
+    140 characters broken between words, and the bottom margin grows by a line height per line."""
+    words = [f"conv{i}_block{j}_concat" for i in range(2, 6) for j in range(1, 20)]
+    long_note = "Branching model (join at " + ", ".join(words) + ")."
+    long_note = (long_note + " " + long_note)[:1500]
+    problem = "LRP failed for this epoch: " + "<b>" + "y" * 300 + "</b>"  # one word longer than a line
+    notes = ["loss not shown: the model was compiled without a loss", long_note, problem]
+    fig = render.figure({"activations": graph()}, notes=notes)
+    lines = _note_lines(fig)
+    assert all(len(line) <= render.NOTE_LINE_CHARS for line in lines)
+    assert lines[0] == notes[0]
+    n_long = len(render.wrap_note(long_note))
+    assert 11 <= n_long <= 13 and " ".join(lines[1 : 1 + n_long]) == long_note  # every word, none cut
+    assert "".join(lines[1 + n_long :]) == problem  # the long word is cut where the lines end, and kept whole
+    assert fig.layout.margin.b == 60 + render.NOTE_LINE_HEIGHT * len(lines)
+    (ann,) = [a for a in fig.layout.annotations if a.name == "notes"]
+    assert ann.align == "left" and ann.xanchor == "left"  # lines start under the diagram's left edge
+    red = f'<span style="color:{render.PROBLEM_NOTE_COLOR}">'
+    assert ann.text.count(red) == len(lines) - 1 - n_long and "<b>" not in ann.text  # each red line in red, escaped
+
+
+def test_short_notes_are_drawn_as_before():
+    fig = render.figure({"activations": graph()}, notes=["LRP skipped for the whole model: a Lambda layer"])
+    (ann,) = [a for a in fig.layout.annotations if a.name == "notes"]
+    assert ann.text == f'<span style="color:{render.PROBLEM_NOTE_COLOR}">LRP skipped for the whole model: a Lambda ' \
+                       'layer</span>'
+    assert fig.layout.margin.b == 74
+    assert render.figure({"activations": graph()}).layout.margin.b == 60

@@ -158,3 +158,34 @@ def test_many_classes_bring_the_flows_of_the_other_classes():
     for s, t, _, count, _ in rows:
         per_pair[(s, t)] = per_pair.get((s, t), 0) + count
     assert per_pair == merged
+
+
+def test_set_up_errors_reach_the_page_and_the_epochs_stay_as_they_were(tmp_path):
+    """``Run.errors()`` holds the set-up's errors under "setup": the page shows their last line, cut at
+    a word; the epochs' errors mark their epochs as before."""
+    _run_dir(tmp_path, [0, 1])
+    (tmp_path / "errors").mkdir()
+    reason = "RuntimeError: the native LRP engine cannot analyse layer(s) " + "; ".join(
+        f"lambda_{i:03d} (Lambda: no LRP rule for this layer class)" for i in range(40))
+    (tmp_path / "errors" / "setup.txt").write_text(f"Traceback (most recent call last):\n  ...\n{reason}\n")
+    (tmp_path / "errors" / "epoch_001.txt").write_text("Traceback ...\nMemoryError\n")
+    run = store.load_run(tmp_path)
+    data = _data(runpage.write_run_page_for(run).read_text("utf-8"))
+    assert data["epochs"] == [0, 1] and data["failed"] == {} and data["partial"] == {"1": "MemoryError"}
+    shown = data["setup_error"]
+    assert shown.endswith("…") and len(shown) <= 300 and reason.startswith(shown[:-1])
+    assert reason[len(shown) - 1] in " ,;:"  # cut between words
+    without = _data(runpage.run_page_html(INFO, {0: _epoch_graphs(0, 0)}, {0: "Traceback ...\nOSError: x\n"}))
+    assert without["setup_error"] == "" and without["partial"] == {"0": "OSError: x"}
+
+
+def test_report_rebuilds_the_page_of_a_run_whose_set_up_recorded_an_error(tmp_path, capsys):
+    from flowcallback.cli import main
+
+    _run_dir(tmp_path, [0])
+    (tmp_path / "errors").mkdir()
+    (tmp_path / "errors" / "setup.txt").write_text("Traceback ...\nRuntimeError: no LRP rule for layer(s) twice\n")
+    assert main(["report", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == ""
+    data = _data((tmp_path / "index.html").read_text("utf-8"))
+    assert data["setup_error"] == "RuntimeError: no LRP rule for layer(s) twice" and data["epochs"] == [0]

@@ -300,3 +300,87 @@ def test_a_writer_killed_mid_epoch_leaves_a_temporary_the_next_run_removes(tmp_p
     assert [p.name.split(".")[:3] for p in leftovers] == [["", "epoch_001", str(proc.pid)]]
     assert store.remove_stale_temporaries(tmp_path) == leftovers
     assert list((tmp_path / "graphs").iterdir()) == []
+
+
+# -- what is written can be read: the writer checks each document against the loader's schema -----------
+def _bypassing_checks(graph, **changes):
+    """The graph with attributes set past its own validation: a writer's bug that save_epoch must catch."""
+    for name, value in changes.items():
+        object.__setattr__(graph, name, value)
+    return graph
+
+
+def _bad_epoch_3(case):
+    """``(graphs, views, metrics, file name, where)`` of an epoch-3 write that breaks a schema."""
+    from flowcallback.core.metrics import layer_metrics
+
+    g, lrp = make_graph(50, 3), make_graph(51, 3, "lrp")
+    if case == "graph note":
+        return {"activations": g, "lrp": _bypassing_checks(lrp, notes=("x" * 2001,))}, None, None, "lrp.json", \
+            "notes/0"
+    if case == "analysis name":
+        long = "a" * 65  # the pattern save_epoch checks, but not the schema's length
+        return {long: _bypassing_checks(g, analysis=long)}, None, None, f"{long}.json", "analysis"
+    if case == "views":
+        views = store.EpochViews(class_means={("activations", "l" * 1001): np.zeros((3, 2))})
+        return {"activations": g}, views, None, "views.json", "class_means/0/layer"
+    metrics = layer_metrics([g]).assign(n_clusters=-1)
+    return {"activations": g}, None, metrics, "metrics.json", "rows/0/n_clusters"
+
+
+@pytest.mark.parametrize("case", ["graph note", "analysis name", "views", "metrics"])
+def test_save_epoch_refuses_what_the_loader_would_refuse_and_keeps_the_epoch_there(run_dir, case):
+    before = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    graphs, views, metrics, name, where = _bad_epoch_3(case)
+    schema = {"views.json": "views-1", "metrics.json": "metrics-1"}.get(name, "flowgraph-1")
+    with pytest.raises(ValueError) as info:
+        store.save_epoch(run_dir, graphs, views, metrics=metrics)
+    assert not isinstance(info.value, RunFormatError)  # the writer's bug, not a damaged file
+    message = str(info.value)
+    assert message.startswith(f"{run_dir / 'graphs' / 'epoch_003' / name}: the document to write does not match "
+                              f"schema {schema} (flowcallback/schemas/{schema}.json) at {where}: ")
+    assert message.endswith("; nothing was written") and len(message) < 1000
+    # the epoch written before is there as it was, and nothing else was left behind
+    assert {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in (run_dir / "graphs").iterdir()) == ["epoch_000", "epoch_003"]
+    assert store.load_run(run_dir).epoch(3, "lrp").equals(make_graph(13, 3, "lrp"))
+
+
+def test_write_run_info_refuses_what_read_run_info_would_refuse(tmp_path):
+    with pytest.raises(ValueError) as info:
+        store.write_run_info(tmp_path, dict(RUN_INFO, analyses=["Activations"]))
+    assert not isinstance(info.value, RunFormatError)
+    assert str(info.value).startswith(f"{tmp_path / 'run.json'}: the document to write does not match schema run-1 "
+                                      "(flowcallback/schemas/run-1.json) at analyses/0: ")
+    assert not (tmp_path / "run.json").exists()
+
+
+def test_a_file_that_breaks_the_schema_says_so_without_repeating_a_long_value(run_dir):
+    path = run_dir / "graphs" / "epoch_003" / "activations.json"
+    doc = json.loads(path.read_text())
+    doc["notes"] = ["y" * 5000]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(RunFormatError, match=r"activations.json: does not match schema flowgraph-1 at notes/0: "
+                                             r"'y+ \[\.\.\.\] y+' is too long$") as info:
+        store.load_run(run_dir).epoch(3)
+    assert len(str(info.value)) < 600
+
+
+# -- the errors of the run: snapshots and set-up -----------------------------------------------------------
+def test_errors_hold_the_set_up_errors_as_well_as_the_epochs(run_dir):
+    assert store.load_run(run_dir).errors() == {}
+    (run_dir / "errors").mkdir()
+    reason = "RuntimeError: no LRP rule for layer(s) " + "x, " * 500
+    (run_dir / "errors" / "setup.txt").write_text("Traceback ...\n" + reason)
+    (run_dir / "errors" / "epoch_003.txt").write_text("Traceback ...\nMemoryError\n")
+    errors = store.load_run(run_dir).errors()
+    assert list(errors) == [3, store.SETUP_ERRORS] and store.SETUP_ERRORS == "setup"
+    assert errors[3].endswith("MemoryError\n") and errors["setup"].endswith("x, " * 500)  # whole, not cut
+
+
+def test_a_set_up_error_file_linked_outside_is_refused(run_dir, tally):
+    tally("files corrupted")
+    (run_dir / "errors").mkdir()
+    os.symlink("/etc/hostname", run_dir / "errors" / "setup.txt")
+    with pytest.raises(RunFormatError, match=r"setup.txt: leads to .*outside the run directory"):
+        store.load_run(run_dir).errors()

@@ -108,3 +108,36 @@ def test_pages_of_a_loaded_run_read_its_views(tmp_path):
     assert sorted(data["projection"]["points"]) == ["1"]
     assert data == page_data(runpage.run_page_html_for(run))
     assert "<c>" not in path.read_text()  # names reach the page as JSON text, "<" escaped
+
+
+def test_a_deep_models_views_stay_within_the_pages_bounds():
+    """20 layers of 2,048 units, 1,000 projected samples, 10 epochs, two analyses: the page holds at
+    most PAGE_CLASS_MEAN_VALUES class means and PAGE_PROJECTION_POINTS points, every layer keeps
+    the units that vary most, and the projection the same samples at every epoch."""
+    rng = np.random.default_rng(0)
+    layers = [f"l{i}" for i in range(20)]
+    y = np.arange(1000) % 3
+    graphs, views = {}, {}
+    samples = np.arange(1000)
+    for e in range(10):
+        cols = [(n, "Dense", (y + i) % 3) for i, n in enumerate(layers)]
+        graphs[e] = {"activations": flows.build_flow_graph(cols, y, y, class_names=NAMES, epoch=e)}
+        means = {}
+        for a in ("activations", "lrp"):
+            for n in layers:
+                m = rng.normal(size=(3, 2048)) * 0.01
+                m[:, 1000] = [0, 5, 10]  # the unit that separates the classes most
+                means[(a, n)] = m
+        views[e] = store.EpochViews(class_means=means,
+                                    projections={("activations", n): rng.normal(size=(1000, 2)) for n in layers},
+                                    projection_samples=samples, projection_method="pca")
+    html = runpage.run_page_html(_info(layers), graphs, {}, views=views)
+    data = page_data(html)
+    values = sum(len(e["units"]) * 3 * len(e["epochs"]) for entries in data["class_means"].values() for e in entries)
+    assert runpage.PAGE_CLASS_MEAN_VALUES / 2 <= values <= runpage.PAGE_CLASS_MEAN_VALUES
+    assert all(1000 in e["units"] for entries in data["class_means"].values() for e in entries)
+    shown = {e: p["samples"] for e, p in data["projection"]["points"].items()}
+    points = sum(len(c["x"]) for by_epoch in data["projection"]["coords"].values() for c in by_epoch.values())
+    assert runpage.PAGE_PROJECTION_POINTS / 2 <= points <= runpage.PAGE_PROJECTION_POINTS
+    assert all(s == shown["0"] for s in shown.values()) and shown["0"][0] == 0 and shown["0"][-1] == 999
+    assert len(html) < 8 * 2**20

@@ -45,7 +45,7 @@ from flowcallback.core.render import (
 )
 
 __all__ = ["run_page_html", "write_run_page", "write_run_page_for", "run_page_html_for", "run_graphs", "run_views",
-           "TEMPLATE_FILES", "MAX_PAGE_UNITS"]
+           "TEMPLATE_FILES", "MAX_PAGE_UNITS", "PAGE_CLASS_MEAN_VALUES", "PAGE_PROJECTION_POINTS"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from flowcallback.core.store import EpochViews
@@ -222,6 +222,17 @@ def _curves(epochs: List[int], acc: list, loss: list) -> dict:
 #: whose class means vary most over the classes (``run.class_means`` has them all).
 MAX_PAGE_UNITS = 256
 
+#: The run page holds at most about this many class-mean values (classes x units, over every layer,
+#: epoch and analysis) and projected points (samples, over every projected layer and epoch): each
+#: layer then shows fewer units (at least :data:`MIN_PAGE_UNITS`) and the projection fewer samples
+#: (at least :data:`MIN_PAGE_POINTS`, the same at every epoch), so that a deep model's page stays
+#: small. ResNet50's 20 columns, 1,000 samples, 10 epochs: 5.5 and 2.5 MB of the page without the
+#: bounds (docs/performance.md).
+PAGE_CLASS_MEAN_VALUES = 250_000
+PAGE_PROJECTION_POINTS = 100_000
+MIN_PAGE_UNITS = 16
+MIN_PAGE_POINTS = 200
+
 
 def _rounded(a: np.ndarray, digits: int = 4) -> list:
     """``a`` as nested lists of floats, rounded to ``digits`` significant digits of its largest
@@ -251,17 +262,21 @@ def _view_epochs(views: Optional[Mapping[int, object]], epochs: List[int]) -> Di
     return out
 
 
-def _class_means_data(views: Dict[int, object], n_classes: int, max_units: int = MAX_PAGE_UNITS) -> dict:
+def _class_means_data(views: Dict[int, object], n_classes: int, max_units: int = MAX_PAGE_UNITS,
+                      budget: int = PAGE_CLASS_MEAN_VALUES) -> dict:
     """The class-means view's data: ``{analysis: [{"layer", "units", "total", "epochs": {e: {"order", "means"}}}]}``.
 
-    Each layer keeps the same units at every epoch (at most ``max_units``, those whose means vary
-    most over the classes at some epoch, in unit order); ``order`` is the epoch's rows in the
-    order of :func:`flowcallback.core.aggregate.class_order` (computed on every unit) and
-    ``means`` the class-ordered (``n_classes`` × units) means, rounded, NaN as null.
+    Each layer keeps the same units at every epoch (at most ``max_units``, and fewer where the
+    page would hold more than ``budget`` values in all, but at least :data:`MIN_PAGE_UNITS`: those
+    whose means vary most over the classes at some epoch, in unit order); ``order`` is the epoch's
+    rows in the order of :func:`flowcallback.core.aggregate.class_order` (computed on every unit)
+    and ``means`` the class-ordered (``n_classes`` × units) means, rounded, NaN as null.
     """
     from flowcallback.core.aggregate import class_order
 
     keys = list(dict.fromkeys(key for e in sorted(views) for key in views[e].class_means))
+    tables = sum(len(views[e].class_means) for e in views)
+    max_units = max(MIN_PAGE_UNITS, min(max_units, budget // max(tables * n_classes, 1)))
     out: Dict[str, dict] = {}
     for a, layer in keys:
         by_epoch = {e: views[e].class_means[(a, layer)] for e in sorted(views) if (a, layer) in views[e].class_means}
@@ -285,16 +300,26 @@ def _class_means_data(views: Dict[int, object], n_classes: int, max_units: int =
     return out
 
 
-def _projection_data(views: Dict[int, object], graphs: Mapping[int, Mapping[str, FlowGraph]]) -> dict:
+def _projection_data(views: Dict[int, object], graphs: Mapping[int, Mapping[str, FlowGraph]],
+                     budget: int = PAGE_PROJECTION_POINTS) -> dict:
     """The projection view's data, compact: per epoch the projected samples with their label and
     prediction; per (analysis, layer) and epoch the rounded coordinates and each sample's cluster
-    (-1 where the epoch's graph of that analysis has no column for the layer)."""
+    (-1 where the epoch's graph of that analysis has no column for the layer).
+
+    Where the page would hold more than ``budget`` points over every layer and epoch, it shows an
+    evenly spaced part of the projected samples (at least :data:`MIN_PAGE_POINTS`), the same at
+    every epoch, so that the animation still follows each sample."""
     points, layers, coords, methods = {}, [], {}, []
+    pictures = sum(len(views[e].projections) for e in views if views[e].projection_samples is not None)
     for e in sorted(views):
         v = views[e]
         if not v.projections or v.projection_samples is None:
             continue
         s = np.asarray(v.projection_samples, dtype=np.int64)
+        keep = max(MIN_PAGE_POINTS, budget // max(pictures, 1))
+        picked = (np.unique(np.linspace(0, len(s) - 1, keep).round().astype(np.int64)) if len(s) > keep
+                  else np.arange(len(s)))
+        s = s[picked]
         by_analysis = graphs[e]
         first = by_analysis.get("activations") or next(iter(by_analysis.values()))
         if s.size and s[-1] >= first.n_samples:
@@ -313,7 +338,7 @@ def _projection_data(views: Dict[int, object], graphs: Mapping[int, Mapping[str,
                 cluster = g.assignments[s, g.column_names.index(layer)].astype(np.int64).tolist()
             else:
                 cluster = [-1] * len(s)
-            xy = _rounded(p, 3)  # a thousandth of the picture's extent: below a pixel
+            xy = _rounded(np.asarray(p)[picked], 3)  # a thousandth of the picture's extent: below a pixel
             coords[key][str(e)] = {"x": [c[0] for c in xy], "y": [c[1] for c in xy], "cluster": cluster}
     return {"points": points, "layers": layers, "coords": coords, "methods": methods}
 

@@ -14,7 +14,10 @@ model, in the same process:
   synchronous, native LRP, the callback's defaults otherwise) and timed by its own stage hooks:
   capture, LRP, clustering (kNN + MCL), projection, store, render and the whole snapshot; the
   first snapshot (which builds the relevance engine's state) and the median of the next ``--repeat``;
-* R = snapshot / gradient pass, and LRP / gradient pass;
+* R = snapshot / gradient pass, and LRP / gradient pass (the LRP stage: the relevance pass and the
+  embedding of its maps);
+* the relevance pass alone (``NativeLRP.compiled``, as the callback runs it, after its check against
+  the eager pass; and the eager pass, timed on one batch), against the gradient pass;
 * the sizes of the epoch page and of the run page (``--pages N``: the run page after N snapshots).
 
 ``--all-layers`` also times a snapshot with ``layers="all"``. The figures are printed as a table and
@@ -78,6 +81,24 @@ def gradient_pass(model, x, batch_size: int) -> float:
     return time.perf_counter() - t
 
 
+def relevance_pass(model, x, columns, batch_size: int) -> dict:
+    """Seconds of the native relevance pass alone (no embedding), traced as the callback runs it, and eager."""
+    from flowcallback.core.lrp.native import NativeLRP
+
+    engine = NativeLRP(model, columns, "lrp.epsilon")
+    compiled = engine.compiled(min(batch_size, len(x)))
+    verified = compiled.verify(x[:16])
+    compiled.relevance(x[:batch_size])  # warm-up: the trace
+    t = time.perf_counter()
+    compiled.relevance(x)
+    traced = time.perf_counter() - t
+    t = time.perf_counter()
+    engine.relevance(x[:batch_size], batch_size=batch_size)
+    eager_one_batch = time.perf_counter() - t
+    return {"traced_seconds": round(traced, 3), "verified": verified, "difference": compiled.difference,
+            "eager_seconds": round(eager_one_batch * len(x) / min(batch_size, len(x)), 3)}
+
+
 def snapshots(model, x, y, layers, repeat: int, batch_size: int, pages: int, out_dir: Path) -> dict:
     """Stage seconds of the first snapshot and the median of the next ``repeat``, and page sizes."""
     from flowcallback.pipeline import SnapshotSettings, Snapshotter
@@ -131,6 +152,12 @@ def main(argv=None):
         grad = min(gradient_pass(model, x, args.batch_size) for _ in range(2))
         row = {"model": name, "layers": len(model.layers), "eligible": capture.choose_columns(model).eligible,
                "gradient_seconds": round(grad, 3)}
+        row["relevance"] = relevance_pass(model, x, capture.select_layers(model), args.batch_size)
+        row["relevance"]["over_gradient"] = round(row["relevance"]["traced_seconds"] / grad, 2)
+        print(f"{name:15s} relevance pass alone: traced {row['relevance']['traced_seconds']:.2f} s "
+              f"({row['relevance']['over_gradient']:.2f} x the gradient pass; checked against eager: "
+              f"{row['relevance']['verified']}, difference {row['relevance']['difference']:.1e}), eager about "
+              f"{row['relevance']['eager_seconds']:.2f} s", flush=True)
         for label, layers in [("default", None)] + ([("all", "all")] if args.all_layers else []):
             with tempfile.TemporaryDirectory() as tmp:
                 res = snapshots(model, x, y, layers, args.repeat, args.batch_size, args.pages, Path(tmp) / "run")

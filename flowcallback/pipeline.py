@@ -140,9 +140,9 @@ class Snapshotter:
         if unknown:
             raise ValueError(f"projection_layers: {unknown} are not among the analysed layers {self.layer_names}")
         self.model_notes, self.model_column_notes = capture.branch_layout(model, self.layer_names)
-        if columns.rule == "block outputs":
+        if columns.rule in ("block outputs", "all"):
             self.model_notes.insert(0, f"Columns: {columns.description}.")
-        elif columns.rule == "all" and len(self.layer_names) > capture.MAX_COLUMNS:
+        if columns.rule == "all" and len(self.layer_names) > capture.MAX_COLUMNS:
             cost = capture.cost_note(len(self.layer_names), len(self.x))
             warnings.warn(f"FlowCallback: layers='all': {len(self.layer_names)} columns (the default shows at most "
                           f"{capture.MAX_COLUMNS} block outputs). {cost}", RuntimeWarning, stacklevel=3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from flowcallback import FlowCallback, load_run
+from flowcallback import FlowCallback, load_run, snapshot
 from flowcallback.core import capture
 
 pytestmark = [pytest.mark.slow, pytest.mark.both]
@@ -329,3 +329,29 @@ def test_model_loaded_from_a_keras_file_gets_both_analyses(tmp_path, digits):
     run = fit_with_callback(loaded, digits, tmp_path / "run")
     assert run.epochs == [1] and run.analyses(1) == ["activations", "lrp"] and run.errors() == {}
     assert conserved(run.epoch(1, "lrp")) and "add" in run.epoch(1, "lrp").column_names
+
+
+def test_all_layers_of_a_four_hundred_layer_model(tmp_path, tally):
+    """layers="all" on a 400-layer model works; the set-up warning gives the column count and the
+    estimated cost; by default the same model shows at most 24 block outputs."""
+    tally("bad inputs tried")
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(8)
+    inp = tf.keras.Input((6,))
+    h = inp
+    for i in range(399):
+        h = layers.Dense(4, activation="tanh", name=f"d{i:03d}")(h)
+    model = tf.keras.Model(inp, layers.Dense(3, activation="softmax", name="out")(h))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(120, 6)).astype("float32")
+    y = np.argmax(x[:, :3], axis=1)
+    assert len(capture.select_layers(model)) == 24
+    # snapshot() takes the callback's snapshot without training (tracing fit for 400 layers takes a minute)
+    with pytest.warns(RuntimeWarning, match=r"layers='all': 400 columns .* about \d+ s on 2 cores for 60 samples"):
+        snapshot(model, (x[60:], y[60:]), tmp_path, epoch=1, k=5, lrp=False, projection=None, class_means=False,
+                 layers="all", verbose=0)
+    run = load_run(tmp_path)
+    g = run.epoch(1)
+    assert len([c for c in g.columns if c.kind == "layer"]) == 400 and conserved(g)
+    assert run.info["columns"]["rule"] == "all" and run.info["columns"]["eligible_layers"] == 400

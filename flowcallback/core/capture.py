@@ -264,7 +264,7 @@ def block_outputs(graph: layergraph.LayerGraph, eligible: Sequence[str], max_col
 #: Seconds of everything after the capture (kNN, MCL, match, flows, metrics, projection, page) per
 #: column and per 1,000 held-out samples, activations and LRP together, on 2 cores: measured by
 #: ``benchmarks/real_models.py`` (docs/performance.md), for the set-up warning of ``layers="all"``.
-SECONDS_PER_COLUMN_PER_1000 = 0.5
+SECONDS_PER_COLUMN_PER_1000 = 0.6
 
 
 def cost_note(n_columns: int, n_samples: int) -> str:
@@ -273,7 +273,7 @@ def cost_note(n_columns: int, n_samples: int) -> str:
     Examples
     --------
     >>> cost_note(176, 1000)
-    'Each snapshot clusters and draws every column: about 88 s on 2 cores for 1000 samples, besides ...'
+    'Each snapshot clusters and draws every column: about 106 s on 2 cores for 1000 samples, besides ...'
     """
     seconds = SECONDS_PER_COLUMN_PER_1000 * n_columns * max(n_samples, 1) / 1000
     return (f"Each snapshot clusters and draws every column: about {seconds:.0f} s on 2 cores for {n_samples} "

@@ -178,12 +178,15 @@ class NativeEngine:
         self._batch_size = _bounded_batch(model, layer_names, int(batch_size))
         self._compiled = None
         if self.compile:
-            compiled = engine.compiled(min(self._batch_size, len(x)))
-            # any failure of the reverse pass shows now, not at every epoch; and the traced pass is
-            # used only where it equals the eager one (CompiledRelevance.verify)
-            if compiled.verify(np.asarray(x[:VERIFY_SAMPLES])):
-                self._compiled = compiled
-        else:
+            # the traced pass is used only where it equals the eager one (CompiledRelevance.verify);
+            # one that cannot be traced at all leaves the eager pass
+            try:
+                compiled = engine.compiled(min(self._batch_size, len(x)))
+                if compiled.verify(np.asarray(x[:VERIFY_SAMPLES])):
+                    self._compiled = compiled
+            except Exception:
+                self._compiled = None
+        if self._compiled is None:
             engine.relevance(np.asarray(x[:1]))  # any failure of the reverse pass shows now, not at every epoch
         self._engine, self._copy = engine, copy
         self._layers = list(layer_names)

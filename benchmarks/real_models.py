@@ -20,7 +20,8 @@ model, in the same process:
   the eager pass; and the eager pass, timed on one batch), against the gradient pass;
 * the sizes of the epoch page and of the run page (``--pages N``: the run page after N snapshots).
 
-``--all-layers`` also times a snapshot with ``layers="all"``. The figures are printed as a table and
+``--all-layers`` also times a snapshot with ``layers="all"``; ``--fit`` times one epoch of ``model.fit`` on
+300 images without and with the callback at its defaults (issue 18's table). The figures are printed as a table and
 written to benchmarks/results/real_models.json.
 """
 from __future__ import annotations
@@ -131,6 +132,29 @@ def snapshots(model, x, y, layers, repeat: int, batch_size: int, pages: int, out
             "run_page_epochs": len(takes)}
 
 
+def fit_overhead(name: str, train: int = 300, n_held_out: int = 150) -> dict:
+    """Issue 18's table: one epoch of ``model.fit`` on ``train`` images, without and with the callback
+    at its defaults (snapshots of epochs 0 and 1 of ``held_out`` images, in the background)."""
+    import tensorflow as tf
+
+    from flowcallback import FlowCallback
+
+    x, y = held_out(train + n_held_out)
+    walls = {}
+    for label in ("without", "with"):
+        model = build(name)
+        callbacks = []
+        if label == "with":
+            tmp = tempfile.mkdtemp(prefix="real_models_fit_")
+            callbacks = [FlowCallback((x[train:], y[train:]), log_dir=Path(tmp) / "run", verbose=0)]
+        t = time.perf_counter()
+        model.fit(x[:train], y[:train], epochs=1, batch_size=32, verbose=0, callbacks=callbacks)
+        walls[label] = round(time.perf_counter() - t, 2)
+        tf.keras.backend.clear_session()
+    return {"fit_without_seconds": walls["without"], "fit_with_seconds": walls["with"],
+            "fit_ratio": round(walls["with"] / walls["without"], 2)}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default=",".join(MODELS))
@@ -139,6 +163,8 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--pages", type=int, default=0, help="take this many snapshots for the run page size")
     p.add_argument("--all-layers", action="store_true", help='also time layers="all"')
+    p.add_argument("--fit", action="store_true",
+                   help="also time one epoch of fit on 300 images without and with the callback (150 held out)")
     p.add_argument("--out", default="real_models.json")
     args = p.parse_args(argv)
 
@@ -170,6 +196,11 @@ def main(argv=None):
                   f"LRP/grad {res['lrp_over_gradient']:5.2f}  | " + " ".join(f"{s} {w[s]:.2f}" for s in STAGES)
                   + f"  | pages {res['epoch_page_mb']:.2f} MB, run {res['run_page_mb']:.2f} MB "
                   f"({res['run_page_epochs']} epochs)", flush=True)
+        if args.fit:
+            row.update(fit_overhead(name))
+            print(f"{name:15s} fit, one epoch of 300 images: {row['fit_without_seconds']:.1f} s without the callback, "
+                  f"{row['fit_with_seconds']:.1f} s with it (epochs 0 and 1 of 150 images): x{row['fit_ratio']:.2f}",
+                  flush=True)
         row["peak_rss_mb"] = round(peak_rss_mb(), 1)
         rows.append(row)
     out = write_json(args.out, {"samples": args.samples, "batch_size": args.batch_size, "repeat": args.repeat,

@@ -705,9 +705,14 @@ class NativeLRP:
             return False
         return True
 
-    def _find_stops(self) -> None:
-        """Which layers on the way to the output stop relevance, and which selected layers it misses."""
-        reached, blocked = {self._output_key}, set()
+    def _walk_back(self, reached, blocked: set):
+        """The steps the backward pass runs, from the output down: ``(step, stopped)``.
+
+        A step runs when relevance reached all its outputs (``reached(key)``); a step without a
+        rule (``stopped``) passes nothing on, and neither does any step whose output it reads:
+        their inputs go into ``blocked``, so that a layer gets relevance from all its consumers or
+        from none. Steps whose outputs lead to no relevance are left out.
+        """
         for step in reversed(self._steps):
             c = step.call
             if step.kind == "input":
@@ -715,13 +720,20 @@ class NativeLRP:
             if any(k in blocked for k in c.outputs):
                 blocked.update(c.inputs)
                 continue
-            if not all(k in reached for k in c.outputs):
+            if not all(reached(k) for k in c.outputs):
                 continue
             if step.stop:
-                self.stops.append((c.name, c.class_name, step.stop))
                 blocked.update(c.inputs)
-                continue
-            if step.kind != "embedding":
+            yield step, bool(step.stop)
+
+    def _find_stops(self) -> None:
+        """Which layers on the way to the output stop relevance, and which selected layers it misses."""
+        reached, blocked = {self._output_key}, set()
+        for step, stopped in self._walk_back(reached.__contains__, blocked):
+            c = step.call
+            if stopped:
+                self.stops.append((c.name, c.class_name, step.stop))
+            elif step.kind != "embedding":
                 reached.update(c.inputs)
         self.stops.reverse()  # in model order
         self.blocked = [n for n in self.layer_names if self._key_of(n) in blocked]
@@ -851,18 +863,10 @@ class NativeLRP:
                 final[k] = acc
             return final[k]
 
-        for step in reversed(self._steps):
+        for step, stopped in self._walk_back(rel.__contains__, blocked):
+            if stopped:
+                continue
             c = step.call
-            if step.kind == "input":
-                continue
-            if any(k in blocked for k in c.outputs):
-                blocked.update(c.inputs)
-                continue
-            if not all(k in rel for k in c.outputs):
-                continue
-            if step.stop:
-                blocked.update(c.inputs)
-                continue
             rs = [get(k) for k in c.outputs]
             r_in = self._reverse(step, [values[k] for k in c.inputs], [values[k] for k in c.outputs], rs)
             if r_in is None:

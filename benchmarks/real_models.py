@@ -102,7 +102,8 @@ def relevance_pass(model, x, columns, batch_size: int) -> dict:
 
 def snapshots(model, x, y, layers, repeat: int, batch_size: int, pages: int, out_dir: Path) -> dict:
     """Stage seconds of the first snapshot and the median of the next ``repeat``, and page sizes."""
-    from flowcallback.pipeline import SnapshotSettings, Snapshotter
+    from flowcallback.pipeline import Snapshotter
+    from flowcallback.settings import SnapshotSettings
 
     settings = SnapshotSettings(background=False, lrp_backend="native", layers=layers, batch_size=batch_size)
     snap = Snapshotter((x, y), out_dir, settings)
@@ -126,7 +127,7 @@ def snapshots(model, x, y, layers, repeat: int, batch_size: int, pages: int, out
                     mcl=round(timing.get("mcl_seconds", 0.0), 3))
 
     page = out_dir / "epoch_000.html"
-    return {"columns": len(snap.layer_names), "prepare_seconds": round(prepare_seconds, 3), "first": stages(first),
+    return {"columns": len(snap.plan.layer_names), "prepare_seconds": round(prepare_seconds, 3), "first": stages(first),
             "warm": stages(median), "epoch_page_mb": round(page.stat().st_size / 2**20, 3),
             "run_page_mb": round((out_dir / "index.html").stat().st_size / 2**20, 3),
             "run_page_epochs": len(takes)}

@@ -1,10 +1,10 @@
-"""Run.metrics() reads the layer metrics each snapshot stored, against computing them from the graphs.
+"""Run.layer_metrics() reads the layer metrics each snapshot stored, against computing them from the graphs.
 
     python benchmarks/run_metrics.py [--epochs 4] [--out run_metrics.json]
 
 Trains the demo (scikit-learn digits, LeNet5-style CNN) with the callback for --epochs epochs
 (snapshots 0..epochs, activations and LRP), then times, each in a fresh Run object (nothing
-cached): ``Run.metrics()`` (the stored ``metrics.json`` of each epoch), and the baseline, what it
+cached): ``Run.layer_metrics()`` (the stored ``metrics.json`` of each epoch), and the baseline, what it
 did before the metrics were stored: load every graph (schema checks, arrays, flows recomputed) and
 compute ``layer_metrics`` from them. Both tables must be equal. Prints the figures and writes JSON.
 """
@@ -38,7 +38,7 @@ def main(argv=None):
     for _ in range(args.repeat):
         run = load_run(log_dir)
         t = time.perf_counter()
-        table = run.metrics()
+        table = run.layer_metrics()
         stored.append(time.perf_counter() - t)
         run = load_run(log_dir)
         t = time.perf_counter()
@@ -48,7 +48,7 @@ def main(argv=None):
     doc = {"rows": len(table), "epochs": len(run.epochs), "stored_seconds": min(stored),
            "computed_from_graphs_seconds": min(computed), "speedup": min(computed) / min(stored),
            "repeat": args.repeat}
-    print(f"{len(table)} rows, {len(run.epochs)} epochs: Run.metrics() {min(stored) * 1000:.1f} ms (stored), "
+    print(f"{len(table)} rows, {len(run.epochs)} epochs: Run.layer_metrics() {min(stored) * 1000:.1f} ms (stored), "
           f"computed from the graphs {min(computed) * 1000:.1f} ms: {doc['speedup']:.1f}x (best of {args.repeat})")
     print("wrote", write_json(args.out, doc))
 

@@ -6,8 +6,8 @@ Markov clustering, and Sankey flows (Plotly).
 """
 from flowcallback._version import __version__
 from flowcallback.core.flows import Column, FlowGraph
-from flowcallback.core.store import Run, load_run
 from flowcallback.exceptions import FlowCallbackError, RunFormatError, SnapshotError
+from flowcallback.run import Run, load_run
 
 __all__ = [
     "__version__",
@@ -32,7 +32,7 @@ def __getattr__(name):
 
         return FlowCallback
     if name == "snapshot":
-        from flowcallback.pipeline import snapshot
+        from flowcallback.callback import snapshot
 
         return snapshot
     if name == "relevance":  # LRP maps for scripts: flowcallback.core.lrp.relevance

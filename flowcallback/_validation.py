@@ -8,6 +8,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from flowcallback.core._keras import model_output_shape, static_shape
+from flowcallback.settings import check_parameter
 
 __all__ = ["check_validation_data", "check_epochs", "labels_from_y", "check_against_model", "output_classes",
            "binary_threshold"]
@@ -167,24 +168,13 @@ def labels_from_y(y) -> np.ndarray:
 
 
 def check_epochs(epochs):
-    """Normalise the ``epochs`` argument: None (all), an int N (every N-th, from 0) or a set of ints."""
-    if epochs is None:
-        return None
-    if isinstance(epochs, bool):
-        raise ValueError(
-            f"epochs: expected None, a positive int (every N epochs) or a list of epoch numbers, got {epochs!r}")
-    if isinstance(epochs, numbers.Integral):
-        if epochs < 1:
-            raise ValueError(f"epochs: an int means 'every N epochs' and must be >= 1, got {epochs}")
-        return int(epochs)
-    try:
-        values = list(epochs)
-    except TypeError:
-        raise ValueError(f"epochs: expected None, a positive int or a list of epoch numbers, got {epochs!r}") from None
-    if not values or not all(isinstance(e, numbers.Integral) and not isinstance(e, bool) and e >= 0 for e in values):
-        raise ValueError(
-            f"epochs: expected a non-empty list of epoch numbers >= 0 (0 = before training), got {epochs!r}")
-    return frozenset(int(e) for e in values)
+    """Normalise the ``epochs`` argument, checked by its rule in
+    :data:`flowcallback.settings.RUN_CONSTRAINTS`: None (all), an int N (every N-th, from 0) or a
+    frozenset of epoch numbers."""
+    check_parameter("epochs", epochs)
+    if epochs is None or isinstance(epochs, numbers.Integral):
+        return None if epochs is None else int(epochs)
+    return frozenset(int(e) for e in epochs)
 
 
 def output_classes(model, x=None) -> int:
@@ -287,15 +277,18 @@ def check_against_model(model, x, y_labels, class_names: Optional[Sequence[str]]
         class_names = [str(i) for i in range(n_classes)]
     elif len(class_names) != n_classes:
         raise ValueError(f"class_names: expected {n_classes} names (one per model output), got {len(class_names)}")
-    if len(x) <= k_needed:
-        raise ValueError(
-            f"validation_data: the kNN graph needs more than k={k_needed} samples, got {len(x)}; "
-            "pass more samples or a smaller k"
-        )
+    check_samples_for_k(k_needed, len(x))
     return n_classes, [str(c) for c in class_names]
 
 
+def check_samples_for_k(k: int, n_samples: int) -> None:
+    """Refuse a held-out set too small for a kNN graph of ``k`` neighbours (checked at construction
+    for an integer ``k``, and at ``on_train_begin`` for ``"auto"`` once the classes are known)."""
+    if n_samples <= k:
+        raise ValueError(f"validation_data: the kNN graph needs more than k={k} samples, got {n_samples}; "
+                         "pass more samples or a smaller k")
+
+
 def check_log_dir(log_dir) -> str:
-    if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
-        raise ValueError(f"log_dir: expected a directory path, got {log_dir!r}")
-    return os.fspath(log_dir)
+    """``log_dir`` as a string, checked by its rule in :data:`flowcallback.settings.RUN_CONSTRAINTS`."""
+    return os.fspath(check_parameter("log_dir", log_dir))

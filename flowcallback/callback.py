@@ -1,6 +1,9 @@
-"""The Keras callback: decides when to take a snapshot; the stages do the work."""
+"""The two ways in: :class:`FlowCallback` decides when to take a snapshot during ``fit``, and
+:func:`snapshot` takes one of a model already trained. The runner (:mod:`flowcallback.pipeline`)
+and the stages (:mod:`flowcallback.core`) do the work."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import tensorflow as tf
@@ -10,9 +13,9 @@ from flowcallback._fit_guard import FitGuard
 from flowcallback._progress import SnapshotProgress
 from flowcallback.core import cluster, knn, project
 from flowcallback.pipeline import Snapshotter
-from flowcallback.settings import SnapshotSettings
+from flowcallback.settings import SnapshotSettings, check_parameter
 
-__all__ = ["FlowCallback"]
+__all__ = ["FlowCallback", "snapshot"]
 
 
 class FlowCallback(tf.keras.callbacks.Callback):
@@ -163,10 +166,8 @@ class FlowCallback(tf.keras.callbacks.Callback):
         verbose="auto",
     ):
         super().__init__()
-        if verbose not in ("auto", 0, 1, 2) or isinstance(verbose, bool):
-            raise ValueError(f"verbose: expected 'auto', 0, 1 or 2, got {verbose!r}")
+        self.verbose = check_parameter("verbose", verbose)
         self.epochs = checks.check_epochs(epochs)
-        self.verbose = verbose
         # every setting is checked once, from one table (flowcallback/settings.py)
         self._snapshotter = Snapshotter(validation_data, log_dir, SnapshotSettings.from_arguments(locals()))
         self.log_dir = str(self._snapshotter.log_dir)
@@ -187,6 +188,45 @@ class FlowCallback(tf.keras.callbacks.Callback):
             return int(self.verbose)
         v = (self.params or {}).get("verbose", 1)
         return 1 if v == "auto" else int(v)
+
+    @property
+    def settings(self) -> SnapshotSettings:
+        """The validated settings (frozen): ``cb.settings.k``, ``cb.settings.analyzer``..."""
+        return self._snapshotter.settings
+
+    @property
+    def held_out(self):
+        """``(x, labels)``: the held-out set as arrays, as read from ``validation_data`` (a
+        ``tf.data.Dataset`` is read once, at construction), and its integer class labels."""
+        return self._snapshotter.x, self._snapshotter.labels
+
+    @property
+    def lrp_backend(self) -> Optional[str]:
+        """The LRP engine chosen for this model at the start of ``fit`` (``"native"`` or
+        ``"innvestigate"``), or None: before ``fit``, with ``lrp=False``, or when LRP is off."""
+        return self._snapshotter.lrp_backend
+
+    @property
+    def lrp_engine(self):
+        """The running relevance engine (a :class:`~flowcallback.core.lrp.engines.NativeEngine`, or the
+        iNNvestigate worker, :class:`~flowcallback.core.lrp.worker.LRPWorker`, whose ``pid`` is its
+        process), or None: before and after ``fit``, and without LRP."""
+        return self._snapshotter.engine
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the last ``fit`` ended without ``on_train_end`` (an exception, Ctrl-C): its
+        snapshots not yet written were dropped, the engine and threads stopped."""
+        return self._snapshotter.aborted
+
+    def flush(self):
+        """Wait for the snapshots still being computed in the background; returns :attr:`pages`.
+
+        ``fit`` does this before it returns. Call it during training (from another callback) to
+        read the pages and files of the epochs handed to the background so far.
+        """
+        self._snapshotter.flush()
+        return self.pages
 
     @property
     def pages(self):
@@ -234,3 +274,43 @@ class FlowCallback(tf.keras.callbacks.Callback):
             self._snapshotter.close()
         except Exception:
             pass
+
+
+def snapshot(model, validation_data, log_dir, *, epoch: int = 0, verbose: int = 1, **settings) -> Optional[Path]:
+    """Take one snapshot of an already trained model, without a callback.
+
+    Parameters
+    ----------
+    model : keras.Model
+    validation_data : (x, y) tuple or tf.data.Dataset
+    log_dir : str or path
+    epoch : int, default=0
+        The epoch number recorded for this snapshot.
+    verbose : int, default=1
+    **settings
+        As for :class:`~flowcallback.FlowCallback` (``layers``, ``k``, ``inflation``, ``lrp``...).
+
+    Returns
+    -------
+    pathlib.Path
+        The page written.
+
+    Examples
+    --------
+    >>> from flowcallback import snapshot
+    >>> snapshot(model, (x_test, y_test), "flows/trained", epoch=6)   # doctest: +SKIP
+    """
+    check_parameter("epoch", epoch)
+    unknown = sorted(set(settings) - set(SnapshotSettings.field_names()))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not a setting of snapshot(); the settings are "
+                         f"{', '.join(SnapshotSettings.field_names())}")
+    verbose = 1 if check_parameter("verbose", verbose) == "auto" else verbose
+    settings.setdefault("background", False)
+    snap = Snapshotter(validation_data, log_dir, SnapshotSettings(**settings))
+    try:
+        snap.prepare(model)
+        snap.progress = SnapshotProgress(verbose, immediate=True)
+        return snap.take(int(epoch))
+    finally:
+        snap.close()

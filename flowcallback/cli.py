@@ -9,8 +9,9 @@ from typing import Optional, Sequence
 def _demo(args) -> int:
     import time
 
-    from flowcallback.core.store import SETUP_ERRORS, load_run
+    from flowcallback.core.store import SETUP_ERRORS
     from flowcallback.demo import run_demo
+    from flowcallback.run import load_run
 
     t0 = time.perf_counter()
     run_dir = run_demo(args.log_dir, epochs=args.epochs, lrp=not args.no_lrp, verbose=args.verbose)
@@ -31,7 +32,7 @@ def _demo(args) -> int:
 def _compare(args) -> int:
     import pandas as pd
 
-    from flowcallback.core.store import load_run
+    from flowcallback.run import load_run
 
     run = load_run(args.run_dir)
     cmp = run.compare(args.epoch_a, args.epoch_b, analysis=args.analysis)
@@ -49,7 +50,8 @@ def _compare(args) -> int:
 def _report(args) -> int:
     from flowcallback.core import render
     from flowcallback.core.runpage import write_run_page_for
-    from flowcallback.core.store import ensure_plotlyjs, load_run
+    from flowcallback.core.store import ensure_plotlyjs
+    from flowcallback.run import load_run
 
     run = load_run(args.run_dir)
     # The run directory may come from someone else, and its pages run whatever its plotly.min.js

@@ -11,37 +11,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import numbers
+import os
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
-from flowcallback.core import cluster, knn, project
-from flowcallback.core.lrp import INNVESTIGATE_ANALYZERS
+from flowcallback.core import _params, _priority, cluster, embed, knn, lrp, project
 from flowcallback.core.lrp import engines as lrp_engines
 
-__all__ = ["SnapshotSettings", "PARAMETER_CONSTRAINTS"]
-
-
-@dataclass(frozen=True)
-class _Constraint:
-    """One kind of value a parameter accepts: a test and the words for the error message."""
-
-    accepts: Callable[[Any], bool]
-    text: str
-
-
-def _integer(low: Optional[int] = None, high: Optional[int] = None, text: str = "") -> _Constraint:
-    def accepts(v):
-        return (isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                and (low is None or v >= low) and (high is None or v <= high))
-
-    return _Constraint(accepts, text or ("a positive integer" if low == 1 and high is None else f"an integer >= {low}"))
-
-
-def _options(*values, text: str = "") -> _Constraint:
-    shown = ", ".join(repr(v) for v in values[:-1]) + f" or {values[-1]!r}" if len(values) > 1 else repr(values[0])
-    return _Constraint(lambda v: isinstance(v, str) and v in values, text or shown)
+__all__ = ["SnapshotSettings", "PARAMETER_CONSTRAINTS", "RUN_CONSTRAINTS", "check_parameter"]
 
 
 def _is_json(v) -> bool:
@@ -52,48 +31,76 @@ def _is_json(v) -> bool:
     return True
 
 
-NONE = _Constraint(lambda v: v is None, "None")
-BOOLEAN = _Constraint(lambda v: isinstance(v, bool), "True or False")
-_ANALYZERS = sorted(set(lrp_engines.ANALYZERS) | set(INNVESTIGATE_ANALYZERS))
+def _is_path(v) -> bool:
+    return isinstance(v, (str, os.PathLike)) and bool(os.fspath(v))
 
-#: What each setting accepts. A value is valid when one of its constraints accepts it.
-PARAMETER_CONSTRAINTS: Mapping[str, Tuple[_Constraint, ...]] = MappingProxyType({
-    "layers": (NONE, _options("all"), _Constraint(lambda v: not isinstance(v, str) and isinstance(v, Sequence)
-                                                  and all(isinstance(n, str) for n in v), "a list of layer names")),
-    "class_names": (NONE, _Constraint(lambda v: not isinstance(v, str) and isinstance(v, Sequence)
-                                      and all(isinstance(c, (str, numbers.Integral)) for c in v), "a list of strings")),
+
+def _is_epoch_list(v) -> bool:
+    return (isinstance(v, (list, tuple, set, frozenset, range)) and len(v) > 0
+            and all(isinstance(e, numbers.Integral) and not isinstance(e, bool) and e >= 0 for e in v))
+
+
+NONE, BOOLEAN = _params.NONE, _params.BOOLEAN
+_LAYER_NAMES = _params.names("a list of layer names")
+
+#: What each setting accepts. A value is valid when one of its constraints accepts it. The
+#: constraints come from the modules that own the parameters, which check them with the same
+#: rule when they are called directly (``knn.NEIGHBOURS``, ``cluster.INFLATION``...).
+PARAMETER_CONSTRAINTS: Mapping[str, Tuple[_params.Constraint, ...]] = MappingProxyType({
+    "layers": (NONE, _params.options("all"), _LAYER_NAMES),
+    "class_names": (NONE, _params.Constraint(
+        lambda v: isinstance(v, (list, tuple)) and all(isinstance(c, (str, numbers.Integral)) for c in v),
+        "a list of strings")),
     "lrp": (BOOLEAN,),
-    "analyzer": (_Constraint(lambda v: isinstance(v, str) and v in _ANALYZERS,
-                             f"one of the LRP analyzers {_ANALYZERS}"),),
-    "analyzer_kwargs": (NONE, _Constraint(lambda v: isinstance(v, Mapping) and _is_json(dict(v)),
-                                          "a dict of JSON-serialisable values (numbers, strings, lists)")),
-    "lrp_backend": (_options(*lrp_engines.BACKENDS, text=f"one of {list(lrp_engines.BACKENDS)}"),),
-    "k": (_integer(1), _options("auto", "paper")),
-    "inflation": (_Constraint(lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)
-                              and 1 < v < float("inf"), "a number > 1"),),
-    "index": (_options("auto", "flat", "hnsw"),),
-    "batch_size": (_integer(1),),
-    "reduce": (_options("pca", "random"), NONE),
-    "dim": (_integer(2),),
-    "fit_samples": (NONE, _integer(1)),
-    "mcl_backend": (_options(*cluster.BACKENDS, text=f"one of {tuple(cluster.BACKENDS)}"),),
-    "executor": (NONE, _Constraint(lambda v: isinstance(v, Executor) or callable(getattr(v, "submit", None)),
-                                   "a concurrent.futures.Executor (or an object with submit())")),
+    "analyzer": (lrp.ANALYZER,),
+    "analyzer_kwargs": (NONE, _params.Constraint(lambda v: isinstance(v, Mapping) and _is_json(dict(v)),
+                                                 "a dict of JSON-serialisable values (numbers, strings, lists)")),
+    "lrp_backend": (lrp.BACKEND,),
+    "k": (knn.NEIGHBOURS, knn.K_RULES),
+    "inflation": (cluster.INFLATION,),
+    "index": (knn.INDEX,),
+    "batch_size": (_params.integer(1),),
+    "reduce": (embed.REDUCE, NONE),
+    "dim": (embed.DIM,),
+    "fit_samples": (NONE, embed.FIT_SAMPLES),
+    "mcl_backend": (cluster.BACKEND,),
+    "executor": (NONE, _params.Constraint(lambda v: isinstance(v, Executor) or callable(getattr(v, "submit", None)),
+                                          "a concurrent.futures.Executor (or an object with submit())")),
     "background": (BOOLEAN,),
-    "mcl_threads": (NONE, _integer(1)),
-    "nice": (_integer(0, 19, "an integer from 0 (same priority as training) to 19 (lowest)"),),
+    "mcl_threads": (NONE, cluster.THREADS),
+    "nice": (_priority.NICE,),
     "tensorboard": (BOOLEAN,),
-    "on_error": (_options("warn", "raise"),),
+    "on_error": (_params.options("warn", "raise"),),
     "class_means": (BOOLEAN,),
-    "projection": (_options(*project.METHODS), NONE),
-    "projection_layers": (NONE, _Constraint(lambda v: not isinstance(v, str) and isinstance(v, Sequence)
-                                            and all(isinstance(n, str) for n in v), "a list of layer names")),
-    "projection_samples": (_integer(3),),
+    "projection": (project.METHOD, NONE),
+    "projection_layers": (NONE, _LAYER_NAMES),
+    "projection_samples": (project.SAMPLES,),
+})
+
+#: The arguments of :class:`~flowcallback.FlowCallback` and :func:`~flowcallback.snapshot` that
+#: are not snapshot settings: where the run goes and when snapshots are taken.
+RUN_CONSTRAINTS: Mapping[str, Tuple[_params.Constraint, ...]] = MappingProxyType({
+    "log_dir": (_params.Constraint(_is_path, "a directory path"),),
+    "epochs": (NONE, _params.integer(1, text="a positive int (every N epochs)"),
+               _params.Constraint(_is_epoch_list, "a non-empty list of epoch numbers >= 0 (0 = before training)")),
+    "verbose": (_params.options("auto"), _params.integer(0, 2)),
+    "epoch": (_params.integer(0),),
 })
 
 
 def check_parameter(name: str, value):
     """Raise ``ValueError`` naming ``name`` unless one of its constraints accepts ``value``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`PARAMETER_CONSTRAINTS` or :data:`RUN_CONSTRAINTS`.
+    value : object
+
+    Returns
+    -------
+    object
+        ``value``, unchanged.
 
     Examples
     --------
@@ -104,11 +111,8 @@ def check_parameter(name: str, value):
     ...
     ValueError: k: expected a positive integer or 'auto' or 'paper', got 0
     """
-    constraints = PARAMETER_CONSTRAINTS[name]
-    if not any(c.accepts(value) for c in constraints):
-        expected = " or ".join(c.text for c in constraints)
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
-    return value
+    constraints = PARAMETER_CONSTRAINTS[name] if name in PARAMETER_CONSTRAINTS else RUN_CONSTRAINTS[name]
+    return _params.check(name, value, *constraints)
 
 
 @dataclass(frozen=True)

@@ -57,10 +57,10 @@ def pytest_collection_modifyitems(config, items):
 
 _LIMITED_LOAD = """
 import resource, sys
-from flowcallback.core import store
+from flowcallback import load_run
 from flowcallback.exceptions import RunFormatError
 
-run = store.load_run(sys.argv[1])
+run = load_run(sys.argv[1])
 getattr(run, sys.argv[2])(int(sys.argv[3]))  # imports and caches everything loading needs, before the limit
 
 def address_space():

@@ -93,7 +93,7 @@ def test_run_json_describes_the_run(fitted_run):
 def test_callback_records_pages(fitted_run):
     cb = fitted_run["callback"]
     assert sorted(cb.pages) == [1, 2]
-    assert cb._snapshotter.worker is None  # the LRP worker was stopped at the end of fit
+    assert cb.lrp_engine is None and cb.lrp_backend in ("native", "innvestigate")  # stopped at the end of fit
 
 
 def test_run_page_drawn_incrementally_equals_a_fresh_one(fitted_run):
@@ -103,8 +103,6 @@ def test_run_page_drawn_incrementally_equals_a_fresh_one(fitted_run):
 
     page = (fitted_run["log_dir"] / "index.html").read_text("utf-8")
     assert page == runpage.run_page_html_for(load_run(fitted_run["log_dir"]))
-    cached = sorted(fitted_run["callback"]._snapshotter._page_cache)
-    assert cached == [(e, a) for e in (1, 2) for a in ("activations", "lrp")]
 
 
 def test_initial_snapshot_and_every_n(tmp_path, digits):
@@ -179,7 +177,8 @@ def test_tensorboard_scalars(tmp_path, digits):
     tag = "flowcallback/activations/dense10/nmi_classes"
     events = acc.Scalars(tag)
     assert [e.step for e in events] == [0, 1]
-    expected = load_run(tmp_path / "r").metrics().set_index(["epoch", "column"]).loc[(1, "dense10"), "nmi_classes"]
+    table = load_run(tmp_path / "r").layer_metrics().set_index(["epoch", "column"])
+    expected = table.loc[(1, "dense10"), "nmi_classes"]
     assert events[1].value == pytest.approx(expected, rel=1e-6)
 
 
@@ -236,9 +235,9 @@ def test_no_worker_outlives_a_failing_fit(tmp_path, digits):
     import time
 
     deadline = time.time() + 30
-    while cb._snapshotter.worker is not None and time.time() < deadline:
+    while cb.lrp_engine is not None and time.time() < deadline:
         time.sleep(0.05)
-    assert cb._snapshotter.worker is None
+    assert cb.lrp_engine is None
     assert not [t for t in threading.enumerate() if t.name.startswith("flowcallback")]
 
 
@@ -273,11 +272,11 @@ def test_background_work_runs_at_lower_priority_than_training(tmp_path, digits, 
             self.fc = fc
 
         def on_train_end(self, logs=None):  # runs before FlowCallback's, which closes everything
-            self.fc._snapshotter.flush()
+            self.fc.flush()
             seen["threads"] = {t.name: thread_nice(t.native_id) for t in threading.enumerate()
                                if t.name.startswith("flowcallback") and t.name != "flowcallback-fit-guard"}
-            proc = getattr(self.fc._snapshotter.worker, "_proc", None)  # iNNvestigate's worker process
-            seen["worker"] = psutil.Process(proc.pid).nice() if proc is not None else None
+            pid = getattr(self.fc.lrp_engine, "pid", None)  # iNNvestigate's worker process
+            seen["worker"] = psutil.Process(pid).nice() if pid is not None else None
             seen["main"] = thread_nice()
 
     fc = FlowCallback((x_te[:150], y_te[:150]), log_dir=tmp_path / "run", epochs=[1], nice=nice, verbose=0)
@@ -287,5 +286,5 @@ def test_background_work_runs_at_lower_priority_than_training(tmp_path, digits, 
     assert any(not n.startswith("flowcallback-layer") for n in seen["threads"])  # and the coordinator
     assert set(seen["threads"].values()) == {min(19, base + nice)}
     # the native engine runs in the coordinator thread (checked above); iNNvestigate's in a process
-    assert seen["worker"] in ((None,) if fc._snapshotter.lrp_backend == "native" else (min(19, base + nice),))
+    assert seen["worker"] in ((None,) if fc.lrp_backend == "native" else (min(19, base + nice),))
     assert seen["main"] == base == thread_nice()

@@ -26,3 +26,43 @@ def test_demo_rejects_bad_epochs(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--epochs", "0"])
     assert "--epochs" in capsys.readouterr().err
+
+
+def _page_without_ids(path) -> str:
+    """A page's text with Plotly's random div ids (a uuid per figure) replaced by their order."""
+    import re
+
+    text = path.read_text("utf-8")
+    ids = list(dict.fromkeys(re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text)))
+    for i, uid in enumerate(ids):
+        text = text.replace(uid, f"figure-{i}")
+    return text
+
+
+def test_report_rebuilds_the_pages_the_callback_wrote(tmp_path, digits):
+    """``flowcallback report`` gives back the pages of a real run as the callback wrote them, notes
+    included (it once dropped every note of the epoch pages, and Run.figure kept only the first
+    analysis's)."""
+    from flowcallback import FlowCallback
+    from flowcallback.demo import lenet5_digits
+
+    (x_tr, y_tr), (x_te, y_te) = digits
+    log_dir = tmp_path / "run"
+    cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=log_dir, epochs=[0, 1], k=8, lrp_backend="native", verbose=0,
+                      background=False)
+    lenet5_digits(seed=4).fit(x_tr[:200], y_tr[:200], epochs=1, verbose=0, callbacks=[cb])
+    pages = sorted(log_dir.glob("*.html"))
+    assert [p.name for p in pages] == ["epoch_000.html", "epoch_001.html", "index.html"]
+    written = {p.name: _page_without_ids(p) for p in pages}
+    run = load_run(log_dir)
+    notes = run.epoch(1, "lrp").notes
+    assert any(n.startswith("LRP relevance (lrp.epsilon) is computed by flowcallback native LRP") for n in notes)
+    assert "LRP relevance (lrp.epsilon) is computed by" in written["epoch_001.html"]
+    assert run.figure(1).layout.annotations[-1].text.count("LRP relevance (lrp.epsilon)") == 1
+    for p in pages:
+        p.unlink()
+    assert main(["report", str(log_dir)]) == 0
+    rebuilt = {p.name: _page_without_ids(p) for p in sorted(log_dir.glob("*.html"))}
+    assert rebuilt.keys() == written.keys()
+    for name in written:
+        assert rebuilt[name] == written[name], f"{name} differs once rebuilt"

@@ -7,9 +7,8 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
-from flowcallback import load_run
+from flowcallback import load_run, snapshot
 from flowcallback.core.cluster import cluster_layer
-from flowcallback.pipeline import snapshot
 
 pytestmark = pytest.mark.slow
 

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import threading
+import time
 
 import pytest
 import tensorflow as tf
@@ -116,10 +117,13 @@ def test_the_lrp_worker_killed_mid_run_is_restarted(tmp_path, digits, tally):
 
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 0:  # after snapshot 1 was handed to the background thread
-                self.cb._snapshotter.flush()
-                proc = self.cb._snapshotter.worker._proc
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+                self.cb.flush()
+                engine = self.cb.lrp_engine
+                os.kill(engine.pid, signal.SIGKILL)
+                deadline = time.time() + 10
+                while engine.alive and time.time() < deadline:
+                    time.sleep(0.05)
+                assert not engine.alive
 
     cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=log_dir, epochs=[0, 1, 2, 3], k=8, verbose=0,
                       lrp_backend="innvestigate")
@@ -144,10 +148,10 @@ def test_on_error_raise_stops_training_and_leaves_nothing(tmp_path, digits, monk
     deadline = time.time() + 30
     def busy():
         threads = any(t.name.startswith("flowcallback") for t in threading.enumerate())
-        return cb._snapshotter.worker is not None or threads
+        return cb.lrp_engine is not None or threads
 
     while busy() and time.time() < deadline:
         time.sleep(0.05)
-    assert cb._snapshotter.worker is None
+    assert cb.lrp_engine is None
     assert load_run(tmp_path / "r").epochs == [0]
     assert "capture failed" in (tmp_path / "r" / "errors" / "epoch_001.txt").read_text()

@@ -91,11 +91,11 @@ def test_keyboard_interrupt_from_a_callback_leaves_nothing(tmp_path, digits, tal
     cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=tmp_path / "r", k=8, verbose=0)  # LRP + background
     with pytest.raises(KeyboardInterrupt):
         model.fit(x_tr[:200], y_tr[:200], epochs=50, verbose=0, callbacks=[cb, RaiseAtEpoch(2, KeyboardInterrupt())])
-    assert settle(lambda: cb._snapshotter.worker is None)
+    assert settle(lambda: cb.lrp_engine is None)
     run = assert_nothing_left(tmp_path / "r")
     assert set(run.epochs) <= {0, 1, 2, 3}
     # the callback still holds the snapshotter: the clean-up did not wait for garbage collection
-    assert cb._snapshotter._aborted and cb._snapshotter.worker is None
+    assert cb.interrupted and cb.lrp_engine is None
 
 
 def test_real_sigint_anywhere_in_fit_leaves_nothing(tmp_path, digits, tally):
@@ -172,7 +172,8 @@ def test_models_trained_one_after_another_return_to_baseline(tmp_path, digits):
 def test_abort_stops_the_layer_pool_a_running_snapshot_creates(tmp_path, digits, monkeypatch):
     """Ctrl-C right after a snapshot was handed to the background, before it started its per-layer
     jobs: the layer thread pool it creates while the abort waits for it is stopped too."""
-    from flowcallback.pipeline import SnapshotSettings, Snapshotter
+    from flowcallback.pipeline import Snapshotter
+    from flowcallback.settings import SnapshotSettings
 
     (_, _), (x_te, y_te) = digits
     snap = Snapshotter((x_te[:120], y_te[:120]), tmp_path / "r", SnapshotSettings(k=8, lrp=False))

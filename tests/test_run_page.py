@@ -108,7 +108,7 @@ def test_names_are_text_in_the_run_page(tmp_path):
     y = np.array([0, 0, 1, 1] * 5)
     g = flows.build_flow_graph([("l", "Dense", y)], y, y, class_names=[evil, "b"], epoch=1)
     store.save_epoch(tmp_path, {"activations": g})
-    path = runpage.write_run_page_for(store.load_run(tmp_path))
+    path = runpage.write_run_page_for(load_run(tmp_path))
     text = open(path).read()
     assert evil not in text and "</script><b>" not in text
     with open_page(f"file://{path}") as (page, errors, blocked):
@@ -138,7 +138,7 @@ def test_failed_and_partly_failed_epochs_are_marked(tmp_path):
     (tmp_path / "errors").mkdir()
     (tmp_path / "errors" / "epoch_001.txt").write_text("Traceback ...\nOSError: disk full (injected)\n")
     (tmp_path / "errors" / "epoch_002.txt").write_text("Traceback ...\nRuntimeError: the LRP worker died\n")
-    path = runpage.write_run_page_for(store.load_run(tmp_path))
+    path = runpage.write_run_page_for(load_run(tmp_path))
     with open_page(f"file://{path}") as (page, errors, blocked):
         def show(i):
             page.eval_on_selector("#epoch", f"el => {{ el.value = '{i}'; el.dispatchEvent(new Event('input')); }}")

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from flowcallback import load_run
 from flowcallback.core import flows, runpage, store
 from flowcallback.core.aggregate import class_order
 
@@ -100,7 +101,7 @@ def test_pages_of_a_loaded_run_read_its_views(tmp_path):
     store.write_run_info(tmp_path, {**_info(), "analyses": ["activations", "lrp"]})
     for e, g in graphs.items():
         store.save_epoch(tmp_path, g, _views(e) if e == 1 else None)  # epoch 0 as an older run: no views
-    run = store.load_run(tmp_path)
+    run = load_run(tmp_path)
     assert sorted(runpage.run_views(run)) == [1]
     path = runpage.write_run_page_for(run)
     data = page_data(path.read_text())

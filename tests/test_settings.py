@@ -5,9 +5,11 @@ import dataclasses
 import inspect
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flowcallback import FlowCallback, snapshot
-from flowcallback.settings import PARAMETER_CONSTRAINTS, SnapshotSettings, check_parameter
+from flowcallback.settings import PARAMETER_CONSTRAINTS, RUN_CONSTRAINTS, SnapshotSettings, check_parameter
 
 
 def test_every_setting_has_one_constraint_entry_and_a_callback_parameter_with_the_same_default():
@@ -57,3 +59,76 @@ def test_umap_without_umap_learn_is_refused_at_the_door(monkeypatch):
 def test_snapshot_refuses_an_unknown_setting_by_name(tmp_path):
     with pytest.raises(ValueError, match="^kk: not a setting of snapshot"):
         snapshot(None, ([[0.0]], [0]), tmp_path, kk=3)
+
+
+# -- one rule per parameter, generated bad values ---------------------------------------------------
+
+_ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 40), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=6), st.sampled_from(["auto", "all", "pca", "umap", "fast", "hnsw", "lrp.z", "warn", "paper"]),
+    st.lists(st.one_of(st.text(max_size=3), st.integers(-2, 3), st.booleans()), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.one_of(st.integers(), st.sets(st.integers(), max_size=1)), max_size=2),
+    st.builds(object),
+)
+
+
+def _invalid(constraints):
+    return _ANY_VALUE.filter(lambda v: not any(c.accepts(v) for c in constraints))
+
+
+def _core_doors():
+    """The functions of core/ that take a setting under their own name, with the same rule."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from flowcallback.core import cluster, embed, knn, project
+    from flowcallback.core.lrp import relevance
+    from flowcallback.core.lrp.worker import LRPWorker
+
+    unit = np.eye(6, 3, dtype=np.float32) + 0.1
+    graph = sp.csr_matrix(np.ones((4, 4)))
+    return {
+        "k": ("k", lambda v: knn.knn_graph(unit, k=v)),
+        "index": ("index", lambda v: knn.knn_graph(unit, k=2, index=v)),
+        "inflation": ("inflation", lambda v: cluster.mcl(graph, inflation=v)),
+        "mcl_backend": ("backend", lambda v: cluster.mcl(graph, backend=v)),
+        "mcl_threads": ("n_threads", lambda v: cluster.mcl(graph, n_threads=v)),
+        "reduce": ("reduce", lambda v: embed.Embedder("x", reduce=v)),
+        "dim": ("dim", lambda v: embed.Embedder("x", dim=v)),
+        "fit_samples": ("fit_samples", lambda v: embed.Embedder("x", fit_samples=v)),
+        "nice": ("nice", lambda v: LRPWorker(nice=v)),
+        "projection": ("method", lambda v: project.resolve_method(v)),
+        "projection_samples": ("max_samples", lambda v: project.choose_samples(10, v)),
+        "lrp_backend": ("backend", lambda v: relevance(None, unit, backend=v)),
+        "analyzer": ("analyzer", lambda v: relevance(None, unit, analyzer=v)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETER_CONSTRAINTS) + sorted(RUN_CONSTRAINTS))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_every_constraint_refuses_a_generated_bad_value_by_name_at_the_door(name, data):
+    """For each parameter, a value that no constraint of the table accepts is refused at the door
+    (FlowCallback, snapshot), and by the core function that takes it, naming the argument."""
+    import numpy as np
+
+    table = PARAMETER_CONSTRAINTS if name in PARAMETER_CONSTRAINTS else RUN_CONSTRAINTS
+    bad = data.draw(_invalid(table[name]), label=name)
+    held_out = (np.zeros((20, 3), dtype=np.float32), np.arange(20) % 2)
+    if name == "epoch":
+        with pytest.raises(ValueError, match=r"^epoch: expected .+, got "):
+            snapshot(None, held_out, "unused", epoch=bad)
+        return
+    with pytest.raises(ValueError, match=rf"^{name}: expected .+, got "):
+        FlowCallback(held_out, **{name: bad})
+    door = _core_doors().get(name)
+    if door is not None and not (name == "projection_samples" and bad is None):  # None: choose_samples' "all"
+        argument, call = door
+        with pytest.raises(ValueError, match=rf"^{argument}: expected "):
+            call(bad)
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETER_CONSTRAINTS))
+def test_every_constraint_accepts_the_default(name):
+    default = getattr(SnapshotSettings(), name)
+    assert check_parameter(name, dict(default) if name == "analyzer_kwargs" else default) is not None or default is None

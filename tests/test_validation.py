@@ -33,7 +33,7 @@ def model():
         (dict(inflation=1.0), "inflation"),
         (dict(analyzer="gradient"), "analyzer"),
         (dict(analyzer="lrp.nonexistent"), r"analyzer: expected one of the LRP analyzers \[.*'lrp.epsilon'"),
-        (dict(lrp_backend="torch"), "lrp_backend: expected one of"),
+        (dict(lrp_backend="torch"), r"^lrp_backend: expected 'auto', 'native' or 'innvestigate', got 'torch'"),
         (dict(layers="conv1"), "layers"),
         (dict(on_error="ignore"), "on_error"),
         (dict(verbose=5), "verbose"),
@@ -88,7 +88,7 @@ def test_bad_input_at_train_begin(tmp_path, small, model, make, kwargs, match, t
     cb = FlowCallback(make(x_te, y_te), log_dir=tmp_path / "r", verbose=0, k=10, **kwargs)
     with pytest.raises(ValueError, match=match):
         model.fit(x_tr, y_tr, epochs=1, verbose=0, callbacks=[cb])
-    assert cb._snapshotter.worker is None or not cb._snapshotter.worker.alive
+    assert cb.lrp_engine is None or not cb.lrp_engine.alive
 
 
 def test_non_classifier_is_refused(tmp_path, small, tally):
@@ -122,7 +122,7 @@ def test_failure_inside_a_snapshot_warns_and_training_goes_on(tmp_path, small, m
     monkeypatch.setattr(render, "write_epoch_page", flaky)
     model = lenet5_digits(seed=3)
     cb = FlowCallback((x_te, y_te), log_dir=tmp_path / "r", lrp=False, k=10, verbose=0)
-    with pytest.warns(RuntimeWarning, match="epoch 1 failed"):
+    with pytest.warns(RuntimeWarning, match="epoch 1: the snapshot failed"):
         hist = model.fit(x_tr, y_tr, epochs=2, verbose=0, callbacks=[cb])
     assert len(hist.history["loss"]) == 2
     assert sorted(cb.pages) == [0, 2]
@@ -167,7 +167,7 @@ def test_unwritable_log_dir_warns_and_training_goes_on(tmp_path, small, monkeypa
     with pytest.warns(RuntimeWarning, match="log_dir: cannot write"):
         hist = model.fit(x_tr, y_tr, epochs=2, verbose=0, callbacks=[cb])
     assert len(hist.history["loss"]) == 2 and cb.pages == {}
-    assert cb._snapshotter.worker is None
+    assert cb.lrp_engine is None
 
 
 # -- tf.data held-out sets -----------------------------------------------------------------------
@@ -215,8 +215,8 @@ def test_unknown_length_dataset_within_the_bound_is_read_whole(small):
     ds = tf.data.Dataset.from_tensor_slices((x_te, y_te)).filter(lambda x, y: True).batch(16)
     assert int(ds.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY)
     cb = _construct_in_thread(ds)["callback"]
-    np.testing.assert_array_equal(cb._snapshotter.x, x_te)
-    np.testing.assert_array_equal(cb._snapshotter.labels, y_te)
+    np.testing.assert_array_equal(cb.held_out[0], x_te)
+    np.testing.assert_array_equal(cb.held_out[1], y_te)
 
 
 @pytest.mark.parametrize(
@@ -249,8 +249,8 @@ def test_one_input_dict_and_sample_weights_are_accepted(small):
     x_tr, y_tr, x_te, y_te = small
     ds = tf.data.Dataset.from_tensor_slices(({"image": x_te}, y_te, np.ones(len(y_te)))).batch(32)
     cb = FlowCallback(ds, k=5)
-    np.testing.assert_array_equal(cb._snapshotter.x, x_te)
-    np.testing.assert_array_equal(cb._snapshotter.labels, y_te)
+    np.testing.assert_array_equal(cb.held_out[0], x_te)
+    np.testing.assert_array_equal(cb.held_out[1], y_te)
 
 
 # -- what the callback infers silently must be said -----------------------------------------------

@@ -32,8 +32,10 @@ Output
     ``views_figures``: the class-means heatmap and the animated projection.
     ``runpage``: the run page ``index.html`` (its template: ``flowcallback/templates``).
     ``tensorboard``: layer metrics as TensorBoard scalars.
-    ``store``: versioned JSON + npz files of a run, read back as untrusted input (:func:`load_run`).
+    ``store``: the run directory's format: versioned JSON + npz files of each epoch, written
+    atomically and read back as untrusted input (:func:`flowcallback.load_run` reads it for scripts).
 
-Helpers: ``_keras`` (Keras 2 and 3), ``_notes``, ``_priority`` (thread niceness), ``_files`` (atomic
-writes, safe reads), ``_mcl_kernel`` (the compiled MCL kernel).
+Helpers: ``_params`` (parameter constraints), ``_keras`` (Keras 2 and 3), ``_notes`` (typed notes),
+``_priority`` (thread niceness), ``_files`` (atomic writes, safe reads), ``_npz`` (the hardened npz
+reader), ``_schemas`` (the JSON schemas), ``_mcl_kernel`` (the compiled MCL kernel).
 """

@@ -30,6 +30,9 @@ __all__ = ["atomic_write", "ensure_plotlyjs", "remove_stale_temporaries"]
 
 PathLike = Union[str, os.PathLike]
 
+#: The key of the set-up's errors (``errors/setup.txt``) among a run's errors; the other keys are epochs.
+SETUP_ERRORS = "setup"
+
 
 # -- file modes ----------------------------------------------------------------------------------
 _UMASK_LOCK = threading.Lock()

@@ -1,5 +1,9 @@
 """Notes: the one-sentence remarks shown with a graph (see :mod:`flowcallback.core.stages`).
 
+A note is a :class:`Note`: its text, and its kind, said where it is made: ``"problem"`` (something
+failed or is missing: LRP skipped, a layer left out; drawn in red) or ``"info"`` (how LRP is
+computed, how the columns were chosen; drawn in grey). A plain string is information.
+
 A graph's notes are saved with it (``notes`` of schema ``flowgraph-1``), which bounds them:
 at most :data:`MAX_NOTES` notes of at most :data:`MAX_NOTE_LENGTH` characters each. The note
 builders keep well within: a list of names is summarised (:func:`name_list`), an exception's
@@ -10,12 +14,66 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-__all__ = ["MAX_NOTE_LENGTH", "MAX_NOTES", "check_notes", "first_line", "name_list", "shorten"]
+__all__ = ["MAX_NOTE_LENGTH", "MAX_NOTES", "NOTE_KINDS", "Note", "problem", "info", "as_note", "check_notes",
+           "first_line", "name_list", "shorten"]
+
+#: The kinds of note: something failed or is missing, or information.
+NOTE_KINDS = ("problem", "info")
 
 #: The most characters a graph note may have (``maxLength`` of ``notes`` in schema flowgraph-1).
 MAX_NOTE_LENGTH = 2000
 #: The most notes a graph may have (``maxItems`` of ``notes`` in schema flowgraph-1).
 MAX_NOTES = 100
+
+
+class Note(str):
+    """A note's text (it is a ``str``), with its kind: ``"problem"`` or ``"info"``.
+
+    Two notes are equal when their texts are; :attr:`kind` is compared where it matters
+    (:meth:`flowcallback.FlowGraph.equals`).
+
+    Examples
+    --------
+    >>> n = problem("LRP failed for this epoch: worker died")
+    >>> n.kind, n.startswith("LRP failed")
+    ('problem', True)
+    >>> Note("Columns: every layer.").kind
+    'info'
+    >>> Note("x", kind="warning")
+    Traceback (most recent call last):
+    ...
+    ValueError: kind: expected 'problem' or 'info', got 'warning'
+    """
+
+    __slots__ = ("kind",)
+
+    def __new__(cls, text: str, kind: str = "info"):
+        if kind not in NOTE_KINDS:
+            raise ValueError(f"kind: expected 'problem' or 'info', got {kind!r}")
+        note = super().__new__(cls, text)
+        note.kind = kind
+        return note
+
+    def __repr__(self) -> str:
+        return f"{self.kind}({str.__repr__(self)})"
+
+    def __reduce__(self):
+        return (Note, (str(self), self.kind))
+
+
+def problem(text: str) -> Note:
+    """A note that something failed or is missing (drawn in red)."""
+    return Note(text, "problem")
+
+
+def info(text: str) -> Note:
+    """A note of information (drawn in grey)."""
+    return Note(text, "info")
+
+
+def as_note(note) -> Note:
+    """``note`` as a :class:`Note`: a plain string is information."""
+    return note if isinstance(note, Note) else Note(str(note))
 
 
 def shorten(text: str, limit: int) -> str:

@@ -12,20 +12,17 @@ threads, FAISS' OpenMP team) inherit its niceness. On other systems nothing is c
 """
 from __future__ import annotations
 
-import numbers
 import os
 import sys
 import threading
 from typing import Optional
 
-__all__ = ["background_niceness", "check_nice", "lower_current_thread", "thread_nice"]
+from flowcallback.core import _params
 
+__all__ = ["background_niceness", "NICE", "lower_current_thread", "thread_nice"]
 
-def check_nice(nice) -> int:
-    """Validate a niceness increment (an integer from 0 to 19) and return it as an int."""
-    if isinstance(nice, bool) or not isinstance(nice, numbers.Integral) or not 0 <= nice <= 19:
-        raise ValueError(f"nice: expected an integer from 0 (same priority as training) to 19 (lowest), got {nice!r}")
-    return int(nice)
+#: A niceness increment.
+NICE = _params.integer(0, 19, "an integer from 0 (same priority as training) to 19 (lowest)")
 
 
 def _supported() -> bool:

@@ -30,11 +30,11 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from flowcallback.core import knn
+from flowcallback.core import _params, knn
 from flowcallback.core.embed import special_rows
 
 __all__ = ["mcl", "cluster_layer", "layer_note", "partition_labels", "canonical_labels", "DEFAULT_INFLATION",
-           "DEFAULT_SELECT", "DEFAULT_CUTOFF", "BACKENDS"]
+           "DEFAULT_SELECT", "DEFAULT_CUTOFF", "BACKENDS", "INFLATION", "BACKEND", "THREADS"]
 
 #: Default MCL inflation (mcl's own default is 2.0).
 DEFAULT_INFLATION = 2.0
@@ -47,13 +47,12 @@ DEFAULT_CUTOFF = 0.0
 #: agrees with ``mcl`` (ARI >= 0.95 on MNIST layer graphs, docs/performance.md).
 DEFAULT_SELECT = 500
 BACKENDS = ("fast", "reference")
-
-
-def check_inflation(inflation) -> float:
-    """Validate MCL's inflation (a finite number > 1) and return it as a float."""
-    if isinstance(inflation, bool) or not isinstance(inflation, numbers.Real) or not 1 < inflation < float("inf"):
-        raise ValueError(f"inflation: expected a number > 1, got {inflation!r}")
-    return float(inflation)
+#: MCL's inflation: a finite number > 1.
+INFLATION = _params.real_above(1)
+#: The MCL implementation.
+BACKEND = _params.options(*BACKENDS)
+#: Threads of the fast backend.
+THREADS = _params.integer(1)
 
 
 def canonical_labels(labels) -> np.ndarray:
@@ -222,13 +221,11 @@ def mcl(
     n = graph.shape[0]
     if graph.ndim != 2 or graph.shape[1] != n:
         raise ValueError(f"graph: expected a square matrix, got shape {graph.shape}")
-    check_inflation(inflation)
+    _params.check("inflation", inflation, INFLATION)
     if n == 0:
         return np.zeros(0, dtype=np.int32)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-    if isinstance(select, bool) or not isinstance(select, numbers.Integral) or select < 1:
-        raise ValueError(f"select: expected a positive integer, got {select!r}")
+    _params.check("backend", backend, BACKEND)
+    _params.check("select", select, _params.integer(1))
     g = graph.tocsc() if graph.format != "csc" else graph  # the fast backend converts to float32 itself
     if g.nnz and not np.all(np.isfinite(g.data)):
         raise ValueError("graph: edge weights must be finite")
@@ -239,6 +236,7 @@ def mcl(
             raise ValueError(f"expansion: the fast backend computes expansion 2 (MCL's standard); got {expansion!r}")
         if n_threads is None:
             n_threads = min(8, os.cpu_count() or 1)
+        _params.check("n_threads", n_threads, THREADS)
         if isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Real) or not 0 <= cutoff < 1:
             raise ValueError(f"cutoff: expected a number in [0, 1), got {cutoff!r}")
         threshold = 2.5e-4 if pruning_threshold is None else float(pruning_threshold)

@@ -19,13 +19,15 @@ hundred dimensions as the batches arrive (see :class:`Embedder`), which keeps me
 """
 from __future__ import annotations
 
-import numbers
 import time
 from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["embed", "Embedder", "special_rows", "top_right_singular_vectors", "ZERO_FLAG", "NONFINITE_FLAG"]
+from flowcallback.core import _params
+
+__all__ = ["embed", "Embedder", "special_rows", "top_right_singular_vectors", "ZERO_FLAG", "NONFINITE_FLAG",
+           "REDUCE", "DIM", "FIT_SAMPLES"]
 
 _TINY = np.finfo(np.float32).tiny
 #: Value of the extra (last) coordinate for an all-zero map.
@@ -33,6 +35,12 @@ ZERO_FLAG = 1.0
 #: Value of the extra (last) coordinate for a map with NaN or infinite values (``nonfinite="flag"``).
 NONFINITE_FLAG = -1.0
 _NONFINITE = ("raise", "flag")
+#: How wide layers are reduced (with :data:`flowcallback.core._params.NONE`: not at all).
+REDUCE = _params.options("pca", "random")
+#: The dimension after reduction: 2 at least (in one dimension every cosine is +1 or -1).
+DIM = _params.integer(2)
+#: Rows the PCA basis is fitted on (with None: the default).
+FIT_SAMPLES = _params.integer(1)
 
 
 def special_rows(vectors) -> tuple[np.ndarray, np.ndarray]:
@@ -115,14 +123,6 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     n = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
     n[n == 0] = 1.0
     return (x / n[:, None]).astype(np.float32, copy=False)
-
-
-def check_fit_samples(fit_samples):
-    """Validate ``fit_samples`` (None or a positive integer) and return it as an int or None."""
-    if fit_samples is not None and (isinstance(fit_samples, bool) or not isinstance(fit_samples, numbers.Integral)
-                                    or fit_samples < 1):
-        raise ValueError(f"fit_samples: expected None or a positive integer, got {fit_samples!r}")
-    return None if fit_samples is None else int(fit_samples)
 
 
 def top_right_singular_vectors(x, k: int, *, block: Optional[int] = None) -> np.ndarray:
@@ -229,17 +229,14 @@ class Embedder:
 
     def __init__(self, name: str = "maps", *, dim: int = 128, reduce: Optional[str] = "pca",
                  fit_samples: Optional[int] = None, seed: int = 0, nonfinite: str = "raise"):
-        if reduce not in ("pca", "random", None):
-            raise ValueError(f"reduce: expected 'pca', 'random' or None, got {reduce!r}")
-        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
-            raise ValueError(f"dim: expected a positive integer, got {dim!r}")
-        if nonfinite not in _NONFINITE:
-            raise ValueError(f"nonfinite: expected 'raise' or 'flag', got {nonfinite!r}")
+        _params.check("reduce", reduce, REDUCE, _params.NONE)
+        _params.check("dim", dim, DIM)
+        _params.check("fit_samples", fit_samples, _params.NONE, FIT_SAMPLES)
+        _params.check("nonfinite", nonfinite, _params.options(*_NONFINITE))
         self.nonfinite = nonfinite
         self.name = name
         self.dim = int(dim)
         self.reduce = reduce
-        check_fit_samples(fit_samples)
         self.fit_samples = max(int(fit_samples) if fit_samples is not None else 4 * int(dim), int(dim))
         self.seconds = 0.0  # time spent embedding and reducing, for benchmarks
         self.seed = seed
@@ -321,6 +318,21 @@ class Embedder:
         gone = (np.abs(y).sum(axis=1) == 0) & (flag == 0)
         out[gone, -1] = 1.0
         return out
+
+    @property
+    def basis(self) -> Optional[np.ndarray]:
+        """The reduction basis, ``(n_features, dim)``: None until it is fitted (or without reduction)."""
+        return self._basis
+
+    @property
+    def n_pending(self) -> int:
+        """Rows held (as float16) until the PCA basis is fitted on them."""
+        return self._n_pending
+
+    @property
+    def buffer_bytes(self) -> int:
+        """Memory held by the buffer of rows waiting for the basis (freed once it is fitted)."""
+        return 0 if self._buf is None else int(self._buf.nbytes + self._buf_flag.nbytes)
 
     def result(self) -> np.ndarray:
         """All embedded rows so far, in the order they were added."""

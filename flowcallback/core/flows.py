@@ -12,18 +12,24 @@ This is the paper's Algorithm 2 (``generateClusters``, ``buildDAG``, ``orderDAGV
 * flows: edges merged by ``(source cluster, target cluster, true class)``, weighted by the number
   of samples.
 
-Everything is immutable: :class:`FlowGraph` holds read-only arrays and derives the flows from them.
+Everything an epoch stores is immutable data defined here: :class:`FlowGraph` (one analysis's
+diagram; it holds read-only arrays and derives the flows from them) and :class:`EpochViews` (the
+epoch's class means and 2-D projections). Drawing them is :mod:`flowcallback.core.render`'s job,
+storing them :mod:`flowcallback.core.store`'s.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from functools import cached_property
+from types import MappingProxyType
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
-from flowcallback.core._notes import check_notes
+from flowcallback.core._notes import as_note, check_notes
+from flowcallback.core.aggregate import MAX_VALUES as MAX_CLASS_MEAN_VALUES
 
 __all__ = [
     "clean_metric",
@@ -35,7 +41,16 @@ __all__ = [
     "barycentric_order",
     "COLUMN_KINDS",
     "FLOW_COLUMNS",
+    "ANALYSIS_LABELS",
+    "ANALYSIS_NAME",
+    "EpochViews",
+    "MAX_CLASS_MEAN_VALUES",
 ]
+
+#: How pages and figures name each analysis of a snapshot.
+ANALYSIS_LABELS = {"activations": "Activations", "lrp": "LRP relevance"}
+#: What an analysis may be called (it names files): a lowercase identifier.
+ANALYSIS_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 COLUMN_KINDS = ("layer", "prediction", "ground_truth")
 FLOW_COLUMNS = [
@@ -120,9 +135,11 @@ class FlowGraph:
     class_names : tuple of str
     metrics : mapping
         Scalars about the snapshot (``accuracy``, ``loss``, ``k``, ``inflation``...).
-    notes : tuple of str
+    notes : tuple of Note
         What the reader of the diagram must know about the whole snapshot (LRP skipped and why,
-        how the branches of a branching model were laid out...). Per-column notes are on
+        how the branches of a branching model were laid out...), each a
+        :class:`~flowcallback.core._notes.Note` (a ``str`` with a ``kind``, ``"problem"`` or
+        ``"info"``; plain strings given here are information). Per-column notes are on
         :attr:`Column.note`. At most 100 notes of at most 2,000 characters each (what the graph's
         file holds, :mod:`flowcallback.core._notes`): more raises ``ValueError``.
     """
@@ -144,10 +161,10 @@ class FlowGraph:
         set_("assignments", _readonly(self.assignments, np.int32))
         set_("labels", _readonly(self.labels, np.int32))
         set_("predictions", _readonly(self.predictions, np.int32))
-        set_("metrics", dict(self.metrics))
+        set_("metrics", MappingProxyType(dict(self.metrics)))  # read-only: a loaded graph is shared by caches
         if isinstance(self.notes, str):
             raise ValueError(f"notes: expected a sequence of strings, got the string {self.notes!r}")
-        set_("notes", tuple(str(s) for s in self.notes))
+        set_("notes", tuple(as_note(s) for s in self.notes))  # a plain string is information
         check_notes(self.notes)  # what the file of the graph can hold: a graph is always saved and read back
         n = self.labels.shape[0]
         if self.assignments.ndim != 2 or self.assignments.shape != (n, len(self.columns)):
@@ -169,23 +186,6 @@ class FlowGraph:
         acc_text = f", accuracy={acc:.3f}" if isinstance(acc, (int, float)) else ""
         return (f"FlowGraph(epoch={self.epoch}, analysis={self.analysis!r}, n_samples={self.n_samples}{acc_text}, "
                 f"clusters per column={{{cols}}})")
-
-    def figure(self, **kwargs):
-        """This graph's Sankey as a ``plotly.graph_objects.Figure`` (see :func:`flowcallback.core.render.figure`).
-
-        Drawing comes after the flows in the pipeline; the import is local so that this module
-        stays free of Plotly for those who only compute flows.
-        """
-        from flowcallback.core.render import figure
-
-        return figure({self.analysis: self}, notes=kwargs.pop("notes", self.notes), **kwargs)
-
-    def _repr_html_(self) -> str:
-        """In a notebook: the short description and the Sankey (plotly.js inline, so it draws offline)."""
-        import html
-
-        return (f"<code>{html.escape(repr(self))}</code>"
-                + self.figure().to_html(full_html=False, include_plotlyjs=True))
 
     # -- derived views -------------------------------------------------------------------------
     @property
@@ -273,18 +273,96 @@ class FlowGraph:
 
     def equals(self, other: FlowGraph) -> bool:
         """Exact equality of every field (arrays compared element-wise)."""
-        return (
+        return other is self or (
             isinstance(other, FlowGraph)
             and self.epoch == other.epoch
             and self.analysis == other.analysis
             and self.columns == other.columns
             and self.class_names == other.class_names
-            and self.notes == other.notes
+            and [(n, n.kind) for n in self.notes] == [(n, n.kind) for n in other.notes]
             and np.array_equal(self.assignments, other.assignments)
             and np.array_equal(self.labels, other.labels)
             and np.array_equal(self.predictions, other.predictions)
             and dict(self.metrics) == dict(other.metrics)
         )
+
+
+# -- what else an epoch stores: class means and 2-D projections ------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class EpochViews:
+    """What an epoch stores for the class-means and projection views (``graphs/epoch_XXX/views.*``).
+
+    Parameters
+    ----------
+    class_means : mapping of (analysis, layer) to ndarray (n_classes, units)
+        Per-class mean of each unit or channel (:mod:`flowcallback.core.aggregate`): rows in class
+        order, a row of NaN for a class without a sample.
+    projections : mapping of (analysis, layer) to ndarray (n_projected, 2)
+        Aligned 2-D projections (:func:`flowcallback.core.project.project_layers`); row ``i`` is
+        sample ``projection_samples[i]`` of the held-out set.
+    projection_samples : array-like of int, optional
+        Indices (into the held-out set, ascending, distinct) of the projected samples; required
+        with ``projections``.
+    projection_method : str, optional
+        ``"umap"`` or ``"pca"``: what made the projections.
+
+    The arrays are stored as read-only float32 (int64 for the samples) copies.
+
+    Examples
+    --------
+    >>> v = EpochViews(class_means={("activations", "dense"): np.zeros((3, 4))})
+    >>> v.class_means[("activations", "dense")].shape
+    (3, 4)
+    """
+
+    class_means: Mapping[Tuple[str, str], np.ndarray] = dataclasses.field(default_factory=dict)
+    projections: Mapping[Tuple[str, str], np.ndarray] = dataclasses.field(default_factory=dict)
+    projection_samples: Optional[np.ndarray] = None
+    projection_method: Optional[str] = None
+
+    def __post_init__(self):
+        def keyed(mapping, what):
+            out = {}
+            for key, value in dict(mapping).items():
+                if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) and k for k in key)):
+                    raise ValueError(f"{what}: keys must be (analysis, layer) pairs of names, got {key!r}")
+                if not ANALYSIS_NAME.match(key[0]):
+                    raise ValueError(f"{what}: analysis {key[0]!r} must be a lowercase identifier")
+                out[key] = _readonly(value, np.float32)
+            return MappingProxyType(out)
+
+        means = keyed(self.class_means, "class_means")
+        for key, m in means.items():
+            if m.ndim != 2 or m.shape[0] < 1 or m.shape[1] < 1:
+                raise ValueError(f"class_means: {key} must have shape (n_classes, units), got {m.shape}")
+            if m.size > MAX_CLASS_MEAN_VALUES:
+                raise ValueError(f"class_means: {key} hold {m.size} values, more than {MAX_CLASS_MEAN_VALUES}")
+            if np.isinf(m).any() or (np.isnan(m).any(axis=1) != np.isnan(m).all(axis=1)).any():
+                raise ValueError(
+                    f"class_means: {key} may hold NaN only as whole rows (classes without samples), no infinity")
+        projections = keyed(self.projections, "projections")
+        samples = self.projection_samples
+        if samples is not None:
+            raw = np.asarray(samples)
+            if raw.ndim != 1 or (raw.size and raw.dtype.kind not in "iu"):
+                raise ValueError(
+                    f"projection_samples: expected a 1-D array of sample indices, got {raw.dtype} {raw.shape}")
+            samples = _readonly(raw, np.int64)
+            if samples.size and (samples[0] < 0 or np.any(np.diff(samples) <= 0)):
+                raise ValueError("projection_samples: expected distinct non-negative indices in ascending order")
+        if projections and samples is None:
+            raise ValueError("projection_samples: required with projections (which samples they show)")
+        for key, p in projections.items():
+            if p.shape != (len(samples), 2) or not np.isfinite(p).all():
+                raise ValueError(f"projections: {key} must be finite of shape ({len(samples)}, 2), got {p.shape}")
+        if self.projection_method is not None and not isinstance(self.projection_method, str):
+            raise ValueError(f"projection_method: expected a string, got {self.projection_method!r}")
+        object.__setattr__(self, "class_means", means)
+        object.__setattr__(self, "projections", projections)
+        object.__setattr__(self, "projection_samples", samples)
+
+    def __bool__(self) -> bool:
+        return bool(self.class_means or self.projections)
 
 
 # -- flows ---------------------------------------------------------------------------------------

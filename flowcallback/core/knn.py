@@ -11,17 +11,24 @@ cosine similarities clipped to [0, 1], since MCL needs non-negative weights.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["knn_graph", "check_k", "resolve_k", "auto_k", "DEFAULT_K", "HNSW_THRESHOLD"]
+from flowcallback.core import _params
+
+__all__ = ["knn_graph", "resolve_k", "auto_k", "DEFAULT_K", "HNSW_THRESHOLD", "NEIGHBOURS", "K_RULES", "INDEX"]
 
 #: Default ``k``: ``"auto"``, see :func:`auto_k` and docs/method.md for the measurement behind it.
 DEFAULT_K = "auto"
 #: Above this many samples, ``index="auto"`` uses an HNSW index instead of exact search.
 HNSW_THRESHOLD = 50_000
+
+#: ``k`` as a number of neighbours (:func:`knn_graph` takes only this).
+NEIGHBOURS = _params.integer(1)
+#: ``k`` as a rule that :func:`resolve_k` turns into a number.
+K_RULES = _params.options("auto", "paper")
+#: The FAISS index.
+INDEX = _params.options("auto", "flat", "hnsw")
 
 
 def auto_k(n_samples: int, n_classes: int) -> int:
@@ -41,16 +48,6 @@ def auto_k(n_samples: int, n_classes: int) -> int:
     """
     k = min(500, max(5, n_samples // max(1, 2 * n_classes)))
     return max(1, min(k, n_samples - 1))
-
-
-def check_k(k):
-    """Validate the user's ``k`` (a positive int, ``"auto"`` or ``"paper"``) and return it."""
-    if isinstance(k, str):
-        if k not in ("auto", "paper"):
-            raise ValueError(f"k: expected a positive integer, 'auto' or 'paper', got {k!r}")
-    elif isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k: expected a positive integer, 'auto' or 'paper', got {k!r}")
-    return k
 
 
 def resolve_k(k, n_samples: int, n_classes: int) -> int:
@@ -74,7 +71,7 @@ def resolve_k(k, n_samples: int, n_classes: int) -> int:
     >>> resolve_k("paper", 10_000, 10)
     1000
     """
-    check_k(k)
+    _params.check("k", k, NEIGHBOURS, K_RULES)
     if k == "auto":
         return auto_k(n_samples, n_classes)
     if k == "paper":
@@ -130,11 +127,9 @@ def knn_graph(vectors, k: int, *, index: str = "auto", seed: int = 0) -> sp.csr_
     if x.ndim != 2:
         raise ValueError(f"vectors: expected a 2-d array (n_samples, n_features), got shape {x.shape}")
     n, d = x.shape
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k < n:
-        raise ValueError(f"k: expected an integer with 1 <= k < n_samples={n}, got {k!r}")
+    _params.check("k", k, _params.integer(1, n - 1, text=f"an integer with 1 <= k < n_samples={n}"))
     k = int(k)  # FAISS' SWIG wrappers reject NumPy integers
-    if index not in ("auto", "flat", "hnsw"):
-        raise ValueError(f"index: expected 'auto', 'flat' or 'hnsw', got {index!r}")
+    _params.check("index", index, INDEX)
     if index == "auto":
         index = "flat" if n <= HNSW_THRESHOLD else "hnsw"
     if index == "flat":

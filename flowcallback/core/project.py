@@ -22,18 +22,23 @@ epoch so that they persist across frames).
 from __future__ import annotations
 
 import importlib.util
-import numbers
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["METHODS", "umap_available", "resolve_method", "project", "align", "choose_samples", "project_layers",
-           "DEFAULT_MAX_SAMPLES"]
+from flowcallback.core import _params
+
+__all__ = ["METHODS", "METHOD", "SAMPLES", "umap_available", "resolve_method", "project", "align", "choose_samples",
+           "project_layers", "DEFAULT_MAX_SAMPLES"]
 
 METHODS = ("auto", "umap", "pca")
 #: Default size of the projected subsample: UMAP takes a few seconds on 2,000 samples (see
 #: benchmarks/results/projection.json).
 DEFAULT_MAX_SAMPLES = 2000
+#: The projection method.
+METHOD = _params.options(*METHODS)
+#: How many samples are projected: 3 at least (a 2-D layout of fewer says nothing).
+SAMPLES = _params.integer(3)
 
 
 def umap_available() -> bool:
@@ -49,8 +54,7 @@ def resolve_method(method: str = "auto") -> str:
     ValueError
         For an unknown method, or ``"umap"`` when umap-learn is not installed.
     """
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    _params.check("method", method, METHOD)
     if method == "auto":
         return "umap" if umap_available() else "pca"
     if method == "umap" and not umap_available():
@@ -196,11 +200,8 @@ def choose_samples(n_samples: int, max_samples: Optional[int] = DEFAULT_MAX_SAMP
     >>> len(chosen), chosen.tolist() == choose_samples(10_000, 2000).tolist()
     (2000, True)
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 0:
-        raise ValueError(f"n_samples: expected a non-negative integer, got {n_samples!r}")
-    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, numbers.Integral)
-                                    or max_samples < 1):
-        raise ValueError(f"max_samples: expected None or a positive integer, got {max_samples!r}")
+    _params.check("n_samples", n_samples, _params.integer(0))
+    _params.check("max_samples", max_samples, _params.NONE, SAMPLES)
     if max_samples is None or n_samples <= max_samples:
         return np.arange(n_samples, dtype=np.int64)
     rng = np.random.default_rng(seed)

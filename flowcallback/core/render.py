@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import colorsys
 import html
-import re
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from flowcallback.core.flows import FlowGraph
+from flowcallback.core._notes import Note
+from flowcallback.core.flows import ANALYSIS_LABELS, FlowGraph
 from flowcallback.core.history import confusion_over_training
-from flowcallback.core.stages import ANALYSIS_LABELS
 
 __all__ = ["class_colors", "sankey_trace", "figure", "write_epoch_page", "ANALYSIS_LABELS", "note_is_problem",
-           "wrap_note"]
+           "epoch_notes", "wrap_note"]
 
 # Tableau 10 / 20: distinguishable, colour-blind-aware first choices.
 _TAB10 = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
@@ -308,24 +307,36 @@ def _title(graph: FlowGraph, label: str) -> str:
 #: branch layout, a loss not shown) in a neutral grey.
 PROBLEM_NOTE_COLOR = "#a33"
 INFO_NOTE_COLOR = "#555"
-_PROBLEM_NOTE = re.compile(r"\b(failed|fails|error|left out|stopped|skipped|died|could not|cannot|"
-                           r"no relevance reached|missing)\b", re.IGNORECASE)
 
 
-def note_is_problem(note: str) -> bool:
-    """Whether a snapshot's note reports something that failed or is missing (drawn in red).
-
-    The notes are plain text, saved with each graph; those of flowcallback's own failures say
-    "failed", "left out", "stopped", "skipped"... Any other note is information, drawn in grey.
+def note_is_problem(note) -> bool:
+    """Whether a note reports something that failed or is missing (drawn in red): its kind, said
+    where it was made (:class:`flowcallback.core._notes.Note`; a plain string is information).
 
     Examples
     --------
-    >>> note_is_problem("LRP failed for this epoch: worker died")
+    >>> from flowcallback.core._notes import info, problem
+    >>> note_is_problem(problem("LRP failed for this epoch: worker died"))
     True
-    >>> note_is_problem("LRP relevance (lrp.epsilon) is computed by native for each sample's predicted class")
+    >>> note_is_problem(info("LRP relevance (lrp.epsilon) is computed by native for each sample's predicted class"))
     False
     """
-    return bool(_PROBLEM_NOTE.search(str(note)))
+    return getattr(note, "kind", "info") == "problem"
+
+
+def epoch_notes(graphs: Mapping[str, FlowGraph]) -> List[Note]:
+    """The notes of an epoch's graphs, each once, in order: what its figure shows under the diagram.
+
+    Examples
+    --------
+    >>> from flowcallback.core.flows import build_flow_graph
+    >>> y = np.array([0, 1])
+    >>> a = build_flow_graph([("d", "Dense", y)], y, y, graph_notes=["both"])
+    >>> b = build_flow_graph([("d", "Dense", y)], y, y, analysis="lrp", graph_notes=["both", "LRP only"])
+    >>> epoch_notes({"activations": a, "lrp": b})
+    [info('both'), info('LRP only')]
+    """
+    return list(dict.fromkeys(n for g in graphs.values() for n in g.notes))
 
 
 #: Height in pixels of a diagram of few clusters (a page makes it fill the window when taller).
@@ -365,19 +376,18 @@ def _notes_annotation_text(notes: Sequence[str]) -> tuple:
     return "<br>".join(lines), len(lines)
 
 
-def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = (),
+def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "",
            top_classes: int | str | None = "auto"):
     """A Plotly figure with one Sankey per analysis and buttons to switch between them.
 
     Parameters
     ----------
-    graphs : mapping of analysis name to FlowGraph
-        All of one epoch, e.g. ``{"activations": g1, "lrp": g2}``.
+    graphs : mapping of analysis name to FlowGraph, or one FlowGraph
+        All of one epoch, e.g. ``{"activations": g1, "lrp": g2}``. Their notes (:func:`epoch_notes`)
+        are shown under the diagram, one below the other, problems in red, each broken into lines
+        of at most :data:`NOTE_LINE_CHARS` characters (:func:`wrap_note`).
     title_prefix : str
         Shown before the title (the run's name, say).
-    notes : sequence of str
-        Shown under the diagram (skipped analyses, errors), one below the other, each broken into
-        lines of at most :data:`NOTE_LINE_CHARS` characters (:func:`wrap_note`).
     top_classes : int, "auto" or None, default="auto"
         Colour only the largest classes and draw the others as one grey "other" (see
         :func:`top_classes`); "auto" does so above :data:`AUTO_TOP_CLASSES` classes.
@@ -388,8 +398,11 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
     """
     import plotly.graph_objects as go
 
+    if isinstance(graphs, FlowGraph):
+        graphs = {graphs.analysis: graphs}
     if not graphs:
         raise ValueError("graphs: expected at least one FlowGraph")
+    notes = epoch_notes(graphs)  # the graphs own their notes: a page rebuilt from the files shows the same
     analyses = list(graphs)
     first = graphs[analyses[0]]
     compact = _compact(graphs.values())
@@ -447,10 +460,10 @@ def figure(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Se
     return fig
 
 
-def page_html(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = (),
+def page_html(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "",
               top_classes: int | str | None = "auto") -> str:
     """The whole HTML page; it loads ``plotly.min.js`` from its own directory (no network)."""
-    fig = figure(graphs, title_prefix=title_prefix, notes=notes, top_classes=top_classes)
+    fig = figure(graphs, title_prefix=title_prefix, top_classes=top_classes)
     epoch = next(iter(graphs.values())).epoch
     default_height = "100%"
     if fig.layout.height is not None and fig.layout.height <= MIN_HEIGHT:
@@ -462,7 +475,7 @@ def page_html(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes:
     return body.replace("<head>", f"<head><meta charset=\"utf-8\"><title>flowcallback · epoch {epoch}</title>", 1)
 
 
-def write_epoch_page(path, graphs: Mapping[str, FlowGraph], *, title_prefix: str = "", notes: Sequence[str] = (),
+def write_epoch_page(path, graphs: Mapping[str, FlowGraph], *, title_prefix: str = "",
                      top_classes: int | str | None = "auto") -> str:
     """Write the page, and the plotly package's own ``plotly.min.js`` beside it, both atomically.
 
@@ -480,7 +493,7 @@ def write_epoch_page(path, graphs: Mapping[str, FlowGraph], *, title_prefix: str
 
     path = Path(path)
     ensure_plotlyjs(path.parent)
-    html = page_html(graphs, title_prefix=title_prefix, notes=notes, top_classes=top_classes)
+    html = page_html(graphs, title_prefix=title_prefix, top_classes=top_classes)
     atomic_write(path, html.encode("utf-8"))
     return str(path)
 

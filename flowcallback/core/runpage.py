@@ -8,7 +8,7 @@ training and each class's recognition profile.
 The page is drawn from plain data held in memory (:func:`run_page_html`, :func:`write_run_page`):
 the run's description (``run.json``), each epoch's graphs and the errors recorded, so that a writer
 that has just saved a snapshot never reads the run back. :func:`write_run_page_for` draws it for a
-run directory loaded with :func:`flowcallback.core.store.load_run` (``flowcallback report``).
+run directory loaded with :func:`flowcallback.load_run` (``flowcallback report``).
 
 Its HTML, CSS and JavaScript are package data, ``flowcallback/templates/run_page.{html,css,js}``,
 read with :mod:`importlib.resources` and inlined: the page written is one self-contained file that
@@ -24,13 +24,13 @@ import os
 import re
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from flowcallback.core._files import atomic_write, ensure_plotlyjs
+from flowcallback.core._files import SETUP_ERRORS, atomic_write, ensure_plotlyjs
 from flowcallback.core._notes import shorten
-from flowcallback.core.flows import FlowGraph
+from flowcallback.core.flows import EpochViews, FlowGraph
 from flowcallback.core.history import confusion_over_training
 from flowcallback.core.render import (
     ANALYSIS_LABELS,
@@ -44,11 +44,8 @@ from flowcallback.core.render import (
     top_classes,
 )
 
-__all__ = ["run_page_html", "write_run_page", "write_run_page_for", "run_page_html_for", "run_graphs", "run_views",
-           "TEMPLATE_FILES", "MAX_PAGE_UNITS", "PAGE_CLASS_MEAN_VALUES", "PAGE_PROJECTION_POINTS"]
-
-if TYPE_CHECKING:  # pragma: no cover
-    from flowcallback.core.store import EpochViews
+__all__ = ["RunPageState", "run_page_html", "write_run_page", "write_run_page_for", "run_page_html_for", "run_graphs",
+           "run_views", "TEMPLATE_FILES", "MAX_PAGE_UNITS", "PAGE_CLASS_MEAN_VALUES", "PAGE_PROJECTION_POINTS"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -116,7 +113,7 @@ def _run_page_parts(g: FlowGraph, model_name: str, metric_rows=None) -> dict:
     given, computed by the snapshot, or computed here), accuracy and loss."""
     from flowcallback.core.metrics import class_profiles, layer_metrics
 
-    fig = figure({g.analysis: g}, title_prefix=model_name, notes=g.notes)
+    fig = figure(g, title_prefix=model_name)
     fig.update_layout(updatemenus=[])
     return {
         # kept as the page's JSON text: a few times smaller than the nested dicts, and not
@@ -130,16 +127,6 @@ def _run_page_parts(g: FlowGraph, model_name: str, metric_rows=None) -> dict:
         "graph": g,  # for the views across epochs (immutable; its arrays are read-only)
         "model_name": model_name,
     }
-
-
-def _same_graph(a: FlowGraph, b: FlowGraph) -> bool:
-    """Whether two graphs hold the same snapshot (the same object, or equal contents)."""
-    if a is b:
-        return True
-    return (a.epoch == b.epoch and a.analysis == b.analysis and a.columns == b.columns
-            and a.class_names == b.class_names and a.notes == b.notes and dict(a.metrics) == dict(b.metrics)
-            and np.array_equal(a.assignments, b.assignments) and np.array_equal(a.labels, b.labels)
-            and np.array_equal(a.predictions, b.predictions))
 
 
 def _epoch_flow_rows(graphs) -> dict:
@@ -250,7 +237,6 @@ def _rounded(a: np.ndarray, digits: int = 4) -> list:
 
 def _view_epochs(views: Optional[Mapping[int, object]], epochs: List[int]) -> Dict[int, object]:
     """``{epoch: EpochViews}`` of the written epochs that have views."""
-    from flowcallback.core.store import EpochViews
 
     out = {}
     for e, v in (views or {}).items():
@@ -383,7 +369,6 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
     import pandas as pd
 
     from flowcallback.core.metrics import METRIC_COLUMNS
-    from flowcallback.core.store import SETUP_ERRORS
 
     cache = {} if cache is None else cache
     errors = dict(errors or {})
@@ -400,7 +385,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
         for i, a in enumerate(sorted(by_analysis)):
             g = by_analysis[a]
             part = cache.get((e, a))
-            if part is None or part["model_name"] != model_name or not _same_graph(part["graph"], g):
+            if part is None or part["model_name"] != model_name or not part["graph"].equals(g):
                 rows = None
                 if metrics is not None:
                     rows = metrics[(metrics["epoch"] == e) & (metrics["analysis"] == a)].reset_index(drop=True)
@@ -477,6 +462,92 @@ def write_run_page(log_dir: PathLike, info: Mapping, graphs: Mapping[int, Mappin
     return path
 
 
+class RunPageState:
+    """What the run page shows, kept in memory while a run is written, so that each snapshot draws
+    only its own epoch and rewrites ``index.html`` without reading the run directory again.
+
+    Thread-safe: background snapshots and the training thread's error records both reach it.
+
+    Parameters
+    ----------
+    log_dir : str or path
+    info : mapping
+        ``run.json``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from flowcallback.core.flows import build_flow_graph
+    >>> y = np.array([0, 0, 1, 1])
+    >>> info = {"class_names": ["a", "b"], "model": {"name": "m"}, "layers": [{"name": "d"}]}
+    >>> state = RunPageState(tempfile.mkdtemp(), info)
+    >>> state.add_epoch(1, {"activations": build_flow_graph([("d", "Dense", y)], y, y, epoch=1)})
+    >>> state.write().name
+    'index.html'
+    >>> sorted(state.graphs), state.drawn
+    ([1], [(1, 'activations')])
+    """
+
+    def __init__(self, log_dir: PathLike, info: Mapping):
+        import threading
+
+        self.log_dir = Path(log_dir)
+        self.info = dict(info)
+        self.graphs: Dict[int, Dict[str, FlowGraph]] = {}
+        self.views: Dict[int, Optional[EpochViews]] = {}
+        self.metrics: Dict[int, object] = {}  # each epoch's layer metrics (a DataFrame)
+        self.errors: Dict[int | str, str] = {}  # as Run.errors(): epochs and "setup"
+        self._cache: Dict[tuple, dict] = {}  # the page's parts by (epoch, analysis)
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_run(cls, run, info: Mapping) -> RunPageState:
+        """The state of a run directory being appended to (``run``: a :class:`flowcallback.Run`)."""
+        state = cls(run.path, info)
+        state.errors = run.errors()
+        state.graphs = run_graphs(run)
+        for e in state.graphs:
+            try:
+                state.views[e] = run.views(e)
+            except Exception:  # unreadable views leave the epoch's views off the page
+                state.views[e] = None
+        table = run.layer_metrics()
+        state.metrics = {e: table[table["epoch"] == e] for e in state.graphs}
+        return state
+
+    @property
+    def drawn(self) -> List[Tuple[int, str]]:
+        """The ``(epoch, analysis)`` parts of the page drawn and kept: each is drawn once, and again
+        only when its epoch is written again."""
+        with self._lock:
+            return sorted(self._cache)
+
+    def add_epoch(self, epoch: int, graphs: Mapping[str, FlowGraph], views: Optional[EpochViews] = None,
+                  metrics=None) -> None:
+        """An epoch written (again): its graphs, views and layer metrics; what the page drew of it goes."""
+        with self._lock:
+            self.graphs[int(epoch)] = dict(graphs)
+            self.views[int(epoch)] = views
+            if metrics is not None:
+                self.metrics[int(epoch)] = metrics
+            for key in [key for key in self._cache if key[0] == int(epoch)]:
+                del self._cache[key]
+
+    def add_error(self, key, text: str) -> None:
+        """An error recorded for an epoch (or the set-up): appended to what the page shows of it."""
+        with self._lock:
+            self.errors[key] = self.errors[key] + "\n" + text if key in self.errors else text
+
+    def write(self) -> Path:
+        """Rewrite ``index.html``; returns its path."""
+        import pandas as pd
+
+        with self._lock:
+            metrics = pd.concat(list(self.metrics.values()), ignore_index=True) if self.metrics else None
+            return write_run_page(self.log_dir, self.info, self.graphs, self.errors, cache=self._cache,
+                                  views=self.views, metrics=metrics)
+
+
 def run_graphs(run) -> Dict[int, Dict[str, FlowGraph]]:
     """``{epoch: {analysis: FlowGraph}}`` of every complete epoch of a loaded run."""
     return {e: {a: run.epoch(e, a) for a in run.analyses(e)} for e in run.epochs}
@@ -494,15 +565,15 @@ def run_views(run) -> Dict[int, EpochViews]:
 
 
 def write_run_page_for(run, cache: Optional[dict] = None) -> Path:
-    """Write the run page of a run directory opened with :func:`flowcallback.core.store.load_run`.
+    """Write the run page of a run directory opened with :func:`flowcallback.load_run`.
 
     Reads its graphs, views and errors once, then :func:`write_run_page`. Returns the page's path.
     """
     return write_run_page(run.path, run.info, run_graphs(run), run.errors(), cache=cache, views=run_views(run),
-                          metrics=run.metrics())
+                          metrics=run.layer_metrics())
 
 
 def run_page_html_for(run, cache: Optional[dict] = None) -> str:
-    """:func:`run_page_html` of a run directory opened with :func:`flowcallback.core.store.load_run`."""
+    """:func:`run_page_html` of a run directory opened with :func:`flowcallback.load_run`."""
     return run_page_html(run.info, run_graphs(run), run.errors(), cache=cache, views=run_views(run),
-                         metrics=run.metrics())
+                         metrics=run.layer_metrics())

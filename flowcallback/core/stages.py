@@ -12,18 +12,20 @@ and reduces each layer's maps to an embedding. :func:`analyse` does the rest, st
     columns, ordering and flows (:func:`~flowcallback.core.flows.build_flow_graph`);
 ``metrics``
     the layer metrics (:func:`~flowcallback.core.metrics.layer_metrics`), computed once here and
-    shared by the epoch's ``metrics.json``, the run page, TensorBoard and ``Run.metrics()``;
+    shared by the epoch's ``metrics.json``, the run page, TensorBoard and ``Run.layer_metrics()``;
 ``projection``
     each layer's activations projected to 2-D, aligned onto the previous snapshot's projection
     (:func:`~flowcallback.core.project.project_layers`).
 
 The class means (:mod:`~flowcallback.core.aggregate`) are computed during the capture, from the
-raw maps, and pass through.
+raw maps, and go from there to the store (:class:`~flowcallback.core.flows.EpochViews`): no stage
+here reads them.
 
 It starts no thread or process and touches no file; :class:`~flowcallback.pipeline.Snapshotter`
 runs it during training and ``benchmarks/paper_scale.py`` times it.
 
-**Notes.** A note is one sentence shown with a graph. A *graph note* concerns the whole graph (a
+**Notes.** A note is one sentence shown with a graph, a :class:`~flowcallback.core._notes.Note`
+whose kind (problem or information) is said where it is made. A *graph note* concerns the whole graph (a
 missing loss, an LRP failure), a *column note* one column (dead units, a parallel branch). Either
 holds for every analysis of the snapshot or for one analysis only (``Captured.analysis_notes``).
 
@@ -44,16 +46,13 @@ import numpy as np
 import pandas as pd
 
 from flowcallback.core import cluster, flows, match, metrics, project
-from flowcallback.core._notes import first_line, name_list
+from flowcallback.core._notes import Note, first_line, name_list, problem
+from flowcallback.core.flows import ANALYSIS_LABELS
 
-__all__ = ["Captured", "Continuity", "SnapshotAnalysis", "StageClock", "analyse", "left_out_notes",
-           "ANALYSIS_LABELS"]
-
-#: How each analysis is named on pages and in notes.
-ANALYSIS_LABELS = {"activations": "Activations", "lrp": "LRP relevance"}
+__all__ = ["Captured", "Continuity", "SnapshotAnalysis", "StageClock", "analyse", "left_out_notes"]
 
 
-def left_out_notes(label: str, left_out: Sequence[Tuple[str, BaseException]], first: int = 5) -> List[str]:
+def left_out_notes(label: str, left_out: Sequence[Tuple[str, BaseException]], first: int = 5) -> List[Note]:
     """The graph notes for the layers whose kNN or MCL failed: one per layer, the first ``first``
     of them; one more names the others (however many layers failed, a graph has few notes).
 
@@ -66,12 +65,13 @@ def left_out_notes(label: str, left_out: Sequence[Tuple[str, BaseException]], fi
 
     Returns
     -------
-    list of str
+    list of Note
+        Problems.
 
     Examples
     --------
     >>> left_out_notes("Activations", [("dense", MemoryError())])
-    ['Activations: layer dense left out of this epoch (MemoryError)']
+    [problem('Activations: layer dense left out of this epoch (MemoryError)')]
     >>> notes = left_out_notes("Activations", [(f"conv_{i}", ValueError("boom")) for i in range(40)])
     >>> len(notes)
     6
@@ -79,11 +79,12 @@ def left_out_notes(label: str, left_out: Sequence[Tuple[str, BaseException]], fi
     Activations: 35 more layers left out of this epoch (conv_5, conv_6, conv_7, conv_8, conv_9 and 30 more;
     the errors are in the epoch's error file)
     """
-    notes = [f"{label}: layer {name} left out of this epoch ({first_line(exc)})" for name, exc in left_out[:first]]
+    notes = [problem(f"{label}: layer {name} left out of this epoch ({first_line(exc)})")
+             for name, exc in left_out[:first]]
     rest = [name for name, _ in left_out[first:]]
     if rest:
-        notes.append(f"{label}: {len(rest)} more layer{'s' if len(rest) > 1 else ''} left out of this epoch "
-                     f"({name_list(rest)}; the errors are in the epoch's error file)")
+        notes.append(problem(f"{label}: {len(rest)} more layer{'s' if len(rest) > 1 else ''} left out of this epoch "
+                             f"({name_list(rest)}; the errors are in the epoch's error file)"))
     return notes
 
 
@@ -147,8 +148,6 @@ class Captured:
     notes, analysis_notes, column_notes :
         Graph notes of every analysis, graph notes of one analysis, and column notes of every
         analysis (see the module's docstring).
-    class_means : mapping of (analysis, layer) to ndarray (n_classes, units)
-        Per-class means of the raw maps (:class:`flowcallback.core.aggregate.LayerClassMeans`).
     """
 
     epoch: int
@@ -160,7 +159,6 @@ class Captured:
     notes: Tuple[str, ...] = ()
     analysis_notes: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
     column_notes: Mapping[str, str] = field(default_factory=dict)
-    class_means: Mapping[Tuple[str, str], np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -188,6 +186,22 @@ class Continuity:
                     clusters[(g.analysis, c.name)] = np.array(g.assignments[:, j])
         return cls(clusters, orders, dict(projections or {}))
 
+    @classmethod
+    def resumed(cls, graphs: Iterable[flows.FlowGraph], views: Optional[flows.EpochViews], labels: np.ndarray,
+                projection_samples: Optional[np.ndarray]) -> Continuity:
+        """The continuity of a stored epoch (its graphs and views), for a run appended to.
+
+        Nothing continues across another held-out set (other labels), and projections continue only
+        for the same projected samples.
+        """
+        graphs = list(graphs)
+        if not all(g.n_samples == len(labels) and np.array_equal(g.labels, labels) for g in graphs):
+            return cls()
+        same = (views is not None and views.projection_samples is not None and projection_samples is not None
+                and np.array_equal(views.projection_samples, projection_samples))
+        projections = {n: p for (a, n), p in views.projections.items() if a == "activations"} if same else {}
+        return cls.from_graphs(graphs, projections)
+
 
 @dataclass(frozen=True)
 class SnapshotAnalysis:
@@ -204,8 +218,6 @@ class SnapshotAnalysis:
         For the next snapshot.
     seconds : dict of stage to float
         From the clock (see :class:`StageClock`).
-    class_means : dict of (analysis, layer) to ndarray
-        As captured.
     projections : dict of (analysis, layer) to ndarray (n_projected, 2)
         The activations' 2-D projections (empty with ``projection=None``).
     projection_method : str or None
@@ -219,7 +231,6 @@ class SnapshotAnalysis:
     left_out: Dict[Tuple[str, str], BaseException]
     continuity: Continuity
     seconds: Dict[str, float]
-    class_means: Dict[Tuple[str, str], np.ndarray] = field(default_factory=dict)
     projections: Dict[Tuple[str, str], np.ndarray] = field(default_factory=dict)
     projection_method: Optional[str] = None
     projection_error: Optional[BaseException] = None
@@ -347,12 +358,12 @@ def analyse(
                 metrics={name: flows.clean_metric(v) for name, v in graph_metrics.items()},
                 initial_orders=previous.orders.get(analysis), notes=notes,
                 graph_notes=(*captured.notes, *left, *captured.analysis_notes.get(analysis, ()),
-                             *([f"projection left out of this epoch ({first_line(error)})"] if error else [])),
+                             *([problem(f"projection left out of this epoch ({first_line(error)})")] if error else [])),
             )
     with clock("metrics"):
         table = metrics.layer_metrics(graphs.values())
     return SnapshotAnalysis(graphs=graphs, metrics=table, left_out=left_out,
                             continuity=Continuity.from_graphs(graphs.values(), projections or previous.projections),
-                            seconds=dict(clock.seconds), class_means=dict(captured.class_means),
+                            seconds=dict(clock.seconds),
                             projections={("activations", n): p for n, p in projections.items()},
                             projection_method=method, projection_error=error)

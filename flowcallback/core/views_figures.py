@@ -1,8 +1,8 @@
 """Figures of the class-means and projection views, as Plotly figures (pure functions of DataFrames).
 
-:func:`class_means_figure` draws :meth:`flowcallback.core.store.Run.class_means` as a heatmap of
+:func:`class_means_figure` draws :meth:`flowcallback.Run.class_means` as a heatmap of
 classes × units, or, with ``difference=(a, b)``, the units that separate two classes most;
-:func:`projection_figure` animates :meth:`flowcallback.core.store.Run.projection` over the epochs.
+:func:`projection_figure` animates :meth:`flowcallback.Run.projection` over the epochs.
 Class colours are those of the Sankey pages (:func:`flowcallback.core.render.class_colors`), and
 every class name is HTML-escaped before it reaches Plotly.
 """
@@ -45,7 +45,7 @@ def class_means_figure(means, *, difference: Optional[Tuple[ClassKey, ClassKey]]
     Parameters
     ----------
     means : pandas.DataFrame
-        As :meth:`~flowcallback.core.store.Run.class_means` returns it: one row per class (in the
+        As :meth:`~flowcallback.Run.class_means` returns it: one row per class (in the
         order to draw, top to bottom), one column per unit.
     difference : (class, class), optional
         Two class names (or class indices): the figure then shows the ``top`` units whose means
@@ -140,7 +140,7 @@ def projection_figure(table, class_names: Sequence[str], *, title: Optional[str]
     Parameters
     ----------
     table : pandas.DataFrame
-        As :meth:`~flowcallback.core.store.Run.projection` returns it (``epoch``, ``sample``,
+        As :meth:`~flowcallback.Run.projection` returns it (``epoch``, ``sample``,
         ``x``, ``y``, ``label``, ``prediction``, ``cluster``).
     class_names : sequence of str
     title : str, optional

@@ -25,7 +25,7 @@ def test_worker_dies_with_a_killed_parent(tmp_path):
         m = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(3, activation="softmax", name="out")])
         w = LRPWorker()
         w.start(m, ["out"], np.random.rand(20, 4).astype("float32"))
-        open({str(tmp_path / "pid")!r}, "w").write(str(w._proc.pid))
+        open({str(tmp_path / "pid")!r}, "w").write(str(w.pid))
         time.sleep(600)
         """
     )

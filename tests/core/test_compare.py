@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from flowcallback import load_run
 from flowcallback.cli import main
 from flowcallback.core import flows, store
 
@@ -36,7 +37,7 @@ def two_epochs(tmp_path):
 
 def test_compare_finds_exactly_the_changed_samples(two_epochs):
     run_dir, moved = two_epochs
-    cmp = store.load_run(run_dir).compare(1, 2)
+    cmp = load_run(run_dir).compare(1, 2)
     assert cmp.samples["sample"].tolist() == moved.tolist()
     assert all(v == ["l2"] for v in cmp.samples["layers_changed"])
     layers = cmp.layers.set_index("layer")
@@ -48,7 +49,7 @@ def test_compare_epochs_is_pure_over_two_graphs(two_epochs):
     from flowcallback.core.compare import compare_epochs
 
     run_dir, moved = two_epochs
-    run = store.load_run(run_dir)
+    run = load_run(run_dir)
     cmp = compare_epochs(run.epoch(1), run.epoch(2))
     assert (cmp.epoch_a, cmp.epoch_b, cmp.analysis) == (1, 2, "activations")
     assert cmp.samples["sample"].tolist() == moved.tolist()
@@ -60,7 +61,7 @@ def test_compare_epochs_is_pure_over_two_graphs(two_epochs):
 
 def test_run_metrics_is_tidy(two_epochs):
     run_dir, _ = two_epochs
-    m = store.load_run(run_dir).metrics()
+    m = load_run(run_dir).layer_metrics()
     assert len(m) == 4 and set(m["epoch"]) == {1, 2} and set(m["column"]) == {"l1", "l2"}
     assert m.set_index(["epoch", "column"]).loc[(1, "l2"), "nmi_classes"] == 1.0
 

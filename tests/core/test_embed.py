@@ -274,18 +274,19 @@ def test_wide_layers_fit_on_fewer_rows_within_the_buffer_budget():
     e = Embedder("wide", dim=16, fit_samples=1000)
     for _ in range(5):
         e.add(rng.random((20, 150_000), dtype=np.float32))
-    assert e.fit_samples == 111 and e._basis is None  # 100 rows buffered, not fitted yet
+    assert e.fit_samples == 111 and e.basis is None and e.n_pending == 100  # buffered, not fitted yet
+    assert 0 < e.buffer_bytes <= 64 * 2**20
     e.add(rng.random((20, 150_000), dtype=np.float32))
-    assert e._basis is not None and e._buf is None and e._n_pending == 0
+    assert e.basis is not None and e.n_pending == 0 and e.buffer_bytes == 0
     assert e.result().shape == (120, 17)
 
 
 def test_narrow_layers_fit_on_the_rows_asked_for():
     e = Embedder("narrow", dim=8, fit_samples=50)
     e.add(np.random.default_rng(0).random((40, 100)))
-    assert e.fit_samples == 50 and e._basis is None
+    assert e.fit_samples == 50 and e.basis is None and e.n_pending == 40
     e.add(np.random.default_rng(1).random((10, 100)))
-    assert e._basis is not None and e._n_pending == 0
+    assert e.basis is not None and e.n_pending == 0
     assert e.result().shape == (50, 9)  # every row projected onto the 8-dimensional basis, plus the flag
 
 
@@ -307,7 +308,7 @@ def test_rows_buffered_for_the_fit_embed_like_the_rest():
     r = e.result()
     assert r.shape == (300, 17)
     u = x / np.linalg.norm(x, axis=1, keepdims=True)
-    y = u @ e._basis
+    y = u @ e.basis
     y /= np.linalg.norm(y, axis=1, keepdims=True)
     np.testing.assert_allclose(r[:100, :-1], y[:100], atol=2e-3)  # float16-buffered rows
     np.testing.assert_allclose(r[100:, :-1], y[100:], atol=1e-5)  # projected on arrival

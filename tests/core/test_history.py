@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import confusion_matrix, precision_score, recall_score
 
+from flowcallback import load_run
 from flowcallback.core.flows import build_flow_graph
 from flowcallback.core.history import CONFUSION_COLUMNS, EPOCH_FLOW_COLUMNS, class_scores, confusion, epoch_flows
 
@@ -96,7 +97,7 @@ def test_run_api_reads_the_views_from_disk(tmp_path):
                                     "layers": [{"name": "dense", "type": "Dense"}], "config": {}})
     for g in graphs.values():
         store.save_epoch(tmp_path, {"activations": g})
-    run = store.load_run(tmp_path)
+    run = load_run(tmp_path)
     flows = run.epoch_flows("Prediction")
     assert flows["count"].sum() == len(y) and set(flows.source_epoch) == {1}
     assert flows[~flows.changed]["count"].sum() == int((preds[1] == preds[2]).sum())
@@ -126,7 +127,7 @@ def test_run_page_keeps_the_confusions_that_matter():
 def test_figures_for_notebooks_and_scripts(tmp_path):
     import plotly.graph_objects as go
 
-    from flowcallback.core import store
+    from flowcallback.core import render, store
 
     y = np.repeat([0, 1, 2], 4)
     preds = {1: np.roll(y, 1), 2: y}
@@ -136,9 +137,9 @@ def test_figures_for_notebooks_and_scripts(tmp_path):
     for e, p in preds.items():
         store.save_epoch(tmp_path, {"activations": build_flow_graph([("dense", "Dense", p)], y, p, epoch=e,
                                                                     metrics={"accuracy": float((p == y).mean())})})
-    run = store.load_run(tmp_path)
+    run = load_run(tmp_path)
     g = run.epoch(2)
-    fig = g.figure()
+    fig = render.figure(g)  # a graph alone, as run.figure(2, "activations")
     assert isinstance(fig, go.Figure) and fig.data[0].type == "sankey"
     assert len(fig.data[0].node.label) == sum(len(c.order) for c in g.columns)
     assert isinstance(run.figure(2), go.Figure)
@@ -150,10 +151,14 @@ def test_figures_for_notebooks_and_scripts(tmp_path):
     assert all(t.type == "scatter" for t in run.show("confusion").data)
     with pytest.raises(ValueError, match="view: expected one of"):
         run.show("projection3d")
+    with pytest.raises(TypeError, match="show\\('scores'\\): unexpected argument 'nonsense'; this view takes no"):
+        run.show("scores", nonsense=True)
+    with pytest.raises(TypeError, match="unexpected argument 'colum'; this view takes column, analysis, true_class"):
+        run.show("across", colum="Prediction")
     html_run = run._repr_html_()
     assert "m&lt;b&gt;" in html_run and "<b>m<b>" not in html_run  # names are text
     assert html_run.count("<tr>") == 1 + 2  # a header and one row per epoch
     assert "<td>1</td><td>activations</td><td>0.75</td>" in html_run
     assert "<td>2</td><td>activations</td><td>1</td>" in html_run
     assert "plotly" in html_run.lower() and "sankey" in html_run.lower()
-    assert g._repr_html_().startswith("<code>FlowGraph(epoch=2")
+    assert repr(g).startswith("FlowGraph(epoch=2")  # a graph displays as text; run.figure(e) draws it

@@ -19,7 +19,8 @@ SCHEMA = json.loads((Path(flows.__file__).resolve().parent.parent / "schemas" / 
 
 def test_the_bounds_are_those_of_the_schema():
     notes = SCHEMA["properties"]["notes"]
-    assert (MAX_NOTE_LENGTH, MAX_NOTES) == (notes["items"]["maxLength"], notes["maxItems"])
+    assert MAX_NOTES == notes["maxItems"]  # a note is a string (information) or an object {text, kind}
+    assert MAX_NOTE_LENGTH == notes["items"]["maxLength"] == notes["items"]["properties"]["text"]["maxLength"]
 
 
 def test_a_long_list_of_names_names_the_first_and_counts_the_others():

@@ -7,15 +7,17 @@ import re
 import numpy as np
 
 from flowcallback.core import flows, render
+from flowcallback.core._notes import problem
 
 
-def graph(class_names=("a", "b", "c"), analysis="activations", n=80, seed=0):
+def graph(class_names=("a", "b", "c"), analysis="activations", n=80, seed=0, notes=()):
     rng = np.random.default_rng(seed)
     k = len(class_names)
     y = rng.integers(0, k, n)
     return flows.build_flow_graph(
         [("conv", "Conv2D", rng.integers(0, 5, n)), ("dense", "Dense", rng.integers(0, 3, n))],
         y, y, class_names=class_names, epoch=2, analysis=analysis, metrics={"accuracy": 1.0, "loss": 0.1},
+        graph_notes=notes,
     )
 
 
@@ -76,14 +78,16 @@ def test_information_notes_are_grey_and_problems_red():
     """How LRP is computed is information, not an error: only what failed is drawn in red."""
     info = ("LRP relevance (lrp.epsilon) is computed by native for each sample's predicted class, so the LRP flows "
             "sort by prediction from the first layer on: not a sign that early layers separate the classes")
-    problems = ["LRP failed for this epoch: the worker died", "Activations: layer l2 left out of this epoch (boom)",
-                "LRP stopped: the LRP worker died and could not be restarted (x)",
-                "LRP skipped for the whole model, activation flows only: a Lambda layer"]
+    problems = [problem(t) for t in ["LRP failed for this epoch: the worker died",
+                                     "Activations: layer l2 left out of this epoch (boom)",
+                                     "LRP stopped: the LRP worker died and could not be restarted (x)",
+                                     "LRP skipped for the whole model, activation flows only: a Lambda layer"]]
     others = ["Branching model (branches split at the input; join at add (Add)). Columns follow ...",
-              "loss not shown: the model was compiled without a loss"]
+              "loss not shown: the model was compiled without a loss", "a plain string that says 'failed'"]
+    # the kind decides, not the words: a plain string is information, whatever it says
     assert not render.note_is_problem(info) and not any(render.note_is_problem(n) for n in others)
     assert all(render.note_is_problem(n) for n in problems)
-    fig = render.figure({"lrp": graph(analysis="lrp")}, notes=[info, problems[0]])
+    fig = render.figure({"lrp": graph(analysis="lrp", notes=[info, problems[0]])})
     (ann,) = [a for a in fig.layout.annotations if a.name == "notes"]
     assert ann.font.color == render.INFO_NOTE_COLOR != render.PROBLEM_NOTE_COLOR
     lines = ann.text.split("<br>")  # the information note takes two lines (wrap_note)
@@ -121,15 +125,15 @@ def test_long_notes_wrap_between_words_and_the_margin_makes_room():
     words = [f"conv{i}_block{j}_concat" for i in range(2, 6) for j in range(1, 20)]
     long_note = "Branching model (join at " + ", ".join(words) + ")."
     long_note = (long_note + " " + long_note)[:1500]
-    problem = "LRP failed for this epoch: " + "<b>" + "y" * 300 + "</b>"  # one word longer than a line
-    notes = ["loss not shown: the model was compiled without a loss", long_note, problem]
-    fig = render.figure({"activations": graph()}, notes=notes)
+    failed = problem("LRP failed for this epoch: " + "<b>" + "y" * 300 + "</b>")  # one word longer than a line
+    notes = ["loss not shown: the model was compiled without a loss", long_note, failed]
+    fig = render.figure({"activations": graph(notes=notes)})
     lines = _note_lines(fig)
     assert all(len(line) <= render.NOTE_LINE_CHARS for line in lines)
     assert lines[0] == notes[0]
     n_long = len(render.wrap_note(long_note))
     assert 11 <= n_long <= 13 and " ".join(lines[1 : 1 + n_long]) == long_note  # every word, none cut
-    assert "".join(lines[1 + n_long :]) == problem  # the long word is cut where the lines end, and kept whole
+    assert "".join(lines[1 + n_long :]) == failed  # the long word is cut where the lines end, and kept whole
     assert fig.layout.margin.b == 60 + render.NOTE_LINE_HEIGHT * len(lines)
     (ann,) = [a for a in fig.layout.annotations if a.name == "notes"]
     assert ann.align == "left" and ann.xanchor == "left"  # lines start under the diagram's left edge
@@ -138,7 +142,7 @@ def test_long_notes_wrap_between_words_and_the_margin_makes_room():
 
 
 def test_short_notes_are_drawn_as_before():
-    fig = render.figure({"activations": graph()}, notes=["LRP skipped for the whole model: a Lambda layer"])
+    fig = render.figure({"activations": graph(notes=[problem("LRP skipped for the whole model: a Lambda layer")])})
     (ann,) = [a for a in fig.layout.annotations if a.name == "notes"]
     assert ann.text == f'<span style="color:{render.PROBLEM_NOTE_COLOR}">LRP skipped for the whole model: a Lambda ' \
                        'layer</span>'

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flowcallback import load_run
 from flowcallback.core import flows, render, runpage, store
 
 REPO = Path(runpage.__file__).resolve().parents[2]
@@ -83,7 +84,7 @@ def test_page_is_drawn_from_memory_without_reading_the_run(tmp_path):
     (disk / "errors").mkdir()
     for e, text in errors.items():
         (disk / "errors" / f"epoch_{e:03d}.txt").write_text(text)
-    run = store.load_run(disk)
+    run = load_run(disk)
     assert (mem / "index.html").read_text("utf-8") == runpage.run_page_html_for(run)
     assert runpage.write_run_page_for(run) == disk / "index.html"
     data = _data((mem / "index.html").read_text("utf-8"))
@@ -102,9 +103,9 @@ def test_run_page_with_a_cache_equals_the_page_built_from_scratch(tmp_path):
     cache = {}
     for e in range(4):
         _run_dir(tmp_path, [e], seed=e)
-        run = store.load_run(tmp_path)
+        run = load_run(tmp_path)
         cached = runpage.run_page_html_for(run, cache)
-        assert cached == runpage.run_page_html_for(store.load_run(tmp_path))
+        assert cached == runpage.run_page_html_for(load_run(tmp_path))
         assert sorted(cache) == [(i, a) for i in range(e + 1) for a in ("activations", "lrp")]
         # the page's data is valid JSON, and holds every epoch's figure of every analysis
         data = _data(cached)
@@ -117,25 +118,25 @@ def test_run_page_with_a_cache_equals_the_page_built_from_scratch(tmp_path):
                 assert len(sankey["node"]["label"]) == sum(len(c.order) for c in g.columns)
     # an epoch written again (a resumed run) is drawn anew, its entries dropped or not
     _run_dir(tmp_path, [2], seed=99)
-    fresh = runpage.run_page_html_for(store.load_run(tmp_path))
+    fresh = runpage.run_page_html_for(load_run(tmp_path))
     before = {k: v["figure"] for k, v in cache.items()}
-    assert runpage.run_page_html_for(store.load_run(tmp_path), cache) == fresh
+    assert runpage.run_page_html_for(load_run(tmp_path), cache) == fresh
     assert [k for k in cache if cache[k]["figure"] != before[k]] == [(2, "activations"), (2, "lrp")]
     for key in [k for k in cache if k[0] == 2]:
         del cache[key]
-    assert runpage.run_page_html_for(store.load_run(tmp_path), cache) == fresh
+    assert runpage.run_page_html_for(load_run(tmp_path), cache) == fresh
 
 
 def test_the_cache_reuses_parts_of_equal_graphs(tmp_path, monkeypatch):
     """Graphs loaded again from disk are equal to the cached ones: nothing is drawn twice."""
     _run_dir(tmp_path, [0, 1])
     cache = {}
-    runpage.run_page_html_for(store.load_run(tmp_path), cache)
+    runpage.run_page_html_for(load_run(tmp_path), cache)
     drawn = []
     real = runpage._run_page_parts
     monkeypatch.setattr(runpage, "_run_page_parts",
                         lambda g, name: drawn.append((g.epoch, g.analysis)) or real(g, name))
-    runpage.run_page_html_for(store.load_run(tmp_path), cache)
+    runpage.run_page_html_for(load_run(tmp_path), cache)
     assert drawn == []
 
 
@@ -169,7 +170,7 @@ def test_set_up_errors_reach_the_page_and_the_epochs_stay_as_they_were(tmp_path)
         f"lambda_{i:03d} (Lambda: no LRP rule for this layer class)" for i in range(40))
     (tmp_path / "errors" / "setup.txt").write_text(f"Traceback (most recent call last):\n  ...\n{reason}\n")
     (tmp_path / "errors" / "epoch_001.txt").write_text("Traceback ...\nMemoryError\n")
-    run = store.load_run(tmp_path)
+    run = load_run(tmp_path)
     data = _data(runpage.write_run_page_for(run).read_text("utf-8"))
     assert data["epochs"] == [0, 1] and data["failed"] == {} and data["partial"] == {"1": "MemoryError"}
     shown = data["setup_error"]

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flowcallback import load_run
 from flowcallback.core import flows, store
 from flowcallback.exceptions import RunFormatError
 
@@ -47,7 +48,7 @@ def run_dir(tmp_path):
 
 
 def test_round_trip_is_exact(run_dir):
-    run = store.load_run(run_dir)
+    run = load_run(run_dir)
     assert run.epochs == [0, 3]
     for e in (0, 3):
         for a, seed in (("activations", e), ("lrp", e + 10)):
@@ -60,7 +61,7 @@ def test_round_trip_is_exact(run_dir):
 
 
 def test_loaded_arrays_are_read_only(run_dir):
-    g = store.load_run(run_dir).epoch(3)
+    g = load_run(run_dir).epoch(3)
     with pytest.raises(ValueError):
         g.assignments[0, 0] = 7
 
@@ -68,20 +69,20 @@ def test_loaded_arrays_are_read_only(run_dir):
 def test_incomplete_epoch_directory_is_ignored(run_dir):
     (run_dir / "graphs" / ".epoch_005.x.tmp").mkdir()
     (run_dir / "graphs" / ".epoch_005.x.tmp" / "activations.json").write_text("{")
-    assert store.load_run(run_dir).epochs == [0, 3]
+    assert load_run(run_dir).epochs == [0, 3]
 
 
 def test_saving_an_epoch_again_replaces_it(run_dir):
     g = make_graph(99, 3)
     store.save_epoch(run_dir, {"activations": g})
-    run = store.load_run(run_dir)
+    run = load_run(run_dir)
     assert run.analyses(3) == ["activations"]
     assert run.epoch(3).equals(g)
 
 
 def test_missing_run_json(tmp_path):
     with pytest.raises(RunFormatError, match="run.json"):
-        store.load_run(tmp_path)
+        load_run(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -103,7 +104,7 @@ def test_edited_json_is_refused_with_the_file_name(run_dir, mutate, match, tally
     mutate(doc)
     path.write_text(json.dumps(doc))
     with pytest.raises(RunFormatError, match=match) as info:
-        store.load_run(run_dir).epoch(3)
+        load_run(run_dir).epoch(3)
     assert "activations" in str(info.value)
 
 
@@ -122,7 +123,7 @@ def test_non_finite_numbers_are_refused_however_spelt(run_dir, literal, where, t
     assert literal in text
     path.write_text(text)
     with pytest.raises(RunFormatError, match=path.name):
-        run = store.load_run(run_dir)
+        run = load_run(run_dir)
         run.epoch(3)
 
 
@@ -131,7 +132,7 @@ def test_pickled_npz_is_refused(run_dir, tally):
     path = run_dir / "graphs" / "epoch_003" / "activations.npz"
     np.savez(path, assignments=np.array([object()], dtype=object), labels=np.zeros(1), predictions=np.zeros(1))
     with pytest.raises(RunFormatError, match="activations.npz"):
-        store.load_run(run_dir).epoch(3)
+        load_run(run_dir).epoch(3)
 
 
 def test_wrong_dtype_is_refused(run_dir, tally):
@@ -142,7 +143,7 @@ def test_wrong_dtype_is_refused(run_dir, tally):
     arrays["labels"] = arrays["labels"].astype(np.float64)
     np.savez(path, **arrays)
     with pytest.raises(RunFormatError, match="integers"):
-        store.load_run(run_dir).epoch(3)
+        load_run(run_dir).epoch(3)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -154,7 +155,7 @@ def test_random_or_truncated_bytes_raise_only_run_format_error(run_dir, data, wh
     try:
         path.write_bytes(original[: len(original) // 2] if cut else data)
         with pytest.raises(RunFormatError):
-            store.load_run(run_dir).epoch(3)
+            load_run(run_dir).epoch(3)
     finally:
         path.write_bytes(original)
 
@@ -184,7 +185,7 @@ def test_symlinks_leading_out_of_the_run_directory_are_refused(run_dir, tmp_path
     tally("files corrupted")
     link = _escape(run_dir, tmp_path_factory, target)
     with pytest.raises(RunFormatError, match="outside the run directory") as info:
-        run = store.load_run(run_dir)
+        run = load_run(run_dir)
         run.epoch(3)
     assert str(link) in str(info.value)
 
@@ -194,7 +195,7 @@ def test_error_file_linked_to_a_file_outside_is_refused(run_dir, tally):
     (run_dir / "errors").mkdir()
     os.symlink("/etc/hostname", run_dir / "errors" / "epoch_003.txt")
     with pytest.raises(RunFormatError, match=r"epoch_003.txt: leads to .*outside the run directory"):
-        store.load_run(run_dir).errors()
+        load_run(run_dir).errors()
 
 
 def test_dot_dot_in_the_arrays_name_is_refused(run_dir, tally):
@@ -204,7 +205,7 @@ def test_dot_dot_in_the_arrays_name_is_refused(run_dir, tally):
     doc["arrays"] = "../epoch_000/activations.npz"
     path.write_text(json.dumps(doc))
     with pytest.raises(RunFormatError, match=r"activations.json: does not match schema flowgraph-1 at arrays"):
-        store.load_run(run_dir).epoch(3)
+        load_run(run_dir).epoch(3)
 
 
 def test_load_flow_graph_keeps_the_npz_beside_its_json(run_dir, tmp_path_factory, tally):
@@ -220,7 +221,7 @@ def test_notes_round_trip(tmp_path):
                                epoch=1, graph_notes=["LRP skipped: <b>why</b>"], notes={"l1": "2 all-zero maps"})
     store.write_run_info(tmp_path, dict(RUN_INFO, class_names=["0", "1"]))
     store.save_epoch(tmp_path, {"activations": g})
-    back = store.load_run(tmp_path).epoch(1)
+    back = load_run(tmp_path).epoch(1)
     assert back.equals(g) and back.notes == ("LRP skipped: <b>why</b>",) and back.columns[0].note == "2 all-zero maps"
 
 
@@ -236,7 +237,7 @@ def test_files_and_directories_follow_the_umask(tmp_path, umask, file_mode, dir_
         store.save_epoch(d, {"activations": make_graph(0, 3)})
         store.save_epoch(d, {"activations": make_graph(1, 3)})  # replacing an epoch
         render.write_epoch_page(d / store.epoch_page_name(3), {"activations": make_graph(1, 3)})
-        runpage.write_run_page_for(store.load_run(d))
+        runpage.write_run_page_for(load_run(d))
         store.atomic_write(d / "errors" / "epoch_003.txt", b"Traceback")
     finally:
         os.umask(previous)
@@ -278,7 +279,7 @@ def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(run_dir, tmp
     assert not any(os.path.lexists(p) for p in stale + [link])
     assert all(p.exists() for p in kept)
     assert (outside / "keep.txt").read_text() == "x"
-    assert store.load_run(run_dir).epochs == [0, 3]
+    assert load_run(run_dir).epochs == [0, 3]
 
 
 KILLED_WRITER = """
@@ -343,7 +344,7 @@ def test_save_epoch_refuses_what_the_loader_would_refuse_and_keeps_the_epoch_the
     # the epoch written before is there as it was, and nothing else was left behind
     assert {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in (run_dir / "graphs").iterdir()) == ["epoch_000", "epoch_003"]
-    assert store.load_run(run_dir).epoch(3, "lrp").equals(make_graph(13, 3, "lrp"))
+    assert load_run(run_dir).epoch(3, "lrp").equals(make_graph(13, 3, "lrp"))
 
 
 def test_write_run_info_refuses_what_read_run_info_would_refuse(tmp_path):
@@ -362,18 +363,18 @@ def test_a_file_that_breaks_the_schema_says_so_without_repeating_a_long_value(ru
     path.write_text(json.dumps(doc))
     with pytest.raises(RunFormatError, match=r"activations.json: does not match schema flowgraph-1 at notes/0: "
                                              r"'y+ \[\.\.\.\] y+' is too long$") as info:
-        store.load_run(run_dir).epoch(3)
+        load_run(run_dir).epoch(3)
     assert len(str(info.value)) < 600
 
 
 # -- the errors of the run: snapshots and set-up -----------------------------------------------------------
 def test_errors_hold_the_set_up_errors_as_well_as_the_epochs(run_dir):
-    assert store.load_run(run_dir).errors() == {}
+    assert load_run(run_dir).errors() == {}
     (run_dir / "errors").mkdir()
     reason = "RuntimeError: no LRP rule for layer(s) " + "x, " * 500
     (run_dir / "errors" / "setup.txt").write_text("Traceback ...\n" + reason)
     (run_dir / "errors" / "epoch_003.txt").write_text("Traceback ...\nMemoryError\n")
-    errors = store.load_run(run_dir).errors()
+    errors = load_run(run_dir).errors()
     assert list(errors) == [3, store.SETUP_ERRORS] and store.SETUP_ERRORS == "setup"
     assert errors[3].endswith("MemoryError\n") and errors["setup"].endswith("x, " * 500)  # whole, not cut
 
@@ -383,4 +384,4 @@ def test_a_set_up_error_file_linked_outside_is_refused(run_dir, tally):
     (run_dir / "errors").mkdir()
     os.symlink("/etc/hostname", run_dir / "errors" / "setup.txt")
     with pytest.raises(RunFormatError, match=r"setup.txt: leads to .*outside the run directory"):
-        store.load_run(run_dir).errors()
+        load_run(run_dir).errors()

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flowcallback import load_run
 from flowcallback.cli import main
 from flowcallback.core import flows, render, runpage, store
 from flowcallback.exceptions import RunFormatError
@@ -115,7 +116,7 @@ def test_every_page_write_puts_the_package_plotlyjs_in_place(run_dir, write, tal
     if write == "epoch page":
         render.write_epoch_page(run_dir / "epoch_003.html", {"activations": make_graph(3)})
     else:
-        runpage.write_run_page_for(store.load_run(run_dir))
+        runpage.write_run_page_for(load_run(run_dir))
     assert path.read_bytes() == package_plotlyjs()
 
 
@@ -214,7 +215,7 @@ def test_npy_headers_are_checked_before_the_data(run_dir, shape, descr, match, t
     _write_npz(path, {"assignments": [_npy_header(shape, descr)], "labels": _npy(arrays["labels"]),
                       "predictions": _npy(arrays["predictions"])})
     with pytest.raises(RunFormatError, match=match) as info:
-        store.load_run(run_dir).epoch(3)
+        load_run(run_dir).epoch(3)
     assert str(path) in str(info.value)
 
 
@@ -224,7 +225,7 @@ def test_an_npz_larger_on_disk_than_its_arrays_can_make_is_refused_unopened(run_
     with open(path, "ab") as f:
         f.write(os.urandom(2 * 2**20))
     with pytest.raises(RunFormatError, match="bytes, more than the"):
-        store.load_run(run_dir).epoch(3)
+        load_run(run_dir).epoch(3)
 
 
 def test_arrays_written_by_numpy_in_other_layouts_still_load(run_dir):
@@ -233,7 +234,7 @@ def test_arrays_written_by_numpy_in_other_layouts_still_load(run_dir):
     g = make_graph(3)
     np.savez_compressed(path, assignments=np.asfortranarray(g.assignments).astype(">i8"),
                         labels=g.labels.astype(np.int64), predictions=g.predictions.astype(np.uint16))
-    assert store.load_run(run_dir).epoch(3).equals(g)
+    assert load_run(run_dir).epoch(3).equals(g)
 
 
 # -- item 4: FIFOs and directories where files belong ---------------------------------------------------
@@ -263,7 +264,7 @@ def test_a_fifo_in_place_of_a_file_raises_at_once(run_dir, target, tally):
     tally("files corrupted")
     path = _fifo(run_dir, target)
     with deadline(5), pytest.raises(RunFormatError, match="FIFO") as info:
-        run = store.load_run(run_dir)
+        run = load_run(run_dir)
         run.epoch(3)
         run.errors()
     assert str(path) in str(info.value)
@@ -276,7 +277,7 @@ def test_a_directory_in_place_of_a_file_is_refused(run_dir, target, tally):
     path.unlink()
     path.mkdir()
     with pytest.raises(RunFormatError, match="is a directory, expected a regular file") as info:
-        store.load_run(run_dir).epoch(3)
+        load_run(run_dir).epoch(3)
     assert str(path) in str(info.value)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flowcallback import load_run
 from flowcallback.core import flows, render, store
 from flowcallback.core.aggregate import class_means
 from flowcallback.core.project import choose_samples, project_layers
@@ -70,7 +71,7 @@ def views_paths(run_dir, epoch=5):
 
 # -- round trip and old runs --------------------------------------------------------------------------
 def test_round_trip_is_exact(run_dir):
-    run = store.load_run(run_dir)
+    run = load_run(run_dir)
     assert run.analyses(5) == ["activations", "lrp"]  # views.json is not an analysis
     previous = None
     for e in (0, 2, 5):
@@ -93,7 +94,7 @@ def test_nan_rows_of_classes_without_samples_survive(tmp_path):
     m = np.array([[1.0, 2.0], [np.nan, np.nan], [3.0, 4.0]], dtype=np.float32)
     views = store.EpochViews(class_means={("activations", "l1"): m})
     store.save_epoch(tmp_path, {"activations": make_graph(1)}, views=views)
-    run = store.load_run(tmp_path)
+    run = load_run(tmp_path)
     np.testing.assert_array_equal(run.views(1).class_means[("activations", "l1")], m)
     assert run.views(1).projection_samples is None
     with pytest.raises(KeyError, match="no epoch has a 'activations' projection of layer 'l1'"):
@@ -104,7 +105,7 @@ def test_a_run_without_views_still_loads_and_says_so(tmp_path):
     store.write_run_info(tmp_path, RUN_INFO)
     store.save_epoch(tmp_path, {"activations": make_graph(1)})  # as before: no views argument
     assert not views_paths(tmp_path, 1)[0].exists()
-    run = store.load_run(tmp_path)
+    run = load_run(tmp_path)
     assert run.views(1) is None and run.epoch(1).n_samples == N
     with pytest.raises(KeyError, match="epoch 1 has no class means"):
         run.class_means(1, "l1")
@@ -167,7 +168,7 @@ def _header(shape, descr="<f4") -> bytes:
 
 
 def _load(run_dir, epoch=5):
-    return store.load_run(run_dir).views(epoch)
+    return load_run(run_dir).views(epoch)
 
 
 @pytest.mark.parametrize("tamper, match", [
@@ -240,7 +241,7 @@ def test_views_npz_bombs_are_refused_with_bounded_memory(run_dir, load_with_boun
 
 # -- the API ------------------------------------------------------------------------------------------
 def test_class_means_dataframe(run_dir):
-    run = store.load_run(run_dir)
+    run = load_run(run_dir)
     want = make_views(0)[0].class_means[("activations", "l1")]
     by_class = run.class_means(0, "l1", order="class")
     assert list(by_class.index) == NAMES and by_class.index.name == "class"
@@ -258,7 +259,7 @@ def test_class_means_dataframe(run_dir):
 
 
 def test_projection_dataframe(run_dir):
-    run = store.load_run(run_dir)
+    run = load_run(run_dir)
     t = run.projection("l2")
     assert list(t.columns) == ["epoch", "sample", "x", "y", "label", "prediction", "cluster"]
     assert t["epoch"].unique().tolist() == [0, 2, 5] and len(t) == 3 * 40
@@ -277,7 +278,7 @@ def test_projection_dataframe(run_dir):
 
 # -- figures ------------------------------------------------------------------------------------------
 def test_class_means_figure_heatmap_and_difference(run_dir):
-    run = store.load_run(run_dir)
+    run = load_run(run_dir)
     means = run.class_means(0, "l1")
     fig = class_means_figure(means)
     heat = fig.data[0]
@@ -302,7 +303,7 @@ def test_class_means_figure_heatmap_and_difference(run_dir):
 
 
 def test_projection_figure_animates_one_frame_per_epoch(run_dir):
-    run = store.load_run(run_dir)
+    run = load_run(run_dir)
     t = run.projection("l1")
     fig = projection_figure(t, NAMES)
     assert [f.name for f in fig.frames] == ["0", "2", "5"]
@@ -329,7 +330,7 @@ def test_projection_figure_animates_one_frame_per_epoch(run_dir):
 
 
 def test_run_show_class_means_and_projection(run_dir):
-    run = store.load_run(run_dir)
+    run = load_run(run_dir)
     fig = run.show("class_means")  # last epoch with means, last layer that has them
     assert "l2, epoch 5" in fig.layout.title.text
     fig = run.show("class_means", epoch=2, layer="l1", difference=("a", "b"), top=2)

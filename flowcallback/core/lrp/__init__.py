@@ -21,7 +21,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["NativeLRP", "UnsupportedLayerError", "ANALYZERS", "INNVESTIGATE_ANALYZERS", "relevance",
+from flowcallback.core import _params
+
+__all__ = ["BACKENDS", "BACKEND", "ANALYZER", "innvestigate_installed", "NativeLRP", "UnsupportedLayerError",
+           "ANALYZERS", "INNVESTIGATE_ANALYZERS", "relevance",
            "innvestigate_maps", "layer_kind"]
 
 #: iNNvestigate 2.1.2's LRP analyzer names (``innvestigate.analyzer.analyzers``), known here without
@@ -34,6 +37,11 @@ INNVESTIGATE_ANALYZERS = (
 )
 
 BACKENDS = ("auto", "native", "innvestigate")
+#: Which engine computes relevance.
+BACKEND = _params.options(*BACKENDS)
+#: Any LRP analyzer, by iNNvestigate's name (the native engine knows most of them).
+ANALYZER = _params.Constraint(lambda v: isinstance(v, str) and v in INNVESTIGATE_ANALYZERS,
+                              f"one of the LRP analyzers {sorted(INNVESTIGATE_ANALYZERS)}")
 
 _NATIVE_NAMES = ("ANALYZERS", "NativeLRP", "UnsupportedLayerError", "layer_kind")
 
@@ -47,7 +55,8 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _innvestigate_available() -> bool:
+def innvestigate_installed() -> bool:
+    """Whether iNNvestigate can be imported (it is never imported in the user's process)."""
     import importlib.util
 
     return importlib.util.find_spec("innvestigate") is not None
@@ -166,19 +175,16 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
     """
     from flowcallback.core.lrp.native import ANALYZERS, NativeLRP
 
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
-    if analyzer not in ANALYZERS and analyzer not in INNVESTIGATE_ANALYZERS:
-        known = sorted(set(ANALYZERS) | set(INNVESTIGATE_ANALYZERS))
-        raise ValueError(f"analyzer: expected one of {known}, got {analyzer!r}")
+    _params.check("backend", backend, BACKEND)
+    _params.check("analyzer", analyzer, ANALYZER)
     if backend == "native" or (backend == "auto" and analyzer in ANALYZERS):
         if backend == "native" and analyzer not in ANALYZERS:
             raise ValueError(f"analyzer: the native engine knows {sorted(ANALYZERS)}, got {analyzer!r} "
                              "(try backend='innvestigate')")
         engine = NativeLRP(model, layers, analyzer, analyzer_kwargs)
-        if not engine.unsupported or backend == "native" or not _innvestigate_available():
+        if not engine.unsupported or backend == "native" or not innvestigate_installed():
             return engine.relevance(x, batch_size=batch_size)
-    if not _innvestigate_available():
+    if not innvestigate_installed():
         raise ValueError(f"analyzer {analyzer!r} needs iNNvestigate, which is not installed")
     if layers is None:
         layers = [layer.name for layer in model.layers if type(layer).__name__ != "InputLayer"]

@@ -14,34 +14,29 @@ picks one for a model.
 """
 from __future__ import annotations
 
-import importlib.util
 from typing import Optional, Sequence
 
 import numpy as np
 
+from flowcallback.core import _params
 from flowcallback.core._keras import clone_model, is_keras3
 from flowcallback.core.aggregate import LayerClassMeans
 from flowcallback.core.capture import _bounded_batch
 from flowcallback.core.embed import Embedder
+from flowcallback.core.lrp import BACKEND, BACKENDS, innvestigate_installed
 from flowcallback.core.lrp.native import ANALYZERS, NativeLRP
-from flowcallback.core.lrp.worker import LRPResult
+from flowcallback.core.lrp.result import LRPResult, engine_label
 
 __all__ = ["BACKENDS", "check_backend", "choose_backend", "unavailable_reason", "engine_label", "NativeEngine",
            "LRPResult"]
-
-BACKENDS = ("auto", "native", "innvestigate")
 
 #: Samples on which the traced relevance pass is compared with the eager one when an engine starts.
 VERIFY_SAMPLES = 16
 
 
-def innvestigate_installed() -> bool:
-    """Whether iNNvestigate can be imported (it is never imported in the user's process)."""
-    return importlib.util.find_spec("innvestigate") is not None
-
-
 def check_backend(backend: str, analyzer: str) -> str:
-    """Validate ``lrp_backend`` and, for the native engine, ``analyzer``, at the door.
+    """Check ``lrp_backend`` (its rule, :data:`flowcallback.core.lrp.BACKEND`) and what its choice
+    needs: iNNvestigate installed, or an analyzer the native engine knows.
 
     Raises
     ------
@@ -53,8 +48,7 @@ def check_backend(backend: str, analyzer: str) -> str:
     >>> check_backend("native", "lrp.z")
     'native'
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"lrp_backend: expected one of {BACKENDS}, got {backend!r}")
+    _params.check("lrp_backend", backend, BACKEND)
     if backend == "innvestigate" and not innvestigate_installed():
         raise ValueError("lrp_backend: 'innvestigate' needs the iNNvestigate package, which is not installed "
                          "(pip install 'flowcallback[innvestigate]', Python <= 3.11 and TensorFlow < 2.15); "
@@ -89,20 +83,6 @@ def unavailable_reason(model) -> str:
             return (f"Keras runs on the {backend!r} backend and both LRP engines run on TensorFlow "
                     "(KERAS_BACKEND=tensorflow gives the LRP flows)")
     return ""
-
-
-def engine_label(backend: str) -> str:
-    """How pages and ``run.json`` name the engine that made the LRP flows (with its version)."""
-    if backend == "innvestigate":
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:  # the distribution's version: innvestigate.__version__ says 2.0.1 in release 2.1.2
-            return f"iNNvestigate {version('innvestigate')}"
-        except PackageNotFoundError:
-            return "iNNvestigate"
-    from flowcallback._version import __version__
-
-    return f"flowcallback native LRP {__version__}"
 
 
 class NativeEngine:

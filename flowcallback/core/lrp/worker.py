@@ -3,8 +3,8 @@
 LRP relevance from iNNvestigate 2.x needs eager execution disabled. That switch is process-wide,
 so it happens in a separate worker process (:mod:`flowcallback.core.lrp._worker_main`), never in
 the user's: :class:`LRPWorker` starts it and talks to it over two pipes
-(:mod:`flowcallback.core.lrp._ipc`). :class:`LRPResult` is what both engines return for one
-snapshot (the native one is :class:`flowcallback.core.lrp.engines.NativeEngine`).
+(:mod:`flowcallback.core.lrp._ipc`). It returns an :class:`~flowcallback.core.lrp.result.LRPResult`,
+as the native engine (:class:`flowcallback.core.lrp.engines.NativeEngine`) does.
 """
 from __future__ import annotations
 
@@ -14,15 +14,17 @@ import subprocess
 import sys
 import tempfile
 import weakref
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
-from flowcallback.core._priority import background_niceness, check_nice
+from flowcallback.core import _params
+from flowcallback.core._priority import NICE, background_niceness
 from flowcallback.core.capture import _bounded_batch
 from flowcallback.core.lrp import _ipc
+from flowcallback.core.lrp.result import LRPResult, engine_label
 
-__all__ = ["model_config_without_softmax", "LRPWorker", "LRPResult"]
+__all__ = ["model_config_without_softmax", "LRPWorker"]
 
 
 def model_config_without_softmax(model) -> str:
@@ -61,19 +63,6 @@ def _kill(proc: subprocess.Popen) -> None:
             pass
 
 
-class LRPResult:
-    """What the worker returns for one snapshot: embedded relevance per layer, and notes."""
-
-    def __init__(self, embeddings: Dict[str, np.ndarray], missing: Sequence[str], analyzer_class: str, module: str,
-                 engine: str = "", note: str = ""):
-        self.embeddings = embeddings
-        self.missing = list(missing)
-        self.note = note  # why the missing layers have no relevance, where the engine knows it
-        self.analyzer_class = analyzer_class
-        self.analyzer_module = module
-        self.engine = engine  # "iNNvestigate 2.1.2", "flowcallback native LRP 0.1.0"
-
-
 class LRPWorker:
     """A long-lived process running iNNvestigate with eager execution disabled.
 
@@ -107,7 +96,7 @@ class LRPWorker:
         self.analyzer = analyzer
         self.analyzer_kwargs = dict(analyzer_kwargs or {})
         self.log_path = log_path
-        self.nice = check_nice(nice)
+        self.nice = int(_params.check("nice", nice, NICE))
         self._proc: Optional[subprocess.Popen] = None
         self._r = self._w = None
         self._log = None
@@ -116,7 +105,13 @@ class LRPWorker:
     # -- process management --------------------------------------------------------------------
     @property
     def alive(self) -> bool:
+        """Whether the worker process runs."""
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The worker process's id while it runs, else None."""
+        return self._proc.pid if self.alive else None
 
     def _spawn(self):
         p_read, c_write = os.pipe()
@@ -218,8 +213,6 @@ class LRPWorker:
         src = model_or_weights
         weights = [np.asarray(w) for w in (src.get_weights() if hasattr(src, "get_weights") else src)]
         reply, arrays = self._call({"cmd": "analyze"}, weights)
-        from flowcallback.core.lrp.engines import engine_label
-
         return LRPResult(dict(zip(reply["layers"], arrays)), reply["missing"], reply["analyzer_class"], reply["module"],
                          engine=engine_label("innvestigate"))
 

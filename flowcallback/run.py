@@ -1,0 +1,498 @@
+"""A run directory, read back: :func:`load_run` and :class:`Run`.
+
+:class:`Run` is thin: the files are read by :mod:`flowcallback.core.store` (which trusts nothing in
+them), the tables come from :mod:`flowcallback.core.history`, :mod:`flowcallback.core.metrics` and
+:mod:`flowcallback.core.compare`, and the figures from :mod:`flowcallback.core.render` and
+:mod:`flowcallback.core.views_figures`. What ``Run`` adds is caching and choosing defaults (the last
+epoch, the last layer that has class means).
+
+Methods about one epoch take the epoch first (``run.analyses(10)``, ``run.class_means(10, "dense")``);
+methods about the whole training take none (``run.layer_metrics()``, ``run.confusion()``,
+``run.errors()``).
+"""
+from __future__ import annotations
+
+import html
+import inspect
+import os
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Union
+
+import numpy as np
+
+from flowcallback.core import store
+from flowcallback.core.flows import ANALYSIS_LABELS, EpochViews, FlowGraph
+from flowcallback.exceptions import RunFormatError
+
+__all__ = ["Run", "load_run"]
+
+PathLike = Union[str, os.PathLike]
+
+
+class Run:
+    """A run directory written by :class:`~flowcallback.FlowCallback`.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    info : dict
+        The content of ``run.json``.
+
+    Examples
+    --------
+    A run of two epochs, written as the callback writes it (one Dense layer, four samples):
+
+    >>> import shutil
+    >>> from flowcallback.demo import tiny_run
+    >>> log_dir = tiny_run()
+    >>> run = load_run(log_dir)
+    >>> run.epochs
+    [0, 1]
+    >>> g = run.epoch(1)                                  # activations by default
+    >>> g.column_names
+    ('dense', 'Prediction', 'Ground truth')
+    >>> g.flows[["source_column", "true_class", "count"]].values.tolist()
+    [[0, 0, 1], [0, 0, 1], [0, 1, 2], [1, 0, 1], [1, 0, 1], [1, 1, 2]]
+    >>> shutil.rmtree(log_dir)
+    """
+
+    def __init__(self, path: PathLike):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise RunFormatError(f"{self.path}: not a directory")
+        self.info = store.read_run_info(self.path)
+        self._graphs: Dict[tuple, FlowGraph] = {}
+        self._views: Dict[int, Optional[EpochViews]] = {}
+
+    # -- what the run holds ---------------------------------------------------------------------------
+    @property
+    def class_names(self) -> List[str]:
+        return list(self.info["class_names"])
+
+    @property
+    def epochs(self) -> List[int]:
+        """Epochs with a complete graph directory, ascending."""
+        return store.epoch_numbers(self.path)
+
+    def analyses(self, epoch: int) -> List[str]:
+        """Analyses saved for an epoch (``["activations", "lrp"]`` when LRP succeeded)."""
+        return store.epoch_analyses(self.path, epoch)
+
+    def epoch(self, epoch: int, analysis: str = "activations") -> FlowGraph:
+        """The :class:`~flowcallback.FlowGraph` of one epoch and analysis (``"activations"`` or ``"lrp"``)."""
+        key = (int(epoch), analysis)
+        if key not in self._graphs:
+            self._graphs[key] = store.read_graph(self.path, epoch, analysis)
+        return self._graphs[key]
+
+    def graphs(self, analysis: str = "activations") -> Iterator[FlowGraph]:
+        """Every epoch's graph of one analysis, in epoch order (epochs without it are skipped)."""
+        for e in self.epochs:
+            if analysis in self.analyses(e):
+                yield self.epoch(e, analysis)
+
+    def page(self, epoch: int) -> Path:
+        """Path of an epoch's HTML page."""
+        return self.path / store.epoch_page_name(epoch)
+
+    def views(self, epoch: int) -> Optional[EpochViews]:
+        """The epoch's stored class means and projections, or None where the epoch has none.
+
+        Runs written before flowcallback stored them (and snapshots that computed none) have no
+        ``views.json``; every other problem with the files raises :class:`~flowcallback.RunFormatError`.
+        """
+        epoch = int(epoch)
+        if epoch not in self._views:
+            names = self.analyses(epoch)
+            first = "activations" if "activations" in names else names[0] if names else None
+            n_samples = None if first is None else self.epoch(epoch, first).n_samples
+            self._views[epoch] = store.read_views(self.path, epoch, self.info, n_samples)
+        return self._views[epoch]
+
+    # -- across the training --------------------------------------------------------------------------
+    def errors(self) -> Dict[int | str, str]:
+        """The errors recorded by the run, with their tracebacks: ``{epoch: text}`` for the snapshots
+        that failed (or a part of them: LRP, a layer, the projection), and ``{"setup": text}`` for
+        what failed when the callback set up (the LRP engine refused the model, say: the graphs'
+        notes give the first line of each reason, this the whole of it).
+
+        Returns
+        -------
+        dict
+            Epoch numbers (int), then the key ``"setup"`` if the set-up recorded an error; empty
+            for a run without errors.
+
+        Examples
+        --------
+        >>> import shutil
+        >>> from flowcallback.demo import tiny_run
+        >>> run = load_run(tiny_run())
+        >>> run.errors()                                  # nothing failed
+        {}
+        >>> _ = (run.path / "errors").mkdir(), (run.path / "errors" / "setup.txt").write_text("Traceback ...")
+        >>> run.errors()                                  # as when the LRP engine refused the model
+        {'setup': 'Traceback ...'}
+        >>> shutil.rmtree(run.path)
+        """
+        return store.read_errors(self.path)
+
+    def layer_metrics(self, analysis: Optional[str] = None):
+        """Layer metrics of every epoch as a tidy DataFrame (see :func:`flowcallback.core.metrics.layer_metrics`).
+
+        One row per (epoch, analysis, layer): number of clusters, NMI and ARI against the classes and
+        against the predictions, purity, and the NMI gained over the previous layer. The rows are
+        those the snapshot stored (``metrics.json``); they are computed from the graphs for an epoch
+        without that file. (A graph's own :attr:`~flowcallback.FlowGraph.metrics` are the snapshot's
+        scalars: accuracy, loss, k.)
+        """
+        import pandas as pd
+
+        from flowcallback.core.metrics import METRIC_COLUMNS, layer_metrics
+
+        parts = []
+        for e in self.epochs:
+            analyses = [a for a in self.analyses(e) if analysis in (None, a)]
+            rows = store.read_metrics_rows(self.path, e)
+            if rows is None:
+                parts.append(layer_metrics([self.epoch(e, a) for a in analyses]))
+            else:
+                rows = [r for r in rows if r["analysis"] in analyses]
+                parts.append(pd.DataFrame(rows, columns=METRIC_COLUMNS).astype({"n_clusters": "int64"}))
+        parts = [p for p in parts if not p.empty]
+        table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=METRIC_COLUMNS)
+        return table.astype({c: "float64" for c in METRIC_COLUMNS[6:]})
+
+    def confusion(self):
+        """The held-out confusion matrix at every snapshot: a tidy DataFrame (epoch, true, predicted,
+        count), see :func:`flowcallback.core.history.confusion`."""
+        from flowcallback.core.history import confusion
+
+        return confusion(list(self.graphs("activations")))
+
+    def class_scores(self):
+        """Each class's precision and recall at every snapshot (:func:`flowcallback.core.history.class_scores`)."""
+        from flowcallback.core.history import class_scores
+
+        return class_scores(list(self.graphs("activations")))
+
+    def epoch_flows(self, column: str, analysis: str = "activations", *, max_samples: int = 5):
+        """Samples moving between ``column``'s clusters from each snapshot to the next.
+
+        ``column`` is a layer name or ``"Prediction"``. A tidy DataFrame, see
+        :func:`flowcallback.core.history.epoch_flows`.
+        """
+        from flowcallback.core.history import epoch_flows
+
+        return epoch_flows(list(self.graphs(analysis)), column, max_samples=max_samples)
+
+    def projection(self, layer: str, analysis: str = "activations"):
+        """The stored 2-D projection of ``layer`` at every epoch that has one, as a tidy DataFrame.
+
+        Columns: ``epoch``, ``sample`` (index in the held-out set), ``x``, ``y``, ``label``,
+        ``prediction`` (class indices) and ``cluster`` (the sample's cluster at that layer in that
+        epoch's ``analysis`` graph; -1 where the graph has no such column). Projections are aligned
+        from epoch to epoch (:func:`flowcallback.core.project.project_layers`), so a sample's rows
+        over the epochs trace how it moved.
+
+        Raises
+        ------
+        KeyError
+            If no epoch has a projection of this layer and analysis.
+        """
+        import pandas as pd
+
+        parts, seen = [], set()
+        for e in self.epochs:
+            v = self.views(e)
+            if v is None:
+                continue
+            seen.update(v.projections)
+            p = v.projections.get((analysis, layer))
+            if p is None:
+                continue
+            s = v.projection_samples
+            names = self.analyses(e)
+            fallback = "activations" if "activations" in names else names[0]
+            g = self.epoch(e, analysis if analysis in names else fallback)
+            if g.analysis == analysis and layer in g.column_names[:-2]:
+                cluster = g.assignments[s, g.column_names.index(layer)].astype(np.int64)
+            else:
+                cluster = np.full(len(s), -1, dtype=np.int64)
+            parts.append(pd.DataFrame({"epoch": np.full(len(s), e, dtype=np.int64), "sample": s, "x": p[:, 0],
+                                       "y": p[:, 1], "label": g.labels[s].astype(np.int64),
+                                       "prediction": g.predictions[s].astype(np.int64), "cluster": cluster}))
+        if not parts:
+            where = (f"projections of {sorted(seen)}" if seen else
+                     "no projection at any epoch (the run was written by a flowcallback that did not store them, "
+                     "or the snapshots computed none)")
+            raise KeyError(f"no epoch has a {analysis!r} projection of layer {layer!r}; the run has {where}")
+        return pd.concat(parts, ignore_index=True)
+
+    # -- one epoch ------------------------------------------------------------------------------------
+    def class_profiles(self, epoch: int, analysis: str = "activations", **kwargs):
+        """When each class gets separated at this epoch (see :func:`flowcallback.core.metrics.class_profiles`)."""
+        from flowcallback.core.metrics import class_profiles
+
+        return class_profiles(self.epoch(epoch, analysis), **kwargs)
+
+    def compare(self, epoch_a: int, epoch_b: int, analysis: str = "activations"):
+        """Compare two epochs: per layer ARI between their clusterings, and the samples whose path changed.
+
+        A sample's path changed at a layer when its cluster at ``epoch_b`` is not the match (Hungarian
+        on Jaccard overlap) of its cluster at ``epoch_a`` (:func:`flowcallback.core.compare.compare_epochs`).
+        """
+        from flowcallback.core.compare import compare_epochs
+
+        ga, gb = self.epoch(epoch_a, analysis), self.epoch(epoch_b, analysis)
+        if not np.array_equal(ga.labels, gb.labels):
+            raise RunFormatError(f"{self.path}: epochs {epoch_a} and {epoch_b} do not describe the same samples")
+        return compare_epochs(ga, gb)
+
+    def class_means(self, epoch: int, layer: str, analysis: str = "activations", *, order: str = "similarity"):
+        """Mean activation (or relevance) of each unit or channel of ``layer`` per class, at ``epoch``.
+
+        Computed at snapshot time over the held-out set (:mod:`flowcallback.core.aggregate`): each
+        sample's map is averaged over every axis but the last (a conv map's positions), then over
+        the samples of each true class. A class without samples has a row of NaN.
+
+        Parameters
+        ----------
+        epoch : int
+        layer : str
+        analysis : {"activations", "lrp"}, default="activations"
+        order : {"similarity", "class"}, default="similarity"
+            Rows in an order that puts classes with similar profiles next to each other
+            (:func:`flowcallback.core.aggregate.class_order`; classes without samples last), or in
+            class order.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index: class names (``"class"``); columns: unit or channel index (``"unit"``).
+            ``attrs`` holds ``epoch``, ``layer``, ``analysis`` and ``classes`` (the class index of
+            each row).
+
+        Raises
+        ------
+        KeyError
+            If the epoch has no class means (a run written before they were stored), or none for
+            this layer and analysis; the message lists what it has.
+        """
+        import pandas as pd
+
+        from flowcallback.core.aggregate import class_order
+
+        if order not in ("similarity", "class"):
+            raise ValueError(f"order: expected 'similarity' or 'class', got {order!r}")
+        v = self.views(epoch)
+        if v is None or not v.class_means:
+            raise KeyError(f"epoch {epoch} has no class means (the run was written by a flowcallback that did not "
+                           "store them, or the snapshot computed none)")
+        if (analysis, layer) not in v.class_means:
+            raise KeyError(f"epoch {epoch} has no {analysis!r} class means of layer {layer!r}; it has "
+                           f"{sorted(v.class_means)}")
+        m = v.class_means[(analysis, layer)]
+        rows = class_order(m) if order == "similarity" else np.arange(len(m))
+        names = self.class_names
+        df = pd.DataFrame(np.array(m[rows]), index=pd.Index([names[i] for i in rows], name="class"),
+                          columns=pd.RangeIndex(m.shape[1], name="unit"))
+        df.attrs.update(epoch=int(epoch), layer=layer, analysis=analysis, classes=[int(i) for i in rows])
+        return df
+
+    # -- figures, for notebooks and scripts -----------------------------------------------------------
+    def figure(self, epoch: Optional[int] = None, analysis: Optional[str] = None):
+        """The epoch's Sankey as a ``plotly.graph_objects.Figure`` (restyle it, then ``.show()``).
+
+        ``epoch=None`` is the last one; ``analysis=None`` gives every analysis of the epoch, with
+        buttons to switch, as its page does (with the notes of every analysis).
+        """
+        from flowcallback.core import render
+
+        epoch = self._last_epoch() if epoch is None else epoch
+        names = self.analyses(epoch) if analysis is None else [analysis]
+        return render.figure({a: self.epoch(epoch, a) for a in names}, title_prefix=self.info["model"]["name"])
+
+    def across_figure(self, column: str = "Prediction", analysis: str = "activations", *,
+                      true_class: Optional[int] = None, changed_only: bool = False):
+        """One column's clusters across the epochs, as a Sankey.
+
+        See :func:`flowcallback.core.render.epoch_flows_figure` and :meth:`epoch_flows`.
+        """
+        from flowcallback.core import render
+
+        self._last_epoch()
+        return render.epoch_flows_figure(self.epoch_flows(column, analysis), self.class_names, column,
+                                         true_class=true_class, changed_only=changed_only)
+
+    def confusion_figure(self, *, min_share: float = 0.02, max_cells: int = 12):
+        """The confusions that matter over training (:func:`flowcallback.core.render.confusion_figure`)."""
+        from flowcallback.core import render
+
+        self._last_epoch()
+        return render.confusion_figure(list(self.graphs("activations")), min_share=min_share, max_cells=max_cells)
+
+    def scores_figure(self):
+        """Each class's recall and precision over training (:func:`flowcallback.core.render.class_scores_figure`)."""
+        from flowcallback.core import render
+
+        self._last_epoch()
+        return render.class_scores_figure(list(self.graphs("activations")))
+
+    def class_means_figure(self, epoch: Optional[int] = None, layer: Optional[str] = None,
+                           analysis: str = "activations", *, order: str = "similarity", difference=None,
+                           top: int = 20, normalize: bool = False, scale: str = "raw", title: Optional[str] = None):
+        """A heatmap of :meth:`class_means` (:func:`flowcallback.core.views_figures.class_means_figure`).
+
+        ``epoch=None`` is the last epoch with class means, ``layer=None`` its last layer that has them.
+        """
+        from flowcallback.core import views_figures
+
+        self._last_epoch()
+        if epoch is None:
+            with_means = [e for e in self.epochs if self.views(e) is not None and self.views(e).class_means]
+            if not with_means:
+                raise KeyError(f"{self.path}: no epoch has class means (the run was written by a flowcallback "
+                               "that did not store them)")
+            epoch = with_means[-1]
+        if layer is None:
+            v = self.views(epoch)
+            layer = self._last_layer(v.class_means if v is not None else {}, analysis)
+            if layer is None:
+                raise KeyError(f"epoch {epoch} has no {analysis!r} class means")
+        return views_figures.class_means_figure(self.class_means(epoch, layer, analysis, order=order),
+                                                difference=difference, top=top, normalize=normalize, scale=scale,
+                                                title=title)
+
+    def projection_figure(self, layer: Optional[str] = None, analysis: str = "activations", *,
+                          title: Optional[str] = None, frame_ms: int = 800):
+        """A layer's 2-D projection animated over the epochs.
+
+        ``layer=None`` is the last layer projected. See :meth:`projection` and
+        :func:`flowcallback.core.views_figures.projection_figure`.
+        """
+        from flowcallback.core import views_figures
+
+        self._last_epoch()
+        if layer is None:
+            keys = {k for e in self.epochs if self.views(e) is not None for k in self.views(e).projections}
+            layer = self._last_layer(keys, analysis)
+            if layer is None:
+                raise KeyError(f"{self.path}: no epoch has a {analysis!r} projection (the run was written by a "
+                               "flowcallback that did not store them, or the snapshots computed none)")
+        if title is None:
+            title = (f"{ANALYSIS_LABELS.get(analysis, analysis)} of {layer}: 2-D projection over the epochs "
+                     "(filled: right prediction, open: wrong)")
+        return views_figures.projection_figure(self.projection(layer, analysis), self.class_names, title=title,
+                                               frame_ms=frame_ms)
+
+    #: The views of :meth:`show`, and the method drawing each.
+    VIEWS = {"epoch": "figure", "across": "across_figure", "confusion": "confusion_figure",
+             "scores": "scores_figure", "class_means": "class_means_figure", "projection": "projection_figure"}
+
+    def show(self, view: str = "epoch", **kwargs):
+        """A view of the run as a Plotly figure (a notebook displays the returned figure).
+
+        Parameters
+        ----------
+        view : {"epoch", "across", "confusion", "scores", "class_means", "projection"}
+            Which figure: :meth:`figure` (one epoch's Sankey), :meth:`across_figure` (one column
+            across the epochs), :meth:`confusion_figure`, :meth:`scores_figure`,
+            :meth:`class_means_figure` or :meth:`projection_figure`.
+        **kwargs
+            That method's arguments; any other raises ``TypeError`` naming it and listing those
+            the view takes.
+
+        Returns
+        -------
+        plotly.graph_objects.Figure
+
+        Examples
+        --------
+        >>> import shutil
+        >>> from flowcallback.demo import tiny_run
+        >>> log_dir = tiny_run()
+        >>> run = load_run(log_dir)
+        >>> fig = run.show("across", column="dense", changed_only=True)
+        >>> type(fig).__name__
+        'Figure'
+        >>> run.show("scores", nonsense=True)
+        Traceback (most recent call last):
+        ...
+        TypeError: show('scores'): unexpected argument 'nonsense'; this view takes no arguments
+        >>> shutil.rmtree(log_dir)
+        """
+        if view not in self.VIEWS:
+            raise ValueError(f"view: expected one of {tuple(self.VIEWS)}, got {view!r}")
+        method = getattr(self, self.VIEWS[view])
+        accepted = list(inspect.signature(method).parameters)
+        unknown = [k for k in kwargs if k not in accepted]
+        if unknown:
+            takes = f"this view takes {', '.join(accepted)}" if accepted else "this view takes no arguments"
+            raise TypeError(f"show({view!r}): unexpected argument {unknown[0]!r}; {takes}")
+        return method(**kwargs)
+
+    def _last_epoch(self) -> int:
+        if not self.epochs:
+            raise ValueError(f"{self.path} holds no complete epoch yet")
+        return self.epochs[-1]
+
+    def _last_layer(self, keys, analysis: str) -> Optional[str]:
+        """The deepest layer among ``(analysis, layer)`` keys, in the run's layer order."""
+        order = [layer["name"] for layer in self.info.get("layers", [])]
+        mine = sorted((layer for a, layer in keys if a == analysis), key=lambda n: order.index(n) if n in order else -1)
+        return mine[-1] if mine else None
+
+    # -- display ---------------------------------------------------------------------------------------
+    def _repr_html_(self) -> str:
+        """A compact summary in notebooks: epochs, layers, accuracy, and the last epoch's Sankey."""
+        rows = "".join(
+            f"<tr><td>{e}</td><td>{html.escape(', '.join(self.analyses(e)))}</td>"
+            f"<td>{self._metric_text(e, 'accuracy')}</td><td>{self._metric_text(e, 'loss')}</td></tr>"
+            for e in self.epochs)
+        layers = html.escape(", ".join(layer["name"] for layer in self.info.get("layers", [])))
+        head = (f"<b>flowcallback run</b> <code>{html.escape(str(self.path))}</code>: model "
+                f"<b>{html.escape(str(self.info['model']['name']))}</b>, {len(self.epochs)} snapshot(s), "
+                f"layers {layers}<table><tr><th>epoch</th><th>analyses</th><th>accuracy</th><th>loss</th></tr>"
+                f"{rows}</table>")
+        if not self.epochs:
+            return head
+        # plotly.js inline: a notebook opened offline still draws it (about 3.5 MB per shown run)
+        return head + self.figure(self.epochs[-1]).to_html(full_html=False, include_plotlyjs=True)
+
+    def _metric_text(self, epoch: int, name: str) -> str:
+        value = self.epoch(epoch).metrics.get(name)
+        return "" if value is None else f"{value:.4g}"
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, epochs={self.epochs})"
+
+
+def load_run(log_dir: PathLike) -> Run:
+    """Open a run directory written by :class:`~flowcallback.FlowCallback`.
+
+    Parameters
+    ----------
+    log_dir : str or path
+        The ``log_dir`` given to the callback.
+
+    Returns
+    -------
+    Run
+        Lists the complete epochs and loads their graphs on demand.
+
+    Raises
+    ------
+    RunFormatError
+        If ``run.json`` is missing or invalid.
+
+    Examples
+    --------
+    >>> import shutil
+    >>> from flowcallback.demo import tiny_run
+    >>> run = load_run(tiny_run())
+    >>> dag = run.epoch(1).to_networkx()
+    >>> dag.number_of_nodes(), dag.number_of_edges()
+    (6, 6)
+    >>> shutil.rmtree(run.path)
+    """
+    return Run(log_dir)

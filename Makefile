@@ -5,6 +5,7 @@
 #                 .venv-inn  Python 3.9-3.11, TensorFlow 2.14 (Keras 2), NumPy 1, iNNvestigate 2.1 (the LRP reference):
 #                            the tests marked "both" or "innvestigate" (tests/conftest.py)
 #               STACKS=current runs the first stack only (a machine without Python 3.9-3.11).
+#   make test-fast  the quick tier: first stack, without the slow and browser tests
 SHELL := /bin/bash
 VENV ?= .venv
 VENV_INN ?= .venv-inn
@@ -21,7 +22,7 @@ find_python = $(shell for v in $(1); do \
 PYTHON ?= $(call find_python,3.13 3.12 3.11 3.10 3.9)
 PYTHON_INN ?= $(call find_python,3.11 3.10 3.9)
 
-.PHONY: demo test test-current test-innvestigate system-deps clean
+.PHONY: demo test test-fast test-current test-innvestigate system-deps clean
 
 $(VENV)/.stamp-base: setup.cfg pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.9-3.13 is required (python3.13 ... python3.9 on PATH)"; exit 1; }
@@ -53,6 +54,12 @@ demo: $(VENV)/.stamp-base
 
 test-current: system-deps $(VENV)/.stamp-test
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The quick tier while working: the current stack only, without the tests marked slow (a real
+# fit, the LRP worker, numba's first compile, UMAP) or browser; about 3 minutes on 2 cores.
+# `make test` still runs everything.
+test-fast: system-deps $(VENV)/.stamp-test
+	$(VENV)/bin/python -m pytest -m "not slow and not browser" --durations=10 $(PYTEST_ARGS)
 
 test-innvestigate: system-deps $(VENV_INN)/.stamp-test
 	$(VENV_INN)/bin/python -m pytest -m "both or innvestigate" $(PYTEST_ARGS)

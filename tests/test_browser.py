@@ -276,7 +276,7 @@ def test_a_long_note_wraps_within_the_window_on_both_pages(tmp_path):
     g, note = _long_note_graph()
     assert len(note) == 1500
     path = tmp_path / "epoch_001.html"
-    render.write_epoch_page(path, {"activations": g}, notes=g.notes)
+    render.write_epoch_page(path, {"activations": g})  # the figure draws the graph's notes
     with open_page(path.resolve().as_uri(), width=1024, height=800) as (page, errors, blocked):
         _check_note_fits(page, note, ".plotly-graph-div")
         assert errors == [] and blocked == []

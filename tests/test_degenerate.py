@@ -79,6 +79,12 @@ def test_duplicate_samples_share_their_cluster(tally):
     bounds = np.cumsum([0, 50, 3, 1, 80, 2, 40])
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         assert len(set(lab[lo:hi])) == 1
+    # and not because everything is one cluster: the three groups of more samples than k are three
+    # clusters, each holding its group and at most the groups of fewer than k samples (6 in all)
+    large = [lab[bounds[0]], lab[bounds[3]], lab[bounds[5]]]
+    assert len(set(large)) == 3
+    for c, size in zip(large, [50, 80, 40]):
+        assert size <= int((lab == c).sum()) <= size + 6
 
 
 def test_fewer_directed_samples_than_k_clips_k_with_a_note(tally):

@@ -60,6 +60,9 @@ def test_notebook_executes_and_shows_every_view(tmp_path, monkeypatch):
     }
     frames = [_plotly(o) for o in by_source['run.show("projection", layer="dense84")'] if _plotly(o)][0]["frames"]
     assert len(frames) == 4  # one per snapshot: 0, 1, 2, 3
-    assert "FlowGraph(epoch=3" in by_source["g"][-1]["data"]["text/html"]
+    graph_html = by_source["g"][-1]["data"]["text/html"]
+    assert "FlowGraph(epoch=3" in graph_html and graph_html.count("<tr>") == 1 + 7 + 2  # 7 layers, the 2 label columns
+    sankey = [_plotly(o) for o in by_source["run.figure(3)"] if _plotly(o)]
+    assert len(sankey) == 1 and "sankey" in {t["type"] for t in sankey[0]["data"]}
     assert (tmp_path / "run" / "index.html").exists()
     assert os.path.getsize(tmp_path / "run" / "epoch_003.html") > 0

@@ -187,6 +187,19 @@ class FlowGraph:
         return (f"FlowGraph(epoch={self.epoch}, analysis={self.analysis!r}, n_samples={self.n_samples}{acc_text}, "
                 f"clusters per column={{{cols}}})")
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the short description and one row per column (its clusters and notes).
+        The Sankey is ``run.figure(epoch)`` (:mod:`flowcallback.core.render` draws it; this module
+        does not import the renderer)."""
+        import html
+
+        rows = "".join(
+            f"<tr><td>{html.escape(c.name)}</td><td>{html.escape(c.layer_type or c.kind)}</td>"
+            f"<td>{len(c.order)}</td><td>{html.escape(c.note)}</td></tr>" for c in self.columns)
+        notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in self.notes)
+        return (f"<code>{html.escape(repr(self))}</code><table><tr><th>column</th><th>type</th><th>clusters</th>"
+                f"<th>note</th></tr>{rows}</table>" + (f"<ul>{notes}</ul>" if notes else ""))
+
     # -- derived views -------------------------------------------------------------------------
     @property
     def n_samples(self) -> int:

@@ -157,6 +157,7 @@ def test_partition_labels_of_a_partition_is_that_partition(labels):
 
 
 # -- mcl -------------------------------------------------------------------------------------------
+@pytest.mark.slow  # up to 30 s on CI's 2 cores (numba compiles the MCL kernel)
 def test_mcl_docstring_example():
     block = np.ones((3, 3)) - np.eye(3)
     out = mcl(sp.csr_matrix(sp.block_diag([block, block])))
@@ -373,6 +374,7 @@ def test_cutoff_gives_the_clusters_of_the_exact_expansion(seed):
     assert adjusted_rand_score(exact, default) == 1.0
 
 
+@pytest.mark.slow  # up to 30 s on CI's 2 cores (numba compiles the MCL kernel)
 def test_a_large_cutoff_changes_the_result():
     # the cutoff is really applied: skipping all but each pair of columns' largest products
     # leaves many more, smaller clusters
@@ -381,6 +383,7 @@ def test_a_large_cutoff_changes_the_result():
     assert coarse.max() + 1 > cluster.mcl(g).max() + 1
 
 
+@pytest.mark.slow  # up to 30 s on CI's 2 cores (numba compiles the MCL kernel)
 def test_cutoff_is_relative_so_dense_graphs_keep_their_cluster():
     # Near-identical samples and k = 500: nodes have 500 to 2,000 neighbours, so every entry of the
     # stochastic matrix is below 1e-3 and every product below 1e-6. A cutoff on absolute products

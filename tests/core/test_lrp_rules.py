@@ -61,13 +61,18 @@ def _multiply_hard_sigmoid_gate():
     return _image_model(middle)
 
 
-def _multiply_no_gate():
+def _two_branches(merge):
+    """Two Dense branches of the same input joined by ``merge`` (a Keras merge layer class)."""
     def middle(pre):
         a = layers.Dense(6, use_bias=False, name="left")(pre)
         b = layers.Dense(6, use_bias=False, name="right")(pre)
-        return layers.Multiply(name="tested")([a, b])
+        return merge(name="tested")([a, b])
 
     return _vector_model(middle)
+
+
+def _multiply_no_gate():
+    return _two_branches(layers.Multiply)
 
 
 def _layer_normalization():
@@ -91,21 +96,11 @@ def _grouped_conv():
 
 
 def _average():
-    def middle(pre):
-        a = layers.Dense(6, use_bias=False, name="left")(pre)
-        b = layers.Dense(6, use_bias=False, name="right")(pre)
-        return layers.Average(name="tested")([a, b])
-
-    return _vector_model(middle)
+    return _two_branches(layers.Average)
 
 
 def _subtract():
-    def middle(pre):
-        a = layers.Dense(6, use_bias=False, name="left")(pre)
-        b = layers.Dense(6, use_bias=False, name="right")(pre)
-        return layers.Subtract(name="tested")([a, b])
-
-    return _vector_model(middle)
+    return _two_branches(layers.Subtract)
 
 
 def _upsampling():

@@ -120,6 +120,7 @@ def test_doctests():
     assert doctest.testmod(proj).failed == 0
 
 
+@pytest.mark.slow  # UMAP: up to 45 s on CI's 2 cores
 def test_umap_projection_when_installed():
     pytest.importorskip("umap")
     x, y = clustered(n=300, seed=7)

@@ -190,11 +190,12 @@ def test_symlinks_leading_out_of_the_run_directory_are_refused(run_dir, tmp_path
     assert str(link) in str(info.value)
 
 
-def test_error_file_linked_to_a_file_outside_is_refused(run_dir, tally):
+@pytest.mark.parametrize("name", ["epoch_003.txt", "setup.txt"])  # an epoch's errors, the set-up's
+def test_an_error_file_linked_to_a_file_outside_is_refused(run_dir, tally, name):
     tally("files corrupted")
     (run_dir / "errors").mkdir()
-    os.symlink("/etc/hostname", run_dir / "errors" / "epoch_003.txt")
-    with pytest.raises(RunFormatError, match=r"epoch_003.txt: leads to .*outside the run directory"):
+    os.symlink("/etc/hostname", run_dir / "errors" / name)
+    with pytest.raises(RunFormatError, match=rf"{name}: leads to .*outside the run directory"):
         load_run(run_dir).errors()
 
 
@@ -378,10 +379,3 @@ def test_errors_hold_the_set_up_errors_as_well_as_the_epochs(run_dir):
     assert list(errors) == [3, store.SETUP_ERRORS] and store.SETUP_ERRORS == "setup"
     assert errors[3].endswith("MemoryError\n") and errors["setup"].endswith("x, " * 500)  # whole, not cut
 
-
-def test_a_set_up_error_file_linked_outside_is_refused(run_dir, tally):
-    tally("files corrupted")
-    (run_dir / "errors").mkdir()
-    os.symlink("/etc/hostname", run_dir / "errors" / "setup.txt")
-    with pytest.raises(RunFormatError, match=r"setup.txt: leads to .*outside the run directory"):
-        load_run(run_dir).errors()

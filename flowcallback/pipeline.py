@@ -3,7 +3,8 @@
 :meth:`Snapshotter.prepare` plans the run once (:func:`flowcallback._plan.plan_run`) and starts
 the relevance engine (:class:`flowcallback._relevance.RelevanceStage`). :meth:`Snapshotter.take`
 captures the held-out set's activations in the training thread (the only part that holds training
-up), then, in a background thread with ``background=True``: relevance, the pure analysis
+up), then, in a background thread with ``background=True``
+(:class:`flowcallback._threads.SnapshotThreads`): relevance, the pure analysis
 (:func:`flowcallback.core.stages.analyse`), the store, the pages and the run page
 (:class:`flowcallback.core.runpage.RunPageState`). A failure costs at most its epoch or its layer
 (:class:`flowcallback._errors.ErrorPolicy`); nothing is written half-done.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -24,7 +24,8 @@ from flowcallback._errors import ErrorPolicy
 from flowcallback._plan import RunPlan, plan_run, refuse_another_model, run_description
 from flowcallback._progress import SnapshotProgress
 from flowcallback._relevance import RelevanceStage
-from flowcallback.core import _priority, project, render, runpage, stages, store
+from flowcallback._threads import SnapshotThreads
+from flowcallback.core import project, render, runpage, stages, store
 from flowcallback.core.flows import ANALYSIS_LABELS, EpochViews
 from flowcallback.exceptions import SnapshotError
 from flowcallback.run import load_run
@@ -65,8 +66,7 @@ class Snapshotter:
                                   aborted=lambda: self._aborted)
         self.relevance = RelevanceStage(settings, None, self.errors)
         self._pending: list = []
-        self._coordinator: Optional[ThreadPoolExecutor] = None
-        self._pool: Optional[ThreadPoolExecutor] = None
+        self.threads = SnapshotThreads(background=settings.background, nice=settings.nice)
         self._aborted = False
         self._continuity = stages.Continuity()  # the last snapshot's cluster ids, orders and projections
         self._projection_samples: Optional[np.ndarray] = None  # the projected samples, the same at every epoch
@@ -138,7 +138,7 @@ class Snapshotter:
         try:
             self.flush()
         finally:
-            self._shutdown_pools(cancel=False)
+            self.threads.shutdown(cancel=False)
             self.relevance.close()
 
     def abort(self) -> None:
@@ -152,16 +152,8 @@ class Snapshotter:
         for fut in pending:
             fut.cancel()
         self.relevance.kill()
-        self._shutdown_pools(cancel=True)
+        self.threads.shutdown(cancel=True)
         self.relevance.close()
-
-    def _shutdown_pools(self, cancel: bool) -> None:
-        """Stop the coordinator thread, then the layer pool (which a running snapshot may create meanwhile)."""
-        for name in ("_coordinator", "_pool"):
-            pool = getattr(self, name)
-            setattr(self, name, None)
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=cancel)
 
     def flush(self) -> List[Path]:
         """Wait for every background snapshot; return the pages written (in epoch order)."""
@@ -188,10 +180,7 @@ class Snapshotter:
             return self._failed(epoch, exc)
         if not self.settings.background:
             return self._analyse_and_write_safely(captured, title_prefix, False)
-        if self._coordinator is None:
-            self._coordinator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowcallback",
-                                                   initializer=self._background_thread_init)
-        fut = self._coordinator.submit(self._analyse_and_write_safely, captured, title_prefix, True)
+        fut = self.threads.coordinator().submit(self._analyse_and_write_safely, captured, title_prefix, True)
         self._pending.append(fut)
         return fut
 
@@ -234,7 +223,7 @@ class Snapshotter:
                             column_notes=column_notes),
             [(n, plan.layer_types[n]) for n in plan.layer_names], k=plan.k, inflation=s.inflation, index=s.index,
             mcl_backend=s.mcl_backend, mcl_threads=s.mcl_threads, class_names=plan.class_names,
-            previous=self._continuity, map=(s.executor or self._layer_pool()).map, clock=captured.clock,
+            previous=self._continuity, map=(s.executor or self.threads.layer_pool()).map, clock=captured.clock,
             projection=s.projection, projection_layers=s.projection_layers, projection_samples=self._projection_samples)
         self.progress.update(epoch, "writing the pages and files", 3, 4)
         for (analysis, layer), exc in result.left_out.items():
@@ -281,16 +270,4 @@ class Snapshotter:
             self.page.write()
         except Exception as exc:  # pragma: no cover - reported, not raised: the epoch's own files stand
             warnings.warn(f"FlowCallback: could not rewrite the run page: {exc}", RuntimeWarning, stacklevel=2)
-
-    def _background_thread_init(self):
-        # Background snapshots yield the CPU to training (flowcallback/core/_priority.py). The layer
-        # pool is shared with synchronous snapshots, which wait for it anyway.
-        if self.settings.background:
-            _priority.lower_current_thread(_priority.background_niceness(self.settings.nice))
-
-    def _layer_pool(self):
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowcallback-layer",
-                                            initializer=self._background_thread_init)
-        return self._pool
 

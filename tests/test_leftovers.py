@@ -172,6 +172,7 @@ def test_models_trained_one_after_another_return_to_baseline(tmp_path, digits):
 def test_abort_stops_the_layer_pool_a_running_snapshot_creates(tmp_path, digits, monkeypatch):
     """Ctrl-C right after a snapshot was handed to the background, before it started its per-layer
     jobs: the layer thread pool it creates while the abort waits for it is stopped too."""
+    from flowcallback._threads import SnapshotThreads
     from flowcallback.pipeline import Snapshotter
     from flowcallback.settings import SnapshotSettings
 
@@ -189,13 +190,13 @@ def test_abort_stops_the_layer_pool_a_running_snapshot_creates(tmp_path, digits,
     # the pools the snapshot creates are kept referenced here, as a traceback or a debugger would
     # keep them: their threads must stop because the abort shuts them down, not because they are collected
     pools = []
-    real_pool = Snapshotter._layer_pool
-    monkeypatch.setattr(Snapshotter, "_layer_pool", lambda self: pools.append(real_pool(self)) or pools[-1])
-    assert snap._pool is None
+    real_pool = SnapshotThreads.layer_pool
+    monkeypatch.setattr(SnapshotThreads, "layer_pool", lambda self: pools.append(real_pool(self)) or pools[-1])
+    assert snap.threads.idle
     snap.take(0)
     threading.Timer(0.5, go.set).start()
     snap.abort()
     assert go.is_set()  # the abort waited for the snapshot that was running
     assert pools  # the snapshot did create its layer pool during the abort
     assert settle(lambda: not flowcallback_threads(), timeout=5), flowcallback_threads()
-    assert snap._pool is None and snap._coordinator is None
+    assert snap.threads.idle

@@ -1,0 +1,76 @@
+"""The threads of a run's snapshots: one coordinator thread (a snapshot after its capture, with
+``background=True``) and a pool for the per-layer kNN + MCL jobs.
+
+Both are made at first use and run at a lower priority than training when ``background=True``
+(:mod:`flowcallback.core._priority`). :meth:`SnapshotThreads.shutdown` stops the coordinator
+first, then the layer pool, which a snapshot still running may create meanwhile: when it returns,
+no thread of the run is left.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+from flowcallback.core import _priority
+
+__all__ = ["SnapshotThreads"]
+
+
+class SnapshotThreads:
+    """The coordinator thread and the layer pool of one run.
+
+    Parameters
+    ----------
+    background : bool
+        Whether snapshots run in the background (their threads are then lowered by ``nice``).
+    nice : int
+        The niceness added to the threads (0 to 19).
+
+    Examples
+    --------
+    >>> threads = SnapshotThreads(background=False, nice=0)
+    >>> threads.idle, threads.layer_pool().submit(sum, [1, 2]).result(), threads.idle
+    (True, 3, False)
+    >>> threads.shutdown(cancel=False); threads.idle
+    True
+    """
+
+    def __init__(self, *, background: bool, nice: int):
+        self.background = background
+        self.nice = nice
+        self._coordinator: Optional[ThreadPoolExecutor] = None
+        self._pool: Optional[ThreadPoolExecutor] = None
+
+    @property
+    def idle(self) -> bool:
+        """Whether no thread exists (none made yet, or all shut down)."""
+        return self._coordinator is None and self._pool is None
+
+    def _init_thread(self) -> None:
+        # Background snapshots yield the CPU to training. The layer pool is shared with synchronous
+        # snapshots, which wait for it anyway.
+        if self.background:
+            _priority.lower_current_thread(_priority.background_niceness(self.nice))
+
+    def coordinator(self) -> ThreadPoolExecutor:
+        """The one thread that runs snapshots after their capture, in epoch order."""
+        if self._coordinator is None:
+            self._coordinator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowcallback",
+                                                   initializer=self._init_thread)
+        return self._coordinator
+
+    def layer_pool(self) -> ThreadPoolExecutor:
+        """The pool of the per-layer jobs (two threads: FAISS and the MCL kernel use several cores each)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowcallback-layer",
+                                            initializer=self._init_thread)
+        return self._pool
+
+    def shutdown(self, *, cancel: bool) -> None:
+        """Stop the coordinator (waiting for its snapshot), then the layer pool; ``cancel`` drops
+        the jobs not started."""
+        for name in ("_coordinator", "_pool"):
+            pool = getattr(self, name)
+            setattr(self, name, None)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=cancel)

@@ -190,3 +190,20 @@ def test_report_rebuilds_the_page_of_a_run_whose_set_up_recorded_an_error(tmp_pa
     assert capsys.readouterr().err == ""
     data = _data((tmp_path / "index.html").read_text("utf-8"))
     assert data["setup_error"] == "RuntimeError: no LRP rule for layer(s) twice" and data["epochs"] == [0]
+
+
+def test_the_runners_page_state_draws_each_epoch_once_and_equals_a_fresh_page(tmp_path):
+    """What the callback keeps (RunPageState): each epoch's parts are drawn once, drawn again only
+    when the epoch is written again, and the page equals the one drawn from disk."""
+    _run_dir(tmp_path, [0, 1], seed=3)
+    run = load_run(tmp_path)
+    state = runpage.RunPageState(tmp_path, run.info)
+    for e in run.epochs:
+        state.add_epoch(e, {a: run.epoch(e, a) for a in run.analyses(e)}, run.views(e))
+    state.metrics = {e: run.layer_metrics().query("epoch == @e") for e in run.epochs}
+    page = state.write().read_text("utf-8")
+    assert state.drawn == [(e, a) for e in (0, 1) for a in ("activations", "lrp")]
+    assert page == runpage.run_page_html_for(load_run(tmp_path))
+    state.add_epoch(1, {a: run.epoch(1, a) for a in run.analyses(1)}, run.views(1))
+    assert state.drawn == [(0, "activations"), (0, "lrp")]  # epoch 1's parts go, epoch 0's stay
+    assert state.write().read_text("utf-8") == page

@@ -3,7 +3,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+import unicodedata
 from typing import Optional, Sequence
+
+
+def _printable(text: str) -> str:
+    r"""``text`` with its control and format characters shown as escapes (``\x1b``): names read
+    from a run directory are untrusted, and a terminal would obey an escape sequence in them.
+    Line breaks are kept.
+
+    Examples
+    --------
+    >>> print(_printable("cat\x1b[2J\x1b]0;title\x07\nDense"))
+    cat\x1b[2J\x1b]0;title\x07
+    Dense
+    """
+    return "".join(ch if ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn")
+                   else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def _say(text: str = "", file=None) -> None:
+    print(_printable(str(text)), file=file or sys.stdout)
 
 
 def _demo(args) -> int:
@@ -37,13 +57,13 @@ def _compare(args) -> int:
     run = load_run(args.run_dir)
     cmp = run.compare(args.epoch_a, args.epoch_b, analysis=args.analysis)
     with pd.option_context("display.width", 120, "display.max_columns", 20):
-        print(f"{args.run_dir}: epoch {args.epoch_a} -> {args.epoch_b} ({args.analysis})")
-        print(cmp.layers.to_string(index=False))
-        print(f"\n{len(cmp.samples)} of {run.epoch(args.epoch_a, args.analysis).n_samples} samples changed path")
+        _say(f"{args.run_dir}: epoch {args.epoch_a} -> {args.epoch_b} ({args.analysis})")
+        _say(cmp.layers.to_string(index=False))
+        _say(f"\n{len(cmp.samples)} of {run.epoch(args.epoch_a, args.analysis).n_samples} samples changed path")
         if len(cmp.samples):
             by_class = cmp.samples.groupby("class_name").size().sort_values(ascending=False)
-            print("by true class: " + ", ".join(f"{k}: {v}" for k, v in by_class.items()))
-            print(cmp.samples.head(args.show).to_string(index=False))
+            _say("by true class: " + ", ".join(f"{k}: {v}" for k, v in by_class.items()))
+            _say(cmp.samples.head(args.show).to_string(index=False))
     return 0
 
 
@@ -60,8 +80,8 @@ def _report(args) -> int:
     for e in run.epochs:
         graphs = {a: run.epoch(e, a) for a in run.analyses(e)}
         path = render.write_epoch_page(run.page(e), graphs, title_prefix=run.info["model"]["name"])
-        print(f"epoch {e}: {path}")
-    print(f"run page: {write_run_page_for(run)}")
+        _say(f"epoch {e}: {path}")
+    _say(f"run page: {write_run_page_for(run)}")
     return 0
 
 
@@ -93,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return args.func(args)
     except (FlowCallbackError, KeyError, ValueError, OSError) as exc:  # OSError: a page cannot be written
         message = " ".join(str(exc).splitlines())  # one line, whatever the message holds
-        print(f"flowcallback {args.command}: error: {message}", file=sys.stderr)
+        _say(f"flowcallback {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -301,6 +301,10 @@ class FlowGraph:
 
 
 # -- what else an epoch stores: class means and 2-D projections ------------------------------------
+#: The methods a stored projection is made with (:func:`flowcallback.core.project.resolve_method`).
+PROJECTION_METHODS = (None, "pca", "umap")
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class EpochViews:
     """What an epoch stores for the class-means and projection views (``graphs/epoch_XXX/views.*``).
@@ -368,8 +372,8 @@ class EpochViews:
         for key, p in projections.items():
             if p.shape != (len(samples), 2) or not np.isfinite(p).all():
                 raise ValueError(f"projections: {key} must be finite of shape ({len(samples)}, 2), got {p.shape}")
-        if self.projection_method is not None and not isinstance(self.projection_method, str):
-            raise ValueError(f"projection_method: expected a string, got {self.projection_method!r}")
+        if self.projection_method not in PROJECTION_METHODS:
+            raise ValueError(f"projection_method: expected one of {PROJECTION_METHODS}, got {self.projection_method!r}")
         object.__setattr__(self, "class_means", means)
         object.__setattr__(self, "projections", projections)
         object.__setattr__(self, "projection_samples", samples)

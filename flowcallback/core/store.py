@@ -58,7 +58,7 @@ __all__ = ["FORMAT_VERSION", "atomic_write", "ensure_plotlyjs", "remove_stale_te
            "read_errors", "epoch_page_name", "SETUP_ERRORS"]
 
 FORMAT_VERSION = 1
-_EPOCH_DIR = re.compile(r"^epoch_(\d{3,})$")
+_EPOCH_DIR = re.compile(r"^epoch_([0-9]{3,})$")
 #: Names of an epoch directory's files that are not an analysis's graph.
 _NOT_ANALYSES = frozenset({"metrics", "views"})
 #: The fields of one flow in a graph's JSON, in order (columns of ``FlowGraph.flows``).
@@ -172,7 +172,7 @@ def load_flow_graph(json_path: PathLike, *, root: Optional[PathLike] = None) -> 
         notes=tuple(Note(n) if isinstance(n, str) else Note(n["text"], n["kind"]) for n in doc.get("notes", ())),
     )
     expected = graph.flows[list(_FLOW_FIELDS)]
-    got = [tuple(f.values()) for f in doc["flows"]]
+    got = [tuple(f[k] for k in _FLOW_FIELDS) for f in doc["flows"]]  # by name: any key order is valid JSON
     want = [tuple(int(v) for v in r) for r in expected.itertuples(index=False)]
     if sorted(got) != sorted(want):
         raise RunFormatError(f"{path}: the flows listed do not match the per-sample arrays in {npz.name}")
@@ -412,7 +412,12 @@ def run_info(*, model_name: str, fingerprint: str, class_names, analyses, layers
 
 # -- reading a run directory, file by file ---------------------------------------------------------
 def epoch_numbers(log_dir: PathLike) -> List[int]:
-    """Epochs with a complete graph directory, ascending (a directory being written is not one)."""
+    """Epochs with a complete graph directory, ascending.
+
+    A directory counts when its name is the one the writer gives (``epoch_003``: not
+    ``epoch_0003``, nor digits other than ASCII ones, so no epoch is listed twice) and it holds at
+    least one graph; a directory being written (a temporary name) or an empty one is not an epoch.
+    """
     log_dir = Path(log_dir)
     root = log_dir / "graphs"
     if not root.is_dir():
@@ -421,7 +426,8 @@ def epoch_numbers(log_dir: PathLike) -> List[int]:
     out = []
     for d in root.iterdir():
         m = _EPOCH_DIR.match(d.name)
-        if m and d.is_dir() and not d.is_symlink():
+        if (m and d.name == _epoch_dir_name(int(m.group(1))) and d.is_dir() and not d.is_symlink()
+                and any(ANALYSIS_NAME.match(p.stem) and p.stem not in _NOT_ANALYSES for p in d.glob("*.json"))):
             out.append(int(m.group(1)))
     return sorted(out)
 

@@ -481,7 +481,7 @@
     var play = {frame: {duration: ms, redraw: false}, fromcurrent: true,
                 transition: {duration: Math.round(ms * 0.6), easing: "cubic-in-out"}};
     var pause = {frame: {duration: 0, redraw: false}, mode: "immediate", transition: {duration: 0}};
-    var method = PJ.methods.length ? PJ.methods.join(", ").toUpperCase() : "2-D";
+    var method = PJ.methods.length ? esc(PJ.methods.join(", ").toUpperCase()) : "2-D";
     var layout = {
       title: {text: esc(l.layer) + " · " + method + " projection of " + (PJ.points[String(eps[0])].samples.length) +
                     " samples (filled: right prediction, open: wrong)"},

@@ -93,3 +93,35 @@ def test_report_command_does_not_import_tensorflow(two_epochs):
     code = (f"import sys; from flowcallback.cli import main; main(['report', {str(run_dir)!r}]); "
             "sys.exit(1 if 'tensorflow' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_compare_command_prints_hostile_names_as_escapes(tmp_path, capsys):
+    """Class and layer names come from the run directory: an escape sequence in them (clear the
+    screen, set the window title) is printed as text, not obeyed by the terminal (issue 20, item 16)."""
+    names = ["cat\x1b[2J", "dog\x1b]0;pwned\x07", "c\u202eb"]
+    layer = "dense\x1b[31m"
+    y = np.repeat(np.arange(3), 10)
+    store.write_run_info(tmp_path, {**INFO, "class_names": names, "layers": [{"name": layer, "type": "Dense"}]})
+    for e, clusters in ((1, y), (2, np.roll(y, 1))):
+        g = flows.build_flow_graph([(layer, "Dense", clusters)], y, y, class_names=names, epoch=e)
+        store.save_epoch(tmp_path, {"activations": g})
+    assert main(["compare", str(tmp_path), "1", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "changed path" in out and "cat\\x1b[2J" in out and "dense\\x1b[31m" in out
+    assert not any(ch in out for ch in "\x1b\x07\u202e")
+
+
+@pytest.mark.parametrize("name, value", [("accuracy", "high"), ("loss", [1]), ("k", 2.5)])
+def test_report_refuses_a_mistyped_metric_naming_the_file(two_epochs, capsys, name, value):
+    """accuracy, loss and k are numbers: another type is refused when the graph is read, naming the
+    file and the field, not later by a conversion that names neither (issue 20, item 13)."""
+    import json
+
+    run_dir, _ = two_epochs
+    path = run_dir / "graphs" / "epoch_002" / "activations.json"
+    doc = json.loads(path.read_text())
+    doc["metrics"][name] = value
+    path.write_text(json.dumps(doc))
+    assert main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "epoch_002/activations.json: does not match schema flowgraph-1 at metrics/" + name in err

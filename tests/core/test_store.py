@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -379,3 +380,29 @@ def test_errors_hold_the_set_up_errors_as_well_as_the_epochs(run_dir):
     assert list(errors) == [3, store.SETUP_ERRORS] and store.SETUP_ERRORS == "setup"
     assert errors[3].endswith("MemoryError\n") and errors["setup"].endswith("x, " * 500)  # whole, not cut
 
+
+
+def test_only_the_writers_epoch_directories_with_a_graph_are_epochs(run_dir, tally):
+    """``epoch_0003`` beside ``epoch_003``, other digits, an empty directory: none is an epoch, so
+    no epoch is listed twice and every listed epoch has graphs (issue 20, item 11)."""
+    tally("files corrupted")
+    graphs = run_dir / "graphs"
+    shutil.copytree(graphs / "epoch_003", graphs / "epoch_0003")
+    shutil.copytree(graphs / "epoch_000", graphs / "epoch_0001")
+    shutil.copytree(graphs / "epoch_000", graphs / "epoch_\u0660\u0660\u0665")  # Arabic-Indic 005
+    (graphs / "epoch_007").mkdir()
+    (graphs / "epoch_008").mkdir()
+    (graphs / "epoch_008" / "metrics.json").write_text("{}")
+    run = load_run(run_dir)
+    assert run.epochs == [0, 3]
+    assert [run.epoch(e).epoch for e in run.epochs] == [0, 3]
+
+
+def test_a_graph_written_again_with_sorted_keys_loads_equal(run_dir):
+    """Key order is not part of JSON: a graph re-serialised as ``jq -S`` writes it loads (item 12)."""
+    path = run_dir / "graphs" / "epoch_003" / "lrp.json"
+    before = load_run(run_dir).epoch(3, "lrp")
+    doc = json.loads(path.read_text())
+    doc["flows"] = [dict(sorted(f.items())) for f in doc["flows"]]
+    path.write_text(json.dumps(doc, sort_keys=True, indent=2))
+    assert load_run(run_dir).epoch(3, "lrp").equals(before)

@@ -190,6 +190,9 @@ def _load(run_dir, epoch=5):
     (lambda j, z: _edit_json(j, lambda d: d.update(extra=1)), "does not match schema views-1"),
     (lambda j, z: _edit_json(j, lambda d: d.update(arrays="../../../run.json.npz")), "does not match schema views-1"),
     (lambda j, z: _edit_json(j, lambda d: d.update(epoch=4)), "says epoch 4"),
+    # markup where a method name belongs, drawn in the run page's projection title (issue 20, item 15)
+    (lambda j, z: _edit_json(j, lambda d: d.update(projection_method='<a href="https://x.example">PCA</a>')),
+     "does not match schema views-1 at projection_method"),
     (lambda j, z: j.write_text('{"format": NaN}'), "invalid JSON"),
     (lambda j, z: z.unlink(), "file not found"),
     (lambda j, z: (z.unlink(), os.mkfifo(z)), "FIFO"),
@@ -340,3 +343,9 @@ def test_run_show_class_means_and_projection(run_dir):
     assert run.show("projection", layer="l1").layout.sliders[0].steps[-1].label == "5"
     with pytest.raises(ValueError, match="view: expected one of"):
         run.show("umap")
+
+
+def test_views_refuse_an_unknown_projection_method():
+    expected = r"^projection_method: expected one of \(None, 'pca', 'umap'\), got '<b>x</b>'"
+    with pytest.raises(ValueError, match=expected):
+        flows.EpochViews(projection_method="<b>x</b>")

@@ -306,6 +306,8 @@ def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph], views: Option
     ValueError
         For graphs of several epochs, views that do not fit the graphs, or a document the loader
         would refuse (a writer's bug). Nothing is written then.
+    RunFormatError
+        When ``graphs/`` leads outside ``log_dir`` (a symlink). Nothing is written then.
     """
     if not graphs:
         raise ValueError("graphs: expected at least one FlowGraph")
@@ -333,6 +335,9 @@ def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph], views: Option
     for name, (doc, schema) in documents.items():
         check_before_writing(doc, schema, final / name)
     root.mkdir(parents=True, exist_ok=True)
+    # A planted symlink (graphs/ leading elsewhere) is refused as the reader refuses it: the epoch
+    # would be written outside the run, and the run then refused by load_run.
+    _within(log_dir, root)
     # The temporary name carries this process's id: remove_stale_temporaries tells a dead writer's.
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final.name), suffix=".tmp", dir=root))
     try:

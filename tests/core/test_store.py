@@ -406,3 +406,17 @@ def test_a_graph_written_again_with_sorted_keys_loads_equal(run_dir):
     doc["flows"] = [dict(sorted(f.items())) for f in doc["flows"]]
     path.write_text(json.dumps(doc, sort_keys=True, indent=2))
     assert load_run(run_dir).epoch(3, "lrp").equals(before)
+
+
+def test_the_writer_refuses_a_graphs_directory_that_leads_outside_the_run(tmp_path, tally):
+    """A planted ``graphs`` symlink is refused by the writer as by the reader: nothing is written
+    elsewhere (issue 20, item 17)."""
+    tally("files corrupted")
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir()
+    elsewhere.mkdir()
+    store.write_run_info(run, RUN_INFO)
+    os.symlink(elsewhere, run / "graphs")
+    with pytest.raises(RunFormatError, match=r"graphs: leads to .*outside the run directory"):
+        store.save_epoch(run, {"activations": make_graph(0, 1)})
+    assert list(elsewhere.iterdir()) == []

@@ -165,8 +165,7 @@ class SnapshotSettings:
             check_parameter(f.name, getattr(self, f.name))
         lrp_engines.check_backend(self.lrp_backend, self.analyzer)  # the native engine has fewer analyzers
         if self.projection == "umap" and not project.umap_available():
-            raise ValueError("projection: 'umap' needs the umap-learn package (pip install 'flowcallback[umap]'); "
-                             "'pca', or 'auto' (UMAP where installed), work without it")
+            raise ValueError(f"projection: {project.UMAP_MISSING}")
         normal = {
             "layers": self.layers if self.layers is None or self.layers == "all" else tuple(self.layers),
             "projection_layers": None if self.projection_layers is None else tuple(self.projection_layers),

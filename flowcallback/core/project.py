@@ -39,6 +39,8 @@ DEFAULT_MAX_SAMPLES = 2000
 METHOD = _params.options(*METHODS)
 #: How many samples are projected: 3 at least (a 2-D layout of fewer says nothing).
 SAMPLES = _params.integer(3)
+#: Why ``"umap"`` is refused where umap-learn is missing (after the argument's name).
+UMAP_MISSING = "'umap' needs the umap-learn package (pip install 'flowcallback[umap]'); 'pca' or 'auto' work without it"
 
 
 def umap_available() -> bool:
@@ -58,8 +60,7 @@ def resolve_method(method: str = "auto") -> str:
     if method == "auto":
         return "umap" if umap_available() else "pca"
     if method == "umap" and not umap_available():
-        raise ValueError("method: 'umap' needs the umap-learn package (pip install 'flowcallback[umap]'); "
-                         "'pca' or 'auto' work without it")
+        raise ValueError(f"method: {UMAP_MISSING}")
     return method
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from flowcallback import _validation as checks
 from flowcallback.core import capture, knn, store
 from flowcallback.core._notes import Note, info
+from flowcallback.core.flows import RESERVED_COLUMNS
 from flowcallback.core.lrp import engines as lrp_engines
 from flowcallback.settings import SnapshotSettings
 
@@ -89,6 +90,11 @@ def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSetting
     names = list(columns.names)
     if not names:
         raise ValueError("layers: the model has no layer to analyse")
+    reserved = [n for n in names if n in RESERVED_COLUMNS]
+    if reserved:
+        raise ValueError(f"model: the layer {reserved[0]!r} takes the name of a column every flow graph ends "
+                         f"with ({' and '.join(map(repr, RESERVED_COLUMNS))}); rename the layer (name=...) "
+                         "or leave it out of layers=")
     unknown = sorted(set(settings.projection_layers or ()) - set(names))
     if unknown:
         raise ValueError(f"projection_layers: {unknown} are not among the analysed layers {names}")

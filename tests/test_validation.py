@@ -308,3 +308,22 @@ def test_labels_the_loss_cannot_take_give_a_note_not_a_silent_gap(small, tmp_pat
     assert g.metrics["loss"] is None
     note = [n for n in g.notes if n.startswith("loss not shown")]
     assert len(note) == 1 and "sparse_categorical_crossentropy" in note[0] and "(100, 10)" in note[0], g.notes
+
+
+@pytest.mark.parametrize("reserved", ["Prediction", "Ground truth"])
+def test_a_layer_named_like_a_final_column_is_refused_before_training(tmp_path, small, reserved, tally):
+    """Issue 20 item 19: every snapshot failed after its capture, and the run ended with no epoch."""
+    tally("bad inputs tried")
+    import tensorflow as tf
+
+    x_tr, y_tr, x_te, y_te = small
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
+                                 tf.keras.layers.Dense(16, activation="relu"),
+                                 tf.keras.layers.Dense(10, activation="softmax", name=reserved)])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    cb = FlowCallback((x_te, y_te), log_dir=tmp_path / "r", verbose=0, lrp=False, k=10)
+    with pytest.raises(ValueError, match=rf"^model: the layer '{reserved}' takes the name .*rename the layer"):
+        model.fit(x_tr, y_tr, epochs=1, verbose=0, callbacks=[cb])
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights())), "training started"
+    assert not (tmp_path / "r" / "run.json").exists()

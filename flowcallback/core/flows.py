@@ -45,7 +45,11 @@ __all__ = [
     "ANALYSIS_NAME",
     "EpochViews",
     "MAX_CLASS_MEAN_VALUES",
+    "RESERVED_COLUMNS",
 ]
+
+#: The columns every flow graph ends with; no layer may take these names.
+RESERVED_COLUMNS = ("Prediction", "Ground truth")
 
 #: How pages and figures name each analysis of a snapshot.
 ANALYSIS_LABELS = {"activations": "Activations", "lrp": "LRP relevance"}
@@ -614,7 +618,7 @@ def build_flow_graph(
     dupes = sorted({x for x in names if names.count(x) > 1})
     if dupes:
         raise ValueError(f"layer_clusters: column names must be unique, {dupes} repeat "
-                         "(a layer may not be called 'Prediction' or 'Ground truth')")
+                         f"(a layer may not be called {' or '.join(map(repr, RESERVED_COLUMNS))})")
     a = np.stack(blocks, axis=1)
     m = a.shape[1]
     initial = [tuple(np.unique(a[:, j]).tolist()) for j in range(m)]

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import warnings
-from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -22,7 +24,10 @@ from flowcallback.core.flows import RESERVED_COLUMNS
 from flowcallback.core.lrp import engines as lrp_engines
 from flowcallback.settings import SnapshotSettings
 
-__all__ = ["RunPlan", "plan_run", "fingerprint", "run_description", "refuse_another_model"]
+_EPOCH_PAGE = re.compile(r"^epoch_[0-9]+\.html$")
+
+__all__ = ["RunPlan", "plan_run", "fingerprint", "run_description", "resume", "refuse_foreign_files", "architecture",
+           "held_out_digest"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,9 @@ class RunPlan:
     lrp_backend : {"native", "innvestigate"} or None
         None when LRP is off or unavailable for this model (:attr:`lrp_unavailable` says why).
     lrp_unavailable : str
+    column_names : mapping of layer name to column name
+        The columns' names where they are not the layers' own: a run resumed with the same model
+        rebuilt (other automatic names) keeps the run's names (:func:`resume`).
     """
 
     columns: capture.ColumnChoice
@@ -59,22 +67,112 @@ class RunPlan:
     binary_threshold: float
     lrp_backend: Optional[str]
     lrp_unavailable: str
+    column_names: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def layer_names(self) -> Tuple[str, ...]:
+        """The analysed layers, by their names in the model."""
         return tuple(self.columns.names)
+
+    @property
+    def column_layers(self) -> List[Tuple[str, str]]:
+        """``(column name, layer type)`` of each analysed layer, in model order."""
+        return [(self.column(n), self.layer_types[n]) for n in self.layer_names]
+
+    def column(self, layer: str) -> str:
+        """The name of the column of ``layer`` in the run's files and pages."""
+        return self.column_names.get(layer, layer)
+
+    def columns_keyed(self, by_layer: Mapping) -> Dict:
+        """``by_layer`` (keyed by layer names, or by ``(analysis, layer)``) keyed by column names."""
+        return {(k[0], self.column(k[1])) if isinstance(k, tuple) else self.column(k): v
+                for k, v in by_layer.items()}
+
+
+def _layer_names(model) -> list:
+    """Every layer's name, nested models' layers included, in the model's order."""
+    names, stack = [], [model]
+    while stack:
+        layer = stack.pop(0)
+        names.append(layer.name)
+        stack[:0] = list(getattr(layer, "layers", ()) or ())
+    return names
+
+
+def architecture(model):
+    """The model's architecture as plain data: layer classes, their configuration, shapes and
+    connections, with every layer named by its position instead of its name.
+
+    Keras numbers automatic names per process (``dense`` / ``dense_1``, ``input_layer`` /
+    ``input_layer_1``), so the same model rebuilt in a notebook has other names; and
+    ``model.to_json()`` also holds the compile configuration (optimizer, learning rate). Neither is
+    the architecture: ``trainable`` flags (fine-tuning unfreezes layers) are left out too.
+
+    Examples
+    --------
+    >>> import keras
+    >>> def build():
+    ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> architecture(build()) == architecture(build())
+    True
+    """
+    try:
+        config = model.get_config()
+        json.dumps(config)
+    except Exception:  # a subclassed model without get_config: its class, layers' classes and weight shapes
+        return {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+                "layers": [type(layer).__name__ for layer in model.layers],
+                "weights": [list(np.shape(w)) for w in model.get_weights()]}
+    known = set(_layer_names(model))  # and the names of layers Keras keeps out of .layers (a Sequential's input)
+
+    def collect(value):
+        if isinstance(value, dict):
+            if "Policy" in str(value.get("class_name", "")):  # a dtype policy's name is "float32"...: kept
+                return
+            if isinstance(value.get("name"), str):
+                known.add(value["name"])
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                collect(v)
+
+    collect(config)
+    tokens: Dict[str, str] = {}
+
+    def canonical(value):
+        if isinstance(value, dict):
+            return {k: canonical(v) for k, v in value.items() if k != "trainable"}
+        if isinstance(value, (list, tuple)):
+            return [canonical(v) for v in value]
+        if isinstance(value, str) and value in known:
+            return tokens.setdefault(value, f"<layer {len(tokens)}>")
+        return value
+
+    return canonical(config)
 
 
 def fingerprint(model) -> str:
-    """A hash of the architecture (not the weights), to refuse another model in the same log_dir."""
-    try:
-        cfg = json.loads(model.to_json())
-        cfg.get("config", {}).pop("name", None)
-    except Exception:  # a subclassed model without get_config: its class, layers and weight shapes
-        cfg = {"class": f"{type(model).__module__}.{type(model).__qualname__}",
-               "layers": [[type(layer).__name__, layer.name] for layer in model.layers],
-               "weights": [list(np.shape(w)) for w in model.get_weights()]}
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+    """A hash of the architecture (:func:`architecture`; not the weights, the compile state or the
+    automatic layer names), to refuse another model in the same log_dir."""
+    return hashlib.sha256(json.dumps(architecture(model), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def held_out_digest(x: np.ndarray, labels: np.ndarray) -> str:
+    """A hash of the held-out inputs and labels (their bytes, dtypes and shapes), recorded in
+    run.json so that a resume on other samples is noticed.
+
+    >>> x = np.zeros((3, 2), np.float32)
+    >>> held_out_digest(x, np.array([0, 1, 0])) == held_out_digest(x.copy(), np.array([0, 1, 0]))
+    True
+    >>> held_out_digest(x, np.array([0, 1, 0])) == held_out_digest(x + 1, np.array([0, 1, 0]))
+    False
+    """
+    h = hashlib.sha256()
+    for a in (np.ascontiguousarray(x), np.ascontiguousarray(labels, dtype=np.int64)):
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()[:16]
 
 
 def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSettings) -> RunPlan:
@@ -121,9 +219,16 @@ def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSetting
                    binary_threshold=threshold, lrp_backend=backend, lrp_unavailable=unavailable)
 
 
+def _positions(model, layer_names) -> list:
+    """Each analysed layer's position among the model's layers (nested ones included)."""
+    order = _layer_names(model)
+    return [order.index(n.split("/")[-1]) if n.split("/")[-1] in order else -1 for n in layer_names]
+
+
 def run_description(model, plan: RunPlan, settings: SnapshotSettings, n_samples: int,
-                    lrp_backend: Optional[str]) -> Dict:
-    """``run.json`` of a run following ``plan`` (:func:`flowcallback.core.store.run_info`)."""
+                    lrp_backend: Optional[str], held_out: str = "") -> Dict:
+    """``run.json`` of a run following ``plan`` (:func:`flowcallback.core.store.run_info`);
+    ``held_out`` is the held-out set's :func:`held_out_digest`."""
     config = {
         "k": plan.k,
         "k_rule": settings.k if isinstance(settings.k, str) else "fixed",
@@ -136,22 +241,78 @@ def run_description(model, plan: RunPlan, settings: SnapshotSettings, n_samples:
         "analyzer_kwargs": dict(settings.analyzer_kwargs),
         "lrp_engine": lrp_engines.engine_label(lrp_backend) if lrp_backend else None,
         "n_samples": int(n_samples),
+        "held_out_digest": held_out,
         "epoch_numbering": "0 is the untrained model; e is the model after e epochs of training",
     }
     c = plan.columns
     return store.run_info(model_name=model.name, fingerprint=fingerprint(model), class_names=plan.class_names,
                           analyses=["activations", "lrp"] if lrp_backend else ["activations"],
-                          layers=[(n, plan.layer_types[n]) for n in plan.layer_names],
-                          columns={"rule": c.rule, "eligible_layers": c.eligible, "description": c.description},
+                          layers=plan.column_layers,
+                          columns={"rule": c.rule, "eligible_layers": c.eligible, "description": c.description,
+                                   "positions": _positions(model, plan.layer_names)},
                           config=config)
 
 
-def refuse_another_model(log_dir, info: Mapping) -> None:
-    """Refuse to append a model's epochs to a run directory that holds another model's."""
+def resume(log_dir, plan: RunPlan, description: Mapping) -> Tuple[RunPlan, Optional[Mapping]]:
+    """Check ``log_dir``'s run, if it holds one, against the run about to start, and continue it.
+
+    Parameters
+    ----------
+    log_dir : path
+    plan : RunPlan
+    description : mapping
+        The new run's description (:func:`run_description`).
+
+    Returns
+    -------
+    plan : RunPlan
+        ``plan``, naming its columns as the run does where the model was rebuilt with other
+        automatic layer names (the architecture is the same: the columns correspond in order).
+    former : mapping or None
+        The run's description as it was, or None for a new run.
+
+    Raises
+    ------
+    ValueError
+        ``log_dir`` holds a run of another architecture, or pages and graphs of no run (no run.json).
+    """
     from pathlib import Path
 
-    if (Path(log_dir) / "run.json").exists():
-        old = store.read_run_info(log_dir)
-        if old["model"]["fingerprint"] != info["model"]["fingerprint"]:
-            raise ValueError(f"log_dir: {log_dir} holds a run of a different model ({old['model']['name']!r}); "
-                             "use a new log_dir for a new model")
+    log_dir = Path(log_dir)
+    refuse_foreign_files(log_dir)
+    if not (log_dir / "run.json").exists():
+        return plan, None
+    old = store.read_run_info(log_dir)
+    if old["model"]["fingerprint"] != description["model"]["fingerprint"]:
+        raise ValueError(f"log_dir: {log_dir} holds a run of a different model ({old['model']['name'][:80]!r}); "
+                         "use a new log_dir for a new model")
+    old_columns = [(layer["name"], layer["type"]) for layer in old["layers"]]
+    new_columns = plan.column_layers
+    positions = (old.get("columns") or {}).get("positions")
+    if new_columns == old_columns or positions is None or positions != description["columns"].get("positions"):
+        return plan, old  # the same names, or other layers chosen: as they are
+    renamed = {layer: old_name for layer, (old_name, _) in zip(plan.layer_names, old_columns) if layer != old_name}
+    if len(set(renamed.values()) | (set(plan.layer_names) - set(renamed))) < len(plan.layer_names):
+        return plan, old  # the run's names would collide with the model's own: keep the model's
+    shown = ", ".join(f"{k} as {v}" for k, v in list(renamed.items())[:6]) + (", ..." if len(renamed) > 6 else "")
+    note = info(f"The model was rebuilt with other layer names; its columns keep this run's names ({shown}).")
+    return replace(plan, column_names=renamed, notes=(*plan.notes, note)), old
+
+
+def refuse_foreign_files(log_dir) -> None:
+    """Refuse a log_dir without run.json that holds pages or graphs: flowcallback did not write
+    them (or their run.json is gone), and a run would overwrite them."""
+    from pathlib import Path
+
+    log_dir = Path(log_dir)
+    if os.path.lexists(log_dir / "run.json"):
+        return
+    try:
+        entries = sorted(os.scandir(log_dir), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.name in ("index.html", "graphs") or _EPOCH_PAGE.match(entry.name):
+            raise ValueError(f"log_dir: {log_dir} holds {entry.name}, which is not from a flowcallback run "
+                             "(the directory has no run.json) and would be overwritten; use a new or empty "
+                             "log_dir, or move the file away")

@@ -40,6 +40,7 @@ class SnapshotThreads:
         self.nice = nice
         self._coordinator: Optional[ThreadPoolExecutor] = None
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._stopping = False  # shutdown(cancel=True) under way: no new layer pool
 
     @property
     def idle(self) -> bool:
@@ -61,16 +62,28 @@ class SnapshotThreads:
 
     def layer_pool(self) -> ThreadPoolExecutor:
         """The pool of the per-layer jobs (two threads: FAISS and the MCL kernel use several cores each)."""
+        if self._stopping:
+            raise RuntimeError("the snapshot threads are stopping")
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowcallback-layer",
                                             initializer=self._init_thread)
         return self._pool
 
     def shutdown(self, *, cancel: bool) -> None:
-        """Stop the coordinator (waiting for its snapshot), then the layer pool; ``cancel`` drops
-        the jobs not started."""
-        for name in ("_coordinator", "_pool"):
+        """Stop the coordinator (waiting for its snapshot), then the layer pool.
+
+        ``cancel`` drops the jobs not started: the snapshots waiting for the coordinator, and the
+        running snapshot's layer jobs (it then fails at once, and is dropped by its runner); no new
+        layer pool is made until this returns. Interrupted (Ctrl-C), it can be called again: it
+        goes on where it was.
+        """
+        if cancel:
+            self._stopping = True
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+        for name in ("_coordinator", "_pool"):  # the pool is read after the coordinator has stopped
             pool = getattr(self, name)
-            setattr(self, name, None)
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=cancel)
+                setattr(self, name, None)
+        self._stopping = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -21,11 +22,13 @@ import numpy as np
 from flowcallback import _validation as checks
 from flowcallback._capture import Capture, capture_epoch
 from flowcallback._errors import ErrorPolicy
-from flowcallback._plan import RunPlan, plan_run, refuse_another_model, run_description
+from flowcallback._lock import RunLock
+from flowcallback._plan import RunPlan, held_out_digest, plan_run, refuse_foreign_files, resume, run_description
 from flowcallback._progress import SnapshotProgress
 from flowcallback._relevance import RelevanceStage
 from flowcallback._threads import SnapshotThreads
 from flowcallback.core import project, render, runpage, stages, store
+from flowcallback.core._notes import info
 from flowcallback.core.flows import ANALYSIS_LABELS, EpochViews
 from flowcallback.exceptions import SnapshotError
 from flowcallback.run import load_run
@@ -51,6 +54,7 @@ class Snapshotter:
     def __init__(self, validation_data, log_dir, settings: SnapshotSettings):
         self.x, self.y_raw = checks.check_validation_data(validation_data)
         self.labels = checks.labels_from_y(self.y_raw)
+        self.held_out_digest = held_out_digest(self.x, self.labels)
         self.log_dir = Path(checks.check_log_dir(log_dir))
         self.settings = settings
         if isinstance(settings.k, int):
@@ -67,6 +71,7 @@ class Snapshotter:
         self.relevance = RelevanceStage(settings, None, self.errors)
         self._pending: list = []
         self.threads = SnapshotThreads(background=settings.background, nice=settings.nice)
+        self.lock = RunLock(self.log_dir)
         self._aborted = False
         self._continuity = stages.Continuity()  # the last snapshot's cluster ids, orders and projections
         self._projection_samples: Optional[np.ndarray] = None  # the projected samples, the same at every epoch
@@ -97,13 +102,22 @@ class Snapshotter:
 
     def _prepare(self, model) -> None:
         self._aborted, self.model, s = False, model, self.settings
-        self.plan = plan = plan_run(model, self.x, self.labels, s)
-        info_doc = run_description(model, plan, s, len(self.x), plan.lrp_backend)
-        refuse_another_model(self.log_dir, info_doc)
+        plan = plan_run(model, self.x, self.labels, s)
+        refuse_foreign_files(self.log_dir)  # before anything is written there
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()  # one writer per run: RunInUseError names a live holder
+            plan, former = resume(self.log_dir, plan, self._describe(plan, plan.lrp_backend))
+            same_samples = former is None or former["config"].get("held_out_digest") == self.held_out_digest
+            if not same_samples:
+                plan = replace(plan, notes=(*plan.notes, info(
+                    "The held-out set is not the one of this run's earlier epochs (its digest differs): "
+                    "cluster ids and orders start afresh, and comparisons with those epochs are refused.")))
+            self.plan = plan
+            info_doc = self._describe(plan, plan.lrp_backend)
             store.write_run_info(self.log_dir, info_doc)
         except OSError as exc:  # read-only or full disk: the run cannot be recorded, training can go on
+            self.lock.release()
             if s.on_error == "raise":
                 raise SnapshotError(f"log_dir: cannot write to {self.log_dir}: {exc}") from exc
             self.disabled = f"cannot write to {self.log_dir}: {exc}"
@@ -112,13 +126,16 @@ class Snapshotter:
             return
         self._projection_samples = project.choose_samples(len(self.x), s.projection_samples) if s.projection else None
         store.remove_stale_temporaries(self.log_dir)  # what writers killed mid-write (SIGKILL) left
-        self._resume(info_doc)
+        self._resume(info_doc, same_samples)
         self.relevance = RelevanceStage(s, plan.lrp_backend, self.errors, plan.lrp_unavailable)
         if self.relevance.start(model, plan.layer_names, self.x):  # auto: iNNvestigate refused, native runs
-            self.page.info = run_description(model, plan, s, len(self.x), "native")
+            self.page.info = self._describe(plan, "native")
             store.write_run_info(self.log_dir, self.page.info)
 
-    def _resume(self, info_doc: dict) -> None:
+    def _describe(self, plan: RunPlan, lrp_backend) -> dict:
+        return run_description(self.model, plan, self.settings, len(self.x), lrp_backend, self.held_out_digest)
+
+    def _resume(self, info_doc: dict, same_samples: bool) -> None:
         """When appending to a run, read its epochs once: for the run page, and to continue the
         cluster ids and orders of its last epoch (when the held-out set is the same)."""
         self.page, self._continuity = runpage.RunPageState(self.log_dir, info_doc), stages.Continuity()
@@ -128,32 +145,55 @@ class Snapshotter:
             self.errors.on_record = self.page.add_error
         except Exception:  # an unreadable earlier epoch is left off the page (load_run reports it)
             return
-        if self.page.graphs:
+        if self.page.graphs and same_samples:
             last = max(self.page.graphs)
             self._continuity = stages.Continuity.resumed(self.page.graphs[last].values(), self.page.views.get(last),
                                                          self.labels, self._projection_samples)
 
     def close(self) -> None:
-        """Wait for background snapshots, then stop the relevance engine and the threads."""
+        """Wait for background snapshots, then stop the relevance engine and the threads.
+
+        Interrupted while it waits (Ctrl-C), it drops the snapshots not yet written (:meth:`abort`)."""
         try:
             self.flush()
-        finally:
-            self.threads.shutdown(cancel=False)
+        except Exception:  # a failed snapshot (on_error="raise"): the others are still written
+            self._stop(cancel=False)
+            raise
+        except BaseException:  # KeyboardInterrupt: stop now
+            self.abort()
+            raise
+        self._stop(cancel=False)
+
+    def _stop(self, *, cancel: bool) -> None:
+        try:
+            self.threads.shutdown(cancel=cancel)
             self.relevance.close()
+        finally:
+            self.lock.release()
 
     def abort(self) -> None:
-        """``fit`` ended without ``on_train_end``: stop now, leaving only complete epochs.
+        """``fit`` ended without ``on_train_end``, or was interrupted while it waited for its
+        snapshots: stop now, leaving only complete epochs.
 
-        Snapshots not yet written are dropped (never half-written), the LRP worker is killed, the
-        threads are stopped; when this returns no process, thread or temporary file is left.
+        Snapshots not yet written are dropped (never half-written): those waiting are cancelled, the
+        running one stops at its next layer job, the LRP worker is killed. When this returns, no
+        process, thread or temporary file of the run is left. A second Ctrl-C meanwhile does not
+        cut this short (it takes about the time of one layer's clustering); it is raised after.
         """
         self._aborted = True
         pending, self._pending = self._pending, []
         for fut in pending:
             fut.cancel()
         self.relevance.kill()
-        self.threads.shutdown(cancel=True)
-        self.relevance.close()
+        interrupt = None
+        while True:
+            try:
+                self._stop(cancel=True)
+                break
+            except KeyboardInterrupt as exc:  # the threads are stopping anyway: wait for them, then raise
+                interrupt = exc
+        if interrupt is not None:
+            raise interrupt
 
     def flush(self) -> List[Path]:
         """Wait for every background snapshot; return the pages written (in epoch order)."""
@@ -214,17 +254,20 @@ class Snapshotter:
         notes = list(captured.notes)
         lrp = self.relevance.analyze(captured.weights, epoch, captured.clock, self.labels, plan.n_classes, notes)
         self.progress.update(epoch, "kNN and MCL clustering", 2, 4)
-        column_notes = {**plan.column_notes, **({"Prediction": captured.prediction_note}
-                                                 if captured.prediction_note else {})}
+        column_notes = {**plan.columns_keyed(plan.column_notes),
+                        **({"Prediction": captured.prediction_note} if captured.prediction_note else {})}
+        embeddings = {a: plan.columns_keyed(e) for a, e in {"activations": captured.activations,
+                                                             **lrp.embeddings}.items()}
+        projection_layers = None if s.projection_layers is None else [plan.column(n) for n in s.projection_layers]
         result = stages.analyse(
-            stages.Captured(epoch=epoch, embeddings={"activations": captured.activations, **lrp.embeddings},
+            stages.Captured(epoch=epoch, embeddings=embeddings, held_out=self.held_out_digest,
                             labels=self.labels, predictions=captured.predictions, metrics=captured.metrics,
                             analysis_metrics=lrp.metrics, notes=(*plan.notes, *notes), analysis_notes=lrp.notes,
                             column_notes=column_notes),
-            [(n, plan.layer_types[n]) for n in plan.layer_names], k=plan.k, inflation=s.inflation, index=s.index,
+            plan.column_layers, k=plan.k, inflation=s.inflation, index=s.index,
             mcl_backend=s.mcl_backend, mcl_threads=s.mcl_threads, class_names=plan.class_names,
-            previous=self._continuity, map=(s.executor or self.threads.layer_pool()).map, clock=captured.clock,
-            projection=s.projection, projection_layers=s.projection_layers, projection_samples=self._projection_samples)
+            previous=self._continuity, map=self._layer_map, clock=captured.clock,
+            projection=s.projection, projection_layers=projection_layers, projection_samples=self._projection_samples)
         self.progress.update(epoch, "writing the pages and files", 3, 4)
         for (analysis, layer), exc in result.left_out.items():
             label = ANALYSIS_LABELS.get(analysis, analysis)
@@ -236,8 +279,8 @@ class Snapshotter:
         if self._aborted:
             raise _Aborted()
         self._continuity = result.continuity
-        views = EpochViews(class_means={k: m for k, m in {**captured.class_means, **lrp.class_means}.items()
-                                        if k[0] in result.graphs},
+        class_means = plan.columns_keyed({**captured.class_means, **lrp.class_means})
+        views = EpochViews(class_means={k: m for k, m in class_means.items() if k[0] in result.graphs},
                            projections=result.projections, projection_method=result.projection_method,
                            projection_samples=self._projection_samples if result.projections else None)
         page = self._write(result, views, captured.clock, title_prefix=title_prefix)
@@ -247,6 +290,20 @@ class Snapshotter:
         self.pages[epoch] = page
         self.progress.finished(epoch, f"FlowCallback: epoch {epoch} snapshot written to {page} ({seconds:.1f} s)")
         return page
+
+    def _layer_map(self, fn, *iterables):
+        """The layer jobs on the executor (``executor=`` or the layer pool), stopping at the first
+        result after :meth:`abort`: closing the executor's result iterator cancels the jobs not started."""
+        results = (self.settings.executor or self.threads.layer_pool()).map(fn, *iterables)
+        try:
+            for result in results:
+                if self._aborted:
+                    raise _Aborted()
+                yield result
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
 
     def _write(self, result: stages.SnapshotAnalysis, views: EpochViews, clock, *, title_prefix: str) -> Path:
         """The store and render stages: the epoch's files, its page, the run page, TensorBoard."""

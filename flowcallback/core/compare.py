@@ -47,13 +47,17 @@ def compare_epochs(graph_a: FlowGraph, graph_b: FlowGraph) -> Comparison:
     Raises
     ------
     ValueError
-        If the two graphs do not describe the same samples (different ground-truth labels).
+        If the two graphs do not describe the same samples (other held-out digests, or different
+        ground-truth labels).
     """
     from sklearn.metrics import adjusted_rand_score
 
     from flowcallback.core.match import match_clusters
 
     ga, gb = graph_a, graph_b
+    if ga.held_out and gb.held_out and ga.held_out != gb.held_out:
+        raise ValueError(f"epochs {ga.epoch} and {gb.epoch} were taken on different held-out sets (digests "
+                         f"{ga.held_out} and {gb.held_out}): their samples differ, so their paths cannot be compared")
     if not np.array_equal(ga.labels, gb.labels):
         raise ValueError(f"epochs {ga.epoch} and {gb.epoch} do not describe the same samples")
     rows, changed = [], np.zeros(ga.n_samples, dtype=bool)

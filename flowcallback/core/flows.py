@@ -48,6 +48,7 @@ __all__ = [
     "RESERVED_COLUMNS",
 ]
 
+_HELD_OUT = re.compile(r"^([0-9a-f]{16})?$")
 #: The columns every flow graph ends with; no layer may take these names.
 RESERVED_COLUMNS = ("Prediction", "Ground truth")
 
@@ -146,6 +147,9 @@ class FlowGraph:
         ``"info"``; plain strings given here are information). Per-column notes are on
         :attr:`Column.note`. At most 100 notes of at most 2,000 characters each (what the graph's
         file holds, :mod:`flowcallback.core._notes`): more raises ``ValueError``.
+    held_out : str
+        A digest of the held-out samples the snapshot was taken on (16 hexadecimal digits), or
+        ``""`` where unknown: graphs of two different held-out sets are not compared.
     """
 
     epoch: int
@@ -157,6 +161,7 @@ class FlowGraph:
     class_names: Tuple[str, ...]
     metrics: Mapping[str, object] = dataclasses.field(default_factory=dict)
     notes: Tuple[str, ...] = ()
+    held_out: str = ""
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -170,6 +175,8 @@ class FlowGraph:
             raise ValueError(f"notes: expected a sequence of strings, got the string {self.notes!r}")
         set_("notes", tuple(as_note(s) for s in self.notes))  # a plain string is information
         check_notes(self.notes)  # what the file of the graph can hold: a graph is always saved and read back
+        if not _HELD_OUT.match(self.held_out):
+            raise ValueError(f"held_out: expected 16 hexadecimal digits or '', got {self.held_out[:40]!r}")
         n = self.labels.shape[0]
         if self.assignments.ndim != 2 or self.assignments.shape != (n, len(self.columns)):
             raise ValueError(
@@ -557,6 +564,7 @@ def build_flow_graph(
     graph_notes: Sequence[str] = (),
     sweeps: int = 4,
     initial_orders: Optional[Mapping[str, Sequence[int]]] = None,
+    held_out: str = "",
 ) -> FlowGraph:
     """Assemble the columns, order them and return a :class:`FlowGraph`.
 
@@ -641,4 +649,5 @@ def build_flow_graph(
         class_names=tuple(class_names),
         metrics=dict(metrics or {}),
         notes=tuple(graph_notes),
+        held_out=held_out,
     )

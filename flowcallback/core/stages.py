@@ -159,6 +159,7 @@ class Captured:
     notes: Tuple[str, ...] = ()
     analysis_notes: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
     column_notes: Mapping[str, str] = field(default_factory=dict)
+    held_out: str = ""
 
 
 @dataclass(frozen=True)
@@ -356,7 +357,7 @@ def analyse(
                 layer_clusters, captured.labels, captured.predictions, class_names=class_names,
                 epoch=captured.epoch, analysis=analysis,
                 metrics={name: flows.clean_metric(v) for name, v in graph_metrics.items()},
-                initial_orders=previous.orders.get(analysis), notes=notes,
+                initial_orders=previous.orders.get(analysis), notes=notes, held_out=captured.held_out,
                 graph_notes=(*captured.notes, *left, *captured.analysis_notes.get(analysis, ()),
                              *([problem(f"projection left out of this epoch ({first_line(error)})")] if error else [])),
             )

@@ -106,6 +106,7 @@ def graph_to_json(graph: FlowGraph, arrays_name: str) -> dict:
             for row in flows[list(_FLOW_FIELDS)].itertuples(index=False)
         ],
         "arrays": arrays_name,
+        **({"held_out": graph.held_out} if graph.held_out else {}),
         # information as plain strings (the format before notes had kinds), problems as objects
         "notes": [_note_json(as_note(n)) for n in graph.notes],
     }
@@ -170,6 +171,7 @@ def load_flow_graph(json_path: PathLike, *, root: Optional[PathLike] = None) -> 
         class_names=tuple(doc["class_names"]),
         metrics=doc["metrics"],
         notes=tuple(Note(n) if isinstance(n, str) else Note(n["text"], n["kind"]) for n in doc.get("notes", ())),
+        held_out=doc.get("held_out", ""),
     )
     expected = graph.flows[list(_FLOW_FIELDS)]
     got = [tuple(f[k] for k in _FLOW_FIELDS) for f in doc["flows"]]  # by name: any key order is valid JSON

@@ -1,0 +1,169 @@
+"""A run directory shared over time and between processes (issue 20 items 3, 4, 5, 18).
+
+One writer at a time (a lock that a killed holder does not leave behind), resuming as users resume
+(the same model rebuilt, recompiled, reloaded), another held-out set noticed, and files that
+flowcallback did not write left alone.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from flowcallback import FlowCallback, load_run
+from flowcallback._plan import fingerprint
+
+pytestmark = [pytest.mark.slow, pytest.mark.both]
+
+
+def dense_model(units=16, lr=1e-2):
+    """Default layer names: Keras numbers them per process, so a rebuild gets other names."""
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
+                                 tf.keras.layers.Dense(units, activation="relu"),
+                                 tf.keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=tf.keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.fixture(scope="module")
+def data(digits):
+    (x_tr, y_tr), (x_te, y_te) = digits
+    return x_tr[:200], y_tr[:200], x_te[:120], y_te[:120]
+
+
+def fit(model, data, log_dir, epochs, initial_epoch=0, x_val=None):
+    x_tr, y_tr, x_te, y_te = data
+    cb = FlowCallback((x_te if x_val is None else x_val, y_te), log_dir=log_dir, lrp=False, k=8, verbose=0,
+                      projection=None)
+    model.fit(x_tr, y_tr, epochs=epochs, initial_epoch=initial_epoch, verbose=0, callbacks=[cb])
+    return cb
+
+
+# -- resuming ----------------------------------------------------------------------------------
+def test_the_fingerprint_is_the_architecture_only():
+    a = dense_model()
+    b = dense_model(lr=0.5)  # rebuilt: other automatic names, another learning rate
+    assert [layer.name for layer in a.layers] != [layer.name for layer in b.layers]
+    b.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    b.layers[-1].trainable = False  # fine-tuning freezes and unfreezes layers
+    assert fingerprint(a) == fingerprint(b)
+    assert fingerprint(a) != fingerprint(dense_model(units=17))
+    c = dense_model()
+    c.layers[-2].activation = tf.keras.activations.tanh  # the configuration, not only the shapes
+    assert fingerprint(a) != fingerprint(c)
+
+
+def test_resume_after_a_rebuild_and_recompile_keeps_the_run_and_its_names(tmp_path, data):
+    """The notebook pattern: fit, rebuild the model (a cell re-run), load the weights, recompile
+    with another learning rate, fit(initial_epoch=n) on the same log_dir."""
+    log_dir = tmp_path / "r"
+    first = dense_model()
+    fit(first, data, log_dir, epochs=2)
+    names = load_run(log_dir).epoch(2).column_names
+    second = dense_model(lr=1e-3)
+    second.set_weights(first.get_weights())
+    assert [layer.name for layer in second.layers] != [layer.name for layer in first.layers]
+    fit(second, data, log_dir, epochs=4, initial_epoch=2)
+    run = load_run(log_dir)
+    assert run.epochs == [0, 1, 2, 3, 4]
+    assert {run.epoch(e).column_names for e in run.epochs} == {names}  # one set of columns across the run
+    assert [layer["name"] for layer in run.info["layers"]] == list(names[:-2])
+    assert any("rebuilt with other layer names" in n for n in run.epoch(3).notes)
+    assert not any("rebuilt" in n for n in run.epoch(2).notes)
+    assert len(run.compare(2, 3).layers) == len(names) - 2  # the layers are matched across the resume
+    assert run.errors() == {}
+
+
+def test_another_architecture_is_still_refused(tmp_path, data):
+    log_dir = tmp_path / "r"
+    fit(dense_model(), data, log_dir, epochs=1)
+    with pytest.raises(ValueError, match="holds a run of a different model"):
+        fit(dense_model(units=32), data, log_dir, epochs=1)
+    assert load_run(log_dir).epochs == [0, 1]
+
+
+def test_resume_on_another_held_out_set_is_noticed(tmp_path, data):
+    """Other inputs with the same labels: accepted as a new held-out set, said on the page, and
+    comparing across the change is refused with the reason."""
+    from flowcallback.cli import main
+
+    x_tr, y_tr, x_te, y_te = data
+    log_dir = tmp_path / "r"
+    model = dense_model()
+    fit(model, data, log_dir, epochs=1)
+    other = np.ascontiguousarray(x_te[::-1])  # the same images, in another order: other samples per label
+    fit(model, data, log_dir, epochs=2, initial_epoch=1, x_val=other)
+    run = load_run(log_dir)
+    assert run.epochs == [0, 1, 2]
+    assert run.epoch(0).held_out == run.epoch(1).held_out != run.epoch(2).held_out
+    assert any("held-out set is not the one" in n for n in run.epoch(2).notes)
+    assert run.info["config"]["held_out_digest"] == run.epoch(2).held_out
+    assert len(run.compare(0, 1).layers) > 0
+    with pytest.raises(ValueError, match="different held-out sets"):
+        run.compare(1, 2)
+    assert main(["compare", str(log_dir), "1", "2"]) == 2
+    page = (log_dir / "epoch_002.html").read_text()
+    assert "held-out set is not the one" in page
+
+
+# -- files flowcallback did not write ----------------------------------------------------------
+@pytest.mark.parametrize("name", ["index.html", "epoch_001.html"])
+def test_a_directory_with_foreign_pages_is_refused_and_left_alone(tmp_path, data, name):
+    log_dir = tmp_path / "site"
+    log_dir.mkdir()
+    (log_dir / name).write_text("<p>my own page</p>")
+    with pytest.raises(ValueError, match=rf"^log_dir: .* holds {name}, which is not from a flowcallback run"):
+        fit(dense_model(), data, log_dir, epochs=1)
+    assert sorted(os.listdir(log_dir)) == [name]
+    assert (log_dir / name).read_text() == "<p>my own page</p>"
+
+
+# -- two processes -----------------------------------------------------------------------------
+HOLDER = textwrap.dedent("""
+    import sys, time
+    import tensorflow as tf
+    from flowcallback import FlowCallback
+    from flowcallback.demo import load_digits_split
+
+    class Hold(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            print("holding", flush=True)
+            time.sleep(600)
+
+    (x_tr, y_tr), (x_te, y_te) = load_digits_split()
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
+                                 tf.keras.layers.Dense(8, activation="relu"),
+                                 tf.keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=sys.argv[1], lrp=False, k=8, verbose=0, background=False)
+    model.fit(x_tr[:100], y_tr[:100], epochs=5, verbose=0, callbacks=[cb, Hold()])
+""")
+
+
+def test_a_second_writer_is_refused_while_the_first_lives_and_not_after(tmp_path, data):
+    log_dir = tmp_path / "r"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(log_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while holder.stdout.readline().strip() != "holding":
+            assert holder.poll() is None and time.time() < deadline, "the first writer never started"
+        written = sorted(p.name for p in (log_dir / "graphs").iterdir())
+        for model in (dense_model(), dense_model(units=8)):  # another model, and the same architecture
+            with pytest.raises(ValueError, match=rf"is being written by process {holder.pid} on "):
+                fit(model, data, log_dir, epochs=1)
+        assert sorted(p.name for p in (log_dir / "graphs").iterdir()) == written  # nothing replaced
+        assert not (log_dir / "errors").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # the holder was killed: its lock went with it, and the run resumes
+    cb = fit(dense_model(units=8), data, log_dir, epochs=3, initial_epoch=1)
+    assert sorted(cb.pages) == [2, 3]
+    assert load_run(log_dir).epochs == [0, 1, 2, 3]

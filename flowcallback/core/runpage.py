@@ -111,8 +111,7 @@ def _other_flow_rows(graph: FlowGraph, shown: Optional[List[int]], max_samples: 
 
 def _run_page_parts(g: FlowGraph, model_name: str, metric_rows=None) -> dict:
     """What the run page shows of one epoch's graph: its figure, class profile, metric rows (those
-    given, computed by the snapshot, or computed here), accuracy, loss and confusion (counted once
-    here, then read by every rewrite of the page)."""
+    given, computed by the snapshot, or computed here), accuracy and loss."""
     from flowcallback.core.metrics import class_profiles, layer_metrics
 
     fig = figure(g, title_prefix=model_name)
@@ -126,7 +125,6 @@ def _run_page_parts(g: FlowGraph, model_name: str, metric_rows=None) -> dict:
         "metrics": layer_metrics([g]) if metric_rows is None else metric_rows,
         "accuracy": g.metrics.get("accuracy"),
         "loss": g.metrics.get("loss"),
-        "confusion": epoch_confusion(g),  # O(samples + classes): its nonzero cells and class totals
         "graph": g,  # for the views across epochs (immutable; its arrays are read-only)
         "model_name": model_name,
     }
@@ -419,7 +417,9 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
             other_flows[str(e)][a] = part["other_flows"]
             profiles[str(e)][a] = part["profile"]
             metric_rows.append(part["metrics"])
-            if a == analyses[0]:
+            if a == analyses[0]:  # the predictions' confusion, counted once per epoch and kept with its parts
+                if "confusion" not in part:
+                    part["confusion"] = epoch_confusion(g)  # O(samples + classes), never classes²
                 confusions[e] = part["confusion"]
             if i == 0:
                 acc.append(part["accuracy"])
@@ -513,6 +513,8 @@ class RunPageState:
     'index.html'
     >>> sorted(state.graphs), state.drawn
     ([1], [(1, 'activations')])
+    >>> state.confusions[1].matrix().tolist()
+    [[2, 0], [0, 2]]
     """
 
     def __init__(self, log_dir: PathLike, info: Mapping):
@@ -548,6 +550,13 @@ class RunPageState:
         only when its epoch is written again."""
         with self._lock:
             return sorted(self._cache)
+
+    @property
+    def confusions(self) -> Dict[int, EpochConfusion]:
+        """``{epoch: EpochConfusion}`` of the drawn epochs: each counted once, when the page first
+        drew its epoch, and read by every later rewrite (again only when its epoch is written again)."""
+        with self._lock:
+            return {e: part["confusion"] for (e, _), part in sorted(self._cache.items()) if "confusion" in part}
 
     def add_epoch(self, epoch: int, graphs: Mapping[str, FlowGraph], views: Optional[EpochViews] = None,
                   metrics=None) -> None:

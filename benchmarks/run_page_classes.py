@@ -116,8 +116,9 @@ def main(argv=None):
         rows.append(row)
         confusion = ("" if row["confusion_cells"] is None else
                      f", confusion {row['confusion_cells']} cells {row['confusion_bytes'] / 1e3:.1f} kB")
-        print(f"{k:>6} classes, {args.samples} samples, {args.epochs} epochs: writes {row['write_seconds_total']:.2f} s "
-              f"(last {row['last_write_seconds'] * 1000:.0f} ms), peak +{row['peak_mb_above_start']:.0f} MiB, "
+        print(f"{k:>6} classes, {args.samples} samples, {args.epochs} epochs: "
+              f"writes {row['write_seconds_total']:.2f} s (last {row['last_write_seconds'] * 1000:.0f} ms), "
+              f"peak +{row['peak_mb_above_start']:.0f} MiB, "
               f"page {row['page_bytes'] / 1e6:.2f} MB{confusion}")
     doc = {"rows": rows, "baseline_classes": args.classes[0], "package": args.package or "this checkout"}
     print("wrote", write_json(args.out, doc))

@@ -162,12 +162,13 @@ class Run:
         table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=METRIC_COLUMNS)
         return table.astype({c: "float64" for c in METRIC_COLUMNS[6:]})
 
-    def confusion(self):
+    def confusion(self, *, zeros: bool = True):
         """The held-out confusion matrix at every snapshot: a tidy DataFrame (epoch, true, predicted,
-        count), see :func:`flowcallback.core.history.confusion`."""
+        count), see :func:`flowcallback.core.history.confusion`. ``zeros=False`` keeps the nonzero
+        cells only (at most one row per held-out sample and epoch: what to ask for with many classes)."""
         from flowcallback.core.history import confusion
 
-        return confusion(list(self.graphs("activations")))
+        return confusion(list(self.graphs("activations")), zeros=zeros)
 
     def class_scores(self):
         """Each class's precision and recall at every snapshot (:func:`flowcallback.core.history.class_scores`)."""

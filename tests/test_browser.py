@@ -297,3 +297,58 @@ def test_a_long_note_wraps_within_the_window_on_both_pages(tmp_path):
         assert "very_long_path_very_long_path_" in page.inner_text("#setup-error")
         assert page.evaluate("document.documentElement.scrollWidth") <= width  # no horizontal scroll bar
         assert errors == [] and blocked == []
+
+
+def test_the_confusion_matrix_of_a_thousand_classes_shows_the_most_confused(tmp_path):
+    """1,000 classes, 300 samples: the run page's confusion matrix shows the 30 classes most confused
+    over the epochs (no JavaScript error, no 10^6-cell table), says so, follows the slider, and the
+    class filter chooses the classes it shows."""
+    import numpy as np
+
+    from flowcallback.core import flows, runpage
+    from flowcallback.core.history import confusion
+
+    rng = np.random.default_rng(5)
+    k, n = 1000, 300
+    names = [f"class {i:03d}" for i in range(k)]
+    y = rng.integers(0, k, n)
+    info = {"flowcallback_version": "0", "model": {"name": "thousand", "fingerprint": "f"}, "class_names": names,
+            "analyses": ["activations"], "layers": [{"name": "dense", "type": "Dense"}], "config": {}}
+    graphs = {}
+    for e in range(3):
+        p = np.where(rng.random(n) < 0.4 + 0.2 * e, y, (y + rng.integers(1, 4, n)) % k)
+        graphs[e] = {"activations": flows.build_flow_graph([("dense", "Dense", y % 9)], y, p, class_names=names,
+                                                           epoch=e)}
+    path = runpage.write_run_page(tmp_path, info, graphs, {})
+    cells = confusion([graphs[e]["activations"] for e in graphs], zeros=False)
+    off = cells[cells.true != cells.predicted]
+    score = np.bincount(off.true, off["count"], minlength=k) + np.bincount(off.predicted, off["count"], minlength=k)
+    expected = sorted(np.lexsort((np.arange(k), -score))[:30].tolist())  # most confused, ties by index
+
+    def matrix():
+        return page.evaluate("(() => { const d = document.getElementById('confusion-matrix');"
+                             " return {title: d.layout.title.text, rows: d.layout.yaxis.ticktext,"
+                             " cols: d.layout.xaxis.ticktext, counts: d.data[0].customdata.map(r => r.map(c => c[2]))};"
+                             " })()")
+
+    with open_page(path.resolve().as_uri()) as (page, errors, blocked):
+        m = matrix()
+        assert m["title"] == "Confusion matrix at epoch 2 · 30 of 1000 classes"
+        assert m["rows"] == [names[c] for c in expected] and m["cols"] == m["rows"] + ["other classes"]
+        last = cells[cells.epoch == 2]
+        for i, t in enumerate(expected):  # each row: its counts among the shown classes, the rest in "other"
+            row = last[last.true == t]
+            inside = {int(q): int(c) for q, c in zip(row.predicted, row["count"]) if q in expected}
+            assert m["counts"][i][:30] == [inside.get(q, 0) for q in expected]
+            assert m["counts"][i][30] == int(row["count"].sum()) - sum(inside.values())
+        assert "30 most confused of 1000 classes" in page.inner_text("#confusion-note")
+        page.screenshot(path=str(tmp_path / "confusion_thousand.png"), full_page=True)
+        page.eval_on_selector("#epoch", "el => { el.value = '0'; el.dispatchEvent(new Event('input')); }")
+        assert matrix()["title"] == "Confusion matrix at epoch 0 · 30 of 1000 classes"
+        page.fill("#class-filter", "class 00")  # 10 classes match: all of them, and the other classes
+        page.wait_for_timeout(300)
+        m = matrix()
+        assert m["rows"] == names[:10] and m["cols"] == names[:10] + ["other classes"]
+        assert m["title"] == "Confusion matrix at epoch 0"
+        assert "last column counts the predictions of other classes" in page.inner_text("#confusion-note")
+        assert errors == [] and blocked == []

@@ -87,6 +87,12 @@ def test_run_page_slider_and_switch(fitted_run):
 
         assert cells == len(confusion_over_training([g1, g2])["cells"])
         assert scores == 2 * len(run.class_names)
+        # the confusion matrix at the slider's epoch (2): every one of the 10 classes, the counts of run.confusion()
+        matrix = page.evaluate("(() => { const d = document.getElementById('confusion-matrix');"
+                               " return [d.layout.title.text, d.data[0].customdata.map(r => r.map(c => c[2]))]; })()")
+        table = run.confusion().query("epoch == 2").pivot(index="true", columns="predicted", values="count")
+        assert matrix[0] == "Confusion matrix at epoch 2" and matrix[1] == table.to_numpy().tolist()
+        assert page.inner_text("#confusion-note") == ""
         # the profile table lists every class, the heatmap is drawn
         assert page.eval_on_selector_all("#profiles tbody tr", "els => els.length") == 10
         heatmap_parts = "#heatmap .hm, #heatmap image, #heatmap .heatmaplayer"

@@ -31,7 +31,7 @@ import numpy as np
 from flowcallback.core._files import SETUP_ERRORS, atomic_write, ensure_plotlyjs
 from flowcallback.core._notes import shorten
 from flowcallback.core.flows import EpochViews, FlowGraph
-from flowcallback.core.history import confusion_over_training
+from flowcallback.core.history import EpochConfusion, confusion_over_training, epoch_confusion
 from flowcallback.core.render import (
     ANALYSIS_LABELS,
     AUTO_TOP_CLASSES,
@@ -45,7 +45,8 @@ from flowcallback.core.render import (
 )
 
 __all__ = ["RunPageState", "run_page_html", "write_run_page", "write_run_page_for", "run_page_html_for", "run_graphs",
-           "run_views", "TEMPLATE_FILES", "MAX_PAGE_UNITS", "PAGE_CLASS_MEAN_VALUES", "PAGE_PROJECTION_POINTS"]
+           "run_views", "TEMPLATE_FILES", "MAX_PAGE_UNITS", "PAGE_CLASS_MEAN_VALUES", "PAGE_PROJECTION_POINTS",
+           "CONFUSION_MATRIX_CLASSES"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -221,6 +222,27 @@ MIN_PAGE_UNITS = 16
 MIN_PAGE_POINTS = 200
 
 
+#: The run page's confusion matrix shows every class up to this many; above, the classes most
+#: confused over the epochs (or those the class filter matches, the most confused of them), with a
+#: column for the predictions that fall outside the shown classes. ``run.confusion()`` has them all.
+CONFUSION_MATRIX_CLASSES = 30
+
+
+def _confusion_cells(confusions: Mapping[int, EpochConfusion]) -> dict:
+    """The confusion matrix view's data: ``{epoch: [true, predicted, count]}``, each epoch's nonzero
+    cells only (three lists of at most as many numbers as held-out samples, whatever the number of
+    classes), for the page's script to draw the shown classes from.
+
+    Examples
+    --------
+    >>> from flowcallback.core.flows import build_flow_graph
+    >>> g = build_flow_graph([("d", "Dense", [0, 0, 1])], [0, 0, 1], [0, 1, 1], class_names=list("abcd"), epoch=2)
+    >>> _confusion_cells({2: epoch_confusion(g)})
+    {'2': [[0, 0, 1], [0, 1, 1], [1, 1, 1]]}
+    """
+    return {str(e): [c.true.tolist(), c.predicted.tolist(), c.count.tolist()] for e, c in sorted(confusions.items())}
+
+
 def _rounded(a: np.ndarray, digits: int = 4) -> list:
     """``a`` as nested lists of floats, rounded to ``digits`` significant digits of its largest
     magnitude (the same decimals for the whole array), NaN as None: a compact page payload."""
@@ -378,7 +400,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
     analyses = list(info.get("analyses", ["activations"]))
     class_names = list(info["class_names"])
     model_name = info["model"]["name"]
-    figures, other_flows, profiles, metric_rows, acc, loss = {}, {}, {}, [], [], []
+    figures, other_flows, profiles, metric_rows, acc, loss, confusions = {}, {}, {}, [], [], [], {}
     for e in epochs:
         by_analysis = graphs[e]
         figures[str(e)], other_flows[str(e)], profiles[str(e)] = {}, {}, {}
@@ -395,6 +417,10 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
             other_flows[str(e)][a] = part["other_flows"]
             profiles[str(e)][a] = part["profile"]
             metric_rows.append(part["metrics"])
+            if a == analyses[0]:  # the predictions' confusion, counted once per epoch and kept with its parts
+                if "confusion" not in part:
+                    part["confusion"] = epoch_confusion(g)  # O(samples + classes), never classes²
+                confusions[e] = part["confusion"]
             if i == 0:
                 acc.append(part["accuracy"])
                 loss.append(part["loss"])
@@ -403,7 +429,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
     heatmaps = _heatmaps(metrics, analyses, [layer["name"] for layer in info["layers"]], epochs)
     graphs_by_analysis = {a: [graphs[e][a] for e in epochs if a in graphs[e]] for a in analyses}
     across = {a: _epoch_flow_rows(gs) for a, gs in graphs_by_analysis.items() if gs}
-    training = confusion_over_training(graphs_by_analysis.get(analyses[0], []))
+    training = confusion_over_training([confusions[e] for e in epochs if e in confusions])
     last = graphs_by_analysis[analyses[0]][-1] if graphs_by_analysis.get(analyses[0]) else None
     written = set(epochs)
     slider = sorted(written | set(errors))  # failed epochs stay on the slider, marked as failed
@@ -416,6 +442,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
         "epochs": slider, "analyses": analyses, "labels": ANALYSIS_LABELS,
         "heatmaps": heatmaps, "curves": _curves(epochs, acc, loss), "profiles": profiles,
         "across": across, "training": training, "class_names": class_names,
+        "confusion": {"cells": _confusion_cells(confusions), "max_classes": CONFUSION_MATRIX_CLASSES},
         "colors": class_colors(len(class_names)), "other_color": OTHER_COLOR,
         # above AUTO_TOP_CLASSES classes, the largest are coloured and the rest drawn as "other"
         "shown_classes": top_classes(last) if last is not None else None,
@@ -486,6 +513,8 @@ class RunPageState:
     'index.html'
     >>> sorted(state.graphs), state.drawn
     ([1], [(1, 'activations')])
+    >>> state.confusions[1].matrix().tolist()
+    [[2, 0], [0, 2]]
     """
 
     def __init__(self, log_dir: PathLike, info: Mapping):
@@ -521,6 +550,13 @@ class RunPageState:
         only when its epoch is written again."""
         with self._lock:
             return sorted(self._cache)
+
+    @property
+    def confusions(self) -> Dict[int, EpochConfusion]:
+        """``{epoch: EpochConfusion}`` of the drawn epochs: each counted once, when the page first
+        drew its epoch, and read by every later rewrite (again only when its epoch is written again)."""
+        with self._lock:
+            return {e: part["confusion"] for (e, _), part in sorted(self._cache.items()) if "confusion" in part}
 
     def add_epoch(self, epoch: int, graphs: Mapping[str, FlowGraph], views: Optional[EpochViews] = None,
                   metrics=None) -> None:

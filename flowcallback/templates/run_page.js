@@ -153,6 +153,7 @@
     var hm = data.heatmaps[state.analysis];
     if (acrossShown !== state.analysis) { acrossShown = state.analysis; fillColumns(); drawAcross(); }
     drawMeans();
+    drawMatrix();
     if (hm) {
       // a frame around the shown epoch's column
       var k = hm.data[0].x.indexOf(String(e));
@@ -290,6 +291,79 @@
     Plotly.react("scores", scoreTraces, {title: {text: "Recall (solid) and precision (dotted) per class"},
       xaxis: {title: {text: "epoch"}, dtick: 1}, yaxis: {range: [0, 1.02]}, height: 380,
       margin: {l: 50, r: 20, t: 50, b: 50}}, config);
+  }
+
+  // -- the confusion matrix at the slider's epoch ---------------------------------------------------
+  // data.confusion.cells: {epoch: [true, predicted, count]}, each epoch's nonzero cells only (at most
+  // one per held-out sample, whatever the number of classes). Up to data.confusion.max_classes
+  // classes every class is a row and a column; above, the classes most confused over the epochs
+  // (misclassified samples as true or predicted class), or those the filter matches (the most
+  // confused of them), and a last column for the predictions outside the shown classes.
+  var CF = data.confusion || {cells: {}, max_classes: 30};
+  var confusedScore = data.class_names.map(function () { return 0; });
+  Object.keys(CF.cells).forEach(function (e) {
+    var t = CF.cells[e][0], p = CF.cells[e][1], n = CF.cells[e][2];
+    for (var k = 0; k < n.length; k++) {
+      if (t[k] !== p[k]) { confusedScore[t[k]] += n[k]; confusedScore[p[k]] += n[k]; }
+    }
+  });
+  // the classes the matrix shows (in class order) and how many were candidates
+  function matrixClasses() {
+    var candidates = [];
+    data.class_names.forEach(function (_, c) { if (!filter || filter.matched[c]) { candidates.push(c); } });
+    var n = candidates.length;
+    if (n > CF.max_classes) {
+      candidates.sort(function (a, b) { return (confusedScore[b] - confusedScore[a]) || (a - b); });
+      candidates = candidates.slice(0, CF.max_classes);
+    }
+    candidates.sort(function (a, b) { return a - b; });
+    return {shown: candidates, of: n};
+  }
+  function drawMatrix() {
+    var e = epochs[state.i], cells = CF.cells[String(e)], note = document.getElementById("confusion-note");
+    if (!cells) { Plotly.purge("confusion-matrix"); note.textContent = "No predictions at epoch " + e + "."; return; }
+    var pick = matrixClasses(), shown = pick.shown, at = {}, total = data.class_names.length;
+    shown.forEach(function (c, i) { at[c] = i; });
+    var k = shown.length, rest = k < total, width = k + (rest ? 1 : 0);
+    var counts = shown.map(function () { var row = []; for (var j = 0; j < width; j++) { row.push(0); } return row; });
+    var support = shown.map(function () { return 0; });
+    var t = cells[0], p = cells[1], n = cells[2];
+    for (var q = 0; q < n.length; q++) {
+      var i = at[t[q]];
+      if (i === undefined) { continue; }
+      support[i] += n[q];
+      var j = at[p[q]];
+      counts[i][j === undefined ? k : j] += n[q];
+    }
+    var labels = shown.map(function (c) { return esc(data.class_names[c]); });
+    var cols = rest ? labels.concat(["other classes"]) : labels;
+    var z = [], custom = [];
+    counts.forEach(function (row, i) {
+      z.push(row.map(function (v) { return support[i] ? v / support[i] : null; }));
+      custom.push(row.map(function (v, j) {
+        return [labels[i], cols[j], v, support[i], support[i] ? (100 * v / support[i]).toFixed(1) : "–"];
+      }));
+    });
+    var ticks = {tickmode: "array", tickvals: cols.map(function (_, j) { return j; }), ticktext: cols};
+    var trace = {type: "heatmap", z: z, x: cols.map(function (_, j) { return j; }), y: labels.map(function (_, i) {
+      return i; }), customdata: custom, zmin: 0, zmax: 1,
+      colorscale: [[0, "#f7fbff"], [0.1, "#c6dbef"], [0.5, "#4292c6"], [1, "#08306b"]],
+      colorbar: {title: {text: "share of row"}}, xgap: 1, ygap: 1,
+      hovertemplate: "true %{customdata[0]}, predicted %{customdata[1]}: %{customdata[2]} of %{customdata[3]} " +
+        "sample(s) (%{customdata[4]} %)<extra></extra>"};
+    var size = Math.max(360, Math.min(900, 22 * k + 200));
+    Plotly.react("confusion-matrix", [trace], {
+      title: {text: "Confusion matrix at epoch " + e + (k < pick.of ? " · " + k + " of " + pick.of + " classes" : "")},
+      xaxis: Object.assign({title: {text: "predicted"}, tickangle: -45, automargin: true}, ticks),
+      yaxis: Object.assign({title: {text: "true"}, autorange: "reversed", automargin: true},
+                           {tickmode: "array", tickvals: labels.map(function (_, i) { return i; }), ticktext: labels}),
+      height: size, margin: {l: 80, r: 20, t: 50, b: 80}}, config);
+    note.textContent = k < pick.of
+      ? "It shows the " + k + " most confused of " + pick.of + (filter ? " matching" : "") + " classes (misclassified " +
+        "samples over every epoch, as true or as predicted class)" + (rest ? "; the last column counts the " +
+        "predictions of other classes" : "") + ". Type in the class filter to choose others; run.confusion() has " +
+        "every cell."
+      : (rest ? "The classes the filter matches; the last column counts the predictions of other classes." : "");
   }
 
   // -- class means per layer ----------------------------------------------------------------------

@@ -162,3 +162,103 @@ def test_figures_for_notebooks_and_scripts(tmp_path):
     assert "<td>2</td><td>activations</td><td>1</td>" in html_run
     assert "plotly" in html_run.lower() and "sankey" in html_run.lower()
     assert repr(g).startswith("FlowGraph(epoch=2")  # a graph displays as text; run.figure(e) draws it
+
+
+@st.composite
+def predictions(draw):
+    """Labels and predictions of a held-out set, over few or very many classes."""
+    n_classes = draw(st.one_of(st.integers(1, 6), st.integers(7, 60), st.just(100_000)))
+    n = draw(st.integers(0, 80))
+    classes = st.integers(0, n_classes - 1)
+    y = draw(st.lists(classes, min_size=n, max_size=n))
+    p = draw(st.lists(classes, min_size=n, max_size=n))
+    return np.array(y, dtype=np.int64), np.array(p, dtype=np.int64), n_classes
+
+
+@FAST
+@given(predictions())
+def test_confusion_cells_equal_a_direct_count(case):
+    from collections import Counter
+
+    from flowcallback.core.history import confusion_cells
+
+    y, p, n_classes = case
+    expected = Counter(zip(y.tolist(), p.tolist()))  # the straightforward reference: one tally per sample
+    true, predicted, count = confusion_cells(y, p, n_classes)
+    assert dict(zip(zip(true.tolist(), predicted.tolist()), count.tolist())) == expected
+    assert (count > 0).all() and len(count) == len(expected) <= len(y)  # nonzero cells only: O(samples)
+    keys = list(zip(true.tolist(), predicted.tolist()))
+    assert keys == sorted(keys)
+
+
+@FAST
+@given(predictions().filter(lambda case: case[2] <= 60), st.integers(0, 30))
+def test_epoch_confusion_matrix_and_totals_equal_a_direct_count(case, epoch):
+    from flowcallback.core.history import epoch_confusion
+
+    y, p, n_classes = case
+    g = build_flow_graph([("d", "Dense", y)], y, p, class_names=[str(c) for c in range(n_classes)], epoch=epoch)
+    c = epoch_confusion(g)
+    reference = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for t, q in zip(y, p):
+        reference[t, q] += 1
+    np.testing.assert_array_equal(c.matrix(), reference)
+    np.testing.assert_array_equal(c.support, reference.sum(axis=1))
+    np.testing.assert_array_equal(c.predicted_total, reference.sum(axis=0))
+    np.testing.assert_array_equal(c.hits, np.diag(reference))
+    assert c.epoch == epoch and not c.count.flags.writeable
+    # the tidy tables: with zeros every cell of the matrix, without them the nonzero ones
+    dense, sparse = confusion([g]), confusion([g], zeros=False)
+    assert dense["count"].tolist() == reference.reshape(-1).tolist()
+    assert sparse.to_dict("list") == dense[dense["count"] > 0].reset_index(drop=True).to_dict("list")
+
+
+def test_confusion_cells_refuse_classes_out_of_range():
+    from flowcallback.core.history import confusion_cells
+
+    with pytest.raises(ValueError, match=r"predictions: expected class indices in \[0, 3\)"):
+        confusion_cells([0, 1], [0, 3], 3)
+    with pytest.raises(ValueError, match="labels: expected class indices"):
+        confusion_cells([-1], [0], 3)
+    with pytest.raises(ValueError, match="n_classes: expected a positive integer"):
+        confusion_cells([0], [0], 0)
+    with pytest.raises(ValueError, match=r"predictions: expected shape \(2,\)"):
+        confusion_cells([0, 1], [0], 3)
+
+
+def test_confusion_over_training_reads_counted_confusions_as_it_reads_graphs():
+    from flowcallback.core.history import confusion_over_training, epoch_confusion
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 200)
+    graphs = [build_flow_graph([("d", "Dense", y)], y, np.where(rng.random(200) < 0.7, y, rng.integers(0, 7, 200)),
+                               epoch=e) for e in (3, 1, 2)]
+    from_graphs = confusion_over_training(graphs, min_share=0.05, max_cells=5)
+    assert from_graphs == confusion_over_training([epoch_confusion(g) for g in graphs], min_share=0.05, max_cells=5)
+    assert from_graphs["epochs"] == [1, 2, 3] and len(from_graphs["cells"]) == 5
+    by_epoch = {g.epoch: g for g in graphs}
+    for cell in from_graphs["cells"]:  # each kept cell's counts, epoch by epoch, from the samples
+        assert cell["counts"] == [int(((by_epoch[e].labels == cell["true"]) &
+                                       (by_epoch[e].predictions == cell["predicted"])).sum()) for e in (1, 2, 3)]
+
+
+def test_many_classes_cost_samples_not_classes_squared():
+    """100,000 classes, 500 samples: counted and summarised without a classes x classes table."""
+    import tracemalloc
+
+    from flowcallback.core.history import class_scores, confusion_over_training
+
+    rng = np.random.default_rng(1)
+    k, n = 100_000, 500
+    y = rng.integers(0, k, n)
+    graphs = [build_flow_graph([("d", "Dense", y % 5)], y, np.where(rng.random(n) < 0.5, y, rng.integers(0, k, n)),
+                               class_names=[f"c{i}" for i in range(k)], epoch=e) for e in range(2)]
+    tracemalloc.start()
+    sparse = confusion(graphs, zeros=False)
+    training = confusion_over_training(graphs)
+    scores = class_scores(graphs)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(sparse) <= 2 * n and sparse["count"].sum() == 2 * n
+    assert len(scores) == 2 * k and len(training["recall"]) == k
+    assert peak < 200 * 2**20  # a dense int64 table alone would take 2 * 80 GB

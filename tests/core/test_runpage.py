@@ -207,3 +207,129 @@ def test_the_runners_page_state_draws_each_epoch_once_and_equals_a_fresh_page(tm
     state.add_epoch(1, {a: run.epoch(1, a) for a in run.analyses(1)}, run.views(1))
     assert state.drawn == [(0, "activations"), (0, "lrp")]  # epoch 1's parts go, epoch 0's stay
     assert state.write().read_text("utf-8") == page
+
+
+# -- the confusion: counted once per epoch, embedded sparsely, bounded with many classes ----------------
+
+
+def _many_class_graphs(n_classes, epochs, n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    names = [f"class {i}" for i in range(n_classes)]
+    y = rng.integers(0, n_classes, n)
+    out = {}
+    for e in epochs:
+        p = np.where(rng.random(n) < 0.3 + 0.2 * e, y, rng.integers(0, n_classes, n))
+        out[e] = {"activations": flows.build_flow_graph([("l1", "Dense", y % 7)], y, p, class_names=names, epoch=e)}
+    return names, out
+
+
+def test_the_page_state_counts_each_epochs_confusion_once_over_many_rewrites(tmp_path, monkeypatch):
+    """RunPageState keeps each epoch's confusion: N rewrites count it once per epoch written (and
+    once more for an epoch written again), and the page embeds exactly those counts."""
+    from flowcallback.core import history
+
+    calls = []
+    count = history.confusion_cells
+
+    def counting(labels, predictions, n_classes):
+        calls.append(len(labels))
+        return count(labels, predictions, n_classes)
+
+    monkeypatch.setattr(history, "confusion_cells", counting)
+    info = dict(INFO, analyses=["activations", "lrp"])
+    state = runpage.RunPageState(tmp_path, info)
+    kept = {}
+    for e in range(4):
+        state.add_epoch(e, _epoch_graphs(e, seed=e))
+        for _ in range(3):  # the runner rewrites the page after every snapshot and error
+            state.write()
+        kept[e] = state.confusions[e]
+    assert len(calls) == 4  # one count per epoch: not per rewrite, not per analysis
+    assert all(state.confusions[e] is kept[e] for e in range(4))  # the same objects, kept
+    state.add_epoch(2, _epoch_graphs(2, seed=9))  # an epoch written again is counted again, once
+    state.write(), state.write()
+    assert len(calls) == 5 and state.confusions[2] is not kept[2] and state.confusions[1] is kept[1]
+    data = _data((tmp_path / "index.html").read_text("utf-8"))
+    for e in range(4):
+        g = state.graphs[e]["activations"]
+        t, p, c = data["confusion"]["cells"][str(e)]
+        dense = np.zeros((3, 3), dtype=np.int64)
+        np.add.at(dense, (g.labels, g.predictions), 1)
+        assert {(a, b): k for a, b, k in zip(t, p, c)} == {(a, b): int(dense[a, b]) for a, b in zip(*np.nonzero(dense))}
+
+
+def test_the_embedded_confusion_is_sparse_and_the_same_as_run_confusion(tmp_path):
+    names, graphs = _many_class_graphs(1000, (0, 1, 2), n=200)
+    info = dict(INFO, class_names=names, analyses=["activations"], layers=[{"name": "l1", "type": "Dense"}])
+    data = _data(runpage.run_page_html(info, graphs, {}))
+    cells = data["confusion"]["cells"]
+    assert data["confusion"]["max_classes"] == runpage.CONFUSION_MATRIX_CLASSES
+    from flowcallback.core.history import confusion
+
+    table = confusion([graphs[e]["activations"] for e in graphs], zeros=False)
+    for e in graphs:
+        t, p, c = cells[str(e)]
+        assert len(c) <= 200 and sum(c) == 200  # at most one cell per sample, not 10^6
+        part = table[table.epoch == e]
+        assert [t, p, c] == [part.true.tolist(), part.predicted.tolist(), part["count"].tolist()]
+
+
+_BOUNDED_PAGE = """
+import json, re, resource, sys, tempfile
+import numpy as np
+from flowcallback.core import flows, runpage
+
+def graphs(k, n=300, epochs=3, seed=0):
+    rng = np.random.default_rng(seed)
+    names = [f"class {i}" for i in range(k)]
+    y = rng.integers(0, k, n)
+    out = {}
+    for e in range(epochs):
+        p = np.where(rng.random(n) < 0.5, y, rng.integers(0, k, n))
+        out[e] = {"activations": flows.build_flow_graph([("l1", "Dense", y % 7)], y, p, class_names=names, epoch=e)}
+    return names, out
+
+def write(k):
+    names, gs = graphs(k)
+    info = {"model": {"name": "m"}, "class_names": names, "analyses": ["activations"], "layers": [{"name": "l1"}]}
+    state = runpage.RunPageState(tempfile.mkdtemp(), info)
+    for e, g in gs.items():  # as the runner: a rewrite after every snapshot
+        state.add_epoch(e, g)
+        path = state.write()
+    return path.read_text("utf-8")
+
+write(10)  # imports and caches what a page needs, before the limit
+
+def address_space():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+
+limit = address_space() + 384 * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    page = write(int(sys.argv[1]))
+except MemoryError:
+    print("MemoryError")
+    sys.exit(3)
+data = json.loads(re.search(r'<script id="run-data" type="application/json">(.*?)</script>', page, re.S).group(1))
+print(json.dumps({"page": len(page), "confusion": len(json.dumps(data["confusion"], separators=(",", ":"))),
+                  "cells": sum(len(c[2]) for c in data["confusion"]["cells"].values())}))
+"""
+
+
+def test_a_page_of_two_thousand_classes_builds_in_bounded_memory_and_size():
+    """2,000 classes, 300 samples, 3 epochs written as the runner writes them, in a child process
+    whose address space may grow by 384 MiB only: classes² rows per epoch (4 million Python tuples)
+    took 2.9 GB; the page's confusion data grows with the samples, not with classes²."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", _BOUNDED_PAGE, "2000"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    sizes = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert sizes["cells"] <= 3 * 300  # nonzero cells only: at most one per sample and epoch
+    assert sizes["confusion"] < 3 * 300 * 3 * 6 + 200  # three short integers per cell: O(samples)
+    assert sizes["page"] < 2_000_000  # a dense 2,000² table per epoch would be over 24 MB

@@ -6,7 +6,7 @@ Markov clustering, and Sankey flows (Plotly).
 """
 from flowcallback._version import __version__
 from flowcallback.core.flows import Column, FlowGraph
-from flowcallback.exceptions import FlowCallbackError, RunFormatError, SnapshotError
+from flowcallback.exceptions import FlowCallbackError, RunFormatError, RunInUseError, SnapshotError
 from flowcallback.run import Run, load_run
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Column",
     "FlowCallbackError",
     "RunFormatError",
+    "RunInUseError",
     "SnapshotError",
 ]
 

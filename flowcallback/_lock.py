@@ -25,17 +25,13 @@ try:  # POSIX
 except ImportError:  # pragma: no cover - Windows: no lock
     fcntl = None
 
-from flowcallback.exceptions import FlowCallbackError
+from flowcallback.exceptions import RunInUseError
 
-__all__ = ["RunLock", "RunInUseError", "LOCK_NAME"]
+__all__ = ["RunLock", "LOCK_NAME"]
 
 LOCK_NAME = ".flowcallback.lock"
 #: What is read of another holder's lock file (its description), at most.
 _MAX_HOLDER_BYTES = 512
-
-
-class RunInUseError(FlowCallbackError, ValueError):
-    """Another live process is writing the run directory (``log_dir``)."""
 
 
 class RunLock:

@@ -26,8 +26,8 @@ from flowcallback.settings import SnapshotSettings
 
 _EPOCH_PAGE = re.compile(r"^epoch_[0-9]+\.html$")
 
-__all__ = ["RunPlan", "plan_run", "fingerprint", "run_description", "resume", "refuse_foreign_files", "architecture",
-           "held_out_digest"]
+__all__ = ["RunPlan", "plan_run", "fingerprint", "former_fingerprint", "architecture", "held_out_digest",
+           "run_description", "resume", "refuse_foreign_files"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,19 @@ def fingerprint(model) -> str:
     return hashlib.sha256(json.dumps(architecture(model), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def former_fingerprint(model) -> str:
+    """The fingerprint of runs written before it covered the architecture only (``to_json()``
+    without the model's name), so that those runs still resume with the model that wrote them."""
+    try:
+        cfg = json.loads(model.to_json())
+        cfg.get("config", {}).pop("name", None)
+    except Exception:
+        cfg = {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+               "layers": [[type(layer).__name__, layer.name] for layer in model.layers],
+               "weights": [list(np.shape(w)) for w in model.get_weights()]}
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def held_out_digest(x: np.ndarray, labels: np.ndarray) -> str:
     """A hash of the held-out inputs and labels (their bytes, dtypes and shapes), recorded in
     run.json so that a resume on other samples is noticed.
@@ -253,7 +266,8 @@ def run_description(model, plan: RunPlan, settings: SnapshotSettings, n_samples:
                           config=config)
 
 
-def resume(log_dir, plan: RunPlan, description: Mapping) -> Tuple[RunPlan, Optional[Mapping]]:
+def resume(log_dir, plan: RunPlan, description: Mapping,
+           legacy_fingerprint: str = "") -> Tuple[RunPlan, Optional[Mapping]]:
     """Check ``log_dir``'s run, if it holds one, against the run about to start, and continue it.
 
     Parameters
@@ -262,6 +276,9 @@ def resume(log_dir, plan: RunPlan, description: Mapping) -> Tuple[RunPlan, Optio
     plan : RunPlan
     description : mapping
         The new run's description (:func:`run_description`).
+    legacy_fingerprint : str, optional
+        The model's fingerprint as runs written before 0.1.0's architecture-only one had it: such a
+        run resumes with the model that wrote it (its run.json then gets the new fingerprint).
 
     Returns
     -------
@@ -283,7 +300,7 @@ def resume(log_dir, plan: RunPlan, description: Mapping) -> Tuple[RunPlan, Optio
     if not (log_dir / "run.json").exists():
         return plan, None
     old = store.read_run_info(log_dir)
-    if old["model"]["fingerprint"] != description["model"]["fingerprint"]:
+    if old["model"]["fingerprint"] not in (description["model"]["fingerprint"], legacy_fingerprint):
         raise ValueError(f"log_dir: {log_dir} holds a run of a different model ({old['model']['name'][:80]!r}); "
                          "use a new log_dir for a new model")
     old_columns = [(layer["name"], layer["type"]) for layer in old["layers"]]

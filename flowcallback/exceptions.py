@@ -12,5 +12,9 @@ class RunFormatError(FlowCallbackError, ValueError):
     """
 
 
+class RunInUseError(FlowCallbackError, ValueError):
+    """Another live process is writing the run directory (``log_dir``); the message names it."""
+
+
 class SnapshotError(FlowCallbackError, RuntimeError):
     """A snapshot (or one of its stages) failed; training is not interrupted unless ``on_error="raise"``."""

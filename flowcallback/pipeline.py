@@ -23,7 +23,15 @@ from flowcallback import _validation as checks
 from flowcallback._capture import Capture, capture_epoch
 from flowcallback._errors import ErrorPolicy
 from flowcallback._lock import RunLock
-from flowcallback._plan import RunPlan, held_out_digest, plan_run, refuse_foreign_files, resume, run_description
+from flowcallback._plan import (
+    RunPlan,
+    former_fingerprint,
+    held_out_digest,
+    plan_run,
+    refuse_foreign_files,
+    resume,
+    run_description,
+)
 from flowcallback._progress import SnapshotProgress
 from flowcallback._relevance import RelevanceStage
 from flowcallback._threads import SnapshotThreads
@@ -107,7 +115,8 @@ class Snapshotter:
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self.lock.acquire()  # one writer per run: RunInUseError names a live holder
-            plan, former = resume(self.log_dir, plan, self._describe(plan, plan.lrp_backend))
+            plan, former = resume(self.log_dir, plan, self._describe(plan, plan.lrp_backend),
+                                  former_fingerprint(model))
             same_samples = former is None or former["config"].get("held_out_digest") == self.held_out_digest
             if not same_samples:
                 plan = replace(plan, notes=(*plan.notes, info(

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from flowcallback import FlowCallback, load_run
+from flowcallback import FlowCallback, RunInUseError, load_run
 from flowcallback._plan import fingerprint
 
 pytestmark = [pytest.mark.slow, pytest.mark.both]
@@ -156,7 +156,7 @@ def test_a_second_writer_is_refused_while_the_first_lives_and_not_after(tmp_path
             assert holder.poll() is None and time.time() < deadline, "the first writer never started"
         written = sorted(p.name for p in (log_dir / "graphs").iterdir())
         for model in (dense_model(), dense_model(units=8)):  # another model, and the same architecture
-            with pytest.raises(ValueError, match=rf"is being written by process {holder.pid} on "):
+            with pytest.raises(RunInUseError, match=rf"is being written by process {holder.pid} on "):
                 fit(model, data, log_dir, epochs=1)
         assert sorted(p.name for p in (log_dir / "graphs").iterdir()) == written  # nothing replaced
         assert not (log_dir / "errors").exists()
@@ -167,3 +167,23 @@ def test_a_second_writer_is_refused_while_the_first_lives_and_not_after(tmp_path
     cb = fit(dense_model(units=8), data, log_dir, epochs=3, initial_epoch=1)
     assert sorted(cb.pages) == [2, 3]
     assert load_run(log_dir).epochs == [0, 1, 2, 3]
+
+
+def test_a_run_with_the_former_fingerprint_resumes_with_its_model(tmp_path, data):
+    """Runs written before the architecture-only fingerprint keep resuming with their model."""
+    import json
+
+    from flowcallback._plan import former_fingerprint
+
+    log_dir = tmp_path / "r"
+    model = dense_model()
+    fit(model, data, log_dir, epochs=1)
+    doc = json.loads((log_dir / "run.json").read_text())
+    doc["model"]["fingerprint"] = former_fingerprint(model)
+    assert doc["model"]["fingerprint"] != fingerprint(model)
+    (log_dir / "run.json").write_text(json.dumps(doc))
+    fit(model, data, log_dir, epochs=2, initial_epoch=1)
+    run = load_run(log_dir)
+    assert run.epochs == [0, 1, 2] and run.info["model"]["fingerprint"] == fingerprint(model)
+    with pytest.raises(ValueError, match="holds a run of a different model"):
+        fit(dense_model(units=5), data, log_dir, epochs=3, initial_epoch=2)

@@ -89,6 +89,7 @@ def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSetting
     names = list(columns.names)
     if not names:
         raise ValueError("layers: the model has no layer to analyse")
+    checks.check_names("layers", names, "a layer's name")
     unknown = sorted(set(settings.projection_layers or ()) - set(names))
     if unknown:
         raise ValueError(f"projection_layers: {unknown} are not among the analysed layers {names}")

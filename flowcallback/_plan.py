@@ -201,6 +201,7 @@ def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSetting
     names = list(columns.names)
     if not names:
         raise ValueError("layers: the model has no layer to analyse")
+    checks.check_names("layers", names, "a layer's name")
     reserved = [n for n in names if n in RESERVED_COLUMNS]
     if reserved:
         raise ValueError(f"model: the layer {reserved[0]!r} takes the name of a column every flow graph ends "

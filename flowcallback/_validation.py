@@ -8,10 +8,11 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from flowcallback.core._keras import model_output_shape, static_shape
+from flowcallback.core._schemas import MAX_CLASSES, MAX_LAYERS, MAX_NAME_LENGTH, MAX_SAMPLES
 from flowcallback.settings import check_parameter
 
 __all__ = ["check_validation_data", "check_epochs", "labels_from_y", "check_against_model", "output_classes",
-           "binary_threshold"]
+           "binary_threshold", "check_names"]
 
 
 def _is_dataset(obj) -> bool:
@@ -139,6 +140,9 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
         raise ValueError(f"validation_data: x and y must have the same number of samples, got {x.shape} and {y.shape}")
     if len(x) == 0:
         raise ValueError("validation_data: the held-out set is empty")
+    if len(x) > MAX_SAMPLES:
+        raise ValueError(f"validation_data: {len(x):,} samples, more than the {MAX_SAMPLES:,} a snapshot takes "
+                         "(and a run directory holds); pass a subset, e.g. (x[:10000], y[:10000])")
     if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
         raise ValueError(f"validation_data: x must be numeric, got dtype {x.dtype}")
     return x, y
@@ -268,6 +272,9 @@ def check_against_model(model, x, y_labels, class_names: Optional[Sequence[str]]
         if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
             raise ValueError(f"validation_data: x has per-sample shape {got}, but the model expects {expected}")
     n_classes = output_classes(model, x)
+    if n_classes > MAX_CLASSES:
+        raise ValueError(f"model: {n_classes:,} classes (outputs), more than the {MAX_CLASSES:,} a run directory holds")
+    check_names("model", [getattr(model, "name", "")], "its name")
     if y_labels.max() >= n_classes:
         raise ValueError(
             f"validation_data: labels must be in 0..{n_classes - 1} for this {n_classes}-class model, "
@@ -277,8 +284,28 @@ def check_against_model(model, x, y_labels, class_names: Optional[Sequence[str]]
         class_names = [str(i) for i in range(n_classes)]
     elif len(class_names) != n_classes:
         raise ValueError(f"class_names: expected {n_classes} names (one per model output), got {len(class_names)}")
+    check_names("class_names", [str(c) for c in class_names], "a class name")
     check_samples_for_k(k_needed, len(x))
     return n_classes, [str(c) for c in class_names]
+
+
+def check_names(argument: str, names: Sequence[str], what: str) -> None:
+    """Refuse names longer than a run directory holds (:data:`~flowcallback.core._schemas.MAX_NAME_LENGTH`),
+    or more layers than it holds (``argument="layers"``), naming ``argument``.
+
+    Examples
+    --------
+    >>> check_names("class_names", ["cat", "x" * 300], "a class name")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: class_names: a class name has 300 characters ('xxxxxxxxxxxxxxxxxxxx'…), more than the 256 ...
+    """
+    if argument == "layers" and len(names) > MAX_LAYERS:
+        raise ValueError(f"layers: {len(names):,} layers, more than the {MAX_LAYERS:,} a run directory holds")
+    for name in names:
+        if len(name) > MAX_NAME_LENGTH:
+            raise ValueError(f"{argument}: {what} has {len(name):,} characters ({name[:20]!r}…), more than the "
+                             f"{MAX_NAME_LENGTH} a run directory holds")
 
 
 def check_samples_for_k(k: int, n_samples: int) -> None:

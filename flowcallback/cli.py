@@ -67,6 +67,11 @@ def _compare(args) -> int:
     return 0
 
 
+#: Exit status of ``flowcallback report`` when it wrote the pages but left out epochs it could not
+#: read (one line each on stderr); 0 when every epoch was read, 2 when nothing could be written.
+REPORT_SKIPPED = 1
+
+
 def _report(args) -> int:
     from flowcallback.core import render
     from flowcallback.core.runpage import write_run_page_for
@@ -77,12 +82,14 @@ def _report(args) -> int:
     # The run directory may come from someone else, and its pages run whatever its plotly.min.js
     # holds: put the package's own copy in place first, before anything else can fail.
     ensure_plotlyjs(run.path)
-    for e in run.epochs:
+    for e in run.epochs:  # the epochs that can be read; the others are in run.skipped
         graphs = {a: run.epoch(e, a) for a in run.analyses(e)}
         path = render.write_epoch_page(run.page(e), graphs, title_prefix=run.info["model"]["name"])
         _say(f"epoch {e}: {path}")
     _say(f"run page: {write_run_page_for(run)}")
-    return 0
+    for e, why in run.skipped.items():  # one line each: the reason names the file
+        _say(f"flowcallback report: epoch {e} skipped: {' '.join(why.splitlines())}", file=sys.stderr)
+    return REPORT_SKIPPED if run.skipped else 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -80,6 +80,7 @@ class Snapshotter:
         self._pending: list = []
         self.threads = SnapshotThreads(background=settings.background, nice=settings.nice)
         self.lock = RunLock(self.log_dir)
+        self._former_layers: list = []  # run.json's columns before this fit, when resuming
         self._aborted = False
         self._continuity = stages.Continuity()  # the last snapshot's cluster ids, orders and projections
         self._projection_samples: Optional[np.ndarray] = None  # the projected samples, the same at every epoch
@@ -123,6 +124,7 @@ class Snapshotter:
                     "The held-out set is not the one of this run's earlier epochs (its digest differs): "
                     "cluster ids and orders start afresh, and comparisons with those epochs are refused.")))
             self.plan = plan
+            self._former_layers = former["layers"] if former else []
             info_doc = self._describe(plan, plan.lrp_backend)
             store.write_run_info(self.log_dir, info_doc)
         except OSError as exc:  # read-only or full disk: the run cannot be recorded, training can go on
@@ -142,7 +144,11 @@ class Snapshotter:
             store.write_run_info(self.log_dir, self.page.info)
 
     def _describe(self, plan: RunPlan, lrp_backend) -> dict:
-        return run_description(self.model, plan, self.settings, len(self.x), lrp_backend, self.held_out_digest)
+        info_doc = run_description(self.model, plan, self.settings, len(self.x), lrp_backend, self.held_out_digest)
+        # a resume with other layers= keeps the earlier epochs' columns listed (load_run checks them)
+        listed = {layer["name"] for layer in info_doc["layers"]}
+        info_doc["layers"] += [layer for layer in self._former_layers if layer["name"] not in listed]
+        return info_doc
 
     def _resume(self, info_doc: dict, same_samples: bool) -> None:
         """When appending to a run, read its epochs once: for the run page, and to continue the

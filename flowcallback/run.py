@@ -37,6 +37,8 @@ class Run:
     path : pathlib.Path
     info : dict
         The content of ``run.json``.
+    strict : bool
+        Whether an unreadable epoch raises (True) or is skipped (False, the default; see :attr:`skipped`).
 
     Examples
     --------
@@ -56,13 +58,16 @@ class Run:
     >>> shutil.rmtree(log_dir)
     """
 
-    def __init__(self, path: PathLike):
+    def __init__(self, path: PathLike, *, strict: bool = False):
         self.path = Path(path)
         if not self.path.is_dir():
             raise RunFormatError(f"{self.path}: not a directory")
         self.info = store.read_run_info(self.path)
+        self.strict = bool(strict)
         self._graphs: Dict[tuple, FlowGraph] = {}
         self._views: Dict[int, Optional[EpochViews]] = {}
+        self._metric_rows: Dict[int, Optional[list]] = {}
+        self._checked: Dict[int, Optional[str]] = {}  # epoch: None (readable) or why it is skipped
 
     # -- what the run holds ---------------------------------------------------------------------------
     @property
@@ -71,8 +76,65 @@ class Run:
 
     @property
     def epochs(self) -> List[int]:
-        """Epochs with a complete graph directory, ascending."""
-        return store.epoch_numbers(self.path)
+        """Epochs with a complete graph directory whose files can be read, ascending.
+
+        Each epoch is read and checked once, when first listed (its graphs, against each other and
+        against ``run.json``; its views; its layer metrics), and kept; an epoch that cannot be is
+        left out and listed in :attr:`skipped` (``strict=False``, the default), or raises
+        :class:`~flowcallback.RunFormatError` (``strict=True``). Epochs written later (a run still
+        being written) are read when they appear.
+        """
+        numbers = store.epoch_numbers(self.path)
+        for e in numbers:
+            if e not in self._checked:
+                self._checked[e] = self._check_epoch(e)
+        return [e for e in numbers if self._checked[e] is None]
+
+    @property
+    def skipped(self) -> Dict[int, str]:
+        """The epochs left out of :attr:`epochs` because a file of theirs cannot be read or does not
+        fit the others: ``{epoch: reason}``, the reason naming the file(s) and the problem.
+
+        ``flowcallback report`` prints one line for each and the run page shows them as notes;
+        ``run.epoch(e)`` of such an epoch raises the problem again. Empty for a healthy run.
+
+        Examples
+        --------
+        >>> import shutil
+        >>> from flowcallback.demo import tiny_run
+        >>> run = load_run(tiny_run())
+        >>> _ = (run.path / "graphs" / "epoch_000" / "activations.json").write_text("{")
+        >>> run.epochs                                   # epoch 0 is unreadable, epoch 1 still loads
+        [1]
+        >>> print(run.skipped[0].split(": ", 1)[1])
+        invalid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))
+        >>> shutil.rmtree(run.path)
+        """
+        _ = self.epochs  # reads the epochs not read yet
+        return {e: why for e, why in sorted(self._checked.items()) if why is not None}
+
+    def _check_epoch(self, epoch: int) -> Optional[str]:
+        """Read every file of ``epoch`` (kept for later); None if all can be read, else the reason
+        (or the error, with ``strict``)."""
+        try:
+            graphs = {a: self.epoch(epoch, a) for a in self.analyses(epoch)}
+            store.check_epoch(self.path, epoch, graphs)
+            self.views(epoch)
+            self._metrics_rows(epoch)
+        except RunFormatError as exc:
+            if self.strict:
+                raise
+            for key in [k for k in self._graphs if k[0] == epoch]:
+                del self._graphs[key]
+            self._views.pop(epoch, None)
+            self._metric_rows.pop(epoch, None)
+            return " ".join(str(exc).split())  # one line
+        return None
+
+    def _metrics_rows(self, epoch: int) -> Optional[list]:
+        if epoch not in self._metric_rows:
+            self._metric_rows[epoch] = store.read_metrics_rows(self.path, epoch)
+        return self._metric_rows[epoch]
 
     def analyses(self, epoch: int) -> List[str]:
         """Analyses saved for an epoch (``["activations", "lrp"]`` when LRP succeeded)."""
@@ -82,7 +144,7 @@ class Run:
         """The :class:`~flowcallback.FlowGraph` of one epoch and analysis (``"activations"`` or ``"lrp"``)."""
         key = (int(epoch), analysis)
         if key not in self._graphs:
-            self._graphs[key] = store.read_graph(self.path, epoch, analysis)
+            self._graphs[key] = store.read_graph(self.path, epoch, analysis, self.info)
         return self._graphs[key]
 
     def graphs(self, analysis: str = "activations") -> Iterator[FlowGraph]:
@@ -152,7 +214,7 @@ class Run:
         parts = []
         for e in self.epochs:
             analyses = [a for a in self.analyses(e) if analysis in (None, a)]
-            rows = store.read_metrics_rows(self.path, e)
+            rows = self._metrics_rows(e)
             if rows is None:
                 parts.append(layer_metrics([self.epoch(e, a) for a in analyses]))
             else:
@@ -466,23 +528,27 @@ class Run:
         return f"Run({str(self.path)!r}, epochs={self.epochs})"
 
 
-def load_run(log_dir: PathLike) -> Run:
+def load_run(log_dir: PathLike, *, strict: bool = False) -> Run:
     """Open a run directory written by :class:`~flowcallback.FlowCallback`.
 
     Parameters
     ----------
     log_dir : str or path
         The ``log_dir`` given to the callback.
+    strict : bool, default=False
+        What an epoch whose files cannot be read (damaged, truncated, not matching ``run.json``)
+        does: it is left out of :attr:`Run.epochs` and listed in :attr:`Run.skipped` with the
+        reason (False), or raises :class:`~flowcallback.RunFormatError` when the epochs are listed (True).
 
     Returns
     -------
     Run
-        Lists the complete epochs and loads their graphs on demand.
+        Lists the complete, readable epochs (reading each once, when first listed).
 
     Raises
     ------
     RunFormatError
-        If ``run.json`` is missing or invalid.
+        If ``run.json`` is missing or invalid: it describes the whole run, so nothing is read without it.
 
     Examples
     --------
@@ -494,4 +560,4 @@ def load_run(log_dir: PathLike) -> Run:
     (6, 6)
     >>> shutil.rmtree(run.path)
     """
-    return Run(log_dir)
+    return Run(log_dir, strict=strict)

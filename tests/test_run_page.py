@@ -161,6 +161,48 @@ def test_failed_and_partly_failed_epochs_are_marked(tmp_path):
         assert errors == [] and blocked == []
 
 
+def test_skipped_epochs_are_noted_and_the_others_draw(tmp_path, capsys):
+    """Issue 20, items 6 and 14: a corrupt epoch and a run.json whose class count does not fit an
+    epoch's graph: report writes the page, which draws the other epochs without a script error,
+    keeps the skipped ones on the slider as not loaded and lists them in a note."""
+    import json
+
+    import numpy as np
+
+    from flowcallback.cli import main
+    from flowcallback.core import flows, store
+
+    info = {"flowcallback_version": "0", "model": {"name": "m", "fingerprint": "f"}, "class_names": ["a", "b"],
+            "analyses": ["activations"], "layers": [{"name": "l", "type": "Dense"}], "config": {}}
+    store.write_run_info(tmp_path, info)
+    y = np.array([0, 0, 1, 1] * 5)
+    for e in (0, 1, 2):
+        store.save_epoch(tmp_path, {"activations": flows.build_flow_graph([("l", "Dense", y)], y, y,
+                                                                          class_names=["a", "b"], epoch=e)})
+    (tmp_path / "graphs" / "epoch_001" / "activations.npz").write_bytes(b"damaged")
+    y3 = np.array([0, 1, 2] * 5)  # three classes where run.json has two
+    store.save_epoch(tmp_path, {"activations": flows.build_flow_graph([("l", "Dense", y3)], y3, y3, epoch=3)})
+    assert main(["report", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.count("\n") == 2
+    with open_page((tmp_path / "index.html").resolve().as_uri()) as (page, errors, blocked):
+        def show(i):
+            page.eval_on_selector("#epoch", f"el => {{ el.value = '{i}'; el.dispatchEvent(new Event('input')); }}")
+            page.wait_for_timeout(300)
+            return page.inner_text("#status"), page.eval_on_selector_all("#sankey .sankey-node", "els => els.length")
+
+        note = page.inner_text("#skipped-note")
+        assert note.startswith("2 snapshot(s) could not be read and are not shown: epoch 1 (")
+        assert "activations.npz" in note and f"does not match {tmp_path / 'run.json'}: 3 classes" in note
+        status, nodes = show(1)
+        assert status.startswith("not loaded: ") and "activations.npz" in status and nodes == 0
+        status, nodes = show(2)
+        assert status == "" and nodes > 0
+        status, nodes = show(3)
+        assert status.startswith("not loaded: ") and nodes == 0
+        assert errors == [] and blocked == []
+    assert json.loads((tmp_path / "run.json").read_text())["class_names"] == ["a", "b"]
+
+
 def _fixed_run(log_dir):
     """Three real snapshots of the fixed model of tests/test_reproducible.py, its first layer's weights
     changed between them (class means, relevance means and projections stored)."""

@@ -187,3 +187,18 @@ def test_a_run_with_the_former_fingerprint_resumes_with_its_model(tmp_path, data
     assert run.epochs == [0, 1, 2] and run.info["model"]["fingerprint"] == fingerprint(model)
     with pytest.raises(ValueError, match="holds a run of a different model"):
         fit(dense_model(units=5), data, log_dir, epochs=3, initial_epoch=2)
+
+
+def test_a_resume_with_other_layers_keeps_the_earlier_epochs_readable(tmp_path, data):
+    x_tr, y_tr, x_te, y_te = data
+    log_dir = tmp_path / "r"
+    model = dense_model()
+    fit(model, data, log_dir, epochs=1)
+    first = load_run(log_dir).epoch(1).column_names
+    cb = FlowCallback((x_te, y_te), log_dir=log_dir, lrp=False, k=8, verbose=0, projection=None,
+                      layers=[model.layers[-1].name])
+    model.fit(x_tr, y_tr, epochs=2, initial_epoch=1, verbose=0, callbacks=[cb])
+    run = load_run(log_dir)
+    assert run.epochs == [0, 1, 2] and run.skipped == {}
+    assert run.epoch(1).column_names == first and len(run.epoch(2).column_names) == 3
+    assert {layer["name"] for layer in run.info["layers"]} == set(first[:-2])

@@ -64,6 +64,9 @@ def test_bad_arguments_at_construction(small, kwargs, match, tally):
         (lambda x, y: (x, y, y), "validation_data"),
         (lambda x, y: (x, y.astype(float) + 0.5), "integer"),
         (lambda x, y: (x, -y - 1), ">= 0"),
+        # more than a run directory holds (issue 20, item 8): refused before any snapshot
+        (lambda x, y: (np.zeros((100_001, 8, 8, 1), np.float32), np.zeros(100_001, int)),
+         r"^validation_data: 100,001 samples, more than the 100,000 a snapshot takes"),
     ],
 )
 def test_bad_validation_data_at_construction(small, data, match, tally):
@@ -80,6 +83,9 @@ def test_bad_validation_data_at_construction(small, data, match, tally):
         (lambda x, y: (x, y + 5), {}, r"0\.\.9"),
         (lambda x, y: (x, y), dict(layers=["conv1", "nope"]), "layers: unknown layer name"),
         (lambda x, y: (x, y), dict(class_names=["a", "b"]), "class_names: expected 10 names"),
+        # names longer than a run directory holds (issue 20, item 8)
+        (lambda x, y: (x, y), dict(class_names=[str(i) for i in range(9)] + ["x" * 257]),
+         r"^class_names: a class name has 257 characters \('x{20}'…\), more than the 256 a run directory holds"),
     ],
 )
 def test_bad_input_at_train_begin(tmp_path, small, model, make, kwargs, match, tally):
@@ -326,4 +332,19 @@ def test_a_layer_named_like_a_final_column_is_refused_before_training(tmp_path, 
     with pytest.raises(ValueError, match=rf"^model: the layer '{reserved}' takes the name .*rename the layer"):
         model.fit(x_tr, y_tr, epochs=1, verbose=0, callbacks=[cb])
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights())), "training started"
+    assert not (tmp_path / "r" / "run.json").exists()
+
+
+def test_a_model_name_longer_than_a_run_directory_holds_is_refused(tmp_path, small, tally):
+    """Issue 20, item 8: the writer had no limit on the model's name (a 20 MB name gave 340 MB of pages)."""
+    import tensorflow as tf
+
+    tally("bad inputs tried")
+    x_tr, y_tr, x_te, y_te = small
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
+                                 tf.keras.layers.Dense(10, activation="softmax")], name="m" * 300)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    cb = FlowCallback((x_te, y_te), log_dir=tmp_path / "r", verbose=0, k=10, lrp=False)
+    with pytest.raises(ValueError, match=r"^model: its name has 300 characters"):
+        model.fit(x_tr, y_tr, epochs=1, verbose=0, callbacks=[cb])
     assert not (tmp_path / "r" / "run.json").exists()

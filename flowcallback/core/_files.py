@@ -22,7 +22,7 @@ import tempfile
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, List, Tuple, Union
+from typing import BinaryIO, List, Optional, Tuple, Union
 
 from flowcallback.exceptions import RunFormatError
 
@@ -306,17 +306,122 @@ def _open_regular(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def _read_text(path: Path, errors: str = "strict") -> str:
-    """The UTF-8 text of a regular file (see :func:`_open_regular`)."""
+def shown(value, limit: int = 80) -> str:
+    """``repr(value)`` for a message, cut to about ``limit`` characters: a value read from a run
+    directory may be megabytes long, and a message repeats only its start and its length.
+
+    Examples
+    --------
+    >>> shown("dense")
+    "'dense'"
+    >>> shown("x" * 1000)
+    "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… (1000 characters)"
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters as text"
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        size = f"{len(value)} items"
+    return f"{text[:limit]}… ({size})"
+
+
+def _check_size(path: Path, f: BinaryIO, max_bytes: Optional[int]) -> int:
+    """The size of the open file ``f`` (``fstat``); RunFormatError when above ``max_bytes``."""
+    size = os.fstat(f.fileno()).st_size
+    if max_bytes is not None and size > max_bytes:
+        raise RunFormatError(f"{path}: {size} bytes, more than the {max_bytes} that flowcallback writes "
+                             "in such a file; refused unread")
+    return size
+
+
+def _read_bytes(path: Path, max_bytes: Optional[int]) -> bytes:
+    """The bytes of a regular file, refused unread (``fstat``) when larger than ``max_bytes``.
+
+    At most ``max_bytes + 1`` bytes are read even if the file grows meanwhile.
+    """
     with _open_regular(path) as f:
+        _check_size(path, f, max_bytes)
         try:
-            return f.read().decode("utf-8", errors)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RunFormatError(f"{path}: cannot be read as UTF-8 text ({exc})") from None
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        except OSError as exc:
+            raise RunFormatError(f"{path}: cannot be read ({exc})") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise RunFormatError(f"{path}: more than the {max_bytes} bytes that flowcallback writes in such a file "
+                             "(it grew while read); refused")
+    return data
 
 
-def _read_json(path: Path) -> dict:
-    text = _read_text(path)
+def _read_text(path: Path, errors: str = "strict", *, max_bytes: Optional[int] = None) -> str:
+    """The UTF-8 text of a regular file (see :func:`_open_regular`), at most ``max_bytes`` long."""
+    data = _read_bytes(path, max_bytes)
+    try:
+        return data.decode("utf-8", errors)
+    except UnicodeDecodeError as exc:
+        raise RunFormatError(f"{path}: cannot be read as UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+#: How many bytes of an error file (``errors/epoch_003.txt``) are read: its end, which holds the
+#: last error's message. A longer file is shown from there, after a line saying what was left out.
+ERROR_TAIL_BYTES = 256 * 1024
+
+
+def _read_tail(path: Path, max_bytes: int = ERROR_TAIL_BYTES) -> str:
+    """The last ``max_bytes`` of a regular text file, decoded leniently (an error file).
+
+    A longer file is never read whole: the text starts at the first line break within the tail,
+    after a line saying how many bytes were left out.
+    """
+    with _open_regular(path) as f:
+        size = _check_size(path, f, None)
+        try:
+            if size > max_bytes:
+                f.seek(size - max_bytes)
+            data = f.read(max_bytes)
+        except OSError as exc:
+            raise RunFormatError(f"{path}: cannot be read ({exc})") from None
+    if size <= max_bytes:
+        return data.decode("utf-8", "replace")
+    cut = data.find(b"\n")
+    data = data[cut + 1:] if 0 <= cut < len(data) - 1 else data
+    return f"[the first {size - len(data)} bytes of {path.name} are not shown]\n" + data.decode("utf-8", "replace")
+
+
+# Strings of a JSON text (as bytes: '"' and '\\' never occur inside a UTF-8 multi-byte sequence).
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+
+#: Every array or object in a document flowcallback writes takes more than this many bytes on
+#: average (a cluster ``{"id": 0, "size": 1, "class_counts": [1]}`` takes 18 bytes per container even
+#: written without spaces; the writer indents). Parsing costs about 60 bytes of memory per
+#: container, so a file of empty lists (``[],[],...``: 21 times its size once parsed) is refused
+#: before parsing.
+MIN_BYTES_PER_CONTAINER = 16
+
+
+def _check_containers(path: Path, data: bytes) -> None:
+    """Refuse a JSON text holding more arrays and objects than its size allows a real document."""
+    count = data.count(b"[") + data.count(b"{")
+    allowed = len(data) // MIN_BYTES_PER_CONTAINER + 64
+    if count <= allowed:  # the common case: no need to look inside strings
+        return
+    bare = _JSON_STRING.sub(b"", data)
+    count = bare.count(b"[") + bare.count(b"{")
+    if count > allowed:
+        raise RunFormatError(f"{path}: {count} arrays and objects in {len(data)} bytes, more than the {allowed} "
+                             f"that a flowcallback file of that size holds (one per {MIN_BYTES_PER_CONTAINER} "
+                             "bytes); refused unparsed")
+
+
+def _read_json(path: Path, max_bytes: Optional[int] = None) -> dict:
+    """A JSON document read without trust: at most ``max_bytes`` (checked before reading), no
+    more arrays and objects than its size allows (checked before parsing), no non-finite numbers."""
+    data = _read_bytes(path, max_bytes)
+    _check_containers(path, data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunFormatError(f"{path}: cannot be read as UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    del data
 
     def no_constants(name):
         raise ValueError(f"non-standard JSON constant {name}")
@@ -332,7 +437,12 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(text, parse_constant=no_constants, parse_float=finite_float)
     except (ValueError, RecursionError) as exc:
-        raise RunFormatError(f"{path}: invalid JSON ({exc})") from None
+        raise RunFormatError(f"{path}: invalid JSON ({shorten_message(str(exc))})") from None
+
+
+def shorten_message(text: str, limit: int = 300) -> str:
+    """``text`` cut to about ``limit`` characters, with how long it was (a message quoting a file)."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def _json_bytes(doc) -> bytes:

@@ -16,7 +16,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from flowcallback.core._files import _open_regular
+from flowcallback.core._files import _open_regular, shown
 from flowcallback.exceptions import RunFormatError
 
 __all__ = ["load_arrays", "read_npy_member"]
@@ -114,7 +114,7 @@ def load_arrays(path: Path, shapes: Mapping[str, Tuple[int, ...]],
                 infos = z.infolist()
                 found = [i.filename[:-4] if i.filename.endswith(".npy") else i.filename for i in infos]
                 if sorted(found) != sorted(shapes) or any(not i.filename.endswith(".npy") for i in infos):
-                    raise RunFormatError(f"{path}: expected arrays {sorted(shapes)}, found {sorted(found)}")
+                    raise RunFormatError(f"{path}: expected arrays {sorted(shapes)}, found {shown(sorted(found))}")
                 kinds = kinds or {}
                 return {name: read_npy_member(z, info, path, name, tuple(shapes[name]), kinds.get(name, "iu"))
                         for name, info in zip(found, infos)}

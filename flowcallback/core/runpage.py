@@ -353,7 +353,8 @@ def _projection_data(views: Dict[int, object], graphs: Mapping[int, Mapping[str,
 
 def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
                   errors: Optional[Mapping[int | str, str]] = None, *, cache: Optional[dict] = None,
-                  views: Optional[Mapping[int, EpochViews]] = None, metrics=None) -> str:
+                  views: Optional[Mapping[int, EpochViews]] = None, metrics=None,
+                  skipped: Optional[Mapping[int, str]] = None) -> str:
     """The run page, drawn from data in memory: nothing is read from disk but the package's templates.
 
     Parameters
@@ -382,6 +383,9 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
     metrics : pandas.DataFrame, optional
         The layer metrics of the epochs (:func:`flowcallback.core.metrics.layer_metrics` rows, as
         each snapshot computed and stored them); the page computes those of an epoch not in it.
+    skipped : mapping of epoch to str, optional
+        The epochs whose files could not be read, and why (:attr:`flowcallback.Run.skipped`): they
+        stay on the slider, marked as not loaded, and a note above the diagram lists them.
 
     Returns
     -------
@@ -397,6 +401,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
     setup_errors = str(errors.pop(SETUP_ERRORS, ""))
     errors = {int(e): str(t) for e, t in errors.items()}
     epochs = sorted(int(e) for e, by_analysis in graphs.items() if by_analysis)
+    skipped = {int(e): str(why) for e, why in (skipped or {}).items() if int(e) not in epochs}
     analyses = list(info.get("analyses", ["activations"]))
     class_names = list(info["class_names"])
     model_name = info["model"]["name"]
@@ -432,10 +437,12 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
     training = confusion_over_training([confusions[e] for e in epochs if e in confusions])
     last = graphs_by_analysis[analyses[0]][-1] if graphs_by_analysis.get(analyses[0]) else None
     written = set(epochs)
-    slider = sorted(written | set(errors))  # failed epochs stay on the slider, marked as failed
+    # failed and unreadable epochs stay on the slider, marked as such
+    slider = sorted(written | set(errors) | set(skipped))
 
     def last_line(text):  # an error's message: a traceback's last line, cut at a word
-        return shorten(text.strip().splitlines()[-1], 300) if text.strip() else "error"
+        text = text.strip()[-4096:]  # the last line is all that is shown: the rest is never split
+        return shorten(text.splitlines()[-1], 300) if text else "error"
 
     data = {
         "title": f"{model_name} · {len(slider)} snapshot(s)",
@@ -454,6 +461,8 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
         "failed": {str(e): last_line(t) for e, t in errors.items() if e not in written},
         "partial": {str(e): last_line(t) for e, t in errors.items() if e in written},
         "setup_error": last_line(setup_errors) if setup_errors.strip() else "",
+        # epochs whose files could not be read (Run.skipped): on the slider, and in a note
+        "skipped": {str(e): shorten(why, 300) for e, why in skipped.items()},
     }
     shown_views = _view_epochs(views, epochs)
     data["class_means"] = _class_means_data(shown_views, len(class_names))
@@ -475,7 +484,8 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
 
 def write_run_page(log_dir: PathLike, info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
                    errors: Optional[Mapping[int | str, str]] = None, *, cache: Optional[dict] = None,
-                   views: Optional[Mapping[int, EpochViews]] = None, metrics=None) -> Path:
+                   views: Optional[Mapping[int, EpochViews]] = None, metrics=None,
+                   skipped: Optional[Mapping[int, str]] = None) -> Path:
     """Write ``index.html`` into ``log_dir`` (atomically) from data in memory, with the plotly
     package's own ``plotly.min.js`` beside it (:func:`flowcallback.core.store.ensure_plotlyjs`).
 
@@ -484,7 +494,7 @@ def write_run_page(log_dir: PathLike, info: Mapping, graphs: Mapping[int, Mappin
     log_dir = Path(log_dir)
     ensure_plotlyjs(log_dir)
     path = log_dir / "index.html"
-    page = run_page_html(info, graphs, errors, cache=cache, views=views, metrics=metrics)
+    page = run_page_html(info, graphs, errors, cache=cache, views=views, metrics=metrics, skipped=skipped)
     atomic_write(path, page.encode("utf-8"))
     return path
 
@@ -526,6 +536,7 @@ class RunPageState:
         self.views: Dict[int, Optional[EpochViews]] = {}
         self.metrics: Dict[int, object] = {}  # each epoch's layer metrics (a DataFrame)
         self.errors: Dict[int | str, str] = {}  # as Run.errors(): epochs and "setup"
+        self.skipped: Dict[int, str] = {}  # as Run.skipped: the epochs of the run that could not be read
         self._cache: Dict[tuple, dict] = {}  # the page's parts by (epoch, analysis)
         self._lock = threading.RLock()
 
@@ -534,7 +545,8 @@ class RunPageState:
         """The state of a run directory being appended to (``run``: a :class:`flowcallback.Run`)."""
         state = cls(run.path, info)
         state.errors = run.errors()
-        state.graphs = run_graphs(run)
+        state.graphs = run_graphs(run)  # the readable epochs; the others are noted (Run.skipped)
+        state.skipped = dict(run.skipped)
         for e in state.graphs:
             try:
                 state.views[e] = run.views(e)
@@ -563,6 +575,7 @@ class RunPageState:
         """An epoch written (again): its graphs, views and layer metrics; what the page drew of it goes."""
         with self._lock:
             self.graphs[int(epoch)] = dict(graphs)
+            self.skipped.pop(int(epoch), None)  # written anew
             self.views[int(epoch)] = views
             if metrics is not None:
                 self.metrics[int(epoch)] = metrics
@@ -581,7 +594,7 @@ class RunPageState:
         with self._lock:
             metrics = pd.concat(list(self.metrics.values()), ignore_index=True) if self.metrics else None
             return write_run_page(self.log_dir, self.info, self.graphs, self.errors, cache=self._cache,
-                                  views=self.views, metrics=metrics)
+                                  views=self.views, metrics=metrics, skipped=self.skipped)
 
 
 def run_graphs(run) -> Dict[int, Dict[str, FlowGraph]]:
@@ -603,13 +616,14 @@ def run_views(run) -> Dict[int, EpochViews]:
 def write_run_page_for(run, cache: Optional[dict] = None) -> Path:
     """Write the run page of a run directory opened with :func:`flowcallback.load_run`.
 
-    Reads its graphs, views and errors once, then :func:`write_run_page`. Returns the page's path.
+    Reads its graphs, views and errors once, then :func:`write_run_page`; the epochs that could
+    not be read (:attr:`flowcallback.Run.skipped`) are noted on it. Returns the page's path.
     """
     return write_run_page(run.path, run.info, run_graphs(run), run.errors(), cache=cache, views=run_views(run),
-                          metrics=run.layer_metrics())
+                          metrics=run.layer_metrics(), skipped=run.skipped)
 
 
 def run_page_html_for(run, cache: Optional[dict] = None) -> str:
     """:func:`run_page_html` of a run directory opened with :func:`flowcallback.load_run`."""
     return run_page_html(run.info, run_graphs(run), run.errors(), cache=cache, views=run_views(run),
-                         metrics=run.layer_metrics())
+                         metrics=run.layer_metrics(), skipped=run.skipped)

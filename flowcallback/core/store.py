@@ -33,29 +33,30 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from flowcallback.core._files import (
+    ERROR_TAIL_BYTES,
     SETUP_ERRORS,
     _dir_mode,
-    _json_bytes,
     _read_json,
-    _read_text,
+    _read_tail,
     _temp_prefix,
     _within,
     atomic_write,
     ensure_plotlyjs,
     remove_stale_temporaries,
+    shown,
 )
 
 # The file helpers live in _files (the page writers use them too).
 from flowcallback.core._notes import Note, as_note
 from flowcallback.core._npz import load_arrays
-from flowcallback.core._schemas import check_before_writing, checked_json, validate
+from flowcallback.core._schemas import MAX_JSON_BYTES, check_before_writing, checked_json, validate
 from flowcallback.core.flows import ANALYSIS_NAME, MAX_CLASS_MEAN_VALUES, Column, EpochViews, FlowGraph, clean_metric
 from flowcallback.exceptions import RunFormatError
 
 __all__ = ["FORMAT_VERSION", "atomic_write", "ensure_plotlyjs", "remove_stale_temporaries", "graph_to_json",
            "save_epoch", "load_flow_graph", "views_to_json", "load_epoch_views", "write_run_info", "read_run_info",
            "run_info", "epoch_numbers", "epoch_analyses", "read_graph", "read_views", "read_metrics_rows",
-           "read_errors", "epoch_page_name", "SETUP_ERRORS"]
+           "read_errors", "epoch_page_name", "check_epoch", "SETUP_ERRORS"]
 
 FORMAT_VERSION = 1
 _EPOCH_DIR = re.compile(r"^epoch_([0-9]{3,})$")
@@ -120,6 +121,36 @@ def _npz_bytes(graph: FlowGraph) -> bytes:
     return buf.getvalue()
 
 
+def _graph_counts_problem(doc) -> Optional[str]:
+    """Where a graph's document lists more than its samples allow, or None (types are left to the schema).
+
+    A column has at most ``n_samples`` clusters, each counting one number per class, and a pair
+    of columns at most ``n_samples`` flows (one per sample at most). Checked in one pass over the
+    columns, before the schema is applied item by item, so that two million cluster ids or
+    100,000 empty clusters are refused at once.
+    """
+    n, cols, names = doc.get("n_samples"), doc.get("columns"), doc.get("class_names")
+    if type(n) is not int or not isinstance(cols, list) or not isinstance(names, list):
+        return None
+    for j, c in enumerate(cols):
+        if not isinstance(c, dict):
+            return None
+        for key in ("order", "clusters"):
+            items = c.get(key)
+            if isinstance(items, list) and len(items) > n:
+                return f"at columns/{j}/{key}: {len(items)} clusters, more than the {n} samples (n_samples)"
+        for i, cl in enumerate(c.get("clusters") if isinstance(c.get("clusters"), list) else ()):
+            counts = cl.get("class_counts") if isinstance(cl, dict) else None
+            if isinstance(counts, list) and len(counts) != len(names):
+                return (f"at columns/{j}/clusters/{i}/class_counts: {len(counts)} counts, "
+                        f"for {len(names)} classes (class_names)")
+    flows = doc.get("flows")
+    if isinstance(flows, list) and len(flows) > max(len(cols) - 1, 0) * n:
+        return (f"at flows: {len(flows)} flows, more than the {max(len(cols) - 1, 0) * n} that {len(cols)} columns "
+                f"of {n} samples can have")
+    return None
+
+
 def load_flow_graph(json_path: PathLike, *, root: Optional[PathLike] = None) -> FlowGraph:
     """Load one graph (JSON + its npz) and check that both agree.
 
@@ -135,7 +166,7 @@ def load_flow_graph(json_path: PathLike, *, root: Optional[PathLike] = None) -> 
     RunFormatError
         Naming the file and the problem.
     """
-    path, root, doc = checked_json(json_path, root, "flowgraph-1")
+    path, root, doc = checked_json(json_path, root, "flowgraph-1", _graph_counts_problem)
     npz = _within(root, path.parent / doc["arrays"])
     n, cols = doc["n_samples"], doc["columns"]
     # The shapes the JSON implies bound what the npz may unpack to (see _load_arrays).
@@ -150,15 +181,16 @@ def load_flow_graph(json_path: PathLike, *, root: Optional[PathLike] = None) -> 
     for j, c in enumerate(cols):
         order = c["order"]
         if len(set(order)) != len(order) or [cl["id"] for cl in c["clusters"]] != order:
-            raise RunFormatError(f"{path}: column {c['name']!r} lists its clusters inconsistently")
+            raise RunFormatError(f"{path}: column {shown(c['name'])} lists its clusters inconsistently")
         present, counts = np.unique(a[:, j], return_counts=True)
         if not set(present.tolist()) <= set(order):
-            raise RunFormatError(f"{npz}: column {c['name']!r} has samples in clusters not listed in {path.name}")
+            raise RunFormatError(f"{npz}: column {shown(c['name'])} has samples in clusters not listed in {path.name}")
         size = dict(zip(present.tolist(), counts.tolist()))
         for cl in c["clusters"]:
             class_counts = cl["class_counts"]
             if cl["size"] != size.get(cl["id"], 0) or len(class_counts) != n_classes or sum(class_counts) != cl["size"]:
-                raise RunFormatError(f"{path}: cluster {cl['id']} of column {c['name']!r} does not match the arrays")
+                raise RunFormatError(f"{path}: cluster {cl['id']} of column {shown(c['name'])} does not match "
+                                     "the arrays")
     if not np.array_equal(a[:, -2], p) or not np.array_equal(a[:, -1], y):
         raise RunFormatError(f"{npz}: the Prediction / Ground truth columns differ from the predictions / labels")
     graph = FlowGraph(
@@ -244,9 +276,9 @@ def load_epoch_views(json_path: PathLike, *, n_classes: int, n_samples: int, roo
             raise RunFormatError(f"{path}: {what} lists an (analysis, layer) twice")
         for a, layer in keys:
             if analyses is not None and a not in analyses:
-                raise RunFormatError(f"{path}: {what} names analysis {a!r}, which the run does not have")
+                raise RunFormatError(f"{path}: {what} names analysis {shown(a)}, which the run does not have")
             if layers is not None and layer not in layers:
-                raise RunFormatError(f"{path}: {what} names layer {layer!r}, which is not among the run's layers")
+                raise RunFormatError(f"{path}: {what} names layer {shown(layer)}, which is not among the run's layers")
     m = doc["projection_samples"]
     if m > n_samples or (doc["projections"] and m == 0):
         raise RunFormatError(f"{path}: projection_samples is {m}; the epoch has {n_samples} samples"
@@ -255,7 +287,7 @@ def load_epoch_views(json_path: PathLike, *, n_classes: int, n_samples: int, roo
     kinds = {}
     for i, e in enumerate(doc["class_means"]):
         if n_classes * e["units"] > MAX_CLASS_MEAN_VALUES:
-            raise RunFormatError(f"{path}: class means of {e['layer']!r} claim {n_classes} × {e['units']} values, "
+            raise RunFormatError(f"{path}: class means of {shown(e['layer'])} claim {n_classes} × {e['units']} values, "
                                  f"more than the {MAX_CLASS_MEAN_VALUES} a layer may hold; refused")
         shapes[f"class_means_{i}"] = (n_classes, e["units"])
         kinds[f"class_means_{i}"] = "f"
@@ -329,13 +361,14 @@ def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph], views: Option
     final = root / _epoch_dir_name(epoch)
     # Each JSON document is checked against the schema that load_run reads it with before anything
     # is written: what is written can be read.
-    documents = {f"{a}.json": (graph_to_json(g, f"{a}.npz"), "flowgraph-1") for a, g in graphs.items()}
+    documents = {f"{a}.json": (graph_to_json(g, f"{a}.npz"), "flowgraph-1", _graph_counts_problem)
+                 for a, g in graphs.items()}
     if views:
-        documents[f"{VIEWS}.json"] = (views_to_json(views, epoch, f"{VIEWS}.npz"), "views-1")
+        documents[f"{VIEWS}.json"] = (views_to_json(views, epoch, f"{VIEWS}.npz"), "views-1", None)
     if metrics is not None:
-        documents[METRICS_FILE] = (_metrics_doc(epoch, metrics), "metrics-1")
-    for name, (doc, schema) in documents.items():
-        check_before_writing(doc, schema, final / name)
+        documents[METRICS_FILE] = (_metrics_doc(epoch, metrics), "metrics-1", None)
+    payloads = {name: check_before_writing(doc, schema, final / name, precheck)
+                for name, (doc, schema, precheck) in documents.items()}
     root.mkdir(parents=True, exist_ok=True)
     # A planted symlink (graphs/ leading elsewhere) is refused as the reader refuses it: the epoch
     # would be written outside the run, and the run then refused by load_run.
@@ -347,8 +380,8 @@ def save_epoch(log_dir: PathLike, graphs: Mapping[str, FlowGraph], views: Option
             atomic_write(tmp / f"{analysis}.npz", _npz_bytes(g))
         if views:
             atomic_write(tmp / f"{VIEWS}.npz", _views_npz_bytes(views))
-        for name, (doc, _) in documents.items():
-            atomic_write(tmp / name, _json_bytes(doc))
+        for name, data in payloads.items():
+            atomic_write(tmp / name, data)
         os.chmod(tmp, _dir_mode())  # mkdtemp creates 0700 whatever the umask
         if final.exists():
             old = root / f"{_temp_prefix(final.name)}old.tmp"
@@ -378,15 +411,14 @@ def write_run_info(log_dir: PathLike, info: Mapping) -> Path:
     doc.setdefault("format", "flowcallback/run")
     doc.setdefault("version", FORMAT_VERSION)
     path = Path(log_dir) / "run.json"
-    check_before_writing(doc, "run-1", path)
-    atomic_write(path, _json_bytes(doc))
+    atomic_write(path, check_before_writing(doc, "run-1", path))
     return path
 
 
 def read_run_info(log_dir: PathLike) -> dict:
-    """Read and validate ``run.json``."""
+    """Read and validate ``run.json`` (at most ``MAX_JSON_BYTES["run-1"]``, checked before reading)."""
     path = _within(log_dir, Path(log_dir) / "run.json")
-    doc = _read_json(path)
+    doc = _read_json(path, MAX_JSON_BYTES["run-1"])
     validate(doc, "run-1", path)
     return doc
 
@@ -441,7 +473,7 @@ def epoch_numbers(log_dir: PathLike) -> List[int]:
 
 def _epoch_dir(log_dir: PathLike, epoch: int) -> Path:
     if int(epoch) not in epoch_numbers(log_dir):
-        raise KeyError(f"epoch {epoch} is not in this run; its epochs are {epoch_numbers(log_dir)}")
+        raise KeyError(f"epoch {shown(epoch)} is not in this run; its epochs are {shown(epoch_numbers(log_dir))}")
     return Path(log_dir) / "graphs" / _epoch_dir_name(epoch)
 
 
@@ -451,18 +483,57 @@ def epoch_analyses(log_dir: PathLike, epoch: int) -> List[str]:
     return sorted(p.stem for p in d.glob("*.json") if ANALYSIS_NAME.match(p.stem) and p.stem not in _NOT_ANALYSES)
 
 
-def read_graph(log_dir: PathLike, epoch: int, analysis: str) -> FlowGraph:
-    """The :class:`FlowGraph` of one epoch and analysis, checked (:func:`load_flow_graph`)."""
+def read_graph(log_dir: PathLike, epoch: int, analysis: str, info: Optional[Mapping] = None) -> FlowGraph:
+    """The :class:`FlowGraph` of one epoch and analysis, checked (:func:`load_flow_graph`).
+
+    With ``info`` (the run's ``run.json``), the graph must also fit it: as many classes, and only
+    layers that it lists; a mismatch raises :class:`~flowcallback.RunFormatError` naming both files.
+    """
     d = _epoch_dir(log_dir, epoch)
     if not isinstance(analysis, str) or not ANALYSIS_NAME.match(analysis) or analysis in _NOT_ANALYSES:
-        raise ValueError(f"analysis: expected a name such as 'activations' or 'lrp', got {analysis!r}")
+        raise ValueError(f"analysis: expected a name such as 'activations' or 'lrp', got {shown(analysis)}")
     path = d / f"{analysis}.json"
     if not path.exists():
-        raise KeyError(f"epoch {epoch} has no {analysis!r} graph; it has {epoch_analyses(log_dir, epoch)}")
+        raise KeyError(f"epoch {epoch} has no {analysis!r} graph; it has {shown(epoch_analyses(log_dir, epoch))}")
     g = load_flow_graph(path, root=log_dir)
     if g.epoch != int(epoch) or g.analysis != analysis:
         raise RunFormatError(f"{path}: says epoch {g.epoch} / {g.analysis!r}, expected {epoch} / {analysis!r}")
+    if info is not None:
+        _check_against_run(path, g, info, Path(log_dir) / "run.json")
     return g
+
+
+def _check_against_run(path: Path, g: FlowGraph, info: Mapping, run_json: Path) -> None:
+    """Refuse a graph that does not fit ``run.json``: another number of classes, or a layer the
+    run does not list.
+
+    The run page colours, filters and counts the classes of ``run.json`` over every graph, and
+    lists its layers: a graph with more classes would be drawn wrong, or not at all. Class names
+    may differ (a run resumed with ``class_names`` given anew): the page shows ``run.json``'s.
+    """
+    n_classes = len(info["class_names"])
+    if len(g.class_names) != n_classes:
+        raise RunFormatError(f"{path}: does not match {run_json}: {len(g.class_names)} classes, "
+                             f"{run_json.name} has {n_classes}")
+    layers = {layer["name"] for layer in info.get("layers", [])}
+    for c in g.columns:
+        if c.kind == "layer" and c.name not in layers:
+            raise RunFormatError(f"{path}: does not match {run_json}: column {shown(c.name)} is not among "
+                                 f"its layers")
+
+
+def check_epoch(log_dir: PathLike, epoch: int, graphs: Mapping[str, FlowGraph]) -> None:
+    """Refuse an epoch whose graphs hold different numbers of samples: the run page and the
+    projections index one analysis's samples with another's (the writer takes every analysis of
+    an epoch on the same held-out set)."""
+    items = sorted(graphs.items())
+    if len(items) < 2:
+        return
+    (a0, g0), d = items[0], _epoch_dir(log_dir, epoch)
+    for a, g in items[1:]:
+        if g.n_samples != g0.n_samples:
+            raise RunFormatError(f"{d / (a + '.json')}: does not match {d / (a0 + '.json')}: {g.n_samples} samples "
+                                 f"against {g0.n_samples}")
 
 
 def read_views(log_dir: PathLike, epoch: int, info: Mapping, n_samples: Optional[int]) -> Optional[EpochViews]:
@@ -480,7 +551,7 @@ def read_views(log_dir: PathLike, epoch: int, info: Mapping, n_samples: Optional
     v = load_epoch_views(path, root=log_dir, n_classes=len(info["class_names"]), n_samples=n_samples,
                          layers={layer["name"] for layer in info.get("layers", [])},
                          analyses=set(info.get("analyses", [])) | set(names))
-    doc_epoch = _read_json(path)["epoch"]
+    doc_epoch = _read_json(path, MAX_JSON_BYTES["views-1"])["epoch"]
     if doc_epoch != int(epoch):
         raise RunFormatError(f"{path}: says epoch {doc_epoch}, expected {int(epoch)}")
     return v
@@ -498,7 +569,11 @@ def read_metrics_rows(log_dir: PathLike, epoch: int) -> Optional[List[dict]]:
 
 
 def read_errors(log_dir: PathLike) -> Dict[int | str, str]:
-    """The errors a run recorded: ``{epoch: text}``, then ``{SETUP_ERRORS: text}`` if the set-up recorded one."""
+    """The errors a run recorded: ``{epoch: text}``, then ``{SETUP_ERRORS: text}`` if the set-up recorded one.
+
+    Each file is read from its last ``ERROR_TAIL_BYTES`` (256 KiB) only, which hold its last
+    errors: a longer file's text starts with a line saying how much was left out.
+    """
     log_dir = Path(log_dir)
     d = log_dir / "errors"
     out: Dict[int | str, str] = {}
@@ -507,9 +582,9 @@ def read_errors(log_dir: PathLike) -> Dict[int | str, str]:
         for p in sorted(d.glob("epoch_*.txt")):
             m = re.match(r"^epoch_(\d+)\.txt$", p.name)
             if m:
-                out[int(m.group(1))] = _read_text(_within(log_dir, p), errors="replace")
+                out[int(m.group(1))] = _read_tail(_within(log_dir, p), ERROR_TAIL_BYTES)
         setup = d / f"{SETUP_ERRORS}.txt"
         if os.path.lexists(setup):
-            out[SETUP_ERRORS] = _read_text(_within(log_dir, setup), errors="replace")
+            out[SETUP_ERRORS] = _read_tail(_within(log_dir, setup), ERROR_TAIL_BYTES)
     return out
 

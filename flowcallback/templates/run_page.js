@@ -16,6 +16,13 @@
     setupError.textContent = "The set-up recorded an error (the whole text: errors/setup.txt): " + data.setup_error;
     setupError.hidden = false;
   }
+  var skippedEpochs = Object.keys(data.skipped || {});
+  if (skippedEpochs.length) {  // epochs whose files could not be read (Run.skipped): listed, as text
+    var skippedNote = document.getElementById("skipped-note");
+    skippedNote.textContent = skippedEpochs.length + " snapshot(s) could not be read and are not shown: "
+      + skippedEpochs.map(function (e) { return "epoch " + e + " (" + data.skipped[e] + ")"; }).join("; ");
+    skippedNote.hidden = false;
+  }
   var buttons = document.getElementById("analysis-buttons");
   analyses.forEach(function (a) {
     var b = document.createElement("button");
@@ -127,7 +134,8 @@
     document.getElementById("epoch-label").textContent = String(e);
     var fig = (data.figures[String(e)] || {})[state.analysis];
     var status = document.getElementById("status");
-    status.textContent = data.failed[String(e)] ? "snapshot failed: " + data.failed[String(e)]
+    status.textContent = (data.skipped || {})[String(e)] ? "not loaded: " + data.skipped[String(e)]
+      : data.failed[String(e)] ? "snapshot failed: " + data.failed[String(e)]
       : data.partial[String(e)]
         ? "part of this snapshot failed (see the notes under the diagram): " + data.partial[String(e)]
       : (fig ? "" : "no " + state.analysis + " graph for this epoch");

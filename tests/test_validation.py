@@ -323,9 +323,12 @@ def test_a_layer_named_like_a_final_column_is_refused_before_training(tmp_path, 
     import tensorflow as tf
 
     x_tr, y_tr, x_te, y_te = small
-    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
-                                 tf.keras.layers.Dense(16, activation="relu"),
-                                 tf.keras.layers.Dense(10, activation="softmax", name=reserved)])
+    try:
+        model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
+                                     tf.keras.layers.Dense(16, activation="relu"),
+                                     tf.keras.layers.Dense(10, activation="softmax", name=reserved)])
+    except ValueError as exc:  # Keras 2 refuses a space in a layer name itself
+        pytest.skip(f"this Keras refuses the name: {exc}")
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     before = [w.copy() for w in model.get_weights()]
     cb = FlowCallback((x_te, y_te), log_dir=tmp_path / "r", verbose=0, lrp=False, k=10)

@@ -129,6 +129,8 @@ def _graph_counts_problem(doc) -> Optional[str]:
     columns, before the schema is applied item by item, so that two million cluster ids or
     100,000 empty clusters are refused at once.
     """
+    if not isinstance(doc, dict):  # not an object: the schema says so
+        return None
     n, cols, names = doc.get("n_samples"), doc.get("columns"), doc.get("class_names")
     if type(n) is not int or not isinstance(cols, list) or not isinstance(names, list):
         return None

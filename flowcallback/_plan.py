@@ -292,12 +292,12 @@ def resume(log_dir, plan: RunPlan, description: Mapping,
     Raises
     ------
     ValueError
-        ``log_dir`` holds a run of another architecture, or pages and graphs of no run (no run.json).
+        ``log_dir`` holds a run of another architecture. (Pages and graphs of no run are refused
+        by :func:`refuse_foreign_files`, which the caller runs before it writes anything there.)
     """
     from pathlib import Path
 
     log_dir = Path(log_dir)
-    refuse_foreign_files(log_dir)
     if not (log_dir / "run.json").exists():
         return plan, None
     old = store.read_run_info(log_dir)

@@ -181,6 +181,23 @@ def check_epochs(epochs):
     return frozenset(int(e) for e in epochs)
 
 
+#: The share of the training time that snapshots may add by default (``budget="auto"``).
+DEFAULT_BUDGET = 0.25
+
+
+def check_budget(budget, epochs) -> Optional[float]:
+    """The snapshot budget in effect: ``budget`` checked by its rule in
+    :data:`flowcallback.settings.RUN_CONSTRAINTS`, :data:`DEFAULT_BUDGET` for ``"auto"`` unless
+    ``epochs`` chooses the epochs, None for every epoch (or ``epochs``'s)."""
+    check_parameter("budget", budget)
+    if epochs is not None:
+        if budget not in ("auto", None):
+            raise ValueError(f"budget: {budget!r} cannot be combined with epochs={epochs!r}: epochs= chooses the "
+                             "snapshot epochs itself; give one of budget= and epochs=")
+        return None
+    return DEFAULT_BUDGET if budget == "auto" else (None if budget is None else float(budget))
+
+
 def output_classes(model, x=None) -> int:
     """Number of classes of a single-output classifier (2 for a one-unit sigmoid output).
 

@@ -3,6 +3,7 @@
 and the stages (:mod:`flowcallback.core`) do the work."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,7 @@ import tensorflow as tf
 from flowcallback import _validation as checks
 from flowcallback._fit_guard import FitGuard
 from flowcallback._progress import SnapshotProgress
+from flowcallback._schedule import BudgetSchedule, Decision
 from flowcallback.core import cluster, knn, project
 from flowcallback.pipeline import Snapshotter
 from flowcallback.settings import SnapshotSettings, check_parameter
@@ -39,8 +41,16 @@ class FlowCallback(tf.keras.callbacks.Callback):
     log_dir : str or path, default="flows"
         Run directory, as for the TensorBoard callback. Reusing it with the same model appends epochs.
     epochs : None, int or list of int, default=None
-        When to take snapshots: None for every epoch (0 included); an int ``N`` for every N-th
-        epoch counting from 0 (0, N, 2N...); a list for exactly those epochs.
+        When to take snapshots: None for the epochs ``budget`` affords (every epoch with
+        ``budget=None``); an int ``N`` for every N-th epoch counting from 0 (0, N, 2N...); a list
+        for exactly those epochs. Given, it turns the budget off.
+    budget : "auto", float in (0, 1] or None, default="auto"
+        The share of the training's wall time that snapshots may add. The callback measures the
+        epochs and what its snapshots cost as training goes, and takes a snapshot whenever the
+        budget allows: always the untrained model and the last epoch, and between them epochs
+        spread geometrically (denser early, where most changes happen). ``"auto"``: 0.25, unless
+        ``epochs`` is given. None: every epoch. ``run.json``, the run page and the progress lines
+        say which epochs were taken, why the others were skipped, and how much was spent.
     layers : None, "all" or list of str, default=None
         The columns. None: every layer but inputs, dropout/noise/Random* layers, reshapes and padding
         (:data:`flowcallback.core.capture.SKIPPED_LAYER_TYPES`) when there are at most 24 of them;
@@ -139,6 +149,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         *,
         log_dir="flows",
         epochs=None,
+        budget="auto",
         layers=None,
         class_names=None,
         lrp: bool = True,
@@ -168,15 +179,23 @@ class FlowCallback(tf.keras.callbacks.Callback):
         super().__init__()
         self.verbose = check_parameter("verbose", verbose)
         self.epochs = checks.check_epochs(epochs)
+        self.budget = checks.check_budget(budget, epochs)
         # every setting is checked once, from one table (flowcallback/settings.py)
         self._snapshotter = Snapshotter(validation_data, log_dir, SnapshotSettings.from_arguments(locals()))
         self.log_dir = str(self._snapshotter.log_dir)
         self._first_epoch_seen = False
         self._guard = FitGuard()
+        self._schedule: Optional[BudgetSchedule] = None
+        self._clean = True  # no snapshot captured or running since the epoch began
+        self._last_done: Optional[int] = None  # the last epoch trained in this fit
 
     # -- scheduling ----------------------------------------------------------------------------
     def wants(self, epoch: int) -> bool:
-        """Whether a snapshot is taken at ``epoch`` (0 = before training)."""
+        """Whether a snapshot is taken at ``epoch`` (0 = before training). With a budget, the
+        decision is made at the epoch's end: whether it was taken (see :attr:`schedule`)."""
+        if self._schedule is not None:
+            decision = self._schedule.decisions.get(epoch)
+            return epoch == self._schedule.first if decision is None else decision.take
         if self.epochs is None:
             return True
         if isinstance(self.epochs, int):
@@ -188,6 +207,14 @@ class FlowCallback(tf.keras.callbacks.Callback):
             return int(self.verbose)
         v = (self.params or {}).get("verbose", 1)
         return 1 if v == "auto" else int(v)
+
+    @property
+    def schedule(self) -> Optional[dict]:
+        """With a budget, after ``fit`` started: the budget, the share of the training time spent so
+        far, the epochs taken and those skipped by reason (as in ``run.json``); else None."""
+        if self._schedule is None:
+            return None
+        return self._schedule.summary(time.perf_counter())
 
     @property
     def settings(self) -> SnapshotSettings:
@@ -239,12 +266,37 @@ class FlowCallback(tf.keras.callbacks.Callback):
         return dict(self._snapshotter.timings)
 
     def _take(self, epoch: int):
+        self._clean = False
         self._snapshotter.take(epoch, title_prefix=self.model.name)
+        if self._schedule is not None:
+            self._schedule.taken(epoch)
+
+    # -- the budget ----------------------------------------------------------------------------
+    def _budget_costs(self) -> None:
+        """Hand the wall times of the snapshots written so far to the schedule."""
+        for seconds in self._snapshotter.timings.values():
+            self._schedule.cost(seconds.get("snapshot_seconds"))
+
+    def _record_schedule(self) -> None:
+        summary = self._schedule.summary(time.perf_counter())
+        self._snapshotter.record_schedule(summary)
+        self._snapshotter.progress_note = (f"snapshots added {summary['spent']:.0%} to training "
+                                           f"(budget {summary['budget']:.0%})")
+
+    def _decide(self, epoch: int) -> None:
+        now = time.perf_counter()
+        self._schedule.epoch_done(epoch, now, clean=self._clean and not self._snapshotter.busy)
+        self._clean = True  # for the next epoch, unless this snapshot is taken
+        self._budget_costs()
+        decision = self._schedule.decide(epoch, now, busy=self._snapshotter.busy)
+        if decision.take:
+            self._take(epoch)
+        self._record_schedule()
 
     # -- Keras hooks ---------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._guard.stop()  # a previous fit's guard, if that fit ended abnormally
-        self._first_epoch_seen = False
+        self._first_epoch_seen, self._schedule, self._last_done, self._clean = False, None, None, True
         self._snapshotter.progress = SnapshotProgress(self._verbose())
         self._snapshotter.prepare(self.model)
         # If fit ends without on_train_end (an exception, Ctrl-C), the guard stops everything.
@@ -256,16 +308,34 @@ class FlowCallback(tf.keras.callbacks.Callback):
         # Keras's epoch index is 0-based; snapshot 0 is the state before the first epoch trains.
         if not self._first_epoch_seen:
             self._first_epoch_seen = True
+            if self.budget is not None and not self._snapshotter.disabled:
+                last = int((self.params or {}).get("epochs") or epoch + 1)
+                self._schedule = BudgetSchedule(self.budget, first=epoch, last=max(last, epoch + 1))
+                self._schedule.start(time.perf_counter())
             if epoch == 0 and self.wants(0):
                 self._take(0)
+        if self._schedule is not None:
+            self._clean = not self._snapshotter.busy and self._clean
+            self._schedule.epoch_begin(time.perf_counter())
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.wants(epoch + 1):
+        self._last_done = epoch + 1
+        if self._schedule is not None:
+            self._decide(epoch + 1)
+        elif self.wants(epoch + 1):
             self._take(epoch + 1)
 
     def on_train_end(self, logs=None):
         self._guard.stop()
+        schedule, last = self._schedule, self._last_done
+        if schedule is not None and last is not None and last not in schedule.taken_epochs:
+            self._take(last)  # training stopped early (EarlyStopping): its last epoch is always taken
+            schedule.decisions[last] = Decision(last, True, "last")
         self._snapshotter.close()  # waits for background snapshots, stops the LRP worker
+        if schedule is not None:  # the wait at the end counts: the share spent, with it
+            self._budget_costs()
+            self._record_schedule()
+            self._snapshotter.rewrite_run_page()
         self._snapshotter.progress.flush()
 
     def __del__(self):

@@ -81,6 +81,7 @@ class Snapshotter:
         self.threads = SnapshotThreads(background=settings.background, nice=settings.nice)
         self.lock = RunLock(self.log_dir)
         self._former_layers: list = []  # run.json's columns before this fit, when resuming
+        self.progress_note = ""  # appended to each snapshot's progress line (the budget spent)
         self._aborted = False
         self._continuity = stages.Continuity()  # the last snapshot's cluster ids, orders and projections
         self._projection_samples: Optional[np.ndarray] = None  # the projected samples, the same at every epoch
@@ -210,6 +211,27 @@ class Snapshotter:
         if interrupt is not None:
             raise interrupt
 
+    @property
+    def busy(self) -> bool:
+        """Whether a snapshot is still being computed in the background."""
+        return any(not fut.done() for fut in self._pending)
+
+    def record_schedule(self, summary: dict) -> None:
+        """Record which epochs the budget took and skipped in run.json (and on the next run page)."""
+        if self.disabled or self.plan is None:
+            return
+        self.page.info = {**self.page.info, "schedule": summary}  # a new dict: the page writer may be reading it
+        try:
+            store.write_run_info(self.log_dir, self.page.info)
+        except OSError as exc:  # the epochs' own files stand; the next snapshot's errors say more
+            warnings.warn(f"FlowCallback: could not update {self.log_dir / 'run.json'}: {exc}", RuntimeWarning,
+                          stacklevel=3)
+
+    def rewrite_run_page(self) -> None:
+        """Rewrite the run page (after :meth:`record_schedule` at the end of ``fit``)."""
+        if not self.disabled and self.plan is not None and self.page.graphs:
+            self._write_run_page()
+
     def flush(self) -> List[Path]:
         """Wait for every background snapshot; return the pages written (in epoch order)."""
         pending, self._pending = self._pending, []
@@ -303,7 +325,8 @@ class Snapshotter:
         self.timings[epoch] = {**{f"{stage}_seconds": t for stage, t in captured.clock.seconds.items()},
                                "snapshot_seconds": seconds}
         self.pages[epoch] = page
-        self.progress.finished(epoch, f"FlowCallback: epoch {epoch} snapshot written to {page} ({seconds:.1f} s)")
+        note = f"; {self.progress_note}" if self.progress_note else ""
+        self.progress.finished(epoch, f"FlowCallback: epoch {epoch} snapshot written to {page} ({seconds:.1f} s{note})")
         return page
 
     def _layer_map(self, fn, *iterables):

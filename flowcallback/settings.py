@@ -85,6 +85,9 @@ RUN_CONSTRAINTS: Mapping[str, Tuple[_params.Constraint, ...]] = MappingProxyType
                _params.Constraint(_is_epoch_list, "a non-empty list of epoch numbers >= 0 (0 = before training)")),
     "verbose": (_params.options("auto"), _params.integer(0, 2)),
     "epoch": (_params.integer(0),),
+    "budget": (_params.options("auto"), NONE, _params.Constraint(
+        lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v <= 1,
+        "a share of the training time in (0, 1]")),
 })
 
 

@@ -42,8 +42,8 @@ def _first_below(data, lo, hi, lim):
 
 
 @nb.njit(cache=True, nogil=True)
-def _column(j, indptr, indices, data, row_lo, row_hi, inflation, threshold, select, cutoff, acc, out_i, out_v):
-    """Expand, inflate, normalise and prune column j; return (nnz kept, chaos of the column).
+def _expand(j, indptr, indices, data, row_lo, row_hi, cutoff, acc):
+    """Add column j of M @ M into ``acc``; return the range (lo, hi) of rows it can reach.
 
     With ``cutoff > 0`` columns are sorted by decreasing value, and the expansion reads column k
     only up to the first product ``v * data[q]`` below ``cutoff`` times the largest product of the
@@ -51,10 +51,10 @@ def _column(j, indptr, indices, data, row_lo, row_hi, inflation, threshold, sele
     """
     start = indptr[j]
     end = indptr[j + 1]
-    if start == end:
-        return 0, 0.0
     lo = acc.shape[0]
     hi = -1
+    if start == end:
+        return lo, hi
     vcut = cutoff * data[start]  # 0 when cutoff == 0: nothing is skipped
     for p in range(start, end):
         k = indices[p]
@@ -72,19 +72,84 @@ def _column(j, indptr, indices, data, row_lo, row_hi, inflation, threshold, sele
             q_end = _first_below(data, indptr[k], q_end, vcut * data[indptr[k]] / v)
         for q in range(indptr[k], q_end):
             acc[indices[q]] += v * data[q]
-    # gather the nonzero rows, inflate, and clear the accumulator for the next column
+    return lo, hi
+
+
+@nb.njit(cache=True, nogil=True)
+def _expand_pair(j, indptr, indices, data, row_lo, row_hi, acc2):
+    """Add columns j and j + 1 of M @ M into the interleaved accumulator ``acc2`` (row i of column
+    j at ``2 i``, of column j + 1 at ``2 i + 1``); return the range (lo, hi) of rows they reach.
+
+    Neighbouring columns (in RCM order) share most of their support, so most columns k are needed
+    by both: each entry of column k is then read once for two products, and both sums of row i
+    sit in the same cache line. Each sum receives the same products in the same order as
+    :func:`_expand` adds them (k ascending, then q), so the result is bitwise the same.
+    """
+    p1 = indptr[j]
+    e1 = indptr[j + 1]
+    p2 = indptr[j + 1]
+    e2 = indptr[j + 2]
+    big = acc2.shape[0]
+    lo = big
+    hi = -1
+    while p1 < e1 or p2 < e2:  # merge the two supports, both sorted by row
+        k1 = indices[p1] if p1 < e1 else big
+        k2 = indices[p2] if p2 < e2 else big
+        if k1 == k2:
+            k = k1
+            v1 = data[p1]
+            v2 = data[p2]
+            p1 += 1
+            p2 += 1
+            for q in range(indptr[k], indptr[k + 1]):
+                w = data[q]
+                i2 = 2 * indices[q]
+                acc2[i2] += v1 * w
+                acc2[i2 + 1] += v2 * w
+        elif k1 < k2:
+            k = k1
+            v1 = data[p1]
+            p1 += 1
+            for q in range(indptr[k], indptr[k + 1]):
+                acc2[2 * indices[q]] += v1 * data[q]
+        else:
+            k = k2
+            v2 = data[p2]
+            p2 += 1
+            for q in range(indptr[k], indptr[k + 1]):
+                acc2[2 * indices[q] + 1] += v2 * data[q]
+        if indptr[k] == indptr[k + 1]:
+            continue
+        if row_lo[k] < lo:
+            lo = row_lo[k]
+        if row_hi[k] > hi:
+            hi = row_hi[k]
+    return lo, hi
+
+
+@nb.njit(cache=True, nogil=True)
+def _gather(acc, stride, offset, lo, hi, inflation, out_i, out_v):
+    """Collect the nonzero sums ``acc[stride * i + offset]`` for rows lo..hi, inflated, into
+    (out_i, out_v), clearing them for the next column; return (count, sum of the inflated values)."""
     m = 0
     s = 0.0
     square = inflation == 2.0  # the common case: a product is far cheaper than pow()
     for i in range(lo, hi + 1):
-        a = acc[i]
+        a = acc[stride * i + offset]
         if a != 0.0:
-            acc[i] = 0.0
+            acc[stride * i + offset] = 0.0
             x = a * a if square else a ** inflation
             out_i[m] = i
             out_v[m] = x
             s += x
             m += 1
+    return m, s
+
+
+@nb.njit(cache=True, nogil=True)
+def _prune(m, s, threshold, select, cutoff, mass, out_i, out_v):
+    """Prune, select and normalise the inflated column in (out_i[:m], out_v[:m]) whose sum is s;
+    return (nnz kept, chaos of the column)."""
     if m == 0 or s <= 0.0:
         return 0, 0.0
     # threshold pruning (relative to the column's mass), then top-`select` selection
@@ -127,6 +192,28 @@ def _column(j, indptr, indices, data, row_lo, row_hi, inflation, threshold, sele
     s = 0.0
     for t in range(m):
         s += out_v[t]
+    if mass > 0.0 and m > 1:
+        # mass pruning: drop the smallest entries as long as together they hold at most `mass` of
+        # the column (mcl's -pct recovery accepts losing up to 10 %)
+        srt = np.sort(out_v[:m])
+        budget = mass * s
+        c = 0.0
+        cut = srt[m - 1]
+        for t in range(m):
+            c += srt[t]
+            if c > budget:
+                cut = srt[t]
+                break
+        kept = 0
+        s = 0.0
+        for t in range(m):
+            v = out_v[t]
+            if v >= cut:
+                out_i[kept] = out_i[t]
+                out_v[kept] = v
+                s += v
+                kept += 1
+        m = kept
     mx = 0.0
     sq = 0.0
     for t in range(m):
@@ -140,18 +227,43 @@ def _column(j, indptr, indices, data, row_lo, row_hi, inflation, threshold, sele
     return m, mx - sq
 
 
+
+
 @nb.njit(cache=True, nogil=True)
-def _block(lo, hi, indptr, indices, data, row_lo, row_hi, inflation, threshold, select, cutoff, width,
-           new_i, new_v, counts, chaos, acc, out_i, out_v):
-    for j in range(lo, hi):
-        m, c = _column(j, indptr, indices, data, row_lo, row_hi, inflation, threshold, select, cutoff, acc, out_i,
-                       out_v)
-        counts[j] = m
-        chaos[j] = c
-        base = j * width
-        for t in range(m):
-            new_i[base + t] = out_i[t]
-            new_v[base + t] = out_v[t]
+def _column(j, indptr, indices, data, row_lo, row_hi, inflation, threshold, select, cutoff, mass, acc, out_i, out_v):
+    """Expand, inflate, normalise and prune column j; return (nnz kept, chaos of the column)."""
+    lo, hi = _expand(j, indptr, indices, data, row_lo, row_hi, cutoff, acc)
+    m, s = _gather(acc, 1, 0, lo, hi, inflation, out_i, out_v)
+    return _prune(m, s, threshold, select, cutoff, mass, out_i, out_v)
+
+
+@nb.njit(cache=True, nogil=True)
+def _store(j, m, c, width, new_i, new_v, counts, chaos, out_i, out_v):
+    counts[j] = m
+    chaos[j] = c
+    base = j * width
+    for t in range(m):
+        new_i[base + t] = out_i[t]
+        new_v[base + t] = out_v[t]
+
+
+@nb.njit(cache=True, nogil=True)
+def _block(lo, hi, indptr, indices, data, row_lo, row_hi, inflation, threshold, select, cutoff, mass, paired, width,
+           new_i, new_v, counts, chaos, acc, acc2, out_i, out_v):
+    j = lo
+    while j < hi:
+        if paired and j + 1 < hi:  # columns j and j + 1 together (see _expand_pair)
+            r_lo, r_hi = _expand_pair(j, indptr, indices, data, row_lo, row_hi, acc2)
+            for b in range(2):
+                m, s = _gather(acc2, 2, b, r_lo, r_hi, inflation, out_i, out_v)
+                m, c = _prune(m, s, threshold, select, cutoff, mass, out_i, out_v)
+                _store(j + b, m, c, width, new_i, new_v, counts, chaos, out_i, out_v)
+            j += 2
+        else:
+            m, c = _column(j, indptr, indices, data, row_lo, row_hi, inflation, threshold, select, cutoff, mass, acc,
+                           out_i, out_v)
+            _store(j, m, c, width, new_i, new_v, counts, chaos, out_i, out_v)
+            j += 1
 
 
 @nb.njit(cache=True)
@@ -198,7 +310,8 @@ def _scan(n, indptr, indices):
     return row_lo, row_hi, min(best, n)
 
 
-def iterate(indptr, indices, data, n, inflation, threshold, select, n_threads=1, cutoff=0.0):
+def iterate(indptr, indices, data, n, inflation, threshold, select, n_threads=1, cutoff=0.0, mass=0.0,
+            paired=True):
     """One MCL round on a column-stochastic CSC matrix (columns sorted by decreasing value if cutoff > 0).
 
     Returns the new CSC arrays (columns sorted the same way) and the largest column chaos.
@@ -211,16 +324,17 @@ def iterate(indptr, indices, data, n, inflation, threshold, select, n_threads=1,
     counts = np.zeros(n, dtype=np.int64)
     chaos = np.zeros(n, dtype=np.float64)
     args = (indptr, indices, data, row_lo, row_hi, float(inflation), float(threshold), int(select), float(cutoff),
-            width, new_i, new_v, counts, chaos)
+            float(mass), bool(paired) and cutoff == 0, width, new_i, new_v, counts, chaos)
 
     def work(chunks):
         # per-thread buffers; the float32 accumulator has half the cache footprint of float64,
         # and is the precision the mcl program uses
         acc = np.zeros(n, dtype=np.float32)
+        acc2 = np.zeros(2 * n, dtype=np.float32)  # two columns' sums, interleaved (see _expand_pair)
         out_i = np.empty(max_c, dtype=np.int32)
         out_v = np.empty(max_c, dtype=np.float64)
         for lo, hi in chunks:
-            _block(lo, hi, *args, acc, out_i, out_v)
+            _block(lo, hi, *args, acc, acc2, out_i, out_v)
 
     n_threads = max(1, int(n_threads))
     if n_threads == 1 or n < 2000:

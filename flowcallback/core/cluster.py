@@ -122,7 +122,10 @@ def _stochastic_csc(graph, loop_value):
     return perm, a.indptr.astype(np.int64), a.indices.astype(np.int32), a.data.astype(np.float32)
 
 
-def _fast_mcl(graph, inflation, loop_value, iterations, threshold, select, n_threads, tol, cutoff):
+def _fast_mcl(graph, inflation, loop_value, iterations, threshold, select, n_threads, tol, cutoff, *, mass=0.0,
+              paired=True):
+    """The fast backend (see :func:`mcl`). ``mass`` and ``paired`` are the kernel's experimental
+    switches (:func:`flowcallback.core._mcl_kernel.iterate`), for benchmarks/mcl_speed.py."""
     from scipy.sparse.csgraph import connected_components
 
     from flowcallback.core import _mcl_kernel
@@ -134,7 +137,7 @@ def _fast_mcl(graph, inflation, loop_value, iterations, threshold, select, n_thr
         _mcl_kernel.sort_columns(indptr, indices, data)
     for _ in range(max(1, int(iterations))):
         indptr, indices, data, chaos = _mcl_kernel.iterate(
-            indptr, indices, data, n, inflation, threshold, select, n_threads, cutoff
+            indptr, indices, data, n, inflation, threshold, select, n_threads, cutoff, mass, paired
         )
         if chaos < tol:
             break

@@ -5,7 +5,8 @@ MCL (van Dongen, 2000) is what the paper uses. Two backends compute it:
 ``"fast"`` (default)
     A compiled (numba) loop that, per column, expands, inflates, prunes and measures convergence
     in one pass, keeping at most ``select`` entries per column as the ``mcl`` program's own
-    ``-S`` selection does, on as many threads as asked. Written here because no maintained
+    ``-S`` selection does, on as many threads as asked, two neighbouring columns at a time
+    (their shared reads are done once; the result is bitwise the same). Written here because no maintained
     Python package offers a pruned, multithreaded MCL; at 10,000 samples it is what makes a
     snapshot take seconds instead of minutes (see docs/performance.md).
 ``"reference"``

@@ -499,3 +499,59 @@ def test_fast_backend_agrees_with_the_mcl_program_on_a_digits_graph(tmp_path):
     ours = cluster.mcl(g)
     assert adjusted_rand_score(ref, ours) >= 0.9
     assert abs(len(np.unique(ref)) - (ours.max() + 1)) <= max(2, len(np.unique(ref)) // 5)
+
+
+# -- paired expansion (issue 21): two neighbouring columns expanded together ---------------------
+def _rounds(g, paired, n_threads, rounds=4, select=500):
+    """The kernel's first rounds on a graph's stochastic matrix, every round's arrays kept."""
+    from flowcallback.core import _mcl_kernel
+
+    _, indptr, indices, data = cluster._stochastic_csc(sp.csc_matrix(g), 1.0)
+    out = []
+    for _ in range(rounds):
+        indptr, indices, data, chaos = _mcl_kernel.iterate(indptr, indices, data, g.shape[0], 2.0, 2.5e-4, select,
+                                                           n_threads, 0.0, 0.0, paired)
+        out.append((indptr, indices, data, chaos))
+    return out
+
+
+def _assert_same_rounds(a, b):
+    for (ip, ix, d, c), (ip2, ix2, d2, c2) in zip(a, b):
+        np.testing.assert_array_equal(ip, ip2)
+        np.testing.assert_array_equal(ix, ix2)
+        np.testing.assert_array_equal(d, d2)  # bitwise: the same products added in the same order
+        assert c == c2
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_paired_expansion_is_bitwise_the_one_column_expansion(n_threads):
+    """Expanding columns j and j + 1 together gives exactly the arrays of the one-column kernel,
+    round after round, on a planted-partition kNN graph of an odd number of nodes (the last column
+    of a chunk is then expanded alone) large enough for two threads."""
+    g = _knn_blobs(1, n_blobs=7, per=301)
+    assert g.shape[0] % 2 == 1 and g.shape[0] >= 2000
+    _assert_same_rounds(_rounds(g, True, n_threads, select=60), _rounds(g, False, n_threads, select=60))
+
+
+@FAST
+@given(random_graphs())
+def test_paired_expansion_is_bitwise_the_one_column_expansion_on_random_graphs(g):
+    _assert_same_rounds(_rounds(g, True, 1, rounds=3, select=8), _rounds(g, False, 1, rounds=3, select=8))
+
+
+def test_paired_expansion_gives_the_same_partition_on_a_digits_graph():
+    """On a real graph (scikit-learn's digits, cosine kNN), the default (paired) kernel finds the
+    very partition of the one-column kernel, and it follows the digit classes."""
+    from sklearn.datasets import load_digits
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from flowcallback.core.embed import embed
+    from flowcallback.core.knn import knn_graph
+
+    digits = load_digits()
+    g = knn_graph(embed(digits.data), 30, index="flat").tocsc()
+    paired = cluster._fast_mcl(g, 2.0, 1.0, 100, 2.5e-4, 500, 2, 1e-4, 0.0, paired=True)
+    one = cluster._fast_mcl(g, 2.0, 1.0, 100, 2.5e-4, 500, 2, 1e-4, 0.0, paired=False)
+    np.testing.assert_array_equal(paired, one)
+    np.testing.assert_array_equal(cluster.mcl(g), paired)
+    assert normalized_mutual_info_score(digits.target, paired) > 0.8

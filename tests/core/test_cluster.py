@@ -501,8 +501,8 @@ def test_fast_backend_agrees_with_the_mcl_program_on_a_digits_graph(tmp_path):
     assert abs(len(np.unique(ref)) - (ours.max() + 1)) <= max(2, len(np.unique(ref)) // 5)
 
 
-# -- paired expansion (issue 21): two neighbouring columns expanded together ---------------------
-def _rounds(g, paired, n_threads, rounds=4, select=500):
+# -- grouped expansion (issue 21): neighbouring columns expanded together ------------------------
+def _rounds(g, group, n_threads, rounds=4, select=500):
     """The kernel's first rounds on a graph's stochastic matrix, every round's arrays kept."""
     from flowcallback.core import _mcl_kernel
 
@@ -510,7 +510,7 @@ def _rounds(g, paired, n_threads, rounds=4, select=500):
     out = []
     for _ in range(rounds):
         indptr, indices, data, chaos = _mcl_kernel.iterate(indptr, indices, data, g.shape[0], 2.0, 2.5e-4, select,
-                                                           n_threads, 0.0, 0.0, paired)
+                                                           n_threads, 0.0, group)
         out.append((indptr, indices, data, chaos))
     return out
 
@@ -524,24 +524,29 @@ def _assert_same_rounds(a, b):
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_paired_expansion_is_bitwise_the_one_column_expansion(n_threads):
-    """Expanding columns j and j + 1 together gives exactly the arrays of the one-column kernel,
-    round after round, on a planted-partition kNN graph of an odd number of nodes (the last column
-    of a chunk is then expanded alone) large enough for two threads."""
+@pytest.mark.parametrize("group", [2, 8])
+def test_grouped_expansion_is_bitwise_the_one_column_expansion(group, n_threads):
+    """Expanding 2 or 8 neighbouring columns together gives exactly the arrays of the one-column
+    kernel, round after round, on a planted-partition kNN graph whose size is neither even nor a
+    multiple of 8 (the last columns of a chunk are then expanded in a pair or alone), large enough
+    for two threads."""
     g = _knn_blobs(1, n_blobs=7, per=301)
     assert g.shape[0] % 2 == 1 and g.shape[0] >= 2000
-    _assert_same_rounds(_rounds(g, True, n_threads, select=60), _rounds(g, False, n_threads, select=60))
+    one = _rounds(g, 1, n_threads, select=60)
+    assert one[0][1].size > 0 and one[0][3] > 0  # not a trivial graph: the chaos is not yet small
+    _assert_same_rounds(_rounds(g, group, n_threads, select=60), one)
 
 
 @FAST
-@given(random_graphs())
-def test_paired_expansion_is_bitwise_the_one_column_expansion_on_random_graphs(g):
-    _assert_same_rounds(_rounds(g, True, 1, rounds=3, select=8), _rounds(g, False, 1, rounds=3, select=8))
+@given(random_graphs(), st.sampled_from([2, 8]))
+def test_grouped_expansion_is_bitwise_the_one_column_expansion_on_random_graphs(g, group):
+    _assert_same_rounds(_rounds(g, group, 1, rounds=3, select=8), _rounds(g, 1, 1, rounds=3, select=8))
 
 
-def test_paired_expansion_gives_the_same_partition_on_a_digits_graph():
-    """On a real graph (scikit-learn's digits, cosine kNN), the default (paired) kernel finds the
-    very partition of the one-column kernel, and it follows the digit classes."""
+def test_grouped_expansion_gives_the_same_partition_on_a_digits_graph():
+    """On a real graph (scikit-learn's digits, cosine kNN), the default kernel (eight columns at a
+    time) finds the very partition of the paired and the one-column kernels, and it follows the
+    digit classes."""
     from sklearn.datasets import load_digits
     from sklearn.metrics import normalized_mutual_info_score
 
@@ -550,8 +555,38 @@ def test_paired_expansion_gives_the_same_partition_on_a_digits_graph():
 
     digits = load_digits()
     g = knn_graph(embed(digits.data), 30, index="flat").tocsc()
-    paired = cluster._fast_mcl(g, 2.0, 1.0, 100, 2.5e-4, 500, 2, 1e-4, 0.0, paired=True)
-    one = cluster._fast_mcl(g, 2.0, 1.0, 100, 2.5e-4, 500, 2, 1e-4, 0.0, paired=False)
-    np.testing.assert_array_equal(paired, one)
-    np.testing.assert_array_equal(cluster.mcl(g), paired)
-    assert normalized_mutual_info_score(digits.target, paired) > 0.8
+    eight = cluster._fast_mcl(g, 2.0, 1.0, 100, 2.5e-4, 500, 2, 1e-4, 0.0, group=8)
+    for group in (1, 2):
+        np.testing.assert_array_equal(cluster._fast_mcl(g, 2.0, 1.0, 100, 2.5e-4, 500, 2, 1e-4, 0.0, group=group),
+                                      eight)
+    np.testing.assert_array_equal(cluster.mcl(g), eight)
+    assert normalized_mutual_info_score(digits.target, eight) > 0.8
+
+
+def test_vector_add_is_the_scalar_float32_arithmetic():
+    """The kernel's 8-lane multiply-add (acc[a:a+8] += w[b:b+8] * x) rounds like the scalar
+    float32 code, lane by lane, and touches nothing else."""
+    import numba as nb
+
+    from flowcallback.core import _mcl_kernel
+
+    @nb.njit
+    def axpy(acc, a, w, b, x):
+        _mcl_kernel._axpy8(acc, a, w, b, x)
+
+    rng = np.random.default_rng(0)
+    acc = rng.random(40).astype(np.float32)
+    w = rng.random(24).astype(np.float32)
+    x = np.float32(rng.random())
+    want = acc.copy()
+    want[16:24] = want[16:24] + w[8:16] * x  # numpy's float32 arithmetic, one lane at a time
+    axpy(acc, 16, w, 8, x)
+    np.testing.assert_array_equal(acc, want)
+
+
+def test_kernel_group_must_be_1_2_or_8():
+    from flowcallback.core import _mcl_kernel
+
+    _, ip, ix, d = cluster._stochastic_csc(sp.csc_matrix(np.ones((3, 3))), 1.0)
+    with pytest.raises(ValueError, match="group"):
+        _mcl_kernel.iterate(ip, ix, d, 3, 2.0, 2.5e-4, 500, 1, 0.0, 4)

@@ -235,6 +235,30 @@ def _gather(acc, stride, offset, lo, hi, inflation, out_i, out_v):
 
 
 @nb.njit(cache=True, nogil=True)
+def _gather_group(acc8, lo, hi, inflation, out_i8, out_v8, ms, ss):
+    """:func:`_gather` of the eight interleaved columns of ``acc8`` in one pass over rows lo..hi
+    (eight passes read every accumulator line eight times): column b's nonzero sums go to
+    ``out_i8[b]``, ``out_v8[b]``, their count to ``ms[b]`` and their sum to ``ss[b]``, each
+    computed exactly as :func:`_gather` computes it."""
+    square = inflation == 2.0
+    for b in range(LANES):
+        ms[b] = 0
+        ss[b] = 0.0
+    for i in range(lo, hi + 1):
+        base = LANES * i
+        for b in range(LANES):
+            a = acc8[base + b]
+            if a != 0.0:
+                acc8[base + b] = 0.0
+                x = a * a if square else a ** inflation
+                t = ms[b]
+                out_i8[b, t] = i
+                out_v8[b, t] = x
+                ss[b] += x
+                ms[b] = t + 1
+
+
+@nb.njit(cache=True, nogil=True)
 def _prune(m, s, threshold, select, cutoff, out_i, out_v):
     """Prune, select and normalise the inflated column in (out_i[:m], out_v[:m]) whose sum is s;
     return (nnz kept, chaos of the column)."""
@@ -315,15 +339,17 @@ def _store(j, m, c, width, new_i, new_v, counts, chaos, out_i, out_v):
 
 @nb.njit(cache=True, nogil=True)
 def _block(lo, hi, indptr, indices, data, row_lo, row_hi, inflation, threshold, select, cutoff, group, width,
-           new_i, new_v, counts, chaos, acc, acc2, acc8, w8, mark, klist, out_i, out_v):
+           new_i, new_v, counts, chaos, acc, acc2, acc8, w8, mark, klist, out_i, out_v, out_i8, out_v8):
+    ms = np.zeros(LANES, dtype=np.int64)
+    ss = np.zeros(LANES, dtype=np.float64)
     j = lo
     while j < hi:
         if group == LANES and j + LANES <= hi:  # columns j .. j + 7 together (see _expand_group)
             r_lo, r_hi = _expand_group(j, indptr, indices, data, row_lo, row_hi, acc8, w8, mark, klist)
+            _gather_group(acc8, r_lo, r_hi, inflation, out_i8, out_v8, ms, ss)
             for b in range(LANES):
-                m, s = _gather(acc8, LANES, b, r_lo, r_hi, inflation, out_i, out_v)
-                m, c = _prune(m, s, threshold, select, cutoff, out_i, out_v)
-                _store(j + b, m, c, width, new_i, new_v, counts, chaos, out_i, out_v)
+                m, c = _prune(ms[b], ss[b], threshold, select, cutoff, out_i8[b], out_v8[b])
+                _store(j + b, m, c, width, new_i, new_v, counts, chaos, out_i8[b], out_v8[b])
             j += LANES
         elif group >= 2 and j + 1 < hi:  # columns j and j + 1 together (see _expand_pair)
             r_lo, r_hi = _expand_pair(j, indptr, indices, data, row_lo, row_hi, acc2)
@@ -427,8 +453,10 @@ def iterate(indptr, indices, data, n, inflation, threshold, select, n_threads=1,
         klist = np.empty(n if big else 0, dtype=np.int64)
         out_i = np.empty(max_c, dtype=np.int32)
         out_v = np.empty(max_c, dtype=np.float64)
+        out_i8 = np.empty((LANES, max_c) if big else (0, 0), dtype=np.int32)  # the eight columns' gathers
+        out_v8 = np.empty((LANES, max_c) if big else (0, 0), dtype=np.float64)
         for lo, hi in chunks:
-            _block(lo, hi, *args, acc, acc2, acc8, w8, mark, klist, out_i, out_v)
+            _block(lo, hi, *args, acc, acc2, acc8, w8, mark, klist, out_i, out_v, out_i8, out_v8)
 
     n_threads = max(1, int(n_threads))
     if n_threads == 1 or n < 2000:

@@ -137,9 +137,9 @@ def _fast_mcl(graph, inflation, loop_value, iterations, threshold, select, n_thr
     del graph
     if cutoff > 0:  # the cutoff's early exits read columns sorted by decreasing value
         _mcl_kernel.sort_columns(indptr, indices, data)
-    for _ in range(max(1, int(iterations))):
+    for r in range(max(1, int(iterations))):
         indptr, indices, data, chaos = _mcl_kernel.iterate(
-            indptr, indices, data, n, inflation, threshold, select, n_threads, cutoff, group
+            indptr, indices, data, n, inflation, threshold, select, n_threads, cutoff, group, r > 0
         )
         if chaos < tol:
             break

@@ -563,6 +563,28 @@ def test_grouped_expansion_gives_the_same_partition_on_a_digits_graph():
     assert normalized_mutual_info_score(digits.target, eight) > 0.8
 
 
+def test_group_order_is_a_permutation_by_attractor_row_and_changes_no_result():
+    """The order in which groups of eight are taken (by the row of each column's largest
+    off-diagonal entry) is a permutation of the columns, and the round's arrays are bitwise the
+    same in that order and in the matrix's own order."""
+    from flowcallback.core import _mcl_kernel
+
+    g = _knn_blobs(2, n_blobs=7, per=301)  # 2,107 nodes: two threads take part
+    n = g.shape[0]
+    _, ip, ix, d = cluster._stochastic_csc(sp.csc_matrix(g), 1.0)
+    ip, ix, d, _ = _mcl_kernel.iterate(ip, ix, d, n, 2.0, 2.5e-4, 60, 1)
+    order = _mcl_kernel.group_order(n, ip, ix, d)
+    np.testing.assert_array_equal(np.sort(order), np.arange(n))
+    m = sp.csc_matrix((d, ix, ip), shape=(n, n)).toarray()
+    np.fill_diagonal(m, -1.0)
+    key = m.argmax(axis=0)  # the first row among equal values, as the kernel picks it
+    assert np.all(np.diff(key[order]) >= 0)
+    for n_threads in (1, 2):
+        a = _mcl_kernel.iterate(ip, ix, d, n, 2.0, 2.5e-4, 60, n_threads, 0.0, 8, True)
+        b = _mcl_kernel.iterate(ip, ix, d, n, 2.0, 2.5e-4, 60, n_threads, 0.0, 8, False)
+        _assert_same_rounds([a], [b])
+
+
 def test_vector_add_is_the_scalar_float32_arithmetic():
     """The kernel's 8-lane multiply-add (acc[a:a+8] += w[b:b+8] * x) rounds like the scalar
     float32 code, lane by lane, and touches nothing else."""

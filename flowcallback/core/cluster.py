@@ -5,7 +5,9 @@ MCL (van Dongen, 2000) is what the paper uses. Two backends compute it:
 ``"fast"`` (default)
     A compiled (numba) loop that, per column, expands, inflates, prunes and measures convergence
     in one pass, keeping at most ``select`` entries per column as the ``mcl`` program's own
-    ``-S`` selection does, on as many threads as asked. Written here because no maintained
+    ``-S`` selection does, on as many threads as asked, eight neighbouring columns at a time
+    (their shared reads are done once, their products in vector instructions; the result is
+    bitwise that of one column at a time). Written here because no maintained
     Python package offers a pruned, multithreaded MCL; at 10,000 samples it is what makes a
     snapshot take seconds instead of minutes (see docs/performance.md).
 ``"reference"``
@@ -122,7 +124,10 @@ def _stochastic_csc(graph, loop_value):
     return perm, a.indptr.astype(np.int64), a.indices.astype(np.int32), a.data.astype(np.float32)
 
 
-def _fast_mcl(graph, inflation, loop_value, iterations, threshold, select, n_threads, tol, cutoff):
+def _fast_mcl(graph, inflation, loop_value, iterations, threshold, select, n_threads, tol, cutoff, *, group=8):
+    """The fast backend (see :func:`mcl`). ``group``: columns expanded together by the kernel
+    (:func:`flowcallback.core._mcl_kernel.iterate`; 1, 2 or 8, bitwise the same result), for
+    tests and benchmarks/mcl_speed.py."""
     from scipy.sparse.csgraph import connected_components
 
     from flowcallback.core import _mcl_kernel
@@ -132,9 +137,9 @@ def _fast_mcl(graph, inflation, loop_value, iterations, threshold, select, n_thr
     del graph
     if cutoff > 0:  # the cutoff's early exits read columns sorted by decreasing value
         _mcl_kernel.sort_columns(indptr, indices, data)
-    for _ in range(max(1, int(iterations))):
+    for r in range(max(1, int(iterations))):
         indptr, indices, data, chaos = _mcl_kernel.iterate(
-            indptr, indices, data, n, inflation, threshold, select, n_threads, cutoff
+            indptr, indices, data, n, inflation, threshold, select, n_threads, cutoff, group, r > 0
         )
         if chaos < tol:
             break

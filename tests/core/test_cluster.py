@@ -499,3 +499,116 @@ def test_fast_backend_agrees_with_the_mcl_program_on_a_digits_graph(tmp_path):
     ours = cluster.mcl(g)
     assert adjusted_rand_score(ref, ours) >= 0.9
     assert abs(len(np.unique(ref)) - (ours.max() + 1)) <= max(2, len(np.unique(ref)) // 5)
+
+
+# -- grouped expansion (issue 21): neighbouring columns expanded together ------------------------
+def _rounds(g, group, n_threads, rounds=4, select=500):
+    """The kernel's first rounds on a graph's stochastic matrix, every round's arrays kept."""
+    from flowcallback.core import _mcl_kernel
+
+    _, indptr, indices, data = cluster._stochastic_csc(sp.csc_matrix(g), 1.0)
+    out = []
+    for _ in range(rounds):
+        indptr, indices, data, chaos = _mcl_kernel.iterate(indptr, indices, data, g.shape[0], 2.0, 2.5e-4, select,
+                                                           n_threads, 0.0, group)
+        out.append((indptr, indices, data, chaos))
+    return out
+
+
+def _assert_same_rounds(a, b):
+    for (ip, ix, d, c), (ip2, ix2, d2, c2) in zip(a, b):
+        np.testing.assert_array_equal(ip, ip2)
+        np.testing.assert_array_equal(ix, ix2)
+        np.testing.assert_array_equal(d, d2)  # bitwise: the same products added in the same order
+        assert c == c2
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("group", [2, 8])
+def test_grouped_expansion_is_bitwise_the_one_column_expansion(group, n_threads):
+    """Expanding 2 or 8 neighbouring columns together gives exactly the arrays of the one-column
+    kernel, round after round, on a planted-partition kNN graph whose size is neither even nor a
+    multiple of 8 (the last columns of a chunk are then expanded in a pair or alone), large enough
+    for two threads."""
+    g = _knn_blobs(1, n_blobs=7, per=301)
+    assert g.shape[0] % 2 == 1 and g.shape[0] >= 2000
+    one = _rounds(g, 1, n_threads, select=60)
+    assert one[0][1].size > 0 and one[0][3] > 0  # not a trivial graph: the chaos is not yet small
+    _assert_same_rounds(_rounds(g, group, n_threads, select=60), one)
+
+
+@FAST
+@given(random_graphs(), st.sampled_from([2, 8]))
+def test_grouped_expansion_is_bitwise_the_one_column_expansion_on_random_graphs(g, group):
+    _assert_same_rounds(_rounds(g, group, 1, rounds=3, select=8), _rounds(g, 1, 1, rounds=3, select=8))
+
+
+def test_grouped_expansion_gives_the_same_partition_on_a_digits_graph():
+    """On a real graph (scikit-learn's digits, cosine kNN), the default kernel (eight columns at a
+    time) finds the very partition of the paired and the one-column kernels, and it follows the
+    digit classes."""
+    from sklearn.datasets import load_digits
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from flowcallback.core.embed import embed
+    from flowcallback.core.knn import knn_graph
+
+    digits = load_digits()
+    g = knn_graph(embed(digits.data), 30, index="flat").tocsc()
+    eight = cluster._fast_mcl(g, 2.0, 1.0, 100, 2.5e-4, 500, 2, 1e-4, 0.0, group=8)
+    for group in (1, 2):
+        np.testing.assert_array_equal(cluster._fast_mcl(g, 2.0, 1.0, 100, 2.5e-4, 500, 2, 1e-4, 0.0, group=group),
+                                      eight)
+    np.testing.assert_array_equal(cluster.mcl(g), eight)
+    assert normalized_mutual_info_score(digits.target, eight) > 0.8
+
+
+def test_group_order_is_a_permutation_by_attractor_row_and_changes_no_result():
+    """The order in which groups of eight are taken (by the row of each column's largest
+    off-diagonal entry) is a permutation of the columns, and the round's arrays are bitwise the
+    same in that order and in the matrix's own order."""
+    from flowcallback.core import _mcl_kernel
+
+    g = _knn_blobs(2, n_blobs=7, per=301)  # 2,107 nodes: two threads take part
+    n = g.shape[0]
+    _, ip, ix, d = cluster._stochastic_csc(sp.csc_matrix(g), 1.0)
+    ip, ix, d, _ = _mcl_kernel.iterate(ip, ix, d, n, 2.0, 2.5e-4, 60, 1)
+    order = _mcl_kernel.group_order(n, ip, ix, d)
+    np.testing.assert_array_equal(np.sort(order), np.arange(n))
+    m = sp.csc_matrix((d, ix, ip), shape=(n, n)).toarray()
+    np.fill_diagonal(m, -1.0)
+    key = m.argmax(axis=0)  # the first row among equal values, as the kernel picks it
+    assert np.all(np.diff(key[order]) >= 0)
+    for n_threads in (1, 2):
+        a = _mcl_kernel.iterate(ip, ix, d, n, 2.0, 2.5e-4, 60, n_threads, 0.0, 8, True)
+        b = _mcl_kernel.iterate(ip, ix, d, n, 2.0, 2.5e-4, 60, n_threads, 0.0, 8, False)
+        _assert_same_rounds([a], [b])
+
+
+def test_vector_add_is_the_scalar_float32_arithmetic():
+    """The kernel's 8-lane multiply-add (acc[a:a+8] += w[b:b+8] * x) rounds like the scalar
+    float32 code, lane by lane, and touches nothing else."""
+    import numba as nb
+
+    from flowcallback.core import _mcl_kernel
+
+    @nb.njit
+    def axpy(acc, a, w, b, x):
+        _mcl_kernel._axpy8(acc, a, w, b, x)
+
+    rng = np.random.default_rng(0)
+    acc = rng.random(40).astype(np.float32)
+    w = rng.random(24).astype(np.float32)
+    x = np.float32(rng.random())
+    want = acc.copy()
+    want[16:24] = want[16:24] + w[8:16] * x  # numpy's float32 arithmetic, one lane at a time
+    axpy(acc, 16, w, 8, x)
+    np.testing.assert_array_equal(acc, want)
+
+
+def test_kernel_group_must_be_1_2_or_8():
+    from flowcallback.core import _mcl_kernel
+
+    _, ip, ix, d = cluster._stochastic_csc(sp.csc_matrix(np.ones((3, 3))), 1.0)
+    with pytest.raises(ValueError, match="group"):
+        _mcl_kernel.iterate(ip, ix, d, 3, 2.0, 2.5e-4, 500, 1, 0.0, 4)

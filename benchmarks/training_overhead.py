@@ -36,6 +36,9 @@ def main(argv=None):
                     help="no snapshot of the untrained model: one snapshot at the end of each epoch (epochs=[1..E])")
     ap.add_argument("--data", default=None)
     ap.add_argument("--nice", type=int, default=0, help="FlowCallback(nice=...): priority of the background work")
+    ap.add_argument("--budget", default="auto",
+                    help='FlowCallback(budget=...): "auto" (the default, 0.25), a share in (0, 1], '
+                         'or "none" for every epoch')
     ap.add_argument("--out", default="training_overhead.json", help="file name under benchmarks/results/")
     args = ap.parse_args(argv)
 
@@ -86,7 +89,11 @@ def main(argv=None):
     plain = timed_fit([])
     log_dir = tempfile.mkdtemp(prefix="fc-overhead-")
     snap_epochs = list(range(1, args.epochs + 1)) if args.no_untrained else None
-    cb = FlowCallback((x_te, y_te), log_dir=log_dir, lrp=not args.no_lrp, verbose=2, nice=args.nice, epochs=snap_epochs)
+    budget = {"auto": "auto", "none": None}.get(args.budget.lower(), None if snap_epochs else args.budget)
+    if budget not in ("auto", None):
+        budget = float(budget)
+    cb = FlowCallback((x_te, y_te), log_dir=log_dir, lrp=not args.no_lrp, verbose=2, nice=args.nice, epochs=snap_epochs,
+                      budget=budget)
     with_cb = timed_fit([cb])
 
     ratio = with_cb["callbacks_done"] / plain["callbacks_done"]
@@ -99,11 +106,15 @@ def main(argv=None):
           f"{plain['fit'] - plain['callbacks_done']:.1f} s without, "
           f"{with_cb['fit'] - with_cb['callbacks_done']:.1f} s with; ratio of whole fit calls "
           f"{with_cb['fit'] / plain['fit']:.2f}")
+    schedule = cb.schedule
+    if schedule is not None:
+        print(f"  budget {schedule['budget']:.0%}: snapshots at epochs {schedule['taken']}, "
+              f"skipped {schedule['skipped']}; spent {schedule['spent']:.0%} (as the callback measured it)")
     for e, tm in sorted(cb.timings.items()):
         print(f"  epoch {e}: " + ", ".join(f"{k} {v:.1f}" for k, v in tm.items()))
     path = write_json(args.out, {
         "epochs": args.epochs, "train_samples": len(x_tr), "snapshot_samples": len(x_te), "lrp": not args.no_lrp,
-        "nice": args.nice, "untrained_snapshot": not args.no_untrained,
+        "nice": args.nice, "untrained_snapshot": not args.no_untrained, "budget": budget, "schedule": schedule,
         "fit_seconds_without": plain["callbacks_done"], "fit_seconds_with": with_cb["callbacks_done"], "ratio": ratio,
         "training_seconds_with": with_cb["training"], "final_wait_seconds": wait,
         "teardown_seconds_without": plain["fit"] - plain["callbacks_done"],

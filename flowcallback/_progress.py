@@ -83,6 +83,16 @@ class SnapshotProgress:
         if self.immediate:
             self.flush()
 
+    def note(self, message: str) -> None:
+        """A line that is no snapshot's (the share of the budget spent, at the end of ``fit``)."""
+        if self.verbose == 0:
+            return
+        with self._lock:
+            self._last = message
+            if not self.notebook:
+                self._lines.append(message)
+        self._redraw()
+
     def flush(self) -> None:
         """Print the queued terminal lines (the training thread, between Keras's lines)."""
         with self._lock:

@@ -6,20 +6,22 @@ at each epoch's end whether to take one. It keeps no clock of its own (the callb
 
 The rule, for a fit from epoch ``first`` to epoch ``last`` (Keras's ``params["epochs"]``):
 
-- the first snapshot (the untrained model, or the state a resumed fit starts from) and the last
+- the first snapshot (the untrained model, or the first epoch of a resumed fit) and the last
   epoch's are always taken;
 - the training time without snapshots is estimated from the epochs during which no snapshot was
-  computed ("clean" epochs; before there is one, the shortest epoch so far), and the overhead so far
-  is the wall time of the fit minus that estimate for the epochs done: whatever the snapshots cost
-  (the capture holding training up, the background work slowing the epochs down, the wait at the
-  end of ``fit``), measured rather than modelled;
-- from the overhead per snapshot so far, the number of snapshots ``n`` that fit in ``budget`` × the
-  estimated training time (keeping one for the last epoch, at the full wall time of a snapshot,
-  since nothing overlaps it) gives the plan: the epochs at ``(1 + R) ** (i / (n - 1)) - 1`` after
-  the first (``R`` epochs in all), a geometric progression that covers early training, where most
-  changes happen, more densely. An epoch is taken once it reaches the next planned point and the
-  overhead stays within the budget;
-- while a snapshot is still being computed in the background, the next one waits.
+  captured or computed ("clean" epochs; before there is one, a lower bound), and the
+  *overhead* so far is the fit's wall time minus that estimate for the epochs done. It holds
+  whatever the snapshots cost: the capture holding training up, the background work slowing the
+  epochs down, the wait at the end of ``fit``. It is measured, not modelled;
+- the budget is ``budget`` × the estimated training time of the whole fit. One snapshot's whole
+  wall time is kept back for the last epoch, since nothing overlaps it. From the overhead per
+  snapshot so far, the snapshots that fit in the rest give the plan: ``n`` points at
+  ``(1 + R) ** (i / (n - 1)) - 1`` epochs after the first (``R`` epochs in all), a geometric
+  progression that covers early training, where most changes happen, more densely. An epoch is
+  taken once it reaches the next planned point, if one more snapshot still fits;
+- while a snapshot is still being computed in the background, the next one waits ("busy"); before
+  an epoch has trained without a snapshot running, snapshots wait too ("measuring"), unless one at
+  every epoch would fit at its whole wall time.
 """
 from __future__ import annotations
 
@@ -28,15 +30,23 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["BudgetSchedule", "Decision", "epoch_ranges"]
+__all__ = ["BudgetSchedule", "Decision", "REASONS", "describe", "epoch_ranges"]
+
+#: Why an epoch was taken or skipped, as ``run.json``'s ``schedule`` and the run page say it.
+REASONS = {
+    "first": "the first snapshot of the fit",
+    "last": "the last epoch of the fit",
+    "planned": "a planned epoch within the budget",
+    "spacing": "not a planned epoch (snapshots are spread geometrically, denser early)",
+    "budget": "another snapshot would exceed the budget",
+    "busy": "the previous snapshot was still being computed",
+    "measuring": "no epoch had yet trained without a snapshot running, to measure the training time alone",
+}
 
 
 @dataclass(frozen=True)
 class Decision:
-    """One epoch's decision: ``take``, and ``reason``: ``"first"``, ``"last"``, ``"planned"``
-    (taken), ``"spacing"`` (not yet the next planned epoch), ``"budget"`` (it would exceed the
-    budget), ``"busy"`` (the previous snapshot is still being computed) or ``"measuring"`` (no
-    epoch has yet trained without a snapshot running, to measure the training time alone)."""
+    """One epoch's decision: ``take``, and ``reason``, a key of :data:`REASONS`."""
 
     epoch: int
     take: bool
@@ -56,57 +66,64 @@ class BudgetSchedule:
 
     Examples
     --------
-    Epochs of 10 s, snapshots that add 2 s each and take 4 s when nothing overlaps them, 10 epochs,
-    a budget of 25 % (25 s): the first and last snapshots, and the planned ones between them,
-    denser early.
+    Epochs of 10 s and snapshots that take 6 s of wall time and add 4 s to the epoch they overlap,
+    10 epochs, a budget of 25 % (25 s): the first and last snapshots, and the planned ones between
+    them, denser early.
 
     >>> s = BudgetSchedule(0.25, first=0, last=10)
-    >>> s.start(0.0); s.taken(0, cost=4.0)
-    >>> now, taken = 2.0, [0]
+    >>> s.start(0.0)
+    >>> s.decide(0, 0.0, busy=False).reason
+    'first'
+    >>> s.taken(0, cost=6.0)
+    >>> now, taken = 0.0, [0]
     >>> for epoch in range(1, 11):
-    ...     now += 10.0
+    ...     s.epoch_begin(now)
+    ...     now += 10.0 + (4.0 if epoch - 1 in taken else 0.0)
     ...     s.epoch_done(epoch, now, clean=epoch - 1 not in taken)
     ...     if s.decide(epoch, now, busy=False).take:
-    ...         taken.append(epoch); s.taken(epoch, cost=4.0); now += 2.0
+    ...         taken.append(epoch); s.taken(epoch, cost=6.0)
+    >>> now += 6.0  # the last snapshot, waited for at the end of fit
     >>> taken
-    [0, 1, 2, 4, 6, 10]
+    [0, 2, 3, 6, 10]
     >>> round(s.spent(now), 2)
-    0.12
+    0.22
+    >>> s.summary(now)["skipped"]
+    {'budget': [[7, 9]], 'measuring': [[1, 1]], 'spacing': [[4, 5]]}
     """
 
     budget: float
     first: int
     last: int
     _start: float = 0.0
+    _mark: float = 0.0  # when the current epoch began (or the previous one ended)
     _epochs: List[Tuple[float, bool]] = field(default_factory=list)  # (duration, clean)
-    _epoch_started: Optional[float] = None
     _taken: List[int] = field(default_factory=list)
-    _full_cost: float = 0.0  # a snapshot's wall time, for the last one
+    _full_cost: float = 0.0  # the largest wall time of a snapshot, kept back for the last one
     decisions: Dict[int, Decision] = field(default_factory=dict)
 
     def start(self, now: float) -> None:
         """The fit starts (before its first snapshot)."""
-        self._start = self._epoch_started = now
+        self._start = self._mark = float(now)
 
     def epoch_begin(self, now: float) -> None:
-        self._epoch_started = now
+        """An epoch starts training."""
+        self._mark = float(now)
 
     def epoch_done(self, epoch: int, now: float, *, clean: bool) -> None:
-        """Epoch ``epoch`` ended (snapshot epoch numbers: after ``epoch`` epochs); ``clean`` if no
-        snapshot was captured or computed while it trained."""
-        began = self._epoch_started if self._epoch_started is not None else self._start
-        self._epochs.append((max(0.0, now - began), bool(clean)))
-        self._epoch_started = None
+        """Epoch ``epoch`` ended (after ``epoch`` epochs); ``clean`` if no snapshot was captured or
+        computed while it trained."""
+        self._epochs.append((max(0.0, float(now) - self._mark), bool(clean)))
+        self._mark = float(now)
 
     def taken(self, epoch: int, cost: Optional[float] = None) -> None:
         """A snapshot of ``epoch`` was taken; ``cost``: its wall time, once known."""
         if epoch not in self._taken:
-            self._taken.append(epoch)
+            self._taken.append(int(epoch))
         self.cost(cost)
 
     def cost(self, seconds: Optional[float]) -> None:
-        """A snapshot's wall time (capture to written), the cost of the last one."""
-        if seconds is not None:  # the largest seen: the last snapshot is the one nothing overlaps
+        """A snapshot's wall time, capture to written (the largest is kept back for the last one)."""
+        if seconds is not None:
             self._full_cost = max(self._full_cost, float(seconds))
 
     @property
@@ -114,95 +131,98 @@ class BudgetSchedule:
         return tuple(self._taken)
 
     # -- estimates -------------------------------------------------------------------------------
+    def _measured(self) -> bool:
+        return any(clean for _, clean in self._epochs)
+
     def epoch_seconds(self) -> Optional[float]:
-        """An epoch's training time without snapshots: the median of the clean epochs, else the shortest."""
+        """An epoch's training time without snapshots: the median of the clean epochs; before
+        there is one, a lower bound: the shortest epoch less a snapshot's whole wall time (what
+        overlapping it can have added at most). None before the first epoch ends."""
         clean = [d for d, c in self._epochs if c]
         if clean:
             return statistics.median(clean)
-        return min((d for d, _ in self._epochs), default=None)
+        shortest = min((d for d, _ in self._epochs), default=None)
+        return None if shortest is None else max(0.0, shortest - self._full_cost)
 
     def overhead(self, now: float) -> float:
-        """Seconds the snapshots added to the fit so far (0 before any epoch is measured)."""
-        t = self.epoch_seconds()
-        return 0.0 if t is None else max(0.0, (now - self._start) - len(self._epochs) * t)
+        """Seconds the snapshots added to the fit so far."""
+        t = self.epoch_seconds() or 0.0
+        return max(0.0, (float(now) - self._start) - len(self._epochs) * t)
 
     def spent(self, now: float) -> float:
-        """The overhead so far as a share of the training time so far."""
+        """The overhead so far as a share of the training time so far (0 before an epoch ended)."""
         t = self.epoch_seconds()
-        return 0.0 if not t or not self._epochs else self.overhead(now) / (len(self._epochs) * t)
+        return 0.0 if not t else self.overhead(now) / (len(self._epochs) * t)
 
-    # -- the decision ----------------------------------------------------------------------------
+    def allowed(self) -> float:
+        """The budget in seconds: ``budget`` × the estimated training time of the whole fit."""
+        return self.budget * (self.last - self.first) * (self.epoch_seconds() or 0.0)
+
     def per_snapshot(self, now: float) -> float:
-        """The overhead of one snapshot: measured (the overhead so far over the snapshots taken)
-        once a clean epoch gives the training time alone; before that, a snapshot's whole wall time
-        (no credit for overlapping training)."""
+        """The overhead of one more snapshot: the overhead so far over the snapshots taken, once a
+        clean epoch gives the training time alone; before that, at least a snapshot's whole wall
+        time (no credit for overlapping training)."""
         if not self._taken:
             return self._full_cost
-        if not any(clean for _, clean in self._epochs):
-            return max(self._full_cost, self.overhead(now) / len(self._taken))
-        return self.overhead(now) / len(self._taken)
+        measured = self.overhead(now) / len(self._taken)
+        return measured if self._measured() else max(self._full_cost, measured)
 
+    # -- the decision ----------------------------------------------------------------------------
     def plan(self, now: float) -> List[int]:
-        """The epochs the budget affords from here, as planned now (first and last included)."""
-        t = self.epoch_seconds()
+        """The snapshot epochs the budget affords, as planned now (first and last included)."""
         total = self.last - self.first
-        if t is None or total <= 0 or not self._taken:
+        if total <= 0 or not self._taken or self.epoch_seconds() is None:
             return sorted({self.first, self.last})
-        allowed = self.budget * total * t
-        used = self.overhead(now)
-        per_snapshot = self.per_snapshot(now)
-        room = allowed - used - self._full_cost
+        room = self.allowed() - self.overhead(now) - self._full_cost
+        per = self.per_snapshot(now)
+        left = max(0, self.last - self.first - len(self._epochs))  # this epoch and those to come before the last
         if room <= 0:
             more = 0
-        elif per_snapshot <= room / (total + 1):  # cheap enough for every epoch
-            more = total
+        elif per * left <= room:
+            more = left
         else:
-            more = math.floor(room / per_snapshot)
+            more = min(left, math.floor(room / per))
         n = min(len(self._taken) + more + 1, total + 1)
         points = [0]
-        for i in range(1, n):  # (1 + total) ** (i / (n - 1)) - 1, each at least one epoch after the one before
+        for i in range(1, n):  # each planned point at least one epoch after the one before
             points.append(max(points[-1] + 1, math.ceil((1 + total) ** (i / (n - 1)) - 1 - 1e-9)))
         return sorted({self.first, self.last, *(self.first + p for p in points if p < total)})
 
-    def _affords_every_epoch(self, now: float) -> bool:
-        """Whether a snapshot at every remaining epoch fits, at its whole wall time each."""
-        t = self.epoch_seconds() or 0.0
-        remaining = self.last - self.first - len(self._epochs) + 1
-        return self.overhead(now) + remaining * self._full_cost <= self.budget * (self.last - self.first) * t
+    def _fits_every_epoch(self, now: float) -> bool:
+        """Whether a snapshot at every epoch still to come fits, at its whole wall time each."""
+        to_come = self.last - self.first - len(self._epochs) + 1
+        return self.overhead(now) + to_come * self._full_cost <= self.allowed()
 
     def decide(self, epoch: int, now: float, *, busy: bool) -> Decision:
         """Whether to take the snapshot of ``epoch`` (at its end), and why; recorded in :attr:`decisions`."""
         if epoch >= self.last:
             d = Decision(epoch, True, "last")
+        elif not self._taken and not busy:
+            d = Decision(epoch, True, "first")
         elif busy:
             d = Decision(epoch, False, "busy")
-        elif not self._taken:
-            d = Decision(epoch, True, "first")
-        elif not any(clean for _, clean in self._epochs) and not self._affords_every_epoch(now):
-            d = Decision(epoch, False, "measuring")  # one epoch without a snapshot gives the training time alone
+        elif not self._measured() and not self._fits_every_epoch(now):
+            d = Decision(epoch, False, "measuring")
         else:
-            plan = self.plan(now)
-            due = [p for p in plan if self.first < p <= epoch and p > max(self._taken)]
-            t = self.epoch_seconds() or 0.0
-            within = (self.overhead(now) + self.per_snapshot(now) + self._full_cost
-                      <= self.budget * (self.last - self.first) * t)
-            if not due:
-                d = Decision(epoch, False, "spacing" if within else "budget")
+            fits = self.overhead(now) + self.per_snapshot(now) + self._full_cost <= self.allowed()
+            due = any(max(self._taken) < p <= epoch for p in self.plan(now))
+            if not fits:
+                d = Decision(epoch, False, "budget")
             else:
-                d = Decision(epoch, within, "planned" if within else "budget")
+                d = Decision(epoch, due, "planned" if due else "spacing")
         self.decisions[epoch] = d
         return d
 
     def summary(self, now: float) -> dict:
-        """What ``run.json`` and the run page say: the budget, the share spent, the epochs taken
-        and those skipped by reason (as ``[first, last]`` ranges)."""
+        """What ``run.json`` and the run page say: the budget, the share spent, the epochs taken and
+        those skipped by reason (as ``[first, last]`` ranges)."""
         skipped: Dict[str, List[int]] = {}
         for e, d in sorted(self.decisions.items()):
-            if not d.take:
+            if not d.take and e not in self._taken:
                 skipped.setdefault(d.reason, []).append(e)
-        return {"budget": self.budget, "spent": round(self.spent(now), 4),
+        return {"budget": self.budget, "spent": round(self.spent(now), 4), "first": self.first, "last": self.last,
                 "taken": sorted(self._taken),
-                "skipped": {reason: epoch_ranges(es) for reason, es in skipped.items()}}
+                "skipped": {reason: epoch_ranges(es) for reason, es in sorted(skipped.items())}}
 
 
 def epoch_ranges(epochs) -> List[List[int]]:
@@ -218,3 +238,26 @@ def epoch_ranges(epochs) -> List[List[int]]:
         else:
             out.append([e, e])
     return out
+
+
+def _ranges_text(ranges) -> str:
+    return ", ".join(f"{a}" if a == b else f"{a}\u2013{b}" for a, b in ranges)
+
+
+def describe(summary) -> str:
+    """One sentence for the run page: the budget, the share spent, the epochs taken and why the
+    others were skipped (``summary``: :meth:`BudgetSchedule.summary`, or run.json's ``schedule``).
+
+    >>> describe({"budget": 0.25, "spent": 0.2183, "taken": [0, 2, 10],
+    ...           "skipped": {"measuring": [[1, 1]], "budget": [[3, 9]]}})
+    'Snapshots within a budget of 25% of the training time: epochs 0, 2, 10 taken, adding 22%. Skipped: 1 (no epoch had yet trained without a snapshot running, to measure the training time alone); 3\u20139 (another snapshot would exceed the budget).'
+    >>> describe(None)
+    ''
+    """
+    if not summary:
+        return ""
+    text = (f"Snapshots within a budget of {summary['budget']:.0%} of the training time: epochs "
+            f"{', '.join(str(e) for e in summary['taken']) or 'none'} taken, adding {summary['spent']:.0%}.")
+    by_reason = sorted((ranges[0][0], reason, ranges) for reason, ranges in summary.get("skipped", {}).items() if ranges)
+    skipped = [f"{_ranges_text(ranges)} ({REASONS.get(reason, reason)})" for _, reason, ranges in by_reason]
+    return text + (" Skipped: " + "; ".join(skipped) + "." if skipped else "")

@@ -186,16 +186,16 @@ class FlowCallback(tf.keras.callbacks.Callback):
         self._first_epoch_seen = False
         self._guard = FitGuard()
         self._schedule: Optional[BudgetSchedule] = None
+        self._summary: Optional[dict] = None  # the schedule as last recorded (run.json's "schedule")
         self._clean = True  # no snapshot captured or running since the epoch began
         self._last_done: Optional[int] = None  # the last epoch trained in this fit
 
     # -- scheduling ----------------------------------------------------------------------------
     def wants(self, epoch: int) -> bool:
         """Whether a snapshot is taken at ``epoch`` (0 = before training). With a budget, the
-        decision is made at the epoch's end: whether it was taken (see :attr:`schedule`)."""
+        decision is made during ``fit`` at the epoch's end: whether it was taken (see :attr:`schedule`)."""
         if self._schedule is not None:
-            decision = self._schedule.decisions.get(epoch)
-            return epoch == self._schedule.first if decision is None else decision.take
+            return epoch in self._schedule.taken_epochs
         if self.epochs is None:
             return True
         if isinstance(self.epochs, int):
@@ -210,11 +210,10 @@ class FlowCallback(tf.keras.callbacks.Callback):
 
     @property
     def schedule(self) -> Optional[dict]:
-        """With a budget, after ``fit`` started: the budget, the share of the training time spent so
-        far, the epochs taken and those skipped by reason (as in ``run.json``); else None."""
-        if self._schedule is None:
-            return None
-        return self._schedule.summary(time.perf_counter())
+        """With a budget, once ``fit`` has ended an epoch: the budget, the share of the training time
+        spent (at the last epoch's end, or at the end of ``fit`` with the wait for the last
+        snapshot), the epochs taken and those skipped by reason, as in ``run.json``; else None."""
+        return self._summary
 
     @property
     def settings(self) -> SnapshotSettings:
@@ -266,7 +265,6 @@ class FlowCallback(tf.keras.callbacks.Callback):
         return dict(self._snapshotter.timings)
 
     def _take(self, epoch: int):
-        self._clean = False
         self._snapshotter.take(epoch, title_prefix=self.model.name)
         if self._schedule is not None:
             self._schedule.taken(epoch)
@@ -277,26 +275,38 @@ class FlowCallback(tf.keras.callbacks.Callback):
         for seconds in self._snapshotter.timings.values():
             self._schedule.cost(seconds.get("snapshot_seconds"))
 
-    def _record_schedule(self) -> None:
-        summary = self._schedule.summary(time.perf_counter())
+    def _record_schedule(self, final: bool = False) -> None:
+        summary = self._summary = self._schedule.summary(time.perf_counter())
         self._snapshotter.record_schedule(summary)
-        self._snapshotter.progress_note = (f"snapshots added {summary['spent']:.0%} to training "
-                                           f"(budget {summary['budget']:.0%})")
+        spent = f"snapshots added {summary['spent']:.0%} to training (budget {summary['budget']:.0%})"
+        self._snapshotter.progress_note = spent
+        if final:
+            taken = ", ".join(str(e) for e in summary["taken"])
+            self._snapshotter.progress.note(f"FlowCallback: {spent}; snapshots of epochs {taken}")
 
     def _decide(self, epoch: int) -> None:
+        """At the end of ``epoch``: tell the schedule what the epoch and the snapshots cost, and
+        take the snapshot if it decides so."""
         now = time.perf_counter()
-        self._schedule.epoch_done(epoch, now, clean=self._clean and not self._snapshotter.busy)
-        self._clean = True  # for the next epoch, unless this snapshot is taken
+        self._schedule.epoch_done(epoch, now, clean=self._clean)
         self._budget_costs()
-        decision = self._schedule.decide(epoch, now, busy=self._snapshotter.busy)
-        if decision.take:
+        if self._schedule.decide(epoch, now, busy=self._snapshotter.busy).take:
             self._take(epoch)
         self._record_schedule()
+        self._epoch_starts()
+
+    def _epoch_starts(self) -> None:
+        """The next epoch's time starts now, after this callback's own work: it runs to this
+        callback's next ``on_epoch_end``, so the other callbacks' work (a checkpoint, say) counts as
+        training. Clean: no snapshot is being computed meanwhile (one starts only at an epoch's end)."""
+        self._clean = not self._snapshotter.busy
+        self._schedule.epoch_begin(time.perf_counter())
 
     # -- Keras hooks ---------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._guard.stop()  # a previous fit's guard, if that fit ended abnormally
         self._first_epoch_seen, self._schedule, self._last_done, self._clean = False, None, None, True
+        self._summary = None
         self._snapshotter.progress = SnapshotProgress(self._verbose())
         self._snapshotter.prepare(self.model)
         # If fit ends without on_train_end (an exception, Ctrl-C), the guard stops everything.
@@ -309,14 +319,16 @@ class FlowCallback(tf.keras.callbacks.Callback):
         if not self._first_epoch_seen:
             self._first_epoch_seen = True
             if self.budget is not None and not self._snapshotter.disabled:
-                last = int((self.params or {}).get("epochs") or epoch + 1)
-                self._schedule = BudgetSchedule(self.budget, first=epoch, last=max(last, epoch + 1))
+                # a resumed fit (initial_epoch > 0) starts where the previous one took its last snapshot
+                first = epoch if epoch == 0 else epoch + 1
+                last = max(int((self.params or {}).get("epochs") or first), first)
+                self._schedule = BudgetSchedule(self.budget, first=first, last=last)
                 self._schedule.start(time.perf_counter())
-            if epoch == 0 and self.wants(0):
+                if epoch == 0 and self._schedule.decide(0, time.perf_counter(), busy=False).take:
+                    self._take(0)
+                self._epoch_starts()
+            elif epoch == 0 and self.wants(0):
                 self._take(0)
-        if self._schedule is not None:
-            self._clean = not self._snapshotter.busy and self._clean
-            self._schedule.epoch_begin(time.perf_counter())
 
     def on_epoch_end(self, epoch, logs=None):
         self._last_done = epoch + 1
@@ -332,9 +344,9 @@ class FlowCallback(tf.keras.callbacks.Callback):
             self._take(last)  # training stopped early (EarlyStopping): its last epoch is always taken
             schedule.decisions[last] = Decision(last, True, "last")
         self._snapshotter.close()  # waits for background snapshots, stops the LRP worker
-        if schedule is not None:  # the wait at the end counts: the share spent, with it
+        if schedule is not None and not self._snapshotter.disabled:  # the wait at the end counts
             self._budget_costs()
-            self._record_schedule()
+            self._record_schedule(final=True)
             self._snapshotter.rewrite_run_page()
         self._snapshotter.progress.flush()
 

@@ -223,7 +223,7 @@ class Snapshotter:
         self.page.info = {**self.page.info, "schedule": summary}  # a new dict: the page writer may be reading it
         try:
             store.write_run_info(self.log_dir, self.page.info)
-        except OSError as exc:  # the epochs' own files stand; the next snapshot's errors say more
+        except (OSError, ValueError) as exc:  # the epochs' own files stand; the next snapshot's errors say more
             warnings.warn(f"FlowCallback: could not update {self.log_dir / 'run.json'}: {exc}", RuntimeWarning,
                           stacklevel=3)
 

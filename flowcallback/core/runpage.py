@@ -28,6 +28,7 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from flowcallback._schedule import describe as describe_schedule
 from flowcallback.core._files import SETUP_ERRORS, atomic_write, ensure_plotlyjs
 from flowcallback.core._notes import shorten
 from flowcallback.core.flows import EpochViews, FlowGraph
@@ -463,6 +464,8 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
         "setup_error": last_line(setup_errors) if setup_errors.strip() else "",
         # epochs whose files could not be read (Run.skipped): on the slider, and in a note
         "skipped": {str(e): shorten(why, 300) for e, why in skipped.items()},
+        # which epochs the snapshot budget took and why it skipped the others (run.json "schedule")
+        "schedule": describe_schedule(info.get("schedule")),
     }
     shown_views = _view_epochs(views, epochs)
     data["class_means"] = _class_means_data(shown_views, len(class_names))

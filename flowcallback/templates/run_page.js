@@ -16,6 +16,11 @@
     setupError.textContent = "The set-up recorded an error (the whole text: errors/setup.txt): " + data.setup_error;
     setupError.hidden = false;
   }
+  if (data.schedule) {  // the epochs the snapshot budget took, and why it skipped the others
+    var scheduleNote = document.getElementById("schedule-note");
+    scheduleNote.textContent = data.schedule;
+    scheduleNote.hidden = false;
+  }
   var skippedEpochs = Object.keys(data.skipped || {});
   if (skippedEpochs.length) {  // epochs whose files could not be read (Run.skipped): listed, as text
     var skippedNote = document.getElementById("skipped-note");

@@ -282,10 +282,10 @@ def test_resuming_a_run_with_a_corrupt_epoch_keeps_the_others_on_the_run_page(tm
     data, log_dir = (x_te[:90], y_te[:90]), tmp_path / "r"
     model = lenet5_digits(seed=4)
     model.fit(x_tr[:200], y_tr[:200], epochs=2, verbose=0,
-              callbacks=[FlowCallback(data, log_dir=log_dir, lrp=False, k=8, verbose=0)])
+              callbacks=[FlowCallback(data, log_dir=log_dir, lrp=False, k=8, budget=None, verbose=0)])
     (log_dir / "graphs" / "epoch_001" / "activations.npz").write_bytes(b"damaged")
     model.fit(x_tr[:200], y_tr[:200], epochs=3, initial_epoch=2, verbose=0,
-              callbacks=[FlowCallback(data, log_dir=log_dir, lrp=False, k=8, verbose=0)])
+              callbacks=[FlowCallback(data, log_dir=log_dir, lrp=False, k=8, budget=None, verbose=0)])
     page = page_data(log_dir)
     assert sorted(page["figures"], key=int) == ["0", "2", "3"]
     assert list(page["skipped"]) == ["1"] and "epoch_001/activations.npz" in page["skipped"]["1"]

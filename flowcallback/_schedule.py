@@ -248,16 +248,22 @@ def describe(summary) -> str:
     """One sentence for the run page: the budget, the share spent, the epochs taken and why the
     others were skipped (``summary``: :meth:`BudgetSchedule.summary`, or run.json's ``schedule``).
 
-    >>> describe({"budget": 0.25, "spent": 0.2183, "taken": [0, 2, 10],
-    ...           "skipped": {"measuring": [[1, 1]], "budget": [[3, 9]]}})
-    'Snapshots within a budget of 25% of the training time: epochs 0, 2, 10 taken, adding 22%. Skipped: 1 (no epoch had yet trained without a snapshot running, to measure the training time alone); 3\u20139 (another snapshot would exceed the budget).'
+    >>> import textwrap
+    >>> text = describe({"budget": 0.25, "spent": 0.2183, "taken": [0, 2, 10],
+    ...                  "skipped": {"measuring": [[1, 1]], "budget": [[3, 9]]}})
+    >>> print(textwrap.fill(text, 90))
+    Snapshots within a budget of 25% of the training time: epochs 0, 2, 10 taken, adding 22%.
+    Skipped: 1 (no epoch had yet trained without a snapshot running, to measure the training
+    time alone); 3\u20139 (another snapshot would exceed the budget).
     >>> describe(None)
     ''
     """
     if not summary:
         return ""
+    taken = ", ".join(str(e) for e in summary["taken"]) or "none"
     text = (f"Snapshots within a budget of {summary['budget']:.0%} of the training time: epochs "
-            f"{', '.join(str(e) for e in summary['taken']) or 'none'} taken, adding {summary['spent']:.0%}.")
-    by_reason = sorted((ranges[0][0], reason, ranges) for reason, ranges in summary.get("skipped", {}).items() if ranges)
+            f"{taken} taken, adding {summary['spent']:.0%}.")
+    skipped_by = summary.get("skipped", {})
+    by_reason = sorted((ranges[0][0], reason, ranges) for reason, ranges in skipped_by.items() if ranges)
     skipped = [f"{_ranges_text(ranges)} ({REASONS.get(reason, reason)})" for _, reason, ranges in by_reason]
     return text + (" Skipped: " + "; ".join(skipped) + "." if skipped else "")

@@ -150,9 +150,14 @@ class BudgetSchedule:
         return max(0.0, (float(now) - self._start) - len(self._epochs) * t)
 
     def spent(self, now: float) -> float:
-        """The overhead so far as a share of the training time so far (0 before an epoch ended)."""
-        t = self.epoch_seconds()
-        return 0.0 if not t else self.overhead(now) / (len(self._epochs) * t)
+        """The overhead so far as a share of the training time so far (0 before an epoch ended).
+        Before a clean epoch, the training time is taken as the shortest epoch's (an upper bound),
+        so that the share reported is a lower bound rather than the decisions' cautious estimate."""
+        clean = [d for d, c in self._epochs if c]
+        t = statistics.median(clean) if clean else min((d for d, _ in self._epochs), default=0.0)
+        if not t:
+            return 0.0
+        return max(0.0, (float(now) - self._start) - len(self._epochs) * t) / (len(self._epochs) * t)
 
     def allowed(self) -> float:
         """The budget in seconds: ``budget`` × the estimated training time of the whole fit."""

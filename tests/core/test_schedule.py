@@ -130,3 +130,12 @@ def test_summary_and_description():
 @pytest.mark.parametrize("epochs, expected", [([], []), ([3], [[3, 3]]), ([5, 1, 2, 2, 3], [[1, 3], [5, 5]])])
 def test_epoch_ranges(epochs, expected):
     assert epoch_ranges(epochs) == expected
+
+
+def test_spent_is_reported_when_no_epoch_ever_trained_clean():
+    """A snapshot that outlasts every epoch: no clean epoch, yet the share reported is the truth's
+    lower bound, not 0."""
+    s, taken, overhead, now = simulate(0.25, 4, epoch_s=1.0, capture_s=0.0, background_s=60.0)
+    assert taken == (0, 4)
+    assert not any(d.reason == "planned" for d in s.decisions.values())
+    assert 0 < s.spent(now) <= overhead / 4.0 + 1e-9

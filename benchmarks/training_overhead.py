@@ -1,11 +1,12 @@
-"""How much longer `model.fit` takes with a snapshot at every epoch.
+"""How much longer `model.fit` takes with FlowCallback: by default within its time budget, or at every epoch.
 
     python benchmarks/training_overhead.py [--epochs 3] [--samples 10000] [--no-lrp] [--no-untrained] [--nice 0]
-        [--data mnist.npz] [--out NAME.json]
+        [--budget auto|none|0.5] [--data mnist.npz] [--out NAME.json]
 
 Trains the LeNet5-style model of examples/mnist_lenet5.py on the 60,000 MNIST training images
-twice from the same seed: without the callback, then with ``FlowCallback`` snapshotting every
-epoch (the untrained epoch 0 included, unless ``--no-untrained``) on ``--samples`` test images,
+twice from the same seed: without the callback, then with ``FlowCallback`` snapshotting the epochs
+its default time budget affords (``--budget none``: every epoch, the untrained epoch 0 included;
+``--no-untrained``: epochs 1 to E, the budget off) on ``--samples`` test images,
 activations and LRP. Prints both wall times, their ratio and each snapshot's stage timings; writes
 benchmarks/results/training_overhead.json (or --out). The callback's analysis runs in the
 background while the next epoch trains, at the priority ``--nice`` sets; the time with the callback

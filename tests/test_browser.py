@@ -283,18 +283,25 @@ def test_a_long_note_wraps_within_the_window_on_both_pages(tmp_path):
 
     info = {"flowcallback_version": "0", "model": {"name": "m", "fingerprint": "f"}, "class_names": ["0", "1", "2"],
             "analyses": ["activations"], "config": {},
-            "layers": [{"name": "dense", "type": "Dense"}, {"name": "out", "type": "Dense"}]}
+            "layers": [{"name": "dense", "type": "Dense"}, {"name": "out", "type": "Dense"}],
+            # the snapshot budget's line: 300 skipped ranges make a long sentence of its own
+            "schedule": {"budget": 0.25, "spent": 0.31, "first": 0, "last": 1000, "taken": [0, 1, 1000],
+                         "skipped": {"spacing": [[3 * i + 2, 3 * i + 3] for i in range(300)]}}}
     errors_text = {"setup": "Traceback ...\nRuntimeError: cannot copy /" + "very_long_path_" * 16 + "model.keras\n",
                    1: "Traceback ...\nMemoryError: " + "the kNN graph of layer dense did not fit " * 6 + "\n"}
     index = runpage.write_run_page(tmp_path, info, {1: {"activations": g}}, errors_text)
     with open_page(index.resolve().as_uri(), width=1024, height=800) as (page, errors, blocked):
         _check_note_fits(page, note, "#sankey")
         width = page.evaluate("document.documentElement.clientWidth")
-        for selector in ("#setup-error", "#status"):
+        for selector in ("#setup-error", "#status", "#schedule-note"):
             box = page.eval_on_selector(selector, "e => { const r = e.getBoundingClientRect(); "
                                                   "return {left: r.left, right: r.right, text: e.textContent}; }")
             assert box["text"] and 0 <= box["left"] and box["right"] <= width, (selector, box, width)
         assert "very_long_path_very_long_path_" in page.inner_text("#setup-error")
+        assert page.is_visible("#schedule-note")
+        assert page.inner_text("#schedule-note").startswith(
+            "Snapshots within a budget of 25% of the training time: epochs 0, 1, 1000 taken, adding 31%. "
+            "Skipped: 2\u20133")
         assert page.evaluate("document.documentElement.scrollWidth") <= width  # no horizontal scroll bar
         assert errors == [] and blocked == []
 

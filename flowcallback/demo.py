@@ -88,6 +88,8 @@ def run_demo(log_dir: str = "flows/demo", epochs: int = 4, lrp: bool = True, ver
 
     (x_tr, y_tr), (x_te, y_te) = load_digits_split()
     model = lenet5_digits()
-    cb = FlowCallback((x_te, y_te), log_dir=log_dir, lrp=lrp, class_names=[str(i) for i in range(10)])
+    # budget=None: a page for every epoch; the digits' epochs are shorter than a snapshot, so the
+    # default time budget would take the first and the last only
+    cb = FlowCallback((x_te, y_te), log_dir=log_dir, lrp=lrp, class_names=[str(i) for i in range(10)], budget=None)
     model.fit(x_tr, y_tr, epochs=epochs, batch_size=32, verbose=verbose, callbacks=[cb])
     return Path(log_dir)

@@ -152,7 +152,7 @@ def test_training_results_are_unaffected(tmp_path, digits):
         return model.get_weights(), hist.history["loss"]
 
     w_plain, loss_plain = train([])
-    cb = FlowCallback((x_te[:80], y_te[:80]), log_dir=tmp_path / "r", k=8, verbose=0)
+    cb = FlowCallback((x_te[:80], y_te[:80]), log_dir=tmp_path / "r", k=8, verbose=0, budget=None)
     w_cb, loss_cb = train([cb])
     assert sorted(cb.pages) == [0, 1, 2]
     assert loss_cb == loss_plain
@@ -190,11 +190,11 @@ def test_resuming_appends_and_another_model_is_refused(tmp_path, digits):
     data = (x_te[:90], y_te[:90])
     model = lenet5_digits(seed=4)
     model.fit(x_tr[:200], y_tr[:200], epochs=2, verbose=0,
-              callbacks=[FlowCallback(data, log_dir=tmp_path / "r", lrp=False, k=8, verbose=0)])
+              callbacks=[FlowCallback(data, log_dir=tmp_path / "r", lrp=False, k=8, verbose=0, budget=None)])
     first = load_run(tmp_path / "r").epoch(2)
     # continued training with initial_epoch: epochs 3 and 4 are appended, 0..2 untouched
     model.fit(x_tr[:200], y_tr[:200], epochs=4, initial_epoch=2, verbose=0,
-              callbacks=[FlowCallback(data, log_dir=tmp_path / "r", lrp=False, k=8, verbose=0)])
+              callbacks=[FlowCallback(data, log_dir=tmp_path / "r", lrp=False, k=8, verbose=0, budget=None)])
     run = load_run(tmp_path / "r")
     assert run.epochs == [0, 1, 2, 3, 4]
     assert run.epoch(2).equals(first)
@@ -206,7 +206,7 @@ def test_resuming_appends_and_another_model_is_refused(tmp_path, digits):
     other.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match="log_dir: .* holds a run of a different model"):
         other.fit(x_tr[:50], y_tr[:50], epochs=1, verbose=0,
-                  callbacks=[FlowCallback(data, log_dir=tmp_path / "r", lrp=False, k=8, verbose=0)])
+                  callbacks=[FlowCallback(data, log_dir=tmp_path / "r", lrp=False, k=8, verbose=0, budget=None)])
     assert load_run(tmp_path / "r").epochs == [0, 1, 2, 3, 4]
 
 

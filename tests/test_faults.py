@@ -139,7 +139,7 @@ def test_the_lrp_worker_killed_mid_run_is_restarted(tmp_path, digits, tally):
 def test_on_error_raise_stops_training_and_leaves_nothing(tmp_path, digits, monkeypatch, tally):
     fail_at_stage(monkeypatch, "capture", RuntimeError("capture failed (injected)"))
     (x_tr, y_tr), (x_te, y_te) = digits
-    cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=tmp_path / "r", k=8, verbose=0, on_error="raise")
+    cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=tmp_path / "r", k=8, verbose=0, on_error="raise", budget=None)
     with pytest.raises(SnapshotError, match="snapshot of epoch 1 failed: capture failed"):
         lenet5_digits(seed=32).fit(x_tr[:200], y_tr[:200], epochs=3, verbose=0, callbacks=[cb])
     tally("faults injected")

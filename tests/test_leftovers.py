@@ -88,7 +88,7 @@ def test_keyboard_interrupt_from_a_callback_leaves_nothing(tmp_path, digits, tal
     tally("faults injected")
     (x_tr, y_tr), (x_te, y_te) = digits
     model = lenet5_digits(seed=11)
-    cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=tmp_path / "r", k=8, verbose=0)  # LRP + background
+    cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=tmp_path / "r", k=8, verbose=0, budget=None)  # LRP + background
     with pytest.raises(KeyboardInterrupt):
         model.fit(x_tr[:200], y_tr[:200], epochs=50, verbose=0, callbacks=[cb, RaiseAtEpoch(2, KeyboardInterrupt())])
     assert settle(lambda: cb.lrp_engine is None)
@@ -113,7 +113,7 @@ def test_real_sigint_anywhere_in_fit_leaves_nothing(tmp_path, digits, tally):
     # background, as CI scripts may, leaves SIGINT ignored)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=tmp_path / "r", k=8, verbose=0)
+        cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=tmp_path / "r", k=8, verbose=0, budget=None)
         with pytest.raises(KeyboardInterrupt):
             model.fit(x_tr[:200], y_tr[:200], epochs=10_000, verbose=0, callbacks=[cb, SigintSoon()])
     finally:
@@ -126,7 +126,7 @@ def test_failing_fit_leaves_nothing_and_the_callback_can_be_reused(tmp_path, dig
     tally("faults injected")
     (x_tr, y_tr), (x_te, y_te) = digits
     model = lenet5_digits(seed=13)
-    cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=tmp_path / "r", k=8, verbose=0)
+    cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=tmp_path / "r", k=8, verbose=0, budget=None)
     with pytest.raises(ZeroDivisionError):
         model.fit(x_tr[:200], y_tr[:200], epochs=5, verbose=0, callbacks=[cb, RaiseAtEpoch(0, ZeroDivisionError())])
     assert_nothing_left(tmp_path / "r")
@@ -149,7 +149,7 @@ def test_models_trained_one_after_another_return_to_baseline(tmp_path, digits):
 
     def train(i, stop=None):
         model = lenet5_digits(seed=20 + i)
-        cb = FlowCallback(data, log_dir=tmp_path / f"r{i}", k=8, verbose=0)
+        cb = FlowCallback(data, log_dir=tmp_path / f"r{i}", k=8, verbose=0, budget=None)
         extra = [RaiseAtEpoch(1, stop)] if stop is not None else []
         try:
             model.fit(x_tr[:150], y_tr[:150], epochs=2, verbose=0, callbacks=[cb] + extra)

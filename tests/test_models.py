@@ -110,7 +110,7 @@ def test_default_named_resnet_has_lrp_flows_at_every_epoch(tmp_path, digits):
     model = small_resnet()
     assert "add" in [layer.name for layer in model.layers]
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=tmp_path, k=8, verbose=0)
+    cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=tmp_path, k=8, verbose=0, budget=None)
     model.fit(x_tr[:300], y_tr[:300], epochs=2, verbose=0, callbacks=[cb])
     run = load_run(tmp_path)
     assert run.epochs == [0, 1, 2] and run.errors() == {}

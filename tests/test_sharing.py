@@ -41,7 +41,7 @@ def data(digits):
 def fit(model, data, log_dir, epochs, initial_epoch=0, x_val=None):
     x_tr, y_tr, x_te, y_te = data
     cb = FlowCallback((x_te if x_val is None else x_val, y_te), log_dir=log_dir, lrp=False, k=8, verbose=0,
-                      projection=None)
+                      projection=None, budget=None)
     model.fit(x_tr, y_tr, epochs=epochs, initial_epoch=initial_epoch, verbose=0, callbacks=[cb])
     return cb
 
@@ -196,7 +196,7 @@ def test_a_resume_with_other_layers_keeps_the_earlier_epochs_readable(tmp_path, 
     fit(model, data, log_dir, epochs=1)
     first = load_run(log_dir).epoch(1).column_names
     cb = FlowCallback((x_te, y_te), log_dir=log_dir, lrp=False, k=8, verbose=0, projection=None,
-                      layers=[model.layers[-1].name])
+                      layers=[model.layers[-1].name], budget=None)
     model.fit(x_tr, y_tr, epochs=2, initial_epoch=1, verbose=0, callbacks=[cb])
     run = load_run(log_dir)
     assert run.epochs == [0, 1, 2] and run.skipped == {}

@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent(
     from flowcallback.demo import lenet5_digits, load_digits_split
     (x_tr, y_tr), (x_te, y_te) = load_digits_split()
     model = lenet5_digits()
-    cb = FlowCallback((x_te, y_te), log_dir=sys.argv[1], lrp=False, verbose=0)
+    cb = FlowCallback((x_te, y_te), log_dir=sys.argv[1], lrp=False, verbose=0, budget=None)
     model.fit(x_tr, y_tr, epochs=int(sys.argv[2]) if len(sys.argv) > 2 else 50, verbose=0, callbacks=[cb])
     """
 )

@@ -219,7 +219,7 @@ signals = int(sys.argv[2])
 (x_tr, y_tr), (x_te, y_te) = load_digits_split()
 model = lenet5_digits(seed=5)
 cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=sys.argv[1], lrp=False, k=8, verbose=0,
-                  executor=SlowLayers(max_workers=1), projection=None)
+                  executor=SlowLayers(max_workers=1), projection=None, budget=None)
 main, sent = threading.main_thread().ident, []
 
 def ctrl_c_while_fit_waits():

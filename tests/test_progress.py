@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent("""
     from flowcallback import FlowCallback
     from flowcallback.demo import lenet5_digits, load_digits_split
     (x_tr, y_tr), (x_te, y_te) = load_digits_split()
-    cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=sys.argv[1], k=8, lrp=False)
+    cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=sys.argv[1], k=8, lrp=False, budget=None)
     lenet5_digits(seed=3).fit(x_tr[:640], y_tr[:640], epochs=3, batch_size=16, verbose=1, callbacks=[cb])
     print(json.dumps(sys.stdout.writers), file=sys.stderr)
 """)

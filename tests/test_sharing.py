@@ -142,7 +142,8 @@ HOLDER = textwrap.dedent("""
                                  tf.keras.layers.Dense(8, activation="relu"),
                                  tf.keras.layers.Dense(10, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=sys.argv[1], lrp=False, k=8, verbose=0, background=False)
+    cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=sys.argv[1], lrp=False, k=8, verbose=0, background=False,
+                  budget=None)
     model.fit(x_tr[:100], y_tr[:100], epochs=5, verbose=0, callbacks=[cb, Hold()])
 """)
 

@@ -127,7 +127,7 @@ def test_failure_inside_a_snapshot_warns_and_training_goes_on(tmp_path, small, m
 
     monkeypatch.setattr(render, "write_epoch_page", flaky)
     model = lenet5_digits(seed=3)
-    cb = FlowCallback((x_te, y_te), log_dir=tmp_path / "r", lrp=False, k=10, verbose=0)
+    cb = FlowCallback((x_te, y_te), log_dir=tmp_path / "r", lrp=False, k=10, verbose=0, budget=None)
     with pytest.warns(RuntimeWarning, match="epoch 1: the snapshot failed"):
         hist = model.fit(x_tr, y_tr, epochs=2, verbose=0, callbacks=[cb])
     assert len(hist.history["loss"]) == 2

@@ -44,6 +44,9 @@ class Capture:
         The Prediction column's note, or ``""``.
     class_means : dict of (analysis, layer) to ndarray
         Each class's mean activation per unit: they go to the store as they are.
+    responses : dict of layer name to ndarray (n_samples, units)
+        Each sample's activation per unit, for the neuron clusters' top samples (the layers that
+        fit in :data:`MAX_RESPONSE_VALUES`).
     weights : list of ndarray, optional
         A copy of the weights, for the relevance engine (None without one).
     """
@@ -58,13 +61,20 @@ class Capture:
     prediction_note: str
     class_means: Dict[tuple, np.ndarray] = field(default_factory=dict)
     weights: Optional[list] = None
+    responses: Dict[str, np.ndarray] = field(default_factory=dict)
+
+
+#: The per-sample responses kept for the neuron clusters' top samples, over all layers (float32
+#: values: 64 MiB). The layers beyond it get their clusters without top samples.
+MAX_RESPONSE_VALUES = 1 << 24
 
 
 def capture_epoch(model, x: np.ndarray, y_raw: np.ndarray, labels: np.ndarray, epoch: int, plan: RunPlan,
                   settings: SnapshotSettings, *, copy_weights: bool) -> Capture:
     """Capture the snapshot of ``epoch`` (see the module's docstring)."""
     clock, started = stages.StageClock(epoch), time.perf_counter()
-    means = aggregate.LayerClassMeans(labels, plan.n_classes) if settings.class_means else None
+    keep = MAX_RESPONSE_VALUES if settings.neuron_clusters is not False else 0
+    means = aggregate.LayerClassMeans(labels, plan.n_classes, keep_responses=keep) if settings.class_means else None
     with clock("capture"):
         acts, outputs = capture.capture_activations(model, x, plan.layer_names, batch_size=settings.batch_size,
                                                     embed_options=settings.embed_options, class_means=means)
@@ -74,4 +84,5 @@ def capture_epoch(model, x: np.ndarray, y_raw: np.ndarray, labels: np.ndarray, e
     return Capture(epoch, clock, started, acts, predictions,
                    {"accuracy": accuracy, "loss": loss, "k": plan.k, "inflation": settings.inflation},
                    [info(loss_note)] if loss_note else [], prediction_note,
-                   {} if means is None else {("activations", n): m for n, m in means.result().items()}, weights)
+                   {} if means is None else {("activations", n): m for n, m in means.result().items()}, weights,
+                   {} if means is None else means.responses())

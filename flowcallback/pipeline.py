@@ -35,7 +35,7 @@ from flowcallback._plan import (
 from flowcallback._progress import SnapshotProgress
 from flowcallback._relevance import RelevanceStage
 from flowcallback._threads import SnapshotThreads
-from flowcallback.core import project, render, runpage, stages, store
+from flowcallback.core import neurons, project, render, runpage, stages, store
 from flowcallback.core._notes import info
 from flowcallback.core.flows import ANALYSIS_LABELS, EpochViews
 from flowcallback.exceptions import SnapshotError
@@ -317,9 +317,12 @@ class Snapshotter:
             raise _Aborted()
         self._continuity = result.continuity
         class_means = plan.columns_keyed({**captured.class_means, **lrp.class_means})
-        views = EpochViews(class_means={k: m for k, m in class_means.items() if k[0] in result.graphs},
+        class_means = {k: m for k, m in class_means.items() if k[0] in result.graphs}
+        views = EpochViews(class_means=class_means,
                            projections=result.projections, projection_method=result.projection_method,
-                           projection_samples=self._projection_samples if result.projections else None)
+                           projection_samples=self._projection_samples if result.projections else None,
+                           unit_clusters=self._neuron_clusters(class_means, plan.columns_keyed(captured.responses),
+                                                               epoch, captured.clock))
         page = self._write(result, views, captured.clock, title_prefix=title_prefix)
         seconds = time.perf_counter() - captured.started
         self.timings[epoch] = {**{f"{stage}_seconds": t for stage, t in captured.clock.seconds.items()},
@@ -328,6 +331,25 @@ class Snapshotter:
         note = f"; {self.progress_note}" if self.progress_note else ""
         self.progress.finished(epoch, f"FlowCallback: epoch {epoch} snapshot written to {page} ({seconds:.1f} s{note})")
         return page
+
+    def _neuron_clusters(self, class_means, responses, epoch: int, clock) -> dict:
+        """The neuron clusters stage (:mod:`flowcallback.core.neurons`) of every layer with class
+        means of its activations; a layer whose clustering fails is left out, with an error file."""
+        setting = self.settings.neuron_clusters
+        if setting is False:
+            return {}
+        out = {}
+        with clock("neurons"):
+            for (analysis, column), means in class_means.items():
+                if analysis != "activations":
+                    continue
+                try:
+                    out[(analysis, column)] = neurons.neuron_clusters(
+                        means, responses.get(column), n_clusters=None if setting is True else setting)
+                except Exception as exc:
+                    self.errors.tolerate(epoch, exc, f"the neuron clusters of layer {column}", "the flows are written",
+                                         where=f"neuron clusters, layer {column}")
+        return out
 
     def _layer_map(self, fn, *iterables):
         """The layer jobs on the executor (``executor=`` or the layer pool), stopping at the first

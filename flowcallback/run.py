@@ -360,6 +360,63 @@ class Run:
         df.attrs.update(epoch=int(epoch), layer=layer, analysis=analysis, classes=[int(i) for i in rows])
         return df
 
+    def neuron_clusters(self, epoch: int, layer: str, analysis: str = "activations"):
+        """The units of ``layer`` grouped by how they respond to the classes, at ``epoch`` (CNNVis).
+
+        Computed at snapshot time (:mod:`flowcallback.core.neurons`): each unit's class means
+        (:meth:`class_means`) z-scored over the classes, grouped by Ward's linkage; the clusters ×
+        classes matrix ordered by optimal leaf ordering (similar rows and columns adjacent); per
+        cluster, the held-out samples with the highest mean response over its units.
+
+        Parameters
+        ----------
+        epoch : int
+        layer : str
+        analysis : str, default="activations"
+            The snapshots cluster the units of the activations.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per cluster and class, clusters in their seriation order, then classes in
+            theirs: ``cluster`` (0, 1, ...), ``class`` (name), ``response`` (the cluster's mean
+            z-scored class mean: above 0, its units prefer the class), ``n_units``, ``units`` (the
+            unit indices) and ``top_samples`` (held-out sample indices, best first; empty where the
+            snapshot kept no per-sample responses for the layer). ``attrs`` holds ``epoch``,
+            ``layer``, ``analysis``, ``classes`` (the class index of each column of
+            ``df.pivot(index="cluster", columns="class", values="response")`` in order) and
+            ``flat_units`` (units whose class means are all equal, in no cluster).
+
+        Raises
+        ------
+        KeyError
+            If the epoch has no neuron clusters for this layer (a run written before they were
+            stored, ``neuron_clusters=False``); the message lists what it has.
+        """
+        import pandas as pd
+
+        from flowcallback.core import neurons
+
+        v = self.views(epoch)
+        have = sorted(v.unit_clusters) if v is not None else []
+        if v is None or (analysis, layer) not in v.unit_clusters:
+            raise KeyError(f"epoch {epoch} has no {analysis!r} neuron clusters of layer {layer!r}; it has {have} "
+                           "(runs written before flowcallback stored them, or with neuron_clusters=False, have none)")
+        u = v.unit_clusters[(analysis, layer)]
+        matrix = neurons.cluster_matrix(v.class_means[(analysis, layer)], u.labels)
+        _, classes = neurons.seriate(matrix)
+        names, sizes = self.class_names, u.sizes()
+        rows = []
+        for c in range(u.n_clusters):
+            units = tuple(int(i) for i in np.flatnonzero(u.labels == c))
+            top = tuple(int(s) for s in u.top_samples[c] if s >= 0)
+            rows += [(c, names[k], float(matrix[c, k]), int(sizes[c]), units, top) for k in classes]
+        df = pd.DataFrame(rows, columns=["cluster", "class", "response", "n_units", "units", "top_samples"])
+        df["class"] = pd.Categorical(df["class"], categories=[names[k] for k in classes], ordered=True)
+        df.attrs.update(epoch=int(epoch), layer=layer, analysis=analysis, classes=[int(k) for k in classes],
+                        flat_units=[int(i) for i in np.flatnonzero(u.labels < 0)])
+        return df
+
     # -- figures, for notebooks and scripts -----------------------------------------------------------
     def figure(self, epoch: Optional[int] = None, analysis: Optional[str] = None):
         """The epoch's Sankey as a ``plotly.graph_objects.Figure`` (restyle it, then ``.show()``).
@@ -424,6 +481,29 @@ class Run:
                                                 difference=difference, top=top, normalize=normalize, scale=scale,
                                                 title=title)
 
+    def neuron_clusters_figure(self, epoch: Optional[int] = None, layer: Optional[str] = None,
+                               analysis: str = "activations", *, title: Optional[str] = None):
+        """The seriated unit clusters × classes matrix of :meth:`neuron_clusters`
+        (:func:`flowcallback.core.views_figures.neuron_clusters_figure`).
+
+        ``epoch=None`` is the last epoch with neuron clusters, ``layer=None`` its last layer that has them.
+        """
+        from flowcallback.core import views_figures
+
+        self._last_epoch()
+        if epoch is None:
+            having = [e for e in self.epochs if self.views(e) is not None and self.views(e).unit_clusters]
+            if not having:
+                raise KeyError(f"{self.path}: no epoch has neuron clusters (the run was written by a flowcallback "
+                               "that did not store them, or with neuron_clusters=False)")
+            epoch = having[-1]
+        if layer is None:
+            v = self.views(epoch)
+            layer = self._last_layer(v.unit_clusters if v is not None else {}, analysis)
+            if layer is None:
+                raise KeyError(f"epoch {epoch} has no {analysis!r} neuron clusters")
+        return views_figures.neuron_clusters_figure(self.neuron_clusters(epoch, layer, analysis), title=title)
+
     def projection_figure(self, layer: Optional[str] = None, analysis: str = "activations", *,
                           title: Optional[str] = None, frame_ms: int = 800):
         """A layer's 2-D projection animated over the epochs.
@@ -448,17 +528,18 @@ class Run:
 
     #: The views of :meth:`show`, and the method drawing each.
     VIEWS = {"epoch": "figure", "across": "across_figure", "confusion": "confusion_figure",
-             "scores": "scores_figure", "class_means": "class_means_figure", "projection": "projection_figure"}
+             "scores": "scores_figure", "class_means": "class_means_figure", "neurons": "neuron_clusters_figure",
+             "projection": "projection_figure"}
 
     def show(self, view: str = "epoch", **kwargs):
         """A view of the run as a Plotly figure (a notebook displays the returned figure).
 
         Parameters
         ----------
-        view : {"epoch", "across", "confusion", "scores", "class_means", "projection"}
+        view : {"epoch", "across", "confusion", "scores", "class_means", "neurons", "projection"}
             Which figure: :meth:`figure` (one epoch's Sankey), :meth:`across_figure` (one column
             across the epochs), :meth:`confusion_figure`, :meth:`scores_figure`,
-            :meth:`class_means_figure` or :meth:`projection_figure`.
+            :meth:`class_means_figure`, :meth:`neuron_clusters_figure` or :meth:`projection_figure`.
         **kwargs
             That method's arguments; any other raises ``TypeError`` naming it and listing those
             the view takes.

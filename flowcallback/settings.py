@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping, Optional, Tuple
 
-from flowcallback.core import _params, _priority, cluster, embed, knn, lrp, project
+from flowcallback.core import _params, _priority, cluster, embed, knn, lrp, neurons, project
 from flowcallback.core.lrp import engines as lrp_engines
 
 __all__ = ["SnapshotSettings", "PARAMETER_CONSTRAINTS", "RUN_CONSTRAINTS", "check_parameter"]
@@ -72,6 +72,7 @@ PARAMETER_CONSTRAINTS: Mapping[str, Tuple[_params.Constraint, ...]] = MappingPro
     "tensorboard": (BOOLEAN,),
     "on_error": (_params.options("warn", "raise"),),
     "class_means": (BOOLEAN,),
+    "neuron_clusters": (BOOLEAN, _params.integer(1, neurons.MAX_CLUSTERS, text=f"a number of clusters in 1..{neurons.MAX_CLUSTERS}")),
     "projection": (project.METHOD, NONE),
     "projection_layers": (NONE, _LAYER_NAMES),
     "projection_samples": (project.SAMPLES,),
@@ -159,6 +160,7 @@ class SnapshotSettings:
     tensorboard: bool = False
     on_error: str = "warn"
     class_means: bool = True
+    neuron_clusters: bool | int = True
     projection: Optional[str] = "pca"
     projection_layers: Optional[Tuple[str, ...]] = None
     projection_samples: int = project.DEFAULT_MAX_SAMPLES

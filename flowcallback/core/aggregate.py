@@ -22,7 +22,7 @@ from typing import Dict, NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["ClassMeans", "LayerClassMeans", "class_means", "class_order", "class_difference", "Difference",
+__all__ = ["ClassMeans", "LayerClassMeans", "class_means", "unit_responses", "class_order", "class_difference", "Difference",
            "MAX_VALUES"]
 
 #: Most values (classes × units) one layer's class means may hold; also the bound on loading them.
@@ -45,6 +45,36 @@ def _check_labels(labels, n_classes: int, name: str = "labels") -> np.ndarray:
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError(f"{name}: class indices must lie in 0..{n_classes - 1}, got {int(y.min())}..{int(y.max())}")
     return y
+
+
+def unit_responses(maps, *, axis: int = -1, name: str = "maps") -> np.ndarray:
+    """Each sample's response per unit: its map averaged over every axis but the batch and unit axes.
+
+    Parameters
+    ----------
+    maps : array-like of shape (batch, ..., units)
+    axis : int, default=-1
+        The unit axis, counted on the batch array.
+    name : str, default="maps"
+        Used in error messages.
+
+    Returns
+    -------
+    ndarray of shape (batch, units), float64
+
+    Examples
+    --------
+    >>> unit_responses(np.arange(8.0).reshape(2, 2, 2)).tolist()   # (batch, positions, channels)
+    [[1.0, 2.0], [5.0, 6.0]]
+    """
+    x = np.asarray(maps)
+    if x.ndim < 1:
+        raise ValueError(f"{name}: expected a batch of maps, got a scalar")
+    if x.ndim == 1:  # one value per sample: one unit
+        return x[:, None].astype(np.float64)
+    x = np.moveaxis(x, axis if axis >= 0 else x.ndim + axis, -1)
+    # float64: a sum over thousands of samples and positions keeps float32's precision
+    return x.reshape(x.shape[0], -1, x.shape[-1]).mean(axis=1, dtype=np.float64)
 
 
 class ClassMeans:
@@ -97,16 +127,13 @@ class ClassMeans:
 
     def add(self, maps, labels) -> None:
         """Add one batch: ``maps`` of shape ``(batch, ..., units)`` and its integer ``labels`` ``(batch,)``."""
-        x = np.asarray(maps)
+        self.add_responses(unit_responses(maps, axis=self.axis, name=self.name), labels)
+
+    def add_responses(self, per_sample: np.ndarray, labels) -> None:
+        """Add one batch of per-sample unit responses ``(batch, units)`` (:func:`unit_responses`)."""
         y = _check_labels(labels, self.n_classes)
-        if x.ndim < 1 or x.shape[0] != len(y):
-            raise ValueError(f"{self.name}: {x.shape[0] if x.ndim else 0} maps for {len(y)} labels")
-        if x.ndim == 1:  # one value per sample: one unit
-            x = x[:, None]
-        else:
-            x = np.moveaxis(x, self.axis if self.axis >= 0 else x.ndim + self.axis, -1)
-        # float64: a sum over thousands of samples and positions keeps float32's precision
-        per_sample = x.reshape(x.shape[0], -1, x.shape[-1]).mean(axis=1, dtype=np.float64)
+        if per_sample.ndim != 2 or per_sample.shape[0] != len(y):
+            raise ValueError(f"{self.name}: {per_sample.shape[0] if per_sample.ndim else 0} maps for {len(y)} labels")
         if self._sums is None:
             if self.n_classes * per_sample.shape[1] > MAX_VALUES:
                 raise ValueError(f"{self.name}: {self.n_classes} classes × {per_sample.shape[1]} units is more than "
@@ -147,21 +174,32 @@ class LayerClassMeans:
     n_classes : int
     axis : int, default=-1
         The unit axis (see :class:`ClassMeans`).
+    keep_responses : int, default=0
+        Also keep each sample's response per unit (:func:`unit_responses`, float32) for the layers
+        whose first batch comes while all the layers kept so far hold at most this many values
+        (samples × units): the neuron clusters' top samples need them
+        (:mod:`flowcallback.core.neurons`). 0 keeps none.
 
     Examples
     --------
-    >>> acc = LayerClassMeans([0, 1, 1], n_classes=2)
+    >>> acc = LayerClassMeans([0, 1, 1], n_classes=2, keep_responses=100)
     >>> acc.add("dense", np.array([[2.0], [4.0]]), start=0)
     >>> acc.add("dense", np.array([[6.0]]), start=2)
     >>> acc.result()["dense"].tolist()
     [[2.0], [5.0]]
+    >>> acc.responses()["dense"].ravel().tolist()
+    [2.0, 4.0, 6.0]
     """
 
-    def __init__(self, labels, n_classes: int, *, axis: int = -1):
+    def __init__(self, labels, n_classes: int, *, axis: int = -1, keep_responses: int = 0):
         self.n_classes = _check_n_classes(n_classes)
         self.labels = _check_labels(labels, self.n_classes)
         self.axis = axis
+        if isinstance(keep_responses, bool) or not isinstance(keep_responses, numbers.Integral) or keep_responses < 0:
+            raise ValueError(f"keep_responses: expected a non-negative integer, got {keep_responses!r}")
+        self.keep_responses = int(keep_responses)
         self._layers: Dict[str, ClassMeans] = {}
+        self._responses: Dict[str, Optional[np.ndarray]] = {}
 
     def add(self, layer: str, maps, start: int) -> None:
         """Add the maps of samples ``start .. start + len(maps) - 1`` at ``layer``."""
@@ -172,11 +210,26 @@ class LayerClassMeans:
         acc = self._layers.get(layer)
         if acc is None:
             acc = self._layers[layer] = ClassMeans(self.n_classes, name=layer, axis=self.axis)
-        acc.add(maps, self.labels[int(start):stop])
+        per_sample = unit_responses(maps, axis=self.axis, name=layer)
+        acc.add_responses(per_sample, self.labels[int(start):stop])
+        if layer not in self._responses:
+            kept = sum(r.size for r in self._responses.values() if r is not None)
+            size = len(self.labels) * per_sample.shape[1]
+            self._responses[layer] = (np.full((len(self.labels), per_sample.shape[1]), np.nan, dtype=np.float32)
+                                      if kept + size <= self.keep_responses else None)
+        kept = self._responses[layer]
+        if kept is not None:
+            with np.errstate(over="ignore"):  # beyond float32's range: infinite, never a top sample
+                kept[int(start):stop] = per_sample
 
     def result(self) -> Dict[str, np.ndarray]:
         """``{layer: (n_classes, units) float32}`` for every layer that received a batch, in the order first seen."""
         return {name: acc.result() for name, acc in self._layers.items()}
+
+    def responses(self) -> Dict[str, np.ndarray]:
+        """``{layer: (n_samples, units) float32}``: the per-sample responses of the layers kept
+        (see ``keep_responses``); NaN rows for samples no batch brought."""
+        return {name: r for name, r in self._responses.items() if r is not None}
 
     def nonfinite(self) -> Dict[str, int]:
         """Samples left out per layer because their map was not finite (layers with none are omitted)."""

@@ -30,6 +30,7 @@ import pandas as pd
 
 from flowcallback.core._notes import as_note, check_notes
 from flowcallback.core.aggregate import MAX_VALUES as MAX_CLASS_MEAN_VALUES
+from flowcallback.core.neurons import UnitClusters
 
 __all__ = [
     "clean_metric",
@@ -333,6 +334,9 @@ class EpochViews:
         with ``projections``.
     projection_method : str, optional
         ``"umap"`` or ``"pca"``: what made the projections.
+    unit_clusters : mapping of (analysis, layer) to UnitClusters
+        The neuron clusters of layers that have class means
+        (:class:`flowcallback.core.neurons.UnitClusters`, one label per unit of the class means).
 
     The arrays are stored as read-only float32 (int64 for the samples) copies.
 
@@ -347,6 +351,7 @@ class EpochViews:
     projections: Mapping[Tuple[str, str], np.ndarray] = dataclasses.field(default_factory=dict)
     projection_samples: Optional[np.ndarray] = None
     projection_method: Optional[str] = None
+    unit_clusters: Mapping[Tuple[str, str], UnitClusters] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         def keyed(mapping, what):
@@ -385,7 +390,15 @@ class EpochViews:
                 raise ValueError(f"projections: {key} must be finite of shape ({len(samples)}, 2), got {p.shape}")
         if self.projection_method not in PROJECTION_METHODS:
             raise ValueError(f"projection_method: expected one of {PROJECTION_METHODS}, got {self.projection_method!r}")
+        units = dict(self.unit_clusters)
+        for key, u in units.items():
+            if not isinstance(u, UnitClusters):
+                raise ValueError(f"unit_clusters: expected UnitClusters per (analysis, layer), got {type(u).__name__}")
+            if key not in means or means[key].shape[1] != len(u.labels):
+                raise ValueError(f"unit_clusters: {key} must label the units of that layer's class means "
+                                 f"({means[key].shape[1] if key in means else 'none'}), got {len(u.labels)} labels")
         object.__setattr__(self, "class_means", means)
+        object.__setattr__(self, "unit_clusters", MappingProxyType(units))
         object.__setattr__(self, "projections", projections)
         object.__setattr__(self, "projection_samples", samples)
 

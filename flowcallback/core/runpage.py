@@ -309,6 +309,62 @@ def _class_means_data(views: Dict[int, object], n_classes: int, max_units: int =
     return out
 
 
+#: The neuron-clusters panel shows at most this many classes per matrix: all of them up to it,
+#: else those the clusters prefer or avoid most (largest |z| in some cluster), in seriation order;
+#: fewer (at least :data:`MIN_PAGE_UNITS`) where the page would hold more than
+#: :data:`PAGE_NEURON_VALUES` cells over every layer and epoch. ``run.neuron_clusters`` has them all.
+MAX_PAGE_NEURON_CLASSES = 40
+PAGE_NEURON_VALUES = 150_000
+
+
+def _neurons_data(views: Dict[int, object], graphs: Mapping[int, Mapping[str, FlowGraph]], n_classes: int,
+                  max_classes: int = MAX_PAGE_NEURON_CLASSES, budget: int = PAGE_NEURON_VALUES) -> list:
+    """The neuron-clusters panel's data: ``[{"layer", "epochs": {e: {...}}}]`` in the run's layer order.
+
+    Per epoch: ``sizes`` (units per cluster, in seriation order), ``flat`` (units in no cluster),
+    ``classes`` (the shown classes, in seriation order), ``z`` (clusters × shown classes, rounded)
+    and ``top`` (per cluster, ``[sample, label, prediction]`` of its top samples).
+
+    Examples
+    --------
+    >>> from flowcallback.core.flows import build_flow_graph
+    >>> from flowcallback.core.neurons import UnitClusters
+    >>> g = build_flow_graph([("d", "Dense", [0, 0, 1])], [0, 1, 1], [0, 1, 0], class_names=["a", "b"], epoch=1)
+    >>> v = EpochViews(class_means={("activations", "d"): [[1.0, 0.0, 5.0], [0.0, 1.0, 5.0]]},
+    ...                unit_clusters={("activations", "d"): UnitClusters([0, 1, -1], [[0, 1], [2, -1]])})
+    >>> _neurons_data({1: v}, {1: {"activations": g}}, 2)
+    [{'layer': 'd', 'epochs': {'1': {'sizes': [1, 1], 'flat': 1, 'classes': [0, 1], 'z': [[1.0, -1.0], [-1.0, 1.0]], 'top': [[[0, 0, 0], [1, 1, 1]], [[2, 1, 0]]]}}}]
+    """
+    from flowcallback.core.neurons import cluster_matrix, seriate
+
+    keys = list(dict.fromkeys(key for e in sorted(views) for key in views[e].unit_clusters))
+    cells = sum(views[e].unit_clusters[k].n_clusters for e in views for k in views[e].unit_clusters)
+    max_classes = max(min(MIN_PAGE_UNITS, n_classes), min(max_classes, budget // max(cells, 1)))
+    out = []
+    for a, layer in keys:
+        epochs = {}
+        for e in sorted(views):
+            u = views[e].unit_clusters.get((a, layer))
+            g = graphs.get(e, {}).get("activations")
+            if u is None or g is None or views[e].class_means[(a, layer)].shape[0] != n_classes:
+                continue
+            matrix = cluster_matrix(views[e].class_means[(a, layer)], u.labels)
+            _, order = seriate(matrix)
+            order = order[np.isfinite(matrix[:, order]).all(axis=0)] if len(matrix) else order
+            if len(order) > max_classes:  # the classes with the strongest preference, in seriation order
+                strength = np.abs(matrix).max(axis=0) if len(matrix) else np.zeros(n_classes)
+                keep = set(np.lexsort((order, -strength[order]))[:max_classes].tolist())
+                order = np.array([c for i, c in enumerate(order) if i in keep], dtype=np.int64)
+            top = [[[int(s), int(g.labels[s]), int(g.predictions[s])] for s in row if 0 <= s < g.n_samples]
+                   for row in u.top_samples]
+            epochs[str(e)] = {"sizes": u.sizes().tolist(), "flat": int((u.labels < 0).sum()),
+                              "classes": order.tolist(), "z": _rounded(matrix[:, order], 3) if len(matrix) else [],
+                              "top": top}
+        if epochs:
+            out.append({"layer": layer, "epochs": epochs})
+    return out
+
+
 def _projection_data(views: Dict[int, object], graphs: Mapping[int, Mapping[str, FlowGraph]],
                      budget: int = PAGE_PROJECTION_POINTS) -> dict:
     """The projection view's data, compact: per epoch the projected samples with their label and
@@ -471,6 +527,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
     data["class_means"] = _class_means_data(shown_views, len(class_names))
     data["max_units"] = MAX_PAGE_UNITS
     data["projection"] = _projection_data(shown_views, graphs)
+    data["neurons"] = _neurons_data(shown_views, graphs, len(class_names))
 
     def nested(parts):  # {epoch: {analysis: JSON text}}, already serialised (see _run_page_parts)
         return "{" + ", ".join(

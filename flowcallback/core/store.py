@@ -49,6 +49,7 @@ from flowcallback.core._files import (
 # The file helpers live in _files (the page writers use them too).
 from flowcallback.core._notes import Note, as_note
 from flowcallback.core._npz import load_arrays
+from flowcallback.core.neurons import UnitClusters
 from flowcallback.core._schemas import MAX_JSON_BYTES, check_before_writing, checked_json, validate
 from flowcallback.core.flows import ANALYSIS_NAME, MAX_CLASS_MEAN_VALUES, Column, EpochViews, FlowGraph, clean_metric
 from flowcallback.exceptions import RunFormatError
@@ -222,7 +223,8 @@ VIEWS = "views"
 
 def views_to_json(views: EpochViews, epoch: int, arrays_name: str) -> dict:
     """The JSON document (schema ``views-1``) describing an epoch's views; the npz holds
-    ``class_means_<i>``, ``projection_<i>`` in the order listed, and ``projection_samples``."""
+    ``class_means_<i>``, ``unit_labels_<i>`` and ``unit_top_<i>``, ``projection_<i>`` in the
+    order listed, and ``projection_samples``."""
     samples = views.projection_samples
     return {
         "format": "flowcallback/views",
@@ -231,6 +233,8 @@ def views_to_json(views: EpochViews, epoch: int, arrays_name: str) -> dict:
         "arrays": arrays_name,
         "class_means": [{"analysis": a, "layer": layer, "units": int(m.shape[1])}
                         for (a, layer), m in views.class_means.items()],
+        "unit_clusters": [{"analysis": a, "layer": layer, "clusters": u.n_clusters, "top": int(u.top_samples.shape[1])}
+                          for (a, layer), u in views.unit_clusters.items()],
         "projections": [{"analysis": a, "layer": layer} for a, layer in views.projections],
         "projection_samples": 0 if samples is None else int(len(samples)),
         "projection_method": views.projection_method,
@@ -241,6 +245,8 @@ def _views_npz_bytes(views: EpochViews) -> bytes:
     import io
 
     arrays = {f"class_means_{i}": m for i, m in enumerate(views.class_means.values())}
+    for i, u in enumerate(views.unit_clusters.values()):
+        arrays[f"unit_labels_{i}"], arrays[f"unit_top_{i}"] = u.labels, u.top_samples
     arrays.update({f"projection_{i}": p for i, p in enumerate(views.projections.values())})
     samples = views.projection_samples
     arrays["projection_samples"] = np.zeros(0, np.int64) if samples is None else samples
@@ -256,6 +262,10 @@ def _check_views_against(views: EpochViews, graphs: Mapping[str, FlowGraph]) -> 
     for key, m in views.class_means.items():  # their size is bounded by EpochViews itself
         if m.shape[0] != n_classes:
             raise ValueError(f"views: class means {key} have {m.shape[0]} rows, the graphs {n_classes} classes")
+    for key, u in views.unit_clusters.items():
+        if u.top_samples.size and u.top_samples.max() >= n_samples:
+            raise ValueError(f"views: the top samples of {key} go up to {int(u.top_samples.max())}, "
+                             f"the graphs have {n_samples} samples")
     samples = views.projection_samples
     if samples is not None and samples.size and samples[-1] >= n_samples:
         raise ValueError(f"views: projection_samples go up to {int(samples[-1])}, the graphs have {n_samples} samples")
@@ -272,7 +282,9 @@ def load_epoch_views(json_path: PathLike, *, n_classes: int, n_samples: int, roo
     Raises :class:`~flowcallback.RunFormatError` naming the file and the problem.
     """
     path, root, doc = checked_json(json_path, root, "views-1")
-    for what, entries in (("class_means", doc["class_means"]), ("projections", doc["projections"])):
+    unit_entries = doc.get("unit_clusters", [])
+    for what, entries in (("class_means", doc["class_means"]), ("unit_clusters", unit_entries),
+                          ("projections", doc["projections"])):
         keys = [(e["analysis"], e["layer"]) for e in entries]
         if len(set(keys)) != len(keys):
             raise RunFormatError(f"{path}: {what} lists an (analysis, layer) twice")
@@ -293,6 +305,14 @@ def load_epoch_views(json_path: PathLike, *, n_classes: int, n_samples: int, roo
                                  f"more than the {MAX_CLASS_MEAN_VALUES} a layer may hold; refused")
         shapes[f"class_means_{i}"] = (n_classes, e["units"])
         kinds[f"class_means_{i}"] = "f"
+    units = {(e["analysis"], e["layer"]): e["units"] for e in doc["class_means"]}
+    for i, e in enumerate(unit_entries):
+        key = (e["analysis"], e["layer"])
+        if key not in units:
+            raise RunFormatError(f"{path}: unit_clusters names {shown(key[1])} ({shown(key[0])}), "
+                                 "which has no class means")
+        shapes[f"unit_labels_{i}"] = (units[key],)
+        shapes[f"unit_top_{i}"] = (e["clusters"], e["top"])
     for i in range(len(doc["projections"])):
         shapes[f"projection_{i}"] = (m, 2)
         kinds[f"projection_{i}"] = "f"
@@ -301,8 +321,16 @@ def load_epoch_views(json_path: PathLike, *, n_classes: int, n_samples: int, roo
     samples = arrays["projection_samples"]
     if samples.size and (samples.min() < 0 or samples.max() >= n_samples or np.any(np.diff(samples) <= 0)):
         raise RunFormatError(f"{npz}: projection_samples must be distinct indices in 0..{n_samples - 1}, ascending")
+    for i, e in enumerate(unit_entries):
+        top = arrays[f"unit_top_{i}"]
+        if top.size and top.max() >= n_samples:
+            raise RunFormatError(f"{npz}: the top samples of {shown(e['layer'])} go up to {int(top.max())}; "
+                                 f"the epoch has {n_samples} samples")
     try:
+        unit_clusters = {(e["analysis"], e["layer"]): UnitClusters(arrays[f"unit_labels_{i}"], arrays[f"unit_top_{i}"])
+                         for i, e in enumerate(unit_entries)}
         return EpochViews(
+            unit_clusters=unit_clusters,
             class_means={(e["analysis"], e["layer"]): arrays[f"class_means_{i}"]
                          for i, e in enumerate(doc["class_means"])},
             projections={(e["analysis"], e["layer"]): arrays[f"projection_{i}"]

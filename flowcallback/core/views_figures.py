@@ -2,7 +2,8 @@
 
 :func:`class_means_figure` draws :meth:`flowcallback.Run.class_means` as a heatmap of
 classes × units, or, with ``difference=(a, b)``, the units that separate two classes most;
-:func:`projection_figure` animates :meth:`flowcallback.Run.projection` over the epochs.
+:func:`neuron_clusters_figure` draws :meth:`flowcallback.Run.neuron_clusters` as the seriated
+matrix of unit clusters × classes; :func:`projection_figure` animates :meth:`flowcallback.Run.projection` over the epochs.
 Class colours are those of the Sankey pages (:func:`flowcallback.core.render.class_colors`), and
 every class name is HTML-escaped before it reaches Plotly.
 """
@@ -16,7 +17,7 @@ import numpy as np
 from flowcallback.core.aggregate import class_difference
 from flowcallback.core.render import ANALYSIS_LABELS, class_colors
 
-__all__ = ["class_means_figure", "projection_figure"]
+__all__ = ["class_means_figure", "neuron_clusters_figure", "projection_figure"]
 
 ClassKey = Union[int, str]
 
@@ -209,4 +210,59 @@ def projection_figure(table, class_names: Sequence[str], *, title: Optional[str]
                                                        transition=dict(duration=300))])
                              for e in epochs])],
     )
+    return fig
+
+
+def neuron_clusters_figure(table, *, title: Optional[str] = None):
+    """The seriated matrix of unit clusters × classes (CNNVis), from :meth:`flowcallback.Run.neuron_clusters`.
+
+    Rows are the unit clusters (with their number of units), columns the classes, both in their
+    seriation order; a cell is the cluster's mean z-scored class mean (red: its units respond more
+    to that class than to the others). Hovering a row shows its top samples.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        As :meth:`~flowcallback.Run.neuron_clusters` returns it.
+    title : str, optional
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"cluster": [0, 0, 1, 1], "class": ["cat", "dog", "cat", "dog"],
+    ...                   "response": [1.0, -1.0, -1.0, 1.0], "n_units": [3, 3, 2, 2],
+    ...                   "units": [(0, 1, 4)] * 2 + [(2, 3)] * 2, "top_samples": [(7, 1)] * 2 + [(5,)] * 2})
+    >>> fig = neuron_clusters_figure(t)
+    >>> fig.data[0].z.tolist(), list(fig.data[0].x)
+    ([[1.0, -1.0], [-1.0, 1.0]], ['cat', 'dog'])
+    """
+    import plotly.graph_objects as go
+
+    matrix = table.pivot(index="cluster", columns="class", values="response")
+    if hasattr(table["class"], "cat"):
+        matrix = matrix[[c for c in table["class"].cat.categories if c in matrix.columns]]
+    else:
+        matrix = matrix[list(dict.fromkeys(table["class"]))]
+    first = table.drop_duplicates("cluster").set_index("cluster").loc[matrix.index]
+    rows = [f"cluster {c} ({n} unit{'s' if n != 1 else ''})" for c, n in zip(matrix.index, first["n_units"])]
+    tops = [", ".join(str(s) for s in t) or "not kept" for t in first["top_samples"]]
+    text = [[f"{_esc(r)}<br>class {_esc(col)}<br>top samples: {top}" for col in matrix.columns]
+            for r, top in zip(rows, tops)]
+    z = matrix.to_numpy(dtype=float)
+    bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    heat = go.Heatmap(z=z, x=[_esc(c) for c in matrix.columns], y=[_esc(r) for r in rows], text=text,
+                      hoverinfo="text", colorscale="RdBu_r", zmid=0, zmin=-bound, zmax=bound,
+                      colorbar=dict(title=dict(text="mean z-score")))
+    a = table.attrs
+    if title is None:
+        title = (f"Neuron clusters of {a.get('layer', 'the layer')} at epoch {a.get('epoch', '?')}: "
+                 "each row a group of units, red where they prefer the class")
+    fig = go.Figure(heat)
+    fig.update_layout(title=_esc(title), xaxis=dict(title="class", type="category"),
+                      yaxis=dict(autorange="reversed", type="category"),
+                      height=max(320, 120 + 26 * len(rows)), margin=dict(l=160, r=40, t=70, b=60))
     return fig

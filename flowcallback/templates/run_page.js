@@ -166,6 +166,7 @@
     var hm = data.heatmaps[state.analysis];
     if (acrossShown !== state.analysis) { acrossShown = state.analysis; fillColumns(); drawAcross(); }
     drawMeans();
+    drawNeurons();
     drawMatrix();
     if (hm) {
       // a frame around the shown epoch's column
@@ -512,6 +513,59 @@
   [meansLayer, meansMode, meansA, meansB, meansNorm, meansZ].forEach(function (el) {
     el.addEventListener("change", drawMeans);
   });
+
+  // -- neuron clusters per layer (CNNVis) ----------------------------------------------------------
+  // data.neurons: [{layer, epochs: {epoch: {sizes, flat, classes, z, top}}}]: per epoch the units per
+  // cluster, the units in no cluster, the shown classes (seriation order), the clusters x classes mean
+  // z-scores and each cluster's top samples as [sample, label, prediction]
+  // (flowcallback.core.runpage._neurons_data). The class filter keeps the matching classes' columns.
+  var NC = data.neurons || [];
+  var neuronsLayer = document.getElementById("neurons-layer"), neuronsNote = document.getElementById("neurons-note");
+  if (!NC.length) { document.getElementById("neurons-section").style.display = "none"; }
+  NC.forEach(function (entry, k) { option(neuronsLayer, String(k), entry.layer); });
+  // the last layer but one (the output layer's units are the classes themselves)
+  if (NC.length) { neuronsLayer.value = String(Math.max(0, NC.length - 2)); }
+  function className(c) { return c >= 0 && c < data.class_names.length ? data.class_names[c] : String(c); }
+  function drawNeurons() {
+    if (!NC.length) { return; }
+    var e = epochs[state.i], entry = NC[parseInt(neuronsLayer.value, 10)];
+    var ep = entry ? entry.epochs[String(e)] : null, body = document.querySelector("#neurons-top tbody");
+    document.getElementById("neurons-epoch").textContent = "(epoch " + e + ")";
+    while (body.firstChild) { body.removeChild(body.firstChild); }
+    if (!ep || !ep.sizes.length) {
+      Plotly.purge("neurons");
+      neuronsNote.textContent = ep ? "No unit of this layer responds differently to the classes at epoch " + e + "."
+        : "No neuron clusters of this layer at epoch " + e + ".";
+      return;
+    }
+    var keep = ep.classes.map(function (c, j) { return j; })
+      .filter(function (j) { return !filter || colored(ep.classes[j]); });
+    var rows = ep.sizes.map(function (n, c) { return "cluster " + c + " (" + n + " unit" + (n === 1 ? "" : "s") + ")"; });
+    var z = ep.z.map(function (r) { return keep.map(function (j) { return r[j]; }); }), bound = 0;
+    z.forEach(function (r) { r.forEach(function (v) { if (v !== null) { bound = Math.max(bound, Math.abs(v)); } }); });
+    bound = bound || 1;
+    var notes = [];
+    if (ep.flat) { notes.push(ep.flat + " unit(s) with the same mean for every class are in no cluster."); }
+    if (filter) { notes.push("Showing the " + keep.length + " class(es) the filter matches."); }
+    neuronsNote.textContent = notes.join(" ");
+    var heat = {type: "heatmap", z: z, x: keep.map(function (j) { return esc(className(ep.classes[j])); }),
+                y: rows, colorscale: "RdBu", zmid: 0, zmin: -bound, zmax: bound,
+                colorbar: {title: {text: "mean z-score"}},
+                hovertemplate: "%{y}<br>class %{x}<br>mean z-score %{z}<extra></extra>"};
+    var layout = {title: {text: esc(entry.layer) + ": unit clusters \u00d7 classes (epoch " + e + ")"},
+                  xaxis: {type: "category", title: {text: "class"}}, yaxis: {type: "category", autorange: "reversed"},
+                  height: Math.max(320, 130 + 26 * rows.length), margin: {l: 150, r: 40, t: 60, b: 100}};
+    Plotly.react("neurons", [heat], layout, config);
+    ep.top.forEach(function (samples, c) {
+      var tr = document.createElement("tr"), th = document.createElement("td"), td = document.createElement("td");
+      th.textContent = rows[c];
+      td.textContent = samples.length ? samples.map(function (s) {
+        return s[0] + " (" + className(s[1]) + " \u2192 " + className(s[2]) + ")";
+      }).join(", ") : "not kept for this layer";
+      tr.appendChild(th); tr.appendChild(td); body.appendChild(tr);
+    });
+  }
+  neuronsLayer.addEventListener("change", drawNeurons);
 
   // -- projection over the epochs -----------------------------------------------------------------
   // data.projection: points {epoch: {samples, labels, predictions}}, layers [{key, analysis, layer}],

@@ -121,6 +121,13 @@ class FlowCallback(tf.keras.callbacks.Callback):
     class_means : bool, default=True
         Store each layer's mean activation per class (and mean relevance, with the native LRP
         engine): classes × units per layer, for ``run.class_means`` and its heatmap.
+    neuron_clusters : bool or int, default=True
+        Group each layer's units (neurons, or a convolution's channels) by how they respond to the
+        classes, order the clusters × classes matrix so that similar rows and columns are adjacent,
+        and find the held-out samples that excite each cluster most, as CNNVis does
+        (:mod:`flowcallback.core.neurons`), for ``run.neuron_clusters`` and the run page's panel.
+        True: as many clusters as classes (2 to 64); a number: at most that many clusters
+        (1..64); False: none. Needs ``class_means=True``.
     projection : {"pca", "umap", "auto"} or None, default="pca"
         Store a 2-D projection of each layer's activations per snapshot, aligned onto the
         previous one (Procrustes), for ``run.projection`` and the animated view. ``"umap"`` needs
@@ -171,6 +178,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         tensorboard: bool = False,
         on_error: str = "warn",
         class_means: bool = True,
+        neuron_clusters: bool | int = True,
         projection: Optional[str] = "pca",
         projection_layers=None,
         projection_samples: int = project.DEFAULT_MAX_SAMPLES,

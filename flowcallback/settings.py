@@ -72,7 +72,9 @@ PARAMETER_CONSTRAINTS: Mapping[str, Tuple[_params.Constraint, ...]] = MappingPro
     "tensorboard": (BOOLEAN,),
     "on_error": (_params.options("warn", "raise"),),
     "class_means": (BOOLEAN,),
-    "neuron_clusters": (BOOLEAN, _params.integer(1, neurons.MAX_CLUSTERS, text=f"a number of clusters in 1..{neurons.MAX_CLUSTERS}")),
+    "neuron_clusters": (_params.Constraint(
+        lambda v: isinstance(v, bool) or (isinstance(v, numbers.Integral) and 1 <= v <= neurons.MAX_CLUSTERS),
+        f"a bool or a number of clusters in 1..{neurons.MAX_CLUSTERS}"),),
     "projection": (project.METHOD, NONE),
     "projection_layers": (NONE, _LAYER_NAMES),
     "projection_samples": (project.SAMPLES,),

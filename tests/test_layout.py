@@ -16,8 +16,8 @@ import flowcallback.core
 PACKAGE = Path(flowcallback.__file__).parent
 CORE = Path(flowcallback.core.__file__).parent
 HELPERS = ["_params", "_keras", "_notes", "_priority", "_files", "_npz", "_schemas", "_mcl_kernel"]
-ORDER = HELPERS + ["layergraph", "embed", "aggregate", "capture", "outputs", "lrp", "knn", "cluster", "match", "flows",
-                   "metrics", "project", "stages", "history", "compare", "render", "views_figures", "runpage",
+ORDER = HELPERS + ["layergraph", "embed", "aggregate", "neurons", "capture", "outputs", "lrp", "knn", "cluster",
+                   "match", "flows", "metrics", "project", "stages", "history", "compare", "render", "views_figures", "runpage",
                    "tensorboard", "store"]
 
 

@@ -365,3 +365,42 @@ def test_class_means_and_projection_of_ten_digits(fitted_run, tmp_path):
     for name in ("run_class_means.png", "run_class_difference.png", "run_projection.png"):
         assert (tmp_path / name).stat().st_size > 10_000
         _doc_image(tmp_path, name)
+
+
+_NEURONS = "(() => { const t = document.getElementById('neurons').data[0]; return [t.x, t.y, t.z]; })()"
+
+
+def test_neuron_clusters_panel_follows_the_slider_and_shows_the_stored_clusters(fitted_run, tmp_path):
+    """Issue 22, item 3: the page written by the callback draws each layer's unit clusters x classes
+    matrix as stored (seriated rows and classes), lists each cluster's top samples, and follows the
+    epoch slider and the class filter."""
+    import numpy as np
+
+    run = load_run(fitted_run["log_dir"])
+    layer = "dense84"
+    with open_page((run.path / "index.html").resolve().as_uri()) as (page, errors, blocked):
+        page.wait_for_selector("#neurons .hm", timeout=10_000)
+        assert page.eval_on_selector("#neurons-layer", "el => el.options[el.selectedIndex].textContent") == layer
+        for epoch, position in ((2, "1"), (1, "0")):
+            page.eval_on_selector("#epoch",
+                                  f"el => {{ el.value = '{position}'; el.dispatchEvent(new Event('input')); }}")
+            table = run.neuron_clusters(epoch, layer)
+            matrix = table.pivot(index="cluster", columns="class", values="response")
+            x, y, z = page.evaluate(_NEURONS)
+            assert x == [str(c) for c in table["class"].cat.categories]  # the seriated class order
+            sizes = table.groupby("cluster")["n_units"].first().tolist()
+            assert y == [f"cluster {c} ({n} unit{'s' if n != 1 else ''})" for c, n in enumerate(sizes)]
+            np.testing.assert_allclose(np.array(z, dtype=float), matrix.to_numpy(), atol=5e-3)
+            assert f"(epoch {epoch})" in page.inner_text("#neurons-epoch")
+            rows = page.eval_on_selector_all("#neurons-top tbody tr", "els => els.map(e => e.innerText)")
+            tops = table.groupby("cluster")["top_samples"].first().tolist()
+            assert len(rows) == len(tops) and all(t and str(t[0]) in r.split("\t")[1].split(" ")[0] for t, r in
+                                                  zip(tops, rows))
+        page.fill("#class-filter", "digit 3")
+        page.wait_for_timeout(300)
+        assert page.evaluate(_NEURONS)[0] == ["digit 3"]
+        page.fill("#class-filter", "")
+        page.wait_for_timeout(300)
+        page.locator("#neurons-section").screenshot(path=str(tmp_path / "run_neuron_clusters.png"))
+        assert errors == [] and blocked == []
+    _doc_image(tmp_path, "run_neuron_clusters.png")

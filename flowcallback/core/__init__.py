@@ -8,6 +8,8 @@ Capture (runs the model)
     ``layergraph``: the model as a flat list of layer calls, nested models inlined (Keras 2 and 3).
     ``embed``: per-sample maps to unit vectors (inner product = cosine), reduced while streaming.
     ``aggregate``: per-class mean activation or relevance of each unit or channel, batch by batch.
+    ``neurons``: a layer's units clustered by their class profiles, the clusters x classes matrix
+    seriated, and the samples that excite each cluster most (CNNVis).
     ``capture``: the columns (every layer, or a deep model's block outputs), branch layout, and the
     forward pass through the held-out set.
     ``outputs``: predictions, accuracy and loss from the model's outputs.

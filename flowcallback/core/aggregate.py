@@ -22,7 +22,8 @@ from typing import Dict, NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["ClassMeans", "LayerClassMeans", "class_means", "unit_responses", "class_order", "class_difference", "Difference",
+__all__ = ["ClassMeans", "LayerClassMeans", "class_means", "unit_responses", "class_order", "class_difference",
+           "Difference",
            "MAX_VALUES"]
 
 #: Most values (classes × units) one layer's class means may hold; also the bound on loading them.

@@ -201,7 +201,8 @@ def cluster_matrix(means, labels) -> np.ndarray:
 def _labels(labels, units: int) -> np.ndarray:
     lab = np.asarray(labels)
     if lab.shape != (units,) or (lab.size and lab.dtype.kind not in "iu"):
-        raise ValueError(f"labels: expected {units} integer cluster labels, got dtype {lab.dtype} and shape {lab.shape}")
+        raise ValueError(
+            f"labels: expected {units} integer cluster labels, got dtype {lab.dtype} and shape {lab.shape}")
     lab = lab.astype(np.int64, copy=False)
     if lab.size and lab.min() < -1:
         raise ValueError("labels: cluster labels are -1 (no profile) or 0 and above")

@@ -332,8 +332,9 @@ def _neurons_data(views: Dict[int, object], graphs: Mapping[int, Mapping[str, Fl
     >>> g = build_flow_graph([("d", "Dense", [0, 0, 1])], [0, 1, 1], [0, 1, 0], class_names=["a", "b"], epoch=1)
     >>> v = EpochViews(class_means={("activations", "d"): [[1.0, 0.0, 5.0], [0.0, 1.0, 5.0]]},
     ...                unit_clusters={("activations", "d"): UnitClusters([0, 1, -1], [[0, 1], [2, -1]])})
-    >>> _neurons_data({1: v}, {1: {"activations": g}}, 2)
-    [{'layer': 'd', 'epochs': {'1': {'sizes': [1, 1], 'flat': 1, 'classes': [0, 1], 'z': [[1.0, -1.0], [-1.0, 1.0]], 'top': [[[0, 0, 0], [1, 1, 1]], [[2, 1, 0]]]}}}]
+    >>> out = _neurons_data({1: v}, {1: {"activations": g}}, 2)
+    >>> out[0]["layer"], out[0]["epochs"]["1"]["z"], out[0]["epochs"]["1"]["top"]
+    ('d', [[1.0, -1.0], [-1.0, 1.0]], [[[0, 0, 0], [1, 1, 1]], [[2, 1, 0]]])
     """
     from flowcallback.core.neurons import cluster_matrix, seriate
 

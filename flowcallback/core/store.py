@@ -49,9 +49,9 @@ from flowcallback.core._files import (
 # The file helpers live in _files (the page writers use them too).
 from flowcallback.core._notes import Note, as_note
 from flowcallback.core._npz import load_arrays
-from flowcallback.core.neurons import UnitClusters
 from flowcallback.core._schemas import MAX_JSON_BYTES, check_before_writing, checked_json, validate
 from flowcallback.core.flows import ANALYSIS_NAME, MAX_CLASS_MEAN_VALUES, Column, EpochViews, FlowGraph, clean_metric
+from flowcallback.core.neurons import UnitClusters
 from flowcallback.exceptions import RunFormatError
 
 __all__ = ["FORMAT_VERSION", "atomic_write", "ensure_plotlyjs", "remove_stale_temporaries", "graph_to_json",

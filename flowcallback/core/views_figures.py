@@ -3,7 +3,8 @@
 :func:`class_means_figure` draws :meth:`flowcallback.Run.class_means` as a heatmap of
 classes × units, or, with ``difference=(a, b)``, the units that separate two classes most;
 :func:`neuron_clusters_figure` draws :meth:`flowcallback.Run.neuron_clusters` as the seriated
-matrix of unit clusters × classes; :func:`projection_figure` animates :meth:`flowcallback.Run.projection` over the epochs.
+matrix of unit clusters × classes; :func:`projection_figure` animates
+:meth:`flowcallback.Run.projection` over the epochs.
 Class colours are those of the Sankey pages (:func:`flowcallback.core.render.class_colors`), and
 every class name is HTML-escaped before it reaches Plotly.
 """

@@ -14,6 +14,7 @@ import pytest
 from flowcallback import load_run
 from flowcallback.core import flows, render, store
 from flowcallback.core.aggregate import class_means
+from flowcallback.core.neurons import neuron_clusters
 from flowcallback.core.project import choose_samples, project_layers
 from flowcallback.core.views_figures import class_means_figure, projection_figure
 from flowcallback.exceptions import RunFormatError
@@ -49,8 +50,10 @@ def make_views(epoch, previous=None):
     proj = project_layers(emb, previous, method="pca", samples=samples)
     means = {("activations", "l1"): class_means(maps, y, 3), ("activations", "l2"): class_means(dense, y, 3),
              ("lrp", "l2"): class_means(dense * 2, y, 3)}
+    units = {("activations", "l1"): neuron_clusters(means[("activations", "l1")], maps.mean(axis=(1, 2)), top=4),
+             ("activations", "l2"): neuron_clusters(means[("activations", "l2")], dense, n_clusters=3, top=5)}
     return store.EpochViews(class_means=means, projections={("activations", k): v for k, v in proj.items()},
-                            projection_samples=samples, projection_method="pca"), proj
+                            projection_samples=samples, projection_method="pca", unit_clusters=units), proj
 
 
 @pytest.fixture
@@ -83,6 +86,7 @@ def test_round_trip_is_exact(run_dir):
         for k in want.projections:
             np.testing.assert_array_equal(got.projections[k], want.projections[k])
         np.testing.assert_array_equal(got.projection_samples, want.projection_samples)
+        assert dict(got.unit_clusters) == dict(want.unit_clusters) and len(got.unit_clusters) == 2
         assert got.projection_method == "pca"
         assert not got.class_means[("activations", "l1")].flags.writeable
     doc = json.loads(views_paths(run_dir)[0].read_text())
@@ -118,6 +122,26 @@ def test_a_run_without_views_still_loads_and_says_so(tmp_path):
     run.show("epoch")  # the other views are unaffected
 
 
+def test_views_written_before_neuron_clusters_still_load(run_dir):
+    """views.json of a flowcallback that did not store neuron clusters: no key, no arrays."""
+    j, z = views_paths(run_dir)
+    _edit_json(j, lambda d: d.pop("unit_clusters"))
+    with np.load(z) as npz:
+        arrays = {k: npz[k] for k in npz.files if not k.startswith("unit_")}
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as out:
+        for name, a in arrays.items():
+            out.writestr(f"{name}.npy", _npy(a))
+    run = load_run(run_dir)
+    assert dict(run.views(5).unit_clusters) == {} and len(run.views(2).unit_clusters) == 2
+    want = make_views(5, make_views(2, make_views(0)[1])[1])[0]
+    key = ("activations", "l2")
+    np.testing.assert_array_equal(run.views(5).class_means[key], want.class_means[key])
+    with pytest.raises(KeyError, match="epoch 5 has no 'activations' neuron clusters of layer 'l2'"):
+        run.neuron_clusters(5, "l2")
+    assert run.neuron_clusters(2, "l2")["n_units"].groupby(run.neuron_clusters(2, "l2")["cluster"]).first().sum() + \
+        len(run.neuron_clusters(2, "l2").attrs["flat_units"]) == 7
+
+
 def test_views_that_do_not_fit_the_graphs_are_refused_before_writing(tmp_path):
     g = make_graph(4)
     bad_rows = store.EpochViews(class_means={("activations", "l1"): np.zeros((2, 5))})
@@ -135,6 +159,16 @@ def test_views_that_do_not_fit_the_graphs_are_refused_before_writing(tmp_path):
         store.EpochViews(class_means={("activations", "l1"): np.array([[1.0, np.nan]])})
     with pytest.raises(ValueError, match="ascending"):
         store.EpochViews(projections={("activations", "l1"): np.zeros((2, 2))}, projection_samples=[3, 1])
+    from flowcallback.core.neurons import UnitClusters
+    means = {("activations", "l1"): np.eye(3)}
+    with pytest.raises(ValueError, match=r"must label the units of that layer's class means \(3\), got 2 labels"):
+        store.EpochViews(class_means=means, unit_clusters={("activations", "l1"): UnitClusters([0, 1], [[0], [1]])})
+    with pytest.raises(ValueError, match=r"class means \(none\)"):
+        store.EpochViews(class_means=means, unit_clusters={("activations", "l2"): UnitClusters([0], [[0]])})
+    far = store.EpochViews(class_means=means,
+                           unit_clusters={("activations", "l1"): UnitClusters([0, 1, 1], [[0], [N]])})
+    with pytest.raises(ValueError, match=f"top samples of .* go up to {N}, the graphs have {N} samples"):
+        store.save_epoch(tmp_path, {"activations": g}, views=far)
     with pytest.raises(ValueError, match=r"none of \['metrics', 'views'\]"):
         store.save_epoch(tmp_path, {"views": flows.build_flow_graph([("l1", "Dense", np.zeros(3, int))], [0, 1, 2],
                                                                     [0, 1, 2], analysis="views")})
@@ -188,6 +222,17 @@ def _load(run_dir, epoch=5):
     (lambda j, z: _edit_json(j, lambda d: d["class_means"][0].update(layer="nope")), "not among the run's layers"),
     (lambda j, z: _edit_json(j, lambda d: d["class_means"].append(dict(d["class_means"][0]))), "twice"),
     (lambda j, z: _edit_json(j, lambda d: d.update(extra=1)), "does not match schema views-1"),
+    # neuron clusters: labels, top samples and the JSON's counts are checked against each other
+    (lambda j, z: _rewrite_npz(z, unit_labels_1=_npy(np.array([0, 1, 5, 2, 0, 1, 2]))), "numbered 0..k-1"),
+    (lambda j, z: _rewrite_npz(z, unit_labels_1=_npy(np.zeros(9, np.int64))), "array shapes do not match"),
+    (lambda j, z: _rewrite_npz(z, unit_labels_1=_npy(np.zeros(7, np.float32))), "must hold integers"),
+    (lambda j, z: _rewrite_npz(z, unit_top_1=_npy(np.full((3, 5), 60))), "top samples of 'l2' go up to 60"),
+    (lambda j, z: _rewrite_npz(z, unit_top_1=_npy(np.full((3, 5), -7))), "sample indices, or -1"),
+    (lambda j, z: _edit_json(j, lambda d: d["unit_clusters"][1].update(clusters=65)), "does not match schema views-1"),
+    (lambda j, z: _edit_json(j, lambda d: d["unit_clusters"][1].update(top=4)), "array shapes do not match"),
+    (lambda j, z: _edit_json(j, lambda d: d["unit_clusters"][1].update(layer="l1", analysis="lrp")),
+     "names 'l1' .'lrp'., which has no class means"),
+    (lambda j, z: _edit_json(j, lambda d: d["unit_clusters"].append(dict(d["unit_clusters"][0]))), "twice"),
     (lambda j, z: _edit_json(j, lambda d: d.update(arrays="../../../run.json.npz")), "does not match schema views-1"),
     (lambda j, z: _edit_json(j, lambda d: d.update(epoch=4)), "says epoch 4"),
     # markup where a method name belongs, drawn in the run page's projection title (issue 20, item 15)

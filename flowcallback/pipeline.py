@@ -318,11 +318,15 @@ class Snapshotter:
         self._continuity = result.continuity
         class_means = plan.columns_keyed({**captured.class_means, **lrp.class_means})
         class_means = {k: m for k, m in class_means.items() if k[0] in result.graphs}
+        responses = plan.columns_keyed(captured.responses)
+        unit_clusters = self._neuron_clusters(class_means, responses, epoch, captured.clock)
+        pictured = np.unique([s for u in unit_clusters.values() for s in u.top_samples.ravel().tolist() if s >= 0])
+        thumbnails = neurons.thumbnails(self.x, pictured) if pictured.size else None
         views = EpochViews(class_means=class_means,
                            projections=result.projections, projection_method=result.projection_method,
                            projection_samples=self._projection_samples if result.projections else None,
-                           unit_clusters=self._neuron_clusters(class_means, plan.columns_keyed(captured.responses),
-                                                               epoch, captured.clock))
+                           unit_clusters=unit_clusters, thumbnail_samples=None if thumbnails is None else pictured,
+                           thumbnails=thumbnails)
         page = self._write(result, views, captured.clock, title_prefix=title_prefix)
         seconds = time.perf_counter() - captured.started
         self.timings[epoch] = {**{f"{stage}_seconds": t for stage, t in captured.clock.seconds.items()},

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from flowcallback import FlowCallback, load_run
+from flowcallback.core.neurons import thumbnails
 
 
 def test_every_layer_of_every_snapshot_has_its_units_clustered(fitted_run):
@@ -24,6 +25,10 @@ def test_every_layer_of_every_snapshot_has_its_units_clustered(fitted_run):
             assert per_cluster["n_units"].tolist() == [len(us) for us in per_cluster["units"]]
             assert len(table) == len(per_cluster) * len(run.class_names)
             assert all(len(t) == 6 and len(set(t)) == 6 for t in per_cluster["top_samples"])
+        # every top sample is pictured (the digits are 8 x 8 images), from the held-out inputs
+        tops = sorted({s for u in views.unit_clusters.values() for s in u.top_samples.ravel().tolist() if s >= 0})
+        assert views.thumbnail_samples.tolist() == tops
+        np.testing.assert_array_equal(views.thumbnails, thumbnails(fitted_run["x_test"], tops))
 
 
 def test_on_the_trained_output_layer_each_cluster_is_excited_by_the_class_it_prefers(fitted_run):
@@ -69,11 +74,23 @@ def test_default_named_sequential_model_on_tf_data_with_a_chosen_number_of_clust
     fig = run.show("neurons", epoch=2, layer=conv)
     assert len(fig.data[0].y) == run.views(2).unit_clusters[("activations", conv)].n_clusters
 
+    # inputs that are not pictures: vectors get clusters and top samples, and no thumbnails
+    dense = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    dense.compile("adam", "sparse_categorical_crossentropy")
+    vec = FlowCallback((x_te[:150].reshape(150, 64), y_te[:150]), log_dir=tmp_path / "vec", epochs=[1], lrp=False,
+                       k=8, verbose=0)
+    dense.fit(x_tr.reshape(len(x_tr), 64), y_tr, epochs=1, verbose=0, callbacks=[vec])
+    v = load_run(tmp_path / "vec").views(1)
+    assert v.unit_clusters and v.thumbnails is None and v.thumbnail_samples is None
+    assert all(u.top_samples.shape[1] == 6 for u in v.unit_clusters.values())
+
     off = FlowCallback((x_te[:120], y_te[:120]), log_dir=tmp_path / "off", epochs=[1], lrp=False, k=8, verbose=0,
                        neuron_clusters=False)
     model.fit(x_tr[:200], y_tr[:200], epochs=1, verbose=0, callbacks=[off])
     plain = load_run(tmp_path / "off")
     assert dict(plain.views(1).unit_clusters) == {} and plain.views(1).class_means
+    assert plain.views(1).thumbnails is None
     assert "neurons_seconds" not in off.timings[1]
 
 

@@ -396,6 +396,15 @@ def test_neuron_clusters_panel_follows_the_slider_and_shows_the_stored_clusters(
             tops = table.groupby("cluster")["top_samples"].first().tolist()
             assert len(rows) == len(tops) and all(t and str(t[0]) in r.split("\t")[1].split(" ")[0] for t, r in
                                                   zip(tops, rows))
+        # the digits are images: each top sample has its picture, drawn from the stored pixels
+        views = run.views(1)
+        first = table.groupby("cluster")["top_samples"].first().iloc[0][0]
+        n_top = sum(len(t) for t in table.groupby("cluster")["top_samples"].first())
+        assert page.eval_on_selector_all("#neurons-top canvas", "els => els.length") == n_top
+        drawn = page.evaluate("(() => { const c = document.querySelector('#neurons-top canvas');"
+                              " return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); })()")
+        stored = views.thumbnails[list(views.thumbnail_samples).index(first)]
+        assert np.array_equal(np.array(drawn).reshape(stored.shape[0], stored.shape[1], 4)[..., 0], stored[..., 0])
         page.fill("#class-filter", "digit 3")
         page.wait_for_timeout(300)
         assert page.evaluate(_NEURONS)[0] == ["digit 3"]

@@ -31,7 +31,7 @@ Across epochs
 
 Output
     ``render``: the per-epoch Plotly Sankey figure and page.
-    ``views_figures``: the class-means heatmap and the animated projection.
+    ``views_figures``: the class-means heatmap, the neuron clusters and the animated projection.
     ``runpage``: the run page ``index.html`` (its template: ``flowcallback/templates``).
     ``tensorboard``: layer metrics as TensorBoard scalars.
     ``store``: the run directory's format: versioned JSON + npz files of each epoch, written

@@ -337,6 +337,11 @@ class EpochViews:
     unit_clusters : mapping of (analysis, layer) to UnitClusters
         The neuron clusters of layers that have class means
         (:class:`flowcallback.core.neurons.UnitClusters`, one label per unit of the class means).
+    thumbnail_samples : array-like of int, optional
+        Held-out indices (ascending, distinct) of the samples pictured in ``thumbnails``.
+    thumbnails : array-like of uint8, shape (len(thumbnail_samples), h, w, channels), optional
+        Small pictures of those samples (:func:`flowcallback.core.neurons.thumbnails`; ``h`` and
+        ``w`` at most 32, 1 or 3 channels), for the top samples of the neuron clusters.
 
     The arrays are stored as read-only float32 (int64 for the samples) copies.
 
@@ -352,6 +357,8 @@ class EpochViews:
     projection_samples: Optional[np.ndarray] = None
     projection_method: Optional[str] = None
     unit_clusters: Mapping[Tuple[str, str], UnitClusters] = dataclasses.field(default_factory=dict)
+    thumbnail_samples: Optional[np.ndarray] = None
+    thumbnails: Optional[np.ndarray] = None
 
     def __post_init__(self):
         def keyed(mapping, what):
@@ -397,6 +404,21 @@ class EpochViews:
             if key not in means or means[key].shape[1] != len(u.labels):
                 raise ValueError(f"unit_clusters: {key} must label the units of that layer's class means "
                                  f"({means[key].shape[1] if key in means else 'none'}), got {len(u.labels)} labels")
+        if (self.thumbnail_samples is None) != (self.thumbnails is None):
+            raise ValueError("thumbnails: thumbnail_samples and thumbnails go together")
+        if self.thumbnails is not None:
+            pictured = np.asarray(self.thumbnail_samples)
+            pics = np.asarray(self.thumbnails)
+            if pictured.ndim != 1 or (pictured.size and (pictured.dtype.kind not in "iu" or pictured[0] < 0
+                                                         or np.any(np.diff(pictured) <= 0))):
+                raise ValueError("thumbnail_samples: expected distinct non-negative indices in ascending order")
+            shape_ok = pics.ndim == 4 and len(pics) == len(pictured) and 1 <= pics.shape[1] <= 32 \
+                and 1 <= pics.shape[2] <= 32 and pics.shape[3] in (1, 3)
+            if not shape_ok or (pics.size and (pics.dtype.kind not in "iu" or pics.min() < 0 or pics.max() > 255)):
+                raise ValueError(f"thumbnails: expected {len(pictured)} pictures of at most 32 x 32 pixels, 1 or 3 "
+                                 f"channels of 0..255, got {pics.dtype} {pics.shape}")
+            object.__setattr__(self, "thumbnail_samples", _readonly(pictured, np.int64))
+            object.__setattr__(self, "thumbnails", _readonly(pics, np.uint8))
         object.__setattr__(self, "class_means", means)
         object.__setattr__(self, "unit_clusters", MappingProxyType(units))
         object.__setattr__(self, "projections", projections)

@@ -21,6 +21,7 @@ show the samples that excite each cluster most. Here, for one layer and one epoc
    cluster's units (each unit's per-sample response z-scored over the samples first).
 
 :func:`neuron_clusters` runs the four; :class:`UnitClusters` is what an epoch stores per layer.
+:func:`thumbnails` makes the small pictures of the top samples, where the inputs are images.
 SciPy's clustering is used rather than hand-written code: it is well kept, exact, and already a
 dependency (the MCL and kNN stages use it).
 """
@@ -33,7 +34,8 @@ from typing import Optional, Tuple
 import numpy as np
 
 __all__ = ["UnitClusters", "unit_profiles", "cluster_units", "seriate", "cluster_matrix", "top_samples",
-           "neuron_clusters", "default_n_clusters", "MAX_LINKAGE_UNITS", "MAX_CLUSTERS", "MAX_TOP"]
+           "neuron_clusters", "default_n_clusters", "thumbnails", "MAX_LINKAGE_UNITS", "MAX_CLUSTERS", "MAX_TOP",
+           "THUMBNAIL_SIZE"]
 
 #: Above this many units with a profile, Ward's linkage is made on a random sample of this many
 #: (its condensed distance matrix holds n * (n - 1) / 2 float64: 67 MB, 0.2 s at 4,096).
@@ -42,6 +44,8 @@ MAX_LINKAGE_UNITS = 4096
 MAX_CLUSTERS = 64
 #: Most top samples kept per cluster (also the bound on loading them).
 MAX_TOP = 32
+#: Thumbnails are at most this many pixels high and wide (also the bound on loading them).
+THUMBNAIL_SIZE = 32
 
 
 def _check_int(value, name: str, low: int, high: Optional[int] = None) -> int:
@@ -406,3 +410,59 @@ def neuron_clusters(means, responses=None, *, n_clusters: Optional[int] = None, 
     if r.ndim != 2 or r.shape[1] != m.shape[1]:
         raise ValueError(f"responses: expected shape (n_samples, {m.shape[1]}), got {r.shape}")
     return UnitClusters(labels, top_samples(r, labels, top))
+
+
+def thumbnails(x, samples, *, size: int = THUMBNAIL_SIZE) -> Optional[np.ndarray]:
+    """Small pictures of held-out samples, where the inputs are images.
+
+    An input is an image when a sample is ``(height, width)`` or ``(height, width, channels)`` with
+    1 or 3 channels (channel-last, as Keras' image layers take them), both sides of at least 4
+    pixels. Each picture is scaled down (nearest pixel) to at most ``size`` pixels a side, keeping
+    its aspect ratio, and its values stretched to 0..255 (its own minimum and maximum: inputs may be
+    in 0..1, 0..255 or standardised); a picture with non-finite values is black.
+
+    Parameters
+    ----------
+    x : array-like of shape (n_samples, ...)
+        The held-out inputs.
+    samples : array-like of int
+        The samples to draw.
+    size : int, default=32
+        Most pixels a side (4..:data:`THUMBNAIL_SIZE`).
+
+    Returns
+    -------
+    ndarray of shape (len(samples), h, w, channels), uint8, or None
+        None where the inputs are not images.
+
+    Examples
+    --------
+    >>> x = np.arange(2 * 64 * 64, dtype=float).reshape(2, 64, 64)
+    >>> t = thumbnails(x, [1], size=16)
+    >>> t.shape, t.dtype.name, int(t.min()), int(t.max())
+    ((1, 16, 16, 1), 'uint8', 0, 255)
+    >>> thumbnails(np.zeros((5, 20)), [0]) is None       # a sample is a vector: no picture
+    True
+    """
+    size = _check_int(size, "size", 4, THUMBNAIL_SIZE)
+    shape = tuple(np.shape(x))
+    if len(shape) not in (3, 4) or min(shape[1:3]) < 4 or (len(shape) == 4 and shape[3] not in (1, 3)):
+        return None
+    idx = np.asarray(samples, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= shape[0]):
+        raise ValueError(f"samples: expected indices in 0..{shape[0] - 1}")
+    h, w = shape[1], shape[2]
+    scale = min(1.0, size / max(h, w))
+    th, tw = max(1, round(h * scale)), max(1, round(w * scale))
+    rows = np.minimum((np.arange(th) + 0.5) * h / th, h - 1).astype(np.int64)
+    cols = np.minimum((np.arange(tw) + 0.5) * w / tw, w - 1).astype(np.int64)
+    pics = np.asarray(np.asarray(x)[idx], dtype=np.float64)[:, rows][:, :, cols]
+    if pics.ndim == 3:
+        pics = pics[..., None]
+    out = np.zeros(pics.shape, dtype=np.uint8)
+    for i, p in enumerate(pics):
+        if not np.isfinite(p).all():
+            continue
+        lo, hi = p.min(), p.max()
+        out[i] = np.round(255.0 * (p - lo) / (hi - lo)) if hi > lo else 0
+    return out

@@ -366,6 +366,41 @@ def _neurons_data(views: Dict[int, object], graphs: Mapping[int, Mapping[str, Fl
     return out
 
 
+#: The run page holds at most this many bytes of thumbnail pixels (before base64), the latest
+#: epochs' pictures first; the top samples without a picture are listed by index alone.
+PAGE_THUMBNAIL_BYTES = 1_500_000
+
+
+def _thumbnail_data(views: Dict[int, object], budget: int = PAGE_THUMBNAIL_BYTES) -> Optional[dict]:
+    """The pictures of the neuron clusters' top samples: ``{"height", "width", "channels", "pixels":
+    {sample: base64 of its uint8 pixels, row-major}}``, or None where no epoch has any.
+
+    Examples
+    --------
+    >>> v = EpochViews(thumbnail_samples=[4], thumbnails=np.full((1, 2, 2, 1), 255))
+    >>> _thumbnail_data({3: v})
+    {'height': 2, 'width': 2, 'channels': 1, 'pixels': {'4': '/////w=='}}
+    """
+    import base64
+
+    shape, pixels, used = None, {}, 0
+    for e in sorted(views, reverse=True):
+        v = views[e]
+        if v.thumbnails is None:
+            continue
+        shape = shape or v.thumbnails.shape[1:]
+        if v.thumbnails.shape[1:] != shape:
+            continue
+        for s, pic in zip(v.thumbnail_samples.tolist(), v.thumbnails):
+            if str(s) in pixels or used + pic.nbytes > budget:
+                continue
+            pixels[str(s)] = base64.b64encode(pic.tobytes()).decode("ascii")
+            used += pic.nbytes
+    if shape is None:
+        return None
+    return {"height": int(shape[0]), "width": int(shape[1]), "channels": int(shape[2]), "pixels": pixels}
+
+
 def _projection_data(views: Dict[int, object], graphs: Mapping[int, Mapping[str, FlowGraph]],
                      budget: int = PAGE_PROJECTION_POINTS) -> dict:
     """The projection view's data, compact: per epoch the projected samples with their label and
@@ -529,6 +564,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
     data["max_units"] = MAX_PAGE_UNITS
     data["projection"] = _projection_data(shown_views, graphs)
     data["neurons"] = _neurons_data(shown_views, graphs, len(class_names))
+    data["thumbnails"] = _thumbnail_data(shown_views)
 
     def nested(parts):  # {epoch: {analysis: JSON text}}, already serialised (see _run_page_parts)
         return "{" + ", ".join(

@@ -235,6 +235,8 @@ def views_to_json(views: EpochViews, epoch: int, arrays_name: str) -> dict:
                         for (a, layer), m in views.class_means.items()],
         "unit_clusters": [{"analysis": a, "layer": layer, "clusters": u.n_clusters, "top": int(u.top_samples.shape[1])}
                           for (a, layer), u in views.unit_clusters.items()],
+        **({} if views.thumbnails is None else {"thumbnails": dict(zip(
+            ("samples", "height", "width", "channels"), (int(v) for v in views.thumbnails.shape)))}),
         "projections": [{"analysis": a, "layer": layer} for a, layer in views.projections],
         "projection_samples": 0 if samples is None else int(len(samples)),
         "projection_method": views.projection_method,
@@ -247,6 +249,8 @@ def _views_npz_bytes(views: EpochViews) -> bytes:
     arrays = {f"class_means_{i}": m for i, m in enumerate(views.class_means.values())}
     for i, u in enumerate(views.unit_clusters.values()):
         arrays[f"unit_labels_{i}"], arrays[f"unit_top_{i}"] = u.labels, u.top_samples
+    if views.thumbnails is not None:
+        arrays["thumbnail_samples"], arrays["thumbnails"] = views.thumbnail_samples, views.thumbnails
     arrays.update({f"projection_{i}": p for i, p in enumerate(views.projections.values())})
     samples = views.projection_samples
     arrays["projection_samples"] = np.zeros(0, np.int64) if samples is None else samples
@@ -266,6 +270,10 @@ def _check_views_against(views: EpochViews, graphs: Mapping[str, FlowGraph]) -> 
         if u.top_samples.size and u.top_samples.max() >= n_samples:
             raise ValueError(f"views: the top samples of {key} go up to {int(u.top_samples.max())}, "
                              f"the graphs have {n_samples} samples")
+    pictured = views.thumbnail_samples
+    if pictured is not None and pictured.size and pictured[-1] >= n_samples:
+        raise ValueError(f"views: thumbnail_samples go up to {int(pictured[-1])}, "
+                         f"the graphs have {n_samples} samples")
     samples = views.projection_samples
     if samples is not None and samples.size and samples[-1] >= n_samples:
         raise ValueError(f"views: projection_samples go up to {int(samples[-1])}, the graphs have {n_samples} samples")
@@ -313,6 +321,12 @@ def load_epoch_views(json_path: PathLike, *, n_classes: int, n_samples: int, roo
                                  "which has no class means")
         shapes[f"unit_labels_{i}"] = (units[key],)
         shapes[f"unit_top_{i}"] = (e["clusters"], e["top"])
+    thumbs = doc.get("thumbnails")
+    if thumbs is not None:
+        if thumbs["samples"] > n_samples:
+            raise RunFormatError(f"{path}: thumbnails claim {thumbs['samples']} samples; the epoch has {n_samples}")
+        shapes["thumbnail_samples"] = (thumbs["samples"],)
+        shapes["thumbnails"] = (thumbs["samples"], thumbs["height"], thumbs["width"], thumbs["channels"])
     for i in range(len(doc["projections"])):
         shapes[f"projection_{i}"] = (m, 2)
         kinds[f"projection_{i}"] = "f"
@@ -321,6 +335,9 @@ def load_epoch_views(json_path: PathLike, *, n_classes: int, n_samples: int, roo
     samples = arrays["projection_samples"]
     if samples.size and (samples.min() < 0 or samples.max() >= n_samples or np.any(np.diff(samples) <= 0)):
         raise RunFormatError(f"{npz}: projection_samples must be distinct indices in 0..{n_samples - 1}, ascending")
+    if thumbs is not None and arrays["thumbnail_samples"].size and (
+            arrays["thumbnail_samples"].min() < 0 or arrays["thumbnail_samples"].max() >= n_samples):
+        raise RunFormatError(f"{npz}: thumbnail_samples must be indices in 0..{n_samples - 1}")
     for i, e in enumerate(unit_entries):
         top = arrays[f"unit_top_{i}"]
         if top.size and top.max() >= n_samples:
@@ -331,6 +348,8 @@ def load_epoch_views(json_path: PathLike, *, n_classes: int, n_samples: int, roo
                          for i, e in enumerate(unit_entries)}
         return EpochViews(
             unit_clusters=unit_clusters,
+            thumbnail_samples=arrays["thumbnail_samples"] if thumbs is not None else None,
+            thumbnails=arrays["thumbnails"] if thumbs is not None else None,
             class_means={(e["analysis"], e["layer"]): arrays[f"class_means_{i}"]
                          for i, e in enumerate(doc["class_means"])},
             projections={(e["analysis"], e["layer"]): arrays[f"projection_{i}"]

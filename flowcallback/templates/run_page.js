@@ -559,11 +559,38 @@
     ep.top.forEach(function (samples, c) {
       var tr = document.createElement("tr"), th = document.createElement("td"), td = document.createElement("td");
       th.textContent = rows[c];
-      td.textContent = samples.length ? samples.map(function (s) {
-        return s[0] + " (" + className(s[1]) + " \u2192 " + className(s[2]) + ")";
-      }).join(", ") : "not kept for this layer";
+      if (!samples.length) { td.textContent = "not kept for this layer"; }
+      samples.forEach(function (s) {
+        var item = document.createElement("span"), caption = document.createElement("span");
+        item.className = "top-sample" + (s[1] !== s[2] ? " wrong" : "");
+        var pic = thumbnail(s[0]);
+        if (pic) { item.appendChild(pic); }
+        caption.textContent = s[0] + " (" + className(s[1]) + " \u2192 " + className(s[2]) + ")";
+        item.appendChild(caption);
+        td.appendChild(item);
+      });
       tr.appendChild(th); tr.appendChild(td); body.appendChild(tr);
     });
+  }
+  // data.thumbnails: {height, width, channels, pixels: {sample: base64 of uint8 pixels}} or null
+  // (flowcallback.core.runpage._thumbnail_data): a canvas per picture, scaled up without smoothing.
+  var TH = data.thumbnails;
+  function thumbnail(sample) {
+    var b64 = TH && TH.pixels[String(sample)];
+    if (!b64) { return null; }
+    var raw = atob(b64), h = TH.height, w = TH.width, ch = TH.channels;
+    if (raw.length !== h * w * ch) { return null; }
+    var canvas = document.createElement("canvas");
+    canvas.width = w; canvas.height = h;
+    var scale = Math.max(1, Math.floor(48 / Math.max(h, w)));
+    canvas.style.width = (w * scale) + "px"; canvas.style.height = (h * scale) + "px";
+    var ctx = canvas.getContext("2d"), img = ctx.createImageData(w, h);
+    for (var p = 0; p < h * w; p++) {
+      for (var k = 0; k < 3; k++) { img.data[4 * p + k] = raw.charCodeAt(p * ch + (ch === 3 ? k : 0)); }
+      img.data[4 * p + 3] = 255;
+    }
+    ctx.putImageData(img, 0, 0);
+    return canvas;
   }
   neuronsLayer.addEventListener("change", drawNeurons);
 

@@ -136,3 +136,27 @@ def test_unit_clusters_refuse_inconsistent_arrays(kwargs, match):
 def test_bad_arguments_name_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_thumbnails_keep_the_aspect_ratio_stretch_values_and_only_picture_images():
+    rng = np.random.default_rng(0)
+    gray = rng.uniform(-3, 7, size=(5, 64, 32))  # standardised-looking values, taller than wide
+    t = neurons.thumbnails(gray, [4, 1])
+    assert t.shape == (2, 32, 16, 1) and t.dtype == np.uint8
+    assert [(int(p.min()), int(p.max())) for p in t] == [(0, 255), (0, 255)]
+    # nearest pixel: the picture is a subsample of the sample, stretched
+    src = gray[4][1::2, 1::2]
+    np.testing.assert_array_equal(t[0, ..., 0], np.round(255 * (src - src.min()) / (src.max() - src.min())))
+    rgb = rng.integers(0, 256, size=(3, 8, 8, 3)).astype(np.uint8)
+    small = neurons.thumbnails(rgb, [0])
+    assert small.shape == (1, 8, 8, 3)  # never scaled up
+    bad = gray.copy()
+    bad[1, 1, 1] = np.nan  # a pixel the picture takes
+    assert not neurons.thumbnails(bad, [1]).any()  # black
+    assert not neurons.thumbnails(np.ones((2, 8, 8)), [0]).any()  # a flat picture is black too
+    for not_images in (np.zeros((4, 30)), np.zeros((4, 8, 8, 4)), np.zeros((4, 3, 8)), np.zeros((4, 8, 8, 8, 1))):
+        assert neurons.thumbnails(not_images, [0]) is None
+    with pytest.raises(ValueError, match=r"samples: expected indices in 0\.\.4"):
+        neurons.thumbnails(gray, [5])
+    with pytest.raises(ValueError, match=r"size: expected an integer in 4\.\.32"):
+        neurons.thumbnails(gray, [0], size=64)

@@ -52,8 +52,11 @@ def make_views(epoch, previous=None):
              ("lrp", "l2"): class_means(dense * 2, y, 3)}
     units = {("activations", "l1"): neuron_clusters(means[("activations", "l1")], maps.mean(axis=(1, 2)), top=4),
              ("activations", "l2"): neuron_clusters(means[("activations", "l2")], dense, n_clusters=3, top=5)}
+    pictured = np.unique(np.concatenate([u.top_samples.ravel() for u in units.values()]))
+    pictures = rng.integers(0, 256, size=(len(pictured), 6, 5, 3)).astype(np.uint8)
     return store.EpochViews(class_means=means, projections={("activations", k): v for k, v in proj.items()},
-                            projection_samples=samples, projection_method="pca", unit_clusters=units), proj
+                            projection_samples=samples, projection_method="pca", unit_clusters=units,
+                            thumbnail_samples=pictured, thumbnails=pictures), proj
 
 
 @pytest.fixture
@@ -87,6 +90,9 @@ def test_round_trip_is_exact(run_dir):
             np.testing.assert_array_equal(got.projections[k], want.projections[k])
         np.testing.assert_array_equal(got.projection_samples, want.projection_samples)
         assert dict(got.unit_clusters) == dict(want.unit_clusters) and len(got.unit_clusters) == 2
+        np.testing.assert_array_equal(got.thumbnail_samples, want.thumbnail_samples)
+        np.testing.assert_array_equal(got.thumbnails, want.thumbnails)
+        assert got.thumbnails.dtype == np.uint8
         assert got.projection_method == "pca"
         assert not got.class_means[("activations", "l1")].flags.writeable
     doc = json.loads(views_paths(run_dir)[0].read_text())
@@ -125,14 +131,15 @@ def test_a_run_without_views_still_loads_and_says_so(tmp_path):
 def test_views_written_before_neuron_clusters_still_load(run_dir):
     """views.json of a flowcallback that did not store neuron clusters: no key, no arrays."""
     j, z = views_paths(run_dir)
-    _edit_json(j, lambda d: d.pop("unit_clusters"))
+    _edit_json(j, lambda d: (d.pop("unit_clusters"), d.pop("thumbnails")))
     with np.load(z) as npz:
-        arrays = {k: npz[k] for k in npz.files if not k.startswith("unit_")}
+        arrays = {k: npz[k] for k in npz.files if not k.startswith(("unit_", "thumbnail"))}
     with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as out:
         for name, a in arrays.items():
             out.writestr(f"{name}.npy", _npy(a))
     run = load_run(run_dir)
     assert dict(run.views(5).unit_clusters) == {} and len(run.views(2).unit_clusters) == 2
+    assert run.views(5).thumbnails is None and run.views(2).thumbnails is not None
     want = make_views(5, make_views(2, make_views(0)[1])[1])[0]
     key = ("activations", "l2")
     np.testing.assert_array_equal(run.views(5).class_means[key], want.class_means[key])
@@ -233,6 +240,15 @@ def _load(run_dir, epoch=5):
     (lambda j, z: _edit_json(j, lambda d: d["unit_clusters"][1].update(layer="l1", analysis="lrp")),
      "names 'l1' .'lrp'., which has no class means"),
     (lambda j, z: _edit_json(j, lambda d: d["unit_clusters"].append(dict(d["unit_clusters"][0]))), "twice"),
+    # thumbnails: sizes bounded by the schema, counts by the epoch, pixels are bytes
+    (lambda j, z: _edit_json(j, lambda d: d["thumbnails"].update(height=33)), "does not match schema views-1"),
+    (lambda j, z: _edit_json(j, lambda d: d["thumbnails"].update(channels=4)), "does not match schema views-1"),
+    (lambda j, z: _edit_json(j, lambda d: d["thumbnails"].update(samples=61)), "thumbnails claim 61 samples"),
+    (lambda j, z: _edit_json(j, lambda d: d["thumbnails"].update(width=4)), "array shapes do not match"),
+    (lambda j, z: _rewrite_npz(z, thumbnail_samples=_npy(np.load(z)["thumbnail_samples"] + 60)),
+     "thumbnail_samples must be indices in 0..59"),
+    (lambda j, z: _rewrite_npz(z, thumbnails=_npy(np.load(z)["thumbnails"].astype(np.int16) + 300)), "0..255"),
+    (lambda j, z: _rewrite_npz(z, thumbnails=_npy(np.load(z)["thumbnails"].astype(np.float32))), "must hold integers"),
     (lambda j, z: _edit_json(j, lambda d: d.update(arrays="../../../run.json.npz")), "does not match schema views-1"),
     (lambda j, z: _edit_json(j, lambda d: d.update(epoch=4)), "says epoch 4"),
     # markup where a method name belongs, drawn in the run page's projection title (issue 20, item 15)

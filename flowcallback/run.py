@@ -603,8 +603,8 @@ class Run:
             e = int(name)
             g = self.epoch(e, "activations" if "activations" in self.analyses(e) else self.analyses(e)[0])
             acc = g.metrics.get("accuracy")
-            return (video.epoch_title(f"{label} of {layer}: 2-D projection", e, None if acc is None else float(acc))
-                    + "<br><sup>filled: right prediction, open: wrong</sup>")
+            return (video.epoch_title(f"{label} of {layer}", e, None if acc is None else float(acc))
+                    + "<br><sup>2-D projection; filled: right prediction, open: wrong</sup>")
 
         yield from video.static_frames(fig, title=title)
 

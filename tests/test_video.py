@@ -297,7 +297,7 @@ def test_projection_video_of_a_real_fit(fitted_run, tmp_path, suffix):
     assert frames.shape == (len(epochs), 480, 640, 3)
     n_points = run.projection(layer)["sample"].nunique()
     for f in frames:
-        assert _coloured_pixels(f, 0.75) > 10 * n_points  # hundreds of points, not a blank plot (legend left out)
+        assert _coloured_pixels(f, 0.75) > 5 * n_points  # hundreds of points, not a blank plot (legend left out)
     for a, b in zip(frames, frames[1:]):
         assert _changed_share(a, b) > 0.005  # the projection changed between the epochs
 

@@ -1,4 +1,5 @@
-"""Command line: ``flowcallback demo``, ``flowcallback compare RUN_DIR E1 E2``, ``flowcallback report RUN_DIR``."""
+"""Command line: ``flowcallback demo``, ``flowcallback compare RUN_DIR E1 E2``, ``flowcallback report RUN_DIR``,
+``flowcallback animate RUN_DIR OUT``."""
 from __future__ import annotations
 
 import argparse
@@ -92,6 +93,20 @@ def _report(args) -> int:
     return REPORT_SKIPPED if run.skipped else 0
 
 
+def _animate(args) -> int:
+    from flowcallback.run import load_run
+
+    run = load_run(args.run_dir)
+    try:
+        path = run.save_animation(args.out, view=args.view, layer=args.layer, analysis=args.analysis, fps=args.fps,
+                                  width=args.width, height=args.height, browser=args.browser)
+    except (ImportError, RuntimeError) as exc:  # the video extra or a browser is missing, a frame failed
+        _say(f"flowcallback animate: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
+        return 2
+    _say(f"{args.view} video: {path}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="flowcallback", description="Layer-wise cluster flows of Keras classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +126,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     r = sub.add_parser("report", help="rebuild a run's pages from its saved graphs (no TensorFlow needed)")
     r.add_argument("run_dir")
     r.set_defaults(func=_report)
+    a = sub.add_parser("animate", help="write a view over the epochs as a video, .mp4 or .gif (needs the video "
+                                       "extra and Chromium; no TensorFlow)")
+    a.add_argument("run_dir")
+    a.add_argument("out", help="the video to write: a path ending in .mp4 or .gif")
+    a.add_argument("--view", default="projection", choices=("projection", "flows"),
+                   help="projection: a layer's 2-D projection (default); flows: each epoch's Sankey")
+    a.add_argument("--layer", default=None, help="the projected layer (default: the deepest projected one)")
+    a.add_argument("--analysis", default="activations", help="activations (default) or lrp")
+    a.add_argument("--fps", type=float, default=2.0, help="frames (epochs) per second (default 2)")
+    a.add_argument("--width", type=int, default=1280, help="frame width in pixels (default 1280)")
+    a.add_argument("--height", type=int, default=720, help="frame height in pixels (default 720)")
+    a.add_argument("--browser", default=None, help="Chromium or Chrome executable (default: $BROWSER_PATH, "
+                                                   "else chromium on PATH)")
+    a.set_defaults(func=_animate)
     args = parser.parse_args(argv)
     if args.command == "demo" and args.epochs < 1:
         parser.error("--epochs must be >= 1")

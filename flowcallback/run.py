@@ -573,6 +573,122 @@ class Run:
             raise TypeError(f"show({view!r}): unexpected argument {unknown[0]!r}; {takes}")
         return method(**kwargs)
 
+    #: The views :meth:`save_animation` writes as a video.
+    ANIMATIONS = ("projection", "flows")
+
+    def save_animation(self, path: PathLike, view: str = "projection", layer: Optional[str] = None,
+                       analysis: str = "activations", *, fps: float = 2.0, width: int = 1280, height: int = 720,
+                       browser: Optional[PathLike] = None) -> Path:
+        """Write a view over the epochs as a video: an MP4 or an animated GIF, one frame per snapshot epoch.
+
+        For a slide, a paper's supplement or a chat, where the animated figures of :meth:`show`
+        cannot go. Each frame is rendered by Plotly's static export (kaleido) in the installed
+        Chromium; needs the video extra: ``pip install "flowcallback[video]"``
+        (:mod:`flowcallback.video`).
+
+        Parameters
+        ----------
+        path : str or path
+            Ends in ``.mp4`` (H.264: browsers, slides, chats) or ``.gif``. Written to a temporary
+            directory beside it, then renamed over it: a failure leaves no partial file.
+        view : {"projection", "flows"}, default="projection"
+            ``"projection"``: :meth:`projection_figure` at each epoch that has a projection of
+            ``layer``, on axes fixed over the epochs, so that points move without the picture being
+            rescaled. ``"flows"``: each epoch's Sankey (:meth:`figure`), every column, as the run
+            page's epoch slider plays it (clusters keep their ids and start from their previous
+            place); one frame per epoch that has ``analysis``.
+        layer : str, optional
+            For ``"projection"``: the projected layer (default: the deepest one, as
+            :meth:`projection_figure`). ``"flows"`` takes none.
+        analysis : str, default="activations"
+            ``"activations"`` or ``"lrp"``.
+        fps : float, default=2
+            Frames (epochs) per second.
+        width, height : int, default=1280, 720
+            Frame size in pixels (even numbers for an MP4).
+        browser : str or path, optional
+            Chromium or Chrome executable; default ``$BROWSER_PATH``, else ``chromium`` on ``PATH``.
+
+        Returns
+        -------
+        pathlib.Path
+            The video written.
+
+        Raises
+        ------
+        ValueError
+            For an unknown view, analysis or layer (listing those the run has), a run where no
+            epoch has the layer's projection, a bad suffix, fps or size: each naming the argument.
+        ImportError
+            If the video extra is not installed, saying so.
+        RuntimeError
+            If no Chromium or Chrome is found, or a frame cannot be rendered.
+
+        Examples
+        --------
+        >>> run = load_run("flows/run1")                                        # doctest: +SKIP
+        >>> run.save_animation("projection.mp4", layer="dense84", fps=2)        # doctest: +SKIP
+        PosixPath('projection.mp4')
+        >>> run.save_animation("flows.gif", view="flows", width=1200, height=800)  # doctest: +SKIP
+        PosixPath('flows.gif')
+        """
+        from flowcallback import video
+
+        if view not in self.ANIMATIONS:
+            raise ValueError(f"view: expected one of {self.ANIMATIONS}, got {view!r}")
+        video.check_options(path, fps=fps, width=width, height=height)
+        self._last_epoch()
+        analyses = list(dict.fromkeys(a for e in self.epochs for a in self.analyses(e)))
+        if analysis not in analyses:
+            raise ValueError(f"analysis: expected one of {analyses} (the analyses of this run), got {analysis!r}")
+        if view == "projection":
+            layer = self._projected_layer(layer, analysis)
+            figures = self._projection_stills(layer, analysis)
+        else:
+            if layer is not None:
+                raise ValueError(f"layer: view='flows' draws every column of each epoch's Sankey and takes no layer "
+                                 f"(layer is for view='projection'), got {layer!r}")
+            figures = (self.figure(e, analysis) for e in self.epochs if analysis in self.analyses(e))
+        return video.write_animation(figures, path, fps=fps, width=width, height=height, browser=browser)
+
+    def _projected_layer(self, layer: Optional[str], analysis: str) -> str:
+        """``layer`` if some epoch has its ``analysis`` projection (default: the deepest that has
+        one); else ValueError naming the layers that have one."""
+        keys = {k for e in self.epochs if self.views(e) is not None for k in self.views(e).projections}
+        order = [entry["name"] for entry in self.info.get("layers", [])]
+        available = sorted({name for a, name in keys if a == analysis},
+                           key=lambda n: order.index(n) if n in order else -1)
+        if not available:
+            raise ValueError(f"view='projection': no epoch of {self.path} has a {analysis!r} projection (the run was "
+                             "written with projection=None, or by a flowcallback that did not store projections)")
+        if layer is None:
+            return available[-1]
+        if layer in available:
+            return layer
+        if layer in order:
+            raise ValueError(f"layer: no epoch of this run has a {analysis!r} projection of {layer!r}; the layers "
+                             f"that have one: {available}")
+        raise ValueError(f"layer: expected one of the layers with a {analysis!r} projection, {available}, "
+                         f"got {layer!r}")
+
+    def _projection_stills(self, layer: str, analysis: str):
+        """The frames of the projection video: :meth:`projection_figure`'s frames as still figures,
+        the epoch (and the accuracy) in each title, the axes those of the whole animation."""
+        from flowcallback import video
+        from flowcallback.core import views_figures
+
+        fig = views_figures.projection_figure(self.projection(layer, analysis), self.class_names)
+        label = ANALYSIS_LABELS.get(analysis, analysis)
+
+        def title(name: str) -> str:
+            e = int(name)
+            g = self.epoch(e, "activations" if "activations" in self.analyses(e) else self.analyses(e)[0])
+            acc = g.metrics.get("accuracy")
+            return (video.epoch_title(f"{label} of {layer}", e, None if acc is None else float(acc))
+                    + "<br><sup>2-D projection; filled: right prediction, open: wrong</sup>")
+
+        yield from video.static_frames(fig, title=title)
+
     def _last_epoch(self) -> int:
         if not self.epochs:
             raise ValueError(f"{self.path} holds no complete epoch yet")

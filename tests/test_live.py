@@ -355,3 +355,51 @@ def test_the_flows_dashboard_in_chromium_lists_the_runs_and_follows_a_landing_sn
         assert all(f.evaluate("window.__pwned === undefined") for f in page.frames)
         page_errors = [e for e in errors if "pageerror" in e or "/data/plugin/flows/" in e]
         assert page_errors == [], page_errors
+
+
+# -- the notebook ---------------------------------------------------------------------------------------
+_LIVE_CELL = """
+import os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+from flowcallback import FlowCallback
+from flowcallback.demo import lenet5_digits, load_digits_split
+
+(x_tr, y_tr), (x_te, y_te) = load_digits_split()
+cb = FlowCallback((x_te[:200], y_te[:200]), log_dir={log_dir!r}, epochs=[1, 2], lrp=False, class_means=False,
+                  projection=None, verbose=0, display="live")
+lenet5_digits().fit(x_tr, y_tr, epochs=2, batch_size=64, verbose=0, callbacks=[cb])
+print("live figure:", cb._snapshotter.live.shown, "shown, epoch", cb._snapshotter.live.epoch)
+"""
+
+
+@pytest.mark.skipif(any(__import__("importlib").util.find_spec(m) is None for m in ("nbclient", "ipykernel")),
+                    reason="needs nbclient and ipykernel (the test extras)")
+def test_display_live_shows_one_figure_updated_in_place_in_a_notebook(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_LIVE_CELL.format(log_dir=str(tmp_path / "r")))])
+    NotebookClient(nb, timeout=600, kernel_name="python3").execute()
+    outputs = nb.cells[0].outputs
+    assert [o for o in outputs if o.output_type == "error"] == []
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    # one display, made at the first snapshot and updated at the second: it shows epoch 2
+    assert len(figures) == 1, [o.output_type for o in outputs]
+    fig = figures[0]["data"]["application/vnd.plotly.v1+json"]
+    assert fig["layout"]["title"]["text"].startswith("lenet5_digits · Epoch 2"), fig["layout"]["title"]
+    assert "sankey" in {t["type"] for t in fig["data"]}
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "live figure: 2 shown, epoch 2" in text
+
+
+def test_display_live_outside_a_notebook_shows_nothing_and_a_bad_value_is_named(fitted_run, capsys):
+    from flowcallback import FlowCallback
+    from flowcallback._progress import LiveFigure
+
+    run = load_run(fitted_run["log_dir"])
+    live = LiveFigure()  # this process is no IPython kernel
+    live.show(2, {a: run.epoch(2, a) for a in run.analyses(2)}, title_prefix="m")
+    assert (live.notebook, live.shown, live.epoch) == (False, 0, None)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match=r"^display: expected None or 'live', got 'yes'$"):
+        FlowCallback((fitted_run["x_test"], fitted_run["y_test"]), display="yes")

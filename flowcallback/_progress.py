@@ -1,10 +1,11 @@
-"""Snapshot progress: a live bar in a notebook, Keras-style lines in a terminal.
+"""Snapshot progress: a live bar in a notebook, Keras-style lines in a terminal; and the live figure.
 
 Snapshots run in a background thread while Keras prints its own progress. A line printed from
 that thread would land in the middle of Keras's bar, so in a terminal the lines are queued and
 printed by the training thread between epochs (:meth:`SnapshotProgress.flush`), where Keras has
 finished its line. In a notebook (an IPython kernel) one display, made when the first snapshot
 starts, is updated in place from any thread, so it never mixes with Keras's output either.
+:class:`LiveFigure` (``FlowCallback(display="live")``) does the same with the last snapshot's Sankey.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 import threading
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["SnapshotProgress"]
+__all__ = ["SnapshotProgress", "LiveFigure"]
 
 
 def in_notebook() -> bool:
@@ -124,4 +125,60 @@ class SnapshotProgress:
                 else:
                     self._handle.update(HTML(self._html()))
         except Exception:  # progress is never worth failing a snapshot for
+            pass
+
+
+class LiveFigure:
+    """``FlowCallback(display="live")``: the last snapshot's Sankey, one figure in a notebook that is
+    updated in place (IPython's ``display(..., display_id=True)``, then ``update``) as each snapshot
+    lands, from whichever thread writes it.
+
+    Outside an IPython kernel it does nothing. A snapshot that lands after a later one (snapshots
+    run in the background) does not replace the later figure, and a figure that cannot be drawn
+    never fails the snapshot.
+
+    Parameters
+    ----------
+    notebook : bool, optional
+        Default: whether this process is an IPython kernel.
+
+    Examples
+    --------
+    >>> from flowcallback.core.flows import build_flow_graph
+    >>> live = LiveFigure(notebook=False)                   # a script: nothing is shown
+    >>> g = build_flow_graph([("d", "Dense", [0, 1])], [0, 1], [0, 1], epoch=1)
+    >>> live.show(1, {"activations": g}, title_prefix="m")
+    >>> live.shown, live.epoch
+    (0, None)
+    """
+
+    def __init__(self, *, notebook: Optional[bool] = None):
+        self.notebook = in_notebook() if notebook is None else notebook
+        self.shown = 0  # figures displayed or updated
+        self.epoch: Optional[int] = None  # the epoch shown
+        self._handle = None
+        self._lock = threading.Lock()
+
+    def show(self, epoch: int, graphs, *, title_prefix: str = "") -> None:
+        """Show snapshot ``epoch`` (``graphs``: ``{analysis: FlowGraph}``) in place of the last one."""
+        if not self.notebook:
+            return
+        try:
+            from IPython.display import display
+
+            from flowcallback.core.render import figure
+
+            with self._lock:
+                if self.epoch is not None and epoch < self.epoch:
+                    return
+                # the figure's MIME bundle, given raw: a plotly Figure displays itself through its own
+                # _ipython_display_, which knows no display_id (each update would add a figure)
+                bundle = figure(graphs, title_prefix=title_prefix)._repr_mimebundle_(None, None)
+                if self._handle is None:
+                    self._handle = display(bundle, raw=True, display_id=True)
+                else:
+                    self._handle.update(bundle, raw=True)
+                self.epoch = int(epoch)
+                self.shown += 1
+        except Exception:  # the figure is never worth failing a snapshot for
             pass

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from flowcallback import _validation as checks
 from flowcallback._fit_guard import FitGuard
-from flowcallback._progress import SnapshotProgress
+from flowcallback._progress import LiveFigure, SnapshotProgress
 from flowcallback._schedule import BudgetSchedule, Decision
 from flowcallback.core import cluster, knn, project
 from flowcallback.pipeline import Snapshotter
@@ -142,6 +142,11 @@ class FlowCallback(tf.keras.callbacks.Callback):
         Progress of the snapshots: in a notebook, one bar updated in place; in a terminal, one
         line per snapshot, printed between Keras's epoch lines (never inside them). 0: silent;
         "auto" follows ``fit``'s ``verbose``.
+    display : {None, "live"}, default=None
+        ``"live"``: in a notebook, the last snapshot's Sankey (with its Activations / LRP buttons)
+        as one figure under the cell, updated in place as each snapshot lands, like the progress
+        bar. Outside a notebook (a script, a terminal) it shows nothing; ``flowcallback serve``
+        and TensorBoard's Flows dashboard follow a run from anywhere (docs/usage.md, "Live view").
 
     Examples
     --------
@@ -183,9 +188,11 @@ class FlowCallback(tf.keras.callbacks.Callback):
         projection_layers=None,
         projection_samples: int = project.DEFAULT_MAX_SAMPLES,
         verbose="auto",
+        display=None,
     ):
         super().__init__()
         self.verbose = check_parameter("verbose", verbose)
+        self.display = check_parameter("display", display)
         self.epochs = checks.check_epochs(epochs)
         self.budget = checks.check_budget(budget, epochs)
         # every setting is checked once, from one table (flowcallback/settings.py)
@@ -316,6 +323,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         self._first_epoch_seen, self._schedule, self._last_done, self._clean = False, None, None, True
         self._summary = None
         self._snapshotter.progress = SnapshotProgress(self._verbose())
+        self._snapshotter.live = LiveFigure() if self.display == "live" else None
         self._snapshotter.prepare(self.model)
         # If fit ends without on_train_end (an exception, Ctrl-C), the guard stops everything.
         self._guard.start(self._snapshotter.abort)

@@ -1,5 +1,5 @@
 """Command line: ``flowcallback demo``, ``flowcallback compare RUN_DIR E1 E2``, ``flowcallback report RUN_DIR``,
-``flowcallback animate RUN_DIR OUT``."""
+``flowcallback animate RUN_DIR OUT``, ``flowcallback serve LOG_DIR``."""
 from __future__ import annotations
 
 import argparse
@@ -107,6 +107,24 @@ def _animate(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from flowcallback.serving import make_server
+
+    server = make_server(args.log_dir, args.port)
+    try:
+        host, port = server.server_address[:2]
+        runs = server.site.run_paths()
+        where = "its run page" if runs == ["."] else f"{len(runs)} run(s) found"
+        print(f"flowcallback serve: {server.site.root} ({where}), live, on http://{host}:{port}/", flush=True)
+        print("  pages follow the snapshots as they land; Ctrl-C stops", flush=True)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="flowcallback", description="Layer-wise cluster flows of Keras classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,9 +158,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a.add_argument("--browser", default=None, help="Chromium or Chrome executable (default: $BROWSER_PATH, "
                                                    "else chromium on PATH)")
     a.set_defaults(func=_animate)
+    s = sub.add_parser("serve", help="serve a run directory (or a directory of runs) on 127.0.0.1; pages refresh live")
+    s.add_argument("log_dir", help="a run directory, or a directory holding runs (at any depth up to 6)")
+    s.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: 0, a free one; the URL is printed)")
+    s.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     if args.command == "demo" and args.epochs < 1:
         parser.error("--epochs must be >= 1")
+    if args.command == "serve" and not 0 <= args.port <= 65535:
+        parser.error("--port must be in [0, 65535] (0: a free port)")
     from flowcallback.exceptions import FlowCallbackError
 
     try:

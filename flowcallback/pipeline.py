@@ -71,6 +71,7 @@ class Snapshotter:
         self.plan: Optional[RunPlan] = None
         self.disabled = ""  # why snapshots are off (log_dir not writable), or ""
         self.progress = SnapshotProgress(0)  # the callback sets one per fit
+        self.live = None  # the callback's LiveFigure with display="live": the last snapshot's Sankey in a notebook
         self.pages: Dict[int, Path] = {}
         self.timings: Dict[int, dict] = {}
         self.page = runpage.RunPageState(self.log_dir, {})
@@ -328,6 +329,8 @@ class Snapshotter:
                            unit_clusters=unit_clusters, thumbnail_samples=None if thumbnails is None else pictured,
                            thumbnails=thumbnails)
         page = self._write(result, views, captured.clock, title_prefix=title_prefix)
+        if self.live is not None:
+            self.live.show(epoch, result.graphs, title_prefix=title_prefix)
         seconds = time.perf_counter() - captured.started
         self.timings[epoch] = {**{f"{stage}_seconds": t for stage, t in captured.clock.seconds.items()},
                                "snapshot_seconds": seconds}

@@ -87,6 +87,7 @@ RUN_CONSTRAINTS: Mapping[str, Tuple[_params.Constraint, ...]] = MappingProxyType
     "epochs": (NONE, _params.integer(1, text="a positive int (every N epochs)"),
                _params.Constraint(_is_epoch_list, "a non-empty list of epoch numbers >= 0 (0 = before training)")),
     "verbose": (_params.options("auto"), _params.integer(0, 2)),
+    "display": (NONE, _params.options("live")),
     "epoch": (_params.integer(0),),
     "budget": (_params.options("auto"), NONE, _params.Constraint(
         lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v <= 1,

@@ -20,8 +20,10 @@ def chromium_path():
 
 
 @contextmanager
-def open_page(url: str, *, width: int = 1400, height: int = 1000):
-    """Open ``url`` (a file:// URL) with the network cut off; yield (page, errors, blocked)."""
+def open_page(url: str, *, width: int = 1400, height: int = 1000, allow=("file://",), wait_for=".sankey-node"):
+    """Open ``url`` with the network cut off but for URLs starting with one of ``allow`` (file://
+    by default; a test server's ``http://127.0.0.1:PORT/``); wait for ``wait_for`` (None: not);
+    yield (page, errors, blocked)."""
     from playwright.sync_api import sync_playwright
 
     errors, blocked = [], []
@@ -35,7 +37,7 @@ def open_page(url: str, *, width: int = 1400, height: int = 1000):
         )
         try:
             def route(r):
-                if r.request.url.startswith("file://"):
+                if r.request.url.startswith(tuple(allow)):
                     r.continue_()
                 else:
                     blocked.append(r.request.url)
@@ -46,7 +48,8 @@ def open_page(url: str, *, width: int = 1400, height: int = 1000):
             page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
             page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
             page.goto(url)
-            page.wait_for_selector(".sankey-node", timeout=30_000)
+            if wait_for:
+                page.wait_for_selector(wait_for, timeout=30_000)
             yield page, errors, blocked
         finally:
             ctx.close()

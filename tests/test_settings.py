@@ -23,7 +23,8 @@ def test_every_setting_has_one_constraint_entry_and_a_callback_parameter_with_th
         stored = getattr(defaults, name)
         assert (dict(stored) if name == "analyzer_kwargs" else stored) == ({} if default is None and
                                                                          name == "analyzer_kwargs" else default), name
-    assert set(signature) - set(fields) == {"self", "validation_data", "log_dir", "epochs", "budget", "verbose"}
+    assert set(signature) - set(fields) == {"self", "validation_data", "log_dir", "epochs", "budget", "verbose",
+                                           "display"}
 
 
 @pytest.mark.parametrize("name, bad", [("k", 0), ("k", "many"), ("k", True), ("inflation", 1), ("dim", 1),

@@ -1,6 +1,9 @@
 // The run page's script (flowcallback/templates/run_page.js), inlined into index.html by
 // flowcallback.core.runpage. It reads the run's data from the #run-data element and draws every view;
 // text from the data (class and layer names) is set with textContent, or HTML-escaped for Plotly.
+// Served over http(s), it also polls its own address and takes in a new snapshot in place (the
+// last section, "live refresh"): everything drawn from the data is filled by functions that
+// update() calls again, keeping what the reader chose.
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("run-data").textContent);
@@ -8,33 +11,34 @@
   var state = { i: epochs.length - 1, analysis: analyses[0], timer: null };
   var acrossShown = null;  // the analysis the flows across epochs are drawn for
   var slider = document.getElementById("epoch");
-  slider.max = String(epochs.length - 1);
-  slider.value = String(state.i);
-  document.getElementById("title").textContent = data.title;
-  if (data.setup_error) {  // what failed when the callback set up (the LRP engine refused the model, say)
-    var setupError = document.getElementById("setup-error");
-    setupError.textContent = "The set-up recorded an error (the whole text: errors/setup.txt): " + data.setup_error;
-    setupError.hidden = false;
-  }
-  if (data.schedule) {  // the epochs the snapshot budget took, and why it skipped the others
-    var scheduleNote = document.getElementById("schedule-note");
-    scheduleNote.textContent = data.schedule;
-    scheduleNote.hidden = false;
-  }
-  var skippedEpochs = Object.keys(data.skipped || {});
-  if (skippedEpochs.length) {  // epochs whose files could not be read (Run.skipped): listed, as text
-    var skippedNote = document.getElementById("skipped-note");
-    skippedNote.textContent = skippedEpochs.length + " snapshot(s) could not be read and are not shown: "
-      + skippedEpochs.map(function (e) { return "epoch " + e + " (" + data.skipped[e] + ")"; }).join("; ");
-    skippedNote.hidden = false;
-  }
   var buttons = document.getElementById("analysis-buttons");
-  analyses.forEach(function (a) {
-    var b = document.createElement("button");
-    b.type = "button"; b.textContent = data.labels[a] || a; b.dataset.analysis = a;
-    b.addEventListener("click", function () { state.analysis = a; draw(); });
-    buttons.appendChild(b);
-  });
+  function note(id, text) {  // a note above the diagram, hidden when empty
+    var el = document.getElementById(id);
+    el.textContent = text || "";
+    el.hidden = !text;
+  }
+  function fillHeader() {  // the slider, the title, the notes and the analysis buttons
+    slider.max = String(Math.max(epochs.length - 1, 0));
+    slider.value = String(state.i);
+    document.getElementById("title").textContent = data.title;
+    // what failed when the callback set up (the LRP engine refused the model, say)
+    note("setup-error", data.setup_error
+      ? "The set-up recorded an error (the whole text: errors/setup.txt): " + data.setup_error : "");
+    note("schedule-note", data.schedule);  // the epochs the snapshot budget took, and why it skipped the others
+    var skippedEpochs = Object.keys(data.skipped || {});
+    // epochs whose files could not be read (Run.skipped): listed, as text
+    note("skipped-note", skippedEpochs.length ? skippedEpochs.length + " snapshot(s) could not be read and are " +
+      "not shown: " + skippedEpochs.map(function (e) { return "epoch " + e + " (" + data.skipped[e] + ")"; })
+      .join("; ") : "");
+    while (buttons.firstChild) { buttons.removeChild(buttons.firstChild); }
+    analyses.forEach(function (a) {
+      var b = document.createElement("button");
+      b.type = "button"; b.textContent = data.labels[a] || a; b.dataset.analysis = a;
+      b.addEventListener("click", function () { state.analysis = a; draw(); });
+      buttons.appendChild(b);
+    });
+  }
+  fillHeader();
   var config = {responsive: true, displaylogo: false};
 
   function esc(s) {  // Plotly draws labels and legend names as its own small HTML: names are escaped
@@ -59,9 +63,13 @@
   var filterBox = document.getElementById("class-filter");
   var filterStatus = document.getElementById("filter-status");
   var names = document.getElementById("class-names");
-  data.class_names.forEach(function (name) {
-    var o = document.createElement("option"); o.value = name; names.appendChild(o);
-  });
+  function fillNames() {
+    while (names.firstChild) { names.removeChild(names.firstChild); }
+    data.class_names.forEach(function (name) {
+      var o = document.createElement("option"); o.value = name; names.appendChild(o);
+    });
+  }
+  fillNames();
   var filter = null;  // null, or {matched: {class: true}, colored: {class: true}, n: matches}
 
   function readFilter() {
@@ -313,14 +321,18 @@
   // classes every class is a row and a column; above, the classes most confused over the epochs
   // (misclassified samples as true or predicted class), or those the filter matches (the most
   // confused of them), and a last column for the predictions outside the shown classes.
-  var CF = data.confusion || {cells: {}, max_classes: 30};
-  var confusedScore = data.class_names.map(function () { return 0; });
-  Object.keys(CF.cells).forEach(function (e) {
-    var t = CF.cells[e][0], p = CF.cells[e][1], n = CF.cells[e][2];
-    for (var k = 0; k < n.length; k++) {
-      if (t[k] !== p[k]) { confusedScore[t[k]] += n[k]; confusedScore[p[k]] += n[k]; }
-    }
-  });
+  var CF, confusedScore;
+  function countConfused() {
+    CF = data.confusion || {cells: {}, max_classes: 30};
+    confusedScore = data.class_names.map(function () { return 0; });
+    Object.keys(CF.cells).forEach(function (e) {
+      var t = CF.cells[e][0], p = CF.cells[e][1], n = CF.cells[e][2];
+      for (var k = 0; k < n.length; k++) {
+        if (t[k] !== p[k]) { confusedScore[t[k]] += n[k]; confusedScore[p[k]] += n[k]; }
+      }
+    });
+  }
+  countConfused();
   // the classes the matrix shows (in class order) and how many were candidates
   function matrixClasses() {
     var candidates = [];
@@ -386,9 +398,7 @@
   // similarity order (flowcallback.core.aggregate.class_order). The difference ranks the shown units
   // as flowcallback.core.aggregate.class_difference does: |a - b| (divided by the unit's spread over the
   // classes when scaled), ties by unit index.
-  var CM = data.class_means || {};
-  var meansAnalyses = analyses.concat(Object.keys(CM).filter(function (a) { return analyses.indexOf(a) < 0; }))
-    .filter(function (a) { return CM[a] && CM[a].length; });
+  var CM, meansAnalyses;
   var meansLayer = document.getElementById("means-layer"), meansAnalysis = document.getElementById("means-analysis");
   var meansMode = document.getElementById("means-mode"), meansA = document.getElementById("means-a");
   var meansB = document.getElementById("means-b"), meansNorm = document.getElementById("means-normalize");
@@ -397,10 +407,33 @@
   function option(select, value, text) {
     var o = document.createElement("option"); o.value = value; o.textContent = text; select.appendChild(o);
   }
-  if (!meansAnalyses.length) { document.getElementById("means-section").style.display = "none"; }
-  meansAnalyses.forEach(function (a) { option(meansAnalysis, a, data.labels[a] || a); });
-  function fillMeansLayers() {
-    var current = meansLayer.value;
+  function refill(select, fill, fallback) {  // new options, keeping the chosen value where it still is one
+    var current = select.value;
+    while (select.firstChild) { select.removeChild(select.firstChild); }
+    fill();
+    var values = Array.prototype.map.call(select.options, function (o) { return o.value; });
+    if (values.indexOf(current) >= 0) { select.value = current; } else if (fallback !== undefined) {
+      select.value = fallback;
+    }
+  }
+  function fillMeans() {
+    CM = data.class_means || {};
+    meansAnalyses = analyses.concat(Object.keys(CM).filter(function (a) { return analyses.indexOf(a) < 0; }))
+      .filter(function (a) { return CM[a] && CM[a].length; });
+    document.getElementById("means-section").style.display = meansAnalyses.length ? "" : "none";
+    refill(meansAnalysis, function () {
+      meansAnalyses.forEach(function (a) { option(meansAnalysis, a, data.labels[a] || a); });
+    });
+    refill(meansA, function () {
+      data.class_names.forEach(function (name, c) { option(meansA, String(c), name); });
+    });
+    refill(meansB, function () {
+      data.class_names.forEach(function (name, c) { option(meansB, String(c), name); });
+    }, data.class_names.length > 1 ? "1" : undefined);
+    fillMeansLayers();
+  }
+  function fillMeansLayers() {  // the analysis's layers, keeping the chosen layer (by name) where it has it
+    var current = meansLayer.selectedIndex >= 0 ? meansLayer.options[meansLayer.selectedIndex].textContent : null;
     while (meansLayer.firstChild) { meansLayer.removeChild(meansLayer.firstChild); }
     (CM[meansAnalysis.value] || []).forEach(function (entry, k) { option(meansLayer, String(k), entry.layer); });
     var same = Array.prototype.filter.call(meansLayer.options, function (o) { return o.textContent === current; });
@@ -414,9 +447,7 @@
     });
     drawMeans();
   });
-  data.class_names.forEach(function (name, c) { option(meansA, String(c), name); option(meansB, String(c), name); });
-  if (data.class_names.length > 1) { meansB.value = "1"; }
-  fillMeansLayers();
+  fillMeans();
 
   function meansEntry() { return (CM[meansAnalysis.value] || [])[parseInt(meansLayer.value, 10)]; }
   function finiteRows(M) { return M.filter(function (row) { return row.length && row[0] !== null; }); }
@@ -519,12 +550,23 @@
   // cluster, the units in no cluster, the shown classes (seriation order), the clusters x classes mean
   // z-scores and each cluster's top samples as [sample, label, prediction]
   // (flowcallback.core.runpage._neurons_data). The class filter keeps the matching classes' columns.
-  var NC = data.neurons || [];
+  var NC = [], TH = null;
   var neuronsLayer = document.getElementById("neurons-layer"), neuronsNote = document.getElementById("neurons-note");
-  if (!NC.length) { document.getElementById("neurons-section").style.display = "none"; }
-  NC.forEach(function (entry, k) { option(neuronsLayer, String(k), entry.layer); });
-  // the last layer but one (the output layer's units are the classes themselves)
-  if (NC.length) { neuronsLayer.value = String(Math.max(0, NC.length - 2)); }
+  function fillNeurons() {  // the layers, keeping the chosen one (by name) where the data still has it
+    var was = NC[parseInt(neuronsLayer.value, 10)];
+    NC = data.neurons || [];
+    TH = data.thumbnails || null;
+    document.getElementById("neurons-section").style.display = NC.length ? "" : "none";
+    while (neuronsLayer.firstChild) { neuronsLayer.removeChild(neuronsLayer.firstChild); }
+    var keep = -1;
+    NC.forEach(function (entry, k) {
+      option(neuronsLayer, String(k), entry.layer);
+      if (was && entry.layer === was.layer) { keep = k; }
+    });
+    // else the last layer but one (the output layer's units are the classes themselves)
+    if (NC.length) { neuronsLayer.value = String(keep >= 0 ? keep : Math.max(0, NC.length - 2)); }
+  }
+  fillNeurons();
   function className(c) { return c >= 0 && c < data.class_names.length ? data.class_names[c] : String(c); }
   function drawNeurons() {
     if (!NC.length) { return; }
@@ -574,7 +616,6 @@
   }
   // data.thumbnails: {height, width, channels, pixels: {sample: base64 of uint8 pixels}} or null
   // (flowcallback.core.runpage._thumbnail_data): a canvas per picture, scaled up without smoothing.
-  var TH = data.thumbnails;
   function thumbnail(sample) {
     var b64 = TH && TH.pixels[String(sample)];
     if (!b64) { return null; }
@@ -597,16 +638,25 @@
   // -- projection over the epochs -----------------------------------------------------------------
   // data.projection: points {epoch: {samples, labels, predictions}}, layers [{key, analysis, layer}],
   // coords {key: {epoch: {x, y, cluster}}} (row i is sample points[epoch].samples[i]).
-  var PJ = data.projection || {layers: []};
+  var PJ = {layers: []};
   var projLayer = document.getElementById("projection-layer");
-  if (!PJ.layers.length) { document.getElementById("projection-section").style.display = "none"; }
-  PJ.layers.forEach(function (l, k) {
-    var label = data.labels[l.analysis] || l.analysis;
-    option(projLayer, String(k), l.layer + (l.analysis !== "activations" ? " (" + label + ")" : ""));
-  });
-  // the last layer but one (the output layer's picture is the predictions')
-  if (PJ.layers.length) { projLayer.value = String(Math.max(0, PJ.layers.length - 2)); }
   var projShown = null;  // the layer and filter drawn, to redraw only on a change
+  function fillProjection() {
+    var was = PJ.layers[parseInt(projLayer.value, 10)];
+    PJ = data.projection || {layers: []};
+    document.getElementById("projection-section").style.display = PJ.layers.length ? "" : "none";
+    while (projLayer.firstChild) { projLayer.removeChild(projLayer.firstChild); }
+    var keep = -1;
+    PJ.layers.forEach(function (l, k) {
+      var label = data.labels[l.analysis] || l.analysis;
+      option(projLayer, String(k), l.layer + (l.analysis !== "activations" ? " (" + label + ")" : ""));
+      if (was && l.key === was.key) { keep = k; }
+    });
+    // the layer shown before, else the last layer but one (the output layer's picture is the predictions')
+    if (PJ.layers.length) { projLayer.value = String(keep >= 0 ? keep : Math.max(0, PJ.layers.length - 2)); }
+    projShown = null;
+  }
+  fillProjection();
 
   function projectionFigure(l) {
     var byE = PJ.coords[l.key], eps = Object.keys(byE).map(Number).sort(function (p, q) { return p - q; });
@@ -688,4 +738,67 @@
   drawTraining();
   draw();
   drawProjection();
+
+  // -- live refresh -------------------------------------------------------------------------------
+  // Served over http(s) (flowcallback serve, the TensorBoard plugin's Flows dashboard, any static
+  // server), the page asks for its own address every LIVE_MS with HEAD, a few stat calls on the
+  // server. When the answer's ETag (or Last-Modified and Content-Length) changes, it fetches the
+  // page again and reads its #run-data element only: the text is parsed as an inert document
+  // (DOMParser runs no script) and then as JSON, never as code. update() then redraws in place,
+  // keeping the epoch on the slider, the analysis, the class filter and every selector; a reader on
+  // the last epoch moves to the new last one (following the training), any other stays where he is.
+  // Opened from a file (file://), the page does not poll.
+  var LIVE_MS = 3000;
+  var liveStatus = document.getElementById("live-status");
+  function update(next) {
+    var wasLast = state.i === epochs.length - 1, shownEpoch = epochs[state.i];
+    data = next; epochs = data.epochs; analyses = data.analyses;
+    var k = epochs.indexOf(shownEpoch);
+    state.i = wasLast || k < 0 ? epochs.length - 1 : k;
+    if (analyses.indexOf(state.analysis) < 0) { state.analysis = analyses[0]; }
+    acrossShown = null;  // the column selector is filled again, keeping its column
+    fillHeader(); fillNames(); readFilter(); fillClasses(); countConfused();
+    fillMeans(); fillNeurons(); fillProjection();
+    Plotly.react("curves", data.curves.data, data.curves.layout, config);
+    drawTraining(); draw(); drawProjection();
+  }
+  if (liveStatus && /^https?:$/.test(window.location.protocol) && window.fetch && window.DOMParser) {
+    var address = window.location.pathname + window.location.search, seen = null, shownText = null;
+    var signature = function (r) {
+      return r.headers.get("ETag") || (r.headers.get("Last-Modified") + "|" + r.headers.get("Content-Length"));
+    };
+    var say = function (text) { liveStatus.textContent = text; };
+    var reload = function () {  // the whole page, for its data only
+      return window.fetch(address, {cache: "no-store", credentials: "same-origin"}).then(function (r) {
+        if (!r.ok) { throw new Error("HTTP " + r.status); }
+        seen = signature(r);
+        return r.text();
+      }).then(function (text) {
+        var el = new window.DOMParser().parseFromString(text, "text/html").getElementById("run-data");
+        if (!el) { throw new Error("no run data in the page"); }
+        var json = el.textContent;
+        if (shownText === null) { shownText = document.getElementById("run-data").textContent; }
+        if (json !== shownText) {
+          update(JSON.parse(json));
+          shownText = json;
+          say("live · updated " + new Date().toLocaleTimeString());
+        }
+      });
+    };
+    var poll = function () {
+      // the first poll reads the page once (a snapshot may have landed while it loaded); later ones HEAD
+      var ask = seen === null ? reload() : window.fetch(address, {method: "HEAD", cache: "no-store",
+        credentials: "same-origin"}).then(function (r) {
+        if (!r.ok) { throw new Error("HTTP " + r.status); }
+        return signature(r) === seen ? null : reload();
+      });
+      ask.then(function () {
+        if (liveStatus.textContent.indexOf("live") !== 0) { say("live"); }
+      }, function (err) {
+        say("live: cannot read the run now (" + String(err && err.message || err) + "); retrying");
+      }).then(function () { window.setTimeout(poll, LIVE_MS); });
+    };
+    say("live");
+    window.setTimeout(poll, LIVE_MS);
+  }
 })();

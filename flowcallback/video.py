@@ -298,14 +298,39 @@ def _render(figures: Iterable, writer: _Writer, *, width: int, height: int, brow
     async def main():
         # path: the browser found by find_browser (kaleido would otherwise search, and prefer a copy
         # it downloaded); mathjax=False: no request to its CDN (no figure here uses LaTeX)
-        async with kaleido.Kaleido(n=1, timeout=FRAME_TIMEOUT, path=browser, mathjax=False) as k:
-            for fig in figures:
+        k = kaleido.Kaleido(n=1, timeout=FRAME_TIMEOUT, path=browser, mathjax=False)
+        try:
+            await k.open()
+        except Exception as exc:  # noqa: BLE001 - kaleido's and choreographer's errors, told in one sentence
+            try:
+                await k.close()  # whatever it had started
+            except Exception:  # noqa: BLE001, S110 - the error to report is the first one
+                pass
+            # the cause is chained; its text (choreographer's) suggests downloading Chrome, which is
+            # not what to do here
+            raise RuntimeError(f"the browser {browser} could not be started to render the frames "
+                               f"({type(exc).__name__}); it must be Chromium or Google Chrome: pass browser= or "
+                               "set BROWSER_PATH to its executable") from exc
+        try:
+            for i, fig in enumerate(figures):  # an error of the figures themselves goes out as it is
                 if stop.is_set():
                     return
-                png = await k.calc_fig(fig, opts=opts)
+                try:
+                    png = await k.calc_fig(fig, opts=opts)
+                except Exception as exc:  # noqa: BLE001 - a timeout, a crashed browser, a JavaScript error
+                    raise RuntimeError(f"frame {i + 1} could not be rendered by {browser} "
+                                       f"({type(exc).__name__}: {_one_line(exc)})") from exc
                 writer.append(_rgb(png, width, height))
+        finally:
+            await k.close()
 
     asyncio.run(main())
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, at most ``limit`` characters."""
+    text = " ".join(str(exc).split()) or "no message"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def write_animation(figures: Iterable, path: PathLike, *, fps: float = 2.0, width: int = 1280, height: int = 720,

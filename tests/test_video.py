@@ -223,6 +223,15 @@ def test_save_animation_without_a_browser_is_refused_before_rendering(run_dir, t
     assert list(tmp_path.iterdir()) == [run_dir]
 
 
+@needs_video
+@pytest.mark.skipif(not os.access("/bin/true", os.X_OK), reason="needs /bin/true")
+def test_a_browser_that_is_not_chromium_is_reported_and_leaves_nothing(run_dir, tmp_path):
+    with pytest.raises(RuntimeError, match=r"^the browser /bin/true could not be started to render the frames "
+                                           r"\(\w+\); it must be Chromium or Google Chrome"):
+        load_run(run_dir).save_animation(tmp_path / "v.gif", browser="/bin/true")
+    assert list(tmp_path.iterdir()) == [run_dir]
+
+
 def test_cli_animate_refuses_bad_arguments_in_one_line(run_dir, tmp_path, capsys, no_render):
     assert main(["animate", str(run_dir), str(tmp_path / "v.gif"), "--layer", "nope"]) == 2
     err = capsys.readouterr().err.strip()

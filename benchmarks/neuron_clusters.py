@@ -23,23 +23,13 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 
 import numpy as np
 
-from _common import load_mnist, write_json
-
-
-def best_of(fn, repeat=3):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+from _common import best_of, load_mnist, write_json
 
 
 def planted(n, units, n_classes, groups=8, seed=0):

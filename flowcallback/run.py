@@ -465,18 +465,8 @@ class Run:
         """
         from flowcallback.core import views_figures
 
-        self._last_epoch()
-        if epoch is None:
-            with_means = [e for e in self.epochs if self.views(e) is not None and self.views(e).class_means]
-            if not with_means:
-                raise KeyError(f"{self.path}: no epoch has class means (the run was written by a flowcallback "
-                               "that did not store them)")
-            epoch = with_means[-1]
-        if layer is None:
-            v = self.views(epoch)
-            layer = self._last_layer(v.class_means if v is not None else {}, analysis)
-            if layer is None:
-                raise KeyError(f"epoch {epoch} has no {analysis!r} class means")
+        epoch, layer = self._view_defaults("class_means", "class means", epoch, layer, analysis,
+                                           "the run was written by a flowcallback that did not store them")
         return views_figures.class_means_figure(self.class_means(epoch, layer, analysis, order=order),
                                                 difference=difference, top=top, normalize=normalize, scale=scale,
                                                 title=title)
@@ -490,18 +480,9 @@ class Run:
         """
         from flowcallback.core import views_figures
 
-        self._last_epoch()
-        if epoch is None:
-            having = [e for e in self.epochs if self.views(e) is not None and self.views(e).unit_clusters]
-            if not having:
-                raise KeyError(f"{self.path}: no epoch has neuron clusters (the run was written by a flowcallback "
-                               "that did not store them, or with neuron_clusters=False)")
-            epoch = having[-1]
-        if layer is None:
-            v = self.views(epoch)
-            layer = self._last_layer(v.unit_clusters if v is not None else {}, analysis)
-            if layer is None:
-                raise KeyError(f"epoch {epoch} has no {analysis!r} neuron clusters")
+        epoch, layer = self._view_defaults("unit_clusters", "neuron clusters", epoch, layer, analysis,
+                                           "the run was written by a flowcallback that did not store them, "
+                                           "or with neuron_clusters=False")
         return views_figures.neuron_clusters_figure(self.neuron_clusters(epoch, layer, analysis), title=title)
 
     def projection_figure(self, layer: Optional[str] = None, analysis: str = "activations", *,
@@ -688,6 +669,23 @@ class Run:
                     + "<br><sup>2-D projection; filled: right prediction, open: wrong</sup>")
 
         yield from video.static_frames(fig, title=title)
+
+    def _view_defaults(self, field: str, what: str, epoch: Optional[int], layer: Optional[str], analysis: str,
+                       why: str):
+        """``epoch=None``: the last epoch whose views have ``field`` (``"class_means"``...);
+        ``layer=None``: that epoch's last layer in it. KeyError naming ``what`` where there is none."""
+        self._last_epoch()
+        if epoch is None:
+            having = [e for e in self.epochs if self.views(e) is not None and getattr(self.views(e), field)]
+            if not having:
+                raise KeyError(f"{self.path}: no epoch has {what} ({why})")
+            epoch = having[-1]
+        if layer is None:
+            v = self.views(epoch)
+            layer = self._last_layer(getattr(v, field) if v is not None else {}, analysis)
+            if layer is None:
+                raise KeyError(f"epoch {epoch} has no {analysis!r} {what}")
+        return epoch, layer
 
     def _last_epoch(self) -> int:
         if not self.epochs:

@@ -7,7 +7,7 @@ Markov clustering, and Sankey flows (Plotly).
 from flowcallback._version import __version__
 from flowcallback.core.flows import Column, FlowGraph
 from flowcallback.exceptions import FlowCallbackError, RunFormatError, RunInUseError, SnapshotError
-from flowcallback.run import Run, load_run
+from flowcallback.run import Run, RunSets, load_run
 
 __all__ = [
     "__version__",
@@ -16,6 +16,7 @@ __all__ = [
     "relevance",
     "load_run",
     "Run",
+    "RunSets",
     "FlowGraph",
     "Column",
     "FlowCallbackError",

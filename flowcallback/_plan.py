@@ -323,6 +323,9 @@ def refuse_foreign_files(log_dir) -> None:
     from pathlib import Path
 
     log_dir = Path(log_dir)
+    if os.path.lexists(log_dir / "sets.json"):
+        raise ValueError(f"log_dir: {log_dir} holds a run of several held-out sets (sets.json, one folder per set); "
+                         "pass the same named sets ({name: (x, y)}) to append to it, or use a new log_dir")
     if os.path.lexists(log_dir / "run.json"):
         return
     try:

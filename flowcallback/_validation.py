@@ -3,16 +3,24 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Optional, Sequence, Tuple
+import re
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from flowcallback.core._keras import model_output_shape, static_shape
-from flowcallback.core._schemas import MAX_CLASSES, MAX_LAYERS, MAX_NAME_LENGTH, MAX_SAMPLES
+from flowcallback.core._schemas import (
+    MAX_CLASSES,
+    MAX_LAYERS,
+    MAX_NAME_LENGTH,
+    MAX_SAMPLES,
+    MAX_SETS,
+    RESERVED_SET_NAMES,
+)
 from flowcallback.settings import check_parameter
 
 __all__ = ["check_validation_data", "check_epochs", "labels_from_y", "check_against_model", "output_classes",
-           "binary_threshold", "check_names"]
+           "binary_threshold", "check_names", "named_sets", "check_held_out_sets", "check_one_hot_width"]
 
 
 def _is_dataset(obj) -> bool:
@@ -336,3 +344,129 @@ def check_samples_for_k(k: int, n_samples: int) -> None:
 def check_log_dir(log_dir) -> str:
     """``log_dir`` as a string, checked by its rule in :data:`flowcallback.settings.RUN_CONSTRAINTS`."""
     return os.fspath(check_parameter("log_dir", log_dir))
+
+
+#: A held-out set's name: it names the set's directory under ``log_dir``, so it is a plain file name
+#: on every system (letters, digits, ``_``, ``-``, ``.``; not starting with a dot).
+SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+
+
+def named_sets(validation_data) -> Optional[List[Tuple[object, object]]]:
+    """The ``(name, data)`` pairs of several held-out sets, or None for the single-set form.
+
+    Several sets are a mapping ``{name: data}`` or a list of ``(name, data)`` pairs whose names are
+    strings; anything else (an ``(x, y)`` tuple, a ``tf.data.Dataset``) is one set.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = (np.zeros((4, 3)), [0, 1, 0, 1])
+    >>> [name for name, _ in named_sets({"clean": data, "noisy": data})]
+    ['clean', 'noisy']
+    >>> named_sets(data) is None
+    True
+    """
+    if isinstance(validation_data, Mapping):
+        return list(validation_data.items())
+    if (isinstance(validation_data, list) and validation_data
+            and all(isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)
+                    for item in validation_data)):
+        return [tuple(item) for item in validation_data]
+    return None
+
+
+def _check_set_name(name, seen: dict) -> str:
+    if not isinstance(name, str):
+        raise ValueError(f"validation_data: a held-out set's name must be a string, got {type(name).__name__} "
+                         f"{shown_name(name)}")
+    if not SET_NAME.match(name):
+        raise ValueError(f"validation_data: the held-out set name {shown_name(name)} is not a plain name: it names "
+                         "the set's folder under log_dir, so use 1 to 64 letters, digits, '_', '-' or '.', "
+                         "starting with a letter or digit")
+    if name.lower() in RESERVED_SET_NAMES:
+        raise ValueError(f"validation_data: the held-out set name {name!r} is taken by a run directory's own "
+                         "files; choose another")
+    if name.lower() in seen:
+        raise ValueError(f"validation_data: the held-out set name {name!r} is given twice"
+                         + ("" if seen[name.lower()] == name else f" (as {seen[name.lower()]!r}: names differing "
+                            "only in case would share one folder on macOS and Windows)"))
+    seen[name.lower()] = name
+    return name
+
+
+def shown_name(name) -> str:
+    text = repr(name)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def check_held_out_sets(pairs) -> List[Tuple[str, np.ndarray, np.ndarray]]:
+    """Check several named held-out sets: their names, each set (as :func:`check_validation_data`),
+    and that they fit one model (the same per-sample input shape, the same label layout).
+
+    Parameters
+    ----------
+    pairs : list of (name, data)
+        As :func:`named_sets` returns them.
+
+    Returns
+    -------
+    list of (name, x, y)
+
+    Raises
+    ------
+    ValueError
+        Naming ``validation_data`` (and the set, as ``validation_data['name']``) and what was expected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_held_out_sets([("a", (np.zeros((4, 3)), [0, 1, 0, 1])), ("b", (np.zeros((4, 5)), [0, 1, 0, 1]))])
+    Traceback (most recent call last):
+    ...
+    ValueError: validation_data: the held-out sets must have one per-sample input shape (they go through one \
+model), got (3,) for 'a' and (5,) for 'b'
+    """
+    if not pairs:
+        raise ValueError("validation_data: no held-out set given (an empty mapping or list); pass {name: (x, y)}")
+    if len(pairs) > MAX_SETS:
+        raise ValueError(f"validation_data: {len(pairs)} held-out sets, more than the {MAX_SETS} a run takes")
+    seen: dict = {}
+    out = []
+    for name, data in pairs:
+        name = _check_set_name(name, seen)
+        try:
+            x, y = check_validation_data(data)
+            labels_from_y(y)
+        except ValueError as exc:
+            raise ValueError(set_message(exc, name)) from None
+        out.append((name, x, y))
+    first, x0, y0 = out[0]
+    for name, x, y in out[1:]:
+        if x.shape[1:] != x0.shape[1:]:
+            raise ValueError(f"validation_data: the held-out sets must have one per-sample input shape (they go "
+                             f"through one model), got {x0.shape[1:]} for {first!r} and {x.shape[1:]} for {name!r}")
+        if _one_hot_width(y) not in (None, _one_hot_width(y0)) and _one_hot_width(y0) is not None:
+            raise ValueError(f"validation_data: the held-out sets have different numbers of classes: one-hot labels "
+                             f"of {_one_hot_width(y0)} for {first!r} and {_one_hot_width(y)} for {name!r}")
+    return out
+
+
+def set_message(exc: BaseException, name: str) -> str:
+    """An error about one held-out set's data, naming the set (``validation_data['clean']: ...``);
+    one about another argument (``layers``, ``model``) is left as it is."""
+    text = str(exc)
+    prefix = "validation_data:"
+    return f"validation_data[{name!r}]:{text[len(prefix):]}" if text.startswith(prefix) else text
+
+
+def _one_hot_width(y) -> Optional[int]:
+    y = np.asarray(y)
+    return int(y.shape[1]) if y.ndim == 2 and y.shape[1] > 1 else None
+
+
+def check_one_hot_width(y, n_classes: int) -> None:
+    """Refuse one-hot labels whose width is not the model's number of classes."""
+    width = _one_hot_width(y)
+    if width is not None and width != n_classes:
+        raise ValueError(f"validation_data: one-hot labels of {width} classes, but the model has {n_classes} "
+                         "outputs (classes)")

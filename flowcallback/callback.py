@@ -13,8 +13,8 @@ from flowcallback import _validation as checks
 from flowcallback._fit_guard import FitGuard
 from flowcallback._progress import LiveFigure, SnapshotProgress
 from flowcallback._schedule import BudgetSchedule, Decision
+from flowcallback._sets import SetsSnapshotter, make_snapshotter
 from flowcallback.core import cluster, knn, project
-from flowcallback.pipeline import Snapshotter
 from flowcallback.settings import SnapshotSettings, check_parameter
 
 __all__ = ["FlowCallback", "snapshot"]
@@ -36,8 +36,13 @@ class FlowCallback(tf.keras.callbacks.Callback):
 
     Parameters
     ----------
-    validation_data : (x, y) tuple of arrays, or tf.data.Dataset of (x, y) batches
-        The held-out set. ``y`` holds integer labels or one-hot rows.
+    validation_data : (x, y) tuple of arrays, tf.data.Dataset of (x, y) batches, or named sets
+        The held-out set. ``y`` holds integer labels or one-hot rows. Several sets, named:
+        ``{"clean": (x, y), "tampered": (x2, y2)}`` or a list of ``(name, data)`` pairs. Every
+        snapshot then analyses each set with the same layers and settings, and writes each as an
+        ordinary run in ``log_dir/<name>/``; ``log_dir/index.html`` compares them (one set, or two
+        side by side) and :meth:`flowcallback.RunSets.compare_sets` gives the figures. A name is 1
+        to 64 letters, digits, ``_``, ``-`` or ``.``; the sets share the input shape and classes.
     log_dir : str or path, default="flows"
         Run directory, as for the TensorBoard callback. Reusing it with the same model appends epochs.
     epochs : None, int or list of int, default=None
@@ -196,7 +201,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         self.epochs = checks.check_epochs(epochs)
         self.budget = checks.check_budget(budget, epochs)
         # every setting is checked once, from one table (flowcallback/settings.py)
-        self._snapshotter = Snapshotter(validation_data, log_dir, SnapshotSettings.from_arguments(locals()))
+        self._snapshotter = make_snapshotter(validation_data, log_dir, SnapshotSettings.from_arguments(locals()))
         self.log_dir = str(self._snapshotter.log_dir)
         self._first_epoch_seen = False
         self._guard = FitGuard()
@@ -238,8 +243,9 @@ class FlowCallback(tf.keras.callbacks.Callback):
     @property
     def held_out(self):
         """``(x, labels)``: the held-out set as arrays, as read from ``validation_data`` (a
-        ``tf.data.Dataset`` is read once, at construction), and its integer class labels."""
-        return self._snapshotter.x, self._snapshotter.labels
+        ``tf.data.Dataset`` is read once, at construction), and its integer class labels;
+        ``{name: (x, labels)}`` with several named sets."""
+        return self._snapshotter.held_out
 
     @property
     def lrp_backend(self) -> Optional[str]:
@@ -271,12 +277,16 @@ class FlowCallback(tf.keras.callbacks.Callback):
 
     @property
     def pages(self):
-        """``{epoch: page path}`` of the snapshots written so far (all of them once ``fit`` returns)."""
+        """``{epoch: page path}`` of the snapshots written so far (all of them once ``fit`` returns);
+        ``{epoch: {set: page path}}`` with several named sets."""
+        if isinstance(self._snapshotter, SetsSnapshotter):
+            return {e: {n: str(p) for n, p in by_set.items()} for e, by_set in sorted(self._snapshotter.pages.items())}
         return {e: str(p) for e, p in sorted(self._snapshotter.pages.items())}
 
     @property
     def timings(self):
-        """``{epoch: {stage: seconds}}`` of the snapshots written so far."""
+        """``{epoch: {stage: seconds}}`` of the snapshots written so far; with several named sets,
+        ``{epoch: {"snapshot_seconds": all sets, "sets": {set: {stage: seconds}}}}``."""
         return dict(self._snapshotter.timings)
 
     def _take(self, epoch: int):
@@ -380,7 +390,8 @@ def snapshot(model, validation_data, log_dir, *, epoch: int = 0, verbose: int = 
     Parameters
     ----------
     model : keras.Model
-    validation_data : (x, y) tuple or tf.data.Dataset
+    validation_data : (x, y) tuple, tf.data.Dataset, or named sets
+        As for :class:`~flowcallback.FlowCallback` (``{"clean": (x, y), "other": (x2, y2)}``).
     log_dir : str or path
     epoch : int, default=0
         The epoch number recorded for this snapshot.
@@ -391,7 +402,8 @@ def snapshot(model, validation_data, log_dir, *, epoch: int = 0, verbose: int = 
     Returns
     -------
     pathlib.Path
-        The page written.
+        The page written (with several sets, the page comparing them, ``log_dir/index.html``);
+        None if the snapshot failed.
 
     Examples
     --------
@@ -405,10 +417,13 @@ def snapshot(model, validation_data, log_dir, *, epoch: int = 0, verbose: int = 
                          f"{', '.join(SnapshotSettings.field_names())}")
     verbose = 1 if check_parameter("verbose", verbose) == "auto" else verbose
     settings.setdefault("background", False)
-    snap = Snapshotter(validation_data, log_dir, SnapshotSettings(**settings))
+    snap = make_snapshotter(validation_data, log_dir, SnapshotSettings(**settings))
     try:
         snap.prepare(model)
         snap.progress = SnapshotProgress(verbose, immediate=True)
-        return snap.take(int(epoch))
+        page = snap.take(int(epoch))
     finally:
         snap.close()
+    if isinstance(snap, SetsSnapshotter):
+        return snap.log_dir / "index.html" if all(p is not None for p in page.values()) else None
+    return page

@@ -65,19 +65,49 @@ def tiny_run(log_dir=None) -> Path:
     """
     import tempfile
 
+    log_dir = Path(tempfile.mkdtemp() if log_dir is None else log_dir)
+    return _tiny(log_dir, ((0, [0, 1, 0, 1]), (1, [0, 0, 1, 1])))
+
+
+def _tiny(log_dir: Path, clusters_by_epoch) -> Path:
     import numpy as np
 
     from flowcallback.core import store
     from flowcallback.core.flows import build_flow_graph
 
-    log_dir = Path(tempfile.mkdtemp() if log_dir is None else log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
     store.write_run_info(log_dir, {
         "flowcallback_version": "0", "model": {"name": "demo", "fingerprint": "0"}, "class_names": ["a", "b"],
-        "analyses": ["activations"], "layers": [{"name": "dense", "type": "Dense"}], "config": {}})
-    for epoch, clusters in ((0, [0, 1, 0, 1]), (1, [0, 0, 1, 1])):
+        "analyses": ["activations"], "layers": [{"name": "dense", "type": "Dense"}], "config": {"n_samples": 4}})
+    for epoch, clusters in clusters_by_epoch:
         g = build_flow_graph([("dense", "Dense", np.array(clusters))], [0, 0, 1, 1], [0, 1, 1, 1],
                              class_names=["a", "b"], epoch=epoch)
         store.save_epoch(log_dir, {"activations": g})
+    return log_dir
+
+
+def tiny_sets_run(log_dir=None) -> Path:
+    """A run of two held-out sets, ``clean`` (as :func:`tiny_run`) and ``shuffled`` (whose epoch-1
+    clusters cut across the classes), written without TensorFlow as the callback writes several sets.
+
+    Examples
+    --------
+    >>> import shutil
+    >>> from flowcallback import load_run
+    >>> run = load_run(tiny_sets_run())
+    >>> run.names
+    ['clean', 'shuffled']
+    >>> shutil.rmtree(run.path)
+    """
+    import tempfile
+
+    from flowcallback.core import store
+
+    log_dir = Path(tempfile.mkdtemp() if log_dir is None else log_dir)
+    _tiny(log_dir / "clean", ((0, [0, 1, 0, 1]), (1, [0, 0, 1, 1])))
+    _tiny(log_dir / "shuffled", ((0, [0, 1, 0, 1]), (1, [0, 1, 0, 1])))
+    store.write_sets_info(log_dir, store.sets_info(["clean", "shuffled"], model_name="demo",
+                                                   samples={"clean": 4, "shuffled": 4}))
     return log_dir
 
 

@@ -86,6 +86,13 @@ class Snapshotter:
         self._aborted = False
         self._continuity = stages.Continuity()  # the last snapshot's cluster ids, orders and projections
         self._projection_samples: Optional[np.ndarray] = None  # the projected samples, the same at every epoch
+        self.finished: Dict[int, float] = {}  # perf_counter() when each epoch's snapshot was written
+        self.on_written = None  # called with the epoch once its snapshot is written (several held-out sets)
+
+    @property
+    def held_out(self):
+        """``(x, labels)``: the held-out set as arrays and its integer class labels."""
+        return self.x, self.labels
 
     @property
     def engine(self):
@@ -114,6 +121,7 @@ class Snapshotter:
     def _prepare(self, model) -> None:
         self._aborted, self.model, s = False, model, self.settings
         plan = plan_run(model, self.x, self.labels, s)
+        checks.check_one_hot_width(self.y_raw, plan.n_classes)
         refuse_foreign_files(self.log_dir)  # before anything is written there
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -335,6 +343,9 @@ class Snapshotter:
         self.timings[epoch] = {**{f"{stage}_seconds": t for stage, t in captured.clock.seconds.items()},
                                "snapshot_seconds": seconds}
         self.pages[epoch] = page
+        self.finished[epoch] = time.perf_counter()
+        if self.on_written is not None:
+            self.on_written(epoch)
         note = f"; {self.progress_note}" if self.progress_note else ""
         self.progress.finished(epoch, f"FlowCallback: epoch {epoch} snapshot written to {page} ({seconds:.1f} s{note})")
         return page

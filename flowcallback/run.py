@@ -24,7 +24,7 @@ from flowcallback.core import store
 from flowcallback.core.flows import ANALYSIS_LABELS, EpochViews, FlowGraph
 from flowcallback.exceptions import RunFormatError
 
-__all__ = ["Run", "load_run"]
+__all__ = ["Run", "RunSets", "load_run"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -723,7 +723,172 @@ class Run:
         return f"Run({str(self.path)!r}, epochs={self.epochs})"
 
 
-def load_run(log_dir: PathLike, *, strict: bool = False) -> Run:
+class RunSets:
+    """A run of several held-out sets (``FlowCallback({"clean": (x, y), "tampered": (x2, y2)})``):
+    one ordinary :class:`Run` per set, in the folder named after it, and ``sets.json`` listing them.
+
+    ``run_sets["clean"]`` is that set's :class:`Run`, with everything a run has (flows, metrics, class
+    means, projections, figures). What is about two sets is here: :meth:`compare_sets` and
+    :meth:`class_means_difference`.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    info : dict
+        The content of ``sets.json``.
+
+    Examples
+    --------
+    >>> import shutil
+    >>> from flowcallback.demo import tiny_sets_run
+    >>> run = load_run(tiny_sets_run())
+    >>> run.names, run.epochs
+    (['clean', 'shuffled'], [0, 1])
+    >>> run["clean"].epoch(1).column_names
+    ('dense', 'Prediction', 'Ground truth')
+    >>> run.compare_sets(1, "clean", "shuffled")[["column", "ari_classes_a", "ari_classes_b"]]
+      column  ari_classes_a  ari_classes_b
+    0  dense            1.0           -0.5
+    >>> shutil.rmtree(run.path)
+    """
+
+    def __init__(self, path: PathLike, *, strict: bool = False):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise RunFormatError(f"{self.path}: not a directory")
+        self.info = store.read_sets_info(self.path)
+        self.strict = bool(strict)
+        self._runs: Dict[str, Run] = {}
+
+    @property
+    def names(self) -> List[str]:
+        """The sets' names, in order."""
+        return [entry["name"] for entry in self.info["sets"]]
+
+    def __getitem__(self, name: str) -> Run:
+        if name not in self.names:
+            raise KeyError(f"no held-out set {name!r} in {self.path}; its sets are {self.names}")
+        if name not in self._runs:
+            self._runs[name] = Run(store.set_dir(self.path, name), strict=self.strict)
+        return self._runs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, name) -> bool:
+        return name in self.names
+
+    @property
+    def epochs(self) -> List[int]:
+        """The epochs every set has (complete and readable in each)."""
+        common = None
+        for name in self.names:
+            epochs = set(self[name].epochs)
+            common = epochs if common is None else common & epochs
+        return sorted(common or ())
+
+    @property
+    def page(self) -> Path:
+        """The page comparing the sets (``index.html``)."""
+        return self.path / "index.html"
+
+    def _pair(self, a: Optional[str], b: Optional[str]):
+        if a is None or b is None:
+            if len(self.names) < 2:
+                raise ValueError(f"the run has one held-out set ({self.names[0]!r}): nothing to compare it with")
+            a = a or next(n for n in self.names if n != b)
+            b = b or next(n for n in self.names if n != a)
+        run_a, run_b = self[a], self[b]
+        if run_a.info["model"]["fingerprint"] != run_b.info["model"]["fingerprint"]:
+            raise ValueError(f"the sets {a!r} and {b!r} hold runs of different models: not comparable")
+        return a, b, run_a, run_b
+
+    def layer_metrics(self, analysis: Optional[str] = None):
+        """Every set's :meth:`Run.layer_metrics`, with a ``set`` column first."""
+        import pandas as pd
+
+        parts = [self[n].layer_metrics(analysis).assign(set=n) for n in self.names]
+        table = pd.concat(parts, ignore_index=True)
+        return table[["set"] + [c for c in table.columns if c != "set"]]
+
+    def compare_sets(self, epoch: int, a: Optional[str] = None, b: Optional[str] = None,
+                     analysis: str = "activations"):
+        """Two held-out sets at ``epoch``, compared layer by layer (:func:`flowcallback.core.sets.compare_sets`).
+
+        Parameters
+        ----------
+        epoch : int
+        a, b : str, optional
+            The sets (default: the first two).
+        analysis : {"activations", "lrp"}, default="activations"
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per layer: each set's clusters, ARI and NMI against its classes and purity, the
+            gaps (b minus a: negative where ``b`` separates its classes less), and how the units'
+            class means differ (mean absolute and relative difference, and the unit that differs most).
+        """
+        from flowcallback.core.sets import compare_sets
+
+        a, b, run_a, run_b = self._pair(a, b)
+
+        def means(run):
+            views = run.views(epoch)
+            return {} if views is None else {layer: m for (an, layer), m in views.class_means.items() if an == analysis}
+
+        return compare_sets(run_a.epoch(epoch, analysis), run_b.epoch(epoch, analysis), names=(a, b),
+                            class_means_a=means(run_a), class_means_b=means(run_b))
+
+    def class_means_difference(self, epoch: int, layer: str, a: Optional[str] = None, b: Optional[str] = None,
+                               analysis: str = "activations"):
+        """Each unit's class mean on set ``b`` minus that on set ``a`` at ``epoch`` (DNNViz's
+        difference mode across data sets): classes × units, the classes with samples in both sets.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index: class names; columns: unit index; ``attrs`` names the epoch, layer, analysis and sets.
+        """
+        import pandas as pd
+
+        from flowcallback.core.sets import class_mean_difference
+
+        a, b, run_a, run_b = self._pair(a, b)
+        ma = run_a.class_means(epoch, layer, analysis, order="class")
+        mb = run_b.class_means(epoch, layer, analysis, order="class")
+        difference, rows = class_mean_difference(ma.to_numpy(), mb.to_numpy())
+        df = pd.DataFrame(difference, index=pd.Index([ma.index[i] for i in rows], name="class"),
+                          columns=pd.RangeIndex(difference.shape[1], name="unit"))
+        df.attrs.update(epoch=int(epoch), layer=layer, analysis=analysis, sets=(a, b))
+        return df
+
+    def compare_sets_figure(self, epoch: Optional[int] = None, a: Optional[str] = None, b: Optional[str] = None,
+                            analysis: str = "activations"):
+        """How each layer's clusters follow the classes in both sets (ARI), and the gap: a Plotly figure."""
+        import plotly.graph_objects as go
+
+        if epoch is None:
+            if not self.epochs:
+                raise ValueError(f"{self.path}: no epoch that every set has")
+            epoch = self.epochs[-1]
+        table = self.compare_sets(epoch, a, b, analysis)
+        a, b = (table["set_a"].iloc[0], table["set_b"].iloc[0]) if len(table) else (a, b)
+        fig = go.Figure([go.Scatter(x=table["column"], y=table["ari_classes_a"], mode="lines+markers", name=str(a)),
+                         go.Scatter(x=table["column"], y=table["ari_classes_b"], mode="lines+markers", name=str(b)),
+                         go.Bar(x=table["column"], y=table["ari_gap"], name=f"gap ({b} − {a})", opacity=0.4)])
+        fig.update_layout(title=f"How each layer's clusters follow the classes, epoch {epoch}",
+                          xaxis_title="layer", yaxis_title="ARI against the classes", xaxis_type="category")
+        return fig
+
+    def __repr__(self) -> str:
+        return f"RunSets({str(self.path)!r}, sets={self.names}, epochs={self.epochs})"
+
+
+def load_run(log_dir: PathLike, *, strict: bool = False) -> Run | RunSets:
     """Open a run directory written by :class:`~flowcallback.FlowCallback`.
 
     Parameters
@@ -737,8 +902,9 @@ def load_run(log_dir: PathLike, *, strict: bool = False) -> Run:
 
     Returns
     -------
-    Run
-        Lists the complete, readable epochs (reading each once, when first listed).
+    Run or RunSets
+        Lists the complete, readable epochs (reading each once, when first listed). A run of
+        several held-out sets (``sets.json``) gives a :class:`RunSets`, one :class:`Run` per set.
 
     Raises
     ------
@@ -755,4 +921,7 @@ def load_run(log_dir: PathLike, *, strict: bool = False) -> Run:
     (6, 6)
     >>> shutil.rmtree(run.path)
     """
+    path = Path(log_dir)
+    if not os.path.lexists(path / "run.json") and os.path.lexists(path / store.SETS_FILE):
+        return RunSets(path, strict=strict)
     return Run(log_dir, strict=strict)

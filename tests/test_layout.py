@@ -17,8 +17,8 @@ PACKAGE = Path(flowcallback.__file__).parent
 CORE = Path(flowcallback.core.__file__).parent
 HELPERS = ["_params", "_keras", "_notes", "_priority", "_files", "_npz", "_schemas", "_mcl_kernel"]
 ORDER = HELPERS + ["layergraph", "embed", "aggregate", "neurons", "capture", "outputs", "lrp", "knn", "cluster",
-                   "match", "flows", "metrics", "project", "stages", "history", "compare", "render", "views_figures",
-                   "runpage", "tensorboard", "store"]
+                   "match", "flows", "metrics", "project", "stages", "history", "compare", "sets", "render",
+                   "views_figures", "runpage", "tensorboard", "store"]
 
 
 def _module_name(path: Path) -> str:

@@ -28,6 +28,8 @@ Analysis (pure; :func:`flowcallback.core.stages.analyse` runs it)
 Across epochs
     ``history``: samples moving between clusters over the epochs; confusion over training.
     ``compare``: two epochs compared: per layer ARI and the samples whose cluster changed.
+    ``sets``: two held-out sets of one run compared: per layer the gap in class separation and the
+    difference of the units' class means (DNNViz's difference mode across data sets).
 
 Output
     ``render``: the per-epoch Plotly Sankey figure and page.

@@ -25,7 +25,7 @@ from flowcallback.core._files import _json_bytes, _read_json, _within, shown
 from flowcallback.exceptions import RunFormatError
 
 __all__ = ["check_before_writing", "checked_json", "schema_problem", "validate", "bounds_problem", "MAX_SAMPLES",
-           "MAX_CLASSES", "MAX_LAYERS", "MAX_NAME_LENGTH", "MAX_JSON_BYTES"]
+           "MAX_CLASSES", "MAX_LAYERS", "MAX_NAME_LENGTH", "MAX_JSON_BYTES", "MAX_SETS", "RESERVED_SET_NAMES"]
 
 #: The most held-out samples a snapshot takes (``validation_data``).
 MAX_SAMPLES = 100_000
@@ -35,6 +35,12 @@ MAX_CLASSES = 10_000
 MAX_LAYERS = 4_096
 #: The longest name (model, class, layer, layer type), in characters.
 MAX_NAME_LENGTH = 256
+#: The most held-out sets of one run (``FlowCallback({name: (x, y), ...})``; ``sets.json``).
+MAX_SETS = 16
+#: Names a held-out set cannot take: the files and folders of a run directory, so that a set's folder
+#: is never mistaken for one of them (compared case-insensitively, as macOS and Windows compare names).
+RESERVED_SET_NAMES = frozenset({"graphs", "errors", "tensorboard", "index.html", "run.json", "sets.json",
+                                "plotly.min.js"})
 
 # A name as the writer stores it: up to 4 bytes per character in UTF-8, quotes, indent, key.
 _NAME_BYTES = 4 * MAX_NAME_LENGTH + 64
@@ -51,6 +57,7 @@ MAX_JSON_BYTES = {
     "views-1": 2 * 10_000 * (2 * _NAME_BYTES),
     "metrics-1": 10_000 * (2 * _NAME_BYTES + 1_024),
     "flowgraph-1": 128 * 2**20,
+    "sets-1": 64 * 1_024,
 }
 
 PathLike = Union[str, os.PathLike]

@@ -45,14 +45,15 @@ from flowcallback.core.render import (
     top_classes,
 )
 
-__all__ = ["RunPageState", "run_page_html", "write_run_page", "write_run_page_for", "run_page_html_for", "run_graphs",
+__all__ = ["RunPageState", "sets_page_html", "write_sets_page", "run_page_html", "write_run_page", "write_run_page_for",
+           "run_page_html_for", "run_graphs",
            "run_views", "TEMPLATE_FILES", "MAX_PAGE_UNITS", "PAGE_CLASS_MEAN_VALUES", "PAGE_PROJECTION_POINTS",
            "CONFUSION_MATRIX_CLASSES"]
 
 PathLike = Union[str, os.PathLike]
 
 #: The run page's template files, package data under ``flowcallback/templates``.
-TEMPLATE_FILES = ("run_page.html", "run_page.css", "run_page.js")
+TEMPLATE_FILES = ("run_page.html", "run_page.css", "run_page.js", "sets_page.html", "sets_page.js")
 _PLACEHOLDER = re.compile(r"__(TITLE|DATA|STYLE|SCRIPT)__")
 
 
@@ -596,6 +597,42 @@ def write_run_page(log_dir: PathLike, info: Mapping, graphs: Mapping[int, Mappin
     return path
 
 
+@lru_cache(maxsize=1)
+def _sets_template() -> str:
+    """The sets page's template with the shared style sheet and its script inlined."""
+    style, script = _template("run_page.css"), _template("sets_page.js")
+    if "</style" in style.lower() or "</script" in script.lower() or "<!--" in script:
+        raise ValueError("the sets page's style sheet or script holds text that would close its element")
+    parts = {"STYLE": style, "SCRIPT": script}
+    return _PLACEHOLDER.sub(lambda m: parts.get(m.group(1), m.group(0)), _template("sets_page.html"))
+
+
+def sets_page_html(overview: Mapping, model_name: str) -> str:
+    """The page of a run of several held-out sets: each set's accuracy and layer separation
+    (:func:`flowcallback.core.sets.sets_overview`), the sets flagged as failing, and each set's own
+    run page (``<set>/index.html``) in a frame, one or two side by side, following one epoch slider.
+
+    Examples
+    --------
+    >>> from flowcallback.core.sets import sets_overview
+    >>> page = sets_page_html(sets_overview({"clean": {}, "noisy": {}}, {"clean": 5, "noisy": 5}), "lenet")
+    >>> "held-out sets" in page and '"noisy/index.html"' in page
+    True
+    """
+    values = {"TITLE": html.escape(str(model_name)),
+              "DATA": _json_for_script({**overview, "model": str(model_name)})}
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), _sets_template())
+
+
+def write_sets_page(log_dir: PathLike, overview: Mapping, model_name: str) -> Path:
+    """Write the sets page ``index.html`` into ``log_dir`` (atomically), with ``plotly.min.js`` beside it."""
+    log_dir = Path(log_dir)
+    ensure_plotlyjs(log_dir)
+    path = log_dir / "index.html"
+    atomic_write(path, sets_page_html(overview, model_name).encode("utf-8"))
+    return path
+
+
 class RunPageState:
     """What the run page shows, kept in memory while a run is written, so that each snapshot draws
     only its own epoch and rewrites ``index.html`` without reading the run directory again.
@@ -678,6 +715,14 @@ class RunPageState:
                 self.metrics[int(epoch)] = metrics
             for key in [key for key in self._cache if key[0] == int(epoch)]:
                 del self._cache[key]
+
+    def epoch_metrics(self) -> Dict[int, Tuple[dict, object]]:
+        """``{epoch: (scalars, layer metrics)}`` of the epochs written: the activation graph's scalar
+        metrics (accuracy, loss) and the layer metrics table (as
+        :func:`flowcallback.core.sets.sets_overview` takes them)."""
+        with self._lock:
+            return {e: (dict(graphs["activations"].metrics), self.metrics[e]) for e, graphs in self.graphs.items()
+                    if "activations" in graphs and e in self.metrics}
 
     def add_error(self, key, text: str) -> None:
         """An error recorded for an epoch (or the set-up): appended to what the page shows of it."""

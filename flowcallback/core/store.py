@@ -49,7 +49,7 @@ from flowcallback.core._files import (
 # The file helpers live in _files (the page writers use them too).
 from flowcallback.core._notes import Note, as_note
 from flowcallback.core._npz import load_arrays
-from flowcallback.core._schemas import MAX_JSON_BYTES, check_before_writing, checked_json, validate
+from flowcallback.core._schemas import MAX_JSON_BYTES, RESERVED_SET_NAMES, check_before_writing, checked_json, validate
 from flowcallback.core.flows import ANALYSIS_NAME, MAX_CLASS_MEAN_VALUES, Column, EpochViews, FlowGraph, clean_metric
 from flowcallback.core.neurons import UnitClusters
 from flowcallback.exceptions import RunFormatError
@@ -57,7 +57,8 @@ from flowcallback.exceptions import RunFormatError
 __all__ = ["FORMAT_VERSION", "atomic_write", "ensure_plotlyjs", "remove_stale_temporaries", "graph_to_json",
            "save_epoch", "load_flow_graph", "views_to_json", "load_epoch_views", "write_run_info", "read_run_info",
            "run_info", "epoch_numbers", "epoch_analyses", "read_graph", "read_views", "read_metrics_rows",
-           "read_errors", "epoch_page_name", "check_epoch", "SETUP_ERRORS"]
+           "read_errors", "epoch_page_name", "check_epoch", "SETUP_ERRORS", "SETS_FILE", "sets_info",
+           "write_sets_info", "read_sets_info", "set_dir"]
 
 FORMAT_VERSION = 1
 _EPOCH_DIR = re.compile(r"^epoch_([0-9]{3,})$")
@@ -496,6 +497,53 @@ def run_info(*, model_name: str, fingerprint: str, class_names, analyses, layers
         "columns": dict(columns),
         "config": dict(config),
     }
+
+
+SETS_FILE = "sets.json"
+
+
+def sets_info(names, *, model_name: str, samples: Mapping[str, int]) -> dict:
+    """The description of a run of several held-out sets (``sets.json``, schema ``sets-1``): the
+    sets in order, each an ordinary run directory in the folder named after it.
+
+    Examples
+    --------
+    >>> sets_info(["clean", "noisy"], model_name="m", samples={"clean": 10, "noisy": 10})["sets"]
+    [{'name': 'clean', 'samples': 10}, {'name': 'noisy', 'samples': 10}]
+    """
+    from flowcallback._version import __version__
+
+    return {"format": "flowcallback/sets", "version": FORMAT_VERSION, "flowcallback_version": __version__,
+            "model": {"name": str(model_name)}, "sets": [{"name": n, "samples": int(samples[n])} for n in names]}
+
+
+def write_sets_info(log_dir: PathLike, info: Mapping) -> Path:
+    """Write ``sets.json`` (schema ``sets-1``) atomically; ``ValueError`` (nothing written) if it breaks the schema."""
+    path = Path(log_dir) / SETS_FILE
+    atomic_write(path, check_before_writing(dict(info), "sets-1", path))
+    return path
+
+
+def read_sets_info(log_dir: PathLike) -> dict:
+    """Read and validate ``sets.json``: its schema, then names that are unique (also ignoring case,
+    as folders on macOS and Windows are) and not one of a run directory's own files."""
+    path = _within(log_dir, Path(log_dir) / SETS_FILE)
+    doc = _read_json(path, MAX_JSON_BYTES["sets-1"])
+    validate(doc, "sets-1", path)
+    seen = set()
+    for entry in doc["sets"]:
+        key = entry["name"].lower()
+        if key in seen or key in RESERVED_SET_NAMES:
+            raise RunFormatError(f"{path}: the set name {shown(entry['name'])} is "
+                                 + ("listed twice" if key in seen else "a run directory's own file"))
+        seen.add(key)
+    return doc
+
+
+def set_dir(log_dir: PathLike, name: str) -> Path:
+    """The folder of held-out set ``name`` in a run of several sets; one leading outside ``log_dir``
+    (a symlink) is refused with :class:`~flowcallback.RunFormatError`."""
+    return _within(log_dir, Path(log_dir) / name)
 
 
 # -- reading a run directory, file by file ---------------------------------------------------------

@@ -184,7 +184,19 @@
       Plotly.react("heatmap", hm.data, layout, config);
     }
   }
-  slider.addEventListener("input", function () { state.i = parseInt(slider.value, 10); draw(); });
+  // In the page of several held-out sets each set's page sits in a frame, and the frames show one
+  // epoch: a slider moved here is told to that page, which tells the other frames (postMessage, the
+  // one channel between pages opened from files). Only the parent page is listened to.
+  function tellParent() {
+    if (window.parent !== window) { window.parent.postMessage({flowcallback: "epoch", epoch: epochs[state.i]}, "*"); }
+  }
+  window.addEventListener("message", function (ev) {
+    var m = ev.data;
+    if (ev.source !== window.parent || window.parent === window || !m || m.flowcallback !== "epoch") { return; }
+    var i = epochs.indexOf(m.epoch);
+    if (i >= 0 && i !== state.i) { state.i = i; slider.value = String(i); draw(); }
+  });
+  slider.addEventListener("input", function () { state.i = parseInt(slider.value, 10); draw(); tellParent(); });
   document.getElementById("play").addEventListener("click", function () {
     if (state.timer) { clearInterval(state.timer); state.timer = null; this.textContent = "\u25B6 Play"; return; }
     this.textContent = "\u25A0 Stop";

@@ -1,0 +1,292 @@
+"""Several held-out sets in one run: ``FlowCallback({"clean": (x, y), "tampered": (x2, y2)})``.
+
+Each set is analysed by its own :class:`~flowcallback.pipeline.Snapshotter` with the same model,
+layers and settings, and written as an ordinary run into ``log_dir/<name>/`` (so everything that
+reads one run reads each set: :func:`flowcallback.load_run`, ``flowcallback serve``, TensorBoard's
+Flows dashboard). The sets share the background threads, so one epoch's sets are analysed one after
+the other, never together. ``log_dir`` itself holds ``sets.json`` (the sets, in order) and the page
+that compares them (:func:`flowcallback.core.runpage.write_sets_page`).
+
+Each set has its own relevance engine: LRP runs over that set's samples (with iNNvestigate, one
+worker process per set).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from flowcallback import _validation as checks
+from flowcallback._plan import plan_run
+from flowcallback._threads import SnapshotThreads
+from flowcallback.core import runpage, store
+from flowcallback.core.sets import sets_overview
+from flowcallback.exceptions import RunFormatError, SnapshotError
+from flowcallback.pipeline import Snapshotter
+from flowcallback.settings import SnapshotSettings
+
+__all__ = ["SetsSnapshotter", "make_snapshotter"]
+
+
+def make_snapshotter(validation_data, log_dir, settings: SnapshotSettings):
+    """A :class:`~flowcallback.pipeline.Snapshotter` for one held-out set, or a :class:`SetsSnapshotter`
+    for several named ones (a mapping ``{name: data}`` or a list of ``(name, data)`` pairs)."""
+    pairs = checks.named_sets(validation_data)
+    if pairs is None:
+        return Snapshotter(validation_data, log_dir, settings)
+    return SetsSnapshotter(pairs, log_dir, settings)
+
+
+class SetsSnapshotter:
+    """Runs the snapshots of one model on several named held-out sets, one run directory per set.
+
+    It answers what :class:`~flowcallback.FlowCallback` asks of a :class:`~flowcallback.pipeline.Snapshotter`
+    (``prepare``, ``take``, ``flush``, ``close``, ``abort``, ``busy``, ``timings``...), for all sets together.
+
+    Parameters
+    ----------
+    pairs : list of (name, data)
+        As :func:`flowcallback._validation.named_sets` returns them; checked here.
+    log_dir : str or path
+    settings : SnapshotSettings
+    """
+
+    def __init__(self, pairs, log_dir, settings: SnapshotSettings):
+        checked = checks.check_held_out_sets(pairs)
+        self.log_dir = Path(checks.check_log_dir(log_dir))
+        self.settings = settings
+        self.names: List[str] = [name for name, _, _ in checked]
+        self.threads = SnapshotThreads(background=settings.background, nice=settings.nice)
+        self.members: Dict[str, Snapshotter] = {}
+        for name, x, y in checked:
+            try:
+                member = Snapshotter((x, y), self.log_dir / name, settings)
+            except ValueError as exc:
+                raise ValueError(checks.set_message(exc, name)) from None
+            member.threads = self.threads  # one coordinator: an epoch's sets are analysed one after the other
+            member.on_written = self._written
+            self.members[name] = member
+        self._page_lock = threading.Lock()
+        self._started: Dict[int, float] = {}  # perf_counter() when each epoch's capture began
+        self._order: List[str] = list(self.names)  # sets.json's sets: earlier fits' first, then these
+        self._model_name = ""
+        self._live = None
+        self._others: Dict[str, dict] = {}  # {set: {epoch: (scalars, layer metrics)}} of sets of earlier fits only
+
+    # -- what the callback reads ----------------------------------------------------------------
+    @property
+    def held_out(self) -> dict:
+        """``{name: (x, labels)}`` of each set."""
+        return {name: m.held_out for name, m in self.members.items()}
+
+    @property
+    def first(self) -> Snapshotter:
+        return self.members[self.names[0]]
+
+    @property
+    def lrp_backend(self) -> Optional[str]:
+        return self.first.lrp_backend
+
+    @property
+    def engine(self):
+        return self.first.engine
+
+    @property
+    def aborted(self) -> bool:
+        return any(m.aborted for m in self.members.values())
+
+    @property
+    def disabled(self) -> str:
+        return next((m.disabled for m in self.members.values() if m.disabled), "")
+
+    @property
+    def progress(self):
+        return self.first.progress
+
+    @progress.setter
+    def progress(self, value) -> None:
+        for m in self.members.values():
+            m.progress = value
+
+    @property
+    def live(self):
+        return self._live
+
+    @live.setter
+    def live(self, value) -> None:  # one figure in a notebook: the first set's Sankey
+        self._live = value
+        for name, m in self.members.items():
+            m.live = value if name == self.names[0] else None
+
+    @property
+    def progress_note(self) -> str:
+        return self.first.progress_note
+
+    @progress_note.setter
+    def progress_note(self, value: str) -> None:
+        for m in self.members.values():
+            m.progress_note = value
+
+    @property
+    def pages(self) -> Dict[int, Dict[str, Path]]:
+        """``{epoch: {set: page}}`` of the snapshots written so far."""
+        out: Dict[int, Dict[str, Path]] = {}
+        for name, m in self.members.items():
+            for epoch, page in m.pages.items():
+                out.setdefault(epoch, {})[name] = page
+        return out
+
+    @property
+    def timings(self) -> Dict[int, dict]:
+        """``{epoch: {"snapshot_seconds": wall time of all sets, "sets": {set: its stages}}}`` of the
+        epochs every set has written: the wall time runs from the first set's capture to the last
+        set's end (what the budget counts)."""
+        out = {}
+        for epoch, started in list(self._started.items()):
+            if all(epoch in m.finished for m in self.members.values()):
+                out[epoch] = {"snapshot_seconds": max(m.finished[epoch] for m in self.members.values()) - started,
+                              "sets": {name: dict(m.timings[epoch]) for name, m in self.members.items()}}
+        return out
+
+    @property
+    def busy(self) -> bool:
+        return any(m.busy for m in self.members.values())
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _former_sets(self) -> List[str]:
+        """The sets of ``sets.json`` when appending; refuses a directory holding something else."""
+        if os.path.lexists(self.log_dir / "run.json"):
+            raise ValueError(f"log_dir: {self.log_dir} holds a run of one held-out set (run.json); several named "
+                             "sets are written as one folder each under a new log_dir: use a new or empty log_dir")
+        if not os.path.lexists(self.log_dir / store.SETS_FILE):
+            if os.path.lexists(self.log_dir / "index.html"):
+                raise ValueError(f"log_dir: {self.log_dir} holds index.html, which is not from a flowcallback run "
+                                 "(the directory has no sets.json) and would be overwritten; use a new or empty "
+                                 "log_dir")
+            return []
+        try:
+            return [entry["name"] for entry in store.read_sets_info(self.log_dir)["sets"]]
+        except RunFormatError as exc:
+            raise ValueError(f"log_dir: {self.log_dir} holds a sets.json that cannot be read ({exc}); use a new "
+                             "log_dir, or move it away") from None
+
+    def prepare(self, model) -> None:
+        """Check the top directory, then prepare every set (its plan, run.json, relevance engine);
+        one refused set undoes the others, before training starts."""
+        self._model_name = ""  # set once every set is prepared: the sets page is written from then on
+        former = self._former_sets()
+        for name, member in self.members.items():  # every set is checked against the model before any is written
+            try:
+                with warnings.catch_warnings():  # what the plan warns of, the set's own prepare says once
+                    warnings.simplefilter("ignore")
+                    plan = plan_run(model, member.x, member.labels, self.settings)
+                checks.check_one_hot_width(member.y_raw, plan.n_classes)
+            except ValueError as exc:
+                raise ValueError(checks.set_message(exc, name)) from None
+        prepared = []
+        try:
+            for name, member in self.members.items():
+                try:
+                    member.prepare(model)
+                except ValueError as exc:
+                    raise ValueError(checks.set_message(exc, name)) from None
+                prepared.append(member)
+        except BaseException:
+            for member in prepared:
+                member.abort()
+            raise
+        if self.disabled:
+            return
+        self._model_name = str(getattr(model, "name", "model"))
+        self._order = former + [n for n in self.names if n not in former]
+        self._others = {n: self._read_former(n) for n in former if n not in self.members}
+        samples = {name: len(m.x) for name, m in self.members.items()}
+        try:
+            info = store.sets_info(self._order, model_name=self._model_name,
+                                   samples={n: samples.get(n, self._former_samples(n)) for n in self._order})
+            store.write_sets_info(self.log_dir, info)
+        except (OSError, ValueError) as exc:
+            if self.settings.on_error == "raise":
+                raise SnapshotError(f"log_dir: cannot write {self.log_dir / store.SETS_FILE}: {exc}") from exc
+            warnings.warn(f"FlowCallback: could not write {self.log_dir / store.SETS_FILE}: {exc}", RuntimeWarning,
+                          stacklevel=3)
+        self._write_page()
+
+    def _read_former(self, name: str) -> dict:
+        """What the sets page shows of a set an earlier fit wrote and this one does not analyse."""
+        from flowcallback.run import load_run
+
+        try:
+            run = load_run(store.set_dir(self.log_dir, name))
+            return runpage.RunPageState.from_run(run, run.info).epoch_metrics()
+        except Exception:  # unreadable: listed without epochs (load_run says why)
+            return {}
+
+    def _former_samples(self, name: str) -> int:
+        try:
+            return int(store.read_run_info(self.log_dir / name)["config"].get("n_samples") or 1)
+        except Exception:
+            return 1
+
+    def take(self, epoch: int, *, title_prefix: str = "") -> dict:
+        """Capture every set at ``epoch`` (in the training thread) and hand each to the background;
+        returns ``{set: page, Future of it, or None}``."""
+        self._started[epoch] = time.perf_counter()
+        return {name: m.take(epoch, title_prefix=f"{title_prefix} · {name}" if title_prefix else name)
+                for name, m in self.members.items()}
+
+    def flush(self) -> list:
+        pages, error = [], None
+        for m in self.members.values():
+            try:
+                pages += m.flush()
+            except Exception as exc:  # the other sets are still written
+                error = error or exc
+        if error is not None:
+            raise error
+        return pages
+
+    def close(self) -> None:
+        error = None
+        for m in self.members.values():
+            try:
+                m.close()
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def abort(self) -> None:
+        for m in self.members.values():
+            m.abort()
+
+    def record_schedule(self, summary: dict) -> None:
+        for m in self.members.values():
+            m.record_schedule(summary)
+
+    def rewrite_run_page(self) -> None:
+        for m in self.members.values():
+            m.rewrite_run_page()
+        self._write_page()
+
+    # -- the page of the sets -------------------------------------------------------------------
+    def _written(self, epoch: int) -> None:
+        """A set's snapshot is written (in the background thread): the sets page shows it."""
+        self._write_page()
+
+    def _write_page(self) -> None:
+        if self.disabled or not self._model_name:
+            return
+        with self._page_lock:
+            try:
+                per_set = {name: self.members[name].page.epoch_metrics() if name in self.members
+                           else self._others.get(name, {}) for name in self._order}
+                samples = {name: self._former_samples(name) for name in self._order if name not in self.members}
+                samples.update({name: len(m.x) for name, m in self.members.items()})
+                runpage.write_sets_page(self.log_dir, sets_overview(per_set, samples), self._model_name)
+            except Exception as exc:  # the sets' own files stand
+                warnings.warn(f"FlowCallback: could not rewrite {self.log_dir / 'index.html'}: {exc}", RuntimeWarning,
+                              stacklevel=2)

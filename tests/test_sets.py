@@ -1,0 +1,287 @@
+"""Several held-out sets in one run (issue 22, item 2): every snapshot analyses each set with the
+same model and settings, each set is an ordinary run in its own folder, and the sets are compared."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from flowcallback import FlowCallback, RunFormatError, RunSets, load_run, snapshot
+from flowcallback.core.flows import build_flow_graph
+from flowcallback.core.metrics import layer_metrics
+from flowcallback.core.sets import class_mean_difference, compare_sets, sets_overview
+
+
+def _model(seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(6, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(24, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _flows_conserve(graph, n):
+    flows = graph.flows
+    for j in range(len(graph.columns) - 1):
+        assert flows.loc[flows["source_column"] == j, "count"].sum() == n
+
+
+@pytest.fixture(scope="module")
+def sets_run(tmp_path_factory, digits):
+    """A real fit with two held-out sets of different sizes: the digits, and the digits with their
+    labels permuted (the model cannot follow those classes), one given as a tf.data.Dataset."""
+    import tensorflow as tf
+
+    (x_tr, y_tr), (x_te, y_te) = digits
+    rng = np.random.default_rng(1)
+    shuffled = rng.permutation(y_te[:240])
+    sets = {"clean": (x_te[:300], y_te[:300]),
+            "shuffled": tf.data.Dataset.from_tensor_slices((x_te[:240], shuffled)).batch(50)}
+    log_dir = tmp_path_factory.mktemp("sets") / "run"
+    model = _model()
+    cb = FlowCallback(sets, log_dir=log_dir, budget=None, lrp=True, k=10, verbose=0)
+    model.fit(x_tr, y_tr, epochs=2, batch_size=64, verbose=0, callbacks=[cb])
+    return {"log_dir": log_dir, "callback": cb, "model": model, "shuffled_labels": shuffled, "x": x_te, "y": y_te}
+
+
+def test_each_set_is_an_ordinary_run_with_its_own_samples(sets_run):
+    log_dir, cb = sets_run["log_dir"], sets_run["callback"]
+    info = json.loads((log_dir / "sets.json").read_text())
+    assert [(s["name"], s["samples"]) for s in info["sets"]] == [("clean", 300), ("shuffled", 240)]
+    assert not (log_dir / "run.json").exists() and not (log_dir / "graphs").exists()
+    for name, n in (("clean", 300), ("shuffled", 240)):
+        run = load_run(log_dir / name)  # each set's folder reads as a run of one set
+        assert run.epochs == [0, 1, 2] and run.info["config"]["n_samples"] == n
+        for e in run.epochs:
+            assert run.analyses(e) == ["activations", "lrp"]
+            for analysis in run.analyses(e):
+                _flows_conserve(run.epoch(e, analysis), n)
+    labels = load_run(log_dir / "shuffled").epoch(2).labels
+    np.testing.assert_array_equal(labels, sets_run["shuffled_labels"])  # the tf.data set, read in order
+    assert set(cb.pages) == {0, 1, 2} and all(set(p) == {"clean", "shuffled"} for p in cb.pages.values())
+    assert cb.pages[2]["shuffled"].endswith(os.path.join("shuffled", "epoch_002.html"))
+    assert set(cb.held_out) == {"clean", "shuffled"} and len(cb.held_out["shuffled"][0]) == 240
+    # the budget-free run still times each epoch: all sets' wall time, and each set's stages
+    assert cb.timings[2]["snapshot_seconds"] >= max(t["snapshot_seconds"] for t in cb.timings[2]["sets"].values())
+
+
+def test_a_set_is_analysed_as_the_single_set_form_analyses_it(sets_run, tmp_path):
+    """The clean set of the run of two sets equals a run of that set alone, at the same weights."""
+    model, x, y = sets_run["model"], sets_run["x"], sets_run["y"]
+    alone = snapshot(model, (x[:300], y[:300]), tmp_path / "alone", epoch=2, k=10, verbose=0)
+    both = snapshot(model, {"clean": (x[:300], y[:300]), "half": (x[:100], y[:100])}, tmp_path / "both", epoch=2,
+                    k=10, verbose=0)
+    assert alone == tmp_path / "alone" / "epoch_002.html" and both == tmp_path / "both" / "index.html"
+    one, two = load_run(tmp_path / "alone"), load_run(tmp_path / "both")
+    assert isinstance(two, RunSets) and two.names == ["clean", "half"]
+    for analysis in ("activations", "lrp"):
+        a, b = one.epoch(2, analysis), two["clean"].epoch(2, analysis)
+        np.testing.assert_array_equal(a.assignments, b.assignments)
+        assert a.flows.equals(b.flows)
+    # the single-set form writes what it always wrote: no sets.json, no set folders
+    assert sorted(p.name for p in (tmp_path / "alone").iterdir()) == [
+        ".flowcallback.lock", "epoch_002.html", "graphs", "index.html", "plotly.min.js", "run.json"]
+
+
+def test_compare_sets_gives_each_layers_separation_gap_and_unit_differences(sets_run):
+    run = load_run(sets_run["log_dir"])
+    assert isinstance(run, RunSets) and run.names == ["clean", "shuffled"] and run.epochs == [0, 1, 2]
+    table = run.compare_sets(2, "clean", "shuffled")
+    clean = run["clean"].layer_metrics("activations").query("epoch == 2").set_index("column")
+    other = run["shuffled"].layer_metrics("activations").query("epoch == 2").set_index("column")
+    assert table["column"].tolist() == clean.index.tolist()
+    np.testing.assert_allclose(table["ari_classes_a"], clean.loc[table["column"], "ari_classes"])
+    np.testing.assert_allclose(table["ari_gap"], other.loc[table["column"], "ari_classes"].to_numpy()
+                               - clean.loc[table["column"], "ari_classes"].to_numpy())
+    # permuted labels: the trained model's last layer follows the clean classes, not the permuted ones
+    last = table.iloc[-1]
+    assert last["ari_classes_a"] > 0.3 and last["ari_classes_b"] < 0.1 and last["ari_gap"] < -0.2
+    # the units' class means differ (the same images, grouped by other labels), and by what the heatmaps hold
+    layer = last["column"]
+    diff = run.class_means_difference(2, layer, "clean", "shuffled")
+    expected = (run["shuffled"].class_means(2, layer, order="class").to_numpy()
+                - run["clean"].class_means(2, layer, order="class").to_numpy())
+    np.testing.assert_allclose(diff.to_numpy(), expected)
+    assert last["class_mean_difference"] == pytest.approx(np.abs(expected).mean())
+    assert last["most_different_unit"] == int(np.abs(expected).mean(axis=0).argmax())
+    # a set against itself: no gap, no difference
+    same = run.compare_sets(2, "clean", "clean")
+    assert (same["ari_gap"] == 0).all() and (same["class_mean_difference"] == 0).all()
+    fig = run.compare_sets_figure()
+    assert [t.name for t in fig.data] == ["clean", "shuffled", "gap (shuffled − clean)"]
+    with pytest.raises(KeyError, match=r"no held-out set 'fashion'.*\['clean', 'shuffled'\]"):
+        run.compare_sets(2, "clean", "fashion")
+
+
+def test_the_sets_page_flags_the_set_whose_classes_the_model_does_not_follow(sets_run):
+    from playwright.sync_api import expect
+
+    from browser import open_page
+
+    page_path = sets_run["log_dir"] / "index.html"
+    with open_page(page_path.resolve().as_uri(), wait_for="#separation .main-svg") as (page, errors, blocked):
+        rows = page.locator("#sets-table tbody tr")
+        expect(rows).to_have_count(2)
+        assert rows.nth(0).locator("td").nth(0).inner_text() == "clean"
+        assert "flagged" in (rows.nth(1).get_attribute("class") or "")
+        assert "shuffled" in page.locator("#flagged").inner_text()
+        # one set's page in a frame, drawn; then two side by side
+        frame = page.frame_locator("#frames iframe").first
+        expect(frame.locator(".sankey-node").first).to_be_attached(timeout=30_000)
+        page.check("#mode-two")
+        expect(page.locator("#frames iframe")).to_have_count(2)
+        second = page.frame_locator("#frames iframe").nth(1)
+        expect(second.locator(".sankey-node").first).to_be_attached(timeout=30_000)
+        assert page.locator("#frames iframe").nth(1).get_attribute("src") == "shuffled/index.html"
+        # the epoch slider moves both sets' pages
+        page.locator("#epoch").fill("0")
+        page.locator("#epoch").dispatch_event("input")
+        for k in range(2):
+            expect(page.frame_locator("#frames iframe").nth(k).locator("#epoch-label")).to_have_text("0")
+        # and a set's own slider moves the page and the other set
+        frame.locator("#epoch").fill("1")
+        frame.locator("#epoch").dispatch_event("input")
+        expect(page.locator("#epoch-label")).to_have_text("1")
+        expect(second.locator("#epoch-label")).to_have_text("1")
+    assert errors == [] and blocked == []
+
+
+def test_appending_keeps_the_sets_and_refuses_the_other_form(sets_run, tmp_path, digits):
+    (_, _), (x_te, y_te) = digits
+    model = sets_run["model"]
+    snapshot(model, {"a": (x_te[:100], y_te[:100])}, tmp_path / "r", epoch=1, lrp=False, k=8, verbose=0)
+    snapshot(model, {"b": (x_te[100:200], y_te[100:200])}, tmp_path / "r", epoch=2, lrp=False, k=8, verbose=0)
+    run = load_run(tmp_path / "r")
+    assert run.names == ["a", "b"] and run["a"].epochs == [1] and run["b"].epochs == [2]
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert '"a/index.html"' in page and '"b/index.html"' in page
+    with pytest.raises(ValueError, match=r"^log_dir: .* holds a run of several held-out sets \(sets.json"):
+        snapshot(model, (x_te[:100], y_te[:100]), tmp_path / "r", lrp=False, k=8, verbose=0)
+    snapshot(model, (x_te[:100], y_te[:100]), tmp_path / "single", lrp=False, k=8, verbose=0)
+    with pytest.raises(ValueError, match=r"^log_dir: .* holds a run of one held-out set \(run.json\)"):
+        snapshot(model, {"a": (x_te[:100], y_te[:100])}, tmp_path / "single", lrp=False, k=8, verbose=0)
+
+
+# -- bad input ------------------------------------------------------------------------------------
+def _data(n=40, shape=(8, 8, 1), classes=10):
+    return np.zeros((n, *shape), dtype="float32"), np.arange(n) % classes
+
+
+@pytest.mark.parametrize("sets, message", [
+    ({1: _data()}, r"validation_data: a held-out set's name must be a string, got int 1"),
+    ({"": _data()}, r"validation_data: the held-out set name '' is not a plain name"),
+    ({"../up": _data()}, r"validation_data: the held-out set name '\.\./up' is not a plain name"),
+    ({"a/b": _data()}, r"is not a plain name"),
+    ({".hidden": _data()}, r"is not a plain name"),
+    ({"graphs": _data()}, r"validation_data: the held-out set name 'graphs' is taken by a run directory's own"),
+    ([("a", _data()), ("a", _data())], r"validation_data: the held-out set name 'a' is given twice"),
+    ({"Clean": _data(), "clean": _data()}, r"given twice \(as 'Clean': names differing only in case"),
+    ({}, r"validation_data: no held-out set given"),
+    ({f"s{i}": _data() for i in range(17)}, r"validation_data: 17 held-out sets, more than the 16"),
+    ({"a": _data(), "b": (np.zeros((40, 5)), [0] * 39)}, r"^validation_data\['b'\]: x and y must have the same"),
+    ({"a": _data(), "b": _data(shape=(9, 9, 1))},
+     r"per-sample input shape .* got \(8, 8, 1\) for 'a' and \(9, 9, 1\) for 'b'"),
+    ({"a": (np.zeros((4, 3)), np.eye(4)[[0, 1, 2, 3]]), "b": (np.zeros((4, 3)), np.eye(3)[[0, 1, 2, 0]])},
+     r"different numbers of classes: one-hot labels of 4 for 'a' and 3 for 'b'"),
+])
+def test_bad_sets_are_refused_at_construction(sets, message):
+    with pytest.raises(ValueError, match=message):
+        FlowCallback(sets)
+
+
+def test_a_set_that_does_not_fit_the_model_is_refused_before_training_writes_anything(tmp_path):
+    x, y = _data()
+    bad = (x, np.full(40, 12))
+    model = _model()
+    cb = FlowCallback({"ok": (x, y), "bad": bad}, log_dir=tmp_path / "r", lrp=False, k=5, verbose=0)
+    with pytest.raises(ValueError, match=r"^validation_data\['bad'\]: labels must be in 0\.\.9"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    assert not (tmp_path / "r").exists()
+    five = (x, np.eye(5)[np.arange(40) % 5])
+    cb = FlowCallback({"ok": (x, y), "five": five}, log_dir=tmp_path / "r", lrp=False, k=5, verbose=0)
+    with pytest.raises(ValueError, match=r"^validation_data\['five'\]: one-hot labels of 5 classes, but the model has"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    with pytest.raises(ValueError, match=r"^validation_data: one-hot labels of 5 classes, but the model has 10"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[FlowCallback(five, log_dir=tmp_path / "one", lrp=False, k=5)])
+    assert not (tmp_path / "r").exists()
+
+
+# -- the pure stage -------------------------------------------------------------------------------
+def test_compare_sets_gaps_are_the_metric_differences():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    a = build_flow_graph([("c", "Conv2D", [0, 0, 1, 1, 2, 2]), ("d", "Dense", [0, 0, 1, 1, 2, 2])], y, y, epoch=3)
+    b = build_flow_graph([("c", "Conv2D", [0, 1, 0, 1, 2, 2]), ("d", "Dense", [0, 0, 0, 1, 1, 1])], y, y, epoch=3)
+    means_a = {"d": np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])}
+    means_b = {"d": np.array([[1.0, 0.0], [0.0, 3.0], [np.nan, np.nan]])}
+    table = compare_sets(a, b, names=("x", "y"), class_means_a=means_a, class_means_b=means_b)
+    ma, mb = layer_metrics([a]), layer_metrics([b])
+    np.testing.assert_allclose(table["ari_gap"], mb["ari_classes"] - ma["ari_classes"])
+    np.testing.assert_allclose(table["purity_gap"], mb["purity"] - ma["purity"])
+    assert table["set_a"].unique().tolist() == ["x"] and table["set_b"].unique().tolist() == ["y"]
+    assert np.isnan(table.loc[0, "class_mean_difference"])  # no class means of c
+    # class 2 has no samples in b: left out; units differ by 0 and 2 over classes 0 and 1
+    assert table.loc[1, "class_mean_difference"] == pytest.approx(0.5)
+    assert table.loc[1, "class_mean_relative"] == pytest.approx(2 / np.sqrt(2))
+    assert table.loc[1, "most_different_unit"] == 1
+    with pytest.raises(ValueError, match="different shapes"):
+        class_mean_difference(np.zeros((3, 2)), np.zeros((3, 4)))
+
+
+def test_the_overview_flags_only_sets_far_below_the_best():
+    import pandas as pd
+
+    def m(*aris):
+        return pd.DataFrame({"analysis": "activations", "column": [f"l{i}" for i in range(len(aris))],
+                             "ari_classes": aris, "nmi_classes": aris})
+
+    view = sets_overview({"clean": {0: ({"accuracy": 0.1}, m(0.0, 0.1)), 4: ({"accuracy": 0.95}, m(0.3, 0.9))},
+                          "near": {4: ({"accuracy": 0.9}, m(0.3, 0.5))},
+                          "far": {4: ({"accuracy": 0.1}, m(0.2, 0.3))}}, {"clean": 9, "near": 9, "far": 9})
+    assert view["epochs"] == [0, 4] and view["columns"] == ["l0", "l1"]
+    assert list(view["flagged"]) == [4] and list(view["flagged"][4]) == ["far"]  # 0.3 < 0.45; 0.5 is not
+    assert "ARI 0.30 against 0.90" in view["flagged"][4]["far"]
+    assert 0 not in view["flagged"]  # one set only at epoch 0: nothing to compare with
+
+
+# -- sets.json read as untrusted ------------------------------------------------------------------
+@pytest.mark.parametrize("sets, message", [
+    ([{"name": "a"}, {"name": "A"}], "listed twice"),
+    ([{"name": "graphs"}], "a run directory's own file"),
+    ([{"name": "../outside"}], "does not match"),
+    ([], "should be non-empty|is too short"),
+    ([{"name": f"s{i}"} for i in range(17)], "at sets: 17 items is too many"),
+])
+def test_a_hostile_sets_json_is_refused(tmp_path, sets, message):
+    (tmp_path / "sets.json").write_text(json.dumps({"format": "flowcallback/sets", "version": 1,
+                                                    "flowcallback_version": "x", "sets": sets}))
+    with pytest.raises(RunFormatError, match=message):
+        load_run(tmp_path)
+
+
+def test_a_set_folder_leading_outside_the_run_is_refused(tmp_path):
+    import shutil
+
+    from flowcallback.demo import tiny_run, tiny_sets_run
+
+    root = tiny_sets_run(tmp_path / "r")
+    outside = tiny_run(tmp_path / "elsewhere")
+    shutil.rmtree(root / "shuffled")
+    os.symlink(outside, root / "shuffled")
+    run = load_run(root)
+    assert run["clean"].epochs == [0, 1]
+    with pytest.raises(RunFormatError, match="outside the run directory"):
+        run["shuffled"]
+
+
+
+def test_an_oversized_sets_json_is_refused_by_its_size(tmp_path):
+    from flowcallback.core._schemas import MAX_JSON_BYTES
+
+    (tmp_path / "sets.json").write_text("[" + "0," * MAX_JSON_BYTES["sets-1"] + "0]")
+    with pytest.raises(RunFormatError, match="bytes"):
+        load_run(tmp_path)

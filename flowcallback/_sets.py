@@ -67,6 +67,7 @@ class SetsSnapshotter:
             except ValueError as exc:
                 raise ValueError(checks.set_message(exc, name)) from None
             member.threads = self.threads  # one coordinator: an epoch's sets are analysed one after the other
+            member.set_name = name
             member.on_written = self._written
             self.members[name] = member
         self._page_lock = threading.Lock()
@@ -213,7 +214,8 @@ class SetsSnapshotter:
                 raise SnapshotError(f"log_dir: cannot write {self.log_dir / store.SETS_FILE}: {exc}") from exc
             warnings.warn(f"FlowCallback: could not write {self.log_dir / store.SETS_FILE}: {exc}", RuntimeWarning,
                           stacklevel=3)
-        self._write_page()
+        if any(m.page.graphs for m in self.members.values()) or any(self._others.values()):
+            self._write_page()  # appending: the page shows the sets' earlier epochs (else it comes with the first)
 
     def _read_former(self, name: str) -> dict:
         """What the sets page shows of a set an earlier fit wrote and this one does not analyse."""

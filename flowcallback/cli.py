@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import unicodedata
 from typing import Optional, Sequence
@@ -50,12 +51,21 @@ def _demo(args) -> int:
     return 0
 
 
+def _one_run(run_dir):
+    """The run at ``run_dir``; a run of several held-out sets is refused, naming its sets."""
+    from flowcallback.run import RunSets, load_run
+
+    run = load_run(run_dir)
+    if isinstance(run, RunSets):
+        raise ValueError(f"{run_dir} is a run of several held-out sets ({', '.join(run.names)}): name one, "
+                         f"e.g. {os.path.join(str(run_dir), run.names[0])}")
+    return run
+
+
 def _compare(args) -> int:
     import pandas as pd
 
-    from flowcallback.run import load_run
-
-    run = load_run(args.run_dir)
+    run = _one_run(args.run_dir)
     cmp = run.compare(args.epoch_a, args.epoch_b, analysis=args.analysis)
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         _say(f"{args.run_dir}: epoch {args.epoch_a} -> {args.epoch_b} ({args.analysis})")
@@ -75,11 +85,24 @@ REPORT_SKIPPED = 1
 
 def _report(args) -> int:
     from flowcallback.core import render
-    from flowcallback.core.runpage import write_run_page_for
+    from flowcallback.core.runpage import write_run_page_for, write_sets_page_for
     from flowcallback.core.store import ensure_plotlyjs
-    from flowcallback.run import load_run
+    from flowcallback.exceptions import FlowCallbackError
+    from flowcallback.run import RunSets, load_run
 
     run = load_run(args.run_dir)
+    if isinstance(run, RunSets):  # each set, then the page comparing them
+        status = 0
+        for name in run.names:
+            _say(f"held-out set {name}:")
+            try:
+                status = max(status, _report(argparse.Namespace(run_dir=str(run[name].path))))
+            except (FlowCallbackError, ValueError, OSError) as exc:  # the other sets are still reported
+                _say(f"flowcallback report: held-out set {name}: error: {' '.join(str(exc).splitlines())}",
+                     file=sys.stderr)
+                status = 2
+        _say(f"sets page: {write_sets_page_for(run)}")
+        return status
     # The run directory may come from someone else, and its pages run whatever its plotly.min.js
     # holds: put the package's own copy in place first, before anything else can fail.
     ensure_plotlyjs(run.path)
@@ -94,9 +117,7 @@ def _report(args) -> int:
 
 
 def _animate(args) -> int:
-    from flowcallback.run import load_run
-
-    run = load_run(args.run_dir)
+    run = _one_run(args.run_dir)
     try:
         path = run.save_animation(args.out, view=args.view, layer=args.layer, analysis=args.analysis, fps=args.fps,
                                   width=args.width, height=args.height, browser=args.browser)

@@ -88,6 +88,7 @@ class Snapshotter:
         self._projection_samples: Optional[np.ndarray] = None  # the projected samples, the same at every epoch
         self.finished: Dict[int, float] = {}  # perf_counter() when each epoch's snapshot was written
         self.on_written = None  # called with the epoch once its snapshot is written (several held-out sets)
+        self.set_name: Optional[str] = None  # this set's name, in a run of several held-out sets
 
     @property
     def held_out(self):
@@ -158,6 +159,8 @@ class Snapshotter:
         # a resume with other layers= keeps the earlier epochs' columns listed (load_run checks them)
         listed = {layer["name"] for layer in info_doc["layers"]}
         info_doc["layers"] += [layer for layer in self._former_layers if layer["name"] not in listed]
+        if self.set_name is not None:
+            info_doc["held_out_set"] = self.set_name
         return info_doc
 
     def _resume(self, info_doc: dict, same_samples: bool) -> None:

@@ -51,6 +51,7 @@ MAX_DIRECTORIES = 20_000
 
 #: The file that makes a directory a run (:func:`flowcallback.load_run` reads it first).
 RUN_FILE = "run.json"
+SETS_FILE = "sets.json"
 
 _PAGE_NAME = re.compile(r"^epoch_([0-9]{3,})\.html$")
 #: Files never served raw: a browser would run them (the pages are drawn anew, plotly.js is the package's).
@@ -397,7 +398,7 @@ class RunSite:
         runs = self.run_paths()
         parts = [p for p in path.split("/") if p != ""]
         if not parts and "." not in runs:
-            return self._listing(runs)
+            return self._sets_page(".", runs) if self._is_sets(self.root) else self._listing(runs)
         # the pages and plotly.js are drawn or taken from the package, not read: their directory must be a run
         last = parts[-1] if parts else ""
         made = last in ("index.html", "plotly.min.js") or _PAGE_NAME.match(last) is not None
@@ -408,6 +409,11 @@ class RunSite:
         run = next((r for r in sorted(runs, key=len, reverse=True)
                     if r == "." or rel == r or rel.startswith(r + "/")), None)
         if run is None:
+            if self._is_sets(real) and (last in ("index.html", "plotly.min.js") or path.endswith("/")):
+                return self._plotlyjs() if last == "plotly.min.js" else self._sets_page(rel, runs)
+            if self._is_sets(real) and not made:  # the sets' directory: its page, at an address ending in "/"
+                return Response(301, _headers("text/plain; charset=utf-8", _RAW_POLICY,
+                                              [("Location", quote(parts[-1]) + "/")]))
             return _text(404, "not found (only the files of the runs are served)\n")
         if rel != run:  # a file (or folder) inside the run
             if made or real.suffix.lower() in _ACTIVE_SUFFIXES:
@@ -468,6 +474,37 @@ class RunSite:
             return _text(500, f"flowcallback: this run cannot be read: {' '.join(str(exc).split())}\n")
         return self._page(page.decode("utf-8"), etag)
 
+    @staticmethod
+    def _is_sets(directory: Path) -> bool:
+        """Whether ``directory`` holds a run of several held-out sets (a regular ``sets.json``, no ``run.json``)."""
+        sets_file = directory / SETS_FILE
+        return (os.path.isfile(sets_file) and not os.path.islink(sets_file)
+                and not os.path.lexists(directory / RUN_FILE))
+
+    def _sets_page(self, rel: str, runs: List[str]) -> Response:
+        """The page comparing the held-out sets of the run at ``rel``, drawn from the sets' runs as
+        they are now (each set's own page, in its frame, refreshes itself)."""
+        from flowcallback.core import store
+        from flowcallback.core.runpage import run_epoch_metrics, sets_page_html
+        from flowcallback.core.sets import sets_overview
+
+        try:
+            info = store.read_sets_info(self.root / rel)
+            per_set, samples = {}, {}
+            for entry in info["sets"]:
+                name = entry["name"]
+                child = name if rel == "." else f"{rel}/{name}"
+                samples[name] = int(entry.get("samples") or 0)
+                per_set[name] = {}
+                if child not in runs:
+                    continue
+                with self._entry(child).lock:
+                    per_set[name] = run_epoch_metrics(self._run(child))
+            body = sets_page_html(sets_overview(per_set, samples), str((info.get("model") or {}).get("name", "")))
+        except Exception as exc:
+            return _text(500, f"flowcallback: this run of held-out sets cannot be read: {' '.join(str(exc).split())}\n")
+        return self._page(body, f'"{hashlib.sha256(body.encode("utf-8")).hexdigest()[:32]}"')
+
     def _epoch_page(self, rel: str, epoch: int, method: str) -> Response:
         from flowcallback.core import render
 
@@ -487,6 +524,12 @@ class RunSite:
         """The site's root when it is not a run: every run, linked, with the error of those that
         cannot be read (names are HTML-escaped; no script)."""
         rows = []
+        sets_dirs = sorted({str(PurePosixPath(r).parent) for r in runs if r != "."}
+                           - set(runs), key=lambda r: (r != ".", r))
+        for rel in sets_dirs:
+            if self._is_sets(self.root / rel):
+                url = "index.html" if rel == "." else "/".join(quote(p) for p in rel.split("/")) + "/index.html"
+                rows.append(f'<li><a href="{html.escape(url)}">{html.escape(rel)}</a> (held-out sets, compared)</li>')
         for item in self.runs():
             name = html.escape(item["path"])
             if item["error"]:

@@ -49,6 +49,7 @@ def sets_run(tmp_path_factory, digits):
     return {"log_dir": log_dir, "callback": cb, "model": model, "shuffled_labels": shuffled, "x": x_te, "y": y_te}
 
 
+@pytest.mark.both
 def test_each_set_is_an_ordinary_run_with_its_own_samples(sets_run):
     log_dir, cb = sets_run["log_dir"], sets_run["callback"]
     info = json.loads((log_dir / "sets.json").read_text())
@@ -194,6 +195,7 @@ def test_bad_sets_are_refused_at_construction(sets, message):
         FlowCallback(sets)
 
 
+@pytest.mark.both
 def test_a_set_that_does_not_fit_the_model_is_refused_before_training_writes_anything(tmp_path):
     x, y = _data()
     bad = (x, np.full(40, 12))
@@ -285,3 +287,103 @@ def test_an_oversized_sets_json_is_refused_by_its_size(tmp_path):
     (tmp_path / "sets.json").write_text("[" + "0," * MAX_JSON_BYTES["sets-1"] + "0]")
     with pytest.raises(RunFormatError, match="bytes"):
         load_run(tmp_path)
+
+
+def test_serve_draws_the_sets_page_and_each_sets_page_live(sets_run, tmp_path):
+    """``flowcallback serve`` on a directory holding the run of two sets: the listing links the sets'
+    page, which is drawn from the sets' runs and shows their pages in frames, under the page policy."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from playwright.sync_api import expect
+    from test_live import _get, _wait_for_line
+
+    from browser import open_page
+
+    logs = tmp_path / "logs"
+    shutil.copytree(sets_run["log_dir"], logs / "run")
+    (logs / "run" / "index.html").unlink()  # the served page is drawn, not read
+    exe = Path(sys.executable).with_name("flowcallback")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "flowcallback.cli"]
+    proc = subprocess.Popen(cmd + ["serve", str(logs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(_wait_for_line(proc, r"http://127\.0\.0\.1:(\d+)/").group(1))
+        status, _, body = _get(port, "/")
+        assert status == 200 and b'href="run/index.html"' in body and b"run/clean" in body
+        assert _get(port, "/run")[0] == 301
+        status, headers, body = _get(port, "/run/")
+        assert status == 200 and b'"clean/index.html"' in body and "frame-ancestors 'self'" in headers[
+            "content-security-policy"]
+        assert _get(port, "/run/plotly.min.js")[0] == 200 and _get(port, "/run/sets.json")[0] == 404
+        base = f"http://127.0.0.1:{port}/"
+        with open_page(base + "run/index.html", allow=(base,), wait_for="#separation .main-svg") as (page, errors,
+                                                                                                    blocked):
+            expect(page.locator("#sets-table tbody tr")).to_have_count(2)
+            page.check("#mode-two")
+            for k in range(2):
+                frame = page.frame_locator("#frames iframe").nth(k)
+                expect(frame.locator(".sankey-node").first).to_be_attached(timeout=30_000)
+                expect(frame.locator("#live-status")).to_contain_text("live")
+        assert errors == [] and blocked == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_command_line_reports_each_set_and_names_them_where_one_is_needed(sets_run, tmp_path, capsys):
+    import shutil
+
+    from flowcallback.cli import main
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(sets_run["log_dir"], run_dir)
+    for page in [run_dir / "index.html", run_dir / "clean" / "epoch_001.html", run_dir / "shuffled" / "index.html"]:
+        page.unlink()
+    assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "held-out set clean:" in out and "held-out set shuffled:" in out and "sets page:" in out
+    assert (run_dir / "clean" / "epoch_001.html").exists() and (run_dir / "shuffled" / "index.html").exists()
+    page = (run_dir / "index.html").read_text()
+    data = json.loads(page.split('<script type="application/json" id="sets-data">')[1].split("</script>")[0])
+    assert data["epochs"] == [0, 1, 2] and [s["name"] for s in data["sets"]] == ["clean", "shuffled"]
+    assert list(data["flagged"]["2"]) == ["shuffled"]
+    assert main(["compare", str(run_dir), "1", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "is a run of several held-out sets (clean, shuffled): name one, e.g." in err
+    assert main(["compare", str(run_dir / "clean"), "1", "2"]) == 0
+
+
+def test_the_example_states_the_failed_set_and_the_tampered_class_in_numbers(tmp_path, digits, capsys):
+    """examples/held_out_sets.py end to end, on 28 x 28 images made from scikit-learn's digits (the
+    MNIST stand-in) and their negatives (a set the model was not trained for)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "held_out_sets", Path(__file__).resolve().parent.parent / "examples" / "held_out_sets.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    (x_tr, y_tr), (x_te, y_te) = digits
+
+    def as_28(x):  # 8 x 8 in [0, 1] -> 28 x 28 in 0..255, as keras.datasets stores MNIST
+        big = np.kron(x[..., 0], np.ones((3, 3)))
+        return (np.pad(big, ((0, 0), (2, 2), (2, 2))) * 255).astype("uint8")
+
+    # the training images twelve times over: enough steps for the backdoor to be learned in a few epochs
+    x_tr, y_tr = np.concatenate([x_tr] * 12), np.concatenate([y_tr] * 12)
+    np.savez(tmp_path / "digits.npz", x_train=as_28(x_tr), y_train=y_tr, x_test=as_28(x_te), y_test=y_te)
+    np.savez(tmp_path / "negative.npz", x_train=255 - as_28(x_tr), y_train=y_tr, x_test=255 - as_28(x_te),
+             y_test=y_te)
+    example.main(["--mnist", str(tmp_path / "digits.npz"), "--fashion", str(tmp_path / "negative.npz"),
+                  "--log-dir", str(tmp_path / "flows"), "--epochs", "4", "--samples", "300", "--share", "0.2"])
+    out = capsys.readouterr().out
+    assert "fashion: accuracy" in out and "flagged on the page: its last layer's clusters follow" in out
+    assert "The model fails on Fashion-MNIST: every layer's clusters" in out
+    to_zero = {name: float(share) for name, share in
+               __import__("re").findall(r"  (clean|tampered): ([0-9.]+)% of class 7 predicted as 0", out)}
+    assert to_zero["clean"] < 10 and to_zero["tampered"] > 50, out
+    assert "The layers that react to the pattern" in out
+    run = load_run(tmp_path / "flows" / "tampered")
+    assert isinstance(run, RunSets) and run.names == ["clean", "tampered"] and run.epochs == [0, 1, 2, 3, 4]

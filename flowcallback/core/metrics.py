@@ -6,14 +6,14 @@ scikit-learn provides the clustering scores (NMI, ARI), as the reference impleme
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, List, Tuple
 
 import numpy as np
 import pandas as pd
 
 from flowcallback.core.flows import FlowGraph
 
-__all__ = ["layer_metrics", "class_profiles", "METRIC_COLUMNS"]
+__all__ = ["layer_metrics", "class_profiles", "class_separation", "METRIC_COLUMNS"]
 
 METRIC_COLUMNS = [
     "epoch", "analysis", "column_index", "column", "layer_type", "n_clusters",
@@ -68,6 +68,54 @@ def layer_metrics(graphs: Iterable[FlowGraph]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
+def _separation_shares(graph: FlowGraph, purity: float) -> Tuple[List[int], np.ndarray]:
+    """The layer columns, and per class and layer column the share of the class's samples that sit
+    in clusters dominated by it (NaN for a class without samples)."""
+    layer_cols = [j for j, c in enumerate(graph.columns) if c.kind == "layer"]
+    n_classes = len(graph.class_names)
+    shares = np.full((n_classes, len(layer_cols)), np.nan)
+    for p, j in enumerate(layer_cols):
+        a = graph.assignments[:, j]
+        _, inv = np.unique(a, return_inverse=True)
+        inv = inv.ravel()
+        table = np.zeros((inv.max() + 1, n_classes), dtype=np.int64)
+        np.add.at(table, (inv, graph.labels), 1)
+        share = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
+        totals = table.sum(axis=0)
+        for c in np.flatnonzero(totals):
+            shares[c, p] = table[share[:, c] > purity, c].sum() / totals[c]
+    return layer_cols, shares
+
+
+def class_separation(graph: FlowGraph, *, purity: float = 0.5) -> pd.DataFrame:
+    """How well each class is separated at each layer: the share of its samples that sit in
+    clusters it dominates (more than ``purity`` of the cluster's samples are of the class).
+
+    1 when the class has clusters of its own; near 0 when its samples are spread over clusters of
+    other classes. :func:`class_profiles` calls a class separated where this reaches ``coverage``.
+
+    Returns
+    -------
+    DataFrame
+        One row per (layer column, class): ``column_index``, ``column``, ``class``, ``class_name``,
+        ``separation`` (NaN for a class without samples).
+
+    Examples
+    --------
+    >>> from flowcallback.core.flows import build_flow_graph
+    >>> g = build_flow_graph([("d", "Dense", [0, 0, 1, 1, 1, 1])], [0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2])
+    >>> class_separation(g)["separation"].tolist()
+    [1.0, 0.0, 0.0]
+    """
+    if not 0 <= purity < 1:
+        raise ValueError(f"purity must be in [0, 1), got {purity}")
+    layer_cols, shares = _separation_shares(graph, purity)
+    rows = [{"column_index": j, "column": graph.columns[j].name, "class": c, "class_name": graph.class_names[c],
+             "separation": float(shares[c, p])}
+            for p, j in enumerate(layer_cols) for c in range(len(graph.class_names))]
+    return pd.DataFrame(rows, columns=["column_index", "column", "class", "class_name", "separation"])
+
+
 def class_profiles(graph: FlowGraph, *, purity: float = 0.5, coverage: float = 0.8) -> pd.DataFrame:
     """When each class becomes separated, layer by layer.
 
@@ -91,22 +139,10 @@ def class_profiles(graph: FlowGraph, *, purity: float = 0.5, coverage: float = 0
     """
     if not 0 <= purity < 1 or not 0 < coverage <= 1:
         raise ValueError(f"purity must be in [0, 1) and coverage in (0, 1], got {purity} and {coverage}")
-    layer_cols = [j for j, c in enumerate(graph.columns) if c.kind == "layer"]
+    layer_cols, shares = _separation_shares(graph, purity)
     n_classes = len(graph.class_names)
-    sep = np.zeros((n_classes, len(layer_cols)), dtype=bool)
-    for p, j in enumerate(layer_cols):
-        a = graph.assignments[:, j]
-        _, inv = np.unique(a, return_inverse=True)
-        inv = inv.ravel()
-        table = np.zeros((inv.max() + 1, n_classes), dtype=np.int64)
-        np.add.at(table, (inv, graph.labels), 1)
-        share = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
-        for c in range(n_classes):
-            total = table[:, c].sum()
-            if total == 0:
-                continue
-            in_dominated = table[share[:, c] > purity, c].sum()
-            sep[c, p] = in_dominated / total >= coverage
+    with np.errstate(invalid="ignore"):
+        sep = np.nan_to_num(shares, nan=-1.0) >= coverage
     rows = []
     for c in range(n_classes):
         s = sep[c]

@@ -45,7 +45,8 @@ from flowcallback.core.render import (
     top_classes,
 )
 
-__all__ = ["RunPageState", "sets_page_html", "write_sets_page", "run_page_html", "write_run_page", "write_run_page_for",
+__all__ = ["RunPageState", "sets_page_html", "write_sets_page", "write_sets_page_for", "run_epoch_metrics",
+           "run_page_html", "write_run_page", "write_run_page_for",
            "run_page_html_for", "run_graphs",
            "run_views", "TEMPLATE_FILES", "MAX_PAGE_UNITS", "PAGE_CLASS_MEAN_VALUES", "PAGE_PROJECTION_POINTS",
            "CONFUSION_MATRIX_CLASSES"]
@@ -499,6 +500,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
     analyses = list(info.get("analyses", ["activations"]))
     class_names = list(info["class_names"])
     model_name = info["model"]["name"]
+    held_out = f"held-out set {info['held_out_set']} · " if isinstance(info.get("held_out_set"), str) else ""
     figures, other_flows, profiles, metric_rows, acc, loss, confusions = {}, {}, {}, [], [], [], {}
     for e in epochs:
         by_analysis = graphs[e]
@@ -539,7 +541,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
         return shorten(text.splitlines()[-1], 300) if text else "error"
 
     data = {
-        "title": f"{model_name} · {len(slider)} snapshot(s)",
+        "title": f"{model_name} · {held_out}{len(slider)} snapshot(s)",
         "epochs": slider, "analyses": analyses, "labels": ANALYSIS_LABELS,
         "heatmaps": heatmaps, "curves": _curves(epochs, acc, loss), "profiles": profiles,
         "across": across, "training": training, "class_names": class_names,
@@ -631,6 +633,31 @@ def write_sets_page(log_dir: PathLike, overview: Mapping, model_name: str) -> Pa
     path = log_dir / "index.html"
     atomic_write(path, sets_page_html(overview, model_name).encode("utf-8"))
     return path
+
+
+def run_epoch_metrics(run) -> Dict[int, Tuple[dict, object]]:
+    """``{epoch: (scalars, layer metrics)}`` of a loaded run's epochs with activations: what
+    :func:`flowcallback.core.sets.sets_overview` takes of each set."""
+    table = run.layer_metrics()
+    return {e: (dict(run.epoch(e).metrics), table[table["epoch"] == e])
+            for e in run.epochs if "activations" in run.analyses(e)}
+
+
+def write_sets_page_for(run_sets) -> Path:
+    """Write the sets page of a run of several held-out sets opened with :func:`flowcallback.load_run`
+    (a :class:`flowcallback.RunSets`); a set that cannot be read is listed without epochs."""
+    from flowcallback.core.sets import sets_overview
+
+    per_set, samples = {}, {}
+    for entry in run_sets.info["sets"]:
+        name = entry["name"]
+        samples[name] = int(entry.get("samples") or 0)
+        try:
+            per_set[name] = run_epoch_metrics(run_sets[name])
+        except Exception:  # its own report says why
+            per_set[name] = {}
+    model = str((run_sets.info.get("model") or {}).get("name", ""))
+    return write_sets_page(run_sets.path, sets_overview(per_set, samples), model)
 
 
 class RunPageState:

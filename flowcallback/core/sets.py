@@ -195,7 +195,7 @@ def sets_overview(sets: Mapping[str, Mapping[int, Tuple[Mapping, pd.DataFrame]]]
         best = max(known, key=known.get)
         if known[best] <= 0.2:
             continue
-        flagged = {n: (f"its last layer's clusters follow its classes much less than {best!r}'s "
+        flagged = {n: (f"its last layer's clusters follow its classes much less than those of {best!r} "
                        f"(ARI {v:.2f} against {known[best]:.2f})")
                    for n, v in known.items() if v < FAILING_SHARE * known[best]}
         if flagged:

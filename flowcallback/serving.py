@@ -327,6 +327,37 @@ class RunSite:
             out.append(item)
         return out
 
+    def sets(self, runs: Optional[List[str]] = None) -> List[dict]:
+        """One dict per run of several held-out sets under :attr:`root` (a directory with ``sets.json``
+        holding runs): ``path``, ``url`` (of the page comparing the sets), ``model``, ``sets`` (names),
+        ``epochs`` (those every readable set has), ``skipped`` (0) and ``error``."""
+        runs = self.run_paths() if runs is None else runs
+        parents = {str(PurePosixPath(r).parent) for r in runs if r != "."} - set(runs)
+        out = []
+        for rel in sorted(parents, key=lambda r: (r != ".", r)):
+            if not self._is_sets(self.root / rel):
+                continue
+            url = "index.html" if rel == "." else "/".join(quote(p) for p in rel.split("/")) + "/index.html"
+            item = {"path": rel, "url": url, "model": None, "sets": [], "epochs": [], "skipped": 0, "error": None}
+            try:
+                from flowcallback.core import store
+
+                info = store.read_sets_info(self.root / rel)
+                item.update(model=str((info.get("model") or {}).get("name", "")),
+                            sets=[entry["name"] for entry in info["sets"]])
+                common = None
+                for name in item["sets"]:
+                    child = name if rel == "." else f"{rel}/{name}"
+                    if child in runs:
+                        with self._entry(child).lock:
+                            epochs = set(self._run(child).epochs)
+                        common = epochs if common is None else common & epochs
+                item["epochs"] = sorted(common or ())
+            except Exception as exc:
+                item["error"] = " ".join(str(exc).split())[:500] or type(exc).__name__
+            out.append(item)
+        return out
+
     def _entry(self, rel: str) -> _RunEntry:
         with self._lock:
             if rel not in self._entries:
@@ -524,12 +555,13 @@ class RunSite:
         """The site's root when it is not a run: every run, linked, with the error of those that
         cannot be read (names are HTML-escaped; no script)."""
         rows = []
-        sets_dirs = sorted({str(PurePosixPath(r).parent) for r in runs if r != "."}
-                           - set(runs), key=lambda r: (r != ".", r))
-        for rel in sets_dirs:
-            if self._is_sets(self.root / rel):
-                url = "index.html" if rel == "." else "/".join(quote(p) for p in rel.split("/")) + "/index.html"
-                rows.append(f'<li><a href="{html.escape(url)}">{html.escape(rel)}</a> (held-out sets, compared)</li>')
+        for item in self.sets(runs):
+            name = html.escape(item["path"])
+            if item["error"]:
+                rows.append(f'<li class="bad"><b>{name}</b>: cannot be read: {html.escape(item["error"])}</li>')
+            else:
+                rows.append(f'<li><a href="{html.escape(item["url"])}">{name}</a> (held-out sets '
+                            f'{html.escape(", ".join(item["sets"]))}, compared)</li>')
         for item in self.runs():
             name = html.escape(item["path"])
             if item["error"]:

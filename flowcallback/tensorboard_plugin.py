@@ -84,7 +84,7 @@ class FlowsPlugin(base_plugin.TBPlugin):
     @wrappers.Request.application
     def _serve_runs(self, request):
         site = self._get_site()
-        runs = site.runs() if site is not None else []
+        runs = site.sets() + site.runs() if site is not None else []  # the pages comparing held-out sets first
         return wrappers.Response(json.dumps(runs), content_type="application/json",
                                  headers=[("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-cache")])
 

@@ -387,3 +387,46 @@ def test_the_example_states_the_failed_set_and_the_tampered_class_in_numbers(tmp
     assert "The layers that react to the pattern" in out
     run = load_run(tmp_path / "flows" / "tampered")
     assert isinstance(run, RunSets) and run.names == ["clean", "tampered"] and run.epochs == [0, 1, 2, 3, 4]
+
+
+def test_tensorboard_lists_the_sets_page_before_the_sets_runs(sets_run, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("tensorboard")
+    from test_live import _free_port, _get
+
+    logs = tmp_path / "logs"
+    shutil.copytree(sets_run["log_dir"], logs / "run")
+    (logs / "broken").mkdir()
+    (logs / "broken" / "sets.json").write_text("{")
+    (logs / "broken" / "a").mkdir()
+    shutil.copy(logs / "run" / "clean" / "run.json", logs / "broken" / "a" / "run.json")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logs), "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if _get(port, "/data/plugins_listing")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "TensorBoard did not start"
+            time.sleep(0.5)
+        status, _, body = _get(port, "/data/plugin/flows/runs")
+        listed = json.loads(body)
+        assert [r["path"] for r in listed] == ["broken", "run", "broken/a", "run/clean", "run/shuffled"]
+        sets = {r["path"]: r for r in listed[:2]}
+        assert sets["run"]["sets"] == ["clean", "shuffled"] and sets["run"]["epochs"] == [0, 1, 2]
+        assert sets["run"]["url"] == "run/index.html" and sets["run"]["error"] is None
+        assert "invalid JSON" in sets["broken"]["error"]
+        status, _, body = _get(port, "/data/plugin/flows/site/run/index.html")
+        assert status == 200 and b'id="sets-data"' in body
+        assert _get(port, "/data/plugin/flows/site/broken/index.html")[0] == 500
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

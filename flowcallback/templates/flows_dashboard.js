@@ -67,7 +67,8 @@ export async function render() {
         b.textContent = name;
         b.addEventListener("click", () => show(run));
         const epochs = Array.isArray(run.epochs) ? run.epochs.length : 0;
-        li.append(b, doc.createTextNode(" " + String(run.model) + ", " + epochs + " snapshot(s)"));
+        const sets = Array.isArray(run.sets) ? " (held-out sets " + run.sets.map(String).join(", ") + ", compared)" : "";
+        li.append(b, doc.createTextNode(" " + String(run.model) + ", " + epochs + " snapshot(s)" + sets));
       }
       list.appendChild(li);
     });

@@ -56,7 +56,7 @@ def build_graphs(samples=10_000, k=100):
     graphs = {}
 
     def record(vectors, k, inflation, index="auto", backend="fast", n_threads=None, *, clock=None, analysis=None,
-               layer=None):  # cluster_layer's signature: build the graph as it does, keep it, cluster nothing
+               layer=None, knn_backend="faiss"):  # cluster_layer's signature: build the graph, keep it, no MCL
         v = np.asarray(vectors)
         zero, bad = special_rows(v)
         sub = np.ascontiguousarray(v[~(zero | bad)], dtype=np.float32)

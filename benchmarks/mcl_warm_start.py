@@ -56,7 +56,7 @@ def build(out_dir, epochs=3, samples=10_000, k=100):
     graphs = {}
 
     def record(vectors, k, inflation, index="auto", backend="fast", n_threads=None, *, clock=None, analysis=None,
-               layer=None):
+               layer=None, knn_backend="faiss"):
         v = np.asarray(vectors)
         zero, bad = special_rows(v)
         sub = np.ascontiguousarray(v[~(zero | bad)], dtype=np.float32)

@@ -18,7 +18,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from flowcallback import _validation as checks
-from flowcallback.core import capture, knn, store
+from flowcallback.core import capture, cluster, knn, store
 from flowcallback.core._notes import Note, info
 from flowcallback.core.flows import RESERVED_COLUMNS
 from flowcallback.core.lrp import engines as lrp_engines
@@ -55,6 +55,8 @@ class RunPlan:
     column_names : mapping of layer name to column name
         The columns' names where they are not the layers' own: a run resumed with the same model
         rebuilt (other automatic names) keeps the run's names (:func:`resume`).
+    engines : Engines
+        The kNN and MCL backends, resolved (:func:`flowcallback.core.cluster.choose_engines`).
     """
 
     columns: capture.ColumnChoice
@@ -68,6 +70,7 @@ class RunPlan:
     lrp_backend: Optional[str]
     lrp_unavailable: str
     column_names: Mapping[str, str] = field(default_factory=dict)
+    engines: cluster.Engines = cluster.Engines("faiss", "fast", "", "")
 
     @property
     def layer_names(self) -> Tuple[str, ...]:
@@ -225,12 +228,13 @@ def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSetting
     k = knn.resolve_k(settings.k, len(x), n_classes)
     given = None if settings.class_names is None else list(settings.class_names)
     n_classes, class_names = checks.check_against_model(model, x, labels, given, k)
+    engines = cluster.choose_engines(settings.mcl_backend, settings.knn_backend)  # the run page shows engines.note
     unavailable = lrp_engines.unavailable_reason(model) if settings.lrp else ""
     backend = (lrp_engines.choose_backend(settings.lrp_backend, model)
                if settings.lrp and not unavailable else None)
     return RunPlan(columns=columns, layer_types=capture.layer_types(model, names), notes=tuple(notes),
                    column_notes=dict(column_notes), n_classes=n_classes, class_names=tuple(class_names), k=k,
-                   binary_threshold=threshold, lrp_backend=backend, lrp_unavailable=unavailable)
+                   binary_threshold=threshold, lrp_backend=backend, lrp_unavailable=unavailable, engines=engines)
 
 
 def _positions(model, layer_names) -> list:
@@ -250,7 +254,11 @@ def run_description(model, plan: RunPlan, settings: SnapshotSettings, n_samples:
         "index": settings.index,
         "reduce": settings.reduce,
         "dim": settings.dim,
-        "mcl_backend": settings.mcl_backend,
+        "mcl_backend": plan.engines.mcl,
+        "knn_backend": plan.engines.knn,
+        "keras_device": plan.engines.device,
+        "accelerator_off": plan.engines.off,
+        "engines_note": plan.engines.note,
         "analyzer": settings.analyzer,
         "analyzer_kwargs": dict(settings.analyzer_kwargs),
         "lrp_engine": lrp_engines.engine_label(lrp_backend) if lrp_backend else None,

@@ -13,6 +13,7 @@ worker process per set).
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 import warnings
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from flowcallback import _validation as checks
-from flowcallback._plan import plan_run
+from flowcallback._lock import RunLock
+from flowcallback._plan import fingerprint, former_fingerprint, plan_run
 from flowcallback._threads import SnapshotThreads
 from flowcallback.core import runpage, store
 from flowcallback.core.sets import sets_overview
@@ -71,6 +73,7 @@ class SetsSnapshotter:
             member.on_written = self._written
             self.members[name] = member
         self._page_lock = threading.Lock()
+        self.lock = RunLock(self.log_dir)
         self._started: Dict[int, float] = {}  # perf_counter() when each epoch's capture began
         self._order: List[str] = list(self.names)  # sets.json's sets: earlier fits' first, then these
         self._model_name = ""
@@ -149,7 +152,7 @@ class SetsSnapshotter:
         for epoch, started in list(self._started.items()):
             if all(epoch in m.finished for m in self.members.values()):
                 out[epoch] = {"snapshot_seconds": max(m.finished[epoch] for m in self.members.values()) - started,
-                              "sets": {name: dict(m.timings[epoch]) for name, m in self.members.items()}}
+                              "sets": {name: dict(m.timings.get(epoch, {})) for name, m in self.members.items()}}
         return out
 
     @property
@@ -157,8 +160,8 @@ class SetsSnapshotter:
         return any(m.busy for m in self.members.values())
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def _former_sets(self) -> List[str]:
-        """The sets of ``sets.json`` when appending; refuses a directory holding something else."""
+    def _former(self) -> Optional[dict]:
+        """``sets.json`` when appending (None for a new run); refuses a directory holding something else."""
         if os.path.lexists(self.log_dir / "run.json"):
             raise ValueError(f"log_dir: {self.log_dir} holds a run of one held-out set (run.json); several named "
                              "sets are written as one folder each under a new log_dir: use a new or empty log_dir")
@@ -167,19 +170,44 @@ class SetsSnapshotter:
                 raise ValueError(f"log_dir: {self.log_dir} holds index.html, which is not from a flowcallback run "
                                  "(the directory has no sets.json) and would be overwritten; use a new or empty "
                                  "log_dir")
-            return []
+            return None
         try:
-            return [entry["name"] for entry in store.read_sets_info(self.log_dir)["sets"]]
+            return store.read_sets_info(self.log_dir)
         except RunFormatError as exc:
             raise ValueError(f"log_dir: {self.log_dir} holds a sets.json that cannot be read ({exc}); use a new "
                              "log_dir, or move it away") from None
 
-    def prepare(self, model) -> None:
-        """Check the top directory, then prepare every set (its plan, run.json, relevance engine);
-        one refused set undoes the others, before training starts."""
-        self._model_name = ""  # set once every set is prepared: the sets page is written from then on
-        former = self._former_sets()
-        for name, member in self.members.items():  # every set is checked against the model before any is written
+    def _check(self, model, former: Optional[dict]) -> None:
+        """Everything that can refuse this fit, checked before anything is written: the model against
+        the run's, the set names against its sets (also ignoring case), each set's folder (a folder
+        inside ``log_dir``, of this model), and each set against the model."""
+        model_print = fingerprint(model)
+        if former is not None:
+            recorded = (former.get("model") or {}).get("fingerprint")
+            if recorded not in (None, model_print):
+                raise ValueError(f"log_dir: {self.log_dir} holds held-out sets of a different model "
+                                 f"({str(former['model'].get('name', ''))[:80]!r}); use a new log_dir for a new model")
+            known = {entry["name"].lower(): entry["name"] for entry in former["sets"]}
+            for name in self.names:
+                if known.get(name.lower(), name) != name:
+                    raise ValueError(f"validation_data: the held-out set name {name!r} differs only in case from "
+                                     f"this run's set {known[name.lower()]!r}, and would share its folder on macOS "
+                                     "and Windows; use the same name, or another")
+        legacy = former_fingerprint(model)
+        for name, member in self.members.items():
+            folder = self.log_dir / name
+            if os.path.lexists(folder):
+                if os.path.islink(folder) or not folder.is_dir():
+                    raise ValueError(f"log_dir: {folder} is {'a symlink' if os.path.islink(folder) else 'not a folder'}"
+                                     f"; the folder of held-out set {name!r} must be a plain folder inside log_dir")
+                if os.path.lexists(folder / "run.json"):
+                    try:
+                        info = store.read_run_info(folder)
+                    except RunFormatError as exc:
+                        raise ValueError(f"log_dir: {folder} holds a run.json that cannot be read ({exc})") from None
+                    if info["model"]["fingerprint"] not in (model_print, legacy):
+                        raise ValueError(f"log_dir: {folder} holds a run of a different model "
+                                         f"({str(info['model']['name'])[:80]!r}); use a new log_dir for a new model")
             try:
                 with warnings.catch_warnings():  # what the plan warns of, the set's own prepare says once
                     warnings.simplefilter("ignore")
@@ -187,7 +215,22 @@ class SetsSnapshotter:
                 checks.check_one_hot_width(member.y_raw, plan.n_classes)
             except ValueError as exc:
                 raise ValueError(checks.set_message(exc, name)) from None
+
+    def prepare(self, model) -> None:
+        """Check everything (:meth:`_check`), take the run's lock, then prepare every set (its plan,
+        run.json, relevance engine). A set refused or disabled (a folder that cannot be written)
+        undoes the others: the folders this call made are removed, and no set is snapshotted."""
+        self._model_name = ""  # set once every set is prepared: the sets page is written from then on
+        former = self._former()
+        self._check(model, former)
+        existed = {name: os.path.lexists(self.log_dir / name) for name in self.members}
         prepared = []
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()  # one writer of the sets at a time (each set's folder has its own lock too)
+        except OSError as exc:
+            self._disable(f"cannot write to {self.log_dir}: {exc}", [], existed)
+            return
         try:
             for name, member in self.members.items():
                 try:
@@ -195,27 +238,48 @@ class SetsSnapshotter:
                 except ValueError as exc:
                     raise ValueError(checks.set_message(exc, name)) from None
                 prepared.append(member)
+                if member.disabled:  # its prepare warned
+                    self._disable(member.disabled, prepared, existed, warn=False)
+                    return
         except BaseException:
-            for member in prepared:
-                member.abort()
+            self._undo(prepared, existed)
             raise
-        if self.disabled:
-            return
         self._model_name = str(getattr(model, "name", "model"))
-        self._order = former + [n for n in self.names if n not in former]
-        self._others = {n: self._read_former(n) for n in former if n not in self.members}
+        names = [] if former is None else [entry["name"] for entry in former["sets"]]
+        self._order = names + [n for n in self.names if n not in names]
+        self._others = {n: self._read_former(n) for n in names if n not in self.members}
         samples = {name: len(m.x) for name, m in self.members.items()}
         try:
-            info = store.sets_info(self._order, model_name=self._model_name,
+            info = store.sets_info(self._order, model_name=self._model_name, fingerprint=fingerprint(model),
                                    samples={n: samples.get(n, self._former_samples(n)) for n in self._order})
             store.write_sets_info(self.log_dir, info)
         except (OSError, ValueError) as exc:
             if self.settings.on_error == "raise":
+                self._undo(prepared, existed)
                 raise SnapshotError(f"log_dir: cannot write {self.log_dir / store.SETS_FILE}: {exc}") from exc
-            warnings.warn(f"FlowCallback: could not write {self.log_dir / store.SETS_FILE}: {exc}", RuntimeWarning,
-                          stacklevel=3)
+            self._disable(f"cannot write {self.log_dir / store.SETS_FILE}: {exc}", prepared, existed)
+            return
         if any(m.page.graphs for m in self.members.values()) or any(self._others.values()):
             self._write_page()  # appending: the page shows the sets' earlier epochs (else it comes with the first)
+
+    def _undo(self, prepared: List[Snapshotter], existed: Dict[str, bool]) -> None:
+        """Stop the sets prepared, remove the folders this prepare made, release the run's lock."""
+        for member in prepared:
+            member.abort()
+        for name, member in self.members.items():
+            if not existed[name]:
+                shutil.rmtree(member.log_dir, ignore_errors=True)
+        self.lock.release()
+
+    def _disable(self, reason: str, prepared: List[Snapshotter], existed: Dict[str, bool], *,
+                 warn: bool = True) -> None:
+        """A set or the run cannot be written (on_error="warn"): no set is snapshotted, training goes on."""
+        self._undo(prepared, existed)
+        for member in self.members.values():
+            member.disabled = member.disabled or reason
+        if warn:
+            warnings.warn(f"FlowCallback: log_dir: {reason}; no snapshot will be taken, training goes on",
+                          RuntimeWarning, stacklevel=3)
 
     def _read_former(self, name: str) -> dict:
         """What the sets page shows of a set an earlier fit wrote and this one does not analyse."""
@@ -253,17 +317,23 @@ class SetsSnapshotter:
 
     def close(self) -> None:
         error = None
-        for m in self.members.values():
-            try:
-                m.close()
-            except Exception as exc:
-                error = error or exc
+        try:
+            for m in self.members.values():
+                try:
+                    m.close()
+                except Exception as exc:
+                    error = error or exc
+        finally:
+            self.lock.release()
         if error is not None:
             raise error
 
     def abort(self) -> None:
-        for m in self.members.values():
-            m.abort()
+        try:
+            for m in self.members.values():
+                m.abort()
+        finally:
+            self.lock.release()
 
     def record_schedule(self, summary: dict) -> None:
         for m in self.members.values():

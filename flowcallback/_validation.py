@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import re
 from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -15,7 +14,7 @@ from flowcallback.core._schemas import (
     MAX_NAME_LENGTH,
     MAX_SAMPLES,
     MAX_SETS,
-    RESERVED_SET_NAMES,
+    set_name_problem,
 )
 from flowcallback.settings import check_parameter
 
@@ -346,9 +345,6 @@ def check_log_dir(log_dir) -> str:
     return os.fspath(check_parameter("log_dir", log_dir))
 
 
-#: A held-out set's name: it names the set's directory under ``log_dir``, so it is a plain file name
-#: on every system (letters, digits, ``_``, ``-``, ``.``; not starting with a dot).
-SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 def named_sets(validation_data) -> Optional[List[Tuple[object, object]]]:
@@ -368,24 +364,31 @@ def named_sets(validation_data) -> Optional[List[Tuple[object, object]]]:
     """
     if isinstance(validation_data, Mapping):
         return list(validation_data.items())
-    if (isinstance(validation_data, list) and validation_data
-            and all(isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)
-                    for item in validation_data)):
+    if not isinstance(validation_data, (list, tuple)) or not validation_data:
+        return None
+    if len(validation_data) == 2 and isinstance(validation_data[0], str) and _looks_like_data(validation_data[1]):
+        raise ValueError(f"validation_data: one ({shown_name(validation_data[0])}, data) pair; several held-out sets "
+                         f"are a dict {{{validation_data[0]!r}: data, ...}} or a list of (name, data) pairs")
+    pairs = all(isinstance(item, (tuple, list)) and len(item) == 2 for item in validation_data)
+    if pairs and (all(isinstance(item[0], str) for item in validation_data)
+                  or all(_looks_like_data(item[1]) for item in validation_data)):
         return [tuple(item) for item in validation_data]
     return None
+
+
+def _looks_like_data(value) -> bool:
+    """An (x, y) pair or a tf.data.Dataset: the data of a named held-out set."""
+    return _is_dataset(value) or (isinstance(value, (tuple, list)) and len(value) == 2
+                                  and all(hasattr(v, "__len__") for v in value))
 
 
 def _check_set_name(name, seen: dict) -> str:
     if not isinstance(name, str):
         raise ValueError(f"validation_data: a held-out set's name must be a string, got {type(name).__name__} "
                          f"{shown_name(name)}")
-    if not SET_NAME.match(name):
-        raise ValueError(f"validation_data: the held-out set name {shown_name(name)} is not a plain name: it names "
-                         "the set's folder under log_dir, so use 1 to 64 letters, digits, '_', '-' or '.', "
-                         "starting with a letter or digit")
-    if name.lower() in RESERVED_SET_NAMES:
-        raise ValueError(f"validation_data: the held-out set name {name!r} is taken by a run directory's own "
-                         "files; choose another")
+    problem = set_name_problem(name)
+    if problem:
+        raise ValueError(f"validation_data: the held-out set name {shown_name(name)} is {problem}; choose another")
     if name.lower() in seen:
         raise ValueError(f"validation_data: the held-out set name {name!r} is given twice"
                          + ("" if seen[name.lower()] == name else f" (as {seen[name.lower()]!r}: names differing "

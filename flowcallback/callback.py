@@ -101,8 +101,15 @@ class FlowCallback(tf.keras.callbacks.Callback):
         ``reduce="pca"``: held-out rows the basis is fitted on (default: up to 4 * ``dim``, within
         64 MiB of raw rows per layer). Deep layers of wide networks keep their neighbourhoods
         better with ``dim=256, fit_samples=2048`` (docs/performance.md).
-    mcl_backend : {"fast", "reference"}, default="fast"
-        MCL implementation (see :mod:`flowcallback.core.cluster`).
+    mcl_backend : {"auto", "fast", "reference", "keras"}, default="auto"
+        MCL implementation (see :mod:`flowcallback.core.cluster`): ``"fast"``, the numba kernel on
+        the CPU; ``"keras"``, dense products with ``keras.ops`` on the Keras backend's device (a
+        GPU); ``"auto"``: ``"keras"`` where the Keras backend (Keras 3) computes on a GPU in full
+        float32, ``"fast"`` elsewhere. A graph too large for the device runs on the CPU. The page
+        and ``run.json`` say which ran.
+    knn_backend : {"auto", "faiss", "keras"}, default="auto"
+        Who builds the kNN graphs: FAISS on the CPU, or exact search with ``keras.ops`` on the
+        Keras backend's device (the same neighbours up to ties); ``"auto"`` as for ``mcl_backend``.
     mcl_threads : int, optional
         Threads of each layer's MCL (the ``"fast"`` backend; default: the number of CPUs, at most 8).
     executor : concurrent.futures.Executor, optional
@@ -180,7 +187,8 @@ class FlowCallback(tf.keras.callbacks.Callback):
         reduce: Optional[str] = "pca",
         dim: int = 128,
         fit_samples: Optional[int] = None,
-        mcl_backend: str = "fast",
+        mcl_backend: str = "auto",
+        knn_backend: str = "auto",
         mcl_threads: Optional[int] = None,
         executor=None,
         background: bool = True,

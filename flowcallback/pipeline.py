@@ -275,6 +275,7 @@ class Snapshotter:
 
     def _failed(self, epoch: int, exc: BaseException, *, background: bool = False):
         """A snapshot failed as a whole: raise (after the earlier epochs are written), or record and warn."""
+        self.finished[epoch] = time.perf_counter()  # its cost counts for the budget all the same
         if self.settings.on_error != "raise":
             path = self.errors.tolerate(epoch, exc, "the snapshot", "the epoch is left out", stacklevel=5)
             self.progress.finished(epoch, f"FlowCallback: the snapshot of epoch {epoch} failed (see {path})")
@@ -314,7 +315,8 @@ class Snapshotter:
                             analysis_metrics=lrp.metrics, notes=(*plan.notes, *notes), analysis_notes=lrp.notes,
                             column_notes=column_notes),
             plan.column_layers, k=plan.k, inflation=s.inflation, index=s.index,
-            mcl_backend=s.mcl_backend, mcl_threads=s.mcl_threads, class_names=plan.class_names,
+            mcl_backend=plan.engines.mcl, knn_backend=plan.engines.knn, mcl_threads=s.mcl_threads,
+            class_names=plan.class_names,
             previous=self._continuity, map=self._layer_map, clock=captured.clock,
             projection=s.projection, projection_layers=projection_layers, projection_samples=self._projection_samples)
         self.progress.update(epoch, "writing the pages and files", 3, 4)

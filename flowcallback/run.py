@@ -885,7 +885,11 @@ class RunSets:
         return fig
 
     def __repr__(self) -> str:
-        return f"RunSets({str(self.path)!r}, sets={self.names}, epochs={self.epochs})"
+        try:
+            epochs = self.epochs
+        except RunFormatError:  # a set that cannot be read (its Run says why)
+            epochs = "?"
+        return f"RunSets({str(self.path)!r}, sets={self.names}, epochs={epochs})"
 
 
 def load_run(log_dir: PathLike, *, strict: bool = False) -> Run | RunSets:

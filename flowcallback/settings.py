@@ -63,7 +63,8 @@ PARAMETER_CONSTRAINTS: Mapping[str, Tuple[_params.Constraint, ...]] = MappingPro
     "reduce": (embed.REDUCE, NONE),
     "dim": (embed.DIM,),
     "fit_samples": (NONE, embed.FIT_SAMPLES),
-    "mcl_backend": (cluster.BACKEND,),
+    "mcl_backend": (cluster.BACKEND_SETTING,),
+    "knn_backend": (knn.BACKEND,),
     "executor": (NONE, _params.Constraint(lambda v: isinstance(v, Executor) or callable(getattr(v, "submit", None)),
                                           "a concurrent.futures.Executor (or an object with submit())")),
     "background": (BOOLEAN,),
@@ -155,7 +156,8 @@ class SnapshotSettings:
     reduce: Optional[str] = "pca"
     dim: int = 128
     fit_samples: Optional[int] = None
-    mcl_backend: str = "fast"
+    mcl_backend: str = "auto"
+    knn_backend: str = "auto"
     executor: Optional[Executor] = None
     background: bool = True
     mcl_threads: Optional[int] = None

@@ -430,3 +430,88 @@ def test_tensorboard_lists_the_sets_page_before_the_sets_runs(sets_run, tmp_path
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# -- appending and failures: nothing is left half-done ------------------------------------------
+def _tiny_model(seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def test_appending_refuses_what_would_break_the_run_before_writing_anything(sets_run, tmp_path, digits):
+    (_, _), (x_te, y_te) = digits
+    a, b = (x_te[:80], y_te[:80]), (x_te[80:160], y_te[80:160])
+    model, run_dir = sets_run["model"], tmp_path / "r"
+    snapshot(model, {"a": a, "b": b}, run_dir, epoch=1, lrp=False, k=8, verbose=0)
+    before = sorted(p.name for p in run_dir.iterdir())
+    # a name that differs only in case from the run's: refused (it would share a's folder on macOS)
+    with pytest.raises(ValueError, match=r"^validation_data: the held-out set name 'A' differs only in case from "
+                                         r"this run's set 'a'"):
+        snapshot(model, {"A": a}, run_dir, epoch=2, lrp=False, k=8, verbose=0)
+    # another model: refused, whatever the set names, and the new set's folder is not made
+    with pytest.raises(ValueError, match=r"^log_dir: .* holds held-out sets of a different model"):
+        snapshot(_tiny_model(), [("z", a), ("a", a)], run_dir, epoch=2, lrp=False, k=8, verbose=0)
+    # a set folder that is a symlink (here, leading outside log_dir), or a file: refused
+    os.symlink(tmp_path, run_dir / "out")
+    with pytest.raises(ValueError, match=r"^log_dir: .*out is a symlink; the folder of held-out set 'out'"):
+        snapshot(model, {"out": a}, run_dir, epoch=2, lrp=False, k=8, verbose=0)
+    os.unlink(run_dir / "out")
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    run = load_run(run_dir)
+    assert run.names == ["a", "b"] and run["a"].epochs == [1]
+    assert json.loads((run_dir / "sets.json").read_text())["model"]["fingerprint"] == run["a"].info["model"][
+        "fingerprint"]
+
+
+def test_a_set_folder_that_cannot_be_written_turns_every_set_off_and_leaves_no_half_run(tmp_path, digits, recwarn):
+    (x_tr, y_tr), (x_te, y_te) = digits
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "b").write_text("not a folder")
+    model = _tiny_model()
+    cb = FlowCallback({"a": (x_te[:80], y_te[:80]), "b": (x_te[80:160], y_te[80:160])}, log_dir=run_dir,
+                      lrp=False, k=8, verbose=0, budget=None)
+    with pytest.raises(ValueError, match=r"^log_dir: .*b is not a folder"):
+        model.fit(x_tr[:64], y_tr[:64], epochs=1, verbose=0, callbacks=[cb])
+    assert sorted(p.name for p in run_dir.iterdir()) == ["b"]
+
+
+def test_parallel_writers_of_one_run_of_sets_are_refused(sets_run, tmp_path, digits):
+    from flowcallback import RunInUseError
+    from flowcallback._lock import RunLock
+
+    (_, _), (x_te, y_te) = digits
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    other = RunLock(run_dir)  # another writer holds the run
+    other.acquire()
+    try:
+        with pytest.raises(RunInUseError, match=r"^log_dir: .* is being written by process"):
+            snapshot(sets_run["model"], {"p": (x_te[:80], y_te[:80])}, run_dir, lrp=False, k=8, verbose=0)
+    finally:
+        other.release()
+    assert sorted(p.name for p in run_dir.iterdir()) == [".flowcallback.lock"]
+    snapshot(sets_run["model"], {"p": (x_te[:80], y_te[:80])}, run_dir, lrp=False, k=8, verbose=0)
+    assert load_run(run_dir).names == ["p"]
+
+
+@pytest.mark.parametrize("sets, message", [
+    ([(1, _data()), (2, _data())], r"a held-out set's name must be a string, got int 1"),
+    ((("a", _data()), ("b", _data())), None),
+    (("a", _data()), r"^validation_data: one \('a', data\) pair; several held-out sets are a dict"),
+    ({"nul": _data()}, r"the held-out set name 'nul' is a device name on Windows"),
+    ({"Con.txt": _data()}, r"is a device name on Windows"),
+    ({"a.": _data()}, r"is not a plain name"),
+    ({"a\n": _data()}, r"is not a plain name"),
+])
+def test_more_forms_of_named_sets_are_read_or_refused_by_name(sets, message):
+    if message is None:
+        assert set(FlowCallback(sets, lrp=False, k=5).held_out) == {"a", "b"}
+        return
+    with pytest.raises(ValueError, match=message):
+        FlowCallback(sets)

@@ -41,5 +41,6 @@ Output
 
 Helpers: ``_params`` (parameter constraints), ``_keras`` (Keras 2 and 3), ``_notes`` (typed notes),
 ``_priority`` (thread niceness), ``_files`` (atomic writes, safe reads), ``_npz`` (the hardened npz
-reader), ``_schemas`` (the JSON schemas), ``_mcl_kernel`` (the compiled MCL kernel).
+reader), ``_schemas`` (the JSON schemas), ``_mcl_kernel`` (the compiled MCL kernel), ``_accel`` (kNN
+and MCL with ``keras.ops``, for a GPU).
 """

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from functools import cache
 from pathlib import Path
 from typing import Callable, Optional, Tuple, Union
@@ -25,7 +26,8 @@ from flowcallback.core._files import _json_bytes, _read_json, _within, shown
 from flowcallback.exceptions import RunFormatError
 
 __all__ = ["check_before_writing", "checked_json", "schema_problem", "validate", "bounds_problem", "MAX_SAMPLES",
-           "MAX_CLASSES", "MAX_LAYERS", "MAX_NAME_LENGTH", "MAX_JSON_BYTES", "MAX_SETS", "RESERVED_SET_NAMES"]
+           "MAX_CLASSES", "MAX_LAYERS", "MAX_NAME_LENGTH", "MAX_JSON_BYTES", "MAX_SETS", "RESERVED_SET_NAMES",
+           "SET_NAME", "set_name_problem"]
 
 #: The most held-out samples a snapshot takes (``validation_data``).
 MAX_SAMPLES = 100_000
@@ -41,6 +43,30 @@ MAX_SETS = 16
 #: is never mistaken for one of them (compared case-insensitively, as macOS and Windows compare names).
 RESERVED_SET_NAMES = frozenset({"graphs", "errors", "tensorboard", "index.html", "run.json", "sets.json",
                                 "plotly.min.js"})
+#: A held-out set's name names its folder: a plain file name on every system (letters, digits, ``_``,
+#: ``-``, ``.``; not starting or ending with a dot; ``\Z``: no trailing newline either).
+SET_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9_-])?\Z")
+#: Windows's device names, which no folder can take there (``con``, ``nul.txt``...).
+_DEVICE_NAMES = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
+                           *(f"lpt{i}" for i in range(10))})
+
+
+def set_name_problem(name) -> str:
+    """Why ``name`` cannot name a held-out set's folder, or ``""``.
+
+    Examples
+    --------
+    >>> set_name_problem("clean"), set_name_problem("nul.x") != "", set_name_problem("a.") != ""
+    ('', True, True)
+    """
+    if not isinstance(name, str) or not SET_NAME.match(name):
+        return ("not a plain name: it names the set's folder under log_dir, so use 1 to 64 letters, digits, '_', "
+                "'-' or '.', starting with a letter or digit and not ending with '.'")
+    if name.lower() in RESERVED_SET_NAMES:
+        return "taken by a run directory's own files"
+    if name.split(".")[0].lower() in _DEVICE_NAMES:
+        return "a device name on Windows, where no folder can take it"
+    return ""
 
 # A name as the writer stores it: up to 4 bytes per character in UTF-8, quotes, indent, key.
 _NAME_BYTES = 4 * MAX_NAME_LENGTH + 64

@@ -13,6 +13,13 @@ MCL (van Dongen, 2000) is what the paper uses. Two backends compute it:
 ``"reference"``
     The ``markov-clustering`` package (pure Python on SciPy sparse matrices), kept as the
     reference the fast backend is tested against.
+``"keras"``
+    The same semantics as ``"fast"`` on a dense matrix with ``keras.ops``, on the Keras backend's
+    device (:mod:`flowcallback.core._accel`): for a GPU, where the dense products are cheap. A
+    graph larger than the device's memory allows runs on the fast backend instead, with a warning.
+
+:func:`choose_engines` resolves ``"auto"`` (the callback's default): the accelerator path where the
+Keras backend computes on a GPU in full float32, the CPU path (FAISS, the fast backend) elsewhere.
 
 Either result is turned into a strict partition. The fast backend assigns every sample to the
 attractor holding most of its column's mass and joins attractors of the same system (connected
@@ -27,16 +34,18 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from flowcallback.core import _params, knn
+from flowcallback.core import _accel, _params, knn
 from flowcallback.core.embed import special_rows
 
-__all__ = ["mcl", "cluster_layer", "layer_note", "partition_labels", "canonical_labels", "DEFAULT_INFLATION",
-           "DEFAULT_SELECT", "DEFAULT_CUTOFF", "BACKENDS", "INFLATION", "BACKEND", "THREADS"]
+__all__ = ["mcl", "cluster_layer", "layer_note", "partition_labels", "canonical_labels", "choose_engines", "Engines",
+           "DEFAULT_INFLATION", "DEFAULT_SELECT", "DEFAULT_CUTOFF", "BACKENDS", "INFLATION", "BACKEND",
+           "BACKEND_SETTING", "THREADS"]
 
 #: Default MCL inflation (mcl's own default is 2.0).
 DEFAULT_INFLATION = 2.0
@@ -48,11 +57,13 @@ DEFAULT_CUTOFF = 0.0
 #: program's own ``-S 500``. With ``pruning_threshold=2.5e-4`` (its ``-P 4000``) the fast backend
 #: agrees with ``mcl`` (ARI >= 0.95 on MNIST layer graphs, docs/performance.md).
 DEFAULT_SELECT = 500
-BACKENDS = ("fast", "reference")
+BACKENDS = ("fast", "reference", "keras")
 #: MCL's inflation: a finite number > 1.
 INFLATION = _params.real_above(1)
 #: The MCL implementation.
 BACKEND = _params.options(*BACKENDS)
+#: The MCL backend setting: an implementation, or ``"auto"`` (:func:`choose_engines`).
+BACKEND_SETTING = _params.options("auto", *BACKENDS)
 #: Threads of the fast backend.
 THREADS = _params.integer(1)
 
@@ -159,6 +170,86 @@ def _fast_mcl(graph, inflation, loop_value, iterations, threshold, select, n_thr
     return canonical_labels(out)
 
 
+@dataclass(frozen=True)
+class Engines:
+    """The kNN and MCL backends a run uses, resolved (:func:`choose_engines`).
+
+    Attributes
+    ----------
+    knn : {"faiss", "keras"}
+    mcl : {"fast", "reference", "keras"}
+    device : str
+        Where ``keras.ops`` computes (:class:`flowcallback.core._accel.Device`).
+    note : str
+        What ran where, for the page.
+    off : str
+        Why the accelerator path is not used, or ``""``.
+    """
+
+    knn: str
+    mcl: str
+    device: str
+    note: str
+    off: str = ""
+
+
+def choose_engines(mcl_backend: str = "auto", knn_backend: str = "auto", dev: Optional[_accel.Device] = None
+                   ) -> Engines:
+    """Resolve ``"auto"``: ``"keras"`` for both where the Keras backend computes on a GPU in full
+    float32 (:func:`flowcallback.core._accel.device`), FAISS and the fast backend elsewhere.
+
+    Raises
+    ------
+    ValueError
+        ``"keras"`` asked for without Keras 3, naming the argument.
+
+    Examples
+    --------
+    >>> from flowcallback.core._accel import Device
+    >>> cpu = Device("tensorflow", False, "tensorflow on the CPU", True, None, "it sees no GPU")
+    >>> e = choose_engines("auto", "auto", cpu)
+    >>> e.knn, e.mcl
+    ('faiss', 'fast')
+    >>> gpu = Device("jax", True, "jax on cuda:0", True, 80 * 2**30, "")
+    >>> e = choose_engines("auto", "faiss", gpu)
+    >>> e.knn, e.mcl
+    ('faiss', 'keras')
+    """
+    _params.check("mcl_backend", mcl_backend, BACKEND_SETTING)
+    _params.check("knn_backend", knn_backend, knn.BACKEND)
+    dev = _accel.device() if dev is None else dev
+    for name, value in (("knn_backend", knn_backend), ("mcl_backend", mcl_backend)):
+        if value == "keras" and not dev.backend:
+            raise ValueError(f"{name}: 'keras' runs on keras.ops, which needs Keras 3 ({dev.reason}); use 'auto'")
+    knn_engine = knn_backend if knn_backend != "auto" else ("keras" if dev.usable else "faiss")
+    mcl_engine = mcl_backend if mcl_backend != "auto" else ("keras" if dev.usable else "fast")
+    words = {"faiss": "FAISS on the CPU", "keras": f"keras.ops ({dev.name})", "fast": "the numba kernel on the CPU",
+             "reference": "the markov-clustering package on the CPU"}
+    # the reason the accelerator is not used goes to run.json (``accelerator``), not to the page
+    return Engines(knn_engine, mcl_engine, dev.name, f"kNN graphs: {words[knn_engine]}; MCL: {words[mcl_engine]}.",
+                   dev.reason)
+
+
+def _keras_mcl(graph, inflation, loop_value, iterations, threshold, select, tol):
+    """The ``"keras"`` backend, or None where the graph does not fit the device (then the fast one runs)."""
+    import warnings
+
+    n = graph.shape[0]
+    dev = _accel.device()
+    if n > _accel.max_nodes(dev):
+        warnings.warn(f"FlowCallback: MCL of a graph of {n:,} nodes does not fit the memory of {dev.name} "
+                      f"(at most {_accel.max_nodes(dev):,} nodes); it runs on the CPU", RuntimeWarning, stacklevel=4)
+        return None
+    try:
+        m = _accel.mcl_matrix(graph, inflation=inflation, loop_value=loop_value, threshold=threshold,
+                              select=select, iterations=iterations, tol=tol)
+    except (MemoryError, RuntimeError) as exc:  # the device's out-of-memory errors are RuntimeErrors
+        warnings.warn(f"FlowCallback: MCL on {dev.name} failed ({str(exc).splitlines()[0][:200]}); it runs on the "
+                      "CPU", RuntimeWarning, stacklevel=4)
+        return None
+    return canonical_labels(_accel.attractor_links(m))
+
+
 def mcl(
     graph,
     *,
@@ -191,7 +282,7 @@ def mcl(
         Entries below it (as a fraction of their column) are pruned after each round.
         Default: 2.5e-4 for the fast backend (``mcl``'s ``-P 4000``), 1e-3 (the package's default)
         for the reference one.
-    backend : {"fast", "reference"}, default="fast"
+    backend : {"fast", "reference", "keras"}, default="fast"
         See the module docstring.
     select : int, default=500
         Fast backend: entries kept per column after each round (the ``mcl`` program's ``-S``).
@@ -236,6 +327,14 @@ def mcl(
         raise ValueError("graph: edge weights must be finite")
     if g.nnz and g.data.min() < 0:
         raise ValueError("graph: MCL needs non-negative edge weights")
+    if backend == "keras":
+        if expansion != 2:
+            raise ValueError(f"expansion: the keras backend computes expansion 2 (MCL's standard); got {expansion!r}")
+        threshold = 2.5e-4 if pruning_threshold is None else float(pruning_threshold)
+        labels = _keras_mcl(g, float(inflation), loop_value, iterations, threshold, int(select), float(tol))
+        if labels is not None:
+            return labels
+        backend = "fast"
     if backend == "fast":
         if expansion != 2:
             raise ValueError(f"expansion: the fast backend computes expansion 2 (MCL's standard); got {expansion!r}")
@@ -265,7 +364,7 @@ def mcl(
 
 def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "auto", backend: str = "fast",
                   n_threads: Optional[int] = None, *, clock=None, analysis: Optional[str] = None,
-                  layer: Optional[str] = None) -> np.ndarray:
+                  layer: Optional[str] = None, knn_backend: str = "faiss") -> np.ndarray:
     """kNN graph + MCL of one layer: the unit of work sent to an executor (a top-level function,
     so that process pools and Dask can ship it).
 
@@ -282,6 +381,8 @@ def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "a
         Embedded maps (:mod:`flowcallback.core.embed`).
     k, inflation, index, backend, n_threads :
         As for :func:`flowcallback.core.knn.knn_graph` and :func:`mcl`.
+    knn_backend : {"faiss", "keras"}, default="faiss"
+        The ``backend`` of :func:`flowcallback.core.knn.knn_graph`.
     clock, analysis, layer : optional
         The stage hook (:class:`flowcallback.core.stages.StageClock`): the kNN graph runs in
         ``clock("knn", analysis=analysis, layer=layer)``, MCL in ``clock("mcl", ...)``.
@@ -321,7 +422,7 @@ def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "a
     if len(regular) >= 2:
         sub = np.ascontiguousarray(v[regular], dtype=np.float32)
         with stage("knn"):
-            g = knn.knn_graph(sub, min(int(k), len(regular) - 1), index=index)
+            g = knn.knn_graph(sub, min(int(k), len(regular) - 1), index=index, backend=knn_backend)
         with stage("mcl"):
             lab = np.asarray(mcl(g, inflation=inflation, backend=backend, n_threads=n_threads), dtype=np.int64)
         _, first, inverse = np.unique(sub, axis=0, return_index=True, return_inverse=True)

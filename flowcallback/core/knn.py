@@ -16,7 +16,8 @@ import scipy.sparse as sp
 
 from flowcallback.core import _params
 
-__all__ = ["knn_graph", "resolve_k", "auto_k", "DEFAULT_K", "HNSW_THRESHOLD", "NEIGHBOURS", "K_RULES", "INDEX"]
+__all__ = ["knn_graph", "resolve_k", "auto_k", "DEFAULT_K", "HNSW_THRESHOLD", "NEIGHBOURS", "K_RULES", "INDEX",
+           "BACKENDS", "BACKEND"]
 
 #: Default ``k``: ``"auto"``, see :func:`auto_k` and docs/method.md for the measurement behind it.
 DEFAULT_K = "auto"
@@ -29,6 +30,12 @@ NEIGHBOURS = _params.integer(1)
 K_RULES = _params.options("auto", "paper")
 #: The FAISS index.
 INDEX = _params.options("auto", "flat", "hnsw")
+#: Who searches: FAISS on the CPU, or exact search with ``keras.ops`` on the Keras backend's device
+#: (:mod:`flowcallback.core._accel`).
+BACKENDS = ("faiss", "keras")
+#: The kNN backend setting: one of :data:`BACKENDS`, or ``"auto"`` (``"keras"`` where the Keras
+#: backend computes on a GPU in full float32, :func:`flowcallback.core._accel.device`).
+BACKEND = _params.options("auto", *BACKENDS)
 
 
 def auto_k(n_samples: int, n_classes: int) -> int:
@@ -85,7 +92,7 @@ def resolve_k(k, n_samples: int, n_classes: int) -> int:
     return k
 
 
-def knn_graph(vectors, k: int, *, index: str = "auto", seed: int = 0) -> sp.csr_matrix:
+def knn_graph(vectors, k: int, *, index: str = "auto", seed: int = 0, backend: str = "faiss") -> sp.csr_matrix:
     """Build a symmetric sparse cosine kNN graph.
 
     Parameters
@@ -99,6 +106,9 @@ def knn_graph(vectors, k: int, *, index: str = "auto", seed: int = 0) -> sp.csr_
         ``"auto"`` picks ``"flat"`` up to :data:`HNSW_THRESHOLD` samples.
     seed : int, default=0
         Unused by exact search; kept so that approximate indexes are reproducible.
+    backend : {"faiss", "keras"}, default="faiss"
+        ``"keras"``: exact search with ``keras.ops`` on the Keras backend's device, whatever
+        ``index`` says (:func:`flowcallback.core._accel.search`; the same neighbours up to ties).
 
     Returns
     -------
@@ -121,8 +131,6 @@ def knn_graph(vectors, k: int, *, index: str = "auto", seed: int = 0) -> sp.csr_
     >>> bool((digits.target[rows] == digits.target[cols]).mean() > 0.9)
     True
     """
-    import faiss  # imported here: FAISS is heavy and only this stage needs it
-
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"vectors: expected a 2-d array (n_samples, n_features), got shape {x.shape}")
@@ -130,17 +138,13 @@ def knn_graph(vectors, k: int, *, index: str = "auto", seed: int = 0) -> sp.csr_
     _params.check("k", k, _params.integer(1, n - 1, text=f"an integer with 1 <= k < n_samples={n}"))
     k = int(k)  # FAISS' SWIG wrappers reject NumPy integers
     _params.check("index", index, INDEX)
-    if index == "auto":
-        index = "flat" if n <= HNSW_THRESHOLD else "hnsw"
-    if index == "flat":
-        ix = faiss.IndexFlatIP(d)
+    _params.check("backend", backend, _params.options(*BACKENDS))
+    if backend == "keras":
+        from flowcallback.core import _accel
+
+        sims, idx = _accel.search(x, k + 1)
     else:
-        ix = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-        ix.hnsw.efConstruction = 80
-        ix.hnsw.efSearch = max(64, 2 * (k + 1))
-    ix.add(x)
-    sims, idx = ix.search(x, k + 1)
-    del ix
+        sims, idx = _faiss_search(x, k, index)
 
     # Drop each sample from its own list. With duplicates the sample may not come first, and an
     # approximate index may miss it; then drop the last (weakest) neighbour instead.
@@ -174,3 +178,19 @@ def knn_graph(vectors, k: int, *, index: str = "auto", seed: int = 0) -> sp.csr_
     g.eliminate_zeros()
     g.sort_indices()
     return g
+
+
+def _faiss_search(x: np.ndarray, k: int, index: str):
+    import faiss  # imported here: FAISS is heavy and only this stage needs it
+
+    n, d = x.shape
+    if index == "auto":
+        index = "flat" if n <= HNSW_THRESHOLD else "hnsw"
+    if index == "flat":
+        ix = faiss.IndexFlatIP(d)
+    else:
+        ix = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        ix.hnsw.efConstruction = 80
+        ix.hnsw.efSearch = max(64, 2 * (k + 1))
+    ix.add(x)
+    return ix.search(x, k + 1)

@@ -561,6 +561,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
         "skipped": {str(e): shorten(why, 300) for e, why in skipped.items()},
         # which epochs the snapshot budget took and why it skipped the others (run.json "schedule")
         "schedule": describe_schedule(info.get("schedule")),
+        "engines": str((info.get("config") or {}).get("engines_note") or "")[:500],
     }
     shown_views = _view_epochs(views, epochs)
     data["class_means"] = _class_means_data(shown_views, len(class_names))

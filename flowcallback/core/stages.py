@@ -245,7 +245,8 @@ def cluster_layer_job(job):
     clock = clock_type(epoch)
     try:
         labels = cluster.cluster_layer(vectors, k, settings["inflation"], settings["index"], settings["mcl_backend"],
-                                       settings["mcl_threads"], clock=clock, analysis=analysis, layer=layer)
+                                       settings["mcl_threads"], clock=clock, analysis=analysis, layer=layer,
+                                       knn_backend=settings.get("knn_backend", "faiss"))
         return (analysis, layer), labels, None, dict(clock.seconds)
     except Exception as exc:
         return (analysis, layer), None, exc, dict(clock.seconds)
@@ -260,6 +261,7 @@ def analyse(
     index: str = "auto",
     mcl_backend: str = "fast",
     mcl_threads: Optional[int] = None,
+    knn_backend: str = "faiss",
     class_names: Optional[Sequence[str]] = None,
     previous: Optional[Continuity] = None,
     map: Callable = map,  # noqa: A002 - the builtin's name, as concurrent.futures.Executor.map has it
@@ -277,8 +279,9 @@ def analyse(
         The analysed layers in model order.
     k : int
         Neighbours of the kNN graph (already resolved: :func:`flowcallback.core.knn.resolve_k`).
-    inflation, index, mcl_backend, mcl_threads :
-        As for :func:`flowcallback.core.cluster.cluster_layer`.
+    inflation, index, mcl_backend, mcl_threads, knn_backend :
+        As for :func:`flowcallback.core.cluster.cluster_layer` (the backends resolved:
+        :func:`flowcallback.core.cluster.choose_engines`).
     class_names : sequence of str, optional
     previous : Continuity, optional
         The previous snapshot's, for stable cluster ids.
@@ -311,7 +314,8 @@ def analyse(
     """
     clock = clock if clock is not None else StageClock(captured.epoch)
     previous = previous if previous is not None else Continuity()
-    settings = {"inflation": inflation, "index": index, "mcl_backend": mcl_backend, "mcl_threads": mcl_threads}
+    settings = {"inflation": inflation, "index": index, "mcl_backend": mcl_backend, "mcl_threads": mcl_threads,
+                "knn_backend": knn_backend}
     jobs = [((analysis, name), emb[name], k, settings, type(clock), clock.epoch)
             for analysis, emb in captured.embeddings.items() for name, _ in layers if name in emb]
     results, left_out = {}, {}

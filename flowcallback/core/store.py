@@ -49,7 +49,7 @@ from flowcallback.core._files import (
 # The file helpers live in _files (the page writers use them too).
 from flowcallback.core._notes import Note, as_note
 from flowcallback.core._npz import load_arrays
-from flowcallback.core._schemas import MAX_JSON_BYTES, RESERVED_SET_NAMES, check_before_writing, checked_json, validate
+from flowcallback.core._schemas import MAX_JSON_BYTES, check_before_writing, checked_json, set_name_problem, validate
 from flowcallback.core.flows import ANALYSIS_NAME, MAX_CLASS_MEAN_VALUES, Column, EpochViews, FlowGraph, clean_metric
 from flowcallback.core.neurons import UnitClusters
 from flowcallback.exceptions import RunFormatError
@@ -502,19 +502,20 @@ def run_info(*, model_name: str, fingerprint: str, class_names, analyses, layers
 SETS_FILE = "sets.json"
 
 
-def sets_info(names, *, model_name: str, samples: Mapping[str, int]) -> dict:
+def sets_info(names, *, model_name: str, samples: Mapping[str, int], fingerprint: str = "") -> dict:
     """The description of a run of several held-out sets (``sets.json``, schema ``sets-1``): the
     sets in order, each an ordinary run directory in the folder named after it.
 
     Examples
     --------
-    >>> sets_info(["clean", "noisy"], model_name="m", samples={"clean": 10, "noisy": 10})["sets"]
+    >>> sets_info(["clean", "noisy"], model_name="m", samples={"clean": 10, "noisy": 10}, fingerprint="f")["sets"]
     [{'name': 'clean', 'samples': 10}, {'name': 'noisy', 'samples': 10}]
     """
     from flowcallback._version import __version__
 
     return {"format": "flowcallback/sets", "version": FORMAT_VERSION, "flowcallback_version": __version__,
-            "model": {"name": str(model_name)}, "sets": [{"name": n, "samples": int(samples[n])} for n in names]}
+            "model": {"name": str(model_name), **({"fingerprint": fingerprint} if fingerprint else {})},
+            "sets": [{"name": n, "samples": int(samples[n])} for n in names]}
 
 
 def write_sets_info(log_dir: PathLike, info: Mapping) -> Path:
@@ -525,17 +526,18 @@ def write_sets_info(log_dir: PathLike, info: Mapping) -> Path:
 
 
 def read_sets_info(log_dir: PathLike) -> dict:
-    """Read and validate ``sets.json``: its schema, then names that are unique (also ignoring case,
-    as folders on macOS and Windows are) and not one of a run directory's own files."""
+    """Read and validate ``sets.json``: its schema, then names that are plain folder names
+    (:func:`flowcallback.core._schemas.set_name_problem`) and unique, also ignoring case (as folders on
+    macOS and Windows are)."""
     path = _within(log_dir, Path(log_dir) / SETS_FILE)
     doc = _read_json(path, MAX_JSON_BYTES["sets-1"])
     validate(doc, "sets-1", path)
     seen = set()
     for entry in doc["sets"]:
         key = entry["name"].lower()
-        if key in seen or key in RESERVED_SET_NAMES:
-            raise RunFormatError(f"{path}: the set name {shown(entry['name'])} is "
-                                 + ("listed twice" if key in seen else "a run directory's own file"))
+        problem = "listed twice" if key in seen else set_name_problem(entry["name"])
+        if problem:
+            raise RunFormatError(f"{path}: the set name {shown(entry['name'])} is {problem}")
         seen.add(key)
     return doc
 

@@ -25,6 +25,7 @@
     note("setup-error", data.setup_error
       ? "The set-up recorded an error (the whole text: errors/setup.txt): " + data.setup_error : "");
     note("schedule-note", data.schedule);  // the epochs the snapshot budget took, and why it skipped the others
+    note("engines-note", data.engines);  // where the kNN graphs and MCL ran (CPU, or keras.ops on a GPU)
     var skippedEpochs = Object.keys(data.skipped || {});
     // epochs whose files could not be read (Run.skipped): listed, as text
     note("skipped-note", skippedEpochs.length ? skippedEpochs.length + " snapshot(s) could not be read and are " +

@@ -12,7 +12,9 @@
   var selA = document.getElementById("set-a"), selB = document.getElementById("set-b");
   var frames = document.getElementById("frames");
   var config = { displaylogo: false, responsive: true };
-  var palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+  // sixteen colours: as many as a run has sets
+  var palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#e7969c", "#7b4173", "#843c39"];
 
   document.getElementById("title").textContent = data.model + " \u00b7 held-out sets: " + names.join(", ");
   slider.max = String(Math.max(epochs.length - 1, 0));
@@ -39,8 +41,10 @@
     data.sets.forEach(function (s) {
       var tr = document.createElement("tr");
       if (flagged[s.name]) { tr.className = "flagged"; }
+      var taken = (data.ari[s.name] || {})[String(e)] !== undefined;
       [s.name, String(s.samples), fmt((data.accuracy[s.name] || {})[String(e)], true), fmt(lastAri(s.name, e)),
-       flagged[s.name] ? "\u26a0 " + flagged[s.name] : ""].forEach(function (text, k) {
+       flagged[s.name] ? "\u26a0 " + flagged[s.name]
+         : taken ? "" : "no snapshot of this epoch (failed, or not taken: see the set's page)"].forEach(function (text, k) {
         var td = document.createElement("td"); td.textContent = text;
         if (k > 0 && k < 4) { td.className = "num"; }
         tr.appendChild(td);
@@ -70,7 +74,8 @@
                y: xs.map(function (x) { return byEpoch[String(x)]; }) };
     });
     Plotly.react("accuracy", acc, {
-      title: { text: "Accuracy on each set" }, xaxis: { title: { text: "epoch" } },
+      title: { text: "Accuracy on each set" }, xaxis: { title: { text: "epoch" }, tickformat: "d",
+                                                   tickvals: epochs.length <= 20 ? epochs : undefined },
       yaxis: { title: { text: "accuracy" }, range: [0, 1.05], tickformat: ".0%" }, margin: { t: 50 },
       shapes: [{ type: "line", xref: "x", yref: "paper", x0: e, x1: e, y0: 0, y1: 1, line: { color: "#999", dash: "dot" } }],
       legend: { orientation: "h", y: -0.3 } }, config);

@@ -144,3 +144,33 @@ def test_native_lrp_under_a_mixed_precision_policy_matches_float32(tmp_path):
         # rounding: agreement as a whole (relative L2 error), not entry by entry
         error = np.linalg.norm(got - ref) / np.linalg.norm(ref)
         assert error <= 0.1, (i, error)
+
+
+ACCEL = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import keras
+    from sklearn.datasets import load_digits
+    from sklearn.metrics import adjusted_rand_score
+    from flowcallback.core import _accel, cluster, knn
+    from flowcallback.core.embed import embed
+
+    x = np.ascontiguousarray(embed(load_digits().data), dtype=np.float32)
+    aris = []
+    for k in (10, 60):
+        g = knn.knn_graph(x, k)
+        aris.append(adjusted_rand_score(cluster.mcl(g), cluster.mcl(g, backend="keras")))
+    a, b = knn.knn_graph(x, 30, backend="keras"), knn.knn_graph(x, 30)
+    d = _accel.device()
+    print(json.dumps({"backend": keras.backend.backend(), "device": d.name, "usable": d.usable, "aris": aris,
+                      "same_edges": float(((a > 0).multiply(b > 0)).nnz / b.nnz),
+                      "engines": cluster.choose_engines().note}))
+""")
+
+
+@needs_jax
+def test_the_keras_ops_kernels_on_the_jax_backend_give_the_cpu_paths_graph_and_clusters(tmp_path):
+    out = _run_script_in_child(tmp_path, ACCEL, KERAS_BACKEND="jax")
+    assert out["backend"] == "jax" and out["device"] == "jax on the CPU" and not out["usable"]
+    assert min(out["aris"]) >= 0.99 and out["same_edges"] > 0.999
+    assert out["engines"] == "kNN graphs: FAISS on the CPU; MCL: the numba kernel on the CPU."

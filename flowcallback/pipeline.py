@@ -121,6 +121,7 @@ class Snapshotter:
 
     def _prepare(self, model) -> None:
         self._aborted, self.model, s = False, model, self.settings
+        self.disabled = ""  # a new fit tries again (the log_dir may have become writable)
         plan = plan_run(model, self.x, self.labels, s)
         checks.check_one_hot_width(self.y_raw, plan.n_classes)
         refuse_foreign_files(self.log_dir)  # before anything is written there

@@ -174,6 +174,16 @@ def test_unwritable_log_dir_warns_and_training_goes_on(tmp_path, small, monkeypa
         hist = model.fit(x_tr, y_tr, epochs=2, verbose=0, callbacks=[cb])
     assert len(hist.history["loss"]) == 2 and cb.pages == {}
     assert cb.lrp_engine is None
+    # several held-out sets: every set is off, and the folders the fit made are gone (no half run)
+    sets = FlowCallback({"a": (x_te, y_te), "b": (x_te, y_te)}, log_dir=tmp_path / "s", k=10, verbose=0)
+    with pytest.warns(RuntimeWarning, match="log_dir: cannot write"):
+        hist = model.fit(x_tr, y_tr, epochs=1, verbose=0, callbacks=[sets])
+    assert len(hist.history["loss"]) == 1 and sets.pages == {}
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [".flowcallback.lock"]
+    # the log_dir writable again: the next fit with the same callbacks takes its snapshots
+    monkeypatch.undo()
+    model.fit(x_tr, y_tr, epochs=1, verbose=0, callbacks=[cb, sets])
+    assert sorted(cb.pages) == [0, 1] and sorted(sets.pages) == [0, 1]
 
 
 # -- tf.data held-out sets -----------------------------------------------------------------------

@@ -110,11 +110,11 @@ def train(x, y, sets, log_dir, *, epochs: int, seed: int = 0):
 def scenario3(run, epoch: int) -> dict:
     """What the run of MNIST and Fashion-MNIST shows: each set's accuracy, last-layer ARI and whether
     the run page flags it, and the per-layer comparison."""
+    from flowcallback.core.runpage import run_epoch_metrics
     from flowcallback.core.sets import sets_overview
 
     table = run.compare_sets(epoch, "mnist", "fashion")
-    per_set = {n: {e: (run[n].epoch(e).metrics, run[n].layer_metrics().query("epoch == @e")) for e in run.epochs}
-               for n in run.names}
+    per_set = {n: run_epoch_metrics(run[n]) for n in run.names}  # what the page flags, computed as it does
     flagged = sets_overview(per_set, {}).get("flagged", {}).get(epoch, {})
     return {"table": table, "flagged": flagged,
             "accuracy": {n: run[n].epoch(epoch).metrics["accuracy"] for n in run.names}}

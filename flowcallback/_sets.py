@@ -286,8 +286,7 @@ class SetsSnapshotter:
         from flowcallback.run import load_run
 
         try:
-            run = load_run(store.set_dir(self.log_dir, name))
-            return runpage.RunPageState.from_run(run, run.info).epoch_metrics()
+            return runpage.run_epoch_metrics(load_run(store.set_dir(self.log_dir, name)))
         except Exception:  # unreadable: listed without epochs (load_run says why)
             return {}
 

@@ -516,22 +516,17 @@ class RunSite:
         """The page comparing the held-out sets of the run at ``rel``, drawn from the sets' runs as
         they are now (each set's own page, in its frame, refreshes itself)."""
         from flowcallback.core import store
-        from flowcallback.core.runpage import run_epoch_metrics, sets_page_html
-        from flowcallback.core.sets import sets_overview
+        from flowcallback.core.runpage import sets_page_html_for
+
+        def open_run(name: str):
+            child = name if rel == "." else f"{rel}/{name}"
+            if child not in runs:
+                return None
+            with self._entry(child).lock:
+                return self._run(child)
 
         try:
-            info = store.read_sets_info(self.root / rel)
-            per_set, samples = {}, {}
-            for entry in info["sets"]:
-                name = entry["name"]
-                child = name if rel == "." else f"{rel}/{name}"
-                samples[name] = int(entry.get("samples") or 0)
-                per_set[name] = {}
-                if child not in runs:
-                    continue
-                with self._entry(child).lock:
-                    per_set[name] = run_epoch_metrics(self._run(child))
-            body = sets_page_html(sets_overview(per_set, samples), str((info.get("model") or {}).get("name", "")))
+            body = sets_page_html_for(store.read_sets_info(self.root / rel), open_run)
         except Exception as exc:
             return _text(500, f"flowcallback: this run of held-out sets cannot be read: {' '.join(str(exc).split())}\n")
         return self._page(body, f'"{hashlib.sha256(body.encode("utf-8")).hexdigest()[:32]}"')

@@ -45,7 +45,8 @@ from flowcallback.core.render import (
     top_classes,
 )
 
-__all__ = ["RunPageState", "sets_page_html", "write_sets_page", "write_sets_page_for", "run_epoch_metrics",
+__all__ = ["RunPageState", "sets_page_html", "sets_page_html_for", "write_sets_page", "write_sets_page_for",
+           "run_epoch_metrics",
            "run_page_html", "write_run_page", "write_run_page_for",
            "run_page_html_for", "run_graphs",
            "run_views", "TEMPLATE_FILES", "MAX_PAGE_UNITS", "PAGE_CLASS_MEAN_VALUES", "PAGE_PROJECTION_POINTS",
@@ -68,15 +69,16 @@ def _template(name: str) -> str:
     return files("flowcallback").joinpath("templates").joinpath(name).read_text(encoding="utf-8")
 
 
-@lru_cache(maxsize=1)
-def _page_template() -> str:
-    """The HTML template with its style sheet and script inlined (the data and title still to fill in)."""
-    style, script = _template("run_page.css"), _template("run_page.js")
+@lru_cache(maxsize=2)
+def _inlined(page: str = "run_page") -> str:
+    """A page's HTML template (``run_page`` or ``sets_page``) with the shared style sheet and its
+    script inlined (the data and title still to fill in)."""
+    style, script = _template("run_page.css"), _template(f"{page}.js")
     # inlined as they are: neither may close its element early
     if "</style" in style.lower() or "</script" in script.lower() or "<!--" in script:
-        raise ValueError("the run page's style sheet or script holds text that would close its element")
+        raise ValueError(f"the {page}'s style sheet or script holds text that would close its element")
     parts = {"STYLE": style, "SCRIPT": script}
-    return _PLACEHOLDER.sub(lambda m: parts.get(m.group(1), m.group(0)), _template("run_page.html"))
+    return _PLACEHOLDER.sub(lambda m: parts.get(m.group(1), m.group(0)), _template(f"{page}.html"))
 
 
 def _json_for_script(obj) -> str:
@@ -580,7 +582,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
             + ', "figures": ' + nested(figures) + "}")
     values = {"TITLE": html.escape(str(model_name)), "DATA": text}
     # one pass: a name or datum that looks like a placeholder is left as it is
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), _page_template())
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), _inlined("run_page"))
 
 
 def write_run_page(log_dir: PathLike, info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
@@ -600,16 +602,6 @@ def write_run_page(log_dir: PathLike, info: Mapping, graphs: Mapping[int, Mappin
     return path
 
 
-@lru_cache(maxsize=1)
-def _sets_template() -> str:
-    """The sets page's template with the shared style sheet and its script inlined."""
-    style, script = _template("run_page.css"), _template("sets_page.js")
-    if "</style" in style.lower() or "</script" in script.lower() or "<!--" in script:
-        raise ValueError("the sets page's style sheet or script holds text that would close its element")
-    parts = {"STYLE": style, "SCRIPT": script}
-    return _PLACEHOLDER.sub(lambda m: parts.get(m.group(1), m.group(0)), _template("sets_page.html"))
-
-
 def sets_page_html(overview: Mapping, model_name: str) -> str:
     """The page of a run of several held-out sets: each set's accuracy and layer separation
     (:func:`flowcallback.core.sets.sets_overview`), the sets flagged as failing, and each set's own
@@ -624,7 +616,7 @@ def sets_page_html(overview: Mapping, model_name: str) -> str:
     """
     values = {"TITLE": html.escape(str(model_name)),
               "DATA": _json_for_script({**overview, "model": str(model_name)})}
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), _sets_template())
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), _inlined("sets_page"))
 
 
 def write_sets_page(log_dir: PathLike, overview: Mapping, model_name: str) -> Path:
@@ -644,21 +636,30 @@ def run_epoch_metrics(run) -> Dict[int, Tuple[dict, object]]:
             for e in run.epochs if "activations" in run.analyses(e)}
 
 
-def write_sets_page_for(run_sets) -> Path:
-    """Write the sets page of a run of several held-out sets opened with :func:`flowcallback.load_run`
-    (a :class:`flowcallback.RunSets`); a set that cannot be read is listed without epochs."""
+def sets_page_html_for(info: Mapping, open_run) -> str:
+    """The sets page of a run of several held-out sets read from disk: ``info`` is its
+    ``sets.json``, ``open_run(name)`` a set's loaded run (None, or an error, for a set that cannot be
+    read: it is listed without epochs; its own page says why)."""
     from flowcallback.core.sets import sets_overview
 
     per_set, samples = {}, {}
-    for entry in run_sets.info["sets"]:
+    for entry in info["sets"]:
         name = entry["name"]
         samples[name] = int(entry.get("samples") or 0)
         try:
-            per_set[name] = run_epoch_metrics(run_sets[name])
-        except Exception:  # its own report says why
+            run = open_run(name)
+            per_set[name] = {} if run is None else run_epoch_metrics(run)
+        except Exception:
             per_set[name] = {}
-    model = str((run_sets.info.get("model") or {}).get("name", ""))
-    return write_sets_page(run_sets.path, sets_overview(per_set, samples), model)
+    return sets_page_html(sets_overview(per_set, samples), str((info.get("model") or {}).get("name", "")))
+
+
+def write_sets_page_for(run_sets) -> Path:
+    """Write the sets page of a :class:`flowcallback.RunSets` (:func:`sets_page_html_for`)."""
+    path = Path(run_sets.path)
+    ensure_plotlyjs(path)
+    atomic_write(path / "index.html", sets_page_html_for(run_sets.info, run_sets.__getitem__).encode("utf-8"))
+    return path / "index.html"
 
 
 class RunPageState:

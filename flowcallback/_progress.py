@@ -159,6 +159,10 @@ class LiveFigure:
         self._handle = None
         self._lock = threading.Lock()
 
+    def sibling(self) -> LiveFigure:
+        """Another figure, shown under this one in the same cell (one per held-out set)."""
+        return LiveFigure(notebook=self.notebook)
+
     def show(self, epoch: int, graphs, *, title_prefix: str = "") -> None:
         """Show snapshot ``epoch`` (``graphs``: ``{analysis: FlowGraph}``) in place of the last one."""
         if not self.notebook:

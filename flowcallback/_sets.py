@@ -120,10 +120,12 @@ class SetsSnapshotter:
         return self._live
 
     @live.setter
-    def live(self, value) -> None:  # one figure in a notebook: the first set's Sankey
+    def live(self, value) -> None:
+        """One live figure per set in a notebook, each titled with its set's name: the first set gets
+        ``value`` itself, the others figures of their own of the same kind."""
         self._live = value
         for name, m in self.members.items():
-            m.live = value if name == self.names[0] else None
+            m.live = value if value is None or name == self.names[0] else value.sibling()
 
     @property
     def progress_note(self) -> str:

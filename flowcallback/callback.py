@@ -157,8 +157,9 @@ class FlowCallback(tf.keras.callbacks.Callback):
     display : {None, "live"}, default=None
         ``"live"``: in a notebook, the last snapshot's Sankey (with its Activations / LRP buttons)
         as one figure under the cell, updated in place as each snapshot lands, like the progress
-        bar. Outside a notebook (a script, a terminal) it shows nothing; ``flowcallback serve``
-        and TensorBoard's Flows dashboard follow a run from anywhere (docs/usage.md, "Live view").
+        bar; with several held-out sets, one such figure per set. Outside a notebook (a script, a
+        terminal) it shows nothing; ``flowcallback serve`` and TensorBoard's Flows dashboard
+        follow a run from anywhere (docs/usage.md, "Live view").
 
     Examples
     --------

@@ -370,6 +370,11 @@ cb = FlowCallback((x_te[:200], y_te[:200]), log_dir={log_dir!r}, epochs=[1, 2], 
 lenet5_digits().fit(x_tr, y_tr, epochs=2, batch_size=64, verbose=0, callbacks=[cb])
 print("live figure:", cb._snapshotter.live.shown, "shown, epoch", cb._snapshotter.live.epoch)
 """
+_LIVE_SETS_CELL = """
+cb = FlowCallback({{"clean": (x_te[:150], y_te[:150]), "late": (x_te[150:300], y_te[150:300])}}, log_dir={log_dir!r},
+                  epochs=[1, 2], lrp=False, class_means=False, projection=None, verbose=0, display="live")
+lenet5_digits().fit(x_tr, y_tr, epochs=2, batch_size=64, verbose=0, callbacks=[cb])
+"""
 
 
 @pytest.mark.skipif(any(__import__("importlib").util.find_spec(m) is None for m in ("nbclient", "ipykernel")),
@@ -378,7 +383,8 @@ def test_display_live_shows_one_figure_updated_in_place_in_a_notebook(tmp_path):
     import nbformat
     from nbclient import NotebookClient
 
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_LIVE_CELL.format(log_dir=str(tmp_path / "r")))])
+    cells = [_LIVE_CELL.format(log_dir=str(tmp_path / "r")), _LIVE_SETS_CELL.format(log_dir=str(tmp_path / "s"))]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     NotebookClient(nb, timeout=600, kernel_name="python3").execute()
     outputs = nb.cells[0].outputs
     assert [o for o in outputs if o.output_type == "error"] == []
@@ -390,6 +396,13 @@ def test_display_live_shows_one_figure_updated_in_place_in_a_notebook(tmp_path):
     assert "sankey" in {t["type"] for t in fig["data"]}
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "live figure: 2 shown, epoch 2" in text
+    # several held-out sets: one figure per set, each updated in place to epoch 2 and titled with its set
+    outputs = nb.cells[1].outputs
+    assert [o for o in outputs if o.output_type == "error"] == []
+    titles = [o["data"]["application/vnd.plotly.v1+json"]["layout"]["title"]["text"]
+              for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert sorted(t.split(" · Epoch")[0] for t in titles) == ["lenet5_digits · clean", "lenet5_digits · late"], titles
+    assert all(" · Epoch 2" in t for t in titles), titles
 
 
 def test_display_live_outside_a_notebook_shows_nothing_and_a_bad_value_is_named(fitted_run, capsys):

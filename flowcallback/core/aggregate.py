@@ -304,8 +304,11 @@ def class_order(means) -> np.ndarray:
     if len(valid) < 3:  # one or two rows: any order is optimal
         return np.concatenate([valid, missing]).astype(np.int64)
     from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import pdist
 
-    z = linkage(_standardised(m[valid]), method="average", metric="euclidean", optimal_ordering=True)
+    # condensed distances: given the rows themselves, SciPy warns (ClusterWarning) when the
+    # matrix is square, taking it for a distance matrix it then does not treat as one
+    z = linkage(pdist(_standardised(m[valid]), "euclidean"), method="average", optimal_ordering=True)
     return np.concatenate([valid[leaves_list(z)], missing]).astype(np.int64)
 
 

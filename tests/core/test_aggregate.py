@@ -3,6 +3,7 @@ and the native LRP engine; the class order and the difference of two classes on 
 from __future__ import annotations
 
 import doctest
+import warnings
 
 import numpy as np
 import pytest
@@ -103,6 +104,19 @@ def test_class_order_puts_planted_groups_together_and_missing_classes_last():
     assert sum(a != b for a, b in zip(runs, runs[1:])) == 2  # each group in one block
     assert class_order(means).tolist() == order  # deterministic
     assert sorted(class_order(np.ones((4, 3))).tolist()) == [0, 1, 2, 3]  # all alike: still every class once
+
+
+def test_class_order_of_square_class_means_warns_nothing_and_groups_alike_classes():
+    # 4 classes x 4 units: SciPy took such rows for a distance matrix and warned (ClusterWarning)
+    means = np.array([[0.0, 0.0, 1.0, 0.0], [9.0, 9.0, 0.0, 1.0], [0.1, 0.0, 1.0, 0.1], [9.0, 8.9, 0.1, 1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        order = class_order(means).tolist()
+    assert sorted(order) == [0, 1, 2, 3]
+    assert abs(order.index(0) - order.index(2)) == 1 and abs(order.index(1) - order.index(3)) == 1
+    with warnings.catch_warnings():  # every unit constant (a dead layer): standardised to zeros
+        warnings.simplefilter("error")
+        assert sorted(class_order(np.ones((4, 4))).tolist()) == [0, 1, 2, 3]
 
 
 def test_class_difference_finds_the_planted_units():

@@ -181,6 +181,80 @@ def test_a_layer_without_an_lrp_rule_stops_relevance_there(tmp_path, digits, odd
     assert not any(n.startswith("LRP relevance stops") for n in activations.notes)
 
 
+class TokenAndPositionEmbedding(layers.Layer):
+    """keras.io's text-classification Transformer, as the tutorial writes it: arguments in
+    ``__init__``, layers inside, no ``get_config`` of its own (Keras 3's config then has no name)."""
+
+    def __init__(self, maxlen, vocab_size, embed_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.token_emb = layers.Embedding(input_dim=vocab_size, output_dim=embed_dim)
+        self.pos_emb = layers.Embedding(input_dim=maxlen, output_dim=embed_dim)
+
+    def call(self, x):
+        positions = tf.range(start=0, limit=tf.shape(x)[-1], delta=1)
+        return self.token_emb(x) + self.pos_emb(positions)
+
+
+class TransformerBlock(layers.Layer):
+    def __init__(self, embed_dim, num_heads, ff_dim, rate=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.att = layers.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim)
+        self.ffn = tf.keras.Sequential([layers.Dense(ff_dim, activation="relu"), layers.Dense(embed_dim)])
+        self.norm1, self.norm2 = layers.LayerNormalization(epsilon=1e-6), layers.LayerNormalization(epsilon=1e-6)
+        self.drop1, self.drop2 = layers.Dropout(rate), layers.Dropout(rate)
+
+    def call(self, inputs, training=None):
+        out1 = self.norm1(inputs + self.drop1(self.att(inputs, inputs), training=training))
+        return self.norm2(out1 + self.drop2(self.ffn(out1), training=training))
+
+
+class Projection(layers.Layer):
+    def __init__(self, units, **kw):  # not "**kwargs": Keras 3's automatic config then drops the name
+        super().__init__(**kw)
+        self.dense = layers.Dense(units, activation="relu")
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_the_keras_tutorial_transformer_with_custom_layers_trains_and_gets_its_flows(tmp_path, tally):
+    """Custom layers with constructor arguments, named or not (the keras.io tutorial's): the callback
+    never stops the training (Keras 3 left a custom layer's name out of its config, the model's
+    private copy for LRP had another name, and on_train_begin raised), relevance stops at the custom
+    layers with a note, and the layers after them keep their LRP flows."""
+    tally("bad inputs tried")
+    tf.keras.utils.set_random_seed(5)
+    rng = np.random.default_rng(5)
+    maxlen, vocab = 12, 50
+    x = rng.integers(1, vocab, size=(400, maxlen))
+    y = (x < 10).any(axis=1).astype(np.int64)  # a low token anywhere: class 1
+    inputs = tf.keras.Input(shape=(maxlen,))
+    h = TokenAndPositionEmbedding(maxlen, vocab, 16)(inputs)
+    h = TransformerBlock(16, 2, 16)(h)
+    h = layers.GlobalAveragePooling1D()(h)
+    h = layers.Dropout(0.1)(h)
+    h = Projection(20, name="head")(h)  # named, as users often do
+    outputs = layers.Dense(2, activation="softmax")(h)
+    model = tf.keras.Model(inputs, outputs)
+    # what made the private copy differ: Keras 3 leaves this layer's name out of its config
+    assert "name" not in model.get_layer("head").get_config() or not hasattr(tf.keras, "ops")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    cb = FlowCallback((x[300:], y[300:]), log_dir=tmp_path, epochs=[1], k=8, verbose=0)
+    with pytest.warns(RuntimeWarning, match="LRP"):
+        history = model.fit(x[:300], y[:300], epochs=1, verbose=0, callbacks=[cb])
+    assert len(history.history["loss"]) == 1
+    run = load_run(tmp_path)
+    assert run.epochs == [1] and 1 not in run.errors()
+    activations = run.epoch(1)
+    assert conserved(activations)
+    names, out = activations.column_names, model.layers[-1].name  # "dense_<n>": Keras numbers default names
+    assert "token_and_position_embedding" in names and "transformer_block" in names and "head" in names
+    assert run.analyses(1) == ["activations", "lrp"]
+    lrp = run.epoch(1, "lrp")
+    assert conserved(lrp) and lrp.column_names[:2] == ("head", out)
+    assert any(n.startswith("LRP relevance stops") and "Projection" in n for n in lrp.notes), lrp.notes
+
+
 def test_a_long_reason_for_skipping_lrp_is_cut_at_a_word_and_kept_whole_in_the_errors(tmp_path, digits, monkeypatch):
     """The LRP engine refuses the model at set-up with a reason naming forty layers (injected, so that
     the test does not depend on which layers the engine accepts): the note and the warning give its

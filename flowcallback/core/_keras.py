@@ -95,15 +95,39 @@ def clone_model(model):
 
     def clone(layer):
         if type(layer).__name__ in ("Sequential", "Functional") and getattr(layer, "inputs", None):
-            return root_models.clone_model(layer, clone_function=clone)
+            return _named(root_models.clone_model(layer, clone_function=clone), layer.name)
         try:
-            return layer.__class__.from_config(layer.get_config())
+            return _named(_from_config(layer), layer.name)
         except Exception:
             if not getattr(layer, "weights", None):
                 return layer
             raise
 
     return root_models.clone_model(model, clone_function=clone)
+
+
+def _from_config(layer):
+    """``layer`` rebuilt from its config, under its own name where the config leaves the name out
+    (Keras 3's automatic config of a custom layer whose ``__init__`` takes ``**kw`` rather than
+    ``**kwargs`` has none, so the copy got a new default name)."""
+    config = layer.get_config()
+    if "name" not in config:
+        try:
+            return layer.__class__.from_config({**config, "name": layer.name})
+        except TypeError:  # an __init__ that takes no name
+            pass
+    return layer.__class__.from_config(config)
+
+
+def _named(copy, name: str):
+    """``copy`` under ``name``: the copy's layers must answer to the original's names (the
+    columns and the relevance engine refer to layers by name)."""
+    if copy.name != name:
+        try:
+            copy.name = name  # Keras 3: a plain attribute
+        except AttributeError:  # Keras 2: a read-only property over _name
+            copy._name = name
+    return copy
 
 
 def static_shape(model, attribute: str):

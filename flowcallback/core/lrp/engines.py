@@ -152,7 +152,10 @@ class NativeEngine:
             raise RuntimeError("the native LRP engine needs a Sequential or functional model; this one cannot be "
                                f"copied ({type(exc).__name__}: {exc})") from exc
         copy.set_weights(model.get_weights())
-        engine = NativeLRP(copy, list(layer_names), self.analyzer, self.analyzer_kwargs)
+        try:
+            engine = NativeLRP(copy, list(layer_names), self.analyzer, self.analyzer_kwargs)
+        except ValueError as exc:  # the copy differs from the model (the arguments were checked above)
+            raise RuntimeError(f"the model's private copy for LRP differs from it: {exc}") from exc
         if engine.unsupported:
             raise RuntimeError(engine.note)
         self._batch_size = _bounded_batch(model, layer_names, int(batch_size))

@@ -79,6 +79,8 @@ class SetsSnapshotter:
         self._model_name = ""
         self._live = None
         self._others: Dict[str, dict] = {}  # {set: {epoch: (scalars, layer metrics)}} of sets of earlier fits only
+        self._former_doc: Optional[dict] = None  # sets.json as this fit found it
+        self._existed: Dict[str, bool] = {}  # whether each set's folder was there before this fit
 
     # -- what the callback reads ----------------------------------------------------------------
     @property
@@ -156,6 +158,16 @@ class SetsSnapshotter:
                 out[epoch] = {"snapshot_seconds": max(m.finished[epoch] for m in self.members.values()) - started,
                               "sets": {name: dict(m.timings.get(epoch, {})) for name, m in self.members.items()}}
         return out
+
+    @property
+    def model_name(self) -> str:
+        """The run's model name (an earlier fit's, when appending): the pages' titles."""
+        return self._model_name or self.first.model_name
+
+    @property
+    def epochs_held(self) -> List[int]:
+        """The epochs any of the sets held when this fit began."""
+        return sorted(set().union(*(m.epochs_held for m in self.members.values())))
 
     @property
     def busy(self) -> bool:
@@ -246,7 +258,9 @@ class SetsSnapshotter:
         except BaseException:
             self._undo(prepared, existed)
             raise
-        self._model_name = str(getattr(model, "name", "model"))
+        self._model_name = str(getattr(model, "name", "model") if former is None else
+                               (former.get("model") or {}).get("name") or getattr(model, "name", "model"))
+        self._former_doc, self._existed = former, existed
         names = [] if former is None else [entry["name"] for entry in former["sets"]]
         self._order = names + [n for n in self.names if n not in names]
         self._others = {n: self._read_former(n) for n in names if n not in self.members}
@@ -261,8 +275,23 @@ class SetsSnapshotter:
                 raise SnapshotError(f"log_dir: cannot write {self.log_dir / store.SETS_FILE}: {exc}") from exc
             self._disable(f"cannot write {self.log_dir / store.SETS_FILE}: {exc}", prepared, existed)
             return
-        if any(m.page.graphs for m in self.members.values()) or any(self._others.values()):
-            self._write_page()  # appending: the page shows the sets' earlier epochs (else it comes with the first)
+        # the page is rewritten with the first snapshot written: a fit refused at its first epoch
+        # (:meth:`unprepare`) leaves the run's page as it was
+
+    def unprepare(self) -> None:
+        """Undo :meth:`prepare` for a fit refused before its first snapshot: the sets' run.json and
+        sets.json as this fit found them, the folders it made removed, the lock released."""
+        try:
+            for name, member in self.members.items():
+                if self._existed.get(name, True):
+                    member.unprepare()
+                else:
+                    member.abort()
+                    shutil.rmtree(member.log_dir, ignore_errors=True)
+            if self._former_doc is not None and not self.disabled:
+                store.write_sets_info(self.log_dir, self._former_doc)
+        finally:
+            self.lock.release()
 
     def _undo(self, prepared: List[Snapshotter], existed: Dict[str, bool]) -> None:
         """Stop the sets prepared, remove the folders this prepare made, release the run's lock."""

@@ -134,7 +134,11 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
     x, y = validation_data
     if x is None or y is None:
         raise ValueError("validation_data: both x and y are needed (the labels colour the flows)")
-    if isinstance(x, (dict, list, tuple)) and not isinstance(x, np.ndarray):
+    if isinstance(x, dict) or _several_inputs(x, y):
+        parts = f"a dict of {len(x)} inputs" if isinstance(x, dict) else f"a {type(x).__name__} of {len(x)} arrays"
+        raise ValueError(f"validation_data: x is {parts}, one per input of a multi-input model; multi-input "
+                         "models are not supported: x must be one array")
+    if isinstance(x, (list, tuple)):
         try:
             x = np.asarray(x)
         except Exception:
@@ -155,6 +159,18 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
     return x, y
 
 
+def _several_inputs(x, y) -> bool:
+    """Whether ``x`` is a list or tuple of arrays (two or more), each with ``y``'s samples: the
+    inputs of a multi-input model, which ``np.asarray`` would stack into one array."""
+    if not isinstance(x, (list, tuple)) or len(x) < 2 or not all(hasattr(a, "shape") for a in x):
+        return False
+    try:
+        n = len(y)
+        return len(x) != n and all(len(a.shape) >= 1 and a.shape[0] == n for a in x)
+    except TypeError:  # y without a length: the check below names it
+        return False
+
+
 def labels_from_y(y) -> np.ndarray:
     """Integer class labels from integer labels (n,) / (n, 1) or one-hot (n, C)."""
     y = np.asarray(y)
@@ -169,6 +185,8 @@ def labels_from_y(y) -> np.ndarray:
     if y.ndim != 1:
         raise ValueError(
             f"validation_data: y must be integer labels (n,) or one-hot (n, n_classes), got shape {y.shape}")
+    if y.dtype == bool:  # binary labels as a mask (y > 0): False is class 0, True class 1
+        return y.astype(np.int64)
     if (not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y))
             or np.any(np.asarray(y, dtype=np.float64) % 1 != 0)):
         raise ValueError("validation_data: y must hold integer class labels")
@@ -341,10 +359,13 @@ def check_samples_for_k(k: int, n_samples: int) -> None:
 
 
 def check_log_dir(log_dir) -> str:
-    """``log_dir`` as a string, checked by its rule in :data:`flowcallback.settings.RUN_CONSTRAINTS`."""
-    return os.fspath(check_parameter("log_dir", log_dir))
-
-
+    """``log_dir`` as a string, checked by its rule in :data:`flowcallback.settings.RUN_CONSTRAINTS`,
+    and not an existing file (a static mistake, refused now; a directory that cannot be written is
+    found at the start of ``fit``, where training goes on without snapshots)."""
+    path = os.fspath(check_parameter("log_dir", log_dir))
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ValueError(f"log_dir: {path} is a file, not a directory; expected a new directory or a run's")
+    return path
 
 
 def named_sets(validation_data) -> Optional[List[Tuple[object, object]]]:

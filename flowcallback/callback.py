@@ -12,7 +12,7 @@ import tensorflow as tf
 from flowcallback import _validation as checks
 from flowcallback._fit_guard import FitGuard
 from flowcallback._progress import LiveFigure, SnapshotProgress
-from flowcallback._schedule import BudgetSchedule, Decision
+from flowcallback._schedule import BudgetSchedule, Decision, epoch_ranges
 from flowcallback._sets import SetsSnapshotter, make_snapshotter
 from flowcallback.core import cluster, knn, project
 from flowcallback.settings import SnapshotSettings, check_parameter
@@ -299,7 +299,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         return dict(self._snapshotter.timings)
 
     def _take(self, epoch: int):
-        self._snapshotter.take(epoch, title_prefix=self.model.name)
+        self._snapshotter.take(epoch, title_prefix=self._snapshotter.model_name)
         if self._schedule is not None:
             self._schedule.taken(epoch)
 
@@ -353,10 +353,11 @@ class FlowCallback(tf.keras.callbacks.Callback):
         # Keras's epoch index is 0-based; snapshot 0 is the state before the first epoch trains.
         if not self._first_epoch_seen:
             self._first_epoch_seen = True
+            # a resumed fit (initial_epoch > 0) starts where the previous one took its last snapshot
+            first = epoch if epoch == 0 else epoch + 1
+            last = max(int((self.params or {}).get("epochs") or first), first)
+            self._refuse_overwriting(epoch, first, last)
             if self.budget is not None and not self._snapshotter.disabled:
-                # a resumed fit (initial_epoch > 0) starts where the previous one took its last snapshot
-                first = epoch if epoch == 0 else epoch + 1
-                last = max(int((self.params or {}).get("epochs") or first), first)
                 self._schedule = BudgetSchedule(self.budget, first=first, last=last)
                 self._schedule.start(time.perf_counter())
                 if epoch == 0 and self._schedule.decide(0, time.perf_counter(), busy=False).take:
@@ -364,6 +365,27 @@ class FlowCallback(tf.keras.callbacks.Callback):
                 self._epoch_starts()
             elif epoch == 0 and self.wants(0):
                 self._take(0)
+
+    def _refuse_overwriting(self, initial_epoch: int, first: int, last: int) -> None:
+        """Refuse, before the first epoch trains, a fit that would write epochs the run already holds
+        from an earlier training: a notebook cell run again with a fresh model, or ``fit`` called
+        again on a trained model without ``initial_epoch``. Its snapshots would replace some of the
+        earlier epochs and leave the others, so that one run would mix two trainings."""
+        if self._snapshotter.disabled:
+            return
+        held = self._snapshotter.epochs_held
+        clash = [e for e in held if first <= e <= last and (self.budget is not None or self.wants(e))]
+        if not clash:
+            return
+        self._guard.stop()
+        self._snapshotter.unprepare()  # run.json as it was; the LRP worker and the run's lock, as at a fit's end
+        shown = epoch_ranges(held)
+        raise ValueError(
+            f"log_dir: {self.log_dir} holds epochs {', '.join(f'{a}' if a == b else f'{a}-{b}' for a, b in shown)} "
+            f"of an earlier training, and this fit (from initial_epoch={initial_epoch}) would overwrite epoch(s) "
+            f"{', '.join(str(e) for e in clash[:5])}{', ...' if len(clash) > 5 else ''}, mixing two trainings in "
+            f"one run. For a new training, use a new log_dir (or delete this one); to continue that training, "
+            f"fit with initial_epoch={max(held)}.")
 
     def on_epoch_end(self, epoch, logs=None):
         self._last_done = epoch + 1

@@ -82,6 +82,7 @@ class Snapshotter:
         self.threads = SnapshotThreads(background=settings.background, nice=settings.nice)
         self.lock = RunLock(self.log_dir)
         self._former_layers: list = []  # run.json's columns before this fit, when resuming
+        self._former_info: Optional[dict] = None  # run.json as this fit found it, when resuming
         self.progress_note = ""  # appended to each snapshot's progress line (the budget spent)
         self._aborted = False
         self._continuity = stages.Continuity()  # the last snapshot's cluster ids, orders and projections
@@ -121,6 +122,7 @@ class Snapshotter:
 
     def _prepare(self, model) -> None:
         self._aborted, self.model, s = False, model, self.settings
+        self._former_info = None
         self.disabled = ""  # a new fit tries again (the log_dir may have become writable)
         plan = plan_run(model, self.x, self.labels, s)
         checks.check_one_hot_width(self.y_raw, plan.n_classes)
@@ -137,6 +139,7 @@ class Snapshotter:
                     "cluster ids and orders start afresh, and comparisons with those epochs are refused.")))
             self.plan = plan
             self._former_layers = former["layers"] if former else []
+            self._former_info = former
             info_doc = self._describe(plan, plan.lrp_backend)
             store.write_run_info(self.log_dir, info_doc)
         except OSError as exc:  # read-only or full disk: the run cannot be recorded, training can go on
@@ -160,6 +163,8 @@ class Snapshotter:
         # a resume with other layers= keeps the earlier epochs' columns listed (load_run checks them)
         listed = {layer["name"] for layer in info_doc["layers"]}
         info_doc["layers"] += [layer for layer in self._former_layers if layer["name"] not in listed]
+        if self._former_info is not None:  # the model rebuilt in a notebook is "sequential_1": the run keeps its name
+            info_doc["model"]["name"] = self._former_info["model"]["name"]
         if self.set_name is not None:
             info_doc["held_out_set"] = self.set_name
         return info_doc
@@ -178,6 +183,20 @@ class Snapshotter:
             last = max(self.page.graphs)
             self._continuity = stages.Continuity.resumed(self.page.graphs[last].values(), self.page.views.get(last),
                                                          self.labels, self._projection_samples)
+
+    @property
+    def model_name(self) -> str:
+        """The run's model name, as run.json has it (an earlier fit's, when resuming): the pages' titles."""
+        return str((self.page.info.get("model") or {}).get("name") or getattr(self.model, "name", "model"))
+
+    def unprepare(self) -> None:
+        """Undo :meth:`prepare` for a fit refused before its first snapshot: run.json as this fit
+        found it, the relevance engine stopped, the run's lock released."""
+        try:
+            if self._former_info is not None and not self.disabled and not self.pages:
+                store.write_run_info(self.log_dir, self._former_info)
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Wait for background snapshots, then stop the relevance engine and the threads.
@@ -223,6 +242,11 @@ class Snapshotter:
                 interrupt = exc
         if interrupt is not None:
             raise interrupt
+
+    @property
+    def epochs_held(self) -> List[int]:
+        """The epochs this run held when this fit began (written by earlier fits and readable)."""
+        return sorted(e for e in self.page.graphs if e not in self.pages)
 
     @property
     def busy(self) -> bool:

@@ -22,7 +22,8 @@ SCRIPT = textwrap.dedent(
     (x_tr, y_tr), (x_te, y_te) = load_digits_split()
     model = lenet5_digits()
     cb = FlowCallback((x_te, y_te), log_dir=sys.argv[1], lrp=False, verbose=0, budget=None)
-    model.fit(x_tr, y_tr, epochs=int(sys.argv[2]) if len(sys.argv) > 2 else 50, verbose=0, callbacks=[cb])
+    model.fit(x_tr, y_tr, epochs=int(sys.argv[2]) if len(sys.argv) > 2 else 50,
+              initial_epoch=int(sys.argv[3]) if len(sys.argv) > 3 else 0, verbose=0, callbacks=[cb])
     """
 )
 
@@ -68,6 +69,7 @@ def _resuming_removes_the_killed_writers_temporaries(log_dir, pid):
     assert all(f".{pid}." in p.name for p in left)  # the writer's pid is in the name
     # One leftover for certain, in case the kill came just after a rename.
     (log_dir / "graphs" / f".epoch_009.{pid}.abcd1234.tmp").mkdir()
-    subprocess.run([sys.executable, "-c", SCRIPT, str(log_dir), "1"], check=True, timeout=240)
+    last = load_run(log_dir).epochs[-1]  # the training continues where the killed one's last snapshot was
+    subprocess.run([sys.executable, "-c", SCRIPT, str(log_dir), str(last + 1), str(last)], check=True, timeout=240)
     assert _leftovers(log_dir) == []
-    assert load_run(log_dir).epochs[:2] == [0, 1]
+    assert load_run(log_dir).epochs == list(range(last + 2))

@@ -100,6 +100,32 @@ def test_run_page_slider_and_switch(fitted_run):
         assert errors == [] and blocked == []
 
 
+def test_flows_across_epochs_where_no_sample_changed_say_so_without_an_error(fitted_run, tmp_path):
+    """Two snapshots of the same weights (a frozen model): "changed only" leaves nothing to draw.
+    The page says so, with no JavaScript error (Plotly's Sankey threw on no links), and so does
+    ``Run.show("across", changed_only=True)``'s figure."""
+    from flowcallback import snapshot
+
+    for epoch in (1, 2):
+        snapshot(fitted_run["model"], (fitted_run["x_test"][:120], fitted_run["y_test"][:120]), tmp_path / "frozen",
+                 epoch=epoch, lrp=False, k=8, projection=None, verbose=0)
+    run = load_run(tmp_path / "frozen")
+    assert (run.epoch(1).predictions == run.epoch(2).predictions).all()
+    fig = run.show("across", column="Prediction", changed_only=True)
+    assert fig.data == () and fig.layout.annotations[0].text == "No sample changed cluster between these epochs"
+    assert sum(run.show("across", column="Prediction").data[0].link.value) == 120
+    with open_page((run.path / "index.html").resolve().as_uri()) as (page, errors, blocked):
+        page.check("#across-changed")
+        page.wait_for_function("document.getElementById('across').data.length === 0", timeout=10_000)
+        texts = page.eval_on_selector_all("#across .annotation-text", "els => els.map(e => e.textContent)")
+        assert "No sample changed cluster between these epochs" in texts
+        assert page.evaluate("document.getElementById('across').layout.title.text").endswith(" · changed only")
+        page.uncheck("#across-changed")  # and back: the flows again
+        page.wait_for_function("document.getElementById('across').data.length === 1", timeout=10_000)
+        assert page.evaluate("document.getElementById('across').data[0].link.value.reduce((a, b) => a + b, 0)") == 120
+        assert errors == [] and blocked == []
+
+
 def test_names_are_text_in_the_run_page(tmp_path):
     """A class name with markup is shown as text, never run as HTML or script."""
     import numpy as np

@@ -468,6 +468,32 @@ def test_appending_refuses_what_would_break_the_run_before_writing_anything(sets
         "fingerprint"]
 
 
+def test_a_fit_that_would_overwrite_the_sets_epochs_is_refused_and_leaves_them_as_they_were(tmp_path, digits):
+    """A training started again into a run of sets (a notebook cell run again): refused at the first
+    epoch, naming the epochs; sets.json, each set's run.json and epochs as they were, and the folder
+    of a set this fit added removed."""
+    (x_tr, y_tr), (x_te, y_te) = digits
+    a, b = (x_te[:80], y_te[:80]), (x_te[80:160], y_te[80:160])
+    run_dir = tmp_path / "r"
+    settings = dict(log_dir=run_dir, lrp=False, k=8, verbose=0, projection=None, budget=None)
+    first = FlowCallback({"a": a, "b": b}, **settings)
+    _tiny_model().fit(x_tr[:200], y_tr[:200], epochs=2, verbose=0, callbacks=[first])
+
+    def files():
+        return {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*")
+                if p.is_file() and ".lock" not in p.name}
+
+    before = files()
+    cb = FlowCallback({"a": a, "new": b}, **settings)
+    with pytest.raises(ValueError, match=r"^log_dir: .* holds epochs 0-2 of an earlier training, and this fit "
+                                         r"\(from initial_epoch=0\) would overwrite epoch\(s\) 0, 1, 2, "):
+        _tiny_model().fit(x_tr[:200], y_tr[:200], epochs=3, verbose=0, callbacks=[cb])
+    assert not (run_dir / "new").exists()
+    assert files() == before
+    run = load_run(run_dir)
+    assert run.names == ["a", "b"] and run["a"].epochs == [0, 1, 2] and run["b"].epochs == [0, 1, 2]
+
+
 def test_a_set_folder_that_cannot_be_written_turns_every_set_off_and_leaves_no_half_run(tmp_path, digits, recwarn):
     (x_tr, y_tr), (x_te, y_te) = digits
     run_dir = tmp_path / "r"

@@ -170,6 +170,35 @@ def test_a_second_writer_is_refused_while_the_first_lives_and_not_after(tmp_path
     assert load_run(log_dir).epochs == [0, 1, 2, 3]
 
 
+def test_a_fit_that_would_overwrite_an_earlier_trainings_epochs_is_refused_before_it_trains(tmp_path, data):
+    """A notebook cell run again with a fresh model, or fit called again without initial_epoch: the
+    fit is refused at its first epoch, before it trains, naming the epochs and what to do; the run's
+    files stay as they were, and the run's lock is released (the same log_dir resumes at once)."""
+    x_tr, y_tr, x_te, y_te = data
+    log_dir = tmp_path / "r"
+    model = dense_model()
+    fit(model, data, log_dir, epochs=3)
+    before = {p.name: p.stat().st_mtime_ns for p in (log_dir / "graphs").iterdir()}
+    run_json = (log_dir / "run.json").read_bytes()
+    for again, initial in ((dense_model(), 0), (model, 0), (model, 1)):  # a new training; fit again; from epoch 1
+        weights = [w.copy() for w in again.get_weights()]
+        cb = FlowCallback((x_te, y_te), log_dir=log_dir, lrp=False, k=8, verbose=0, projection=None)
+        clash = initial + (initial > 0)  # a resumed fit's first snapshot is the epoch after initial_epoch
+        with pytest.raises(ValueError, match=rf"^log_dir: {log_dir} holds epochs 0-3 of an earlier training, and "
+                           rf"this fit \(from initial_epoch={initial}\) would overwrite epoch\(s\) {clash}, "
+                           r".*use a new log_dir \(or delete this one\); to continue that training, fit with "
+                           r"initial_epoch=3\.$"):
+            again.fit(x_tr, y_tr, epochs=4, initial_epoch=initial, verbose=0, callbacks=[cb])
+        assert all(np.array_equal(a, b) for a, b in zip(weights, again.get_weights()))  # it did not train
+        assert {p.name: p.stat().st_mtime_ns for p in (log_dir / "graphs").iterdir()} == before
+        assert load_run(log_dir).epochs == [0, 1, 2, 3] and (log_dir / "run.json").read_bytes() == run_json
+    # an explicit list of epochs that spares the run's: accepted; continuing: appended
+    cb = FlowCallback((x_te, y_te), log_dir=log_dir, lrp=False, k=8, verbose=0, projection=None, epochs=[5])
+    model.fit(x_tr, y_tr, epochs=5, initial_epoch=0, verbose=0, callbacks=[cb])
+    fit(model, data, log_dir, epochs=6, initial_epoch=5)
+    assert load_run(log_dir).epochs == [0, 1, 2, 3, 5, 6]
+
+
 def test_a_run_with_the_former_fingerprint_resumes_with_its_model(tmp_path, data):
     """Runs written before the architecture-only fingerprint keep resuming with their model."""
     import json

@@ -55,6 +55,19 @@ def test_bad_arguments_at_construction(small, kwargs, match, tally):
         FlowCallback((x_te, y_te), **kwargs)
 
 
+def test_a_log_dir_that_is_a_file_is_refused_at_construction(small, tmp_path, tally):
+    tally("bad inputs tried")
+    x_tr, y_tr, x_te, y_te = small
+    (tmp_path / "notes.txt").write_text("mine")
+    for log_dir in (tmp_path / "notes.txt", str(tmp_path / "notes.txt")):
+        with pytest.raises(ValueError, match=rf"^log_dir: {tmp_path}/notes.txt is a file, not a directory; expected "
+                                             r"a new directory or a run's$"):
+            FlowCallback((x_te, y_te), log_dir=log_dir)
+    with pytest.raises(ValueError, match=r"^log_dir: .*notes.txt is a file"):
+        FlowCallback({"a": (x_te, y_te)}, log_dir=tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize(
     "data, match",
     [
@@ -64,6 +77,11 @@ def test_bad_arguments_at_construction(small, kwargs, match, tally):
         (lambda x, y: (x, y, y), "validation_data"),
         (lambda x, y: (x, y.astype(float) + 0.5), "integer"),
         (lambda x, y: (x, -y - 1), ">= 0"),
+        # a multi-input model's inputs (issue found by an outside probe: they were stacked into one array)
+        (lambda x, y: ([x, x], y), r"^validation_data: x is a list of 2 arrays, one per input of a multi-input model; "
+                                   r"multi-input models are not supported: x must be one array$"),
+        (lambda x, y: ((x, x[:, ::-1]), y), r"^validation_data: x is a tuple of 2 arrays, one per input"),
+        (lambda x, y: ({"a": x, "b": x}, y), r"^validation_data: x is a dict of 2 inputs, one per input"),
         # more than a run directory holds (issue 20, item 8): refused before any snapshot
         (lambda x, y: (np.zeros((100_001, 8, 8, 1), np.float32), np.zeros(100_001, int)),
          r"^validation_data: 100,001 samples, more than the 100,000 a snapshot takes"),
@@ -74,6 +92,18 @@ def test_bad_validation_data_at_construction(small, data, match, tally):
     x_tr, y_tr, x_te, y_te = small
     with pytest.raises(ValueError, match=match):
         FlowCallback(data(x_te, y_te))
+
+
+def test_a_list_of_samples_is_one_input_and_boolean_labels_are_classes_0_and_1(small):
+    """A list of per-sample arrays (not one per input) is still read as x; a mask (y > 4) as 0/1 labels."""
+    from flowcallback._validation import check_validation_data, labels_from_y
+
+    x_tr, y_tr, x_te, y_te = small
+    x, y = check_validation_data(([s for s in x_te[:5]], y_te[:5] > 4))
+    assert x.shape == (5,) + x_te.shape[1:] and np.array_equal(x, x_te[:5])
+    assert labels_from_y(y).tolist() == (y_te[:5] > 4).astype(int).tolist()
+    cb = FlowCallback((x_te, y_te > 4), verbose=0)
+    assert sorted(set(cb._snapshotter.held_out[1].tolist())) == [0, 1]
 
 
 @pytest.mark.parametrize(

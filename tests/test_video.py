@@ -118,8 +118,8 @@ def _changed_share(a, b) -> float:
                        r"one: \['l1'\]$"),
     (dict(analysis="gradients"), r"^analysis: expected one of \['activations', 'lrp'\] \(the analyses of this run\), "
                                  r"got 'gradients'$"),
-    (dict(analysis="lrp"), r"^view='projection': no epoch of .* has a 'lrp' projection \(the run was written with "
-                           r"projection=None"),
+    (dict(analysis="lrp"), r"^view='projection': no epoch of .* has a 'lrp' projection \(the snapshots project each "
+                           r"layer's activations only; use analysis='activations'\)$"),
     (dict(view="flows", layer="l1"), r"^layer: view='flows' draws every column of each epoch's Sankey and takes no "
                                      r"layer \(layer is for view='projection'\), got 'l1'$"),
 ])
@@ -129,6 +129,17 @@ def test_bad_arguments_are_refused_by_name(run_dir, tmp_path, no_render, kwargs,
     with pytest.raises(ValueError, match=match):
         load_run(run_dir).save_animation(out / "video.mp4", **kwargs)
     assert list(out.iterdir()) == []
+
+
+def test_the_relevance_has_no_projection_and_each_reader_says_so(run_dir):
+    run = load_run(run_dir)
+    only = r"\(the snapshots project each layer's activations only; use analysis='activations'\)"
+    with pytest.raises(KeyError, match=rf"no epoch has a 'lrp' projection of layer 'l1' {only}; the run has "
+                                       r"projections of \[\('activations', 'l1'\)\]"):
+        run.projection("l1", analysis="lrp")
+    with pytest.raises(KeyError, match=rf"no epoch has a 'lrp' projection {only}"):
+        run.show("projection", analysis="lrp")
+    assert len(run.projection("l1")) > 0
 
 
 @pytest.mark.parametrize("name", ["video.avi", "video", "video.mp4.part", "video.png"])

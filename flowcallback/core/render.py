@@ -517,6 +517,8 @@ def epoch_flows_figure(table, class_names: Sequence[str], column: str, *, true_c
     Returns
     -------
     plotly.graph_objects.Figure
+        The Sankey; where no sample is left to show (none changed cluster), a figure without a trace
+        that says so.
     """
     import plotly.graph_objects as go
 
@@ -548,6 +550,14 @@ def epoch_flows_figure(table, class_names: Sequence[str], column: str, *, true_c
         hover.append(f"{_esc(class_names[r.true_class])}: {r.count} sample(s), cluster {r.source_cluster} at epoch "
                      f"{r.source_epoch} to cluster {r.target_cluster} at epoch {r.target_epoch}<br>samples "
                      f"{', '.join(map(str, r.first_samples))}{more}")
+    suffix = ((f" · class {_esc(class_names[true_class])}" if true_class is not None else "")
+              + (" · changed only" if changed_only else ""))
+    layout = dict(title=dict(text=(_esc(title) or f"{_esc(column)} across epochs") + suffix), height=460,
+                  margin=dict(l=20, r=20, t=60, b=30))
+    if not src:  # nothing left to draw (Plotly's Sankey throws on no links in the browser): say why instead
+        text = "No sample changed cluster between these epochs" if changed_only else "No samples"
+        return go.Figure(layout=dict(layout, xaxis=dict(visible=False), yaxis=dict(visible=False), annotations=[
+            dict(x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=15), text=text)]))
     fig = go.Figure(go.Sankey(
         arrangement="snap",
         node=dict(label=labels, x=xs, y=_stacked_y(xs, src, dst, val, clusters), pad=6, thickness=12, color="#888",
@@ -555,13 +565,9 @@ def epoch_flows_figure(table, class_names: Sequence[str], column: str, *, true_c
         link=dict(source=src, target=dst, value=val, color=col, customdata=hover,
                   hovertemplate="%{customdata}<extra></extra>"),
     ))
-    suffix = ((f" · class {_esc(class_names[true_class])}" if true_class is not None else "")
-              + (" · changed only" if changed_only else ""))
-    fig.update_layout(title=dict(text=(_esc(title) or f"{_esc(column)} across epochs") + suffix), height=460,
-                      margin=dict(l=20, r=20, t=60, b=30),
-                      annotations=[dict(x=k / (len(epochs) - 1) if len(epochs) > 1 else 0.5, y=1.04, xref="paper",
-                                        yref="paper", showarrow=False, text=f"epoch {e}")
-                                   for k, e in enumerate(epochs)])
+    fig.update_layout(**layout, annotations=[dict(x=k / (len(epochs) - 1) if len(epochs) > 1 else 0.5, y=1.04,
+                                                  xref="paper", yref="paper", showarrow=False, text=f"epoch {e}")
+                                             for k, e in enumerate(epochs)])
     return fig
 
 

@@ -281,17 +281,24 @@
                  " to cluster " + r[3] + " at epoch " + r[1] + "<br>samples " + r[7].join(", ") +
                  (r[5] > r[7].length ? ", ..." : ""));
     });
+    var title = {text: esc(colSelect.value) + " across epochs (" + (data.labels[state.analysis] || state.analysis) +
+                 ")" + (cls !== null ? " · class " + esc(data.class_names[cls]) : "") +
+                 (changedOnly ? " · changed only" : "")};
+    if (!src.length) {  // nothing left to draw (Plotly's Sankey throws on no links): say why instead
+      Plotly.react("across", [], {title: title, height: 460, margin: {l: 20, r: 20, t: 50, b: 30},
+        xaxis: {visible: false}, yaxis: {visible: false},
+        annotations: [{x: 0.5, y: 0.5, xref: "paper", yref: "paper", showarrow: false, font: {size: 15},
+                       text: changedOnly ? "No sample changed cluster between these epochs" : "No samples"}]},
+        config);
+      return;
+    }
     var ys = acrossY(xs, src, dst, val, clusterOf);
     var trace = {type: "sankey", arrangement: "snap", node: {label: labels, x: xs, y: ys, pad: 6, thickness: 12,
                  color: "#888", customdata: customNodes,
                  hovertemplate: "%{customdata} · %{label}<br>%{value} sample(s)<extra></extra>"},
                  link: {source: src, target: dst, value: val, color: col, customdata: hover,
                         hovertemplate: "%{customdata}<extra></extra>"}};
-    var layout = {title: {text: esc(colSelect.value) + " across epochs (" +
-                  (data.labels[state.analysis] || state.analysis) + ")" +
-                  (cls !== null ? " · class " + esc(data.class_names[cls]) : "") +
-                  (changedOnly ? " · changed only" : "")},
-                  height: 460, margin: {l: 20, r: 20, t: 50, b: 30},
+    var layout = {title: title, height: 460, margin: {l: 20, r: 20, t: 50, b: 30},
                   annotations: ep.map(function (e, k) { return {x: ep.length > 1 ? k / (ep.length - 1) : 0.5, y: 1.04,
                     xref: "paper", yref: "paper", showarrow: false, text: "epoch " + e}; })};
     Plotly.react("across", [trace], layout, config);

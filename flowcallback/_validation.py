@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import warnings
 from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -124,7 +125,9 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
     ((4, 3), (4,))
     """
     if _is_dataset(validation_data):
-        return _dataset_arrays(validation_data, max_unknown_cardinality)
+        x, y = _dataset_arrays(validation_data, max_unknown_cardinality)
+        _check_finite(x)
+        return x, y
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         is_sequence = isinstance(validation_data, (tuple, list))
         raise ValueError(
@@ -156,7 +159,26 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
                          "(and a run directory holds); pass a subset, e.g. (x[:10000], y[:10000])")
     if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
         raise ValueError(f"validation_data: x must be numeric, got dtype {x.dtype}")
+    _check_finite(x)
     return x, y
+
+
+def _check_finite(x: np.ndarray, block_bytes: int = 64 << 20) -> None:
+    """Warn of inputs holding NaN or infinite values, naming how many samples and the first ones:
+    their maps are non-finite at every layer, where they form a cluster apart (docs/usage.md,
+    "Degenerate maps") whose note would otherwise suggest a diverging model. Checked
+    ``block_bytes`` of samples at a time, so that a large set costs no copy of itself."""
+    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.complexfloating):
+        return
+    per = max(1, block_bytes // max(1, x[:1].nbytes))
+    bad = [np.flatnonzero(~np.isfinite(x[i:i + per].reshape(len(x[i:i + per]), -1)).all(axis=1)) + i
+           for i in range(0, len(x), per)]
+    bad = np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
+    if len(bad):
+        first = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        warnings.warn(f"FlowCallback: validation_data: x holds NaN or infinite values in {len(bad):,} of "
+                      f"{len(x):,} samples (samples {first}); their maps are non-finite at every layer, where they "
+                      "form a cluster apart", RuntimeWarning, stacklevel=4)
 
 
 def _several_inputs(x, y) -> bool:

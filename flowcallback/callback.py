@@ -67,7 +67,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
         (or ``"block/name"`` where a name is taken twice). The page and ``run.json`` say how the
         columns were chosen.
     class_names : list of str, optional
-        One name per class (default ``"0"``, ``"1"``...).
+        One distinct name per class (default ``"0"``, ``"1"``...); integers are read as their text.
     lrp : bool, default=True
         Also compute LRP relevance flows, for the predicted class of each sample.
     analyzer : str, default="lrp.epsilon"

@@ -49,8 +49,9 @@ _LAYER_NAMES = _params.names("a list of layer names")
 PARAMETER_CONSTRAINTS: Mapping[str, Tuple[_params.Constraint, ...]] = MappingProxyType({
     "layers": (NONE, _params.options("all"), _LAYER_NAMES),
     "class_names": (NONE, _params.Constraint(
-        lambda v: isinstance(v, (list, tuple)) and all(isinstance(c, (str, numbers.Integral)) for c in v),
-        "a list of strings")),
+        lambda v: (isinstance(v, (list, tuple)) and all(isinstance(c, (str, numbers.Integral)) for c in v)
+                   and len({str(c) for c in v}) == len(v)),
+        "a list of distinct names (strings, or integers)")),
     "lrp": (BOOLEAN,),
     "analyzer": (lrp.ANALYZER,),
     "analyzer_kwargs": (NONE, _params.Constraint(lambda v: isinstance(v, Mapping) and _is_json(dict(v)),

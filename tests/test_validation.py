@@ -46,6 +46,10 @@ def model():
         (dict(nice=20), "nice"),
         (dict(nice=True), "nice"),
         (dict(nice=2.5), "nice"),
+        (dict(class_names=["cat", "dog", "cat"]), r"^class_names: expected None or a list of distinct names "
+                                                  r"\(strings, or integers\), got \['cat', 'dog', 'cat'\]$"),
+        (dict(class_names=["1", 1]), r"^class_names: expected None or a list of distinct names"),
+        (dict(class_names="abc"), r"^class_names: expected None or a list of distinct names"),
     ],
 )
 def test_bad_arguments_at_construction(small, kwargs, match, tally):

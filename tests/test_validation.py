@@ -343,21 +343,45 @@ def test_one_sigmoid_unit_gets_no_note(small, tmp_path):
     assert g.metrics["loss"] is not None and g.metrics["loss"] > 0
 
 
-def test_labels_the_loss_cannot_take_give_a_note_not_a_silent_gap(small, tmp_path):
+@pytest.mark.parametrize("loss, hot", [("sparse_categorical_crossentropy", True),
+                                       ("categorical_crossentropy", False)])
+def test_held_out_labels_in_the_other_form_than_the_loss_still_give_the_loss(small, tmp_path, loss, hot):
+    """One-hot held-out labels for a model compiled with integer labels, or the other way round: the
+    loss is the model's own (as evaluate gives it with labels of the loss's form), not a gap."""
     from flowcallback import load_run
     from flowcallback.demo import lenet5_digits
 
     x_tr, y_tr, x_te, y_te = small
     model = lenet5_digits(seed=3)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    # the held-out labels one-hot, while the model was compiled for integer labels
+    model.compile(optimizer="adam", loss=loss)
     y_hot = np.eye(10, dtype="float32")[y_te]
-    cb = FlowCallback((x_te, y_hot), log_dir=tmp_path, epochs=[1], lrp=False, k=5, verbose=0)
-    model.fit(x_tr, y_tr, epochs=1, verbose=0, callbacks=[cb])
+    cb = FlowCallback((x_te, y_hot if hot else y_te), log_dir=tmp_path, epochs=[1], lrp=False, k=5, verbose=0)
+    model.fit(x_tr, y_tr if hot else np.eye(10, dtype="float32")[y_tr], epochs=1, verbose=0, callbacks=[cb])
     g = load_run(tmp_path).epoch(1)
+    expected = model.evaluate(x_te, y_te if hot else y_hot, verbose=0)
+    expected = expected[0] if isinstance(expected, list) else expected  # [loss] or loss, by Keras version
+    assert g.metrics["loss"] == pytest.approx(expected, rel=1e-4)
+    assert not [n for n in g.notes if n.startswith("loss not shown")], g.notes
+
+
+def test_labels_the_loss_cannot_take_give_a_note_not_a_silent_gap(small, tmp_path):
+    from flowcallback import load_run
+    from flowcallback.demo import lenet5_digits
+
+    def weighted_only(y_true, y_pred):  # a loss that takes no labels of either form
+        raise ValueError("this loss needs labels of shape (n, 20)")
+
+    from flowcallback import snapshot
+
+    x_tr, y_tr, x_te, y_te = small
+    model = lenet5_digits(seed=3)
+    model.compile(optimizer="adam", loss=weighted_only)
+    y_hot = np.eye(10, dtype="float32")[y_te]
+    snapshot(model, (x_te, y_hot), tmp_path, lrp=False, k=5, verbose=0)
+    g = load_run(tmp_path).epoch(0)
     assert g.metrics["loss"] is None
     note = [n for n in g.notes if n.startswith("loss not shown")]
-    assert len(note) == 1 and "sparse_categorical_crossentropy" in note[0] and "(100, 10)" in note[0], g.notes
+    assert len(note) == 1 and "weighted_only" in note[0] and "(100, 10)" in note[0] and "(n, 20)" in note[0], g.notes
 
 
 @pytest.mark.parametrize("reserved", ["Prediction", "Ground truth"])

@@ -59,8 +59,31 @@ def predictions_from_outputs(outputs, labels, binary_threshold: float = 0.5) -> 
     return predictions, accuracy, note
 
 
+def _loss_value(fn, y: np.ndarray, outputs: np.ndarray) -> float:
+    if outputs.ndim == 2 and outputs.shape[1] == 1 and y.ndim == 1:
+        y = y[:, None]  # 0/1 labels against one unit: Keras 3's losses want equal ranks, as fit() makes them
+    # arrays, not tensors: Keras 3 losses then run on whichever backend Keras uses (JAX, PyTorch)
+    return float(np.mean(np.asarray(fn(y, np.asarray(outputs)))))
+
+
+def _other_label_form(y: np.ndarray, outputs: np.ndarray) -> Optional[np.ndarray]:
+    """The labels one-hot if they are integers, integers if they are one-hot (over the outputs'
+    classes), or None where neither applies."""
+    if outputs.ndim != 2 or outputs.shape[1] < 2:
+        return None
+    n_classes = outputs.shape[1]
+    if y.ndim == 1 and np.issubdtype(y.dtype, np.integer) and len(y) and 0 <= y.min() and y.max() < n_classes:
+        return np.eye(n_classes, dtype=np.float32)[y]
+    if y.ndim == 2 and y.shape[1] == n_classes:
+        return np.argmax(y, axis=1).astype(np.int64)
+    return None
+
+
 def held_out_loss(model, y_raw, outputs) -> Tuple[Optional[float], str]:
     """The model's own compiled loss on the held-out set, or why it cannot be shown.
+
+    Held-out labels in the other form than the loss takes (one-hot for
+    ``sparse_categorical_crossentropy``, integers for ``categorical_crossentropy``) are converted.
 
     Returns
     -------
@@ -78,11 +101,14 @@ def held_out_loss(model, y_raw, outputs) -> Tuple[Optional[float], str]:
         import tensorflow as tf
 
         fn = tf.keras.losses.get(loss)
-        y = np.asarray(y_raw)
-        if outputs.ndim == 2 and outputs.shape[1] == 1 and y.ndim == 1:
-            y = y[:, None]  # 0/1 labels against one unit: Keras 3's losses want equal ranks, as fit() makes them
-        # arrays, not tensors: Keras 3 losses then run on whichever backend Keras uses (JAX, PyTorch)
-        value = float(np.mean(np.asarray(fn(y, np.asarray(outputs)))))
+        try:
+            value = _loss_value(fn, np.asarray(y_raw), outputs)
+        except Exception:
+            other = _other_label_form(np.asarray(y_raw), outputs)
+            if other is None:
+                raise
+            # the held-out labels are one-hot where the model trained on integers, or the other way round
+            value = _loss_value(fn, other, outputs)
     except Exception as exc:  # labels in a form the loss does not take
         y_shape = tuple(np.shape(y_raw))
         hint = ("integer labels need sparse_categorical_crossentropy" if len(y_shape) == 1

@@ -500,8 +500,12 @@ def test_a_set_folder_that_cannot_be_written_turns_every_set_off_and_leaves_no_h
     run_dir.mkdir()
     (run_dir / "b").write_text("not a folder")
     model = _tiny_model()
-    cb = FlowCallback({"a": (x_te[:80], y_te[:80]), "b": (x_te[80:160], y_te[80:160])}, log_dir=run_dir,
-                      lrp=False, k=8, verbose=0, budget=None)
+    sets = {"a": (x_te[:80], y_te[:80]), "b": (x_te[80:160], y_te[80:160])}
+    with pytest.raises(ValueError, match=r"^log_dir: .*/r/b is a file, not a directory"):
+        FlowCallback(sets, log_dir=run_dir, lrp=False, k=8, verbose=0, budget=None)  # refused at once
+    (run_dir / "b").unlink()
+    cb = FlowCallback(sets, log_dir=run_dir, lrp=False, k=8, verbose=0, budget=None)
+    (run_dir / "b").write_text("not a folder")  # and if it appears later, before the fit
     with pytest.raises(ValueError, match=r"^log_dir: .*b is not a folder"):
         model.fit(x_tr[:64], y_tr[:64], epochs=1, verbose=0, callbacks=[cb])
     assert sorted(p.name for p in run_dir.iterdir()) == ["b"]

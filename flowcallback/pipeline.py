@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -83,6 +83,8 @@ class Snapshotter:
         self.lock = RunLock(self.log_dir)
         self._former_layers: list = []  # run.json's columns before this fit, when resuming
         self._former_info: Optional[dict] = None  # run.json as this fit found it, when resuming
+        self._held: Tuple[int, ...] = ()  # the run's epochs when this fit began
+        self._written_in_fit = 0  # snapshots this fit wrote
         self.progress_note = ""  # appended to each snapshot's progress line (the budget spent)
         self._aborted = False
         self._continuity = stages.Continuity()  # the last snapshot's cluster ids, orders and projections
@@ -122,7 +124,7 @@ class Snapshotter:
 
     def _prepare(self, model) -> None:
         self._aborted, self.model, s = False, model, self.settings
-        self._former_info = None
+        self._former_info, self._held, self._written_in_fit = None, (), 0
         self.disabled = ""  # a new fit tries again (the log_dir may have become writable)
         plan = plan_run(model, self.x, self.labels, s)
         checks.check_one_hot_width(self.y_raw, plan.n_classes)
@@ -179,6 +181,7 @@ class Snapshotter:
             self.errors.on_record = self.page.add_error
         except Exception:  # an unreadable earlier epoch is left off the page (load_run reports it)
             return
+        self._held = tuple(sorted(self.page.graphs))
         if self.page.graphs and same_samples:
             last = max(self.page.graphs)
             self._continuity = stages.Continuity.resumed(self.page.graphs[last].values(), self.page.views.get(last),
@@ -193,7 +196,7 @@ class Snapshotter:
         """Undo :meth:`prepare` for a fit refused before its first snapshot: run.json as this fit
         found it, the relevance engine stopped, the run's lock released."""
         try:
-            if self._former_info is not None and not self.disabled and not self.pages:
+            if self._former_info is not None and not self.disabled and not self._written_in_fit:
                 store.write_run_info(self.log_dir, self._former_info)
         finally:
             self.close()
@@ -245,8 +248,9 @@ class Snapshotter:
 
     @property
     def epochs_held(self) -> List[int]:
-        """The epochs this run held when this fit began (written by earlier fits and readable)."""
-        return sorted(e for e in self.page.graphs if e not in self.pages)
+        """The epochs this run held when this fit began (written by earlier fits, this callback's
+        included, and readable)."""
+        return list(self._held)
 
     @property
     def busy(self) -> bool:
@@ -373,6 +377,7 @@ class Snapshotter:
         self.timings[epoch] = {**{f"{stage}_seconds": t for stage, t in captured.clock.seconds.items()},
                                "snapshot_seconds": seconds}
         self.pages[epoch] = page
+        self._written_in_fit += 1
         self.finished[epoch] = time.perf_counter()
         if self.on_written is not None:
             self.on_written(epoch)

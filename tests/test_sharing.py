@@ -177,12 +177,13 @@ def test_a_fit_that_would_overwrite_an_earlier_trainings_epochs_is_refused_befor
     x_tr, y_tr, x_te, y_te = data
     log_dir = tmp_path / "r"
     model = dense_model()
-    fit(model, data, log_dir, epochs=3)
+    first = fit(model, data, log_dir, epochs=3)
     before = {p.name: p.stat().st_mtime_ns for p in (log_dir / "graphs").iterdir()}
     run_json = (log_dir / "run.json").read_bytes()
-    for again, initial in ((dense_model(), 0), (model, 0), (model, 1)):  # a new training; fit again; from epoch 1
+    # a new training; fit again with a new callback, then with the same one (a notebook's cells); from epoch 1
+    for again, initial, cb in ((dense_model(), 0, None), (model, 0, None), (model, 0, first), (model, 1, None)):
         weights = [w.copy() for w in again.get_weights()]
-        cb = FlowCallback((x_te, y_te), log_dir=log_dir, lrp=False, k=8, verbose=0, projection=None)
+        cb = cb or FlowCallback((x_te, y_te), log_dir=log_dir, lrp=False, k=8, verbose=0, projection=None)
         clash = initial + (initial > 0)  # a resumed fit's first snapshot is the epoch after initial_epoch
         with pytest.raises(ValueError, match=rf"^log_dir: {log_dir} holds epochs 0-3 of an earlier training, and "
                            rf"this fit \(from initial_epoch={initial}\) would overwrite epoch\(s\) {clash}, "

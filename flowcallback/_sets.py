@@ -281,17 +281,15 @@ class SetsSnapshotter:
     def unprepare(self) -> None:
         """Undo :meth:`prepare` for a fit refused before its first snapshot: the sets' run.json and
         sets.json as this fit found them, the folders it made removed, the lock released."""
+        existed = {name: self._existed.get(name, True) for name in self.members}
         try:
             for name, member in self.members.items():
-                if self._existed.get(name, True):
+                if existed[name]:
                     member.unprepare()
-                else:
-                    member.abort()
-                    shutil.rmtree(member.log_dir, ignore_errors=True)
             if self._former_doc is not None and not self.disabled:
                 store.write_sets_info(self.log_dir, self._former_doc)
-        finally:
-            self.lock.release()
+        finally:  # the sets this fit added: stopped and their folders removed; the lock released
+            self._undo([m for name, m in self.members.items() if not existed[name]], existed)
 
     def _undo(self, prepared: List[Snapshotter], existed: Dict[str, bool]) -> None:
         """Stop the sets prepared, remove the folders this prepare made, release the run's lock."""

@@ -171,8 +171,10 @@ def _check_finite(x: np.ndarray, block_bytes: int = 64 << 20) -> None:
     if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.complexfloating):
         return
     per = max(1, block_bytes // max(1, x[:1].nbytes))
-    bad = [np.flatnonzero(~np.isfinite(x[i:i + per].reshape(len(x[i:i + per]), -1)).all(axis=1)) + i
-           for i in range(0, len(x), per)]
+    bad = []
+    for i in range(0, len(x), per):
+        block = x[i:i + per]
+        bad.append(np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1)) + i)
     bad = np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
     if len(bad):
         first = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")

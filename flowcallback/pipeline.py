@@ -81,7 +81,6 @@ class Snapshotter:
         self._pending: list = []
         self.threads = SnapshotThreads(background=settings.background, nice=settings.nice)
         self.lock = RunLock(self.log_dir)
-        self._former_layers: list = []  # run.json's columns before this fit, when resuming
         self._former_info: Optional[dict] = None  # run.json as this fit found it, when resuming
         self._held: Tuple[int, ...] = ()  # the run's epochs when this fit began
         self._written_in_fit = 0  # snapshots this fit wrote
@@ -140,7 +139,6 @@ class Snapshotter:
                     "The held-out set is not the one of this run's earlier epochs (its digest differs): "
                     "cluster ids and orders start afresh, and comparisons with those epochs are refused.")))
             self.plan = plan
-            self._former_layers = former["layers"] if former else []
             self._former_info = former
             info_doc = self._describe(plan, plan.lrp_backend)
             store.write_run_info(self.log_dir, info_doc)
@@ -164,7 +162,8 @@ class Snapshotter:
         info_doc = run_description(self.model, plan, self.settings, len(self.x), lrp_backend, self.held_out_digest)
         # a resume with other layers= keeps the earlier epochs' columns listed (load_run checks them)
         listed = {layer["name"] for layer in info_doc["layers"]}
-        info_doc["layers"] += [layer for layer in self._former_layers if layer["name"] not in listed]
+        former_layers = self._former_info["layers"] if self._former_info is not None else []
+        info_doc["layers"] += [layer for layer in former_layers if layer["name"] not in listed]
         if self._former_info is not None:  # the model rebuilt in a notebook is "sequential_1": the run keeps its name
             info_doc["model"]["name"] = self._former_info["model"]["name"]
         if self.set_name is not None:

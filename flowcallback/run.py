@@ -29,10 +29,15 @@ __all__ = ["Run", "RunSets", "load_run"]
 PathLike = Union[str, os.PathLike]
 
 
-def _ONLY_ACTIVATIONS(analysis: str) -> str:  # noqa: N802 - reads as the constant text it returns
+def _only_activations(analysis: str) -> str:
     """What to say when ``analysis`` has no projection because only the activations are projected."""
     return "" if analysis == "activations" else (
         " (the snapshots project each layer's activations only; use analysis='activations')")
+
+
+def _why_no_projection(analysis: str, keys, otherwise: str) -> str:
+    """Why no epoch has an ``analysis`` projection, given the ``(analysis, layer)`` projections there are."""
+    return _only_activations(analysis) if any(a == "activations" for a, _ in keys) else otherwise
 
 
 class Run:
@@ -294,7 +299,7 @@ class Run:
             where = (f"projections of {sorted(seen)}" if seen else
                      "no projection at any epoch (the run was written by a flowcallback that did not store them, "
                      "or the snapshots computed none)")
-            raise KeyError(f"no epoch has a {analysis!r} projection of layer {layer!r}{_ONLY_ACTIVATIONS(analysis)}; "
+            raise KeyError(f"no epoch has a {analysis!r} projection of layer {layer!r}{_only_activations(analysis)}; "
                            f"the run has {where}")
         return pd.concat(parts, ignore_index=True)
 
@@ -506,9 +511,9 @@ class Run:
             keys = {k for e in self.epochs if self.views(e) is not None for k in self.views(e).projections}
             layer = self._last_layer(keys, analysis)
             if layer is None:
-                raise KeyError(f"{self.path}: no epoch has a {analysis!r} projection" + (
-                    _ONLY_ACTIVATIONS(analysis) if any(a == "activations" for a, _ in keys) else
-                    " (the run was written by a flowcallback that did not store them, or the snapshots computed none)"))
+                raise KeyError(f"{self.path}: no epoch has a {analysis!r} projection" + _why_no_projection(
+                    analysis, keys, " (the run was written by a flowcallback that did not store them, or the "
+                    "snapshots computed none)"))
         if title is None:
             title = (f"{ANALYSIS_LABELS.get(analysis, analysis)} of {layer}: 2-D projection over the epochs "
                      "(filled: right prediction, open: wrong)")
@@ -648,9 +653,9 @@ class Run:
         available = sorted({name for a, name in keys if a == analysis},
                            key=lambda n: order.index(n) if n in order else -1)
         if not available:
-            raise ValueError(f"view='projection': no epoch of {self.path} has a {analysis!r} projection" + (
-                _ONLY_ACTIVATIONS(analysis) if any(a == "activations" for a, _ in keys) else
-                " (the run was written with projection=None, or by a flowcallback that did not store projections)"))
+            raise ValueError(f"view='projection': no epoch of {self.path} has a {analysis!r} projection" +
+                             _why_no_projection(analysis, keys, " (the run was written with projection=None, or by a "
+                                                "flowcallback that did not store projections)"))
         if layer is None:
             return available[-1]
         if layer in available:

@@ -76,10 +76,11 @@ def capture_epoch(model, x: np.ndarray, y_raw: np.ndarray, labels: np.ndarray, e
     keep = MAX_RESPONSE_VALUES if settings.neuron_clusters is not False else 0
     means = aggregate.LayerClassMeans(labels, plan.n_classes, keep_responses=keep) if settings.class_means else None
     with clock("capture"):
-        acts, outputs = capture.capture_activations(model, x, plan.layer_names, batch_size=settings.batch_size,
-                                                    embed_options=settings.embed_options, class_means=means)
+        acts, outputs, logits = capture.capture_activations(
+            model, x, plan.layer_names, batch_size=settings.batch_size, embed_options=settings.embed_options,
+            class_means=means, return_logits=True)
         predictions, accuracy, prediction_note = predictions_from_outputs(outputs, labels, plan.binary_threshold)
-        loss, loss_note = held_out_loss(model, y_raw, outputs)
+        loss, loss_note = held_out_loss(model, y_raw, outputs, logits)
         weights = [np.array(w, copy=True) for w in model.get_weights()] if copy_weights else None
     return Capture(epoch, clock, started, acts, predictions,
                    {"accuracy": accuracy, "loss": loss, "k": plan.k, "inflation": settings.inflation},

@@ -99,9 +99,15 @@ class RelevanceStage:
             self.note = problem(f"LRP skipped for the whole model, activation flows only: {reason}{whole}")
             warnings.warn(f"FlowCallback: {self.note}", RuntimeWarning, stacklevel=4)
             return changed
-        if getattr(self.engine, "note", ""):  # relevance stops at a layer without a rule
+        if getattr(self.engine, "note", "") and self._stops_lose_columns:  # relevance stops before a selected layer
             warnings.warn(f"FlowCallback: {self.engine.note}", RuntimeWarning, stacklevel=4)
         return changed
+
+    @property
+    def _stops_lose_columns(self) -> bool:
+        """Whether a layer without an LRP rule leaves a selected layer without relevance (a problem,
+        warned of); a stop with no selected layer before it (at the input's side) is only said."""
+        return bool(getattr(self.engine, "blocked", True))
 
     @property
     def dead(self) -> bool:
@@ -148,7 +154,8 @@ class RelevanceStage:
             embeddings={"lrp": result.embeddings},
             metrics={"lrp": {"lrp_analyzer": f"{result.analyzer_module}.{result.analyzer_class}",
                              "lrp_engine": result.engine}},
-            notes={"lrp": (how, problem(result.note)) if result.note else (how,)},
+            notes={"lrp": (how, (problem if self._stops_lose_columns else info)(result.note)) if result.note
+                   else (how,)},
             # the native engine fills the class means; iNNvestigate's maps stay in its process
             class_means={} if means is None else {("lrp", n): m for n, m in means.result().items()})
 

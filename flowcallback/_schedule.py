@@ -30,7 +30,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["BudgetSchedule", "Decision", "REASONS", "describe", "epoch_ranges"]
+__all__ = ["BudgetSchedule", "Decision", "REASONS", "describe", "epoch_ranges", "ranges_text"]
 
 #: Why an epoch was taken or skipped, as ``run.json``'s ``schedule`` and the run page say it.
 REASONS = {
@@ -245,7 +245,12 @@ def epoch_ranges(epochs) -> List[List[int]]:
     return out
 
 
-def _ranges_text(ranges) -> str:
+def ranges_text(ranges) -> str:
+    """Ranges as :func:`epoch_ranges` gives them, as text.
+
+    >>> ranges_text(epoch_ranges([0, 1, 2, 3, 5]))
+    '0\u20133, 5'
+    """
     return ", ".join(f"{a}" if a == b else f"{a}\u2013{b}" for a, b in ranges)
 
 
@@ -270,5 +275,5 @@ def describe(summary) -> str:
             f"{taken} taken, adding {summary['spent']:.0%}.")
     skipped_by = summary.get("skipped", {})
     by_reason = sorted((ranges[0][0], reason, ranges) for reason, ranges in skipped_by.items() if ranges)
-    skipped = [f"{_ranges_text(ranges)} ({REASONS.get(reason, reason)})" for _, reason, ranges in by_reason]
+    skipped = [f"{ranges_text(ranges)} ({REASONS.get(reason, reason)})" for _, reason, ranges in by_reason]
     return text + (" Skipped: " + "; ".join(skipped) + "." if skipped else "")

@@ -70,6 +70,10 @@ def _dataset_arrays(dataset, max_unknown: int) -> Tuple[np.ndarray, np.ndarray]:
     spec = dataset.element_spec
     if not isinstance(spec, tuple) or len(spec) not in (2, 3):
         raise ValueError(_dataset_hint(f"expected elements (x, y), got elements {spec!r}"))
+    if len(spec) == 3:
+        warnings.warn("FlowCallback: validation_data: the tf.data.Dataset yields (x, y, sample_weight); the weights "
+                      "are not used: each sample is one sample in the flows, and the page's accuracy and loss are "
+                      "unweighted (evaluate and val_loss weigh them)", UserWarning, stacklevel=4)
     y_spec = spec[1]
     if isinstance(y_spec, tf.TensorSpec) and y_spec.shape.rank == 0:
         raise ValueError(_dataset_hint(

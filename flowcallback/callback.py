@@ -12,7 +12,7 @@ import tensorflow as tf
 from flowcallback import _validation as checks
 from flowcallback._fit_guard import FitGuard
 from flowcallback._progress import LiveFigure, SnapshotProgress
-from flowcallback._schedule import BudgetSchedule, Decision, epoch_ranges
+from flowcallback._schedule import BudgetSchedule, Decision, epoch_ranges, ranges_text
 from flowcallback._sets import SetsSnapshotter, make_snapshotter
 from flowcallback.core import cluster, knn, project
 from flowcallback.settings import SnapshotSettings, check_parameter
@@ -379,13 +379,12 @@ class FlowCallback(tf.keras.callbacks.Callback):
             return
         self._guard.stop()
         self._snapshotter.unprepare()  # run.json as it was; the LRP worker and the run's lock, as at a fit's end
-        shown = epoch_ranges(held)
         raise ValueError(
-            f"log_dir: {self.log_dir} holds epochs {', '.join(f'{a}' if a == b else f'{a}-{b}' for a, b in shown)} "
+            f"log_dir: {self.log_dir} holds epochs {ranges_text(epoch_ranges(held))} "
             f"of an earlier training, and this fit (from initial_epoch={initial_epoch}) would overwrite epoch(s) "
             f"{', '.join(str(e) for e in clash[:5])}{', ...' if len(clash) > 5 else ''}, mixing two trainings in "
             f"one run. For a new training, use a new log_dir (or delete this one); to continue that training, "
-            f"fit with initial_epoch={max(held)}.")
+            f"fit the same model with initial_epoch={max(held)} and epochs > {max(held)}.")
 
     def on_epoch_end(self, epoch, logs=None):
         self._last_done = epoch + 1

@@ -193,7 +193,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.func(args)
     except (FlowCallbackError, KeyError, ValueError, OSError) as exc:  # OSError: a page cannot be written
-        message = " ".join(str(exc).splitlines())  # one line, whatever the message holds
+        # a KeyError's str() is the repr of its message ('epoch 7 is not in this run...'): its text instead
+        text = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str) else exc
+        message = " ".join(str(text).splitlines())  # one line, whatever the message holds
         _say(f"flowcallback {args.command}: error: {message}", file=sys.stderr)
         return 2
 

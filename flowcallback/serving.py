@@ -428,6 +428,8 @@ class RunSite:
     def _respond(self, path: str, method: str, if_none_match: Optional[str]) -> Response:
         runs = self.run_paths()
         parts = [p for p in path.split("/") if p != ""]
+        if parts == ["favicon.ico"]:  # asked by every browser: no icon, and no 404 in the reader's console
+            return Response(204, _headers("text/plain; charset=utf-8", _RAW_POLICY))
         if not parts and "." not in runs:
             return self._sets_page(".", runs) if self._is_sets(self.root) else self._listing(runs)
         # the pages and plotly.js are drawn or taken from the package, not read: their directory must be a run
@@ -630,7 +632,7 @@ def make_server(log_dir: PathLike, port: int = 0, *, host: str = "127.0.0.1"):
             self.send_response(r.status)
             for k, v in r.headers:
                 self.send_header(k, v)
-            if method == "GET" and r.header("Content-Length") is None:
+            if method == "GET" and r.header("Content-Length") is None and r.status != 204:  # 204: none (RFC 9110)
                 self.send_header("Content-Length", str(r.file_size if r.file is not None else len(r.body)))
             self.end_headers()
             if method == "GET":

@@ -165,6 +165,31 @@ def test_dead_relu_layer_is_one_explicit_cluster(tmp_path, digits, tally):
 
 
 @pytest.mark.slow
+def test_vanished_relevance_is_said_to_be_relevance_not_dead_units(tmp_path, digits, tally):
+    """An output layer with a zero kernel gives zero logits, so no relevance reaches the hidden
+    layer although its units are alive: the LRP column's note says so, and the activation column,
+    whose maps are not zero, has no note."""
+    tally("bad inputs tried")
+    import tensorflow as tf
+
+    from flowcallback import snapshot
+
+    (_, _), (x_te, y_te) = digits
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([tf.keras.Input((64,)), tf.keras.layers.Dense(16, activation="relu"),
+                                 tf.keras.layers.Dense(10, activation="softmax", kernel_initializer="zeros")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    snapshot(model, (x_te[:100].reshape(100, -1), y_te[:100]), tmp_path, k=8, verbose=0, lrp_backend="native")
+    run = load_run(tmp_path)
+    lrp, act = run.epoch(0, "lrp"), run.epoch(0, "activations")
+    note = lrp.columns[lrp.column_index("dense")].note
+    assert "100 all-zero relevance map(s) (no relevance reached this layer for these samples;" in note
+    assert "dead units" not in note
+    assert act.columns[act.column_index("dense")].note == ""
+    assert conserved(lrp) and conserved(act)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["single class", "one sample of a class"])
 def test_few_classes_in_the_held_out_set(tmp_path, digits, case, tally):
     tally("bad inputs tried")

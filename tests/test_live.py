@@ -169,6 +169,8 @@ def test_serve_refuses_every_path_outside_the_log_dir_and_leaks_nothing(served, 
     for path in ("/run1/graphs/", "/run1/graphs", "/train/", "/train/events.out.tfevents.1.host",
                  "/run1/.flowcallback.lock", "/run1/graphs/epoch_001/"):
         assert _get(port, path)[0] == 404, path
+    status, _, body = _get(port, "/favicon.ico")  # every browser asks: no icon, and no 404 in the console
+    assert status == 204 and body == b""
     assert _get(port, "/run1/index.html", method="POST")[0] == 405
     assert _get(port, "/run1/index.html", method="PUT")[0] == 405
     # the hostile run's own pages, script and SVG are never sent: the pages are drawn anew

@@ -181,6 +181,28 @@ def test_a_layer_without_an_lrp_rule_stops_relevance_there(tmp_path, digits, odd
     assert not any(n.startswith("LRP relevance stops") for n in activations.notes)
 
 
+def test_a_stop_at_the_input_side_loses_no_column_and_is_not_warned_of(tmp_path, digits):
+    """A layer without a rule that reads the model's input (a custom scaling, a Discretization, a
+    tutorial's token embedding) leaves no selected layer without relevance: the note says so as
+    information, and no RuntimeWarning suggests that LRP is degraded."""
+    import warnings
+
+    tf.keras.utils.set_random_seed(3)
+    inp = tf.keras.Input((8, 8, 1))
+    h = Scale(name="scale")(inp)
+    h = layers.Conv2D(6, 3, activation="relu", name="conv")(h)
+    out = layers.Dense(10, activation="softmax", name="out")(layers.Flatten()(h))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = fit_with_callback(tf.keras.Model(inp, out), digits, tmp_path, lrp_backend="native")
+    assert not [w for w in caught if "LRP" in str(w.message)], [str(w.message) for w in caught]
+    lrp = run.epoch(1, "lrp")
+    assert conserved(lrp) and {"scale", "conv", "out"} <= set(lrp.column_names)
+    (note,) = [n for n in lrp.notes if n.startswith("LRP relevance stops")]
+    assert "Scale ×1 (scale: a custom layer class" in note and "with the functional API" in note
+    assert note.endswith("No layer shown lies before them: every column has its LRP flows") and note.kind == "info"
+
+
 class TokenAndPositionEmbedding(layers.Layer):
     """keras.io's text-classification Transformer, as the tutorial writes it: arguments in
     ``__init__``, layers inside, no ``get_config`` of its own (Keras 3's config then has no name)."""

@@ -485,7 +485,7 @@ def test_a_fit_that_would_overwrite_the_sets_epochs_is_refused_and_leaves_them_a
 
     before = files()
     cb = FlowCallback({"a": a, "new": b}, **settings)
-    with pytest.raises(ValueError, match=r"^log_dir: .* holds epochs 0-2 of an earlier training, and this fit "
+    with pytest.raises(ValueError, match=r"^log_dir: .* holds epochs 0\u20132 of an earlier training, and this fit "
                                          r"\(from initial_epoch=0\) would overwrite epoch\(s\) 0, 1, 2, "):
         _tiny_model().fit(x_tr[:200], y_tr[:200], epochs=3, verbose=0, callbacks=[cb])
     assert not (run_dir / "new").exists()

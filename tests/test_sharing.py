@@ -89,7 +89,7 @@ def test_another_architecture_is_still_refused(tmp_path, data):
     assert load_run(log_dir).epochs == [0, 1]
 
 
-def test_resume_on_another_held_out_set_is_noticed(tmp_path, data):
+def test_resume_on_another_held_out_set_is_noticed(tmp_path, data, capsys):
     """Other inputs with the same labels: accepted as a new held-out set, said on the page, and
     comparing across the change is refused with the reason."""
     from flowcallback.cli import main
@@ -109,6 +109,9 @@ def test_resume_on_another_held_out_set_is_noticed(tmp_path, data):
     with pytest.raises(ValueError, match="different held-out sets"):
         run.compare(1, 2)
     assert main(["compare", str(log_dir), "1", "2"]) == 2
+    capsys.readouterr()
+    assert main(["compare", str(log_dir), "1", "7"]) == 2  # a KeyError's message, as text, not as its repr
+    assert capsys.readouterr().err.startswith("flowcallback compare: error: epoch 7 is not in this run; its epochs")
     page = (log_dir / "epoch_002.html").read_text()
     assert "held-out set is not the one" in page
 
@@ -185,10 +188,10 @@ def test_a_fit_that_would_overwrite_an_earlier_trainings_epochs_is_refused_befor
         weights = [w.copy() for w in again.get_weights()]
         cb = cb or FlowCallback((x_te, y_te), log_dir=log_dir, lrp=False, k=8, verbose=0, projection=None)
         clash = initial + (initial > 0)  # a resumed fit's first snapshot is the epoch after initial_epoch
-        with pytest.raises(ValueError, match=rf"^log_dir: {log_dir} holds epochs 0-3 of an earlier training, and "
+        with pytest.raises(ValueError, match=rf"^log_dir: {log_dir} holds epochs 0\u20133 of an earlier training, and "
                            rf"this fit \(from initial_epoch={initial}\) would overwrite epoch\(s\) {clash}, "
-                           r".*use a new log_dir \(or delete this one\); to continue that training, fit with "
-                           r"initial_epoch=3\.$"):
+                           r".*use a new log_dir \(or delete this one\); to continue that training, fit the "
+                           r"same model with initial_epoch=3 and epochs > 3\.$"):
             again.fit(x_tr, y_tr, epochs=4, initial_epoch=initial, verbose=0, callbacks=[cb])
         assert all(np.array_equal(a, b) for a, b in zip(weights, again.get_weights()))  # it did not train
         assert {p.name: p.stat().st_mtime_ns for p in (log_dir / "graphs").iterdir()} == before

@@ -298,7 +298,8 @@ def test_one_input_dict_and_sample_weights_are_accepted(small):
 
     x_tr, y_tr, x_te, y_te = small
     ds = tf.data.Dataset.from_tensor_slices(({"image": x_te}, y_te, np.ones(len(y_te)))).batch(32)
-    cb = FlowCallback(ds, k=5)
+    with pytest.warns(UserWarning, match=r"yields \(x, y, sample_weight\); the weights are not used: .* unweighted"):
+        cb = FlowCallback(ds, k=5)
     np.testing.assert_array_equal(cb.held_out[0], x_te)
     np.testing.assert_array_equal(cb.held_out[1], y_te)
 
@@ -362,6 +363,34 @@ def test_held_out_labels_in_the_other_form_than_the_loss_still_give_the_loss(sma
     expected = expected[0] if isinstance(expected, list) else expected  # [loss] or loss, by Keras version
     assert g.metrics["loss"] == pytest.approx(expected, rel=1e-4)
     assert not [n for n in g.notes if n.startswith("loss not shown")], g.notes
+
+
+@pytest.mark.parametrize("output, loss, hot", [("softmax", "sparse_categorical_crossentropy", False),
+                                               ("softmax", "categorical_crossentropy", False),
+                                               ("sigmoid", "binary_crossentropy", False)])
+def test_a_confidently_wrong_model_gets_the_loss_evaluate_gives(small, tmp_path, output, loss, hot):
+    """Keras computes a softmax or sigmoid model's cross-entropy from the logits behind the output;
+    from the clipped probabilities a confidently wrong sample would cost at most about 16, and the
+    page would show a fraction of the loss that fit and evaluate print (here: tens to hundreds)."""
+    import tensorflow as tf
+
+    from flowcallback import load_run, snapshot
+
+    _, _, x_te, y_te = small
+    units = 10 if output == "softmax" else 1
+    y = y_te if output == "softmax" else (y_te % 2)
+    tf.keras.utils.set_random_seed(4)
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
+                                 tf.keras.layers.Dense(16, activation="relu"),
+                                 tf.keras.layers.Dense(units, activation=output)])
+    model.compile(optimizer="adam", loss=loss)
+    model.set_weights([w * 40 for w in model.get_weights()])  # saturated: many outputs at 0 or 1 in float32
+    held = np.eye(10, dtype="float32")[y] if loss == "categorical_crossentropy" else y
+    snapshot(model, (x_te, held), tmp_path, lrp=False, k=5, verbose=0)
+    expected = model.evaluate(x_te, held, verbose=0)
+    expected = expected[0] if isinstance(expected, list) else expected
+    assert expected > 20  # the case this test is about: beyond what clipped probabilities can give
+    assert load_run(tmp_path).epoch(0).metrics["loss"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_labels_the_loss_cannot_take_give_a_note_not_a_silent_gap(small, tmp_path):

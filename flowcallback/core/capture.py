@@ -388,7 +388,7 @@ def branch_layout(model, layer_names: Sequence[str]) -> Tuple[List[str], Dict[st
 
 
 def _forward_fn(model, layer_names):
-    """A function batch -> (list of layer outputs, model output), in inference mode.
+    """A function batch -> (list of layer outputs, model output, its logits or None), in inference mode.
 
     One pass through the model's flat graph (:mod:`flowcallback.core.layergraph`) gives every
     selected layer's output, nested layers included; each other tensor is dropped once the layers
@@ -400,7 +400,7 @@ def _forward_fn(model, layer_names):
 
         def run(xb):
             values = graph.run(xb, keep=layer_names)
-            return [np.asarray(values[n]) for n in layer_names], np.asarray(values[out_key])
+            return [np.asarray(values[n]) for n in layer_names], np.asarray(values[out_key]), _logits(values[out_key])
 
         return run
     # No layer graph (a subclassed model): record each selected layer's output while the model
@@ -440,15 +440,26 @@ def _hooked_forward(model, layer_names):
         missing = [n for n in layer_names if n not in got]
         if missing:
             raise ValueError(f"layers: {missing} are not called by the model's call(); choose layers it uses")
-        return [np.asarray(got[n]) for n in layer_names], np.asarray(out)
+        return [np.asarray(got[n]) for n in layer_names], np.asarray(out), _logits(out)
 
     return run
 
 
+def _logits(output) -> Optional[np.ndarray]:
+    """The logits behind a softmax or sigmoid output, where Keras keeps them on the tensor.
+
+    Keras (3 on TensorFlow, and 2) attaches them as ``_keras_logits`` and its losses read them
+    instead of the clipped probabilities; :func:`flowcallback.core.outputs.held_out_loss` needs
+    them to give the loss ``evaluate`` gives when the model is confidently wrong.
+    """
+    logits = getattr(output, "_keras_logits", None)
+    return None if logits is None else np.asarray(logits)
+
+
 def capture_activations(
     model, x, layer_names: Sequence[str], *, batch_size: int = 256, progress=None, embed_options: Optional[dict] = None,
-    class_means: Optional[LayerClassMeans] = None,
-) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
+    class_means: Optional[LayerClassMeans] = None, return_logits: bool = False,
+):
     """Run the held-out set through the model and embed every selected layer's activations.
 
     Parameters
@@ -466,6 +477,8 @@ def capture_activations(
         (:mod:`flowcallback.core.aggregate`), from the same batches: built with the held-out
         labels, it holds ``{layer: (n_classes, units)}`` in ``class_means.result()`` afterwards.
         Nothing else changes (the return value is the same).
+    return_logits : bool, default=False
+        Also return the logits behind a softmax or sigmoid output (for the held-out loss).
 
     Returns
     -------
@@ -474,27 +487,35 @@ def capture_activations(
         are flagged (``nonfinite="flag"``), not refused.
     outputs : ndarray of shape (n_samples, n_outputs)
         The model's output (class probabilities).
+    logits : ndarray of shape (n_samples, n_outputs) or None
+        Only with ``return_logits``: the output's logits where Keras keeps them on the output
+        tensor (a softmax or sigmoid output on TensorFlow), else None.
     """
     run = _forward_fn(model, list(layer_names))
     if len(x) and _per_sample_bytes(model, layer_names) is None:  # no layer graph: learn the sizes from one sample
-        maps, _ = run(x[:1])
+        maps, _, _ = run(x[:1])
         batch_size = max(8, min(batch_size, BATCH_BYTES // max(sum(m.nbytes for m in maps), 1)))
     # A map with NaN/inf values (a diverging model) is flagged, not fatal: the clustering stage sets
     # those samples apart in one cluster of their own and notes it on the column.
     opts = dict({"nonfinite": "flag"}, **(embed_options or {}))
     emb = {n: Embedder(n, **opts) for n in layer_names}
     batch_size = _bounded_batch(model, layer_names, batch_size)
-    outs = []
+    outs, logits = [], []
     for start in range(0, len(x), batch_size):
-        maps, out = run(x[start : start + batch_size])
+        maps, out, batch_logits = run(x[start : start + batch_size])
         for n, m in zip(layer_names, maps):
             emb[n].add(m)
             if class_means is not None:
                 class_means.add(n, m, start)
         outs.append(out)
+        logits.append(batch_logits)
         if progress is not None:
             progress(min(start + batch_size, len(x)))
-    return {n: e.result() for n, e in emb.items()}, np.concatenate(outs, axis=0)
+    embeddings, outputs = {n: e.result() for n, e in emb.items()}, np.concatenate(outs, axis=0)
+    if not return_logits:
+        return embeddings, outputs
+    whole = np.concatenate(logits, axis=0) if logits and all(b is not None for b in logits) else None
+    return embeddings, outputs, (whole if whole is not None and whole.shape == outputs.shape else None)
 
 
 #: A capture batch holds every selected layer's maps at once; this bounds their total size.

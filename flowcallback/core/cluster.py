@@ -435,8 +435,18 @@ def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "a
     return canonical_labels(labels)
 
 
-def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int) -> str:
+def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int, analysis: str = "activations") -> str:
     """The column note for what :func:`cluster_layer` did with samples that have no direction.
+
+    Parameters
+    ----------
+    vectors : ndarray of shape (n_samples, n_features)
+        The embedded maps the layer was clustered on.
+    labels : ndarray of shape (n_samples,)
+    k : int
+    analysis : {"activations", "lrp"}, default="activations"
+        What the maps are: an all-zero activation map comes from dead units, an all-zero relevance
+        map from relevance that vanished before the layer (often an untrained or saturated model).
 
     Returns
     -------
@@ -450,8 +460,9 @@ def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int) -> str:
         parts.append(f"{int(bad.sum())} sample(s) with NaN/infinite values (diverging model?) set apart as "
                      f"cluster {int(labels[bad][0])}, not clustered by similarity")
     if zero.any():
-        parts.append(f"{int(zero.sum())} all-zero map(s) (dead units; cosine undefined) set apart as "
-                     f"cluster {int(labels[zero][0])}, not clustered by similarity")
+        why = "no relevance reached this layer for these samples" if analysis == "lrp" else "dead units"
+        parts.append(f"{int(zero.sum())} all-zero {'relevance ' if analysis == 'lrp' else ''}map(s) ({why}; cosine "
+                     f"undefined) set apart as cluster {int(labels[zero][0])}, not clustered by similarity")
     n_regular = len(labels) - int(zero.sum()) - int(bad.sum())
     if 2 <= n_regular <= k:
         parts.append(f"k clipped from {k} to {n_regular - 1}: only {n_regular} samples have a direction")

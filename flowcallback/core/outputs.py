@@ -59,11 +59,24 @@ def predictions_from_outputs(outputs, labels, binary_threshold: float = 0.5) -> 
     return predictions, accuracy, note
 
 
-def _loss_value(fn, y: np.ndarray, outputs: np.ndarray) -> float:
+def _loss_value(fn, y: np.ndarray, outputs: np.ndarray, logits: Optional[np.ndarray] = None) -> float:
     if outputs.ndim == 2 and outputs.shape[1] == 1 and y.ndim == 1:
         y = y[:, None]  # 0/1 labels against one unit: Keras 3's losses want equal ranks, as fit() makes them
     # arrays, not tensors: Keras 3 losses then run on whichever backend Keras uses (JAX, PyTorch)
-    return float(np.mean(np.asarray(fn(y, np.asarray(outputs)))))
+    predicted = np.asarray(outputs) if logits is None else _carrying_logits(outputs, logits)
+    return float(np.mean(np.asarray(fn(y, predicted))))
+
+
+def _carrying_logits(outputs: np.ndarray, logits: np.ndarray):
+    """The outputs as a TensorFlow tensor that carries its logits as Keras's softmax and sigmoid
+    leave them (``_keras_logits``): Keras's cross-entropies then compute from the logits, as
+    ``fit`` and ``evaluate`` do, instead of from probabilities clipped to [1e-7, 1 - 1e-7], which
+    cap a confidently wrong sample's loss at about 16."""
+    import tensorflow as tf
+
+    tensor = tf.convert_to_tensor(outputs)
+    tensor._keras_logits = tf.convert_to_tensor(logits)
+    return tensor
 
 
 def _other_label_form(y: np.ndarray, outputs: np.ndarray) -> Optional[np.ndarray]:
@@ -79,11 +92,23 @@ def _other_label_form(y: np.ndarray, outputs: np.ndarray) -> Optional[np.ndarray
     return None
 
 
-def held_out_loss(model, y_raw, outputs) -> Tuple[Optional[float], str]:
+def held_out_loss(model, y_raw, outputs, logits=None) -> Tuple[Optional[float], str]:
     """The model's own compiled loss on the held-out set, or why it cannot be shown.
 
     Held-out labels in the other form than the loss takes (one-hot for
     ``sparse_categorical_crossentropy``, integers for ``categorical_crossentropy``) are converted.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Compiled; its ``loss`` is used.
+    y_raw : array-like
+        The held-out labels as given.
+    outputs : ndarray of shape (n_samples, n_outputs)
+    logits : ndarray of shape (n_samples, n_outputs), optional
+        The logits behind a softmax or sigmoid output
+        (:func:`flowcallback.core.capture.capture_activations` with ``return_logits=True``): the loss
+        is then the one ``evaluate`` gives, confidently wrong samples included.
 
     Returns
     -------
@@ -102,13 +127,13 @@ def held_out_loss(model, y_raw, outputs) -> Tuple[Optional[float], str]:
 
         fn = tf.keras.losses.get(loss)
         try:
-            value = _loss_value(fn, np.asarray(y_raw), outputs)
+            value = _loss_value(fn, np.asarray(y_raw), outputs, logits)
         except Exception:
             other = _other_label_form(np.asarray(y_raw), outputs)
             if other is None:
                 raise
             # the held-out labels are one-hot where the model trained on integers, or the other way round
-            value = _loss_value(fn, other, outputs)
+            value = _loss_value(fn, other, outputs, logits)
     except Exception as exc:  # labels in a form the loss does not take
         y_shape = tuple(np.shape(y_raw))
         hint = ("integer labels need sparse_categorical_crossentropy" if len(y_shape) == 1

@@ -343,7 +343,7 @@ def analyse(
             before = previous.clusters.get(key)
             if before is not None and len(before) == len(labels):
                 results[key], _ = match.relabel(before, labels)  # persistent clusters keep their id
-            note = cluster.layer_note(captured.embeddings[key[0]][key[1]], results[key], k)
+            note = cluster.layer_note(captured.embeddings[key[0]][key[1]], results[key], k, analysis=key[0])
             if note:
                 column_notes[key[0]][key[1]] = note
     graphs = {}

@@ -125,6 +125,7 @@ class NativeEngine:
         self._batch_size = 256
         self._embed_options: dict = {}
         self.note = ""
+        self.blocked: list = []
 
     @property
     def alive(self) -> bool:
@@ -146,6 +147,7 @@ class NativeEngine:
         if check.unsupported:
             raise RuntimeError(check.note)
         self.note = check.note  # where relevance stops (a layer without a rule), or ""
+        self.blocked = list(check.blocked)  # the selected layers that the stops leave without relevance
         try:
             copy = clone_model(model)
         except Exception as exc:  # a subclassed model has no layer graph to copy or to reverse

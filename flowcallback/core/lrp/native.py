@@ -250,6 +250,10 @@ def _stop_reason(layer) -> str:
         return "a Lambda layer runs arbitrary code, so no LRP rule can be known for it"
     if layergraph.is_model(layer):
         return "a nested model that could not be inlined"
+    if (type(layer).__module__ or "").split(".")[0] not in ("keras", "tf_keras", "tensorflow"):
+        return ("a custom layer class, whose call() LRP cannot see into; built from Keras layers with the "
+                "functional API instead (a function that adds them, or a functional keras.Model used as a layer), "
+                "its inside gets relevance")
     return "no LRP rule for this layer class"
 
 
@@ -758,6 +762,8 @@ class NativeLRP:
         if self.blocked:
             text += (f". The {len(self.blocked)} layer(s) before them have no LRP flows: {_summary(self.blocked, 5)}"
                      "; the layers after them have theirs")
+        else:  # a stop at the input's side (an embedding of tokens, a Discretization): nothing shown lacks relevance
+            text += ". No layer shown lies before them: every column has its LRP flows"
         return text
 
     def check(self) -> None:

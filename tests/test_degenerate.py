@@ -182,10 +182,11 @@ def test_vanished_relevance_is_said_to_be_relevance_not_dead_units(tmp_path, dig
     snapshot(model, (x_te[:100].reshape(100, -1), y_te[:100]), tmp_path, k=8, verbose=0, lrp_backend="native")
     run = load_run(tmp_path)
     lrp, act = run.epoch(0, "lrp"), run.epoch(0, "activations")
-    note = lrp.columns[lrp.column_index("dense")].note
+    hidden = model.layers[0].name  # "dense", or "dense_<n>" after other models in the session
+    note = lrp.columns[lrp.column_index(hidden)].note
     assert "100 all-zero relevance map(s) (no relevance reached this layer for these samples;" in note
     assert "dead units" not in note
-    assert act.columns[act.column_index("dense")].note == ""
+    assert act.columns[act.column_index(hidden)].note == ""
     assert conserved(lrp) and conserved(act)
 
 

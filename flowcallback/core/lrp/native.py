@@ -210,10 +210,8 @@ def layer_kind(layer, n_tensor_inputs: Optional[int] = None) -> Optional[str]:
     >>> layer_kind(keras.layers.Dense(3)), layer_kind(keras.layers.RandomFlip()), layer_kind(keras.layers.LSTM(2))
     ('dense', 'identity', None)
     """
-    cls = type(layer)
-    name = cls.__name__
-    module = (cls.__module__ or "").split(".")[0]
-    if module not in ("keras", "tf_keras", "tensorflow"):
+    name = type(layer).__name__
+    if not _from_keras(layer):
         return None
     if _is_operation(layer):
         if n_tensor_inputs == 1 and name in _OP_ELEMENTWISE:
@@ -240,6 +238,11 @@ def layer_kind(layer, n_tensor_inputs: Optional[int] = None) -> Optional[str]:
     return _KINDS.get(name)
 
 
+def _from_keras(layer) -> bool:
+    """Whether the layer's class is Keras's own (a user's subclass is not: its call() is its own)."""
+    return (type(layer).__module__ or "").split(".")[0] in ("keras", "tf_keras", "tensorflow")
+
+
 def _stop_reason(layer) -> str:
     """Why a layer without a kind has no rule."""
     name = type(layer).__name__
@@ -250,7 +253,7 @@ def _stop_reason(layer) -> str:
         return "a Lambda layer runs arbitrary code, so no LRP rule can be known for it"
     if layergraph.is_model(layer):
         return "a nested model that could not be inlined"
-    if (type(layer).__module__ or "").split(".")[0] not in ("keras", "tf_keras", "tensorflow"):
+    if not _from_keras(layer):
         return ("a custom layer class, whose call() LRP cannot see into; built from Keras layers with the "
                 "functional API instead (a function that adds them, or a functional keras.Model used as a layer), "
                 "its inside gets relevance")

@@ -332,6 +332,10 @@ class SetsSnapshotter:
         return {name: m.take(epoch, title_prefix=f"{title_prefix} · {name}" if title_prefix else name)
                 for name, m in self.members.items()}
 
+    def raise_failed(self) -> None:
+        for m in self.members.values():
+            m.raise_failed()
+
     def flush(self) -> list:
         pages, error = [], None
         for m in self.members.values():

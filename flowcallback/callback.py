@@ -129,7 +129,8 @@ class FlowCallback(tf.keras.callbacks.Callback):
         analysis) as TensorBoard scalars under ``log_dir/tensorboard``.
     on_error : {"warn", "raise"}, default="warn"
         What a failed snapshot does: warn (and record it in ``log_dir/errors``) and let training go
-        on, or stop training.
+        on, or stop training with :class:`~flowcallback.SnapshotError` (a snapshot failing in the
+        background, as the next epoch trains, stops it before the next batch).
     class_means : bool, default=True
         Store each layer's mean activation per class (and mean relevance, with the native LRP
         engine): classes × units per layer, for ``run.class_means`` and its heatmap.
@@ -218,6 +219,8 @@ class FlowCallback(tf.keras.callbacks.Callback):
         self._summary: Optional[dict] = None  # the schedule as last recorded (run.json's "schedule")
         self._clean = True  # no snapshot captured or running since the epoch began
         self._last_done: Optional[int] = None  # the last epoch trained in this fit
+        self._raise_errors = self.settings.on_error == "raise"
+        self._supports_tf_logs = True  # Keras 2: the batch hook needs no logs converted to NumPy (no sync)
 
     # -- scheduling ----------------------------------------------------------------------------
     def wants(self, epoch: int) -> bool:
@@ -386,7 +389,16 @@ class FlowCallback(tf.keras.callbacks.Callback):
             f"one run. For a new training, use a new log_dir (or delete this one); to continue that training, "
             f"fit the same model with initial_epoch={max(held)} and epochs > {max(held)}.")
 
+    def on_train_batch_begin(self, batch, logs=None):
+        # on_error="raise": a snapshot failed in the background (while this epoch trains) stops
+        # training before the next batch, not at the next snapshot, which the budget may place
+        # many epochs later. A begin hook: Keras 3 keeps dispatching the batch ends asynchronously.
+        if self._raise_errors:
+            self._snapshotter.raise_failed()
+
     def on_epoch_end(self, epoch, logs=None):
+        if self._raise_errors:
+            self._snapshotter.raise_failed()
         self._last_done = epoch + 1
         if self._schedule is not None:
             self._decide(epoch + 1)

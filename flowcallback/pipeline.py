@@ -277,6 +277,14 @@ class Snapshotter:
         pending, self._pending = self._pending, []
         return [page for page in (fut.result() for fut in pending) if page is not None]
 
+    def raise_failed(self) -> None:
+        """Raise the error of a background snapshot that has failed (``on_error="raise"``), so that
+        training stops now; the callback asks before every batch. Nothing to do with ``"warn"``, whose
+        failed snapshots return None."""
+        for fut in [f for f in self._pending if f.done() and f.exception() is not None]:
+            self._pending.remove(fut)
+            fut.result()
+
     # -- one snapshot --------------------------------------------------------------------------
     def take(self, epoch: int, *, title_prefix: str = ""):
         """Take the snapshot of ``epoch``: the capture now, the rest in the background with
@@ -284,9 +292,7 @@ class Snapshotter:
         snapshot failed and ``on_error="warn"``."""
         if self.disabled:
             return None
-        for fut in [f for f in self._pending if f.done() and f.exception() is not None]:
-            self._pending.remove(fut)  # on_error="raise": a background error stops training now
-            fut.result()
+        self.raise_failed()
         if self.relevance.dead:
             self.flush()  # the snapshots still using the dead engine finish first (their LRP part fails)
             self.relevance.restart_if_dead(self.model, self.plan.layer_names, self.x, epoch)
@@ -310,7 +316,7 @@ class Snapshotter:
             self._write_run_page()
             return None
         self.errors.record(epoch, exc)
-        if not background:  # in the background, take() raises it at the next snapshot
+        if not background:  # in the background, raise_failed() raises it before the next batch
             self._write_run_page()
             try:
                 self.flush()  # earlier epochs still in the background are written before training stops

@@ -155,3 +155,33 @@ def test_on_error_raise_stops_training_and_leaves_nothing(tmp_path, digits, monk
     assert cb.lrp_engine is None
     assert load_run(tmp_path / "r").epochs == [0]
     assert "capture failed" in (tmp_path / "r" / "errors" / "epoch_001.txt").read_text()
+
+
+def test_on_error_raise_stops_training_at_the_batch_after_a_background_failure(tmp_path, digits, monkeypatch,
+                                                                               tally):
+    # Snapshot 1 fails in the background while epoch 2 trains. No snapshot follows (epochs=[0, 1]),
+    # so an error raised only at the next snapshot would come after all 4 epochs, at the end of fit.
+    fail_at_stage(monkeypatch, "store", OSError(errno.ENOSPC, "No space left on device (injected)"))
+    (x_tr, y_tr), (x_te, y_te) = digits
+    log_dir = tmp_path / "r"
+    ended = []
+
+    class WaitForTheFailure(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:  # snapshot 1 is in the background: wait until it has failed
+                deadline = time.time() + 60
+                while not (log_dir / "errors" / "epoch_001.txt").exists() and time.time() < deadline:
+                    time.sleep(0.02)
+                time.sleep(0.3)
+
+        def on_epoch_end(self, epoch, logs=None):
+            ended.append(epoch)
+
+    cb = FlowCallback((x_te[:120], y_te[:120]), log_dir=log_dir, epochs=[0, 1], k=8, verbose=0, on_error="raise")
+    assert cb.settings.background
+    with pytest.raises(SnapshotError, match="snapshot of epoch 1 failed: .*No space left"):
+        lenet5_digits(seed=33).fit(x_tr[:200], y_tr[:200], epochs=4, batch_size=32, verbose=0,
+                                   callbacks=[WaitForTheFailure(), cb])
+    tally("faults injected")
+    assert ended == [0]  # stopped in the first batch of epoch 2, before it ended
+    assert load_run(log_dir).epochs == [0]

@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List, Optional, Union
 import numpy as np
 
 from flowcallback.core import store
-from flowcallback.core.flows import ANALYSIS_LABELS, EpochViews, FlowGraph
+from flowcallback.core.flows import ANALYSIS_LABELS, MAX_DRAWN_CLUSTERS, EpochViews, FlowGraph
 from flowcallback.exceptions import RunFormatError
 
 __all__ = ["Run", "RunSets", "load_run"]
@@ -430,17 +430,21 @@ class Run:
         return df
 
     # -- figures, for notebooks and scripts -----------------------------------------------------------
-    def figure(self, epoch: Optional[int] = None, analysis: Optional[str] = None):
+    def figure(self, epoch: Optional[int] = None, analysis: Optional[str] = None, *,
+               max_clusters: Optional[int] = MAX_DRAWN_CLUSTERS):
         """The epoch's Sankey as a ``plotly.graph_objects.Figure`` (restyle it, then ``.show()``).
 
         ``epoch=None`` is the last one; ``analysis=None`` gives every analysis of the epoch, with
-        buttons to switch, as its page does (with the notes of every analysis).
+        buttons to switch, as its page does (with the notes of every analysis). A layer of more
+        than ``max_clusters`` clusters draws its smallest as one node, as the pages do; None draws
+        every cluster.
         """
         from flowcallback.core import render
 
         epoch = self._last_epoch() if epoch is None else epoch
         names = self.analyses(epoch) if analysis is None else [analysis]
-        return render.figure({a: self.epoch(epoch, a) for a in names}, title_prefix=self.info["model"]["name"])
+        return render.figure({a: self.epoch(epoch, a) for a in names}, title_prefix=self.info["model"]["name"],
+                             max_clusters=max_clusters)
 
     def across_figure(self, column: str = "Prediction", analysis: str = "activations", *,
                       true_class: Optional[int] = None, changed_only: bool = False):

@@ -130,7 +130,7 @@ def _hundred_class_run(log_dir):
         return np.where(rng.random(len(y)) < p, rng.integers(0, labels.max() + 1, len(y)), labels)
 
     for e in range(3):
-        cols = [("conv", "Conv2D", noisy(y // 25, 0.5)), ("dense", "Dense", noisy(y // 10, 0.4 - 0.15 * e)),
+        cols = [("conv", "Conv2D", noisy(y // 25, 0.5)), ("dense", "Dense", noisy(y // 2, 0.4 - 0.15 * e)),
                 ("out", "Dense", noisy(y // 4, 0.3 - 0.12 * e))]
         g = flows.build_flow_graph(cols, y, noisy(y, 0.5 - 0.2 * e), class_names=names, epoch=e,
                                    metrics={"accuracy": 0.5 + 0.2 * e, "loss": 2.0 - 0.6 * e})
@@ -167,11 +167,17 @@ def test_class_filter_keeps_one_hundred_classes_legible(tmp_path):
     import os
     import shutil
 
-    from flowcallback.core import render, runpage
+    from flowcallback.core import flows, render, runpage
 
     info, graphs = _hundred_class_run(tmp_path)
     g = graphs[2]["activations"]
     assert render.top_classes(g) == list(range(20))
+    # the dense column's 50 clusters are drawn as 30 nodes, its 21 smallest as one
+    (group,) = flows.group_small_clusters(g)[1]
+    assert len(g.columns[1].order) == 50 and group.text.startswith("21 small clusters")
+
+    def grouped_label():
+        return page.evaluate("document.getElementById('sankey').data[0].node.label.filter(l => l.includes('small'))")
     path = runpage.write_run_page(tmp_path, info, graphs, {})
     total = g.n_samples * (len(g.columns) - 1)
 
@@ -189,10 +195,13 @@ def test_class_filter_keeps_one_hundred_classes_legible(tmp_path):
         default_links = page.evaluate("document.getElementById('sankey').data[0].link.value.length")
         page.screenshot(path=str(tmp_path / "run_many_classes.png"))
 
+        assert grouped_label() == [group.text]
+
         # one class of the largest 20: its flows alone are coloured, everywhere
         _filter(page, "class 07")
         colours, grey = _coloured(page)
         assert len(colours) == 1 and grey and drawn_total() == total
+        assert grouped_label() == [group.text]
         assert legend() == ["class 07", "other (99 classes)"]
         assert page.inner_text("#filter-status") == "1 of 100 classes match"
         profiles = page.eval_on_selector_all("#profiles tbody tr td:first-child", "els => els.map(e => e.textContent)")

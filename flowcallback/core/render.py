@@ -19,7 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from flowcallback.core._notes import Note
-from flowcallback.core.flows import ANALYSIS_LABELS, FlowGraph
+from flowcallback.core.flows import ANALYSIS_LABELS, MAX_DRAWN_CLUSTERS, FlowGraph, group_small_clusters
 from flowcallback.core.history import confusion_over_training
 
 __all__ = ["class_colors", "sankey_trace", "figure", "write_epoch_page", "ANALYSIS_LABELS", "note_is_problem",
@@ -136,18 +136,24 @@ _top_classes = top_classes  # figure() has a parameter of that name
 
 
 def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, name: Optional[str] = None,
-                 max_samples: int = 5, shown: Optional[Sequence[int]] = None):
+                 max_samples: int = 5, shown: Optional[Sequence[int]] = None,
+                 max_clusters: Optional[int] = MAX_DRAWN_CLUSTERS):
     """A ``plotly.graph_objects.Sankey`` trace of one :class:`FlowGraph`.
 
     Node ``customdata`` holds (column, cluster id, size, composition, the class its colour comes
-    from, purity, 1 for a Prediction or Ground truth node else 0); link ``customdata`` holds (class
-    name, count, first sample indices, class id or -1 for a merged "other" flow). The run page's
-    class filter recolours the trace from them. Nodes are placed at fixed x (column) and y (order).
-    ``shown`` (see :func:`top_classes`) colours only those classes; the flows of the others are
-    merged into one grey "other" flow per pair of clusters.
+    from, purity, 1 for a Prediction or Ground truth node else 0, what the node is: "cluster 3" or
+    "48 small clusters (≤ 3 samples each)"); link ``customdata`` holds (class name, count, first
+    sample indices, class id or -1 for a merged "other" flow). The run page's class filter
+    recolours the trace from them. Nodes are placed at fixed x (column) and y (order). ``shown``
+    (see :func:`top_classes`) colours only those classes; the flows of the others are merged into
+    one grey "other" flow per pair of clusters. A layer column of more than ``max_clusters``
+    clusters draws its smallest as one node (:func:`~flowcallback.core.flows.group_small_clusters`;
+    None draws every cluster).
     """
     import plotly.graph_objects as go
 
+    graph, groups = group_small_clusters(graph, max_clusters)
+    grouped = {(g.column, g.cluster): g.text for g in groups}
     names = [_esc(c) for c in graph.class_names]
     colors = list(colors or class_colors(len(names)))
     m = len(graph.columns)
@@ -170,7 +176,7 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
             dom = int(top[0])
             purity = counts[pos, dom] / max(size, 1)
             if col.kind == "layer":
-                node_labels.append("")
+                node_labels.append(grouped.get((j, int(cid)), ""))
                 node_colors.append(_blend_grey(colors[dom] if shown is None or dom in shown else OTHER_COLOR, purity))
             else:
                 listed = shown is None or cid in shown
@@ -186,7 +192,8 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
                 comp += f"<br>… {more} more classes"
             is_class = col.kind != "layer"
             node_hover.append([_esc(col.name), int(cid), size, comp, int(cid) if is_class else dom,
-                            1.0 if is_class else round(float(purity), 4), int(is_class)])
+                               1.0 if is_class else round(float(purity), 4), int(is_class),
+                               grouped.get((j, int(cid)), f"cluster {int(cid)}")])
     link_sources, link_targets, link_values, link_colors, link_hover = [], [], [], [], []
     flows = graph.flows
     keep = None if shown is None else set(int(c) for c in shown)
@@ -229,7 +236,7 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
             color=node_colors,
             line=dict(color="rgba(40,40,40,0.6)", width=0.5),
             customdata=node_hover,
-            hovertemplate="<b>%{customdata[0]}</b> · cluster %{customdata[1]}<br>%{customdata[2]} samples"
+            hovertemplate="<b>%{customdata[0]}</b> · %{customdata[7]}<br>%{customdata[2]} samples"
             "<br>%{customdata[3]}<extra></extra>",
         ),
         link=dict(
@@ -269,15 +276,20 @@ def _compact(graphs) -> bool:
     return max(len(g.columns) for g in graphs) > COMPACT_LABELS_ABOVE
 
 
-def _column_annotations(graph: FlowGraph, compact: bool = False) -> List[dict]:
-    """The labels over the columns: name, layer type, clusters and note; with ``compact``, the
-    (shortened) name on one slanted line and everything on hover, so that 24 columns do not overlap."""
+def _column_annotations(graph: FlowGraph, compact: bool = False,
+                        max_clusters: Optional[int] = MAX_DRAWN_CLUSTERS) -> List[dict]:
+    """The labels over the columns: name, layer type, clusters (and how many are drawn as one
+    node) and note; with ``compact``, the (shortened) name on one slanted line and everything on
+    hover, so that 24 columns do not overlap."""
     m = len(graph.columns)
+    groups = {g.column: g for g in group_small_clusters(graph, max_clusters)[1]}
     anns = []
     for j, col in enumerate(graph.columns):
         x = 0.005 + 0.99 * (j / max(m - 1, 1))
         text = f"<b>{_esc(col.name)}</b>" + (f"<br>{_esc(col.layer_type)}" if col.layer_type else "")
         text += f"<br>{len(col.order)} clusters"
+        if j in groups:
+            text += f"<br>({len(groups[j].members)} small ones drawn as one)"
         if col.note:
             text += f"<br><i>{_esc(col.note)}</i>"
         if compact:
@@ -377,7 +389,7 @@ def _notes_annotation_text(notes: Sequence[str]) -> tuple:
 
 
 def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "",
-           top_classes: int | str | None = "auto"):
+           top_classes: int | str | None = "auto", max_clusters: Optional[int] = MAX_DRAWN_CLUSTERS):
     """A Plotly figure with one Sankey per analysis and buttons to switch between them.
 
     Parameters
@@ -391,6 +403,10 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
     top_classes : int, "auto" or None, default="auto"
         Colour only the largest classes and draw the others as one grey "other" (see
         :func:`top_classes`); "auto" does so above :data:`AUTO_TOP_CLASSES` classes.
+    max_clusters : int >= 2 or None, default=MAX_DRAWN_CLUSTERS
+        A layer column of more clusters draws its smallest as one node
+        (:func:`~flowcallback.core.flows.group_small_clusters`); its label says how many. None
+        draws every cluster.
 
     Returns
     -------
@@ -410,7 +426,7 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
     shown = _top_classes(first, top_classes)
     fig = go.Figure()
     for i, a in enumerate(analyses):
-        tr = sankey_trace(graphs[a], colors=colors, shown=shown)
+        tr = sankey_trace(graphs[a], colors=colors, shown=shown, max_clusters=max_clusters)
         tr.visible = i == 0
         fig.add_trace(tr)
     legend = [(k, colors[k]) for k in (range(len(first.class_names)) if shown is None else shown)]
@@ -438,18 +454,19 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
         buttons.append(
             dict(label=label, method="update",
                  args=[{"visible": visible},
-                       {"annotations": _column_annotations(graphs[a], compact) + note_ann,
+                       {"annotations": _column_annotations(graphs[a], compact, max_clusters) + note_ann,
                         "title.text": prefix + _title(graphs[a], label)}])
         )
-    max_clusters = max(len(c.order) for g in graphs.values() for c in g.columns)
+    drawn_clusters = max(min(len(c.order), max_clusters) if c.kind == "layer" and max_clusters else len(c.order)
+                         for g in graphs.values() for c in g.columns)
     fig.update_layout(
         title=dict(text=prefix + _title(first, ANALYSIS_LABELS.get(analyses[0], analyses[0])), x=0.01, y=0.99),
-        annotations=_column_annotations(first, compact) + note_ann,
+        annotations=_column_annotations(first, compact, max_clusters) + note_ann,
         xaxis=dict(visible=False),
         yaxis=dict(visible=False),
         plot_bgcolor="white",
         paper_bgcolor="white",
-        height=int(min(2400, max(COMPACT_HEIGHT if compact else MIN_HEIGHT, 14 * max_clusters))),
+        height=int(min(2400, max(COMPACT_HEIGHT if compact else MIN_HEIGHT, 14 * drawn_clusters))),
         margin=dict(l=30, r=110 if compact else 30, t=200 if compact else 140, b=60 + NOTE_LINE_HEIGHT * note_lines),
         legend=dict(title=dict(text="True class"), itemclick=False, itemdoubleclick=False),
         font=dict(family="Helvetica, Arial, sans-serif"),

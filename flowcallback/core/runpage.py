@@ -31,7 +31,7 @@ import numpy as np
 from flowcallback._schedule import describe as describe_schedule
 from flowcallback.core._files import SETUP_ERRORS, atomic_write, ensure_plotlyjs
 from flowcallback.core._notes import shorten
-from flowcallback.core.flows import EpochViews, FlowGraph
+from flowcallback.core.flows import EpochViews, FlowGraph, group_small_clusters
 from flowcallback.core.history import EpochConfusion, confusion_over_training, epoch_confusion
 from flowcallback.core.render import (
     ANALYSIS_LABELS,
@@ -99,6 +99,7 @@ def _other_flow_rows(graph: FlowGraph, shown: Optional[List[int]], max_samples: 
     if shown is None:
         return []
     keep = set(shown)
+    graph = group_small_clusters(graph)[0]  # the graph the Sankey draws, whose node indices these are
     index = _node_indices(graph)
     rows = []
     flows = graph.flows

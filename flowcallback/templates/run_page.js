@@ -127,7 +127,7 @@
     N.customdata.forEach(function (custom, k) {
       var c = custom[4], on = !!filter.colored[c];
       node.color.push(on ? (custom[6] ? data.colors[c] : blendGrey(data.colors[c], custom[5])) : DIM_NODE);
-      node.label.push(custom[6] && on ? esc(data.class_names[c]) : "");
+      node.label.push(custom[6] ? (on ? esc(data.class_names[c]) : "") : (N.label[k] || ""));  // a layer node's label: its grouped clusters
     });
     var traces = [Object.assign({}, tr, {node: node, link: link})];
     var shown = Object.keys(filter.colored).map(Number).sort(function (a, b) { return a - b; });

@@ -443,3 +443,57 @@ def test_column_kind_validation_and_order_normalisation():
         Column("x", "hidden", "Dense", (0,))
     c = Column("x", "layer", "Dense", np.array([2, 0, 1]))
     assert c.order == (2, 0, 1) and all(type(v) is int for v in c.order)
+
+
+# -- drawing: small clusters grouped ---------------------------------------------------------------
+@st.composite
+def many_cluster_cases(draw):
+    """(graph, max_clusters): a layer column of up to 40 clusters of uneven sizes."""
+    n = draw(st.integers(2, 120))
+    n_layers = draw(st.integers(1, 3))
+    layers = []
+    for j in range(n_layers):
+        k = draw(st.integers(1, 40))
+        ids = draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n))
+        layers.append((f"layer_{j}", "Conv2D", np.array(ids) * draw(st.integers(1, 3))))  # gaps in the ids
+    labels = draw(st.lists(st.integers(0, 9), min_size=n, max_size=n))
+    preds = draw(st.lists(st.integers(0, 9), min_size=n, max_size=n))
+    return build_flow_graph(layers, labels, preds, class_names=[str(c) for c in range(10)]), draw(st.integers(2, 12))
+
+
+@FAST
+@given(many_cluster_cases())
+def test_grouping_small_clusters_bounds_each_layer_column_and_conserves_every_sample(case):
+    g, cap = case
+    drawn, groups = flows_module.group_small_clusters(g, cap)
+    grouped = {gr.column: gr for gr in groups}
+    assert drawn.n_samples == g.n_samples
+    assert np.array_equal(drawn.labels, g.labels) and np.array_equal(drawn.predictions, g.predictions)
+    for j, (before, after) in enumerate(zip(g.columns, drawn.columns)):
+        if j not in grouped:  # untouched: the same clusters, the same order
+            assert after == before and np.array_equal(drawn.assignments[:, j], g.assignments[:, j])
+            assert before.kind != "layer" or len(before.order) <= cap
+            continue
+        gr = grouped[j]
+        assert before.kind == "layer" and len(before.order) > cap and len(after.order) == cap
+        sizes = {c: int(np.sum(g.assignments[:, j] == c)) for c in before.order}
+        kept = set(after.order) - {gr.cluster}
+        # the kept clusters are the largest, with the same samples; the group holds all the others
+        assert gr.cluster not in before.order and set(gr.members) == set(before.order) - kept
+        assert min(sizes[c] for c in kept) >= max(sizes[c] for c in gr.members) == gr.largest
+        for c in kept:
+            assert np.array_equal(drawn.assignments[:, j] == c, g.assignments[:, j] == c)
+        assert np.array_equal(drawn.assignments[:, j] == gr.cluster, np.isin(g.assignments[:, j], gr.members))
+        assert gr.samples == sum(sizes[c] for c in gr.members)
+    # the flows conserve the sample count between every pair of columns
+    totals = drawn.flows.groupby("source_column")["count"].sum()
+    assert (totals == g.n_samples).all() and len(totals) == len(g.columns) - 1
+
+
+def test_grouping_is_the_identity_below_the_cap_and_checks_it():
+    g = _small_graph()
+    assert flows_module.group_small_clusters(g) == (g, ())
+    assert flows_module.group_small_clusters(g, None) == (g, ())
+    for bad in (1, 0, 2.5, True, "30"):
+        with pytest.raises(ValueError, match="max_clusters: expected an integer >= 2 or None"):
+            flows_module.group_small_clusters(g, bad)

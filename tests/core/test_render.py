@@ -148,3 +148,34 @@ def test_short_notes_are_drawn_as_before():
                        'layer</span>'
     assert fig.layout.margin.b == 74
     assert render.figure({"activations": graph()}).layout.margin.b == 60
+
+
+def test_a_column_of_many_small_clusters_is_drawn_with_at_most_the_cap_of_nodes():
+    # an early LRP column of a large network after one epoch: 79 clusters of 300 samples
+    rng = np.random.default_rng(3)
+    n, y = 300, rng.integers(0, 10, 300)
+    early = np.r_[np.repeat(np.arange(10), 12), np.arange(10, 79), rng.integers(10, 79, n - 120 - 69)]
+    g = flows.build_flow_graph([("stem_conv", "Conv2D", early), ("top", "Dense", y)], y, y, analysis="lrp")
+    assert len(g.columns[0].order) == 79
+    cap = flows.MAX_DRAWN_CLUSTERS
+    tr = render.sankey_trace(g)
+    x0 = tr.node.x[0]
+    first = [k for k, x in enumerate(tr.node.x) if x == x0]
+    assert len(first) == cap
+    (k,) = [k for k in first if "small clusters" in tr.node.customdata[k][7]]
+    sizes = np.sort(np.bincount(early))[::-1]
+    text = f"{79 - (cap - 1)} small clusters (≤ {sizes[cap - 1]} samples each)"
+    assert tr.node.customdata[k][7] == tr.node.label[k] == text
+    assert tr.node.customdata[k][2] == sizes[cap - 1:].sum()
+    assert sum(tr.node.customdata[k][2] for k in first) == n  # every sample is in a node
+    assert sum(v for s, v in zip(tr.link.source, tr.link.value) if s in first) == n
+    # the column says how many clusters it has and how many are drawn as one; the page is no taller
+    fig = render.figure(g)
+    (ann,) = [a for a in fig.layout.annotations if a.text.startswith("<b>stem_conv")]
+    assert f"79 clusters<br>({79 - (cap - 1)} small ones drawn as one)" in ann.text
+    assert fig.layout.height == max(render.MIN_HEIGHT, 14 * cap)
+    # None draws every cluster
+    assert sum(1 for x in render.sankey_trace(g, max_clusters=None).node.x if x == x0) == 79
+    tall = render.figure(g, max_clusters=None)
+    assert sum(1 for x in tall.data[0].node.x if x == x0) == 79 and tall.layout.height == 14 * 79
+    assert not any("drawn as one" in a.text for a in tall.layout.annotations)

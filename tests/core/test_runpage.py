@@ -333,3 +333,25 @@ def test_a_page_of_two_thousand_classes_builds_in_bounded_memory_and_size():
     assert sizes["cells"] <= 3 * 300  # nonzero cells only: at most one per sample and epoch
     assert sizes["confusion"] < 3 * 300 * 3 * 6 + 200  # three short integers per cell: O(samples)
     assert sizes["page"] < 2_000_000  # a dense 2,000² table per epoch would be over 24 MB
+
+
+def test_the_other_flows_point_at_the_nodes_the_sankey_draws_when_small_clusters_are_grouped():
+    # 30 classes (10 drawn as "other") and a layer of 60 clusters (grouped to MAX_DRAWN_CLUSTERS):
+    # the class filter gives a class its flows back by node index, so both must index the same nodes
+    rng = np.random.default_rng(5)
+    n = 400
+    y = rng.integers(0, 30, n)
+    layer = np.r_[np.arange(60), rng.integers(0, 60, n - 60)]
+    g = flows.build_flow_graph([("conv2d", "Conv2D", layer), ("dense", "Dense", y % 7)], y, y,
+                               class_names=[f"c{i}" for i in range(30)])
+    shown = render.top_classes(g)
+    tr = render.sankey_trace(g, shown=shown)
+    rows = runpage._other_flow_rows(g, shown)
+    other = {(s, t): v for s, t, v, c in zip(tr.link.source, tr.link.target, tr.link.value, tr.link.customdata)
+             if c[3] == -1}
+    by_pair = {}
+    for s, t, cls, cnt, _ in rows:
+        assert cls not in shown
+        by_pair[(s, t)] = by_pair.get((s, t), 0) + cnt
+    assert by_pair == other  # each grey "other" flow is exactly the classes merged into it
+    assert sum(1 for x in tr.node.x if x == tr.node.x[0]) == flows.MAX_DRAWN_CLUSTERS

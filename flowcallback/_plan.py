@@ -191,8 +191,12 @@ def held_out_digest(x: np.ndarray, labels: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSettings) -> RunPlan:
+def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSettings, *, signed: bool = False
+             ) -> RunPlan:
     """Check the model against the held-out set and the settings, and decide what each snapshot does.
+
+    ``signed``: the labels were written -1 and 1 (:func:`flowcallback._validation.signed_binary`);
+    the classes are then named "-1" and "1" unless ``class_names`` is given.
 
     Raises
     ------
@@ -222,11 +226,14 @@ def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSetting
                       f"{capture.MAX_COLUMNS} block outputs). {capture.cost_note(len(names), len(x))}",
                       RuntimeWarning, stacklevel=4)
     n_classes = checks.output_classes(model, x)
-    threshold, binary_note = checks.binary_threshold(model, x)
+    threshold, binary_note = checks.binary_threshold(model, x, signed=signed)
     if binary_note:
         notes.append(info(binary_note))
     k = knn.resolve_k(settings.k, len(x), n_classes)
-    given = None if settings.class_names is None else list(settings.class_names)
+    given = settings.class_names
+    if given is None and signed and n_classes == 2:
+        given = ("-1", "1")  # the labels as the user wrote them
+    given = None if given is None else list(given)
     n_classes, class_names = checks.check_against_model(model, x, labels, given, k)
     engines = cluster.choose_engines(settings.mcl_backend, settings.knn_backend)  # the run page shows engines.note
     unavailable = lrp_engines.unavailable_reason(model) if settings.lrp else ""

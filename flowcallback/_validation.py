@@ -19,8 +19,9 @@ from flowcallback.core._schemas import (
 )
 from flowcallback.settings import check_parameter
 
-__all__ = ["check_validation_data", "check_epochs", "labels_from_y", "check_against_model", "output_classes",
-           "binary_threshold", "check_names", "named_sets", "check_held_out_sets", "check_one_hot_width"]
+__all__ = ["check_validation_data", "check_epochs", "labels_from_y", "signed_binary", "check_against_model",
+           "output_classes", "binary_threshold", "check_names", "named_sets", "check_held_out_sets",
+           "check_one_hot_width"]
 
 
 def _is_dataset(obj) -> bool:
@@ -199,8 +200,26 @@ def _several_inputs(x, y) -> bool:
         return False
 
 
+def signed_binary(y) -> bool:
+    """Whether ``y`` holds binary labels written -1 and 1 (as a hinge loss expects), -1 among them.
+
+    >>> signed_binary([-1, 1, 1]), signed_binary([[-1.0], [1.0]]), signed_binary([0, 1]), signed_binary([-1, 0, 1])
+    (True, True, False, False)
+    """
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.size == 0 or y.dtype == bool or not np.issubdtype(y.dtype, np.number):
+        return False
+    values = set(np.unique(y).tolist())
+    return -1 in values and values <= {-1, 1}
+
+
 def labels_from_y(y) -> np.ndarray:
-    """Integer class labels from integer labels (n,) / (n, 1) or one-hot (n, C)."""
+    """Integer class labels from integer labels (n,) / (n, 1) or one-hot (n, C); binary labels
+    written -1 and 1 (:func:`signed_binary`) are classes 0 and 1."""
+    if signed_binary(y):
+        return (np.asarray(y).reshape(-1) > 0).astype(np.int64)
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -220,7 +239,8 @@ def labels_from_y(y) -> np.ndarray:
         raise ValueError("validation_data: y must hold integer class labels")
     y = y.astype(np.int64)
     if y.min() < 0:
-        raise ValueError(f"validation_data: labels must be >= 0, found {int(y.min())}")
+        raise ValueError(f"validation_data: labels must be class indices >= 0 (or binary labels -1 and 1), "
+                         f"found {int(y.min())}")
     return y
 
 
@@ -289,12 +309,28 @@ def _output_activation(model) -> str:
     return getattr(fn, "__name__", str(fn))
 
 
-def binary_threshold(model, x=None) -> Tuple[float, str]:
+#: Losses of a one-unit output whose decision is its sign (labels -1 and 1, or 0 and 1 that Keras
+#: turns into -1 and 1).
+SIGN_LOSSES = ("hinge", "squared_hinge")
+
+
+def _loss_name(loss) -> str:
+    """The compiled loss's name in snake case (``"hinge"`` for "hinge", keras.losses.hinge and
+    keras.losses.Hinge()), or ""."""
+    if isinstance(loss, str):
+        return loss.lower()
+    fn = getattr(loss, "fn", None)  # a Keras LossFunctionWrapper (Hinge() on Keras 2 and 3)
+    name = getattr(fn, "__name__", None) or getattr(loss, "__name__", None) or type(loss).__name__
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_") if name else ""
+
+
+def binary_threshold(model, x=None, *, signed: bool = False) -> Tuple[float, str]:
     """For a one-unit output: the threshold above which the prediction is class 1, and a note.
 
     A one-unit sigmoid output is a binary classifier (threshold 0.5, no note). Any other one-unit
-    output is taken as a binary classifier too, which is said in a note: a logit when the loss was
-    compiled with ``from_logits=True`` (threshold 0), else the output itself (threshold 0.5).
+    output is taken as a binary classifier too, which is said in a note: its sign decides (threshold
+    0) for a logit (a loss compiled with ``from_logits=True``), a hinge loss or labels written -1
+    and 1 (``signed``), else the output itself (threshold 0.5).
 
     Returns
     -------
@@ -325,6 +361,11 @@ def binary_threshold(model, x=None) -> Tuple[float, str]:
     if from_logits:
         return 0.0, (f"The output is one unit with a {activation} activation and the loss takes logits: "
                      "taken as a binary classifier, prediction = 1 where the output is > 0")
+    loss_name = _loss_name(loss) if loss is not None else ""
+    if loss_name in SIGN_LOSSES or signed:
+        why = f"a {loss_name.replace('_', ' ')} loss" if loss_name in SIGN_LOSSES else "labels -1 and 1"
+        return 0.0, (f"The output is one unit with a {activation} activation and {why}: taken as a binary "
+                     "classifier, prediction = 1 where the output is > 0")
     return 0.5, (f"The output is one unit with a {activation} activation (not sigmoid): taken as a binary "
                  "classifier of 0/1 labels, prediction = 1 where the output is > 0.5. If this model is a "
                  "regression, its flows and accuracy mean nothing")

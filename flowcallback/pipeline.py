@@ -125,7 +125,7 @@ class Snapshotter:
         self._aborted, self.model, s = False, model, self.settings
         self._former_info, self._held, self._written_in_fit = None, (), 0
         self.disabled = ""  # a new fit tries again (the log_dir may have become writable)
-        plan = plan_run(model, self.x, self.labels, s)
+        plan = plan_run(model, self.x, self.labels, s, signed=checks.signed_binary(self.y_raw))
         checks.check_one_hot_width(self.y_raw, plan.n_classes)
         refuse_foreign_files(self.log_dir)  # before anything is written there
         try:

@@ -81,6 +81,9 @@ def test_a_log_dir_that_is_a_file_is_refused_at_construction(small, tmp_path, ta
         (lambda x, y: (x, y, y), "validation_data"),
         (lambda x, y: (x, y.astype(float) + 0.5), "integer"),
         (lambda x, y: (x, -y - 1), ">= 0"),
+        # -1 and 1 are binary labels; -1, 0 and 1 are not
+        (lambda x, y: (x, y % 3 - 1), r"^validation_data: labels must be class indices >= 0 \(or binary labels -1 "
+                                     r"and 1\), found -1$"),
         # a multi-input model's inputs (issue found by an outside probe: they were stacked into one array)
         (lambda x, y: ([x, x], y), r"^validation_data: x is a list of 2 arrays, one per input of a multi-input model; "
                                    r"multi-input models are not supported: x must be one array$"),
@@ -305,7 +308,7 @@ def test_one_input_dict_and_sample_weights_are_accepted(small):
 
 
 # -- what the callback infers silently must be said -----------------------------------------------
-def _binary(small, activation, loss, tmp_path):
+def _binary(small, activation, loss, tmp_path, signed=False):
     import tensorflow as tf
 
     from flowcallback import load_run
@@ -316,10 +319,13 @@ def _binary(small, activation, loss, tmp_path):
                                  tf.keras.layers.Dense(8, activation="relu"),
                                  tf.keras.layers.Dense(1, activation=activation)])
     model.compile(optimizer="adam", loss=loss)
-    cb = FlowCallback((x_te, (y_te % 2)), log_dir=tmp_path, epochs=[1], lrp=False, k=5, verbose=0)
-    model.fit(x_tr, y_tr % 2, epochs=1, verbose=0, callbacks=[cb])
+    y_tr, y_te = (2 * (y_tr % 2) - 1, 2 * (y_te % 2) - 1) if signed else (y_tr % 2, y_te % 2)
+    cb = FlowCallback((x_te, y_te), log_dir=tmp_path, epochs=[1], lrp=False, k=5, verbose=0)
+    model.fit(x_tr, y_tr, epochs=1, verbose=0, callbacks=[cb])
     out = model.predict(x_te, verbose=0)[:, 0]
-    return load_run(tmp_path).epoch(1), out
+    g = load_run(tmp_path).epoch(1)
+    np.testing.assert_allclose(g.metrics["loss"], model.evaluate(x_te, y_te, verbose=0), rtol=1e-4)
+    return g, out
 
 
 def test_one_linear_unit_is_taken_as_binary_with_a_note(small, tmp_path):
@@ -335,6 +341,28 @@ def test_one_logit_unit_trained_from_logits_is_thresholded_at_zero(small, tmp_pa
     g, out = _binary(small, None, tf.keras.losses.BinaryCrossentropy(from_logits=True), tmp_path)
     np.testing.assert_array_equal(g.predictions, (out > 0).astype(int))
     assert any("loss takes logits" in n and "> 0" in n for n in g.notes)
+
+
+@pytest.mark.parametrize("loss", ["hinge", "squared_hinge", "hinge-instance"])
+@pytest.mark.parametrize("signed", [True, False], ids=["labels -1 and 1", "labels 0 and 1"])
+def test_a_hinge_loss_model_is_decided_by_its_sign(small, tmp_path, loss, signed):
+    # a teacher's SVM-like classifier: tanh output, hinge loss, labels -1 and 1 as Keras's docs say
+    # (or 0 and 1, which Keras turns into -1 and 1)
+    import tensorflow as tf
+
+    from flowcallback import load_run
+
+    g, out = _binary(small, "tanh", tf.keras.losses.Hinge() if loss == "hinge-instance" else loss, tmp_path, signed)
+    np.testing.assert_array_equal(g.predictions, (out > 0).astype(int))
+    assert g.metrics["accuracy"] == pytest.approx(np.mean((out > 0) == (small[3] % 2)))
+    assert any("tanh activation and" in n and "prediction = 1 where the output is > 0" in n for n in g.notes)
+    assert load_run(tmp_path).class_names == (["-1", "1"] if signed else ["0", "1"])
+
+
+def test_labels_minus_one_and_one_with_a_linear_output_are_decided_by_its_sign(small, tmp_path):
+    g, out = _binary(small, None, "mse", tmp_path, signed=True)
+    np.testing.assert_array_equal(g.predictions, (out > 0).astype(int))
+    assert any("linear activation and labels -1 and 1" in n for n in g.notes)
 
 
 def test_one_sigmoid_unit_gets_no_note(small, tmp_path):

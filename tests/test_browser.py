@@ -196,6 +196,13 @@ def test_class_filter_keeps_one_hundred_classes_legible(tmp_path):
         page.screenshot(path=str(tmp_path / "run_many_classes.png"))
 
         assert grouped_label() == [group.text]
+        # the flows across epochs of that column draw its small clusters as one node per epoch
+        page.select_option("#across-column", "dense")
+        page.wait_for_function("document.getElementById('across').data[0].node.label"
+                               ".some(l => l === 'small clusters')", timeout=10_000)
+        across = page.evaluate("document.getElementById('across').data[0].node.label")
+        assert across.count("small clusters") == 3 and len(across) <= 3 * 30
+        page.select_option("#across-column", "Prediction")
 
         # one class of the largest 20: its flows alone are coloured, everywhere
         _filter(page, "class 07")

@@ -155,10 +155,35 @@ def _epoch_flow_rows(graphs) -> dict:
         having = [g for g in graphs if name in g.column_names]
         if len(having) < 2:
             continue
-        df = epoch_flows(having, name, max_samples=5)
+        df = _small_clusters_as_one(epoch_flows(having, name, max_samples=5), having, name)
         out[name] = [[int(r.source_epoch), int(r.target_epoch), int(r.source_cluster), int(r.target_cluster),
                       int(r.true_class), int(r.count), bool(r.changed), list(r.first_samples)] for r in df.itertuples()]
     return out
+
+
+#: The cluster id of the node that holds a column's small clusters in the flows across epochs.
+SMALL_CLUSTERS = -1
+
+
+def _small_clusters_as_one(df, graphs, column: str, max_samples: int = 5):
+    """The rows of :func:`~flowcallback.core.history.epoch_flows` with, at each epoch, the small
+    clusters that the epoch's Sankey draws as one node (:func:`~flowcallback.core.flows.group_small_clusters`)
+    as one cluster, :data:`SMALL_CLUSTERS`: its rows summed, changed where any of them is, their
+    first samples merged."""
+    small = {}
+    for g in graphs:
+        j = g.column_index(column)
+        small[g.epoch] = {c for gr in group_small_clusters(g)[1] if gr.column == j for c in gr.members}
+    if not any(small.values()):
+        return df
+    df = df.copy()
+    for side in ("source", "target"):
+        grouped = [c in small[e] for e, c in zip(df[f"{side}_epoch"], df[f"{side}_cluster"])]
+        df.loc[grouped, f"{side}_cluster"] = SMALL_CLUSTERS
+    keys = ["source_epoch", "target_epoch", "source_cluster", "target_cluster", "true_class"]
+    return (df.groupby(keys, sort=True, as_index=False)
+              .agg(count=("count", "sum"), changed=("changed", "any"),
+                   first_samples=("first_samples", lambda s: tuple(sorted(i for t in s for i in t)[:max_samples]))))
 
 
 def _heatmaps(metrics, analyses, layers: List[str], epochs: List[int]) -> dict:

@@ -250,6 +250,8 @@
     });
     return ys;
   }
+  // cluster -1: the small clusters that the epoch's Sankey draws as one node
+  function clusterName(c) { return c < 0 ? "small clusters" : "cluster " + c; }
   function drawAcross() {
     var rows = (data.across[state.analysis] || {})[colSelect.value];
     if (!rows) { Plotly.purge("across"); return; }
@@ -266,9 +268,9 @@
       var key = e + ":" + c;
       if (!(key in index)) {
         index[key] = labels.length;
-        labels.push(colSelect.value === "Prediction" ? "predicted " + esc(data.class_names[c]) : "cluster " + c);
+        labels.push(colSelect.value === "Prediction" ? "predicted " + esc(data.class_names[c]) : clusterName(c));
         customNodes.push("epoch " + e);
-        clusterOf.push(c);  // each column in cluster order (class order for Prediction)
+        clusterOf.push(c < 0 ? Infinity : c);  // each column in cluster order (class order for Prediction), small ones last
         xs.push(ep.length > 1 ? 0.01 + 0.98 * ep.indexOf(e) / (ep.length - 1) : 0.5);
       }
       return index[key];
@@ -277,8 +279,8 @@
       if ((cls !== null && r[4] !== cls) || (changedOnly && !r[6])) { return; }
       src.push(node(r[0], r[2])); dst.push(node(r[1], r[3])); val.push(r[5]);
       col.push(colored(r[4]) ? rgba(data.colors[r[4]], 0.5) : (filter ? DIM_LINK : rgba(data.other_color, 0.35)));
-      hover.push(esc(data.class_names[r[4]]) + ": " + r[5] + " sample(s), cluster " + r[2] + " at epoch " + r[0] +
-                 " to cluster " + r[3] + " at epoch " + r[1] + "<br>samples " + r[7].join(", ") +
+      hover.push(esc(data.class_names[r[4]]) + ": " + r[5] + " sample(s), " + clusterName(r[2]) + " at epoch " + r[0] +
+                 " to " + clusterName(r[3]) + " at epoch " + r[1] + "<br>samples " + r[7].join(", ") +
                  (r[5] > r[7].length ? ", ..." : ""));
     });
     var title = {text: esc(colSelect.value) + " across epochs (" + (data.labels[state.analysis] || state.analysis) +

@@ -355,3 +355,30 @@ def test_the_other_flows_point_at_the_nodes_the_sankey_draws_when_small_clusters
         by_pair[(s, t)] = by_pair.get((s, t), 0) + cnt
     assert by_pair == other  # each grey "other" flow is exactly the classes merged into it
     assert sum(1 for x in tr.node.x if x == tr.node.x[0]) == flows.MAX_DRAWN_CLUSTERS
+
+
+def test_the_flows_across_epochs_draw_a_columns_small_clusters_as_one_node():
+    from flowcallback.core.history import epoch_flows
+
+    rng = np.random.default_rng(8)
+    n = 300
+    y = rng.integers(0, 10, n)
+    graphs = []
+    for e, clusters in enumerate((70, 20, 45)):  # grouped at epochs 0 and 2, not at 1
+        layer = np.r_[np.arange(clusters), rng.integers(0, clusters, n - clusters)]
+        graphs.append(flows.build_flow_graph([("conv2d", "Conv2D", layer)], y, y, epoch=e))
+    rows = runpage._epoch_flow_rows(graphs)["conv2d"]
+    full = epoch_flows(graphs, "conv2d")
+    small = {g.epoch: set(flows.group_small_clusters(g)[1][0].members) if len(g.columns[0].order) > 30 else set()
+             for g in graphs}
+    for a, b in ((0, 1), (1, 2)):
+        part = [r for r in rows if (r[0], r[1]) == (a, b)]
+        assert sum(r[5] for r in part) == n  # every sample, once
+        # a cluster drawn on its own keeps its rows; the small ones are one node, -1
+        assert {r[2] for r in part} == set(graphs[a].columns[0].order) - small[a] | ({-1} if small[a] else set())
+        assert {r[3] for r in part} == set(graphs[b].columns[0].order) - small[b] | ({-1} if small[b] else set())
+        kept = full[(full.source_epoch == a) & ~full.source_cluster.isin(small[a])
+                    & ~full.target_cluster.isin(small[b])]
+        assert sorted(map(tuple, kept[["source_cluster", "target_cluster", "true_class", "count"]].values.tolist())) \
+            == sorted((r[2], r[3], r[4], r[5]) for r in part if r[2] >= 0 and r[3] >= 0)
+        assert all(len(r[7]) == min(5, r[5]) and r[7] == sorted(r[7]) for r in part)

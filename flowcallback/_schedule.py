@@ -218,6 +218,11 @@ class BudgetSchedule:
         self.decisions[epoch] = d
         return d
 
+    def stopped(self, epoch: int) -> None:
+        """The fit stopped early (``EarlyStopping``) after ``epoch``: that is its last epoch, taken."""
+        self.last = int(epoch)
+        self.decisions[self.last] = Decision(self.last, True, "last")
+
     def summary(self, now: float) -> dict:
         """What ``run.json`` and the run page say: the budget, the share spent, the epochs taken and
         those skipped by reason (as ``[first, last]`` ranges)."""

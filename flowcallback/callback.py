@@ -4,6 +4,7 @@ and the stages (:mod:`flowcallback.core`) do the work."""
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +13,7 @@ import tensorflow as tf
 from flowcallback import _validation as checks
 from flowcallback._fit_guard import FitGuard
 from flowcallback._progress import LiveFigure, SnapshotProgress
-from flowcallback._schedule import BudgetSchedule, Decision, epoch_ranges, ranges_text
+from flowcallback._schedule import BudgetSchedule, epoch_ranges, ranges_text
 from flowcallback._sets import SetsSnapshotter, make_snapshotter
 from flowcallback.core import cluster, knn, project
 from flowcallback.settings import SnapshotSettings, check_parameter
@@ -360,6 +361,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
             first = epoch if epoch == 0 else epoch + 1
             last = max(int((self.params or {}).get("epochs") or first), first)
             self._refuse_overwriting(epoch, first, last)
+            self._warn_if_none_taken(epoch, last)
             if self.budget is not None and not self._snapshotter.disabled:
                 self._schedule = BudgetSchedule(self.budget, first=first, last=last)
                 self._schedule.start(time.perf_counter())
@@ -368,6 +370,20 @@ class FlowCallback(tf.keras.callbacks.Callback):
                 self._epoch_starts()
             elif epoch == 0 and self.wants(0):
                 self._take(0)
+
+    def _warn_if_none_taken(self, initial_epoch: int, last: int) -> None:
+        """Warn, before the first epoch trains, of a fit in which ``epochs=`` (a list) takes no snapshot."""
+        if not isinstance(self.epochs, frozenset) or self._snapshotter.disabled:
+            return
+        first = initial_epoch if initial_epoch == 0 else initial_epoch + 1
+        if not any(first <= e <= last for e in self.epochs):
+            listed = sorted(self.epochs)
+            shown = ", ".join(map(str, listed[:10])) + (", ..." if len(listed) > 10 else "")
+            untrained = " (0: the untrained model)" if first == 0 else ""
+            warnings.warn(f"FlowCallback: epochs=[{shown}] takes no snapshot in this fit, which can take epochs "
+                          f"{ranges_text([[first, last]])}{untrained}; no snapshot will be written. Choose epochs "
+                          "among them, or leave epochs=None to let the time budget choose.", UserWarning,
+                          stacklevel=3)
 
     def _refuse_overwriting(self, initial_epoch: int, first: int, last: int) -> None:
         """Refuse, before the first epoch trains, a fit that would write epochs the run already holds
@@ -408,9 +424,10 @@ class FlowCallback(tf.keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._guard.stop()
         schedule, last = self._schedule, self._last_done
-        if schedule is not None and last is not None and last not in schedule.taken_epochs:
-            self._take(last)  # training stopped early (EarlyStopping): its last epoch is always taken
-            schedule.decisions[last] = Decision(last, True, "last")
+        if schedule is not None and last is not None and last < schedule.last:  # stopped early (EarlyStopping)
+            if last not in schedule.taken_epochs:
+                self._take(last)  # the fit's last epoch is always taken
+            schedule.stopped(last)
         self._snapshotter.close()  # waits for background snapshots, stops the LRP worker
         if schedule is not None and not self._snapshotter.disabled:  # the wait at the end counts
             self._budget_costs()

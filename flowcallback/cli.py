@@ -146,12 +146,27 @@ def _serve(args) -> int:
     return 0
 
 
+def _int_from(low: int, high: Optional[int] = None, hint: str = ""):
+    """An argparse type: an integer in [low, high]; out of it, the subcommand's own usage and error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{hint}, got {value}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="flowcallback", description="Layer-wise cluster flows of Keras classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="train a small CNN on scikit-learn's digits with the callback")
     d.add_argument("--log-dir", default="flows/demo", help="run directory (default: flows/demo)")
-    d.add_argument("--epochs", type=int, default=4, help="training epochs (default: 4)")
+    d.add_argument("--epochs", type=_int_from(1), default=4, help="training epochs (default: 4)")
     d.add_argument("--no-lrp", action="store_true", help="skip the LRP analysis")
     d.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     d.set_defaults(func=_demo)
@@ -160,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     c.add_argument("epoch_a", type=int)
     c.add_argument("epoch_b", type=int)
     c.add_argument("--analysis", default="activations", help="activations (default) or lrp")
-    c.add_argument("--show", type=int, default=10, help="changed samples to list (default 10)")
+    c.add_argument("--show", type=_int_from(0), default=10, help="changed samples to list (default 10)")
     c.set_defaults(func=_compare)
     r = sub.add_parser("report", help="rebuild a run's pages from its saved graphs (no TensorFlow needed)")
     r.add_argument("run_dir")
@@ -181,13 +196,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a.set_defaults(func=_animate)
     s = sub.add_parser("serve", help="serve a run directory (or a directory of runs) on 127.0.0.1; pages refresh live")
     s.add_argument("log_dir", help="a run directory, or a directory holding runs (at any depth up to 6)")
-    s.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: 0, a free one; the URL is printed)")
+    s.add_argument("--port", type=_int_from(0, 65535, " (0: a free port)"), default=0,
+                   help="port on 127.0.0.1 (default: 0, a free one; the URL is printed)")
     s.set_defaults(func=_serve)
     args = parser.parse_args(argv)
-    if args.command == "demo" and args.epochs < 1:
-        parser.error("--epochs must be >= 1")
-    if args.command == "serve" and not 0 <= args.port <= 65535:
-        parser.error("--port must be in [0, 65535] (0: a free port)")
     from flowcallback.exceptions import FlowCallbackError
 
     try:

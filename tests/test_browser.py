@@ -375,3 +375,22 @@ def test_the_confusion_matrix_of_a_thousand_classes_shows_the_most_confused(tmp_
         assert m["title"] == "Confusion matrix at epoch 0"
         assert "last column counts the predictions of other classes" in page.inner_text("#confusion-note")
         assert errors == [] and blocked == []
+
+
+def test_a_run_without_a_snapshot_says_so_and_draws_nothing(tmp_path):
+    # epochs=[5] with fit(epochs=2) (a warning says so at the fit's start), or a live page opened
+    # before the first snapshot
+    from flowcallback.core import runpage, store
+
+    info = {"flowcallback_version": "0", "model": {"name": "empty", "fingerprint": "f"}, "class_names": ["a", "b"],
+            "analyses": ["activations", "lrp"], "layers": [{"name": "dense", "type": "Dense"}], "config": {}}
+    store.write_run_info(tmp_path, info)
+    path = runpage.write_run_page(tmp_path, info, {}, {})
+    with open_page(path.resolve().as_uri(), wait_for="#status") as (page, errors, blocked):
+        page.wait_for_timeout(500)
+        assert page.inner_text("#status") == "No snapshot in this run yet."
+        visible = page.evaluate("""['sankey', 'curves', 'heatmap', 'across', 'epoch', 'play', 'class-filter']
+            .map(id => document.getElementById(id).getBoundingClientRect().height > 0)""")
+        assert visible == [False] * 7
+        assert "undefined" not in page.inner_text("body")
+        assert errors == [] and blocked == []

@@ -93,6 +93,8 @@ def test_early_stopping_takes_the_last_epoch_trained(digits, tmp_path):
     cb, _ = _fit(digits, tmp_path / "r", epochs=10, callbacks=[StopAfterThree()])
     schedule = json.loads((tmp_path / "r" / "run.json").read_text())["schedule"]
     assert schedule["taken"][0] == 0 and schedule["taken"][-1] == 3
+    assert schedule["first"] == 0 and schedule["last"] == 3  # the fit's last epoch, not params["epochs"]
+    assert cb.schedule["last"] == 3
     assert load_run(tmp_path / "r").epochs == schedule["taken"]
     assert _covered(schedule) == list(range(4))
 

@@ -121,6 +121,26 @@ def test_initial_snapshot_and_every_n(tmp_path, digits):
     assert g0.n_samples == 120 and g0.metrics["k"] == 10
 
 
+def test_epochs_outside_the_fit_are_said_before_it_trains(tmp_path, digits, recwarn):
+    import warnings
+
+    from flowcallback import FlowCallback
+    from flowcallback.demo import lenet5_digits
+
+    (x_tr, y_tr), (x_te, y_te) = digits
+    model = lenet5_digits(seed=1)
+    cb = FlowCallback((x_te[:60], y_te[:60]), log_dir=tmp_path / "r", epochs=[5, 7], lrp=False, k=5, verbose=0)
+    with pytest.warns(UserWarning, match=r"^FlowCallback: epochs=\[5, 7\] takes no snapshot in this fit, which can "
+                                         r"take epochs 0–2 \(0: the untrained model\); no snapshot will be written"):
+        model.fit(x_tr[:100], y_tr[:100], epochs=2, verbose=0, callbacks=[cb])
+    assert cb.pages == {}
+    # resumed up to epoch 5: it is taken, without a warning
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="FlowCallback: epochs=")
+        model.fit(x_tr[:100], y_tr[:100], epochs=5, initial_epoch=2, verbose=0, callbacks=[cb])
+    assert load_run(tmp_path / "r").epochs == [5]
+
+
 def test_tf_data_and_one_hot_labels(tmp_path, digits):
     import tensorflow as tf
 

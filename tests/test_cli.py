@@ -22,10 +22,20 @@ def test_demo_writes_a_page_per_epoch_and_prints_them(tmp_path, capsys):
         assert run.page(e).exists()
 
 
-def test_demo_rejects_bad_epochs(capsys):
-    with pytest.raises(SystemExit):
-        main(["demo", "--epochs", "0"])
-    assert "--epochs" in capsys.readouterr().err
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--epochs", "0"], "argument --epochs: must be >= 1, got 0"),
+    (["compare", "run", "0", "1", "--show", "-3"], "argument --show: must be >= 0, got -3"),
+    (["serve", "run", "--port", "-1"], r"argument --port: must be in [0, 65535] (0: a free port), got -1"),
+    (["serve", "run", "--port", "65536"], r"argument --port: must be in [0, 65535] (0: a free port), got 65536"),
+    (["serve", "run", "--port", "abc"], "argument --port: invalid int value: 'abc'"),
+])
+def test_a_number_out_of_range_gets_the_subcommands_usage_and_its_bounds(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.startswith(f"usage: flowcallback {argv[0]} ")  # the subcommand's usage, not the top level's
+    assert err.rstrip().endswith(f"flowcallback {argv[0]}: error: {message}")
 
 
 def _page_without_ids(path) -> str:

@@ -18,6 +18,7 @@
     el.hidden = !text;
   }
   function fillHeader() {  // the slider, the title, the notes and the analysis buttons
+    document.body.classList.toggle("no-snapshots", !epochs.length);  // before any view is drawn
     slider.max = String(Math.max(epochs.length - 1, 0));
     slider.value = String(state.i);
     document.getElementById("title").textContent = data.title;
@@ -145,6 +146,11 @@
 
   function draw() {
     var e = epochs[state.i];
+    if (!epochs.length) {  // nothing to draw: say so (a live page fills itself in when the first one comes)
+      document.getElementById("status").textContent = "No snapshot in this run yet.";
+      Plotly.purge("sankey");
+      return;
+    }
     document.getElementById("epoch-label").textContent = String(e);
     var fig = (data.figures[String(e)] || {})[state.analysis];
     var status = document.getElementById("status");

@@ -128,7 +128,7 @@ class Run:
         """Read every file of ``epoch`` (kept for later); None if all can be read, else the reason
         (or the error, with ``strict``)."""
         try:
-            graphs = {a: self.epoch(epoch, a) for a in self.analyses(epoch)}
+            graphs = {a: self._graph(epoch, a) for a in self.analyses(epoch)}
             store.check_epoch(self.path, epoch, graphs)
             self.views(epoch)
             self._metrics_rows(epoch)
@@ -152,7 +152,20 @@ class Run:
         return store.epoch_analyses(self.path, epoch)
 
     def epoch(self, epoch: int, analysis: str = "activations") -> FlowGraph:
-        """The :class:`~flowcallback.FlowGraph` of one epoch and analysis (``"activations"`` or ``"lrp"``)."""
+        """The :class:`~flowcallback.FlowGraph` of one epoch and analysis (``"activations"`` or ``"lrp"``).
+
+        An epoch listed in :attr:`skipped` raises :class:`~flowcallback.RunFormatError` with its
+        reason there (a file of it cannot be read, even if this analysis's can: an epoch is shown
+        whole or not at all); an epoch not in the run raises ``KeyError``.
+        """
+        e = int(epoch)
+        if e not in self._checked and e in store.epoch_numbers(self.path):
+            self._checked[e] = self._check_epoch(e)
+        if self._checked.get(e) is not None:
+            raise RunFormatError(self._checked[e])
+        return self._graph(e, analysis)
+
+    def _graph(self, epoch: int, analysis: str) -> FlowGraph:
         key = (int(epoch), analysis)
         if key not in self._graphs:
             self._graphs[key] = store.read_graph(self.path, epoch, analysis, self.info)
@@ -178,7 +191,7 @@ class Run:
         if epoch not in self._views:
             names = self.analyses(epoch)
             first = "activations" if "activations" in names else names[0] if names else None
-            n_samples = None if first is None else self.epoch(epoch, first).n_samples
+            n_samples = None if first is None else self._graph(epoch, first).n_samples
             self._views[epoch] = store.read_views(self.path, epoch, self.info, n_samples)
         return self._views[epoch]
 

@@ -562,12 +562,32 @@ def epoch_numbers(log_dir: PathLike) -> List[int]:
         return []
     _within(log_dir, root)
     out = []
-    for d in root.iterdir():
-        m = _EPOCH_DIR.match(d.name)
-        if (m and d.name == _epoch_dir_name(int(m.group(1))) and d.is_dir() and not d.is_symlink()
-                and any(ANALYSIS_NAME.match(p.stem) and p.stem not in _NOT_ANALYSES for p in d.glob("*.json"))):
+    for name in _listed(root):
+        m = _EPOCH_DIR.match(name)
+        d = root / name
+        if not (m and name == _epoch_dir_name(int(m.group(1))) and d.is_dir() and not d.is_symlink()):
+            continue
+        try:
+            analyses = _analyses_in(d)
+        except RunFormatError:  # there, but unreadable (permissions): listed, so that Run.skipped says why
+            analyses = ["?"]
+        if analyses:
             out.append(int(m.group(1)))
     return sorted(out)
+
+
+def _listed(d: Path) -> List[str]:
+    """The names in a directory of the run; :class:`~flowcallback.RunFormatError` where it cannot be
+    listed (a directory the user may not read), which ``Path.glob`` would take for an empty one."""
+    try:
+        return os.listdir(d)
+    except OSError as exc:
+        raise RunFormatError(f"{d}: cannot be listed ({exc.strerror or exc})") from None
+
+
+def _analyses_in(d: Path) -> List[str]:
+    return sorted(n[:-5] for n in _listed(d)
+                  if n.endswith(".json") and ANALYSIS_NAME.match(n[:-5]) and n[:-5] not in _NOT_ANALYSES)
 
 
 def _epoch_dir(log_dir: PathLike, epoch: int) -> Path:
@@ -577,9 +597,10 @@ def _epoch_dir(log_dir: PathLike, epoch: int) -> Path:
 
 
 def epoch_analyses(log_dir: PathLike, epoch: int) -> List[str]:
-    """Analyses saved for an epoch (``["activations", "lrp"]`` when LRP succeeded)."""
-    d = _epoch_dir(log_dir, epoch)
-    return sorted(p.stem for p in d.glob("*.json") if ANALYSIS_NAME.match(p.stem) and p.stem not in _NOT_ANALYSES)
+    """Analyses saved for an epoch (``["activations", "lrp"]`` when LRP succeeded).
+
+    Raises :class:`~flowcallback.RunFormatError` where the epoch's directory cannot be listed."""
+    return _analyses_in(_epoch_dir(log_dir, epoch))
 
 
 def read_graph(log_dir: PathLike, epoch: int, analysis: str, info: Optional[Mapping] = None) -> FlowGraph:

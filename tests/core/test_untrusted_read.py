@@ -232,8 +232,41 @@ def test_a_corrupt_epoch_is_skipped_and_the_later_ones_stay(run_dir, damage, tal
             run.views(3)
         else:
             store.read_metrics_rows(run_dir, 3)
+    # a skipped epoch is skipped whole: its graph raises too, whichever file was damaged (it loaded
+    # where the damaged file was another one), also when asked for before the epochs are listed
+    for fresh in (run, load_run(run_dir)):
+        with pytest.raises(RunFormatError, match="^" + re.escape(f"{bad}: ")):
+            fresh.epoch(3)
     with pytest.raises(RunFormatError, match=re.escape(str(bad))):
         _ = load_run(run_dir, strict=True).epochs
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None,
+                    reason="as root, file permissions need setpriv (util-linux) to apply")
+def test_an_epoch_directory_the_user_cannot_read_is_skipped_and_said(run_dir, tally):
+    # found by an outside probe: Path.glob took the unreadable directory for an empty one, so the
+    # epoch vanished without a word ("not in this run") and report exited 0
+    tally("files corrupted")
+    d = run_dir / "graphs" / "epoch_003"
+    script = ("import json, sys; from flowcallback import load_run; from flowcallback.cli import main\n"
+              "run = load_run(sys.argv[1])\n"
+              "try:\n    run.epoch(3); raised = ''\n"
+              "except Exception as exc:\n    raised = f'{type(exc).__name__}: {exc}'\n"
+              "print(json.dumps({'epochs': run.epochs, 'skipped': run.skipped, 'raised': raised}))\n"
+              "sys.exit(main(['report', sys.argv[1]]))\n")
+    # as root, drop the capabilities that bypass file permissions
+    prefix = (["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps",
+               "-dac_override,-dac_read_search"] if os.geteuid() == 0 else [])
+    d.chmod(0)
+    try:
+        r = subprocess.run(prefix + [sys.executable, "-c", script, str(run_dir)], capture_output=True, text=True,
+                           timeout=120)
+    finally:
+        d.chmod(0o755)
+    seen = json.loads(r.stdout.splitlines()[0])
+    why = f"{d}: cannot be listed (Permission denied)"
+    assert seen == {"epochs": [0, 5], "skipped": {"3": why}, "raised": f"RunFormatError: {why}"}
+    assert r.returncode == 1 and f"flowcallback report: epoch 3 skipped: {why}" in r.stderr
 
 
 def test_report_writes_the_healthy_epochs_and_notes_the_skipped_one(tmp_path, capsys, tally):

@@ -154,8 +154,10 @@ class Snapshotter:
         store.remove_stale_temporaries(self.log_dir)  # what writers killed mid-write (SIGKILL) left
         self._resume(info_doc, same_samples)
         self.relevance = RelevanceStage(s, plan.lrp_backend, self.errors, plan.lrp_unavailable)
-        if self.relevance.start(model, plan.layer_names, self.x):  # auto: iNNvestigate refused, native runs
-            self.page.info = self._describe(plan, "native")
+        changed = self.relevance.start(model, plan.layer_names, self.x)  # auto: iNNvestigate refused, native runs
+        if changed or (plan.lrp_backend is not None and self.relevance.engine is None):
+            # run.json says which engine runs, and no LRP where none could start (the page offers no LRP view)
+            self.page.info = self._describe(plan, self.relevance.backend if self.relevance.engine else None)
             store.write_run_info(self.log_dir, self.page.info)
 
     def _describe(self, plan: RunPlan, lrp_backend) -> dict:
@@ -168,6 +170,10 @@ class Snapshotter:
             info_doc["model"]["name"] = self._former_info["model"]["name"]
         if self.set_name is not None:
             info_doc["held_out_set"] = self.set_name
+        if self._former_info is not None:  # the analyses of the earlier epochs stay listed (an LRP view of them)
+            held = set(info_doc["analyses"]) | set(self._former_info.get("analyses", []))
+            known = ("activations", "lrp")
+            info_doc["analyses"] = [a for a in known if a in held] + sorted(held - set(known))
         return info_doc
 
     def _resume(self, info_doc: dict, same_samples: bool) -> None:

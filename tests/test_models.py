@@ -401,6 +401,10 @@ def test_subclassed_model_gets_activation_flows_of_its_own_data_path(tmp_path, d
     with pytest.warns(RuntimeWarning, match="LRP skipped for the whole model"):
         run = fit_with_callback(model, digits, tmp_path)
     assert run.epochs == [1] and run.analyses(1) == ["activations"] and list(run.errors()) == ["setup"]
+    # run.json and the run page offer no LRP view that has nothing to show (found by an outside probe)
+    assert run.info["analyses"] == ["activations"] and run.info["config"]["lrp_engine"] is None
+    page = (run.path / "index.html").read_text("utf-8")
+    assert '"analyses":["activations"]' in page.replace(" ", "")
     g = run.epoch(1)
     assert g.column_names[:4] == ("conv2d", "conv2d_1", "global_average_pooling2d", "dense") and conserved(g)
     note = [n for n in g.notes if n.startswith("LRP skipped")]

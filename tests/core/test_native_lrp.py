@@ -469,3 +469,33 @@ def test_the_compiled_pass_is_not_used_where_weights_are_not_finite(digits):
         np.testing.assert_array_equal(np.isnan(traced[name]), np.isnan(eager[name]))
         np.testing.assert_array_equal(traced[name][~np.isnan(eager[name])], eager[name][~np.isnan(eager[name])])
     assert not np.isfinite(traced["c"]).all()
+
+
+def test_the_traced_pass_is_quiet_in_a_notebook_that_fits_again_and_again():
+    # found by an outside probe: with DeprecationWarnings shown (pytest, -W default, some notebooks),
+    # autograph's conversion of the pass printed hundreds of '___pyct_anno' warnings on Python 3.13,
+    # and after four fits in one process TensorFlow logged "triggered tf.function retracing"
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import warnings
+        import numpy as np
+        import tensorflow as tf
+        from flowcallback.core.lrp import NativeLRP
+        x = np.random.default_rng(0).random((20, 6)).astype("float32")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for fit in range(7):  # a new model and engine per fit, as a notebook cell run again
+                model = tf.keras.Sequential([tf.keras.Input((6,)), tf.keras.layers.Dense(5, activation="relu"),
+                                             tf.keras.layers.Dense(3)])
+                names = [layer.name for layer in model.layers]
+                compiled = NativeLRP(model, names, "lrp.epsilon").compiled(batch_size=8)
+                assert compiled.verify(x[:8]) and len(compiled.relevance(x)[names[0]]) == 20
+        print("WARNINGS", sum("pyct" in str(w.message) or "autograph" in str(w.message).lower() for w in caught))
+    """)
+    r = subprocess.run([sys.executable, "-W", "default", "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "WARNINGS 0" in r.stdout
+    assert "retracing" not in r.stderr, r.stderr[-2000:]

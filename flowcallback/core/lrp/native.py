@@ -1102,7 +1102,15 @@ class CompiledRelevance:
         self.rtol = rtol
         self.usable = True
         self.difference = 0.0  # the largest relative difference found by verify()
-        self._fn = tf.function(engine._relevance_tensors)
+        # no autograph: the pass is Python over the layer graph, with no control flow on tensors to
+        # convert (and converting it printed hundreds of DeprecationWarnings on Python 3.13)
+        self._fn = tf.function(engine._relevance_tensors, autograph=False)
+        # Each fit's engine traces its own model copy once. TensorFlow counts the traces of every
+        # engine in the process as one function's (by its code) and, after a notebook cell's fourth
+        # fit, warns of "excessive retracing"; this function's own attribute (TensorFlow 2.14 to
+        # 2.21) turns that warning off for it alone, leaving TensorFlow's state as it was.
+        if hasattr(self._fn, "_omit_frequent_tracing_warning"):
+            self._fn._omit_frequent_tracing_warning = True
 
     def _run(self, xs) -> Dict[str, np.ndarray]:
         n = len(xs[0])

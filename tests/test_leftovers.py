@@ -238,12 +238,20 @@ def ctrl_c_while_fit_waits():
         time.sleep(0.1)
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
-threading.Thread(target=ctrl_c_while_fit_waits, daemon=True).start()
+sender = threading.Thread(target=ctrl_c_while_fit_waits, daemon=True)
+sender.start()
+left = None
 try:
-    model.fit(x_tr[:100], y_tr[:100], epochs=8, batch_size=50, verbose=0, callbacks=[cb])
-    raise SystemExit("fit was not interrupted")
+    try:
+        model.fit(x_tr[:100], y_tr[:100], epochs=8, batch_size=50, verbose=0, callbacks=[cb])
+        raise SystemExit("fit was not interrupted")
+    except KeyboardInterrupt:
+        left = time.time()
+        while sender.is_alive():  # fit may have returned at the first Ctrl-C: the second comes here
+            sender.join(0.05)
 except KeyboardInterrupt:
-    left = time.time()
+    left = left or time.time()
+    sender.join()
 alive = sorted(t.name for t in threading.enumerate() if t.name.startswith("flowcallback"))
 print(json.dumps({"seconds": left - sent[0][0], "pages_at_signal": sent[0][1], "pages": len(cb.pages),
                   "threads": alive, "interrupted": cb.interrupted}))

@@ -428,12 +428,18 @@ def check_samples_for_k(k: int, n_samples: int) -> None:
 
 
 def check_log_dir(log_dir) -> str:
-    """``log_dir`` as a string, checked by its rule in :data:`flowcallback.settings.RUN_CONSTRAINTS`,
-    and not an existing file (a static mistake, refused now; a directory that cannot be written is
-    found at the start of ``fit``, where training goes on without snapshots)."""
-    path = os.fspath(check_parameter("log_dir", log_dir))
+    """``log_dir`` as a string (``~`` expanded), checked by its rule in
+    :data:`flowcallback.settings.RUN_CONSTRAINTS`: not an existing file, nor under one (static
+    mistakes, refused now; a directory that cannot be written is found at the start of ``fit``,
+    where training goes on without snapshots)."""
+    path = os.path.expanduser(os.fspath(check_parameter("log_dir", log_dir)))
     if os.path.lexists(path) and not os.path.isdir(path):
         raise ValueError(f"log_dir: {path} is a file, not a directory; expected a new directory or a run's")
+    above = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(above) and os.path.dirname(above) != above:
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        raise ValueError(f"log_dir: {path} cannot be created: {above} is a file, not a directory")
     return path
 
 

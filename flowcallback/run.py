@@ -70,7 +70,7 @@ class Run:
     """
 
     def __init__(self, path: PathLike, *, strict: bool = False):
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         if not self.path.is_dir():
             raise RunFormatError(f"{self.path}: not a directory")
         self.info = store.read_run_info(self.path)
@@ -784,7 +784,7 @@ class RunSets:
     """
 
     def __init__(self, path: PathLike, *, strict: bool = False):
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         if not self.path.is_dir():
             raise RunFormatError(f"{self.path}: not a directory")
         self.info = store.read_sets_info(self.path)
@@ -820,6 +820,16 @@ class RunSets:
             epochs = set(self[name].epochs)
             common = epochs if common is None else common & epochs
         return sorted(common or ())
+
+    @property
+    def skipped(self) -> Dict[str, Dict[int, str]]:
+        """Each set's :attr:`Run.skipped`, for the sets with an epoch skipped: ``{set: {epoch: reason}}``;
+        empty for a healthy run, as a single set's."""
+        return {name: self[name].skipped for name in self.names if self[name].skipped}
+
+    def errors(self) -> Dict[str, Dict[int | str, str]]:
+        """Each set's :meth:`Run.errors`, for the sets that recorded any: ``{set: {epoch or "setup": text}}``."""
+        return {name: errors for name in self.names if (errors := self[name].errors())}
 
     @property
     def page(self) -> Path:
@@ -956,7 +966,7 @@ def load_run(log_dir: PathLike, *, strict: bool = False) -> Run | RunSets:
     (6, 6)
     >>> shutil.rmtree(run.path)
     """
-    path = Path(log_dir)
+    path = Path(log_dir).expanduser()
     if not os.path.lexists(path / "run.json") and os.path.lexists(path / store.SETS_FILE):
         return RunSets(path, strict=strict)
-    return Run(log_dir, strict=strict)
+    return Run(path, strict=strict)

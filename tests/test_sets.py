@@ -545,3 +545,20 @@ def test_more_forms_of_named_sets_are_read_or_refused_by_name(sets, message):
         return
     with pytest.raises(ValueError, match=message):
         FlowCallback(sets)
+
+
+def test_a_run_of_sets_says_which_sets_skipped_epochs_and_recorded_errors(tmp_path):
+    # found by an outside probe: a script checking a run for problems failed (AttributeError) on one of sets
+    from flowcallback.demo import tiny_sets_run
+
+    run = load_run(tiny_sets_run(tmp_path / "r"))
+    assert run.skipped == {} and run.errors() == {}
+    (run.path / "shuffled" / "graphs" / "epoch_001" / "activations.json").write_text("{")
+    (run.path / "clean" / "errors").mkdir()
+    (run.path / "clean" / "errors" / "epoch_000.txt").write_text("Traceback ...\nRuntimeError: injected\n")
+    run = load_run(tmp_path / "r")
+    assert list(run.skipped) == ["shuffled"] and list(run.skipped["shuffled"]) == [1]
+    damaged = run.path / "shuffled" / "graphs" / "epoch_001" / "activations.json"
+    assert run.skipped["shuffled"][1].startswith(f"{damaged}: ")
+    assert run.errors() == {"clean": {0: "Traceback ...\nRuntimeError: injected\n"}}
+    assert run.epochs == [0]  # the epochs every set has

@@ -69,7 +69,19 @@ def test_a_log_dir_that_is_a_file_is_refused_at_construction(small, tmp_path, ta
             FlowCallback((x_te, y_te), log_dir=log_dir)
     with pytest.raises(ValueError, match=r"^log_dir: .*notes.txt is a file"):
         FlowCallback({"a": (x_te, y_te)}, log_dir=tmp_path / "notes.txt")
+    # under a file: it could never be created (found by an outside probe: it only warned at fit)
+    for log_dir in (tmp_path / "notes.txt" / "run", tmp_path / "notes.txt" / "a" / "b"):
+        with pytest.raises(ValueError, match=rf"^log_dir: {log_dir} cannot be created: {tmp_path}/notes.txt is a "
+                                             r"file, not a directory$"):
+            FlowCallback((x_te, y_te), log_dir=log_dir)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_log_dir_starting_with_a_tilde_is_under_the_home_directory(small, tmp_path, monkeypatch):
+    x_tr, y_tr, x_te, y_te = small
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cb = FlowCallback((x_te, y_te), log_dir="~/flows/run1")
+    assert cb.log_dir == str(tmp_path / "flows" / "run1")
 
 
 @pytest.mark.parametrize(

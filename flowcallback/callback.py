@@ -479,6 +479,12 @@ def snapshot(model, validation_data, log_dir, *, epoch: int = 0, verbose: int = 
     snap = make_snapshotter(validation_data, log_dir, SnapshotSettings(**settings))
     try:
         snap.prepare(model)
+        held = snap.epochs_held
+        if not snap.disabled and int(epoch) in held:  # as fit refuses to: one run holds one training
+            snap.unprepare()  # run.json as it was
+            raise ValueError(f"epoch: {snap.log_dir} already holds epoch {int(epoch)} (its epochs: "
+                             f"{ranges_text(epoch_ranges(held))}); snapshot() does not overwrite it. Give "
+                             "another epoch=, or a new log_dir.")
         snap.progress = SnapshotProgress(verbose, immediate=True)
         page = snap.take(int(epoch))
     finally:

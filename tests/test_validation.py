@@ -488,3 +488,25 @@ def test_a_model_name_longer_than_a_run_directory_holds_is_refused(tmp_path, sma
     with pytest.raises(ValueError, match=r"^model: its name has 300 characters"):
         model.fit(x_tr, y_tr, epochs=1, verbose=0, callbacks=[cb])
     assert not (tmp_path / "r" / "run.json").exists()
+
+
+def test_snapshot_does_not_overwrite_an_epoch_the_run_holds(small, tmp_path, tally):
+    # found by an outside probe: fit refuses to overwrite a run's epochs, snapshot() replaced them
+    import tensorflow as tf
+
+    from flowcallback import load_run, snapshot
+
+    tally("bad inputs tried")
+    x_tr, y_tr, x_te, y_te = small
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
+                                 tf.keras.layers.Dense(10, activation="softmax")])
+    snapshot(model, (x_te, y_te), tmp_path, epoch=6, lrp=False, k=5, verbose=0)
+    before = (tmp_path / "run.json").read_bytes(), load_run(tmp_path).epoch(6)
+    model.set_weights([w + 1 for w in model.get_weights()])
+    with pytest.raises(ValueError, match=rf"^epoch: {tmp_path} already holds epoch 6 \(its epochs: 6\); snapshot\(\) "
+                                         r"does not overwrite it\. Give another epoch=, or a new log_dir\.$"):
+        snapshot(model, (x_te, y_te), tmp_path, epoch=6, lrp=False, k=5, verbose=0)
+    run = load_run(tmp_path)
+    assert (tmp_path / "run.json").read_bytes() == before[0] and run.epoch(6).equals(before[1])
+    snapshot(model, (x_te, y_te), tmp_path, epoch=7, lrp=False, k=5, verbose=0)  # another epoch is added
+    assert load_run(tmp_path).epochs == [6, 7]

@@ -89,6 +89,9 @@ class RunLock:
             except BlockingIOError:
                 holder = os.read(fd, _MAX_HOLDER_BYTES).decode("utf-8", "replace").strip()
                 holder = "".join(c if c.isprintable() else "?" for c in holder) or "an unknown process"
+                if holder.startswith(f"process {os.getpid()} on {socket.gethostname()} "):
+                    holder = ("this process: another FlowCallback (or snapshot) of it writes this run, two "
+                              "callbacks of one fit on one log_dir, say")
                 raise RunInUseError(
                     f"log_dir: {self.path.parent} is being written by {holder} (it holds {LOCK_NAME}); "
                     "use another log_dir, or wait until that run ends") from None

@@ -518,10 +518,11 @@ def test_parallel_writers_of_one_run_of_sets_are_refused(sets_run, tmp_path, dig
     (_, _), (x_te, y_te) = digits
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    other = RunLock(run_dir)  # another writer holds the run
+    other = RunLock(run_dir)  # another writer (of this process) holds the run
     other.acquire()
     try:
-        with pytest.raises(RunInUseError, match=r"^log_dir: .* is being written by process"):
+        with pytest.raises(RunInUseError, match=r"^log_dir: .* is being written by this process: another "
+                                                r"FlowCallback \(or snapshot\) of it writes this run"):
             snapshot(sets_run["model"], {"p": (x_te[:80], y_te[:80])}, run_dir, lrp=False, k=8, verbose=0)
     finally:
         other.release()

@@ -377,6 +377,24 @@ def test_labels_minus_one_and_one_with_a_linear_output_are_decided_by_its_sign(s
     assert any("linear activation and labels -1 and 1" in n for n in g.notes)
 
 
+def test_several_sigmoid_units_are_read_by_argmax_with_a_note(small, tmp_path):
+    import tensorflow as tf
+
+    from flowcallback import load_run
+
+    x_tr, y_tr, x_te, y_te = small
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
+                                 tf.keras.layers.Dense(10, activation="sigmoid")])
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    y_hot = np.eye(10, dtype="float32")[y_te]
+    cb = FlowCallback((x_te, y_te), log_dir=tmp_path, epochs=[1], lrp=False, k=5, verbose=0)
+    model.fit(x_tr, np.eye(10, dtype="float32")[y_tr], epochs=1, verbose=0, callbacks=[cb])
+    g = load_run(tmp_path).epoch(1)
+    np.testing.assert_array_equal(g.predictions, np.argmax(model.predict(x_te, verbose=0), axis=1))
+    assert any(n.startswith("The output is 10 sigmoid units, each its own yes/no (multi-label)") for n in g.notes)
+    assert g.metrics["loss"] == pytest.approx(model.evaluate(x_te, y_hot, verbose=0), rel=1e-4)
+
+
 def test_one_sigmoid_unit_gets_no_note(small, tmp_path):
     g, out = _binary(small, "sigmoid", "binary_crossentropy", tmp_path)
     np.testing.assert_array_equal(g.predictions, (out > 0.5).astype(int))

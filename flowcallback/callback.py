@@ -320,7 +320,10 @@ class FlowCallback(tf.keras.callbacks.Callback):
         self._snapshotter.progress_note = spent
         if final:
             taken = ", ".join(str(e) for e in summary["taken"])
-            self._snapshotter.progress.note(f"FlowCallback: {spent}; snapshots of epochs {taken}")
+            skipped = sum(b - a + 1 for ranges in summary["skipped"].values() for a, b in ranges)
+            hint = (f"; {skipped} epoch(s) skipped for the budget: budget=None takes every epoch, budget=1 "
+                    "allows doubling the training time") if skipped else ""
+            self._snapshotter.progress.note(f"FlowCallback: {spent}; snapshots of epochs {taken}{hint}")
 
     def _decide(self, epoch: int) -> None:
         """At the end of ``epoch``: tell the schedule what the epoch and the snapshots cost, and

@@ -8,6 +8,7 @@ tests/core/test_schedule.py.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -21,7 +22,8 @@ def _fit(digits, log_dir, epochs=6, callbacks=(), data=None, **kwargs):
     from flowcallback.demo import lenet5_digits
 
     (x_tr, y_tr), (x_te, y_te) = digits
-    cb = FlowCallback((x_te, y_te), log_dir=str(log_dir), lrp=False, k=8, verbose=0, **kwargs)
+    kwargs.setdefault("verbose", 0)
+    cb = FlowCallback((x_te, y_te), log_dir=str(log_dir), lrp=False, k=8, **kwargs)
     model = lenet5_digits()
     fit_data = (x_tr, y_tr) if data is None else (data,)
     kw = {"batch_size": 64} if data is None else {}
@@ -36,8 +38,8 @@ def _covered(schedule):
     return sorted(schedule["taken"] + skipped)
 
 
-def test_default_budget_takes_the_first_and_last_and_records_why_it_skipped(digits, tmp_path):
-    cb, _ = _fit(digits, tmp_path / "r", epochs=6)
+def test_default_budget_takes_the_first_and_last_and_records_why_it_skipped(digits, tmp_path, capsys):
+    cb, _ = _fit(digits, tmp_path / "r", epochs=6, verbose=2)
     info = json.loads((tmp_path / "r" / "run.json").read_text())
     schedule = info["schedule"]
     assert schedule["budget"] == 0.25 and cb.budget == 0.25
@@ -54,6 +56,11 @@ def test_default_budget_takes_the_first_and_last_and_records_why_it_skipped(digi
     page = (tmp_path / "r" / "index.html").read_text()
     assert "Snapshots within a budget of 25% of the training time: epochs 0, 6 taken" in page
     assert [cb.wants(e) for e in range(7)] == [e in (0, 6) for e in range(7)]
+    # the last line says what was spent, what was taken, and how to have more
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"FlowCallback: snapshots added \d+% to training \(budget 25%\); snapshots of epochs 0, 6; "
+                        r"5 epoch\(s\) skipped for the budget: budget=None takes every epoch, budget=1 allows "
+                        r"doubling the training time", last), last
 
 
 def test_budget_none_takes_every_epoch_and_records_no_schedule(digits, tmp_path):

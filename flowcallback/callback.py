@@ -323,6 +323,8 @@ class FlowCallback(tf.keras.callbacks.Callback):
             skipped = sum(b - a + 1 for ranges in summary["skipped"].values() for a, b in ranges)
             hint = (f"; {skipped} epoch(s) skipped for the budget: budget=None takes every epoch, budget=1 "
                     "allows doubling the training time") if skipped else ""
+            if summary["spent"] > summary["budget"]:
+                hint += " (the first and last snapshots are taken whatever they cost)"
             self._snapshotter.progress.note(f"FlowCallback: {spent}; snapshots of epochs {taken}{hint}")
 
     def _decide(self, epoch: int) -> None:

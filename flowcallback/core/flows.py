@@ -723,10 +723,15 @@ class ClusterGroup:
     largest: int
 
     @property
+    def count(self) -> int:
+        """How many clusters the node draws."""
+        return len(self.members)
+
+    @property
     def text(self) -> str:
-        """What the node is, for its label and hover: ``"48 small clusters (≤ 3 samples each)"``."""
-        each = "1 sample" if self.largest == 1 else f"{self.largest} samples"
-        return f"{len(self.members)} small clusters (≤ {each} each)"
+        """What the node is, for its hover: ``"48 clusters of ≤ 3 samples each, drawn as one"``."""
+        each = "1 sample" if self.largest == 1 else f"{self.largest} samples each"
+        return f"{len(self.members)} clusters of ≤ {each}, drawn as one"
 
 
 def group_small_clusters(graph: FlowGraph, max_clusters: Optional[int] = MAX_DRAWN_CLUSTERS
@@ -757,7 +762,7 @@ def group_small_clusters(graph: FlowGraph, max_clusters: Optional[int] = MAX_DRA
     >>> g = build_flow_graph([("conv", "Conv2D", a)], [0, 0, 0, 0, 1, 1, 1, 1], [0] * 8)
     >>> drawn, (group,) = group_small_clusters(g, max_clusters=3)
     >>> len(drawn.columns[0].order), group.members, group.samples, group.text
-    (3, (2, 3), 2, '2 small clusters (≤ 1 sample each)')
+    (3, (2, 3), 2, '2 clusters of ≤ 1 sample, drawn as one')
     """
     if max_clusters is None:
         return graph, ()

@@ -18,7 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from flowcallback.core._notes import Note
+from flowcallback.core._notes import Note, info
 from flowcallback.core.flows import ANALYSIS_LABELS, MAX_DRAWN_CLUSTERS, FlowGraph, group_small_clusters
 from flowcallback.core.history import confusion_over_training
 
@@ -100,6 +100,11 @@ def _node_indices(graph: FlowGraph) -> Dict[tuple, int]:
     return out
 
 
+#: The outline of a node, and of one that draws a column's small clusters, and their width.
+NODE_LINE = "rgba(40,40,40,0.6)"
+GROUP_LINE = "rgb(0,0,0)"
+NODE_LINE_WIDTH = 0.8
+
 #: Above this many classes, the views colour the largest classes and gather the rest as "other".
 AUTO_TOP_CLASSES = 20
 OTHER_COLOR = "#9a9a9a"
@@ -135,9 +140,55 @@ def top_classes(graph: FlowGraph, top: int | str | None = "auto") -> Optional[Li
 _top_classes = top_classes  # figure() has a parameter of that name
 
 
+#: Plotly's padding between the nodes of a column, in pixels. Plotly draws every node
+#: ``size * ky`` pixels tall, one scale ``ky`` for all columns, set by the column of most nodes
+#: (d3-sankey's ``(height - (nodes - 1) * pad) / samples``); :func:`stack` places the nodes for it.
+NODE_PAD = 2.0
+#: The plot area's height in pixels that a figure without its own height is drawn at (an epoch page
+#: of few clusters: at least :data:`MIN_HEIGHT` tall, less the margins).
+DEFAULT_PLOT_HEIGHT = 450.0
+
+
+def node_scale(max_nodes: int, plot_height: float, pad: float = NODE_PAD) -> float:
+    """The share of a column's height that Plotly gives its nodes (the rest is padding), the same
+    for every column: that of the column of ``max_nodes`` nodes, whose pads of ``pad`` pixels
+    take ``(max_nodes - 1) * pad`` (at most the whole height, as d3-sankey caps the padding).
+
+    >>> node_scale(1, 500.0), node_scale(26, 500.0), node_scale(1000, 500.0)
+    (1.0, 0.9, 0.0)
+    """
+    if max_nodes <= 1 or plot_height <= 0:
+        return 1.0
+    pad = min(float(pad), plot_height / (max_nodes - 1))
+    return max(0.0, 1.0 - (max_nodes - 1) * pad / plot_height)
+
+
+def stack(sizes: Sequence[int], n: int, scale: float) -> np.ndarray:
+    """The centres of a column's nodes, top to bottom, as shares of the plot height (0 at the top):
+    each ``scale * size / n`` tall, as Plotly draws it, the free height spread evenly between them
+    (a single node in the middle), so that the column fills the plot and no two nodes overlap.
+
+    Examples
+    --------
+    >>> stack([2, 2], 4, 0.9).round(3).tolist()    # two nodes of 0.45, a gap of 0.1 between
+    [0.225, 0.775]
+    >>> stack([4], 4, 0.9).round(3).tolist()
+    [0.5]
+    """
+    heights = scale * np.asarray(sizes, dtype=np.float64) / max(n, 1)
+    c = len(heights)
+    free = max(0.0, 1.0 - float(heights.sum()))
+    if c == 1:
+        return np.array([0.5])
+    gap = free / (c - 1)
+    starts = np.r_[0.0, np.cumsum(heights[:-1] + gap)]
+    return np.maximum(starts + heights / 2, 1e-6)  # Plotly ignores a node placed at y = 0
+
+
 def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, name: Optional[str] = None,
                  max_samples: int = 5, shown: Optional[Sequence[int]] = None,
-                 max_clusters: Optional[int] = MAX_DRAWN_CLUSTERS):
+                 max_clusters: Optional[int] = MAX_DRAWN_CLUSTERS, plot_height: float = DEFAULT_PLOT_HEIGHT,
+                 group_labels: bool = True):
     """A ``plotly.graph_objects.Sankey`` trace of one :class:`FlowGraph`.
 
     Node ``customdata`` holds (column, cluster id, size, composition, the class its colour comes
@@ -148,35 +199,38 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
     (see :func:`top_classes`) colours only those classes; the flows of the others are merged into
     one grey "other" flow per pair of clusters. A layer column of more than ``max_clusters``
     clusters draws its smallest as one node (:func:`~flowcallback.core.flows.group_small_clusters`;
-    None draws every cluster).
+    None draws every cluster), with a dark outline and, with ``group_labels``, a label ("268
+    clusters"). ``plot_height`` (pixels) is the height the trace is drawn at, for which
+    :func:`stack` places the nodes.
     """
     import plotly.graph_objects as go
 
     graph, groups = group_small_clusters(graph, max_clusters)
-    grouped = {(g.column, g.cluster): g.text for g in groups}
+    grouped = {(g.column, g.cluster): g for g in groups}
     names = [_esc(c) for c in graph.class_names]
     colors = list(colors or class_colors(len(names)))
     m = len(graph.columns)
     n = graph.n_samples
     node_index = _node_indices(graph)
-    node_x, node_y, node_colors, node_labels, node_hover = [], [], [], [], []
+    scale = node_scale(max(len(col.order) for col in graph.columns), plot_height)
+    node_x, node_y, node_colors, node_labels, node_hover, node_lines = [], [], [], [], [], []
     for j, col in enumerate(graph.columns):
         counts = graph.class_counts(j)
         sizes = counts.sum(axis=1)
-        c = len(col.order)
-        gap = min(0.25, 0.012 * (c - 1)) if c > 1 else 0.0
-        cum = np.r_[0, np.cumsum(sizes)[:-1]]
         x = 0.005 + 0.99 * (j / max(m - 1, 1))
-        for pos, cid in enumerate(col.order):
+        for pos, (cid, y) in enumerate(zip(col.order, stack(sizes, n, scale))):
             size = int(sizes[pos])
-            y = (cum[pos] + size / 2) / max(n, 1) * (1 - gap) + (pos * gap / (c - 1) if c > 1 else 0)
             node_x.append(x)
-            node_y.append(0.01 + 0.98 * y)
+            node_y.append(float(y))
+            node_lines.append(GROUP_LINE if (j, int(cid)) in grouped else NODE_LINE)
+            group = grouped.get((j, int(cid)))
             top = np.argsort(-counts[pos], kind="stable")
             dom = int(top[0])
             purity = counts[pos, dom] / max(size, 1)
             if col.kind == "layer":
-                node_labels.append(grouped.get((j, int(cid)), ""))
+                # a grouped node says what it is on hover and in its column's label; a short label
+                # too where the columns are far enough apart
+                node_labels.append(f"{group.count} clusters" if group is not None and group_labels else "")
                 node_colors.append(_blend_grey(colors[dom] if shown is None or dom in shown else OTHER_COLOR, purity))
             else:
                 listed = shown is None or cid in shown
@@ -193,7 +247,7 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
             is_class = col.kind != "layer"
             node_hover.append([_esc(col.name), int(cid), size, comp, int(cid) if is_class else dom,
                                1.0 if is_class else round(float(purity), 4), int(is_class),
-                               grouped.get((j, int(cid)), f"cluster {int(cid)}")])
+                               group.text if group is not None else f"cluster {int(cid)}"])
     link_sources, link_targets, link_values, link_colors, link_hover = [], [], [], [], []
     flows = graph.flows
     keep = None if shown is None else set(int(c) for c in shown)
@@ -230,11 +284,12 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
         node=dict(
             x=node_x,
             y=node_y,
-            pad=2,
+            pad=NODE_PAD,
             thickness=14,
             label=node_labels,
             color=node_colors,
-            line=dict(color="rgba(40,40,40,0.6)", width=0.5),
+            # one width for all (a width per node makes Plotly 6 place the labels at NaN)
+            line=dict(color=node_lines, width=NODE_LINE_WIDTH),
             customdata=node_hover,
             hovertemplate="<b>%{customdata[0]}</b> · %{customdata[7]}<br>%{customdata[2]} samples"
             "<br>%{customdata[3]}<extra></extra>",
@@ -272,6 +327,10 @@ def _short_label(name: str, limit: int = LABEL_CHARS) -> str:
     return name[:head] + "…" + name[len(name) - (limit - 1 - head):]
 
 
+#: The note under a diagram with compact labels where a column has a note: what its " *" means.
+COMPACT_NOTE = "A column name marked * has a note: hover the name to read it."
+
+
 def _compact(graphs) -> bool:
     return max(len(g.columns) for g in graphs) > COMPACT_LABELS_ABOVE
 
@@ -287,9 +346,10 @@ def _column_annotations(graph: FlowGraph, compact: bool = False,
     for j, col in enumerate(graph.columns):
         x = 0.005 + 0.99 * (j / max(m - 1, 1))
         text = f"<b>{_esc(col.name)}</b>" + (f"<br>{_esc(col.layer_type)}" if col.layer_type else "")
-        text += f"<br>{len(col.order)} clusters"
+        text += f"<br>{len(col.order)} cluster{'' if len(col.order) == 1 else 's'}"
         if j in groups:
-            text += f"<br>({len(groups[j].members)} small ones drawn as one)"
+            each = "1 sample" if groups[j].largest == 1 else f"{groups[j].largest} samples"
+            text += f"<br>({len(groups[j].members)} of ≤ {each} drawn as one)"
         if col.note:
             text += f"<br><i>{_esc(col.note)}</i>"
         if compact:
@@ -298,8 +358,10 @@ def _column_annotations(graph: FlowGraph, compact: bool = False,
                              textangle=-45, text=short, hovertext=text, showarrow=False, font=dict(size=11),
                              name=f"column {j}"))
             continue
+        # the first and last labels extend inwards: centred, a long one would be cut at the page's edge
+        anchor = "left" if j == 0 and m > 1 else "right" if j == m - 1 and m > 1 else "center"
         anns.append(
-            dict(x=x, y=1.0, xref="paper", yref="paper", yanchor="bottom", xanchor="center",
+            dict(x=x, y=1.0, xref="paper", yref="paper", yanchor="bottom", xanchor=anchor, align=anchor,
                  text=text, showarrow=False, font=dict(size=11))
         )
     return anns
@@ -422,11 +484,21 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
     analyses = list(graphs)
     first = graphs[analyses[0]]
     compact = _compact(graphs.values())
+    if compact and any(c.note for g in graphs.values() for c in g.columns):
+        notes.append(info(COMPACT_NOTE))
     colors = class_colors(len(first.class_names))
     shown = _top_classes(first, top_classes)
+    note_text, note_lines = _notes_annotation_text(notes)
+    if max_clusters is not None:
+        group_small_clusters(first, max_clusters)  # checks it before anything is drawn
+    drawn_clusters = max(min(len(c.order), max_clusters) if c.kind == "layer" and max_clusters else len(c.order)
+                         for g in graphs.values() for c in g.columns)
+    height = int(min(2400, max(COMPACT_HEIGHT if compact else MIN_HEIGHT, 14 * drawn_clusters)))
+    margin = dict(l=30, r=110 if compact else 30, t=200 if compact else 140, b=60 + NOTE_LINE_HEIGHT * note_lines)
     fig = go.Figure()
     for i, a in enumerate(analyses):
-        tr = sankey_trace(graphs[a], colors=colors, shown=shown, max_clusters=max_clusters)
+        tr = sankey_trace(graphs[a], colors=colors, shown=shown, max_clusters=max_clusters,
+                          plot_height=height - margin["t"] - margin["b"], group_labels=not compact)
         tr.visible = i == 0
         fig.add_trace(tr)
     legend = [(k, colors[k]) for k in (range(len(first.class_names)) if shown is None else shown)]
@@ -441,7 +513,6 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
                                  name=f"other ({len(first.class_names) - len(shown)} classes)", showlegend=True,
                                  hoverinfo="skip"))
     n_legend = len(legend) + (shown is not None)
-    note_text, note_lines = _notes_annotation_text(notes)
     # left-aligned lines under the diagram's left edge (Plotly centres the lines of an annotation by default)
     note_ann = [dict(x=0, y=-0.04, xref="paper", yref="paper", xanchor="left", yanchor="top", showarrow=False,
                      align="left", text=note_text, font=dict(size=11, color=INFO_NOTE_COLOR),
@@ -457,8 +528,6 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
                        {"annotations": _column_annotations(graphs[a], compact, max_clusters) + note_ann,
                         "title.text": prefix + _title(graphs[a], label)}])
         )
-    drawn_clusters = max(min(len(c.order), max_clusters) if c.kind == "layer" and max_clusters else len(c.order)
-                         for g in graphs.values() for c in g.columns)
     fig.update_layout(
         title=dict(text=prefix + _title(first, ANALYSIS_LABELS.get(analyses[0], analyses[0])), x=0.01, y=0.99),
         annotations=_column_annotations(first, compact, max_clusters) + note_ann,
@@ -466,8 +535,8 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
         yaxis=dict(visible=False),
         plot_bgcolor="white",
         paper_bgcolor="white",
-        height=int(min(2400, max(COMPACT_HEIGHT if compact else MIN_HEIGHT, 14 * drawn_clusters))),
-        margin=dict(l=30, r=110 if compact else 30, t=200 if compact else 140, b=60 + NOTE_LINE_HEIGHT * note_lines),
+        height=height,
+        margin=margin,
         legend=dict(title=dict(text="True class"), itemclick=False, itemdoubleclick=False),
         font=dict(family="Helvetica, Arial, sans-serif"),
         updatemenus=[dict(type="buttons", direction="right", x=1.0, xanchor="right", y=1.17 if compact else 1.1,
@@ -477,18 +546,38 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
     return fig
 
 
+# The epoch page's script for a diagram drawn taller than planned (it fills the window): Plotly's
+# node padding in proportion to the plot's height (Plotly.restyle draws it again; the guard stops there).
+_PAD_SCRIPT = """var gd = document.getElementById('{plot_id}');
+function fitPadding() {
+  var size = gd._fullLayout && gd._fullLayout._size;
+  if (!size) { return; }
+  var want = Math.round(%(pad)s * size.h / %(planned)s * 100) / 100;
+  if (Math.abs(want - gd.data[%(traces)s[0]].node.pad) > 0.05) {
+    Plotly.restyle(gd, {"node.pad": want}, %(traces)s);
+  }
+}
+gd.on("plotly_afterplot", fitPadding);
+fitPadding();"""
+
+
 def page_html(graphs: Mapping[str, FlowGraph], *, title_prefix: str = "",
               top_classes: int | str | None = "auto") -> str:
     """The whole HTML page; it loads ``plotly.min.js`` from its own directory (no network)."""
     fig = figure(graphs, title_prefix=title_prefix, top_classes=top_classes)
     epoch = next(iter(graphs.values())).epoch
-    default_height = "100%"
+    default_height, script = "100%", None
     if fig.layout.height is not None and fig.layout.height <= MIN_HEIGHT:
-        # a diagram of few clusters fills the window instead of leaving its lower part empty
+        # a diagram of few clusters fills the window instead of leaving its lower part empty; its
+        # nodes are placed for the figure's height (see stack), so the padding grows with the height
+        # drawn, keeping the share of the height that the nodes take
+        planned = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+        sankeys = [i for i, t in enumerate(fig.data) if t.type == "sankey"]
         fig.update_layout(height=None)
         default_height = f"max({MIN_HEIGHT}px, calc(100vh - 24px))"
+        script = _PAD_SCRIPT % {"planned": planned, "pad": NODE_PAD, "traces": sankeys}
     body = fig.to_html(include_plotlyjs="directory", full_html=True, default_height=default_height,
-                       config={"responsive": True, "displaylogo": False})
+                       config={"responsive": True, "displaylogo": False}, post_script=script)
     return body.replace("<head>", f"<head><meta charset=\"utf-8\"><title>flowcallback · epoch {epoch}</title>", 1)
 
 

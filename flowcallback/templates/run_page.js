@@ -128,7 +128,9 @@
     N.customdata.forEach(function (custom, k) {
       var c = custom[4], on = !!filter.colored[c];
       node.color.push(on ? (custom[6] ? data.colors[c] : blendGrey(data.colors[c], custom[5])) : DIM_NODE);
-      node.label.push(custom[6] ? (on ? esc(data.class_names[c]) : "") : (N.label[k] || ""));  // a layer node's label: its grouped clusters
+      // a class keeps its label when filtered out (where are the samples of the matching classes
+      // predicted?); a layer node keeps its own (the count of clusters it draws, or none)
+      node.label.push(custom[6] && on ? esc(data.class_names[c]) : (N.label[k] || ""));
     });
     var traces = [Object.assign({}, tr, {node: node, link: link})];
     var shown = Object.keys(filter.colored).map(Number).sort(function (a, b) { return a - b; });
@@ -301,7 +303,8 @@
       return;
     }
     var ys = acrossY(xs, src, dst, val, clusterOf);
-    var trace = {type: "sankey", arrangement: "snap", node: {label: labels, x: xs, y: ys, pad: 6, thickness: 12,
+    var trace = {type: "sankey", arrangement: "snap", valueformat: "d",
+                 node: {label: labels, x: xs, y: ys, pad: 6, thickness: 12,
                  color: "#888", customdata: customNodes,
                  hovertemplate: "%{customdata} · %{label}<br>%{value} sample(s)<extra></extra>"},
                  link: {source: src, target: dst, value: val, color: col, customdata: hover,

@@ -460,7 +460,9 @@ def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int, analysis: str = 
         parts.append(f"{int(bad.sum())} sample(s) with NaN/infinite values (diverging model?) set apart as "
                      f"cluster {int(labels[bad][0])}, not clustered by similarity")
     if zero.any():
-        why = "no relevance reached this layer for these samples" if analysis == "lrp" else "dead units"
+        why = ("no relevance reached this layer for these samples: the rules absorbed it on the way back, as "
+               "epsilon rules do where activations are near zero (an untrained deep network)"
+               if analysis == "lrp" else "dead units")
         parts.append(f"{int(zero.sum())} all-zero {'relevance ' if analysis == 'lrp' else ''}map(s) ({why}; cosine "
                      f"undefined) set apart as cluster {int(labels[zero][0])}, not clustered by similarity")
     n_regular = len(labels) - int(zero.sum()) - int(bad.sum())

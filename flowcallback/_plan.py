@@ -229,10 +229,9 @@ def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSetting
     threshold, binary_note = checks.binary_threshold(model, x, signed=signed)
     if binary_note:
         notes.append(info(binary_note))
-    if n_classes > 2 and checks._output_activation(model) == "sigmoid":  # multi-label, most likely
-        notes.append(info(f"The output is {n_classes} sigmoid units, each its own yes/no (multi-label): taken as "
-                          f"a {n_classes}-class classifier whose prediction is the unit with the highest output; "
-                          "the flows follow that one label per sample"))
+    sigmoids_note = checks.sigmoid_units_note(model, n_classes)
+    if sigmoids_note:
+        notes.append(info(sigmoids_note))
     k = knn.resolve_k(settings.k, len(x), n_classes)
     given = settings.class_names
     if given is None and signed and n_classes == 2:

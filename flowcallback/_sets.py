@@ -225,8 +225,7 @@ class SetsSnapshotter:
             try:
                 with warnings.catch_warnings():  # what the plan warns of, the set's own prepare says once
                     warnings.simplefilter("ignore")
-                    plan = plan_run(model, member.x, member.labels, self.settings,
-                                    signed=checks.signed_binary(member.y_raw))
+                    plan = plan_run(model, member.x, member.labels, self.settings, signed=member.signed)
                 checks.check_one_hot_width(member.y_raw, plan.n_classes)
             except ValueError as exc:
                 raise ValueError(checks.set_message(exc, name)) from None

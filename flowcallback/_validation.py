@@ -309,6 +309,16 @@ def _output_activation(model) -> str:
     return getattr(fn, "__name__", str(fn))
 
 
+def sigmoid_units_note(model, n_classes: int) -> str:
+    """The note for an output of several sigmoid units (multi-label, most likely), read as a
+    classifier by its highest unit; ``""`` for any other output."""
+    if n_classes <= 2 or _output_activation(model) != "sigmoid":
+        return ""
+    return (f"The output is {n_classes} sigmoid units, each its own yes/no (multi-label): taken as a "
+            f"{n_classes}-class classifier whose prediction is the unit with the highest output; the flows "
+            "follow that one label per sample")
+
+
 #: Losses of a one-unit output whose decision is its sign (labels -1 and 1, or 0 and 1 that Keras
 #: turns into -1 and 1).
 SIGN_LOSSES = ("hinge", "squared_hinge")

@@ -366,7 +366,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
             first = epoch if epoch == 0 else epoch + 1
             last = max(int((self.params or {}).get("epochs") or first), first)
             self._refuse_overwriting(epoch, first, last)
-            self._warn_if_none_taken(epoch, last)
+            self._warn_if_none_taken(first, last)
             if self.budget is not None and not self._snapshotter.disabled:
                 self._schedule = BudgetSchedule(self.budget, first=first, last=last)
                 self._schedule.start(time.perf_counter())
@@ -376,11 +376,11 @@ class FlowCallback(tf.keras.callbacks.Callback):
             elif epoch == 0 and self.wants(0):
                 self._take(0)
 
-    def _warn_if_none_taken(self, initial_epoch: int, last: int) -> None:
-        """Warn, before the first epoch trains, of a fit in which ``epochs=`` (a list) takes no snapshot."""
+    def _warn_if_none_taken(self, first: int, last: int) -> None:
+        """Warn, before the first epoch trains, of a fit (snapshot epochs ``first`` to ``last``) in
+        which ``epochs=`` (a list) takes no snapshot."""
         if not isinstance(self.epochs, frozenset) or self._snapshotter.disabled:
             return
-        first = initial_epoch if initial_epoch == 0 else initial_epoch + 1
         if not any(first <= e <= last for e in self.epochs):
             listed = sorted(self.epochs)
             shown = ", ".join(map(str, listed[:10])) + (", ..." if len(listed) > 10 else "")

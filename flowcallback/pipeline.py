@@ -62,6 +62,7 @@ class Snapshotter:
     def __init__(self, validation_data, log_dir, settings: SnapshotSettings):
         self.x, self.y_raw = checks.check_validation_data(validation_data)
         self.labels = checks.labels_from_y(self.y_raw)
+        self.signed = checks.signed_binary(self.y_raw)  # labels written -1 and 1
         self.held_out_digest = held_out_digest(self.x, self.labels)
         self.log_dir = Path(checks.check_log_dir(log_dir))
         self.settings = settings
@@ -125,7 +126,7 @@ class Snapshotter:
         self._aborted, self.model, s = False, model, self.settings
         self._former_info, self._held, self._written_in_fit = None, (), 0
         self.disabled = ""  # a new fit tries again (the log_dir may have become writable)
-        plan = plan_run(model, self.x, self.labels, s, signed=checks.signed_binary(self.y_raw))
+        plan = plan_run(model, self.x, self.labels, s, signed=self.signed)
         checks.check_one_hot_width(self.y_raw, plan.n_classes)
         refuse_foreign_files(self.log_dir)  # before anything is written there
         try:

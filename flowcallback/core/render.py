@@ -19,7 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from flowcallback.core._notes import Note, info
-from flowcallback.core.flows import ANALYSIS_LABELS, MAX_DRAWN_CLUSTERS, FlowGraph, group_small_clusters
+from flowcallback.core.flows import ANALYSIS_LABELS, MAX_DRAWN_CLUSTERS, ClusterGroup, FlowGraph, group_small_clusters
 from flowcallback.core.history import confusion_over_training
 
 __all__ = ["class_colors", "sankey_trace", "figure", "write_epoch_page", "ANALYSIS_LABELS", "note_is_problem",
@@ -193,7 +193,7 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
 
     Node ``customdata`` holds (column, cluster id, size, composition, the class its colour comes
     from, purity, 1 for a Prediction or Ground truth node else 0, what the node is: "cluster 3" or
-    "48 small clusters (≤ 3 samples each)"); link ``customdata`` holds (class name, count, first
+    "48 clusters of ≤ 3 samples each, drawn as one"); link ``customdata`` holds (class name, count, first
     sample indices, class id or -1 for a merged "other" flow). The run page's class filter
     recolours the trace from them. Nodes are placed at fixed x (column) and y (order). ``shown``
     (see :func:`top_classes`) colours only those classes; the flows of the others are merged into
@@ -203,9 +203,16 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
     clusters"). ``plot_height`` (pixels) is the height the trace is drawn at, for which
     :func:`stack` places the nodes.
     """
+    drawn, groups = group_small_clusters(graph, max_clusters)
+    return _sankey(drawn, groups, colors=colors, name=name, max_samples=max_samples, shown=shown,
+                   plot_height=plot_height, group_labels=group_labels)
+
+
+def _sankey(graph: FlowGraph, groups: Sequence[ClusterGroup], *, colors, name, max_samples, shown, plot_height,
+            group_labels):
+    """:func:`sankey_trace` of a graph as drawn, its small clusters already grouped (``groups``)."""
     import plotly.graph_objects as go
 
-    graph, groups = group_small_clusters(graph, max_clusters)
     grouped = {(g.column, g.cluster): g for g in groups}
     names = [_esc(c) for c in graph.class_names]
     colors = list(colors or class_colors(len(names)))
@@ -335,13 +342,12 @@ def _compact(graphs) -> bool:
     return max(len(g.columns) for g in graphs) > COMPACT_LABELS_ABOVE
 
 
-def _column_annotations(graph: FlowGraph, compact: bool = False,
-                        max_clusters: Optional[int] = MAX_DRAWN_CLUSTERS) -> List[dict]:
-    """The labels over the columns: name, layer type, clusters (and how many are drawn as one
-    node) and note; with ``compact``, the (shortened) name on one slanted line and everything on
-    hover, so that 24 columns do not overlap."""
+def _column_annotations(graph: FlowGraph, compact: bool = False, groups: Sequence[ClusterGroup] = ()) -> List[dict]:
+    """The labels over the columns of ``graph`` (as stored): name, layer type, clusters (and how
+    many ``groups`` draws as one node) and note; with ``compact``, the (shortened) name on one
+    slanted line and everything on hover, so that 24 columns do not overlap."""
     m = len(graph.columns)
-    groups = {g.column: g for g in group_small_clusters(graph, max_clusters)[1]}
+    groups = {g.column: g for g in groups}
     anns = []
     for j, col in enumerate(graph.columns):
         x = 0.005 + 0.99 * (j / max(m - 1, 1))
@@ -489,16 +495,15 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
     colors = class_colors(len(first.class_names))
     shown = _top_classes(first, top_classes)
     note_text, note_lines = _notes_annotation_text(notes)
-    if max_clusters is not None:
-        group_small_clusters(first, max_clusters)  # checks it before anything is drawn
-    drawn_clusters = max(min(len(c.order), max_clusters) if c.kind == "layer" and max_clusters else len(c.order)
-                         for g in graphs.values() for c in g.columns)
+    drawn = {a: group_small_clusters(g, max_clusters) for a, g in graphs.items()}  # (graph as drawn, groups)
+    drawn_clusters = max(len(c.order) for g, _ in drawn.values() for c in g.columns)
     height = int(min(2400, max(COMPACT_HEIGHT if compact else MIN_HEIGHT, 14 * drawn_clusters)))
     margin = dict(l=30, r=110 if compact else 30, t=200 if compact else 140, b=60 + NOTE_LINE_HEIGHT * note_lines)
+    annotations = {a: _column_annotations(graphs[a], compact, drawn[a][1]) for a in analyses}
     fig = go.Figure()
     for i, a in enumerate(analyses):
-        tr = sankey_trace(graphs[a], colors=colors, shown=shown, max_clusters=max_clusters,
-                          plot_height=height - margin["t"] - margin["b"], group_labels=not compact)
+        tr = _sankey(*drawn[a], colors=colors, name=None, max_samples=5, shown=shown,
+                     plot_height=height - margin["t"] - margin["b"], group_labels=not compact)
         tr.visible = i == 0
         fig.add_trace(tr)
     legend = [(k, colors[k]) for k in (range(len(first.class_names)) if shown is None else shown)]
@@ -525,12 +530,12 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
         buttons.append(
             dict(label=label, method="update",
                  args=[{"visible": visible},
-                       {"annotations": _column_annotations(graphs[a], compact, max_clusters) + note_ann,
+                       {"annotations": annotations[a] + note_ann,
                         "title.text": prefix + _title(graphs[a], label)}])
         )
     fig.update_layout(
         title=dict(text=prefix + _title(first, ANALYSIS_LABELS.get(analyses[0], analyses[0])), x=0.01, y=0.99),
-        annotations=_column_annotations(first, compact, max_clusters) + note_ann,
+        annotations=annotations[analyses[0]] + note_ann,
         xaxis=dict(visible=False),
         yaxis=dict(visible=False),
         plot_bgcolor="white",

@@ -37,7 +37,8 @@ class FitGuard:
     def __init__(self, period: float = 0.05):
         self.period = float(period)
         self._thread = None
-        self._stop = None
+        self._stop = self._ended = self._on_abnormal_end = None
+        self._lock = threading.Lock()
 
     @staticmethod
     def _fit_frame():
@@ -50,7 +51,9 @@ class FitGuard:
         return None
 
     def start(self, on_abnormal_end) -> bool:
-        """Watch the ``fit`` call on the current thread's stack. Returns whether one was found."""
+        """Watch the ``fit`` call on the current thread's stack. Returns whether one was found.
+
+        A guard still watching an earlier ``fit`` is stopped first (:meth:`stop`)."""
         self.stop()
         frame = self._fit_frame()
         if frame is None:  # callbacks driven by hand: the caller calls on_train_end itself
@@ -65,23 +68,42 @@ class FitGuard:
                 f = f.f_back
             return False
 
-        def watch():
+        def ended() -> bool:
+            """Whether the watched fit is over, and this is the first to say so (the handler runs once)."""
             nonlocal frame
+            with self._lock:
+                if frame is None or alive():
+                    return False
+                frame = None  # let the finished fit's locals go
+                return True
+
+        def watch():
             while not stop.wait(self.period):
-                if not alive():
-                    frame = None  # let the finished fit's locals go
-                    if not stop.is_set():
-                        on_abnormal_end()
+                if ended():
+                    on_abnormal_end()
+                    return
+                if frame is None:
                     return
 
-        self._stop = stop
+        self._stop, self._ended, self._on_abnormal_end = stop, ended, on_abnormal_end
         self._thread = threading.Thread(target=watch, name="flowcallback-fit-guard", daemon=True)
         self._thread.start()
         return True
 
     def stop(self) -> None:
-        """Stop watching (``on_train_end``), after an abnormal end's clean-up has finished."""
-        if self._thread is not None:
-            self._stop.set()
+        """Stop watching.
+
+        From ``on_train_end``, the ``fit`` watched is still running: the guard just stops. Called
+        after that ``fit`` has ended without ``on_train_end`` (a next ``fit``'s ``on_train_begin``,
+        or the callback being collected), it waits for the guard's clean-up, or, where the guard had
+        not noticed the end yet (it checks every ``period`` seconds), runs ``on_abnormal_end`` itself.
+        """
+        if self._thread is None:
+            return
+        self._stop.set()
+        if self._thread is not threading.current_thread():  # not from the clean-up's own thread (a __del__)
             self._thread.join()
-        self._thread = self._stop = None
+        ended, on_abnormal_end = self._ended, self._on_abnormal_end
+        self._thread = self._stop = self._ended = self._on_abnormal_end = None
+        if ended():
+            on_abnormal_end()

@@ -16,6 +16,11 @@ from flowcallback.core import _priority
 __all__ = ["SnapshotThreads"]
 
 
+def _init_thread(niceness: Optional[int]) -> None:
+    if niceness is not None:
+        _priority.lower_current_thread(niceness)
+
+
 class SnapshotThreads:
     """The coordinator thread and the layer pool of one run.
 
@@ -47,17 +52,19 @@ class SnapshotThreads:
         """Whether no thread exists (none made yet, or all shut down)."""
         return self._coordinator is None and self._pool is None
 
-    def _init_thread(self) -> None:
+    def _executor(self, workers: int, prefix: str) -> ThreadPoolExecutor:
         # Background snapshots yield the CPU to training. The layer pool is shared with synchronous
-        # snapshots, which wait for it anyway.
-        if self.background:
-            _priority.lower_current_thread(_priority.background_niceness(self.nice))
+        # snapshots, which wait for it anyway. The initializer is a plain function, not a bound
+        # method: a worker thread keeps its initializer, and through a bound method it would keep
+        # this object and its executors alive, so that executors nobody shut down (their owner
+        # dropped) would never let their threads go.
+        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=prefix, initializer=_init_thread,
+                                  initargs=(_priority.background_niceness(self.nice) if self.background else None,))
 
     def coordinator(self) -> ThreadPoolExecutor:
         """The one thread that runs snapshots after their capture, in epoch order."""
         if self._coordinator is None:
-            self._coordinator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowcallback",
-                                                   initializer=self._init_thread)
+            self._coordinator = self._executor(1, "flowcallback")
         return self._coordinator
 
     def layer_pool(self) -> ThreadPoolExecutor:
@@ -65,8 +72,7 @@ class SnapshotThreads:
         if self._stopping:
             raise RuntimeError("the snapshot threads are stopping")
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowcallback-layer",
-                                            initializer=self._init_thread)
+            self._pool = self._executor(2, "flowcallback-layer")
         return self._pool
 
     def shutdown(self, *, cancel: bool) -> None:

@@ -3,6 +3,7 @@
 and the stages (:mod:`flowcallback.core`) do the work."""
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -441,6 +442,11 @@ class FlowCallback(tf.keras.callbacks.Callback):
         self._snapshotter.progress.flush()
 
     def __del__(self):
+        # The garbage collector runs this in whichever thread allocates, this run's own threads
+        # included, where waiting for the run's snapshots and threads would wait for itself forever.
+        # There nothing is waited for: the threads go with their executors (flowcallback._threads).
+        if threading.current_thread().name.startswith("flowcallback"):
+            return
         try:
             self._guard.stop()
             self._snapshotter.close()

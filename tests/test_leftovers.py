@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
+import traceback
 
 import psutil
 import pytest
@@ -42,6 +44,13 @@ def flowcallback_threads():
     return sorted(t.name for t in threading.enumerate() if t.name.startswith("flowcallback"))
 
 
+def where_threads_are():
+    """Each leftover thread's name and the innermost lines of its stack: where it waits."""
+    frames = sys._current_frames()
+    return {t.name: traceback.format_stack(frames[t.ident])[-4:] for t in threading.enumerate()
+            if t.name.startswith("flowcallback") and t.ident in frames}
+
+
 def temp_files(log_dir):
     return sorted(str(p.relative_to(log_dir)) for p in log_dir.rglob("*") if ".tmp" in p.name)
 
@@ -62,7 +71,7 @@ def settle(check, timeout=30.0):
 
 
 def assert_nothing_left(log_dir):
-    assert settle(lambda: not new_children() and not flowcallback_threads()), (new_children(), flowcallback_threads())
+    assert settle(lambda: not new_children() and not flowcallback_threads()), (new_children(), where_threads_are())
     assert temp_files(log_dir) == []
     run = load_run(log_dir)
     for e in run.epochs:  # every listed epoch is complete and loads

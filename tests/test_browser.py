@@ -1,6 +1,8 @@
 """The generated pages render in a real browser, offline, with no JavaScript error."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from flowcallback import load_run
@@ -203,6 +205,11 @@ def test_class_filter_keeps_one_hundred_classes_legible(tmp_path):
                                ".some(l => l === 'small clusters')", timeout=10_000)
         across = page.evaluate("document.getElementById('across').data[0].node.label")
         assert across.count("small clusters") == 3 and len(across) <= 3 * 30
+        # and each such node's hover says what it holds at its epoch
+        hovers = page.evaluate("document.getElementById('across').data[0].node.customdata")
+        grouped = [h for h, label in zip(hovers, across) if label == "small clusters"]
+        what = re.compile(r"epoch \d+ · small clusters<br>\d+ clusters of ≤ (1 sample|\d+ samples each), drawn as one")
+        assert len(grouped) == 3 and all(what.fullmatch(h) for h in grouped), grouped
         page.select_option("#across-column", "Prediction")
 
         # one class of the largest 20: its flows alone are coloured, everywhere

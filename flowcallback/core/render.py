@@ -463,9 +463,10 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
     Parameters
     ----------
     graphs : mapping of analysis name to FlowGraph, or one FlowGraph
-        All of one epoch, e.g. ``{"activations": g1, "lrp": g2}``. Their notes (:func:`epoch_notes`)
-        are shown under the diagram, one below the other, problems in red, each broken into lines
-        of at most :data:`NOTE_LINE_CHARS` characters (:func:`wrap_note`).
+        All of one epoch, e.g. ``{"activations": g1, "lrp": g2}``. The notes of the graph shown
+        are under the diagram, one below the other, problems in red, each broken into lines of at
+        most :data:`NOTE_LINE_CHARS` characters (:func:`wrap_note`); the buttons switch them with
+        the diagram.
     title_prefix : str
         Shown before the title (the run's name, say).
     top_classes : int, "auto" or None, default="auto"
@@ -486,15 +487,17 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
         graphs = {graphs.analysis: graphs}
     if not graphs:
         raise ValueError("graphs: expected at least one FlowGraph")
-    notes = epoch_notes(graphs)  # the graphs own their notes: a page rebuilt from the files shows the same
     analyses = list(graphs)
     first = graphs[analyses[0]]
     compact = _compact(graphs.values())
-    if compact and any(c.note for g in graphs.values() for c in g.columns):
-        notes.append(info(COMPACT_NOTE))
+    # each analysis shows its own graph's notes (an LRP note says nothing of the activations); the
+    # graphs own their notes, so a page rebuilt from the files shows the same
+    notes = {a: epoch_notes({a: g}) + ([info(COMPACT_NOTE)] if compact and any(c.note for c in g.columns) else [])
+             for a, g in graphs.items()}
     colors = class_colors(len(first.class_names))
     shown = _top_classes(first, top_classes)
-    note_text, note_lines = _notes_annotation_text(notes)
+    note_texts = {a: _notes_annotation_text(n) for a, n in notes.items()}
+    note_lines = max(lines for _, lines in note_texts.values())  # one margin: the diagram keeps its place
     drawn = {a: group_small_clusters(g, max_clusters) for a, g in graphs.items()}  # (graph as drawn, groups)
     drawn_clusters = max(len(c.order) for g, _ in drawn.values() for c in g.columns)
     height = int(min(2400, max(COMPACT_HEIGHT if compact else MIN_HEIGHT, 14 * drawn_clusters)))
@@ -519,9 +522,9 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
                                  hoverinfo="skip"))
     n_legend = len(legend) + (shown is not None)
     # left-aligned lines under the diagram's left edge (Plotly centres the lines of an annotation by default)
-    note_ann = [dict(x=0, y=-0.04, xref="paper", yref="paper", xanchor="left", yanchor="top", showarrow=False,
-                     align="left", text=note_text, font=dict(size=11, color=INFO_NOTE_COLOR),
-                     name="notes")] if notes else []
+    note_ann = {a: [dict(x=0, y=-0.04, xref="paper", yref="paper", xanchor="left", yanchor="top", showarrow=False,
+                         align="left", text=note_texts[a][0], font=dict(size=11, color=INFO_NOTE_COLOR),
+                         name="notes")] if notes[a] else [] for a in analyses}
     prefix = (_esc(title_prefix) + " · ") if title_prefix else ""
     buttons = []
     for i, a in enumerate(analyses):
@@ -530,12 +533,12 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
         buttons.append(
             dict(label=label, method="update",
                  args=[{"visible": visible},
-                       {"annotations": annotations[a] + note_ann,
+                       {"annotations": annotations[a] + note_ann[a],
                         "title.text": prefix + _title(graphs[a], label)}])
         )
     fig.update_layout(
         title=dict(text=prefix + _title(first, ANALYSIS_LABELS.get(analyses[0], analyses[0])), x=0.01, y=0.99),
-        annotations=annotations[analyses[0]] + note_ann,
+        annotations=annotations[analyses[0]] + note_ann[analyses[0]],
         xaxis=dict(visible=False),
         yaxis=dict(visible=False),
         plot_bgcolor="white",

@@ -136,8 +136,10 @@ def _run_page_parts(g: FlowGraph, model_name: str, metric_rows=None) -> dict:
     }
 
 
-def _epoch_flow_rows(graphs) -> dict:
-    """``{column: rows}`` of :func:`flowcallback.core.history.epoch_flows` for the run page's JavaScript.
+def _epoch_flow_rows(graphs) -> Tuple[dict, dict]:
+    """``({column: rows}, {column: {epoch: text}})``: the rows of
+    :func:`flowcallback.core.history.epoch_flows` for the run page's JavaScript, and what the node of
+    small clusters is at each epoch where a column has one (:attr:`~flowcallback.core.flows.ClusterGroup.text`).
 
     Each row is ``[source epoch, target epoch, source cluster, target cluster, class, count,
     changed, first samples]``; a column is followed over the epochs that have it (a layer left
@@ -145,40 +147,51 @@ def _epoch_flow_rows(graphs) -> dict:
     """
     from flowcallback.core.history import epoch_flows
 
-    out = {}
+    out, groups = {}, {}
     # only the epochs taken on the last epoch's held-out set can be followed sample by sample
     graphs = [g for g in graphs if g.n_samples == graphs[-1].n_samples and np.array_equal(g.labels, graphs[-1].labels)]
     if len(graphs) < 2:
-        return out
+        return out, groups
     names = [c.name for c in graphs[-1].columns if c.kind in ("layer", "prediction")]
     for name in names:
         having = [g for g in graphs if name in g.column_names]
         if len(having) < 2:
             continue
-        df = _small_clusters_as_one(epoch_flows(having, name, max_samples=5), having, name)
+        small = _small_groups(having, name)
+        df = _small_clusters_as_one(epoch_flows(having, name, max_samples=5), small)
         out[name] = [[int(r.source_epoch), int(r.target_epoch), int(r.source_cluster), int(r.target_cluster),
                       int(r.true_class), int(r.count), bool(r.changed), list(r.first_samples)] for r in df.itertuples()]
-    return out
+        if small:
+            groups[name] = {str(e): group.text for e, group in small.items()}
+    return out, groups
 
 
 #: The cluster id of the node that holds a column's small clusters in the flows across epochs.
 SMALL_CLUSTERS = -1
 
 
-def _small_clusters_as_one(df, graphs, column: str, max_samples: int = 5):
-    """The rows of :func:`~flowcallback.core.history.epoch_flows` with, at each epoch, the small
-    clusters that the epoch's Sankey draws as one node (:func:`~flowcallback.core.flows.group_small_clusters`)
-    as one cluster, :data:`SMALL_CLUSTERS`: its rows summed, changed where any of them is, their
-    first samples merged."""
-    small = {}
+def _small_groups(graphs, column: str) -> dict:
+    """``{epoch: ClusterGroup}``: the small clusters of ``column`` that each epoch's Sankey draws as
+    one node (:func:`~flowcallback.core.flows.group_small_clusters`), at the epochs that have them."""
+    out = {}
     for g in graphs:
         j = g.column_index(column)
-        small[g.epoch] = {c for gr in group_small_clusters(g)[1] if gr.column == j for c in gr.members}
-    if not any(small.values()):
+        for group in group_small_clusters(g)[1]:
+            if group.column == j:  # one group at most per column
+                out[g.epoch] = group
+    return out
+
+
+def _small_clusters_as_one(df, small: dict, max_samples: int = 5):
+    """The rows of :func:`~flowcallback.core.history.epoch_flows` with, at each epoch, the small
+    clusters ``small`` (:func:`_small_groups`) as one cluster, :data:`SMALL_CLUSTERS`: its rows
+    summed, changed where any of them is, their first samples merged."""
+    if not small:
         return df
+    members = {e: set(group.members) for e, group in small.items()}
     df = df.copy()
     for side in ("source", "target"):
-        grouped = [c in small[e] for e, c in zip(df[f"{side}_epoch"], df[f"{side}_cluster"])]
+        grouped = [c in members.get(e, ()) for e, c in zip(df[f"{side}_epoch"], df[f"{side}_cluster"])]
         df.loc[grouped, f"{side}_cluster"] = SMALL_CLUSTERS
     keys = ["source_epoch", "target_epoch", "source_cluster", "target_cluster", "true_class"]
     return (df.groupby(keys, sort=True, as_index=False)
@@ -557,7 +570,9 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
     metrics = pd.concat(metric_rows, ignore_index=True) if metric_rows else pd.DataFrame(columns=METRIC_COLUMNS)
     heatmaps = _heatmaps(metrics, analyses, [layer["name"] for layer in info["layers"]], epochs)
     graphs_by_analysis = {a: [graphs[e][a] for e in epochs if a in graphs[e]] for a in analyses}
-    across = {a: _epoch_flow_rows(gs) for a, gs in graphs_by_analysis.items() if gs}
+    across_parts = {a: _epoch_flow_rows(gs) for a, gs in graphs_by_analysis.items() if gs}
+    across = {a: rows for a, (rows, _) in across_parts.items()}
+    across_groups = {a: groups for a, (_, groups) in across_parts.items()}
     training = confusion_over_training([confusions[e] for e in epochs if e in confusions])
     last = graphs_by_analysis[analyses[0]][-1] if graphs_by_analysis.get(analyses[0]) else None
     written = set(epochs)
@@ -572,7 +587,7 @@ def run_page_html(info: Mapping, graphs: Mapping[int, Mapping[str, FlowGraph]],
         "title": f"{model_name} · {held_out}{len(slider)} snapshot(s)",
         "epochs": slider, "analyses": analyses, "labels": ANALYSIS_LABELS,
         "heatmaps": heatmaps, "curves": _curves(epochs, acc, loss), "profiles": profiles,
-        "across": across, "training": training, "class_names": class_names,
+        "across": across, "across_groups": across_groups, "training": training, "class_names": class_names,
         "confusion": {"cells": _confusion_cells(confusions), "max_classes": CONFUSION_MATRIX_CLASSES},
         "colors": class_colors(len(class_names)), "other_color": OTHER_COLOR,
         # above AUTO_TOP_CLASSES classes, the largest are coloured and the rest drawn as "other"

@@ -277,7 +277,9 @@
       if (!(key in index)) {
         index[key] = labels.length;
         labels.push(colSelect.value === "Prediction" ? "predicted " + esc(data.class_names[c]) : clusterName(c));
-        customNodes.push("epoch " + e);
+        // the node of small clusters says what it holds ("21 clusters of ≤ 12 samples each, drawn as one")
+        var group = c < 0 ? ((data.across_groups[state.analysis] || {})[colSelect.value] || {})[e] : null;
+        customNodes.push("epoch " + e + " · " + labels[labels.length - 1] + (group ? "<br>" + esc(group) : ""));
         clusterOf.push(c < 0 ? Infinity : c);  // each column in cluster order (class order for Prediction), small ones last
         xs.push(ep.length > 1 ? 0.01 + 0.98 * ep.indexOf(e) / (ep.length - 1) : 0.5);
       }
@@ -306,7 +308,7 @@
     var trace = {type: "sankey", arrangement: "snap", valueformat: "d",
                  node: {label: labels, x: xs, y: ys, pad: 6, thickness: 12,
                  color: "#888", customdata: customNodes,
-                 hovertemplate: "%{customdata} · %{label}<br>%{value} sample(s)<extra></extra>"},
+                 hovertemplate: "%{customdata}<br>%{value} sample(s)<extra></extra>"},
                  link: {source: src, target: dst, value: val, color: col, customdata: hover,
                         hovertemplate: "%{customdata}<extra></extra>"}};
     var layout = {title: title, height: 460, margin: {l: 20, r: 20, t: 50, b: 30},

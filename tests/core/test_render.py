@@ -206,3 +206,22 @@ def test_nodes_fill_each_column_without_overlapping_at_the_scale_plotly_draws_th
         assert all(b <= t + 1e-9 for b, t in zip(bottoms, tops[1:]))  # no two nodes overlap
         if len(idx) > 1:
             assert tops[0] < 1e-6 and bottoms[-1] > 1 - 1e-6  # the column fills the plot's height
+
+
+def test_each_analysis_shows_its_own_notes_and_the_buttons_switch_them():
+    """An LRP note under the activations diagram would speak of what is not drawn."""
+    shared = "Branching model: columns follow the layers' order"
+    lrp_only = problem("LRP failed for this epoch: the worker died")
+    fig = render.figure({"activations": graph(notes=[shared]),
+                         "lrp": graph(analysis="lrp", notes=[shared, lrp_only])})
+
+    def notes_of(annotations):
+        (ann,) = [a for a in annotations if a.get("name") == "notes"]
+        return [html.unescape(re.sub(r"<[^>]+>", "", line)) for line in ann["text"].split("<br>")]
+
+    shown = [a.to_plotly_json() for a in fig.layout.annotations]
+    (act, lrp) = fig.layout.updatemenus[0].buttons
+    assert notes_of(shown) == notes_of(act.args[1]["annotations"]) == [shared]
+    assert notes_of(lrp.args[1]["annotations"]) == [shared, str(lrp_only)]
+    # the margin holds the longer notes whichever is shown: the diagram does not move
+    assert fig.layout.margin.b == 60 + render.NOTE_LINE_HEIGHT * 2

@@ -367,7 +367,8 @@ def test_the_flows_across_epochs_draw_a_columns_small_clusters_as_one_node():
     for e, clusters in enumerate((70, 20, 45)):  # grouped at epochs 0 and 2, not at 1
         layer = np.r_[np.arange(clusters), rng.integers(0, clusters, n - clusters)]
         graphs.append(flows.build_flow_graph([("conv2d", "Conv2D", layer)], y, y, epoch=e))
-    rows = runpage._epoch_flow_rows(graphs)["conv2d"]
+    rows, groups = runpage._epoch_flow_rows(graphs)
+    rows = rows["conv2d"]
     full = epoch_flows(graphs, "conv2d")
     small = {g.epoch: set(flows.group_small_clusters(g)[1][0].members) if len(g.columns[0].order) > 30 else set()
              for g in graphs}
@@ -382,3 +383,9 @@ def test_the_flows_across_epochs_draw_a_columns_small_clusters_as_one_node():
         assert sorted(map(tuple, kept[["source_cluster", "target_cluster", "true_class", "count"]].values.tolist())) \
             == sorted((r[2], r[3], r[4], r[5]) for r in part if r[2] >= 0 and r[3] >= 0)
         assert all(len(r[7]) == min(5, r[5]) and r[7] == sorted(r[7]) for r in part)
+    # the grouped node's hover says what it holds, at the epochs that have one
+    assert set(groups["conv2d"]) == {"0", "2"}
+    for e in (0, 2):
+        group = flows.group_small_clusters(graphs[e])[1][0]
+        assert groups["conv2d"][str(e)] == group.text
+        assert group.text.startswith(f"{len(small[e])} clusters of ≤ ")

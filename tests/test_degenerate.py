@@ -284,3 +284,29 @@ def test_tabular_vectors_end_to_end(tmp_path, tally):
     pred = np.argmax(model.predict(x[400:], verbose=0), axis=1)
     np.testing.assert_array_equal(g.predictions, pred)
     assert g.metrics["accuracy"] == pytest.approx(float(np.mean(pred == y[400:])))
+
+
+def test_a_layer_of_one_cluster_says_why(tally):
+    """A column drawn as one node says nothing by itself: a layer whose output does not depend on
+    the input (a dead or saturated layer) gets a note with how alike its maps are."""
+    tally("bad inputs tried")
+    rng = np.random.default_rng(3)
+    same = np.tile(rng.normal(size=24), (60, 1)) + rng.normal(size=(60, 24)) * 1e-7  # float32 noise only
+    v = embed(same)
+    lab = cluster_layer(v, 8, 2.0)
+    assert len(set(lab)) == 1
+    note = layer_note(v, lab, 8)
+    assert note.startswith("all 60 samples in one cluster: their maps point almost the same way (mean cosine "
+                           "similarity 1.000)") and "inflation=" in note
+    # with all-zero maps beside them, the count is of the samples that have a direction
+    v = embed(np.r_[same, np.zeros((5, 24))])
+    lab = cluster_layer(v, 8, 2.0)
+    assert len(set(lab)) == 2
+    assert "all 60 samples with a direction in one cluster" in layer_note(v, lab, 8)
+    # separated samples get no such note
+    v = embed(blobs())
+    assert "one cluster" not in layer_note(v, cluster_layer(v, 8, 2.0), 8)
+    # one cluster of samples that do differ: the note does not say they are alike
+    v = embed(blobs(centers=1, n_per=60) + rng.normal(size=(60, 12)) * 2)
+    one = np.zeros(60, dtype=int)
+    assert "MCL found no separate groups" in layer_note(v, one, 8)

@@ -451,7 +451,15 @@ def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int, analysis: str = 
     Returns
     -------
     str
-        Empty when every sample was clustered by similarity with the requested ``k``.
+        Empty when every sample was clustered by similarity with the requested ``k`` into more
+        than one cluster.
+
+    Examples
+    --------
+    >>> from flowcallback.core.embed import embed
+    >>> same = embed(np.ones((40, 8)))  # a layer whose output does not depend on the input
+    >>> layer_note(same, cluster_layer(same, 10, 2.0), 10)[:60]
+    'all 40 samples in one cluster: their maps point almost the s'
     """
     zero, bad = special_rows(vectors)
     labels = np.asarray(labels)
@@ -465,7 +473,18 @@ def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int, analysis: str = 
                if analysis == "lrp" else "dead units")
         parts.append(f"{int(zero.sum())} all-zero {'relevance ' if analysis == 'lrp' else ''}map(s) ({why}; cosine "
                      f"undefined) set apart as cluster {int(labels[zero][0])}, not clustered by similarity")
-    n_regular = len(labels) - int(zero.sum()) - int(bad.sum())
+    regular = ~(zero | bad)
+    n_regular = int(regular.sum())
     if 2 <= n_regular <= k:
         parts.append(f"k clipped from {k} to {n_regular - 1}: only {n_regular} samples have a direction")
+    elif n_regular > k and len(np.unique(labels[regular])) == 1:
+        # a column of one node says nothing by itself: say why. The rows are unit vectors, so the
+        # mean cosine similarity of distinct pairs follows from their sum, in O(n * features).
+        total = np.asarray(vectors, dtype=np.float64)[regular, :-1].sum(axis=0)
+        cosine = (float(total @ total) - n_regular) / (n_regular * (n_regular - 1))
+        which = "samples" if n_regular == len(labels) else "samples with a direction"
+        why = (f"their maps point almost the same way (mean cosine similarity {cosine:.3f}), so this layer's "
+               "output hardly tells the samples apart" if cosine >= 0.99 else
+               f"MCL found no separate groups in this layer's kNN graph (mean cosine similarity {cosine:.3f})")
+        parts.append(f"all {n_regular} {which} in one cluster: {why}; a higher inflation= looks for finer clusters")
     return "; ".join(parts)

@@ -161,8 +161,15 @@ def _int_from(low: int, high: Optional[int] = None, hint: str = ""):
     return parse
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="flowcallback", description="Layer-wise cluster flows of Keras classifiers.")
+def main(argv: Optional[Sequence[str]] = None, *, prog: str = "flowcallback") -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    Examples
+    --------
+    >>> main(["compare", "no/such/run", "0", "1"])  # the error goes to stderr
+    2
+    """
+    parser = argparse.ArgumentParser(prog=prog, description="Layer-wise cluster flows of Keras classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="train a small CNN on scikit-learn's digits with the callback")
     d.add_argument("--log-dir", default="flows/demo", help="run directory (default: flows/demo)")
@@ -203,7 +210,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from flowcallback.exceptions import FlowCallbackError
 
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a reader that closed the pipe is seen below
+        return status
+    except BrokenPipeError:
+        # the reader stopped reading (`flowcallback compare ... | head`): what it wanted was
+        # written, so no error. Python would flush stdout again at exit and fail: point it at
+        # /dev/null (Python's documented recipe, https://docs.python.org/3/library/signal.html#note-on-sigpipe)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (FlowCallbackError, KeyError, ValueError, OSError) as exc:  # OSError: a page cannot be written
         # a KeyError's str() is the repr of its message ('epoch 7 is not in this run...'): its text instead
         text = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str) else exc

@@ -46,7 +46,10 @@ def open_page(url: str, *, width: int = 1400, height: int = 1000, allow=("file:/
             ctx.route("**/*", route)
             page = ctx.new_page()
             page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-            page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+            # console errors, and plotly.js's own warnings ("WARN: Invalid color specifier: ..."):
+            # an attribute it could not use, drawn otherwise than the page asked
+            page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}")
+                    if m.type == "error" or (m.type == "warning" and m.text.startswith("WARN:")) else None)
             page.goto(url)
             if wait_for:
                 page.wait_for_selector(wait_for, timeout=30_000)

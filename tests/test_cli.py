@@ -76,3 +76,33 @@ def test_report_rebuilds_the_pages_the_callback_wrote(tmp_path, digits):
     assert rebuilt.keys() == written.keys()
     for name in written:
         assert rebuilt[name] == written[name], f"{name} differs once rebuilt"
+
+
+def test_python_dash_m_runs_the_command(tmp_path):
+    """Where the environment's bin/ is not on PATH (a notebook's kernel, a venv not activated)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "flowcallback", "compare", str(tmp_path / "none"), "0", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("flowcallback compare: error: ") and "none" in done.stderr
+    usage = subprocess.run([sys.executable, "-m", "flowcallback", "--help"], capture_output=True, text=True,
+                           timeout=300)
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: python -m flowcallback ")
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_not_an_error(fitted_run):
+    """``flowcallback compare RUN 1 2 | head -1``: the reader closes the pipe after one line; the
+    command stops quietly, with no 'Broken pipe' error and status 0."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "flowcallback", "compare", str(fitted_run["log_dir"]), "1", "2"]
+    full = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0 and full.stdout.strip() and full.stderr == ""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        proc.stdout.close()  # the reader is gone before the command writes anything (it is still starting)
+        err = proc.stderr.read()
+        status = proc.wait(timeout=300)
+    assert err == "" and status == 0

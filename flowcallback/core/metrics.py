@@ -129,7 +129,9 @@ def class_profiles(graph: FlowGraph, *, purity: float = 0.5, coverage: float = 0
     ``"unstable"``
         separated at some layer but lost again downstream;
     ``"not separated"``
-        never separated.
+        never separated;
+    ``"no samples"``
+        the held-out set has no sample of the class (nothing can be said of it).
 
     Returns
     -------
@@ -143,10 +145,11 @@ def class_profiles(graph: FlowGraph, *, purity: float = 0.5, coverage: float = 0
     n_classes = len(graph.class_names)
     with np.errstate(invalid="ignore"):
         sep = np.nan_to_num(shares, nan=-1.0) >= coverage
+    present = np.bincount(np.asarray(graph.labels, dtype=np.int64), minlength=n_classes)[:n_classes] > 0
     rows = []
     for c in range(n_classes):
         s = sep[c]
-        status, first = "not separated", -1
+        status, first = ("not separated" if present[c] else "no samples"), -1
         if s.any():
             # first layer from which it stays separated to the end
             tail = np.flatnonzero(~s)

@@ -100,10 +100,14 @@ def _node_indices(graph: FlowGraph) -> Dict[tuple, int]:
     return out
 
 
-#: The outline of a node, and of one that draws a column's small clusters, and their width.
+#: The outline of every node, and its width. One for all: plotly.js draws the Sankey's node outlines
+#: from ``node.line`` as a whole (a colour per node is read as one invalid colour, black, with a
+#: console warning per node; a width per node places the labels at NaN).
 NODE_LINE = "rgba(40,40,40,0.6)"
-GROUP_LINE = "rgb(0,0,0)"
 NODE_LINE_WIDTH = 0.8
+#: The fill of a node that draws a column's small clusters as one: dark, unlike any class colour
+#: (its flows keep their classes' colours).
+GROUP_COLOR = "rgb(45,45,45)"
 
 #: Above this many classes, the views colour the largest classes and gather the rest as "other".
 AUTO_TOP_CLASSES = 20
@@ -199,8 +203,8 @@ def sankey_trace(graph: FlowGraph, *, colors: Optional[Sequence[str]] = None, na
     (see :func:`top_classes`) colours only those classes; the flows of the others are merged into
     one grey "other" flow per pair of clusters. A layer column of more than ``max_clusters``
     clusters draws its smallest as one node (:func:`~flowcallback.core.flows.group_small_clusters`;
-    None draws every cluster), with a dark outline and, with ``group_labels``, a label ("268
-    clusters"). ``plot_height`` (pixels) is the height the trace is drawn at, for which
+    None draws every cluster), filled with :data:`GROUP_COLOR` and, with ``group_labels``,
+    labelled ("268 clusters"). ``plot_height`` (pixels) is the height the trace is drawn at, for which
     :func:`stack` places the nodes.
     """
     drawn, groups = group_small_clusters(graph, max_clusters)
@@ -220,7 +224,7 @@ def _sankey(graph: FlowGraph, groups: Sequence[ClusterGroup], *, colors, name, m
     n = graph.n_samples
     node_index = _node_indices(graph)
     scale = node_scale(max(len(col.order) for col in graph.columns), plot_height)
-    node_x, node_y, node_colors, node_labels, node_hover, node_lines = [], [], [], [], [], []
+    node_x, node_y, node_colors, node_labels, node_hover = [], [], [], [], []
     for j, col in enumerate(graph.columns):
         counts = graph.class_counts(j)
         sizes = counts.sum(axis=1)
@@ -229,7 +233,6 @@ def _sankey(graph: FlowGraph, groups: Sequence[ClusterGroup], *, colors, name, m
             size = int(sizes[pos])
             node_x.append(x)
             node_y.append(float(y))
-            node_lines.append(GROUP_LINE if (j, int(cid)) in grouped else NODE_LINE)
             group = grouped.get((j, int(cid)))
             top = np.argsort(-counts[pos], kind="stable")
             dom = int(top[0])
@@ -238,7 +241,8 @@ def _sankey(graph: FlowGraph, groups: Sequence[ClusterGroup], *, colors, name, m
                 # a grouped node says what it is on hover and in its column's label; a short label
                 # too where the columns are far enough apart
                 node_labels.append(f"{group.count} clusters" if group is not None and group_labels else "")
-                node_colors.append(_blend_grey(colors[dom] if shown is None or dom in shown else OTHER_COLOR, purity))
+                node_colors.append(GROUP_COLOR if group is not None else
+                                   _blend_grey(colors[dom] if shown is None or dom in shown else OTHER_COLOR, purity))
             else:
                 listed = shown is None or cid in shown
                 node_labels.append((names[cid] if cid < len(names) else str(cid)) if listed else "")
@@ -254,7 +258,7 @@ def _sankey(graph: FlowGraph, groups: Sequence[ClusterGroup], *, colors, name, m
             is_class = col.kind != "layer"
             node_hover.append([_esc(col.name), int(cid), size, comp, int(cid) if is_class else dom,
                                1.0 if is_class else round(float(purity), 4), int(is_class),
-                               group.text if group is not None else f"cluster {int(cid)}"])
+                               group.text if group is not None else f"cluster {int(cid)}", int(group is not None)])
     link_sources, link_targets, link_values, link_colors, link_hover = [], [], [], [], []
     flows = graph.flows
     keep = None if shown is None else set(int(c) for c in shown)
@@ -295,8 +299,7 @@ def _sankey(graph: FlowGraph, groups: Sequence[ClusterGroup], *, colors, name, m
             thickness=14,
             label=node_labels,
             color=node_colors,
-            # one width for all (a width per node makes Plotly 6 place the labels at NaN)
-            line=dict(color=node_lines, width=NODE_LINE_WIDTH),
+            line=dict(color=NODE_LINE, width=NODE_LINE_WIDTH),
             customdata=node_hover,
             hovertemplate="<b>%{customdata[0]}</b> · %{customdata[7]}<br>%{customdata[2]} samples"
             "<br>%{customdata[3]}<extra></extra>",

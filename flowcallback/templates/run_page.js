@@ -100,7 +100,7 @@
 
   // The epoch's Sankey with the filter applied. Link customdata: [name, count, samples, class or -1
   // for the merged "other" flow]; node customdata: [column, cluster, size, composition, colour class,
-  // purity, 1 for a class column]. data.other_flows lists, per epoch and analysis, the flows of the
+  // purity, 1 for a class column, what the node is, 1 for a node of small clusters (its own colour)]. data.other_flows lists, per epoch and analysis, the flows of the
   // classes merged into "other": a matching class among them gets its own flows back.
   function filtered(fig, extra) {
     if (!filter) { return fig; }
@@ -127,7 +127,8 @@
     var node = Object.assign({}, N, {color: [], label: []});
     N.customdata.forEach(function (custom, k) {
       var c = custom[4], on = !!filter.colored[c];
-      node.color.push(on ? (custom[6] ? data.colors[c] : blendGrey(data.colors[c], custom[5])) : DIM_NODE);
+      node.color.push(custom[8] ? N.color[k] : on ? (custom[6] ? data.colors[c] : blendGrey(data.colors[c], custom[5]))
+                      : DIM_NODE);
       // a class keeps its label when filtered out (where are the samples of the matching classes
       // predicted?); a layer node keeps its own (the count of clusters it draws, or none)
       node.label.push(custom[6] && on ? esc(data.class_names[c]) : (N.label[k] || ""));

@@ -41,6 +41,18 @@ def test_class_profiles_early_late_unstable_and_never():
     assert prof.loc[2, "separated"] == [True, True, False]
 
 
+def test_a_class_without_held_out_samples_is_said_to_have_none_not_to_be_unseparated():
+    """Found by an outside probe: a held-out set without class 7 called class 7 "not separated",
+    pointing a user debugging their data at the model instead of at the missing class."""
+    y = np.repeat([0, 1, 3], 10)  # class 2 of 4 has no sample
+    g = build_flow_graph([("l1", "Dense", y), ("l2", "Dense", np.zeros(30, int))], y, y,
+                         class_names=["a", "b", "c", "d"])
+    prof = class_profiles(g).set_index("class")
+    assert prof.loc[2, "status"] == "no samples" and prof.loc[2, "first_layer"] is None
+    assert prof.loc[2, "separated"] == [False, False]
+    assert prof.loc[1, "status"] == "unstable" and prof.loc[3, "status"] == "unstable"
+
+
 def test_class_profiles_bad_thresholds():
     g = build_flow_graph([("l", "Dense", [0, 1])], [0, 1], [0, 1])
     with pytest.raises(ValueError):

@@ -166,7 +166,10 @@ def test_a_column_of_many_small_clusters_is_drawn_with_at_most_the_cap_of_nodes(
     sizes = np.sort(np.bincount(early))[::-1]
     text = f"{79 - (cap - 1)} clusters of ≤ {sizes[cap - 1]} samples each, drawn as one"
     assert tr.node.customdata[k][7] == text and tr.node.label[k] == f"{79 - (cap - 1)} clusters"
-    assert tr.node.line.color[k] == render.GROUP_LINE and list(tr.node.line.color).count(render.GROUP_LINE) == 1
+    # its own fill, unlike any other node's; one outline for every node (plotly.js reads node.line whole)
+    assert tr.node.color[k] == render.GROUP_COLOR and list(tr.node.color).count(render.GROUP_COLOR) == 1
+    assert tr.node.customdata[k][8] == 1 and sum(c[8] for c in tr.node.customdata) == 1
+    assert tr.node.line.color == render.NODE_LINE and tr.node.line.width == render.NODE_LINE_WIDTH
     assert render.sankey_trace(g, group_labels=False).node.label[k] == ""  # compact labels: on hover only
     assert tr.node.customdata[k][2] == sizes[cap - 1:].sum()
     assert sum(tr.node.customdata[k][2] for k in first) == n  # every sample is in a node

@@ -236,7 +236,12 @@ def labels_from_y(y) -> np.ndarray:
         return y.astype(np.int64)
     if (not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y))
             or np.any(np.asarray(y, dtype=np.float64) % 1 != 0)):
-        raise ValueError("validation_data: y must hold integer class labels")
+        if not np.issubdtype(y.dtype, np.number):  # text labels ("cat", "dog"): the model was trained on indices
+            raise ValueError(f"validation_data: y must hold integer class labels, got dtype {y.dtype}; give the "
+                             "class indices the model was trained on (sklearn.preprocessing.LabelEncoder maps "
+                             "names to indices) and the names as class_names= (LabelEncoder's classes_)")
+        raise ValueError("validation_data: y must hold integer class labels (whole numbers), got non-integer or "
+                         "non-finite values")
     y = y.astype(np.int64)
     if y.min() < 0:
         raise ValueError(f"validation_data: labels must be class indices >= 0 (or binary labels -1 and 1), "

@@ -91,7 +91,10 @@ def test_a_log_dir_starting_with_a_tilde_is_under_the_home_directory(small, tmp_
         (lambda x, y: (x, None), "validation_data"),
         (lambda x, y: (x, y[:-1]), "same number of samples"),
         (lambda x, y: (x, y, y), "validation_data"),
-        (lambda x, y: (x, y.astype(float) + 0.5), "integer"),
+        (lambda x, y: (x, y.astype(float) + 0.5), r"^validation_data: y must hold integer class labels \(whole "),
+        # text labels: the message says how to map them (found by an outside probe)
+        (lambda x, y: (x, np.array(["cat", "dog"])[y % 2]), r"^validation_data: y must hold integer class labels, "
+                                                            r"got dtype <U3; .*LabelEncoder.*class_names="),
         (lambda x, y: (x, -y - 1), ">= 0"),
         # -1 and 1 are binary labels; -1, 0 and 1 are not
         (lambda x, y: (x, y % 3 - 1), r"^validation_data: labels must be class indices >= 0 \(or binary labels -1 "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -275,6 +276,44 @@ def test_the_keras_tutorial_transformer_with_custom_layers_trains_and_gets_its_f
     lrp = run.epoch(1, "lrp")
     assert conserved(lrp) and lrp.column_names[:2] == ("head", out)
     assert any(n.startswith("LRP relevance stops") and "Projection" in n for n in lrp.notes), lrp.notes
+
+
+def test_the_keras_tutorial_bidirectional_lstm_gets_lrp_flows_at_every_layer(tmp_path, tally):
+    """The keras.io text classifier (token ids, an Embedding, two Bidirectional LSTMs), trained on
+    sequences whose class is a keyword token somewhere in them: relevance runs back through both
+    recurrent layers (Arras et al. 2017) to the embedding, with no stop and no warning; a masked
+    embedding (mask_zero=True) stops it at the recurrent layer, with a note that says why."""
+    tally("bad inputs tried")
+    tf.keras.utils.set_random_seed(6)
+    rng = np.random.default_rng(6)
+    n, steps, vocab = 500, 16, 40
+    x = rng.integers(4, vocab, size=(n, steps))
+    y = rng.integers(0, 3, n)
+    x[np.arange(n), rng.integers(0, steps, n)] = 1 + y  # the class's keyword, somewhere
+    for mask_zero in (False, True):
+        inputs = tf.keras.Input((steps,), dtype="int32")
+        h = layers.Embedding(vocab, 16, mask_zero=mask_zero)(inputs)
+        h = layers.Bidirectional(layers.LSTM(16, return_sequences=True))(h)
+        h = layers.Bidirectional(layers.LSTM(16))(h)
+        model = tf.keras.Model(inputs, layers.Dense(3, activation="softmax")(layers.Dense(16, "relu")(h)))
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        log_dir = tmp_path / f"mask_{mask_zero}"
+        cb = FlowCallback((x[350:], y[350:]), log_dir=log_dir, epochs=[2], k=8, verbose=0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(x[:350], y[:350], epochs=2, verbose=0, callbacks=[cb])
+        said = [str(w.message) for w in caught if "FlowCallback" in str(w.message)]
+        run = load_run(log_dir)
+        assert run.analyses(2) == ["activations", "lrp"]
+        lrp = run.epoch(2, "lrp")
+        assert conserved(lrp)
+        embedding, first, second = (layer.name for layer in model.layers[1:4])  # Keras's default names
+        if not mask_zero:
+            assert said == [] and not any("stops" in note for note in lrp.notes), (said, lrp.notes)
+            assert {embedding, first, second} <= set(lrp.column_names)
+        else:
+            assert second in lrp.column_names and embedding not in lrp.column_names
+            assert any("masked" in note for note in lrp.notes) and any("masked" in s for s in said), said
 
 
 def test_a_long_reason_for_skipping_lrp_is_cut_at_a_word_and_kept_whole_in_the_errors(tmp_path, digits, monkeypatch):

@@ -322,7 +322,7 @@ def test_weights_read_at_each_call(digits):
     assert not np.allclose(before, after)
 
 
-@pytest.mark.parametrize("odd", ["lambda", "lstm", "hidden_softmax"])
+@pytest.mark.parametrize("odd", ["lambda", "rnn", "hidden_softmax"])
 def test_layer_without_a_rule_stops_relevance_there(odd):
     """The model is not refused: the layers after the stop keep their relevance, which reaches the
     stop conserved (z rule, no biases); the layers before it have none, and the note names both."""
@@ -332,9 +332,9 @@ def test_layer_without_a_rule_stops_relevance_there(odd):
     if odd == "lambda":
         h = layers.Lambda(lambda t: t * 2.0, name="times_two")(h)
         name, cls = "times_two", "Lambda"
-    elif odd == "lstm":
-        h = layers.LSTM(4, return_sequences=True, name="recurrent")(h)
-        name, cls = "recurrent", "LSTM"
+    elif odd == "rnn":  # the generic RNN wrapper of a cell (LSTM, GRU and SimpleRNN have rules)
+        h = layers.RNN(layers.LSTMCell(4), return_sequences=True, name="recurrent")(h)
+        name, cls = "recurrent", "RNN"
     else:
         h = layers.Dense(6, activation="softmax", use_bias=False, name="hidden_softmax")(h)
         name, cls = "hidden_softmax", "Dense"

@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from flowcallback.core import layergraph
+from flowcallback.core.lrp import recurrent
 from flowcallback.core.lrp import rules as lrp_rules
 
 __all__ = ["NativeLRP", "CompiledRelevance", "UnsupportedLayerError", "ANALYZERS", "layer_kind", "RULE_TABLE"]
@@ -71,6 +72,11 @@ _KINDS = {
     "LayerNormalization": "layernorm",
     "MultiHeadAttention": "attention",
     "Embedding": "embedding",
+    # recurrent layers: Arras et al. (2017)'s rules (flowcallback.core.lrp.recurrent)
+    "LSTM": "lstm",
+    "GRU": "gru",
+    "SimpleRNN": "rnn",
+    "Bidirectional": "bidirectional",
     "Activation": "activation",
     "Softmax": "softmax",
     "Multiply": "multiply",
@@ -162,8 +168,8 @@ _KINDS = {
 _KERNEL_KINDS = ("dense", "conv", "depthwise", "separable", "einsum")
 # iNNvestigate's is_input_layer looks through these to find the model's input
 _SHAPE_ONLY = ("Flatten", "Permute", "Reshape")
-_RECURRENT = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
-              "LSTMV1", "GRUV1", "CuDNNLSTM", "CuDNNGRU")
+_RECURRENT = ("RNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "LSTMV1", "GRUV1", "CuDNNLSTM", "CuDNNGRU")
+_RECURRENT_KINDS = ("lstm", "gru", "rnn", "bidirectional")
 
 # Keras 3 operations on symbolic tensors (``x + 3.0``, ``ops.reshape(x, ...)``), which are not
 # layers: by class name, and by how many tensors they take.
@@ -192,6 +198,8 @@ RULE_TABLE = {
     "layernorm": "epsilon rule with the normalising scale held constant (Ali et al. 2022)",
     "attention": "epsilon rule through the values, attention probabilities held constant (Ali et al. 2022)",
     "embedding": "relevance stops at the embedding's output (its input is token ids)",
+    "lstm, gru, rnn, bidirectional": "Arras et al. (2017): gates get none (signal-take-all), the epsilon rule "
+                                     "through the cell input and the cell state, back through time",
 }
 
 
@@ -207,8 +215,8 @@ def layer_kind(layer, n_tensor_inputs: Optional[int] = None) -> Optional[str]:
     Examples
     --------
     >>> import keras
-    >>> layer_kind(keras.layers.Dense(3)), layer_kind(keras.layers.RandomFlip()), layer_kind(keras.layers.LSTM(2))
-    ('dense', 'identity', None)
+    >>> layer_kind(keras.layers.Dense(3)), layer_kind(keras.layers.LSTM(2)), layer_kind(keras.layers.Lambda(abs))
+    ('dense', 'lstm', None)
     """
     name = type(layer).__name__
     if not _from_keras(layer):
@@ -247,8 +255,8 @@ def _stop_reason(layer) -> str:
     """Why a layer without a kind has no rule."""
     name = type(layer).__name__
     if name in _RECURRENT:
-        return ("a recurrent layer: the LSTM/GRU rules of Arras et al. (2017) are not implemented, so relevance "
-                "stops at its output")
+        return (f"a recurrent layer ({name}) without an LRP rule here (LSTM, GRU, SimpleRNN and Bidirectional "
+                "have one), so relevance stops at its output")
     if name == "Lambda":
         return "a Lambda layer runs arbitrary code, so no LRP rule can be known for it"
     if layergraph.is_model(layer):
@@ -615,13 +623,14 @@ class NativeLRP:
 
     >>> inputs = keras.Input((8, 8))
     >>> h = keras.layers.Dense(4, name="embed")(inputs)
+    >>> h = keras.layers.Lambda(lambda t: t * 2.0, name="double")(h)
     >>> h = keras.layers.LSTM(4, name="lstm")(h)
     >>> model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
     >>> engine = NativeLRP(model)
     >>> engine.stops[0][:2], engine.blocked
-    (('lstm', 'LSTM'), ['embed'])
+    (('double', 'Lambda'), ['embed'])
     >>> sorted(engine.relevance(x[..., 0]))
-    ['logits', 'lstm']
+    ['double', 'logits', 'lstm']
     """
 
     def __init__(self, model, layers: Optional[Sequence[str]] = None, analyzer: str = "lrp.epsilon",
@@ -689,10 +698,58 @@ class NativeLRP:
                                  "scales the last axis")
             elif kind == "attention" and getattr(layer, "_use_gate", False):
                 step.stop = "gated attention has no LRP rule here"
+            elif kind in _RECURRENT_KINDS:
+                step.stop = self._recurrent_stop(step, produced_by)
             if kind in _KERNEL_KINDS and not step.stop:
                 is_input = self._is_input_step(step, produced_by)
                 step.is_input_rule = is_input
                 step.rule = self.spec.rule_for("dense" if kind == "einsum" else kind, is_input)
+
+    def _recurrent_stop(self, step, produced_by) -> str:
+        """Why the recurrent rules cannot apply to a recurrent layer ("" where they can)."""
+        layer = step.call.layer
+        subs = [layer]
+        if step.kind == "bidirectional":
+            subs = [layer.forward_layer, layer.backward_layer]
+            if any(type(sub).__name__ not in recurrent.RECURRENT_KINDS or not _from_keras(sub) for sub in subs):
+                return "a Bidirectional wrapper of a layer other than LSTM, GRU or SimpleRNN"
+            mode = _config(layer).get("merge_mode")
+            if mode not in ("concat", "sum", "ave"):
+                return (f"a Bidirectional layer with merge_mode={mode!r}; the rule shares relevance between the "
+                        "directions for 'concat', 'sum' and 'ave'")
+        for sub in subs:
+            cfg = _config(sub)
+            if cfg.get("return_state"):
+                return "a recurrent layer that returns its states (return_state=True)"
+            if cfg.get("stateful"):
+                return "a stateful recurrent layer (its state carries over from batch to batch)"
+            if cfg.get("time_major"):
+                return "a time-major recurrent layer"
+        masking = self._masking_layer(step.call.inputs[0], produced_by)
+        if masking:  # Keras passes the mask as a second tensor: before the count of inputs
+            return (f"its input is masked ({masking}): the masked steps keep the state, which the rules do not "
+                    "follow yet")
+        if len(step.call.inputs) != 1:
+            return "a recurrent layer given an initial state"
+        return ""
+
+    def _masking_layer(self, key, produced_by, seen=None) -> str:
+        """The layer upstream of tensor ``key`` that makes a Keras mask (Masking, an Embedding with
+        mask_zero=True), as "name (class)"; "" if none."""
+        seen = set() if seen is None else seen
+        step = produced_by.get(key)
+        if step is None or key in seen or len(seen) > 10_000:
+            return ""
+        seen.add(key)
+        layer = step.call.layer
+        cls = type(layer).__name__
+        if cls == "Masking" or (cls == "Embedding" and _config(layer).get("mask_zero")):
+            return f"{step.call.name} ({cls}{', mask_zero=True' if cls == 'Embedding' else ''})"
+        for k in step.call.inputs:
+            found = self._masking_layer(k, produced_by, seen)
+            if found:
+                return found
+        return ""
 
     def _is_input_step(self, step, produced_by) -> bool:
         """iNNvestigate's ``is_input_layer``: every input comes from an input layer (through reshapes only)."""
@@ -953,6 +1010,10 @@ class NativeLRP:
             return [self._layer_normalization(layer, xs[0], rs[0])]
         if kind == "attention":
             return self._attention(call, xs, rs[0])
+        if kind == "bidirectional":
+            return [recurrent.bidirectional_relevance(layer, xs[0], rs[0], self._linearised_epsilon)]
+        if kind in _RECURRENT_KINDS:
+            return [recurrent.recurrent_relevance(kind, layer, xs[0], rs[0], self._linearised_epsilon)]
         if kind == "linear":
             # Z rule with the layer's own (unit or constant) weights: R_in = x * grad(R / z)
             with tf.GradientTape(persistent=True) as tape:

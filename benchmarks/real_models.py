@@ -2,11 +2,15 @@
 
     python benchmarks/real_models.py                          # ResNet50, MobileNetV2, EfficientNetB0, DenseNet121
     python benchmarks/real_models.py --models ResNet50 --all-layers --pages 10
+    python benchmarks/real_models.py --models BiLSTM --samples 500 --batch-size 128   # the keras.io text classifier
     options: --samples N (default 1000), --batch-size B (256), --repeat R (2), --out results/NAME.json
 
 Each model is built with ``weights=None`` for 32 x 32 x 3 inputs and 10 classes, and the held-out set is
-scikit-learn's digits resized to 32 x 32 x 3 (values 0-255), so that nothing is downloaded. Per
-model, in the same process:
+scikit-learn's digits resized to 32 x 32 x 3 (values 0-255), so that nothing is downloaded. ``BiLSTM``
+is the keras.io "Bidirectional LSTM on IMDB" classifier (200 token ids from a vocabulary of 20,000,
+an Embedding of 128, two Bidirectional LSTM(64), a sigmoid unit), on generated sequences whose class
+is a keyword token placed in them; its gradient pass is taken with respect to the embedding (token
+ids have no gradient). Per model, in the same process:
 
 * the **gradient pass**: one ``tf.GradientTape`` gradient of the top logit with respect to the input,
   eagerly, over the same held-out set and batch size (the baseline: one forward and one backward pass);
@@ -40,6 +44,8 @@ import numpy as np
 from _common import peak_rss_mb, write_json
 
 MODELS = ("ResNet50", "MobileNetV2", "EfficientNetB0", "DenseNet121")
+TEXT_MODELS = ("BiLSTM",)
+TEXT_STEPS, TEXT_VOCABULARY = 200, 20_000
 STAGES = ("capture", "lrp", "cluster", "projection", "metrics", "store", "render")
 
 
@@ -57,11 +63,30 @@ def held_out(n: int):
     return x[idx], d.target[idx].astype("int64")
 
 
+def held_out_text(n: int):
+    """Token-id sequences (keras.io's IMDB shape: 200 ids of 20,000) whose class (0 or 1) is a keyword
+    token placed at a random position."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(3, TEXT_VOCABULARY, size=(n, TEXT_STEPS)).astype("int32")
+    y = rng.integers(0, 2, n)
+    x[np.arange(n), rng.integers(0, TEXT_STEPS, n)] = 1 + y
+    return x, y.astype("int64")
+
+
 def build(name: str):
     import tensorflow as tf
 
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(0)
+    if name == "BiLSTM":  # https://keras.io/examples/nlp/bidirectional_lstm_imdb/
+        layers = tf.keras.layers
+        inputs = tf.keras.Input(shape=(None,), dtype="int32")
+        h = layers.Embedding(TEXT_VOCABULARY, 128)(inputs)
+        h = layers.Bidirectional(layers.LSTM(64, return_sequences=True))(h)
+        h = layers.Bidirectional(layers.LSTM(64))(h)
+        model = tf.keras.Model(inputs, layers.Dense(1, activation="sigmoid")(h))
+        model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        return model
     model = getattr(tf.keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=10)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
@@ -71,14 +96,17 @@ def gradient_pass(model, x, batch_size: int) -> float:
     """Seconds of one eager gradient of the top logit with respect to the input, batch by batch."""
     import tensorflow as tf
 
+    ids = np.issubdtype(np.asarray(x).dtype, np.integer)  # token ids: with respect to the embedding
     t = time.perf_counter()
     for start in range(0, len(x), batch_size):
         xb = tf.convert_to_tensor(x[start:start + batch_size])
         with tf.GradientTape() as tape:
-            tape.watch(xb)
+            if not ids:
+                tape.watch(xb)
             out = model(xb, training=False)
             top = tf.reduce_max(out, axis=-1)
-        tape.gradient(top, xb).numpy()
+        grad = tape.gradient(top, model.trainable_variables[0] if ids else xb)
+        tf.convert_to_tensor(grad).numpy()
     return time.perf_counter() - t
 
 
@@ -171,9 +199,12 @@ def main(argv=None):
 
     from flowcallback.core import capture
 
-    x, y = held_out(args.samples)
+    images, text = held_out(args.samples), None
     rows = []
     for name in args.models.split(","):
+        if name in TEXT_MODELS:
+            text = text or held_out_text(args.samples)
+        x, y = text if name in TEXT_MODELS else images
         model = build(name)
         gradient_pass(model, x[:args.batch_size], args.batch_size)  # warm-up: kernels, allocator
         grad = min(gradient_pass(model, x, args.batch_size) for _ in range(2))

@@ -146,14 +146,45 @@ def test_a_text_classifier_gets_relevance_at_every_recurrent_layer_traced_as_eag
     assert engine.compiled(16).verify(ids)  # the traced pass gives the eager relevance
 
 
-def test_a_masked_input_stops_relevance_at_the_recurrent_layer_and_says_why():
+def test_a_masked_input_gets_relevance_only_at_its_unmasked_steps():
+    """Embedding(mask_zero=True), as TensorFlow's text-classification tutorial has it: padded
+    steps keep the states (Keras's masking), get no relevance, and pass what reaches them on."""
     model = _text_model(mask_zero=True)
+    ids = np.random.default_rng(11).integers(1, 50, size=(16, 12)).astype("int32")
+    ids[:8, 7:] = 0  # post-padding
+    ids[8:, :5] = 0  # pre-padding
     engine = NativeLRP(model)
-    # the mask reaches both recurrent layers (the first returns sequences): relevance stops at the
-    # output of the second, the one nearer the output
-    (name, cls, reason), = engine.stops
-    assert name == model.layers[3].name and cls == "Bidirectional"
-    assert reason.startswith(f"its input is masked ({model.layers[1].name} (Embedding, mask_zero=True))")
-    # (Keras 3 also traces the mask's own comparison with 0 as an operation before the layer)
-    assert {model.layers[1].name, model.layers[2].name} <= set(engine.blocked)
-    assert "masked" in engine.note
+    assert engine.stops == [] and engine.note == ""
+    maps = engine.relevance(ids)
+    embedding = maps[model.layers[1].name]
+    assert np.all(embedding[ids == 0] == 0) and np.abs(embedding[ids != 0]).sum() > 0
+    assert engine.compiled(16).verify(ids)
+
+
+@pytest.mark.parametrize("cls, kind, extra", KINDS, ids=["lstm", "gru", "gru-reset-before", "rnn"])
+@pytest.mark.parametrize("config", [dict(), dict(return_sequences=True, go_backwards=True)],
+                         ids=["default", "sequences-backwards"])
+def test_masked_steps_keep_the_state_and_pass_their_relevance_on(cls, kind, extra, config):
+    x = _x(12)
+    mask = np.ones(x.shape[:2], bool)
+    mask[:3, 6:] = False
+    mask[3:, :2] = False
+    layer = cls(5, use_bias=False, **extra, **config)
+    layer(x, mask=tf.constant(mask))
+    _randomise(layer, seed=13)
+    y = layer(x, mask=tf.constant(mask))
+    mine = recurrent.recurrent_output(kind, layer, tf.constant(x), tf.constant(mask)).numpy()
+    np.testing.assert_allclose(mine, y.numpy(), rtol=1e-5, atol=1e-6)
+    r = tf.constant(np.random.default_rng(14).normal(size=y.shape).astype("float32"))
+    r_x = recurrent.recurrent_relevance(kind, layer, tf.constant(x), r, 1e-9, tf.constant(mask), output=y).numpy()
+    assert np.all(r_x[~mask] == 0)
+    if not config:  # conserved: every step's relevance ends at the unmasked inputs (float32 sums)
+        assert abs(r_x.sum() - float(tf.reduce_sum(r))) <= 1e-3 * float(tf.reduce_sum(tf.abs(r)))
+
+
+def test_an_output_the_rules_do_not_reproduce_is_an_error_not_a_wrong_map():
+    x = _x(15)
+    layer = layers.LSTM(4)
+    y = layer(x)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not the layer's own"):
+        recurrent.recurrent_relevance("lstm", layer, tf.constant(x), tf.ones_like(y), 1e-7, output=y + 1.0)

@@ -33,6 +33,7 @@ read at each call, so a model that keeps training gets the relevance of its curr
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -528,7 +529,7 @@ def make_spec(analyzer: str, analyzer_kwargs: Optional[dict] = None) -> _Spec:
 class _Step:
     """One call of the flat graph, with the rule the engine chose for it."""
 
-    __slots__ = ("call", "kind", "is_output", "rule", "is_input_rule", "stop")
+    __slots__ = ("call", "kind", "is_output", "rule", "is_input_rule", "stop", "masks")
 
     def __init__(self, call: layergraph.Call):
         self.call = call
@@ -537,6 +538,7 @@ class _Step:
         self.rule = None
         self.is_input_rule = False
         self.stop = ""  # why relevance stops at this layer's output ("" where it goes on)
+        self.masks = ()  # inputs that are Keras masks: no relevance goes to them (nor past them)
 
 
 def _unbroadcast(r, shape):
@@ -699,13 +701,13 @@ class NativeLRP:
             elif kind == "attention" and getattr(layer, "_use_gate", False):
                 step.stop = "gated attention has no LRP rule here"
             elif kind in _RECURRENT_KINDS:
-                step.stop = self._recurrent_stop(step, produced_by)
+                step.stop = self._recurrent_stop(step)
             if kind in _KERNEL_KINDS and not step.stop:
                 is_input = self._is_input_step(step, produced_by)
                 step.is_input_rule = is_input
                 step.rule = self.spec.rule_for("dense" if kind == "einsum" else kind, is_input)
 
-    def _recurrent_stop(self, step, produced_by) -> str:
+    def _recurrent_stop(self, step) -> str:
         """Why the recurrent rules cannot apply to a recurrent layer ("" where they can)."""
         layer = step.call.layer
         subs = [layer]
@@ -725,30 +727,11 @@ class NativeLRP:
                 return "a stateful recurrent layer (its state carries over from batch to batch)"
             if cfg.get("time_major"):
                 return "a time-major recurrent layer"
-        masking = self._masking_layer(step.call.inputs[0], produced_by)
-        if masking:  # Keras passes the mask as a second tensor: before the count of inputs
-            return (f"its input is masked ({masking}): the masked steps keep the state, which the rules do not "
-                    "follow yet")
-        if len(step.call.inputs) != 1:
+        mask = step.call.template[1].get("mask")
+        if isinstance(mask, layergraph._Slot):  # Keras 3 passes the mask as a tensor
+            step.masks = (step.call.inputs[mask.index],)
+        if len(step.call.inputs) - len(step.masks) != 1:
             return "a recurrent layer given an initial state"
-        return ""
-
-    def _masking_layer(self, key, produced_by, seen=None) -> str:
-        """The layer upstream of tensor ``key`` that makes a Keras mask (Masking, an Embedding with
-        mask_zero=True), as "name (class)"; "" if none."""
-        seen = set() if seen is None else seen
-        step = produced_by.get(key)
-        if step is None or key in seen or len(seen) > 10_000:
-            return ""
-        seen.add(key)
-        layer = step.call.layer
-        cls = type(layer).__name__
-        if cls == "Masking" or (cls == "Embedding" and _config(layer).get("mask_zero")):
-            return f"{step.call.name} ({cls}{', mask_zero=True' if cls == 'Embedding' else ''})"
-        for k in step.call.inputs:
-            found = self._masking_layer(k, produced_by, seen)
-            if found:
-                return found
         return ""
 
     def _is_input_step(self, step, produced_by) -> bool:
@@ -798,7 +781,7 @@ class NativeLRP:
             if stopped:
                 self.stops.append((c.name, c.class_name, step.stop))
             elif step.kind != "embedding":
-                reached.update(c.inputs)
+                reached.update(k for k in c.inputs if k not in step.masks)
         self.stops.reverse()  # in model order
         self.blocked = [n for n in self.layer_names if self._key_of(n) in blocked]
 
@@ -938,7 +921,8 @@ class NativeLRP:
             if r_in is None:
                 continue
             for k, r in zip(c.inputs, r_in):
-                rel.setdefault(k, []).append(r)
+                if k not in step.masks:
+                    rel.setdefault(k, []).append(r)
         # relevance at each layer's output: its first call's first output (as the worker's mapping)
         out = {}
         for name in self.layer_names:
@@ -1010,10 +994,8 @@ class NativeLRP:
             return [self._layer_normalization(layer, xs[0], rs[0])]
         if kind == "attention":
             return self._attention(call, xs, rs[0])
-        if kind == "bidirectional":
-            return [recurrent.bidirectional_relevance(layer, xs[0], rs[0], self._linearised_epsilon)]
         if kind in _RECURRENT_KINDS:
-            return [recurrent.recurrent_relevance(kind, layer, xs[0], rs[0], self._linearised_epsilon)]
+            return self._recurrent(step, xs, ys, rs)
         if kind == "linear":
             # Z rule with the layer's own (unit or constant) weights: R_in = x * grad(R / z)
             with tf.GradientTape(persistent=True) as tape:
@@ -1036,6 +1018,19 @@ class NativeLRP:
         return grads
 
     # -- rules for layers iNNvestigate has none for ------------------------------------------------
+    def _recurrent(self, step, xs, ys, rs):
+        """LSTM, GRU, SimpleRNN and Bidirectional (Arras et al. 2017; :mod:`.recurrent`), with
+        Keras's mask: the call's ``mask`` tensor (Keras 3), or the one tf.keras 2 keeps on its input."""
+        mask = step.call.template[1].get("mask")
+        if isinstance(mask, layergraph._Slot):
+            mask = xs[mask.index]
+        else:
+            mask = getattr(xs[0], "_keras_mask", None)
+        fn = recurrent.bidirectional_relevance if step.kind == "bidirectional" else functools.partial(
+            recurrent.recurrent_relevance, step.kind)
+        r = fn(step.call.layer, xs[0], rs[0], self._linearised_epsilon, mask=mask, output=ys[0])
+        return [r] + [None] * (len(xs) - 1)  # the mask's key is in step.masks: it gets nothing
+
     def _multiply(self, call, xs, r):
         """Signal-take-all (Arras et al. 2017): gates get no relevance, the other inputs share it evenly."""
         gates = [self._is_gate(k) for k in call.inputs]

@@ -240,7 +240,7 @@ def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSetting
     n_classes, class_names = checks.check_against_model(model, x, labels, given, k)
     engines = cluster.choose_engines(settings.mcl_backend, settings.knn_backend)  # the run page shows engines.note
     unavailable = lrp_engines.unavailable_reason(model) if settings.lrp else ""
-    backend = (lrp_engines.choose_backend(settings.lrp_backend, model)
+    backend = (lrp_engines.choose_backend(settings.lrp_backend, model, text=np.asarray(x).dtype.kind == "U")
                if settings.lrp and not unavailable else None)
     return RunPlan(columns=columns, layer_types=capture.layer_types(model, names), notes=tuple(notes),
                    column_notes=dict(column_notes), n_classes=n_classes, class_names=tuple(class_names), k=k,

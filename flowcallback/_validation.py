@@ -131,6 +131,7 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
     """
     if _is_dataset(validation_data):
         x, y = _dataset_arrays(validation_data, max_unknown_cardinality)
+        x = _text_as_str(x)  # tf.data yields text as bytes objects
         _check_finite(x)
         return x, y
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -162,10 +163,23 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
     if len(x) > MAX_SAMPLES:
         raise ValueError(f"validation_data: {len(x):,} samples, more than the {MAX_SAMPLES:,} a snapshot takes "
                          "(and a run directory holds); pass a subset, e.g. (x[:10000], y[:10000])")
-    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
-        raise ValueError(f"validation_data: x must be numeric, got dtype {x.dtype}")
+    x = _text_as_str(x)
+    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool and x.dtype.kind != "U":
+        raise ValueError(f"validation_data: x must be numeric, or text for a model that reads strings "
+                         f"(a TextVectorization layer), got dtype {x.dtype}")
     _check_finite(x)
     return x, y
+
+
+def _text_as_str(x: np.ndarray) -> np.ndarray:
+    """Text as NumPy strings: ``bytes`` decoded as UTF-8 (what ``tf.data`` yields), an object array of
+    ``str`` (what pandas gives) as fixed-width ``str``; anything else unchanged."""
+    if x.dtype.kind == "S":
+        return np.char.decode(x, "utf-8", errors="replace")
+    if x.dtype == object and x.size and all(isinstance(v, (str, bytes)) for v in x.reshape(-1)):
+        return np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in x.reshape(-1)],
+                        dtype=str).reshape(x.shape)
+    return x
 
 
 def _check_finite(x: np.ndarray, block_bytes: int = 64 << 20) -> None:

@@ -315,6 +315,52 @@ def test_the_keras_tutorial_bidirectional_lstm_gets_lrp_flows_at_every_layer(tmp
         assert not any(note_is_problem(note) for note in lrp.notes), lrp.notes
 
 
+@pytest.mark.parametrize("held_out", ["dataset", "arrays"])
+def test_the_tensorflow_rnn_tutorial_reads_raw_text_and_gets_lrp_flows(tmp_path, held_out, tally):
+    """TensorFlow's "Text classification with an RNN" model, as the tutorial builds it: raw strings
+    in a tf.data pipeline, a TextVectorization adapted to them, Embedding(mask_zero=True), a
+    Bidirectional LSTM, a logit. The held-out text was refused ("x must be numeric"), and the
+    model's private copy for LRP had an empty vocabulary ("Table not initialized"): LRP was skipped."""
+    tally("bad inputs tried")
+    tf.keras.utils.set_random_seed(8)
+    rng = np.random.default_rng(8)
+    filler = ["the", "a", "movie", "plot", "was", "actor", "scene", "and"]
+    y = rng.integers(0, 2, 360)
+    text = []
+    for label in y:
+        words = list(rng.choice(filler, size=rng.integers(3, 12)))
+        words.insert(int(rng.integers(0, len(words) + 1)), "great" if label else "awful")
+        text.append(" ".join(words))
+    text = np.array(text)
+    encoder = layers.TextVectorization(max_tokens=50)
+    encoder.adapt(text[:260])
+    model = tf.keras.Sequential([
+        encoder,
+        layers.Embedding(len(encoder.get_vocabulary()), 16, mask_zero=True),
+        layers.Bidirectional(layers.LSTM(16)),
+        layers.Dense(16, activation="relu"),
+        layers.Dense(1),
+    ])
+    model.compile(loss=tf.keras.losses.BinaryCrossentropy(from_logits=True), optimizer="adam", metrics=["accuracy"])
+    train = tf.data.Dataset.from_tensor_slices((text[:260], y[:260])).batch(32)
+    val = (tf.data.Dataset.from_tensor_slices((text[260:], y[260:])).batch(32) if held_out == "dataset"
+           else (list(text[260:]), y[260:]))
+    cb = FlowCallback(val, log_dir=tmp_path / "run", epochs=[2], k=8, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(train, epochs=2, verbose=0, callbacks=[cb])
+    assert [str(w.message) for w in caught if "FlowCallback" in str(w.message)] == []
+    run = load_run(tmp_path / "run")
+    assert run.analyses(2) == ["activations", "lrp"] and run.errors() == {}
+    names = [layer.name for layer in model.layers]  # Keras's default names
+    for analysis in ("activations", "lrp"):
+        g = run.epoch(2, analysis)
+        assert conserved(g) and g.n_samples == 100
+        # the token ids are no column; the embedding, the LSTM and the head are
+        assert list(g.column_names[:-2]) == names[1:], g.column_names
+        assert not any(note_is_problem(note) for note in g.notes), g.notes
+
+
 def test_a_long_reason_for_skipping_lrp_is_cut_at_a_word_and_kept_whole_in_the_errors(tmp_path, digits, monkeypatch):
     """The LRP engine refuses the model at set-up with a reason naming forty layers (injected, so that
     the test does not depend on which layers the engine accepts): the note and the warning give its

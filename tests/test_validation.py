@@ -116,6 +116,30 @@ def test_bad_validation_data_at_construction(small, data, match, tally):
         FlowCallback(data(x_te, y_te))
 
 
+def test_text_is_one_input_in_any_of_its_forms_and_digests_alike():
+    """Raw strings for a model that reads them (a TextVectorization layer first, as TensorFlow's text
+    tutorials build it): a list, NumPy strings, pandas' object arrays, and tf.data's bytes are one
+    held-out set, with the same digest (run.json's check that a resumed run has the same samples)."""
+    import tensorflow as tf
+
+    from flowcallback._plan import held_out_digest
+    from flowcallback._validation import check_validation_data
+
+    texts = ["a good film", "awful, très mauvais", "", "the plot"]
+    y = np.array([1, 0, 0, 1])
+    forms = [texts, np.array(texts), np.array(texts, dtype=object),
+             np.array([t.encode("utf-8") for t in texts], dtype=object),
+             tf.data.Dataset.from_tensor_slices((texts, y)).batch(3)]
+    digests = set()
+    for form in forms:
+        x, labels = check_validation_data(form if hasattr(form, "element_spec") else (form, y))
+        assert x.dtype.kind == "U" and x.tolist() == texts
+        digests.add(held_out_digest(x, labels))
+    assert len(digests) == 1
+    with pytest.raises(ValueError, match=r"^validation_data: x must be numeric, or text for a model that reads "):
+        check_validation_data((np.array([{"a": 1}] * 4, dtype=object), y))
+
+
 def test_a_list_of_samples_is_one_input_and_boolean_labels_are_classes_0_and_1(small):
     """A list of per-sample arrays (not one per input) is still read as x; a mask (y > 4) as 0/1 labels."""
     from flowcallback._validation import check_validation_data, labels_from_y

@@ -76,12 +76,20 @@ def inbound_layers(layer) -> List:
     return found
 
 
+#: Preprocessing layers whose lookup table (the vocabulary ``adapt`` learnt) is neither in their
+#: config nor in their weights: a copy rebuilt from the config has an empty table ("Table not
+#: initialized"). Training does not change them, and reading a table from two threads is safe, so
+#: the copy shares them with the model.
+_LOOKUP_LAYERS = ("TextVectorization", "StringLookup", "IntegerLookup")
+
+
 def clone_model(model):
     """A new model of the same architecture (fresh weights), from the model's own Keras.
 
     Each layer is rebuilt from its config, nested models included. A layer without weights that
     cannot be rebuilt (Keras 3 refuses to deserialise a ``Lambda``'s Python function, in safe mode)
-    is shared with the original: it holds no state that training could change.
+    is shared with the original: it holds no state that training could change; so are the lookup
+    layers (:data:`_LOOKUP_LAYERS`), whose vocabulary a rebuilt copy would lack.
     """
     import importlib
 
@@ -94,6 +102,8 @@ def clone_model(model):
         root_models = importlib.import_module(f"{root}.models")
 
     def clone(layer):
+        if type(layer).__name__ in _LOOKUP_LAYERS:  # shared: their vocabulary is not in their config
+            return layer
         if type(layer).__name__ in ("Sequential", "Functional") and getattr(layer, "inputs", None):
             return _named(root_models.clone_model(layer, clone_function=clone), layer.name)
         try:

@@ -33,8 +33,10 @@ __all__ = [
 ]
 
 #: Layer types that are never columns by default: inputs, layers that are the identity at inference
-#: time (dropout and noise, the Random* augmentation layers) and reshapes and padding (a permutation
-#: of the same values, or zeros added around them, keeps the same cosine neighbourhoods).
+#: time (dropout and noise, the Random* augmentation layers), reshapes and padding (a permutation
+#: of the same values, or zeros added around them, keeps the same cosine neighbourhoods), and the
+#: lookups that turn text or categories into indices (token ids name words: the cosine between two
+#: vectors of ids says nothing of the texts, and no relevance reaches them past the Embedding).
 SKIPPED_LAYER_TYPES = frozenset(
     {
         "InputLayer",
@@ -54,6 +56,10 @@ SKIPPED_LAYER_TYPES = frozenset(
         "ZeroPadding1D",
         "ZeroPadding2D",
         "ZeroPadding3D",
+        "TextVectorization",
+        "StringLookup",
+        "IntegerLookup",
+        "Hashing",
     }
 )
 

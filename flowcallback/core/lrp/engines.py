@@ -24,7 +24,7 @@ from flowcallback.core.aggregate import LayerClassMeans
 from flowcallback.core.capture import _bounded_batch
 from flowcallback.core.embed import Embedder
 from flowcallback.core.lrp import BACKEND, BACKENDS, innvestigate_installed
-from flowcallback.core.lrp.native import ANALYZERS, NativeLRP
+from flowcallback.core.lrp.native import ANALYZERS, NativeLRP, all_finite
 from flowcallback.core.lrp.result import LRPResult, engine_label
 
 __all__ = ["BACKENDS", "check_backend", "choose_backend", "unavailable_reason", "engine_label", "NativeEngine",
@@ -58,15 +58,24 @@ def check_backend(backend: str, analyzer: str) -> str:
     return backend
 
 
-def choose_backend(backend: str, model) -> str:
+def choose_backend(backend: str, model, *, text: bool = False) -> str:
     """``"native"`` or ``"innvestigate"`` for this model.
 
     ``"auto"`` is iNNvestigate where it is installed and the model is a Keras 2 model (the only
-    Keras it analyses), as the design names it the LRP reference; the native engine elsewhere.
+    Keras it analyses), as the design names it the LRP reference; the native engine elsewhere, and
+    for a model that reads ``text`` (strings: iNNvestigate's analyzers take numeric inputs).
+
+    Raises
+    ------
+    ValueError
+        For ``"innvestigate"`` asked for a model that reads text.
     """
+    if backend == "innvestigate" and text:
+        raise ValueError("lrp_backend: 'innvestigate' analyses numeric inputs, and this model reads text "
+                         "(its held-out x is strings); use 'native' or 'auto'")
     if backend != "auto":
         return backend
-    return "innvestigate" if innvestigate_installed() and not is_keras3(model) else "native"
+    return "innvestigate" if innvestigate_installed() and not is_keras3(model) and not text else "native"
 
 
 def unavailable_reason(model) -> str:
@@ -191,7 +200,7 @@ class NativeEngine:
         self._copy.set_weights([np.asarray(w) for w in src])
         embedders = {n: Embedder(n, **self._embed_options) for n in self._layers}
         reached = set()
-        finite = all(np.isfinite(np.asarray(w)).all() for w in src)
+        finite = all_finite(src)
         for start in range(0, len(self._x), self._batch_size):
             batch = self._x[start:start + self._batch_size]
             if self._compiled is not None:

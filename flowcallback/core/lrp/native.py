@@ -1208,7 +1208,7 @@ class CompiledRelevance:
         where the inputs or (``weights_finite=False``) the weights are not finite."""
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
         if weights_finite is None:
-            weights_finite = all(np.isfinite(np.asarray(w)).all() for w in self.engine.model.get_weights())
+            weights_finite = all_finite(self.engine.model.get_weights())
         finite = weights_finite and all(np.isfinite(np.asarray(a, dtype="float64")).all()
                                         if np.issubdtype(np.asarray(a).dtype, np.floating) else True for a in xs)
         if not (self.usable and finite):
@@ -1219,6 +1219,17 @@ class CompiledRelevance:
             for k, v in self._run([np.asarray(a)[start:start + self.batch_size] for a in xs]).items():
                 parts.setdefault(k, []).append(v)
         return {k: (v[0] if len(v) == 1 else np.concatenate(v, axis=0)) for k, v in parts.items()}
+
+
+def all_finite(weights) -> bool:
+    """Whether every numeric array of ``weights`` is finite (a lookup layer's vocabulary, strings
+    in tf.keras 2's weights, has no NaN to look for).
+
+    >>> all_finite([np.ones(2), np.array(["a", "b"])]), all_finite([np.array([1.0, np.nan])])
+    (True, False)
+    """
+    return all(np.isfinite(a).all() for a in map(np.asarray, weights)
+               if np.issubdtype(a.dtype, np.number) or a.dtype == bool)
 
 
 def node_shape(layer):

@@ -138,6 +138,13 @@ def test_text_is_one_input_in_any_of_its_forms_and_digests_alike():
     assert len(digests) == 1
     with pytest.raises(ValueError, match=r"^validation_data: x must be numeric, or text for a model that reads "):
         check_validation_data((np.array([{"a": 1}] * 4, dtype=object), y))
+    # iNNvestigate analyses numeric inputs: asked for by name, it is refused for text; "auto" takes the native engine
+    from flowcallback.core.lrp.engines import choose_backend
+
+    with pytest.raises(ValueError, match=r"^lrp_backend: 'innvestigate' analyses numeric inputs, and this model "
+                                         r"reads text"):
+        choose_backend("innvestigate", None, text=True)
+    assert choose_backend("auto", None, text=True) == "native"
 
 
 def test_a_list_of_samples_is_one_input_and_boolean_labels_are_classes_0_and_1(small):

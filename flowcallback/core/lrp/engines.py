@@ -75,7 +75,9 @@ def choose_backend(backend: str, model, *, text: bool = False) -> str:
                          "(its held-out x is strings); use 'native' or 'auto'")
     if backend != "auto":
         return backend
-    return "innvestigate" if innvestigate_installed() and not is_keras3(model) and not text else "native"
+    if text:
+        return "native"
+    return "innvestigate" if innvestigate_installed() and not is_keras3(model) else "native"
 
 
 def unavailable_reason(model) -> str:

@@ -188,3 +188,24 @@ def test_an_output_the_rules_do_not_reproduce_is_an_error_not_a_wrong_map():
     y = layer(x)
     with pytest.raises(tf.errors.InvalidArgumentError, match="not the layer's own"):
         recurrent.recurrent_relevance("lstm", layer, tf.constant(x), tf.ones_like(y), 1e-7, output=y + 1.0)
+
+
+def test_a_recurrent_layer_computing_in_float16_gets_the_float32_relevance():
+    """Under a mixed-precision policy the LSTM computes in float16 and the rules in float32: the
+    check of the forward pass allows float16's precision, and the relevance is that of float32."""
+    ids = np.random.default_rng(16).integers(1, 50, size=(8, 10)).astype("int32")
+
+    def build(dtype):
+        tf.keras.utils.set_random_seed(17)
+        inputs = tf.keras.Input((10,), dtype="int32")
+        h = layers.Embedding(50, 8)(inputs)
+        h = layers.LSTM(6, dtype=dtype)(h)
+        return tf.keras.Model(inputs, layers.Dense(3, activation="softmax", dtype="float32")(h))
+
+    full = build("float32")
+    half = build(tf.keras.mixed_precision.Policy("mixed_float16"))
+    half.set_weights(full.get_weights())
+    assert half.layers[2].compute_dtype == "float16"
+    a = NativeLRP(full).relevance(ids)[full.layers[1].name]
+    b = NativeLRP(half).relevance(ids)[half.layers[1].name]
+    np.testing.assert_allclose(b, a, rtol=0.05, atol=0.05 * np.abs(a).max())

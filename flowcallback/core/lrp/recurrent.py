@@ -145,8 +145,12 @@ def _check_output(layer, mine, output) -> None:
     if output is None:
         return
     output = tf.cast(output, mine.dtype)
+    # under a mixed-precision policy the layer computes in float16 (or bfloat16), the rules in
+    # float32: the tolerance is that of the layer's own precision
+    low = tf.as_dtype(getattr(layer, "compute_dtype", None) or "float32").size < 4
+    rtol, atol = (3e-2, 1e-2) if low else (1e-3, 1e-4)
     tf.debugging.assert_near(
-        mine, output, rtol=1e-3, atol=1e-4 * tf.reduce_max(tf.abs(output)) + 1e-6,
+        mine, output, rtol=rtol, atol=atol * tf.reduce_max(tf.abs(output)) + 1e-6,
         message=f"{layer.name}: the forward pass the recurrent LRP rules follow is not the layer's own "
                 "(a configuration they do not know); its relevance would be another computation's")
 

@@ -145,8 +145,9 @@ class RelevanceStage:
             self.errors.tolerate(epoch, exc, "LRP", "the activation flows are still written", stacklevel=5)
             notes.append(problem(f"LRP failed for this epoch: {first_line(exc)}"))
             return LRPOutcome()
-        if result.missing and not result.note:
-            notes.append(problem(f"LRP: no relevance reached layer(s) {name_list(result.missing)}"))
+        # notes about the relevance go with the LRP graph only (the activations graph is complete)
+        missed = ((problem(f"LRP: no relevance reached layer(s) {name_list(result.missing)}"),)
+                  if result.missing and not result.note else ())
         how = info(f"LRP relevance ({self.settings.analyzer}) is computed by {result.engine} for each sample's "
                    "predicted class, so the LRP flows sort by prediction from the first layer on: not a sign that "
                    "early layers separate the classes (the activation flows show that)")
@@ -154,8 +155,8 @@ class RelevanceStage:
             embeddings={"lrp": result.embeddings},
             metrics={"lrp": {"lrp_analyzer": f"{result.analyzer_module}.{result.analyzer_class}",
                              "lrp_engine": result.engine}},
-            notes={"lrp": (how, (problem if self._stops_lose_columns else info)(result.note)) if result.note
-                   else (how,)},
+            notes={"lrp": missed + ((how, (problem if self._stops_lose_columns else info)(result.note)) if result.note
+                                    else (how,))},
             # the native engine fills the class means; iNNvestigate's maps stay in its process
             class_means={} if means is None else {("lrp", n): m for n, m in means.result().items()})
 

@@ -30,6 +30,8 @@ __all__ = [
     "select_layers",
     "branch_layout",
     "capture_activations",
+    "text_anchor",
+    "anchored_batches",
 ]
 
 #: Layer types that are never columns by default: inputs, layers that are the identity at inference
@@ -462,6 +464,64 @@ def _logits(output) -> Optional[np.ndarray]:
     return None if logits is None else np.asarray(logits)
 
 
+def text_anchor(model, x) -> Optional[int]:
+    """The held-out text that the model turns into the longest token sequence, or None.
+
+    A ``TextVectorization`` without ``output_sequence_length`` pads each batch to its own longest
+    text, so that two batches' layer outputs differ in length and cannot be reduced together.
+    :func:`anchored_batches` adds this sample to every batch: each batch is then padded to the
+    length of the whole set, as if the set were one batch, and the model's outputs for the other
+    samples are those it gives them in one batch. None where ``x`` is not text, or where the layer
+    that reads it does not give a 2-D sequence of integer ids (a fixed-size ``multi_hot`` output).
+
+    Examples
+    --------
+    >>> import keras
+    >>> tv = keras.layers.TextVectorization()
+    >>> tv.adapt(["a b c d", "b c", "a"])
+    >>> model = keras.Sequential([tv, keras.layers.Embedding(8, 2)])
+    >>> model(np.array(["a"])).shape[0]
+    1
+    >>> text_anchor(model, np.array(["a b", "d c b a", "c"]))
+    1
+    """
+    x = np.asarray(x)
+    if x.dtype.kind != "U" or not len(x):
+        return None
+    graph = _graph(model)
+    if graph is None or len(graph.inputs) != 1:
+        return None
+    readers = [c for c in graph.calls if graph.inputs[0] in c.inputs and not c.is_input]
+    if len(readers) != 1:
+        return None
+    try:
+        import tensorflow as tf
+
+        ids = readers[0]([tf.constant(x)])[0]
+        ids = np.asarray(ids)
+    except Exception:  # a reader that cannot take the whole set at once: batches as they come
+        return None
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        return None
+    return int(np.argmax(np.count_nonzero(ids, axis=1)))
+
+
+def anchored_batches(x, batch_size: int, anchor: Optional[int] = None):
+    """``(start, batch, n)`` over ``x`` by ``batch_size``: ``batch`` is ``x[start:start + n]``, and
+    the sample ``anchor`` after them where one is given (:func:`text_anchor`); a batch's results
+    are then its first ``n`` rows.
+
+    >>> [(s, b.tolist(), n) for s, b, n in anchored_batches(np.arange(5), 2, anchor=4)]
+    [(0, [0, 1, 4], 2), (2, [2, 3, 4], 2), (4, [4, 4], 1)]
+    """
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        n = len(batch)
+        if anchor is not None:
+            batch = np.concatenate([batch, x[anchor:anchor + 1]], axis=0)
+        yield start, batch, n
+
+
 def capture_activations(
     model, x, layer_names: Sequence[str], *, batch_size: int = 256, progress=None, embed_options: Optional[dict] = None,
     class_means: Optional[LayerClassMeans] = None, return_logits: bool = False,
@@ -507,14 +567,14 @@ def capture_activations(
     emb = {n: Embedder(n, **opts) for n in layer_names}
     batch_size = _bounded_batch(model, layer_names, batch_size)
     outs, logits = [], []
-    for start in range(0, len(x), batch_size):
-        maps, out, batch_logits = run(x[start : start + batch_size])
+    for start, batch, size in anchored_batches(x, batch_size, text_anchor(model, x)):
+        maps, out, batch_logits = run(batch)
         for n, m in zip(layer_names, maps):
-            emb[n].add(m)
+            emb[n].add(m[:size])
             if class_means is not None:
-                class_means.add(n, m, start)
-        outs.append(out)
-        logits.append(batch_logits)
+                class_means.add(n, m[:size], start)
+        outs.append(out[:size])
+        logits.append(None if batch_logits is None else batch_logits[:size])
         if progress is not None:
             progress(min(start + batch_size, len(x)))
     embeddings, outputs = {n: e.result() for n, e in emb.items()}, np.concatenate(outs, axis=0)

@@ -209,3 +209,45 @@ def test_a_recurrent_layer_computing_in_float16_gets_the_float32_relevance():
     a = NativeLRP(full).relevance(ids)[full.layers[1].name]
     b = NativeLRP(half).relevance(ids)[half.layers[1].name]
     np.testing.assert_allclose(b, a, rtol=0.05, atol=0.05 * np.abs(a).max())
+
+
+def test_a_stateful_layer_leaves_the_model_without_lrp_and_says_why():
+    """Found by an outside probe: the engine's first pass (one sample) raised Keras's batch-size
+    error from on_train_begin, which stopped training; LRP is now skipped with the reason."""
+    from flowcallback.core.lrp.engines import NativeEngine
+
+    inputs = tf.keras.Input((10, 3), batch_size=4)
+    model = tf.keras.Model(inputs, layers.Dense(2, activation="softmax")(layers.LSTM(5, stateful=True)(inputs)))
+    engine = NativeLRP(model)
+    (name, cls, reason), = engine.unsupported
+    assert cls == "LSTM" and reason.startswith("a stateful recurrent layer")
+    with pytest.raises(RuntimeError, match="stateful"):
+        NativeEngine().start(model, [model.layers[1].name], _x(18, (8, 10, 3)), batch_size=4)
+
+
+def test_a_layer_returning_its_states_is_a_stop_with_its_reason():
+    """Found by an outside probe: an LSTM whose output and cell state both feed the head was no
+    stop (only some of its outputs are read), so relevance vanished there without a word."""
+    inputs = tf.keras.Input((10, 3))
+    h = layers.Dense(4, name="before")(inputs)
+    out, _, cell = layers.LSTM(5, return_state=True, name="recurrent")(h)
+    model = tf.keras.Model(inputs, layers.Dense(2, activation="softmax")(layers.Concatenate()([out, cell])))
+    engine = NativeLRP(model)
+    assert [s[:2] for s in engine.stops] == [("recurrent", "LSTM")]
+    assert "returns its states" in engine.stops[0][2] and engine.blocked == ["before"]
+    assert "recurrent" in engine.relevance(_x(19, (4, 10, 3)))
+
+
+def test_a_multi_hot_text_vectorization_feeds_relevance_to_the_dense_layers():
+    """Found by an outside probe: the integer counts reached the epsilon rule uncast ("Cannot
+    convert 1e-07 to EagerTensor of dtype int64") and LRP was skipped for the whole model."""
+    texts = np.array(["a b c", "b b d", "a d", "c c c a"])
+    for mode in ("multi_hot", "count"):
+        encoder = layers.TextVectorization(output_mode=mode)
+        encoder.adapt(texts)
+        model = tf.keras.Sequential([encoder, layers.Dense(6, activation="relu"),
+                                     layers.Dense(2, activation="softmax")])
+        model(texts)
+        maps = NativeLRP(model).relevance(texts)
+        dense = model.layers[1].name
+        assert maps[dense].shape == (4, 6) and np.isfinite(maps[dense]).all() and np.abs(maps[dense]).sum() > 0

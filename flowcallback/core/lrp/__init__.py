@@ -117,6 +117,25 @@ def innvestigate_maps(model, x, analyzers: Sequence[Tuple[str, dict]], layers: O
     return result
 
 
+def _is_text(x) -> bool:
+    """Whether ``x`` is text: a list of strings (one input, not one array per input) or a NumPy array of them."""
+    if isinstance(x, (list, tuple)):
+        return bool(x) and all(isinstance(v, str) for v in x)
+    return getattr(x, "dtype", None) is not None and np.asarray(x).dtype.kind == "U"
+
+
+def _text_relevance(engine, model, x: np.ndarray, batch_size: Optional[int]) -> Dict[str, np.ndarray]:
+    """The engine's relevance over held-out text, each batch padded as the whole set
+    (:func:`flowcallback.core.capture.anchored_batches`)."""
+    from flowcallback.core.capture import anchored_batches, text_anchor
+
+    parts: Dict[str, list] = {}
+    for _, batch, size in anchored_batches(x, int(batch_size or len(x)), text_anchor(model, x)):
+        for name, value in engine.relevance(batch).items():
+            parts.setdefault(name, []).append(value[:size])
+    return {name: np.concatenate(values, axis=0) for name, values in parts.items()}
+
+
 def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = "lrp.epsilon", backend: str = "auto",
               analyzer_kwargs: Optional[dict] = None, batch_size: Optional[int] = 256) -> Dict[str, np.ndarray]:
     """LRP relevance of the predicted class at the output of each layer.
@@ -126,7 +145,7 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
     model : keras.Model
         A classifier with one output; its output softmax is left out for the analysis.
     x : array-like or list of array-like
-        Samples (a batch axis first).
+        Samples (a batch axis first), or a list of strings for a model that reads text.
     layers : list of str, optional
         Layer names. Default: every layer but the input layers.
     analyzer : str, default="lrp.epsilon"
@@ -183,6 +202,8 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
                              "(try backend='innvestigate')")
         engine = NativeLRP(model, layers, analyzer, analyzer_kwargs)
         if not engine.unsupported or backend == "native" or not innvestigate_installed():
+            if _is_text(x):
+                return _text_relevance(engine, model, np.asarray(x, dtype=str), batch_size)
             return engine.relevance(x, batch_size=batch_size)
     if not innvestigate_installed():
         raise ValueError(f"analyzer {analyzer!r} needs iNNvestigate, which is not installed")

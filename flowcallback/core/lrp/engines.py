@@ -21,7 +21,7 @@ import numpy as np
 from flowcallback.core import _params
 from flowcallback.core._keras import clone_model, is_keras3
 from flowcallback.core.aggregate import LayerClassMeans
-from flowcallback.core.capture import _bounded_batch
+from flowcallback.core.capture import _bounded_batch, anchored_batches, text_anchor
 from flowcallback.core.embed import Embedder
 from flowcallback.core.lrp import BACKEND, BACKENDS, innvestigate_installed
 from flowcallback.core.lrp.native import ANALYZERS, NativeLRP, all_finite
@@ -134,6 +134,7 @@ class NativeEngine:
         self._layers: list = []
         self._x = None
         self._batch_size = 256
+        self._anchor: Optional[int] = None
         self._embed_options: dict = {}
         self.note = ""
         self.blocked: list = []
@@ -172,18 +173,24 @@ class NativeEngine:
         if engine.unsupported:
             raise RuntimeError(engine.note)
         self._batch_size = _bounded_batch(model, layer_names, int(batch_size))
+        # held-out text: each batch also holds the longest text, so that all batches are padded alike
+        self._anchor = text_anchor(model, x)
         self._compiled = None
         if self.compile:
             # the traced pass is used only where it equals the eager one (CompiledRelevance.verify);
             # one that cannot be traced at all leaves the eager pass
             try:
-                compiled = engine.compiled(min(self._batch_size, len(x)))
+                compiled = engine.compiled(min(self._batch_size, len(x)) + (self._anchor is not None))
                 if compiled.verify(np.asarray(x[:VERIFY_SAMPLES])):
                     self._compiled = compiled
             except Exception:
                 self._compiled = None
         if self._compiled is None:
-            engine.relevance(np.asarray(x[:1]))  # any failure of the reverse pass shows now, not at every epoch
+            try:  # any failure of the reverse pass shows now, not at every epoch
+                engine.relevance(np.asarray(x[:1]))
+            except Exception as exc:  # the caller goes on without LRP (a ValueError would stop training)
+                raise RuntimeError(f"the relevance pass fails on this model ({type(exc).__name__}: "
+                                   f"{' '.join(str(exc).split())})") from exc
         self._engine, self._copy = engine, copy
         self._layers = list(layer_names)
         self._x = x
@@ -203,13 +210,13 @@ class NativeEngine:
         embedders = {n: Embedder(n, **self._embed_options) for n in self._layers}
         reached = set()
         finite = all_finite(src)
-        for start in range(0, len(self._x), self._batch_size):
-            batch = self._x[start:start + self._batch_size]
+        for start, batch, size in anchored_batches(self._x, self._batch_size, self._anchor):
             if self._compiled is not None:
                 maps = self._compiled.relevance(batch, weights_finite=finite)
             else:
                 maps = self._engine.relevance(batch)
             for name, value in maps.items():
+                value = value[:size]
                 if name in embedders:
                     embedders[name].add(value)
                     reached.add(name)

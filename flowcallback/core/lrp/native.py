@@ -723,8 +723,11 @@ class NativeLRP:
             cfg = _config(sub)
             if cfg.get("return_state"):
                 return "a recurrent layer that returns its states (return_state=True)"
-            if cfg.get("stateful"):
-                return "a stateful recurrent layer (its state carries over from batch to batch)"
+            if cfg.get("stateful"):  # not a stop: the forward pass itself cannot run on other batch sizes
+                self.unsupported.append((step.call.name, step.call.class_name,
+                                         "a stateful recurrent layer: its state carries over from batch to batch "
+                                         "(and its batch size is fixed), so no sample can be analysed on its own"))
+                return ""
             if cfg.get("time_major"):
                 return "a time-major recurrent layer"
         mask = step.call.template[1].get("mask")
@@ -766,6 +769,10 @@ class NativeLRP:
                 continue
             if any(k in blocked for k in c.outputs):
                 blocked.update(c.inputs)
+                continue
+            if step.stop and any(reached(k) for k in c.outputs):  # a stop is one wherever relevance reaches it
+                blocked.update(c.inputs)
+                yield step, True
                 continue
             if not all(reached(k) for k in c.outputs):
                 continue
@@ -971,6 +978,8 @@ class NativeLRP:
         kind = step.kind
         call = step.call
         layer = call.layer
+        if kind != "embedding":  # counts and ids (a multi-hot TextVectorization) read as numbers by the rules
+            xs = [tf.cast(x, tf.float32) if x.dtype.is_integer or x.dtype.is_bool else x for x in xs]
         if kind in _KERNEL_KINDS:
             lin = _linear(layer, kind, xs[0].dtype)
             return [step.rule.apply(lin, xs[0], rs[0])]

@@ -448,7 +448,7 @@ class Run:
         """The epoch's Sankey as a ``plotly.graph_objects.Figure`` (restyle it, then ``.show()``).
 
         ``epoch=None`` is the last one; ``analysis=None`` gives every analysis of the epoch, with
-        buttons to switch, as its page does (with the notes of every analysis). A layer of more
+        buttons to switch, as its page does (each with its own notes). A layer of more
         than ``max_clusters`` clusters draws its smallest as one node, as the pages do; None draws
         every cluster.
         """

@@ -68,7 +68,12 @@ def test_report_rebuilds_the_pages_the_callback_wrote(tmp_path, digits):
     notes = run.epoch(1, "lrp").notes
     assert any(n.startswith("LRP relevance (lrp.epsilon) is computed by flowcallback native LRP") for n in notes)
     assert "LRP relevance (lrp.epsilon) is computed by" in written["epoch_001.html"]
-    assert run.figure(1).layout.annotations[-1].text.count("LRP relevance (lrp.epsilon)") == 1
+    # once under the LRP diagram (its button's annotations), never under the activations one
+    fig = run.figure(1)
+    lrp_button = next(b for b in fig.layout.updatemenus[0].buttons if b.label == "LRP relevance")
+    notes_of = {a.get("name"): a["text"] for a in lrp_button.args[1]["annotations"]}
+    assert notes_of["notes"].count("LRP relevance (lrp.epsilon)") == 1
+    assert not any("LRP relevance (lrp.epsilon)" in (a.text or "") for a in fig.layout.annotations)
     for p in pages:
         p.unlink()
     assert main(["report", str(log_dir)]) == 0

@@ -251,3 +251,17 @@ def test_a_multi_hot_text_vectorization_feeds_relevance_to_the_dense_layers():
         maps = NativeLRP(model).relevance(texts)
         dense = model.layers[1].name
         assert maps[dense].shape == (4, 6) and np.isfinite(maps[dense]).all() and np.abs(maps[dense]).sum() > 0
+
+
+def test_a_masked_embedding_computing_in_float16_keeps_its_mask_for_the_recurrent_layer():
+    """tf.keras 2 keeps the mask on the embedding's output tensor: the engine's cast of a float16
+    output to float32 dropped it, and the padded steps got relevance."""
+    policy = tf.keras.mixed_precision.Policy("mixed_float16")
+    inputs = tf.keras.Input((12,), dtype="int32")
+    h = layers.Embedding(50, 8, mask_zero=True, dtype=policy)(inputs)
+    h = layers.LSTM(6, dtype=policy)(h)
+    model = tf.keras.Model(inputs, layers.Dense(3, activation="softmax", dtype="float32")(h))
+    ids = np.random.default_rng(20).integers(1, 50, (8, 12)).astype("int32")
+    ids[:, 8:] = 0
+    maps = NativeLRP(model).relevance(ids)[model.layers[1].name]
+    assert np.all(maps[ids == 0] == 0) and np.abs(maps[ids != 0]).sum() > 0

@@ -541,6 +541,19 @@ class _Step:
         self.masks = ()  # inputs that are Keras masks: no relevance goes to them (nor past them)
 
 
+def _float32(t):
+    """``t`` cast to float32, keeping the Keras mask tf.keras 2 sets on a tensor (a masked
+    Embedding's output): the recurrent layers after it read it there."""
+    out = tf.cast(t, tf.float32)
+    mask = getattr(t, "_keras_mask", None)
+    if mask is not None:
+        try:
+            out._keras_mask = mask
+        except AttributeError:  # pragma: no cover - a tensor type without attributes
+            pass
+    return out
+
+
 def _unbroadcast(r, shape):
     """Sum ``r`` over the axes along which a tensor of ``shape`` was broadcast to ``r``'s shape."""
     shape = tuple(shape)
@@ -889,7 +902,7 @@ class NativeLRP:
             for k, y in zip(c.outputs, ys):
                 # relevance in float32 at least: under a mixed-precision policy layers compute in
                 # float16, while the rules read the float32 weights
-                values[k] = tf.cast(y, tf.float32) if y.dtype.is_floating and y.dtype.size < 4 else y
+                values[k] = _float32(y) if y.dtype.is_floating and y.dtype.size < 4 else y
         return values
 
     def _batch(self, xs) -> Dict[str, np.ndarray]:

@@ -494,16 +494,18 @@ def text_anchor(model, x) -> Optional[int]:
     readers = [c for c in graph.calls if graph.inputs[0] in c.inputs and not c.is_input]
     if len(readers) != 1:
         return None
+    lengths = []
     try:
         import tensorflow as tf
 
-        ids = readers[0]([tf.constant(x)])[0]
-        ids = np.asarray(ids)
-    except Exception:  # a reader that cannot take the whole set at once: batches as they come
+        for start in range(0, len(x), 1024):  # the ids of 1,024 texts at a time: only their lengths are kept
+            ids = np.asarray(readers[0]([tf.constant(x[start:start + 1024])])[0])
+            if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+                return None
+            lengths.append(np.count_nonzero(ids, axis=1))
+    except Exception:  # a reader that cannot take the texts this way: batches as they come
         return None
-    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
-        return None
-    return int(np.argmax(np.count_nonzero(ids, axis=1)))
+    return int(np.argmax(np.concatenate(lengths)))
 
 
 def anchored_batches(x, batch_size: int, anchor: Optional[int] = None):

@@ -117,7 +117,7 @@ def main(argv=None) -> dict:
     held_out = (list(texts[n_train:]), labels[n_train:])  # the texts as they are
     callback = FlowCallback(held_out, log_dir=args.log_dir, class_names=["negative", "positive"],
                             epochs=list(range(args.epochs + 1)), verbose=1)
-    model.fit(train, epochs=args.epochs, verbose=2, callbacks=[callback])
+    model.fit(train, epochs=args.epochs, verbose=2, callbacks=[callback], shuffle=False)  # the dataset shuffles
 
     run = load_run(args.log_dir)
     last = run.epochs[-1]

@@ -74,9 +74,7 @@ _KINDS = {
     "MultiHeadAttention": "attention",
     "Embedding": "embedding",
     # recurrent layers: Arras et al. (2017)'s rules (flowcallback.core.lrp.recurrent)
-    "LSTM": "lstm",
-    "GRU": "gru",
-    "SimpleRNN": "rnn",
+    **recurrent.RECURRENT_KINDS,
     "Bidirectional": "bidirectional",
     "Activation": "activation",
     "Softmax": "softmax",
@@ -170,7 +168,7 @@ _KERNEL_KINDS = ("dense", "conv", "depthwise", "separable", "einsum")
 # iNNvestigate's is_input_layer looks through these to find the model's input
 _SHAPE_ONLY = ("Flatten", "Permute", "Reshape")
 _RECURRENT = ("RNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "LSTMV1", "GRUV1", "CuDNNLSTM", "CuDNNGRU")
-_RECURRENT_KINDS = ("lstm", "gru", "rnn", "bidirectional")
+_RECURRENT_KINDS = (*recurrent.RECURRENT_KINDS.values(), "bidirectional")
 
 # Keras 3 operations on symbolic tensors (``x + 3.0``, ``ops.reshape(x, ...)``), which are not
 # layers: by class name, and by how many tensors they take.

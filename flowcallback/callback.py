@@ -445,9 +445,9 @@ class FlowCallback(tf.keras.callbacks.Callback):
         # The garbage collector runs this in whichever thread allocates, this run's own threads
         # included, where waiting for the run's snapshots and threads would wait for itself forever.
         # There nothing is waited for: the threads go with their executors (flowcallback._threads).
-        if threading.current_thread().name.startswith("flowcallback"):
-            return
-        try:
+        try:  # at interpreter exit the module's globals (threading) may already be None
+            if threading.current_thread().name.startswith("flowcallback"):
+                return
             self._guard.stop()
             self._snapshotter.close()
         except Exception:

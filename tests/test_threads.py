@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import threading
 
+import numpy as np
 import pytest
 
 from flowcallback._fit_guard import FitGuard
@@ -121,3 +122,23 @@ def test_a_callback_collected_in_its_own_snapshot_thread_does_not_wait_for_itsel
     assert not fit.is_alive(), "the snapshot thread waits for itself"
     assert collected_in == ["flowcallback_0", "flowcallback_0"]
     assert load_run(tmp_path / "r").epochs == [0, 1]
+
+
+
+def test_the_callback_collected_at_interpreter_exit_is_quiet(tmp_path, monkeypatch, capsys):
+    """At interpreter exit the collector may run ``__del__`` after the module's globals were set to
+    None (seen with a callback kept alive by a reference cycle): it must not raise, which Python
+    prints as "Exception ignored in ... __del__" on the user's terminal."""
+    import sys
+
+    import flowcallback.callback as callback_module
+    from flowcallback import FlowCallback
+
+    cb = FlowCallback((np.zeros((4, 3), "float32"), np.array([0, 1, 0, 1])), log_dir=tmp_path / "run")
+    monkeypatch.setattr(callback_module, "threading", None)
+    hook_calls = []
+    monkeypatch.setattr(sys, "unraisablehook", hook_calls.append)
+    cb.__del__()  # raises on its own if it fails; the hook catches what the collector would print
+    del cb
+    gc.collect()
+    assert hook_calls == []

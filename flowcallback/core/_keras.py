@@ -8,7 +8,7 @@ looking at a global version: a script may hold a ``keras`` (3) model while ``tf.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 __all__ = ["is_keras3", "model_class", "layer_output_shape", "inbound_layers", "clone_model", "static_shape",
            "model_output_shape"]
@@ -119,14 +119,52 @@ def clone_model(model):
 def _from_config(layer):
     """``layer`` rebuilt from its config, under its own name where the config leaves the name out
     (Keras 3's automatic config of a custom layer whose ``__init__`` takes ``**kw`` rather than
-    ``**kwargs`` has none, so the copy got a new default name)."""
-    config = layer.get_config()
+    ``**kwargs`` has none, so the copy got a new default name).
+
+    Keras 3 writes the automatic config of a custom layer (one without ``get_config``) as its
+    ``__init__`` arguments plus the base keys ``name``, ``trainable`` and ``dtype``; an ``__init__``
+    that does not pass ``**kwargs`` on (the keras.io Transformer tutorial's ``TransformerBlock``)
+    refuses those, so the copy is made from the arguments its ``__init__`` takes.
+    """
+    try:
+        config = layer.get_config()
+    except Exception as exc:  # Keras 3 raises NotImplementedError (without a message) for unserialisable arguments
+        raise _not_rebuilt(layer, exc) from exc
     if "name" not in config:
         try:
             return layer.__class__.from_config({**config, "name": layer.name})
         except TypeError:  # an __init__ that takes no name
             pass
-    return layer.__class__.from_config(config)
+    try:
+        return layer.__class__.from_config(config)
+    except Exception as exc:
+        taken = _init_arguments(layer.__class__)
+        if taken is None or set(config) <= taken:
+            raise _not_rebuilt(layer, exc) from exc
+        try:
+            return layer.__class__(**{k: v for k, v in config.items() if k in taken})
+        except Exception:
+            raise _not_rebuilt(layer, exc) from exc
+
+
+def _init_arguments(cls) -> Optional[set]:
+    """The keyword arguments ``cls.__init__`` takes by name, or None where it takes ``**kwargs``."""
+    import inspect
+
+    try:
+        params = inspect.signature(cls.__init__).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - a builtin __init__
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+
+
+def _not_rebuilt(layer, exc) -> TypeError:
+    reason = " ".join(str(exc).split()) or "no message"
+    return TypeError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be rebuilt from its config "
+                     f"({type(exc).__name__}: {reason[:300]}); give the class a get_config() that returns its "
+                     "__init__ arguments (keras.io, 'Serialization and saving'), so that a copy can be made")
 
 
 def _named(copy, name: str):

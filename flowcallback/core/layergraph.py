@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from flowcallback.core._keras import is_keras3
 
-__all__ = ["Call", "LayerGraph", "GraphError", "trace", "is_model", "is_operation"]
+__all__ = ["Call", "LayerGraph", "GraphError", "trace", "is_model", "is_operation", "is_custom"]
 
 Key = Tuple  # (enclosing calls, id(layer), node index, output index)
 
@@ -243,12 +243,23 @@ def _toposort(calls: List[Call]) -> List[Call]:
     return out
 
 
-def _inline(calls: List[Call], depth: int = 0) -> List[Call]:
-    """Replace each call of a nested model by the calls inside it (recursively)."""
+def _inline(calls: List[Call], depth: int = 0, opened: Optional[Dict] = None) -> List[Call]:
+    """Replace each call of a nested model by the calls inside it (recursively).
+
+    With ``opened`` (a dict), each call of a custom layer class is replaced by the calls its
+    ``call()`` makes, where that can be followed (:func:`_open_custom`); ``opened[id(call)]``
+    records ``(call, reason)``, the reason empty where it was opened.
+    """
     if depth > 32:
         raise GraphError("models nested more than 32 deep")
     out: List[Call] = []
     for c in calls:
+        if opened is not None and not c.is_input and is_custom(c.layer):
+            inner, reason = _open_custom(c, depth, opened)
+            if reason is not None:  # None: not tried (Keras 2)
+                opened[id(c)] = (c, reason)
+            out.extend(inner if inner is not None else [c])
+            continue
         if c.is_input or not is_model(c.layer):
             out.append(c)
             continue
@@ -267,8 +278,147 @@ def _inline(calls: List[Call], depth: int = 0) -> List[Call]:
                 continue
             ic.inputs = tuple(rename.get(k, k) for k in ic.inputs)
             ic.outputs = tuple(rename.get(k, k) for k in ic.outputs)
-            out.extend(_inline([ic], depth + 1))
+            out.extend(_inline([ic], depth + 1, opened))
     return out
+
+
+def is_custom(layer) -> bool:
+    """A layer of a user's own class (not Keras's, not a model, not an operation): its ``call()`` is its own."""
+    module = (type(layer).__module__ or "").split(".")[0]
+    return (module not in ("keras", "tf_keras", "tensorflow") and hasattr(layer, "call")
+            and not is_model(layer) and not hasattr(layer, "layers"))
+
+
+#: Agreement asked of a custom layer's calls, run one by one, with the layer itself (float32).
+_OPEN_RTOL, _OPEN_ATOL = 1e-4, 1e-5
+
+
+def _open_custom(c: Call, depth: int, opened: Dict) -> Tuple[Optional[List[Call]], Optional[str]]:
+    """The calls that a custom layer's ``call()`` makes, followed as Keras 3 builds a functional
+    model: the method is called on symbolic inputs, so that each Keras layer and operation inside
+    it leaves a node. Returns ``(calls, "")``, ``(None, why)`` where it cannot be followed, and
+    ``(None, None)`` on Keras 2, where it is not tried.
+
+    It is kept whole (None) where ``call()`` does not run on symbolic tensors (Python control flow
+    on values, TensorFlow functions), where it computes a tensor outside its inputs (a position
+    embedding of ``ops.arange``: the value would be frozen with the weights of the moment), or where
+    its calls, run one by one on a random batch, do not give the layer's own output. The nodes this
+    adds to the layer's sublayers are taken away again: the model is left as it was.
+    """
+    if not any(cls.__name__ == "Layer" and cls.__module__ == "keras.src.layers.layer" for cls in type(c.layer).__mro__):
+        return None, None  # Keras 2 records no nodes inside a layer's call(): kept whole, as before
+    import keras
+
+    layer = c.layer
+    knode = layer._inbound_nodes[c.node_index]
+    template, outer = _template(knode)
+    subs = [sub for sub in layer._flatten_layers(include_self=False, recursive=True)]
+    sizes = [(sub, len(sub._inbound_nodes), len(sub._outbound_nodes)) for sub in subs]
+    try:
+        inputs = [keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype) for t in outer]
+        probe = Call(layer, c.node_index, tuple(range(len(outer))), (), template)
+        args, kwargs = probe.arguments(inputs)
+        if _accepts_training(layer):
+            kwargs["training"] = False
+        try:
+            made = list(_nest().flatten(layer.call(*args, **kwargs)))
+        except Exception as exc:
+            return None, f"its call() does not run on symbolic tensors ({type(exc).__name__}: {_short(exc)})"
+        if len(made) != len(c.outputs) or not all(_is_symbolic(t) for t in made):
+            return None, "its call() returns other than the layer's outputs as Keras tensors"
+        ctx = c.outputs[0][0] + ((id(layer), c.node_index),)
+        inner_in = [_key(t, ctx) for t in inputs]
+        inner_out = [_key(t, ctx) for t in made]
+        if set(inner_out) & set(inner_in) or len(set(inner_out)) != len(inner_out):
+            return None, "its call() returns one of its inputs unchanged"
+        inner = _trace_graph(inputs, made, ctx, c.scope + (layer.name,))
+        if {k for ic in inner if ic.is_input for k in ic.outputs} - set(inner_in):
+            return None, "its call() reads a Keras tensor that is not one of its inputs"
+        constant = _constant_tensor(inner)
+        if constant:
+            return None, (f"its call() computes a tensor outside its inputs ({constant}), whose value would be "
+                          "frozen with the weights of the moment")
+        inner = _inline(inner, depth + 1, opened)
+        why = _differs(c, inner, inner_in, inner_out, [_shape(t) for t in outer], [t.dtype for t in outer])
+        if why:
+            return None, why
+    finally:
+        for sub, n_in, n_out in sizes:  # the sublayers' nodes as they were before
+            del sub._inbound_nodes[n_in:]
+            del sub._outbound_nodes[n_out:]
+    rename = dict(zip(inner_in, c.inputs))
+    rename.update(zip(inner_out, c.outputs))
+    out = []
+    for ic in inner:
+        if ic.is_input:
+            continue
+        ic.inputs = tuple(rename.get(k, k) for k in ic.inputs)
+        ic.outputs = tuple(rename.get(k, k) for k in ic.outputs)
+        out.append(ic)
+    return out, ""
+
+
+def _short(exc, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _constant_tensor(calls: List[Call]) -> str:
+    """The class of the first call given a tensor that is neither an input nor a variable ("" if none)."""
+    for ic in calls:
+        for leaf in _nest().flatten(list(ic.template[0]) + list(ic.template[1].values())):
+            if isinstance(leaf, _Slot) or leaf is None or isinstance(leaf, (bool, int, float, str)):
+                continue
+            if _is_variable(leaf) or type(leaf).__module__.startswith("numpy"):
+                continue
+            if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+                return f"a {type(leaf).__name__} given to {ic.class_name}"
+    return ""
+
+
+def _is_variable(value) -> bool:
+    import tensorflow as tf
+
+    return isinstance(value, tf.Variable) or type(value).__name__ in ("Variable", "KerasVariable")
+
+
+def _probe(shape: tuple, dtype, rng):
+    import numpy as np
+
+    shape = tuple(2 if i == 0 and d is None else (3 if d is None else d) for i, d in enumerate(shape))
+    dtype = np.dtype(str(dtype))
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return np.ones(shape, dtype)
+    return np.zeros(shape, dtype)
+
+
+def _differs(c: Call, inner: List[Call], inner_in, inner_out, shapes, dtypes) -> str:
+    """Why the calls, run one by one on a random batch, do not give the layer's output ("" if they do)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    batch = [_probe(shape, dtype, rng) for shape, dtype in zip(shapes, dtypes)]
+    try:
+        expected = [np.asarray(y) for y in c(batch)]
+        values = dict(zip(inner_in, batch))
+        for ic in inner:
+            if not ic.is_input:
+                for k, y in zip(ic.outputs, ic([values[k] for k in ic.inputs])):
+                    values[k] = y
+        got = [np.asarray(values[k]) for k in inner_out]
+    except Exception as exc:
+        return f"its calls, run one by one, fail ({type(exc).__name__}: {_short(exc)})"
+    for a, b in zip(expected, got):
+        if a.shape != b.shape:
+            return f"its calls, run one by one, give shape {b.shape}, the layer {a.shape}"
+        a64, b64 = a.astype("float64"), b.astype("float64")
+        scale = max(float(np.max(np.abs(a64))) if a64.size else 0.0, 1.0)
+        rtol, atol = (_OPEN_RTOL, _OPEN_ATOL * scale) if a.dtype.itemsize >= 4 else (1e-2, 1e-2 * scale)  # float16
+        if not np.allclose(b64, a64, rtol=rtol, atol=atol):
+            return "its calls, run one by one, do not give the layer's own output"
+    return ""
 
 
 class LayerGraph:
@@ -317,6 +467,10 @@ class LayerGraph:
             if not c.is_input and c.name not in self._first:
                 self._first[c.name] = c
         self.names = list(self._first)
+        #: name of an opened custom layer -> the tensor that stands for its output (trace(open_custom=True))
+        self.aliases: Dict[str, Key] = {}
+        #: name of a custom layer kept whole -> why its call() could not be followed
+        self.closed: Dict[str, str] = {}
         self.producer = {k: c for c in calls for k in c.outputs}
         self.consumers: Dict[Key, List[Call]] = {}
         for c in calls:
@@ -371,6 +525,8 @@ class LayerGraph:
 
     def output_key(self, name: str) -> Key:
         """The tensor that stands for the layer's output: its first call's first output."""
+        if name in self.aliases:
+            return self.aliases[name]
         return self.call(name).outputs[0]
 
     def input_values(self, xs) -> list:
@@ -441,8 +597,14 @@ class LayerGraph:
         return values
 
 
-def trace(model) -> LayerGraph:
+def trace(model, open_custom: bool = False) -> LayerGraph:
     """The flat graph of a built Sequential or functional model (Keras 2 or 3).
+
+    With ``open_custom=True`` a layer of a custom class is replaced by the Keras layers and
+    operations its ``call()`` makes, where they can be followed (Keras 3; :func:`_open_custom`):
+    the relevance engine then sees inside a Transformer block written as a layer class. The layer's
+    name still stands for its output (:attr:`LayerGraph.aliases`), and :attr:`LayerGraph.closed`
+    says why each one kept whole was.
 
     Raises
     ------
@@ -456,7 +618,8 @@ def trace(model) -> LayerGraph:
         outputs, inputs = [], []
     if not outputs or not inputs or not all(_is_symbolic(t) for t in inputs + outputs):
         raise GraphError("the model has no inputs/outputs graph (a subclassed or unbuilt model)")
-    calls = _inline(_trace_graph(inputs, outputs, (), ()))
+    opened: Optional[Dict] = {} if open_custom else None
+    calls = _inline(_trace_graph(inputs, outputs, (), ()), opened=opened)
     _name(calls)
     keras3 = is_keras3(model)
     dtypes = []
@@ -474,6 +637,13 @@ def trace(model) -> LayerGraph:
     positions = {by_layer[i]: p for i, p in _positions(model).items() if i in by_layer}
     graph = LayerGraph(calls, [_key(t, ()) for t in inputs], [_key(t, ()) for t in outputs], dtypes, positions)
     graph.keras3 = keras3
+    for c, reason in (opened or {}).values():
+        if reason:
+            graph.closed[c.name or c.layer.name] = reason
+        elif c.layer.name not in graph._first and c.layer.name not in graph.aliases:
+            graph.aliases[c.layer.name] = c.outputs[0]
+        else:  # pragma: no cover - a name taken twice: the qualified one
+            graph.aliases.setdefault("/".join(c.scope + (c.layer.name,)), c.outputs[0])
     return graph
 
 

@@ -250,8 +250,8 @@ def _from_keras(layer) -> bool:
     return (type(layer).__module__ or "").split(".")[0] in ("keras", "tf_keras", "tensorflow")
 
 
-def _stop_reason(layer) -> str:
-    """Why a layer without a kind has no rule."""
+def _stop_reason(layer, closed: str = "") -> str:
+    """Why a layer without a kind has no rule (``closed``: why a custom layer's call() was not followed)."""
     name = type(layer).__name__
     if name in _RECURRENT:
         return (f"a recurrent layer ({name}) without an LRP rule here (LSTM, GRU, SimpleRNN and Bidirectional "
@@ -260,6 +260,8 @@ def _stop_reason(layer) -> str:
         return "a Lambda layer runs arbitrary code, so no LRP rule can be known for it"
     if layergraph.is_model(layer):
         return "a nested model that could not be inlined"
+    if not _from_keras(layer) and closed:
+        return (f"a custom layer class whose call() LRP cannot follow: {closed}")
     if not _from_keras(layer):
         return ("a custom layer class, whose call() LRP cannot see into; built from Keras layers with the "
                 "functional API instead (a function that adds them, or a functional keras.Model used as a layer), "
@@ -660,7 +662,8 @@ class NativeLRP:
         self._output_key = None
         self._gates: Dict[tuple, bool] = {}
         try:
-            self.graph = layergraph.trace(model)
+            # custom layer classes are opened: relevance follows the Keras layers inside their call()
+            self.graph = layergraph.trace(model, open_custom=True)
         except layergraph.GraphError as exc:
             self.unsupported.append((getattr(model, "name", "model"), type(model).__name__, str(exc)))
         if self.graph is not None:
@@ -670,7 +673,7 @@ class NativeLRP:
             self._output_key = self.graph.outputs[0]
             self._steps = [_Step(c) for c in self.graph.calls]
             self._check_layers()
-        names = [s.call.name for s in self._steps if s.call.first]
+        names = [s.call.name for s in self._steps if s.call.first] + list(getattr(self.graph, "aliases", {}))
         if layers is None:
             self.layer_names = [s.call.name for s in self._steps if s.call.first and s.kind != "input"]
         else:
@@ -694,7 +697,7 @@ class NativeLRP:
             if kind == "input":
                 continue
             if kind is None:
-                step.stop = _stop_reason(layer)
+                step.stop = _stop_reason(layer, self.graph.closed.get(step.call.name, ""))
                 continue
             cfg = _config(layer)
             act = _activation_name(layer) if "activation" in cfg or kind == "activation" else "linear"
@@ -806,6 +809,7 @@ class NativeLRP:
     def _key_of(self, name: str):
         if not hasattr(self, "_keys"):
             self._keys = {s.call.name: s.call.outputs[0] for s in self._steps if s.call.first}
+            self._keys.update(self.graph.aliases if self.graph is not None else {})
         return self._keys.get(name)
 
     @property

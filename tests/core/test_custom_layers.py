@@ -1,0 +1,204 @@
+"""Relevance through custom layer classes (Keras 3): the Keras layers and operations a custom
+layer's ``call()`` makes are followed as Keras builds a functional model, so that a Transformer
+block written as a class (keras.io's tutorial) gets the relevance of the same block written with
+the functional API. Where a ``call()`` cannot be followed, the layer stays one stop, with the reason.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+if int(keras.__version__.split(".")[0]) < 3:  # Keras 2 records no nodes inside a layer's call()
+    pytest.skip("custom layers are opened on Keras 3 only", allow_module_level=True)
+
+from keras import layers, ops  # noqa: E402
+
+from flowcallback.core import layergraph  # noqa: E402
+from flowcallback.core.lrp import NativeLRP  # noqa: E402
+
+pytestmark = [pytest.mark.slow]
+
+
+class TransformerBlock(layers.Layer):
+    """keras.io's "Text classification with Transformer", as written there (no get_config, no **kwargs)."""
+
+    def __init__(self, embed_dim, num_heads, ff_dim, rate=0.1):
+        super().__init__()
+        self.att = layers.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim)
+        self.ffn = keras.Sequential([layers.Dense(ff_dim, activation="relu"), layers.Dense(embed_dim)])
+        self.layernorm1 = layers.LayerNormalization(epsilon=1e-6)
+        self.layernorm2 = layers.LayerNormalization(epsilon=1e-6)
+        self.dropout1 = layers.Dropout(rate)
+        self.dropout2 = layers.Dropout(rate)
+
+    def call(self, inputs):
+        attn_output = self.att(inputs, inputs)
+        attn_output = self.dropout1(attn_output)
+        out1 = self.layernorm1(inputs + attn_output)
+        ffn_output = self.ffn(out1)
+        ffn_output = self.dropout2(ffn_output)
+        return self.layernorm2(out1 + ffn_output)
+
+
+class TokenAndPositionEmbedding(layers.Layer):
+    """The tutorial's embedding: the position embedding of ``ops.arange`` is a tensor made outside
+    the layer's inputs, so its call() is not followed (the value would be frozen)."""
+
+    def __init__(self, maxlen, vocab_size, embed_dim):
+        super().__init__()
+        self.token_emb = layers.Embedding(input_dim=vocab_size, output_dim=embed_dim)
+        self.pos_emb = layers.Embedding(input_dim=maxlen, output_dim=embed_dim)
+
+    def call(self, x):
+        positions = self.pos_emb(ops.arange(start=0, stop=ops.shape(x)[-1], step=1))
+        return self.token_emb(x) + positions
+
+
+MAXLEN, VOCAB, DIM = 10, 40, 8
+
+
+def _randomise(model, seed=0):
+    """Non-zero biases and LayerNormalization parameters, so that every term of the rules counts."""
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        v.assign(rng.normal(0.0, 0.4, tuple(v.shape)).astype("float32"))
+    return model
+
+
+def _tutorial(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = layers.Input(shape=(MAXLEN,))
+    x = TokenAndPositionEmbedding(MAXLEN, VOCAB, DIM)(inputs)
+    x = TransformerBlock(DIM, 2, 16)(x)
+    x = layers.GlobalAveragePooling1D()(x)
+    x = layers.Dropout(0.1)(x)
+    x = layers.Dense(12, activation="relu")(x)
+    outputs = layers.Dense(3, activation="softmax")(x)
+    return _randomise(keras.Model(inputs, outputs), seed)
+
+
+def _same_block_functional(model):
+    """The tutorial's model with the block's own sublayers called with the functional API (shared
+    weights): what the docs told users to write before custom layers were opened."""
+    emb, block = model.layers[1], model.layers[2]
+    inputs = layers.Input(shape=(MAXLEN,))
+    h = emb(inputs)
+    out1 = block.layernorm1(layers.Add()([h, block.dropout1(block.att(h, h))]))
+    out = block.layernorm2(layers.Add()([out1, block.dropout2(block.ffn(out1))]))
+    for layer in model.layers[3:]:
+        out = layer(out)
+    return keras.Model(inputs, out), block.layernorm2.name
+
+
+def _tokens(n=16, seed=1):
+    return np.random.default_rng(seed).integers(1, VOCAB, (n, MAXLEN))
+
+
+@pytest.mark.parametrize("analyzer", ["lrp.epsilon", "lrp.z", "lrp.alpha_2_beta_1"])
+def test_a_block_written_as_a_class_gets_the_relevance_of_the_same_block_written_functionally(analyzer):
+    model = _tutorial()
+    functional, block_out = _same_block_functional(model)
+    x = _tokens()
+    emb, block, dense = (model.layers[i].name for i in (1, 2, 5))  # default names: Keras numbers them
+    opened = NativeLRP(model, [emb, block, dense], analyzer)
+    reference = NativeLRP(functional, [emb, block_out, dense], analyzer)
+    assert [s[:2] for s in opened.stops] == [(emb, "TokenAndPositionEmbedding")]
+    assert opened.blocked == []
+    got, want = opened.relevance(x), reference.relevance(x)
+    for name, ref in [(emb, emb), (block, block_out), (dense, dense)]:
+        scale = np.abs(want[ref]).max()
+        assert scale > 0, name
+        np.testing.assert_allclose(got[name], want[ref], rtol=0, atol=1e-5 * scale, err_msg=name)
+    # the relevance reached the embedding through the attention and both normalisations
+    assert np.abs(got[emb]).sum(axis=(1, 2)).min() > 0
+
+
+def test_opening_a_custom_layer_leaves_the_model_as_it_was():
+    """Following a call() adds nodes to the layer's sublayers; they are taken away again, so the
+    user's model summarises, saves and predicts as before."""
+    model = _tutorial()
+    block = model.layers[2]
+    subs = block._flatten_layers(include_self=False, recursive=True)
+    before = [(len(s._inbound_nodes), len(s._outbound_nodes)) for s in subs]
+    x = _tokens(4)
+    expected = model.predict(x, verbose=0)
+    graph = layergraph.trace(model, open_custom=True)
+    assert [(len(s._inbound_nodes), len(s._outbound_nodes)) for s in subs] == before
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-6)
+    # the opened graph runs the model: its output equals the model's own
+    np.testing.assert_allclose(np.asarray(graph.run(x)[graph.outputs[0]]), expected, rtol=1e-5, atol=1e-6)
+    emb, block = model.layers[1].name, model.layers[2].name
+    assert block in graph.aliases and block not in graph.names
+    inner = {model.layers[2].att.name, model.layers[2].layernorm1.name, model.layers[2].layernorm2.name}
+    assert inner <= set(graph.names)
+    assert "frozen" in graph.closed[emb]
+    # without open_custom the graph is the model's own layers, as the capture sees them
+    assert layergraph.trace(model).names[:2] == [emb, block]
+
+
+class TFScale(layers.Layer):
+    """A call() made of TensorFlow functions: it does not run on Keras's symbolic tensors."""
+
+    def call(self, x):
+        import tensorflow as tf
+
+        return tf.multiply(x, 2.0)
+
+
+class FixedBatchReshape(layers.Layer):
+    """The batch size read as a Python value (keras.io's ViT Patches does so): symbolically it is
+    None, so the calls, run one by one, fail where the layer itself does not."""
+
+    def call(self, x):
+        batch = ops.shape(x)[0]
+        return ops.reshape(x, (batch, x.shape[1] * x.shape[2]))
+
+
+@pytest.mark.parametrize("cls, reason", [(TFScale, "does not run on symbolic tensors"),
+                                         (FixedBatchReshape, "run one by one")])
+def test_a_call_that_cannot_be_followed_stays_one_stop_with_its_reason(cls, reason):
+    keras.utils.set_random_seed(2)
+    inputs = layers.Input((4, 3))
+    h = layers.Dense(5, name="before")(inputs)
+    h = cls(name="odd")(h)
+    h = layers.Flatten(name="flat")(h)
+    model = keras.Model(inputs, layers.Dense(2, name="out")(h))
+    engine = NativeLRP(model)
+    assert [s[:2] for s in engine.stops] == [("odd", cls.__name__)]
+    assert reason in engine.stops[0][2] and reason in engine.note
+    assert engine.blocked == ["before"]
+    maps = engine.relevance(np.ones((3, 4, 3), "float32"))
+    assert set(maps) == {"odd", "flat", "out"}
+
+
+class Residual(layers.Layer):
+    """A custom layer that holds a weight of its own and uses it in an operation: a variable, read
+    at every call, so the opened graph follows later weights (no frozen value)."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.Dense(units)
+
+    def build(self, input_shape):
+        self.gain = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="gain")
+
+    def call(self, x):
+        return x + self.dense(x) * self.gain
+
+
+def test_an_opened_layer_reads_its_own_weights_at_every_call():
+    keras.utils.set_random_seed(4)
+    inputs = layers.Input((6,))
+    h = Residual(6, name="res")(layers.Dense(6, name="before")(inputs))
+    model = keras.Model(inputs, layers.Dense(3, name="out")(h))
+    engine = NativeLRP(model, ["before", "res", "out"], "lrp.epsilon")
+    assert engine.stops == [] and engine.note == ""
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
+    first = engine.relevance(x)
+    gain = model.get_layer("res").gain
+    gain.assign(gain.numpy() * 3.0)
+    second = engine.relevance(x)
+    assert not np.allclose(first["before"], second["before"])
+    graph = engine.graph
+    np.testing.assert_allclose(np.asarray(graph.run(x)[graph.outputs[0]]), model(x).numpy(), rtol=1e-5, atol=1e-6)

@@ -101,7 +101,20 @@ class RelevanceStage:
             return changed
         if getattr(self.engine, "note", "") and self._stops_lose_columns:  # relevance stops before a selected layer
             warnings.warn(f"FlowCallback: {self.engine.note}", RuntimeWarning, stacklevel=4)
+        if self.in_place:
+            warnings.warn(f"FlowCallback: {self.in_place_note}", RuntimeWarning, stacklevel=4)
         return changed
+
+    @property
+    def in_place(self) -> bool:
+        """Whether the engine reads the model itself (no private copy could be made): each snapshot
+        must then be analysed while training waits (:meth:`flowcallback.pipeline.Snapshotter.take`)."""
+        return bool(getattr(self.engine, "in_place", ""))
+
+    @property
+    def in_place_note(self) -> Note:
+        return info(f"{self.engine.in_place}; each snapshot runs while training waits, instead of in the "
+                    "background")
 
     @property
     def _stops_lose_columns(self) -> bool:
@@ -148,6 +161,8 @@ class RelevanceStage:
         # notes about the relevance go with the LRP graph only (the activations graph is complete)
         missed = ((problem(f"LRP: no relevance reached layer(s) {name_list(result.missing)}"),)
                   if result.missing and not result.note else ())
+        if self.in_place:
+            missed += (self.in_place_note,)
         how = info(f"LRP relevance ({self.settings.analyzer}) is computed by {result.engine} for each sample's "
                    "predicted class, so the LRP flows sort by prediction from the first layer on: not a sign that "
                    "early layers separate the classes (the activation flows show that)")

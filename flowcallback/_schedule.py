@@ -259,6 +259,37 @@ def ranges_text(ranges) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}\u2013{b}" for a, b in ranges)
 
 
+#: What the end-of-fit line says of the epochs skipped for each reason (:func:`skipped_text`).
+SKIPPED_WHY = {
+    "budget": "for the budget",
+    "busy": "while the previous snapshot was still being computed",
+    "measuring": "while the training time alone was measured",
+}
+
+
+def skipped_text(skipped) -> str:
+    """How many epochs were skipped, by reason, for the end-of-fit line ("" where none were).
+
+    ``skipped``: the summary's ``{reason: [[first, last], ...]}``.
+
+    >>> skipped_text({"busy": [[1, 2]], "budget": [[4, 4], [6, 8]]})
+    '6 epoch(s) skipped (2 while the previous snapshot was still being computed, 4 for the budget)'
+    >>> skipped_text({"budget": [[3, 9]]})
+    '7 epoch(s) skipped for the budget'
+    >>> skipped_text({})
+    ''
+    """
+    counts = {r: sum(b - a + 1 for a, b in ranges) for r, ranges in skipped.items() if ranges}
+    total = sum(counts.values())
+    if not total:
+        return ""
+    if len(counts) == 1:
+        (reason,) = counts
+        return f"{total} epoch(s) skipped {SKIPPED_WHY.get(reason, f'({reason})')}"
+    by_first = sorted(counts, key=lambda r: skipped[r][0][0])
+    return f"{total} epoch(s) skipped (" + ", ".join(f"{counts[r]} {SKIPPED_WHY.get(r, r)}" for r in by_first) + ")"
+
+
 def describe(summary) -> str:
     """One sentence for the run page: the budget, the share spent, the epochs taken and why the
     others were skipped (``summary``: :meth:`BudgetSchedule.summary`, or run.json's ``schedule``).

@@ -14,7 +14,7 @@ import tensorflow as tf
 from flowcallback import _validation as checks
 from flowcallback._fit_guard import FitGuard
 from flowcallback._progress import LiveFigure, SnapshotProgress
-from flowcallback._schedule import BudgetSchedule, epoch_ranges, ranges_text
+from flowcallback._schedule import BudgetSchedule, epoch_ranges, ranges_text, skipped_text
 from flowcallback._sets import SetsSnapshotter, make_snapshotter
 from flowcallback.core import cluster, knn, project
 from flowcallback.settings import SnapshotSettings, check_parameter
@@ -321,9 +321,9 @@ class FlowCallback(tf.keras.callbacks.Callback):
         self._snapshotter.progress_note = spent
         if final:
             taken = ", ".join(str(e) for e in summary["taken"])
-            skipped = sum(b - a + 1 for ranges in summary["skipped"].values() for a, b in ranges)
-            hint = (f"; {skipped} epoch(s) skipped for the budget: budget=None takes every epoch, budget=1 "
-                    "allows doubling the training time") if skipped else ""
+            skipped = skipped_text(summary["skipped"])
+            hint = (f"; {skipped}: budget=None takes every epoch, budget=1 allows doubling the training time"
+                    if skipped else "")
             if summary["spent"] > summary["budget"]:
                 hint += " (the first and last snapshots are taken whatever they cost)"
             self._snapshotter.progress.note(f"FlowCallback: {spent}; snapshots of epochs {taken}{hint}")

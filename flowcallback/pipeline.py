@@ -308,7 +308,7 @@ class Snapshotter:
                                      copy_weights=self.engine is not None)
         except Exception as exc:
             return self._failed(epoch, exc)
-        if not self.settings.background:
+        if not self.settings.background or self.relevance.in_place:  # an engine without a copy reads the model
             return self._analyse_and_write_safely(captured, title_prefix, False)
         fut = self.threads.coordinator().submit(self._analyse_and_write_safely, captured, title_prefix, True)
         self._pending.append(fut)

@@ -443,3 +443,44 @@ def test_a_column_of_thirty_nodes_stays_inside_the_plot_at_any_window_height(tmp
         assert geo["overlap"] <= 1, geo
         assert geo["left"] >= 0, geo
         assert errors == [] and blocked == []
+
+
+_LABELS = """() => {
+  const gd = document.querySelector('.plotly-graph-div'), top = gd.getBoundingClientRect().top + gd._fullLayout._size.t;
+  return Array.from(document.querySelectorAll('.annotation')).filter(a => a.getBoundingClientRect().bottom <= top + 1)
+    .map(a => { const r = a.getBoundingClientRect();
+      return {left: r.left, right: r.right, slanted: a.innerHTML.includes('rotate(-45')}; });
+}"""
+
+
+@pytest.mark.parametrize("columns", [
+    # keras.io's text Transformer: few columns, long names (found by an outside probe: they ran into each other)
+    [("token_and_position_embedding", "TokenAndPositionEmbedding"), ("transformer_block", "TransformerBlock"),
+     ("global_average_pooling1d", "GlobalAveragePooling1D"), ("dense_2", "Dense"), ("dense_3", "Dense")],
+    # the demo's LeNet5: short names, level labels
+    [("conv1", "Conv2D"), ("pool1", "MaxPooling2D"), ("conv2", "Conv2D"), ("pool2", "MaxPooling2D"),
+     ("dense120", "Dense"), ("dense84", "Dense"), ("dense10", "Dense")],
+])
+def test_column_labels_never_run_into_each_other(tmp_path, columns):
+    """At a 1,200-pixel window, the column labels are level where they fit side by side, and slanted
+    (one line each, the rest on hover) where they would overlap."""
+    import numpy as np
+
+    from flowcallback.core import flows, render
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 300)
+    g = flows.build_flow_graph([(name, cls, rng.integers(0, 10, 300)) for name, cls in columns], y, y)
+    path = tmp_path / "epoch_000.html"
+    render.write_epoch_page(path, {"activations": g})
+    with open_page(path.resolve().as_uri(), width=1200, height=1000) as (page, errors, blocked):
+        page.wait_for_timeout(500)
+        labels = page.evaluate(_LABELS)
+    assert len(labels) == len(columns) + 2 and errors == [] and blocked == []
+    slanted = {label["slanted"] for label in labels}
+    assert len(slanted) == 1  # all of one kind
+    if slanted == {False}:
+        labels.sort(key=lambda label: label["left"])
+        gaps = [b["left"] - a["right"] for a, b in zip(labels, labels[1:])]
+        assert min(gaps) >= 0, gaps
+    assert slanted == {len(columns[0][0]) > 20}  # the long names are slanted, LeNet5's level

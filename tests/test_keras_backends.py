@@ -104,40 +104,54 @@ MIXED = textwrap.dedent("""
     keras = tf.keras
     layers = keras.layers
 
-    def build():
+    def cnn():
         return keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(6, 3, activation="relu"),
                                  layers.BatchNormalization(), layers.Flatten(), layers.Dense(16, activation="relu"),
                                  layers.Dense(10),
                                  layers.Activation("softmax", dtype="float32")])
 
+    def transformer():  # attention, a residual Add, LayerNormalization, pooling over the tokens
+        inputs = keras.Input((10,))
+        h = layers.Embedding(50, 16)(inputs)
+        h = layers.LayerNormalization()(layers.Add()([h, layers.MultiHeadAttention(2, 8)(h, h)]))
+        h = layers.GlobalAveragePooling1D()(h)
+        return keras.Model(inputs, layers.Dense(10, activation="softmax", dtype="float32")(layers.Dense(16)(h)))
+
     rng = np.random.default_rng(0)
-    x = rng.random((32, 8, 8, 1)).astype("float32")
-    keras.utils.set_random_seed(0)  # the same weights at every run: unseeded, one run in a few went above 0.1
-    reference = build()
-    keras.mixed_precision.set_global_policy("mixed_float16")  # this child process only
-    mixed = build()
-    mixed.set_weights(reference.get_weights())
+    xs = {"cnn": rng.random((32, 8, 8, 1)).astype("float32"), "transformer": rng.integers(0, 50, (32, 10))}
     out = {}
-    for name, model in (("float32", reference), ("mixed", mixed)):
-        names = [model.layers[0].name, model.layers[3].name]  # conv and dense, by position
-        # epsilon 0.01: float16 rounding of pre-activations near zero is not magnified without bound
-        maps = NativeLRP(model, names, "lrp.epsilon", {"epsilon": 0.01}).relevance(x)
-        out[name] = [maps[n].astype("float64").tolist() for n in names]
-        out[name + " predictions"] = np.argmax(np.asarray(model(x)), axis=1).tolist()
-    print(json.dumps({"dtype": str(mixed.layers[0].compute_dtype), "maps": out}))
+    for build in (cnn, transformer):
+        keras.mixed_precision.set_global_policy("float32")
+        keras.utils.set_random_seed(0)  # the same weights at every run: unseeded, one run in a few went above 0.1
+        reference = build()
+        keras.mixed_precision.set_global_policy("mixed_float16")  # this child process only
+        mixed = build()
+        mixed.set_weights(reference.get_weights())
+        x = xs[build.__name__]
+        for name, model in (("float32", reference), ("mixed", mixed)):
+            names = [model.layers[1].name, model.layers[-2].name]  # the first layer after the input, the logits
+            # epsilon 0.01: float16 rounding of pre-activations near zero is not magnified without bound
+            maps = NativeLRP(model, names, "lrp.epsilon", {"epsilon": 0.01}).relevance(x)
+            out[build.__name__ + " " + name] = [maps[n].astype("float64").tolist() for n in names]
+            out[build.__name__ + " " + name + " predictions"] = np.argmax(np.asarray(model(x)), axis=1).tolist()
+        out[build.__name__ + " dtype"] = str(mixed.layers[1].compute_dtype)
+    print(json.dumps(out))
 """)
 
 
 @pytest.mark.both
-def test_native_lrp_under_a_mixed_precision_policy_matches_float32(tmp_path):
-    # GPU users train with mixed_float16: layers compute in float16 while the weights stay float32
+@pytest.mark.parametrize("model", ["cnn", "transformer"])
+def test_native_lrp_under_a_mixed_precision_policy_matches_float32(tmp_path, model):
+    # GPU users train with mixed_float16: layers compute in float16 while the weights stay float32.
+    # The rules that recompute a layer (pooling, Add, attention) met float16 outputs with float32
+    # relevance and LRP was skipped for the whole model ("x and y must have the same dtype").
     out = _run_script_in_child(tmp_path, MIXED)
-    assert out["dtype"] == "float16"
+    assert out[model + " dtype"] == "float16"
     # relevance is that of the predicted class: compare the samples whose float16 forward pass
     # predicts the same class as the float32 one
-    same = np.equal(out["maps"]["float32 predictions"], out["maps"]["mixed predictions"])
+    same = np.equal(out[model + " float32 predictions"], out[model + " mixed predictions"])
     assert same.mean() >= 0.8
-    for i, (ref, got) in enumerate(zip(out["maps"]["float32"], out["maps"]["mixed"])):
+    for i, (ref, got) in enumerate(zip(out[model + " float32"], out[model + " mixed"])):
         ref, got = np.asarray(ref)[same], np.asarray(got)[same]
         assert got.shape == ref.shape and np.isfinite(got).all()
         # float16 forward values, and epsilon's divisions by small pre-activations magnify their

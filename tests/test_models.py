@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import flowcallback
 from flowcallback import FlowCallback, load_run, snapshot
-from flowcallback.core import capture
+from flowcallback.core import capture, layergraph
 from flowcallback.core.render import note_is_problem
 
 pytestmark = [pytest.mark.slow, pytest.mark.both]
@@ -155,6 +155,28 @@ class Scale(layers.Layer):
         return tf.multiply(x, 2.0)
 
 
+def test_a_layer_called_twice_is_one_column_where_it_is_first_called(tmp_path, digits):
+    """Weight sharing (one layer called at two places) closes a cycle in the graph of layers; the
+    callback stopped training from on_train_begin ("Graph contains a cycle"). The layer is one
+    column, at its first call, holding that call's output; the flows conserve the samples."""
+    tf.keras.utils.set_random_seed(4)
+    inp = tf.keras.Input((8, 8, 1))
+    h = layers.Dense(16, activation="relu", name="stem")(layers.Flatten(name="flat")(inp))
+    shared = layers.Dense(16, activation="relu", name="shared")
+    h = shared(layers.Dense(16, activation="relu", name="mid")(shared(h)))
+    model = tf.keras.Model(inp, layers.Dense(10, activation="softmax", name="out")(h))
+    assert capture.choose_columns(model).names == ("stem", "shared", "mid", "out")
+    run = fit_with_callback(model, digits, tmp_path)
+    assert run.epochs == [1] and 1 not in run.errors()
+    activations = run.epoch(1)
+    assert conserved(activations) and activations.column_names[:4] == ("stem", "shared", "mid", "out")
+    first_call = tf.keras.Model(inp, model.get_layer("stem").output)  # the shared layer's first output
+    x = digits[1][0][:150]
+    values = np.asarray(layergraph.trace(model).run(x, keep=["shared"])["shared"])  # what the capture reads
+    np.testing.assert_allclose(values, shared(first_call(x)).numpy(), rtol=1e-5, atol=1e-6)
+    assert run.analyses(1) == ["activations", "lrp"] and conserved(run.epoch(1, "lrp"))
+
+
 @pytest.mark.parametrize("odd", ["custom", "lambda", "hidden softmax"])
 def test_a_layer_without_an_lrp_rule_stops_relevance_there(tmp_path, digits, odd, tally):
     """The model is not refused: the layers after the stop keep their LRP flows, those before it
@@ -207,7 +229,7 @@ def test_a_stop_at_the_input_side_loses_no_column_and_is_not_warned_of(tmp_path,
     assert conserved(lrp) and {"scale", "conv", "out"} <= set(lrp.column_names)
     (note,) = [n for n in lrp.notes if n.startswith("LRP relevance stops")]
     assert "Scale ×1 (scale: a custom layer class" in note
-    assert ("does not run on symbolic tensors" if KERAS3 else "with the functional API") in note
+    assert ("gives a symbolic tensor to a TensorFlow function" if KERAS3 else "with the functional API") in note
     assert note.endswith("No layer shown lies before them: every column has its LRP flows") and note.kind == "info"
 
 
@@ -284,7 +306,9 @@ def test_the_keras_tutorial_transformer_with_custom_layers_trains_and_gets_its_f
     activations = run.epoch(1)
     assert conserved(activations)
     names, out = activations.column_names, model.layers[-1].name  # "dense_<n>": Keras numbers default names
-    assert "token_and_position_embedding" in names and "transformer_block" in names and "head" in names
+    embedding, block = model.layers[1].name, model.layers[2].name  # numbered where other tests made these classes
+    assert embedding.startswith("token_and_position_embedding") and block.startswith("transformer_block")
+    assert embedding in names and block in names and "head" in names
     assert run.analyses(1) == ["activations", "lrp"]
     lrp = run.epoch(1, "lrp")
     (note,) = [n for n in lrp.notes if n.startswith("LRP relevance stops")]
@@ -587,3 +611,46 @@ def test_the_text_example_finds_the_word_that_decides_each_review(tmp_path, caps
     assert "The relevance points at the review's cue word in" in printed
     run = load_run(tmp_path / "t")
     assert conserved(run.epoch(3, "lrp")) and run.epoch(3, "lrp").class_names == ("negative", "positive")
+
+
+@pytest.mark.skipif(not KERAS3, reason="the layer is written with keras.ops (Keras 3)")
+def test_a_model_that_cannot_be_copied_gets_lrp_while_training_waits(tmp_path, digits):
+    """keras.io's Vision Transformer as written there: its PatchEncoder's get_config() leaves out an
+    __init__ argument, so no private copy of the model can be made and LRP was skipped for the
+    whole model. The engine now reads the model itself: each snapshot runs while training waits
+    (in the background the weights would have moved on), and the pages say why."""
+    ops = tf.keras.ops
+
+    class PatchEncoder(layers.Layer):
+        def __init__(self, num_patches, projection_dim):
+            super().__init__()
+            self.num_patches = num_patches
+            self.projection = layers.Dense(units=projection_dim)
+            self.position_embedding = layers.Embedding(input_dim=num_patches, output_dim=projection_dim)
+
+        def call(self, patch):
+            positions = ops.expand_dims(ops.arange(start=0, stop=self.num_patches, step=1), axis=0)
+            return self.projection(patch) + self.position_embedding(positions)
+
+        def get_config(self):
+            config = super().get_config()
+            config.update({"num_patches": self.num_patches})
+            return config
+
+    tf.keras.utils.set_random_seed(8)
+    inp = tf.keras.Input((8, 8, 1))
+    h = PatchEncoder(8, 16)(layers.Reshape((8, 8), name="rows")(inp))  # each image row a patch
+    h = layers.LayerNormalization(name="norm")(h)
+    h = layers.Dense(16, activation="relu", name="mlp")(layers.GlobalAveragePooling1D(name="pool")(h))
+    model = tf.keras.Model(inp, layers.Dense(10, activation="softmax", name="out")(h))
+    (x_tr, y_tr), (x_te, y_te) = digits
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    cb = FlowCallback((x_te[:150], y_te[:150]), log_dir=tmp_path, epochs=[1, 2], k=8, verbose=0)
+    with pytest.warns(RuntimeWarning, match="LRP reads the model itself, as it cannot be copied .*projection_dim"):
+        model.fit(x_tr[:300], y_tr[:300], epochs=3, verbose=0, callbacks=[cb])
+    run = load_run(tmp_path)
+    assert run.epochs == [1, 2] and run.errors() == {}
+    for epoch in (1, 2):  # epoch 1's LRP ran before epoch 2 trained: in the background it would have failed
+        lrp = run.epoch(epoch, "lrp")
+        assert conserved(lrp) and {"norm", "pool", "mlp", "out"} <= set(lrp.column_names)
+        assert any(n.startswith("LRP reads the model itself") and "while training waits" in n for n in lrp.notes)

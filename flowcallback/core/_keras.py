@@ -161,10 +161,26 @@ def _init_arguments(cls) -> Optional[set]:
 
 
 def _not_rebuilt(layer, exc) -> TypeError:
+    cls = type(layer)
+    what = f"layer {layer.name!r} ({cls.__name__}) cannot be rebuilt from its config"
+    own = "get_config" in vars(cls) or any("get_config" in vars(b) for b in cls.__mro__[1:]
+                                           if (b.__module__ or "").split(".")[0] not in ("keras", "tf_keras"))
+    missing = []
+    try:
+        import inspect
+
+        config = layer.get_config()
+        missing = [p.name for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
+                   if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                   and p.name not in config]
+    except Exception:  # no config at all: the reason below says why
+        pass
+    if own and missing:
+        return TypeError(f"{what}: its get_config() leaves out the __init__ argument(s) {', '.join(missing)}; "
+                         "add them to the dict it returns (keras.io, 'Serialization and saving')")
     reason = " ".join(str(exc).split()) or "no message"
-    return TypeError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be rebuilt from its config "
-                     f"({type(exc).__name__}: {reason[:300]}); give the class a get_config() that returns its "
-                     "__init__ arguments (keras.io, 'Serialization and saving'), so that a copy can be made")
+    return TypeError(f"{what} ({type(exc).__name__}: {reason[:300]}); give the class a get_config() that returns "
+                     "its __init__ arguments (keras.io, 'Serialization and saving'), so that a copy can be made")
 
 
 def _named(copy, name: str):

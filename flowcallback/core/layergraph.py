@@ -323,6 +323,10 @@ def _open_custom(c: Call, depth: int, opened: Dict) -> Tuple[Optional[List[Call]
         try:
             made = list(_nest().flatten(layer.call(*args, **kwargs)))
         except Exception as exc:
+            if "cannot be used as input to a TensorFlow function" in str(exc):
+                return None, ("its call() gives a symbolic tensor to a TensorFlow function (a tf.* function, or an "
+                              "operator with a weight on its left, such as self.gamma * h), which Keras does not "
+                              "follow; written with keras.ops (or h * self.gamma) it is followed")
             return None, f"its call() does not run on symbolic tensors ({type(exc).__name__}: {_short(exc)})"
         if len(made) != len(c.outputs) or not all(_is_symbolic(t) for t in made):
             return None, "its call() returns other than the layer's outputs as Keras tensors"
@@ -336,8 +340,8 @@ def _open_custom(c: Call, depth: int, opened: Dict) -> Tuple[Optional[List[Call]
             return None, "its call() reads a Keras tensor that is not one of its inputs"
         constant = _constant_tensor(inner)
         if constant:
-            return None, (f"its call() computes a tensor outside its inputs ({constant}), whose value would be "
-                          "frozen with the weights of the moment")
+            return None, (f"its call() gives {constant} a tensor made outside the layer's inputs (a position "
+                          "embedding of ops.arange is one), whose value would be frozen with the weights of the moment")
         inner = _inline(inner, depth + 1, opened)
         why = _differs(c, inner, inner_in, inner_out, [_shape(t) for t in outer], [t.dtype for t in outer])
         if why:
@@ -372,7 +376,7 @@ def _constant_tensor(calls: List[Call]) -> str:
             if _is_variable(leaf) or type(leaf).__module__.startswith("numpy"):
                 continue
             if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
-                return f"a {type(leaf).__name__} given to {ic.class_name}"
+                return ic.class_name
     return ""
 
 
@@ -471,6 +475,8 @@ class LayerGraph:
         self.aliases: Dict[str, Key] = {}
         #: name of a custom layer kept whole -> why its call() could not be followed
         self.closed: Dict[str, str] = {}
+        #: name of an opened custom layer -> its class name
+        self.alias_classes: Dict[str, str] = {}
         self.producer = {k: c for c in calls for k in c.outputs}
         self.consumers: Dict[Key, List[Call]] = {}
         for c in calls:
@@ -512,9 +518,26 @@ class LayerGraph:
 
         g = self.digraph()
         position = {n: self._position.get(n, (len(self._position),)) for n in g.nodes}
-        order = nx.lexicographical_topological_sort(g, key=lambda n: position[n])
         keep = {c.name for c in self.calls if not c.is_input and not is_operation(c.layer)}
+        try:
+            order = list(nx.lexicographical_topological_sort(g, key=lambda n: position[n]))
+        except nx.NetworkXUnfeasible:  # a layer called at two places (shared weights) closes a cycle
+            order = self._first_call_order(position)
         return [n for n in order if n in keep]
+
+    def _first_call_order(self, position: Dict[str, tuple]) -> List[str]:
+        """The layers in the order of their first calls, in a topological order of the calls (which,
+        unlike the layers of a model that calls one layer twice, have no cycle)."""
+        import networkx as nx
+
+        g = nx.DiGraph()
+        g.add_nodes_from(range(len(self.calls)))
+        made_by = {k: i for i, c in enumerate(self.calls) for k in c.outputs}
+        for i, c in enumerate(self.calls):
+            g.add_edges_from((made_by[k], i) for k in c.inputs if k in made_by)
+        last = (len(self._position),)
+        calls = nx.lexicographical_topological_sort(g, key=lambda i: (position.get(self.calls[i].name, last), i))
+        return list(dict.fromkeys(self.calls[i].name for i in calls))
 
     def call(self, name: str) -> Call:
         """The first call of the layer ``name`` (KeyError naming the layers if there is none)."""
@@ -640,10 +663,12 @@ def trace(model, open_custom: bool = False) -> LayerGraph:
     for c, reason in (opened or {}).values():
         if reason:
             graph.closed[c.name or c.layer.name] = reason
-        elif c.layer.name not in graph._first and c.layer.name not in graph.aliases:
-            graph.aliases[c.layer.name] = c.outputs[0]
-        else:  # pragma: no cover - a name taken twice: the qualified one
-            graph.aliases.setdefault("/".join(c.scope + (c.layer.name,)), c.outputs[0])
+        else:
+            name = c.layer.name
+            if name in graph._first or name in graph.aliases:  # pragma: no cover - a name taken twice
+                name = "/".join(c.scope + (c.layer.name,))
+            graph.aliases.setdefault(name, c.outputs[0])
+            graph.alias_classes.setdefault(name, c.class_name)
     return graph
 
 

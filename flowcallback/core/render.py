@@ -341,8 +341,48 @@ def _short_label(name: str, limit: int = LABEL_CHARS) -> str:
 COMPACT_NOTE = "A column name marked * has a note: hover the name to read it."
 
 
+#: The plot's width (pixels) at which level labels must fit side by side: that of a 1,200-pixel
+#: browser window (the margins take about 160).
+LABEL_FIT_WIDTH = 1040
+#: About the width of one character of a column label (11-pixel font), in pixels, as measured in
+#: Chromium: the name, in bold, and the lines under it.
+LABEL_CHAR_PIXELS, LABEL_BOLD_CHAR_PIXELS = 6.8, 7.1
+
+
+def _labels_fit(graph: FlowGraph) -> bool:
+    """Whether the level labels of ``graph``'s columns fit side by side at :data:`LABEL_FIT_WIDTH`
+    (the first label extends to the right of its column, the last to the left, the others both ways).
+
+    >>> from types import SimpleNamespace as C
+    >>> def graph(*names):
+    ...     return C(columns=[C(name=n, layer_type="Dense", order=range(10)) for n in names])
+    >>> _labels_fit(graph("conv1", "pool1", "conv2", "pool2", "dense120", "dense84", "dense10", "Prediction",
+    ...                   "Ground truth"))
+    True
+    >>> _labels_fit(graph("token_and_position_embedding", "transformer_block", "global_average_pooling1d",
+    ...                   "dropout_2", "dense", "dropout_3", "dense_1", "Prediction", "Ground truth"))
+    False
+    """
+    m = len(graph.columns)
+    if m < 2:
+        return True
+    spacing = 0.99 * LABEL_FIT_WIDTH / (m - 1)
+    widths = [max(len(c.name) * LABEL_BOLD_CHAR_PIXELS,
+                  max(len(c.layer_type or ""), len(f"{len(c.order)} clusters")) * LABEL_CHAR_PIXELS)
+              for c in graph.columns]
+    for j in range(m - 1):
+        right = widths[j] if j == 0 else widths[j] / 2
+        left = widths[j + 1] if j + 1 == m - 1 else widths[j + 1] / 2
+        if right + left + 4 > spacing:  # 4 pixels between two labels at least
+            return False
+    return True
+
+
 def _compact(graphs) -> bool:
-    return max(len(g.columns) for g in graphs) > COMPACT_LABELS_ABOVE
+    """Slanted one-line labels: above :data:`COMPACT_LABELS_ABOVE` columns, or where level labels
+    would run into each other (long layer names over few columns)."""
+    graphs = list(graphs)
+    return max(len(g.columns) for g in graphs) > COMPACT_LABELS_ABOVE or not all(_labels_fit(g) for g in graphs)
 
 
 def _column_annotations(graph: FlowGraph, compact: bool = False, groups: Sequence[ClusterGroup] = ()) -> List[dict]:

@@ -155,7 +155,7 @@ class FixedBatchReshape(layers.Layer):
         return ops.reshape(x, (batch, x.shape[1] * x.shape[2]))
 
 
-@pytest.mark.parametrize("cls, reason", [(TFScale, "does not run on symbolic tensors"),
+@pytest.mark.parametrize("cls, reason", [(TFScale, "TensorFlow function"),
                                          (FixedBatchReshape, "run one by one")])
 def test_a_call_that_cannot_be_followed_stays_one_stop_with_its_reason(cls, reason):
     keras.utils.set_random_seed(2)
@@ -202,3 +202,96 @@ def test_an_opened_layer_reads_its_own_weights_at_every_call():
     assert not np.allclose(first["before"], second["before"])
     graph = engine.graph
     np.testing.assert_allclose(np.asarray(graph.run(x)[graph.outputs[0]]), model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_by_default_relevance_is_reported_for_the_models_own_layers():
+    """Found by an outside probe: the default keys were the layers inside the opened block and
+    made-up operation names (``add_1``), and the block itself was missing."""
+    model = _tutorial()
+    engine = NativeLRP(model)
+    assert engine.layer_names == [layer.name for layer in model.layers[1:]]
+    maps = engine.relevance(_tokens(4))
+    assert list(maps) == [layer.name for layer in model.layers[1:]]
+
+
+class MaskedMean(layers.Layer):
+    """A mean over the unmasked steps: its ``ops.divide`` has no LRP rule."""
+
+    def call(self, x, mask=None):
+        m = ops.cast(mask, x.dtype)[..., None]
+        return ops.divide(ops.sum(x * m, axis=1), ops.maximum(ops.sum(m, axis=1), 1.0))
+
+
+class GainOnTheLeft(layers.Layer):
+    """A weight on the left of an operator: Keras's variable hands the symbolic tensor to TensorFlow."""
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="gamma")
+
+    def call(self, x):
+        return self.gamma * x
+
+
+@pytest.mark.parametrize("cls, reason", [
+    (MaskedMean, "Divide inside its call(): no LRP rule"),
+    (GainOnTheLeft, "an operator with a weight on its left"),
+])
+def test_a_stop_inside_a_custom_layer_is_named_by_the_users_layer(cls, reason):
+    keras.utils.set_random_seed(3)
+    inputs = layers.Input((6,), dtype="int32")
+    h = layers.Embedding(20, 4, mask_zero=True, name="emb")(inputs)
+    h = layers.Dense(4, name="mid")(h)
+    if cls is MaskedMean:
+        h = cls(name="pool")(h)
+    else:
+        h = layers.GlobalAveragePooling1D(name="pool")(cls(name="gain")(h))
+    model = keras.Model(inputs, layers.Dense(2, name="out")(h))
+    engine = NativeLRP(model)
+    name = "pool" if cls is MaskedMean else "gain"
+    assert [s[:2] for s in engine.stops] == [(name, cls.__name__)]
+    assert reason in engine.stops[0][2] and f"{cls.__name__} ×1 ({name}: " in engine.note
+    assert "divide" not in engine.note.lower().replace("divide inside", "")
+
+
+class PatchEncoder(layers.Layer):
+    """keras.io's Vision Transformer, as written there: its get_config() leaves out projection_dim,
+    so no copy of the model can be rebuilt."""
+
+    def __init__(self, num_patches, projection_dim):
+        super().__init__()
+        self.num_patches = num_patches
+        self.projection = layers.Dense(units=projection_dim)
+        self.position_embedding = layers.Embedding(input_dim=num_patches, output_dim=projection_dim)
+
+    def call(self, patch):
+        positions = ops.expand_dims(ops.arange(start=0, stop=self.num_patches, step=1), axis=0)
+        return self.projection(patch) + self.position_embedding(positions)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_patches": self.num_patches})
+        return config
+
+
+def test_a_model_that_cannot_be_copied_is_analysed_in_place_with_its_own_weights_only():
+    from flowcallback.core.lrp.engines import NativeEngine
+
+    keras.utils.set_random_seed(6)
+    inputs = layers.Input((4, 6))
+    h = PatchEncoder(4, 8)(inputs)
+    h = layers.LayerNormalization()(h)
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax")(layers.GlobalAveragePooling1D()(h)))
+    x = np.random.default_rng(0).normal(size=(20, 4, 6)).astype("float32")
+    names = [layer.name for layer in model.layers[1:]]
+    engine = NativeEngine("lrp.epsilon")
+    engine.start(model, names, x)
+    assert "get_config() leaves out the __init__ argument(s) projection_dim" in engine.in_place
+    before = [w.copy() for w in model.get_weights()]
+    result = engine.analyze(model.get_weights())
+    assert sorted(result.embeddings) == sorted(names) and result.missing == []
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)  # the model was read, not written
+    other = [w + 1.0 for w in model.get_weights()]
+    with pytest.raises(RuntimeError, match="weights have changed"):
+        engine.analyze(other)  # it cannot analyse other weights than the model's own
+    engine.close()

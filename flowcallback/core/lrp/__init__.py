@@ -147,7 +147,8 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
     x : array-like or list of array-like
         Samples (a batch axis first), or a list of strings for a model that reads text.
     layers : list of str, optional
-        Layer names. Default: every layer but the input layers.
+        Layer names. Default: every layer of the model but the input layers (a custom layer by
+        its own name; the Keras operations between layers left out).
     analyzer : str, default="lrp.epsilon"
         An iNNvestigate LRP analyzer name (``"lrp.z"``, ``"lrp.alpha_1_beta_0"``,
         ``"lrp.sequential_preset_a"``...).

@@ -138,6 +138,8 @@ class NativeEngine:
         self._embed_options: dict = {}
         self.note = ""
         self.blocked: list = []
+        #: why the engine reads the model itself rather than a private copy ("" where it has a copy)
+        self.in_place = ""
 
     @property
     def alive(self) -> bool:
@@ -162,10 +164,15 @@ class NativeEngine:
         self.blocked = list(check.blocked)  # the selected layers that the stops leave without relevance
         try:
             copy = clone_model(model)
-        except Exception as exc:  # a subclassed model has no layer graph to copy or to reverse
-            raise RuntimeError("the native LRP engine needs a Sequential or functional model; this one cannot be "
-                               f"copied ({type(exc).__name__}: {exc})") from exc
-        copy.set_weights(model.get_weights())
+            copy.set_weights(model.get_weights())
+            self.in_place = ""
+        except Exception as exc:
+            # a custom layer that Keras cannot rebuild from its config (keras.io's ViT PatchEncoder): the
+            # engine reads the model itself; the caller then runs each analysis while training waits, and
+            # analyze() refuses weights other than the model's own
+            copy = model
+            self.in_place = ("LRP reads the model itself, as it cannot be copied "
+                             f"({' '.join(str(exc).split())})")
         try:
             engine = NativeLRP(copy, list(layer_names), self.analyzer, self.analyzer_kwargs)
         except ValueError as exc:  # the copy differs from the model (the arguments were checked above)
@@ -206,7 +213,12 @@ class NativeEngine:
         if self._engine is None:
             raise RuntimeError("the native LRP engine is not started")
         src = weights.get_weights() if hasattr(weights, "get_weights") else weights
-        self._copy.set_weights([np.asarray(w) for w in src])
+        if self.in_place:  # no copy to set: the weights must be the model's own at this moment
+            if not _same_weights(self._copy.get_weights(), src):
+                raise RuntimeError(f"{self.in_place}, and its weights have changed since these were taken: "
+                                   "with such a model, analyse while training waits")
+        else:
+            self._copy.set_weights([np.asarray(w) for w in src])
         embedders = {n: Embedder(n, **self._embed_options) for n in self._layers}
         reached = set()
         finite = all_finite(src)
@@ -225,10 +237,16 @@ class NativeEngine:
         done = [n for n in self._layers if n in reached]
         return LRPResult({n: embedders[n].result() for n in done}, [n for n in self._layers if n not in reached],
                          f"NativeLRP({self.analyzer})", NativeLRP.__module__, engine=engine_label("native"),
-                         note=self._engine.note)
+                         note=self.note)  # the model's own layer names, as the warning at start had them
 
     def kill(self) -> None:
         """Nothing to kill: the engine runs in this process."""
 
     def close(self) -> None:
         self._engine = self._copy = self._x = None
+
+
+def _same_weights(a, b) -> bool:
+    """Whether two lists of weight arrays are equal (NaN equal to NaN)."""
+    return len(a) == len(b) and all(np.shape(x) == np.shape(y) and np.array_equal(x, y, equal_nan=True)
+                                    for x, y in zip(a, b))

@@ -554,6 +554,12 @@ def _float32(t):
     return out
 
 
+def _wide(t):
+    """A layer's output recomputed inside a rule, in float32 where a mixed-precision policy made it
+    float16 (the relevance is float32); the cast is on the tape, so gradients pass through it."""
+    return tf.cast(t, tf.float32) if t.dtype.is_floating and t.dtype.size < 4 else t
+
+
 def _unbroadcast(r, shape):
     """Sum ``r`` over the axes along which a tensor of ``shape`` was broadcast to ``r``'s shape."""
     shape = tuple(shape)
@@ -583,7 +589,8 @@ class NativeLRP:
     layers : list of str, optional
         Names of the layers whose output relevance :meth:`relevance` returns (a nested layer by its
         own name, or ``"block/name"`` where its name is not unique). Default: every layer of the
-        graph but the input layers (an input layer can be named explicitly).
+        model but the input layers (an input layer can be named explicitly), a custom layer by its
+        own name, the Keras operations between layers (``x + y`` on symbolic tensors) left out.
     analyzer : str, default="lrp.epsilon"
         iNNvestigate's analyzer name; see :data:`ANALYZERS`.
     analyzer_kwargs : dict, optional
@@ -675,7 +682,7 @@ class NativeLRP:
             self._check_layers()
         names = [s.call.name for s in self._steps if s.call.first] + list(getattr(self.graph, "aliases", {}))
         if layers is None:
-            self.layer_names = [s.call.name for s in self._steps if s.call.first and s.kind != "input"]
+            self.layer_names = self._default_layers()
         else:
             if isinstance(layers, str):
                 layers = [layers]
@@ -800,11 +807,34 @@ class NativeLRP:
         for step, stopped in self._walk_back(reached.__contains__, blocked):
             c = step.call
             if stopped:
-                self.stops.append((c.name, c.class_name, step.stop))
+                outer = self._opened_layer(c)
+                inside = f"{c.class_name} inside its call(): {step.stop}"
+                self.stops.append((c.name, c.class_name, step.stop) if outer is None else
+                                  (outer, self.graph.alias_classes[outer], inside))
             elif step.kind != "embedding":
                 reached.update(k for k in c.inputs if k not in step.masks)
-        self.stops.reverse()  # in model order
+        self.stops = list(dict.fromkeys(reversed(self.stops)))  # in model order, a custom layer's stops once
         self.blocked = [n for n in self.layer_names if self._key_of(n) in blocked]
+
+    def _opened_layer(self, call) -> Optional[str]:
+        """The name of the (outermost) custom layer whose call() made ``call``, or None: a stop or a
+        default layer is named by the user's layer, not by a layer or operation inside it."""
+        aliases = self.graph.aliases if self.graph is not None else {}
+        return next((s for s in call.scope if s in aliases), None)
+
+    def _default_layers(self) -> List[str]:
+        """Every layer but the input layers, as the user's model has them: a custom layer by its own
+        name (not the layers inside it), the Keras operations between layers left out."""
+        aliases = {k: n for n, k in (self.graph.aliases if self.graph is not None else {}).items()}
+        out = []
+        for s in self._steps:
+            c = s.call
+            named = [aliases[k] for k in c.outputs if k in aliases]
+            if named:
+                out.extend(named)
+            elif c.first and s.kind != "input" and self._opened_layer(c) is None and not _is_operation(c.layer):
+                out.append(c.name)
+        return list(dict.fromkeys(out))
 
     def _key_of(self, name: str):
         if not hasattr(self, "_keys"):
@@ -985,7 +1015,7 @@ class NativeLRP:
         eps = self._linearised_epsilon
         with tf.GradientTape() as tape:
             tape.watch(x)
-            z = f(x)
+            z = _wide(f(x))
         s = r / (z + (tf.cast(tf.greater_equal(z, 0), z.dtype) * 2 - 1) * eps)
         return x * tape.gradient(z, x, output_gradients=s)
 
@@ -1025,7 +1055,7 @@ class NativeLRP:
             with tf.GradientTape(persistent=True) as tape:
                 for x in xs:
                     tape.watch(x)
-                z = call(xs)[0]
+                z = _wide(call(xs)[0])
             ratio = lrp_rules.safe_divide(rs[0], z)
             grads = [tape.gradient(z, x, output_gradients=ratio, unconnected_gradients=tf.UnconnectedGradients.ZERO)
                      for x in xs]
@@ -1035,7 +1065,7 @@ class NativeLRP:
         with tf.GradientTape(persistent=len(xs) > 1) as tape:
             for x in xs:
                 tape.watch(x)
-            y = call(xs)
+            y = [_wide(t) for t in call(xs)]
         grads = [tape.gradient(y, x, output_gradients=rs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
                  for x in xs]
         del tape

@@ -3,6 +3,7 @@
     python benchmarks/real_models.py                          # ResNet50, MobileNetV2, EfficientNetB0, DenseNet121
     python benchmarks/real_models.py --models ResNet50 --all-layers --pages 10
     python benchmarks/real_models.py --models BiLSTM --samples 500 --batch-size 128   # the keras.io text classifier
+    python benchmarks/real_models.py --models Transformer --samples 500 --batch-size 128   # keras.io's Transformer
     options: --samples N (default 1000), --batch-size B (256), --repeat R (2), --out results/NAME.json
 
 Each model is built with ``weights=None`` for 32 x 32 x 3 inputs and 10 classes, and the held-out set is
@@ -10,7 +11,9 @@ scikit-learn's digits resized to 32 x 32 x 3 (values 0-255), so that nothing is 
 is the keras.io "Bidirectional LSTM on IMDB" classifier (200 token ids from a vocabulary of 20,000,
 an Embedding of 128, two Bidirectional LSTM(64), a sigmoid unit), on generated sequences whose class
 is a keyword token placed in them; its gradient pass is taken with respect to the embedding (token
-ids have no gradient). Per model, in the same process:
+ids have no gradient). ``Transformer`` is keras.io's "Text classification with Transformer", its
+``TokenAndPositionEmbedding`` and ``TransformerBlock`` custom layer classes as the tutorial writes
+them (embedding 32, 2 heads, feed-forward 32), on the same sequences. Per model, in the same process:
 
 * the **gradient pass**: one ``tf.GradientTape`` gradient of the top logit with respect to the input,
   eagerly, over the same held-out set and batch size (the baseline: one forward and one backward pass);
@@ -44,7 +47,7 @@ import numpy as np
 from _common import peak_rss_mb, write_json
 
 MODELS = ("ResNet50", "MobileNetV2", "EfficientNetB0", "DenseNet121")
-TEXT_MODELS = ("BiLSTM",)
+TEXT_MODELS = ("BiLSTM", "Transformer")
 TEXT_STEPS, TEXT_VOCABULARY = 200, 20_000
 STAGES = ("capture", "lrp", "cluster", "projection", "metrics", "store", "render")
 
@@ -73,11 +76,56 @@ def held_out_text(n: int):
     return x, y.astype("int64")
 
 
+def _transformer():
+    """keras.io's "Text classification with Transformer" as written there (Keras 3): two custom
+    layer classes without get_config, the block's inside followed by the relevance engine."""
+    import keras
+    from keras import layers, ops
+
+    class TransformerBlock(layers.Layer):
+        def __init__(self, embed_dim, num_heads, ff_dim, rate=0.1):
+            super().__init__()
+            self.att = layers.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim)
+            self.ffn = keras.Sequential([layers.Dense(ff_dim, activation="relu"), layers.Dense(embed_dim)])
+            self.layernorm1 = layers.LayerNormalization(epsilon=1e-6)
+            self.layernorm2 = layers.LayerNormalization(epsilon=1e-6)
+            self.dropout1 = layers.Dropout(rate)
+            self.dropout2 = layers.Dropout(rate)
+
+        def call(self, inputs):
+            attn_output = self.dropout1(self.att(inputs, inputs))
+            out1 = self.layernorm1(inputs + attn_output)
+            return self.layernorm2(out1 + self.dropout2(self.ffn(out1)))
+
+    class TokenAndPositionEmbedding(layers.Layer):
+        def __init__(self, maxlen, vocab_size, embed_dim):
+            super().__init__()
+            self.token_emb = layers.Embedding(input_dim=vocab_size, output_dim=embed_dim)
+            self.pos_emb = layers.Embedding(input_dim=maxlen, output_dim=embed_dim)
+
+        def call(self, x):
+            positions = self.pos_emb(ops.arange(start=0, stop=ops.shape(x)[-1], step=1))
+            return self.token_emb(x) + positions
+
+    inputs = layers.Input(shape=(TEXT_STEPS,))
+    x = TokenAndPositionEmbedding(TEXT_STEPS, TEXT_VOCABULARY, 32)(inputs)
+    x = TransformerBlock(32, 2, 32)(x)
+    x = layers.GlobalAveragePooling1D()(x)
+    x = layers.Dropout(0.1)(x)
+    x = layers.Dense(20, activation="relu")(x)
+    x = layers.Dropout(0.1)(x)
+    return keras.Model(inputs=inputs, outputs=layers.Dense(2, activation="softmax")(x))
+
+
 def build(name: str):
     import tensorflow as tf
 
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(0)
+    if name == "Transformer":  # https://keras.io/examples/nlp/text_classification_with_transformer/
+        model = _transformer()
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
     if name == "BiLSTM":  # https://keras.io/examples/nlp/bidirectional_lstm_imdb/
         layers = tf.keras.layers
         inputs = tf.keras.Input(shape=(None,), dtype="int32")

@@ -255,7 +255,11 @@ def _inline(calls: List[Call], depth: int = 0, opened: Optional[Dict] = None) ->
     out: List[Call] = []
     for c in calls:
         if opened is not None and not c.is_input and is_custom(c.layer):
+            before = set(opened)
             inner, reason = _open_custom(c, depth, opened)
+            if inner is None:  # what was opened inside it is not in the graph
+                for k in set(opened) - before:
+                    del opened[k]
             if reason is not None:  # None: not tried (Keras 2)
                 opened[id(c)] = (c, reason)
             out.extend(inner if inner is not None else [c])

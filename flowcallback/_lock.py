@@ -17,6 +17,7 @@ import os
 import socket
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +33,9 @@ __all__ = ["RunLock", "LOCK_NAME"]
 LOCK_NAME = ".flowcallback.lock"
 #: What is read of another holder's lock file (its description), at most.
 _MAX_HOLDER_BYTES = 512
+#: How long a run held by this very process is waited for before RunInUseError: a fit that ended
+#: abnormally (an interrupt the script caught) lets its run go within a second or so.
+OWN_RELEASE_SECONDS = 5.0
 
 
 class RunLock:
@@ -89,12 +93,18 @@ class RunLock:
             except BlockingIOError:
                 holder = os.read(fd, _MAX_HOLDER_BYTES).decode("utf-8", "replace").strip()
                 holder = "".join(c if c.isprintable() else "?" for c in holder) or "an unknown process"
-                if holder.startswith(f"process {os.getpid()} on {socket.gethostname()} "):
+                ours = holder.startswith(f"process {os.getpid()} on {socket.gethostname()} ")
+                # this process: a fit that ended abnormally (an interrupt caught by the script) is
+                # still letting its run go (its guard looks every 50 ms, then stops its snapshots)
+                if ours and self._wait_for_release(fd, OWN_RELEASE_SECONDS):
+                    ours = holder = None
+                if ours:
                     holder = ("this process: another FlowCallback (or snapshot) of it writes this run, two "
                               "callbacks of one fit on one log_dir, say")
-                raise RunInUseError(
-                    f"log_dir: {self.path.parent} is being written by {holder} (it holds {LOCK_NAME}); "
-                    "use another log_dir, or wait until that run ends") from None
+                if holder is not None:
+                    raise RunInUseError(
+                        f"log_dir: {self.path.parent} is being written by {holder} (it holds {LOCK_NAME}); "
+                        "use another log_dir, or wait until that run ends") from None
             os.ftruncate(fd, 0)
             os.write(fd, f"process {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]})\n"
                      .encode("utf-8", "replace"))
@@ -102,6 +112,19 @@ class RunLock:
             os.close(fd)
             raise
         self._fd = fd
+
+    @staticmethod
+    def _wait_for_release(fd: int, seconds: float) -> bool:
+        """Whether the lock could be taken on ``fd`` within ``seconds`` (then it is held)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                continue
+        return False
 
     def release(self) -> None:
         """Release the lock (closing the file releases it); nothing when it is not held."""

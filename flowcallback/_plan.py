@@ -218,6 +218,8 @@ def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSetting
     if unknown:
         raise ValueError(f"projection_layers: {unknown} are not among the analysed layers {names}")
     notes, column_notes = capture.branch_layout(model, names)
+    for name, shared in capture.shared_calls(model, names).items():
+        column_notes[name] = f"{column_notes[name]}; {shared}" if name in column_notes else shared
     notes = [info(n) for n in notes]
     if columns.rule in ("block outputs", "all"):
         notes.insert(0, info(f"Columns: {columns.description}."))

@@ -145,19 +145,32 @@ class BudgetSchedule:
         return None if shortest is None else max(0.0, shortest - self._full_cost)
 
     def overhead(self, now: float) -> float:
-        """Seconds the snapshots added to the fit so far."""
+        """Seconds the snapshots added to the fit so far (at most: the training time is a lower
+        bound). The fit's first epoch, where Keras also traces the training step, counts as
+        training for what it lasted beyond the other epochs and a snapshot's whole wall time."""
         t = self.epoch_seconds() or 0.0
-        return max(0.0, (float(now) - self._start) - len(self._epochs) * t)
+        if not self._epochs:
+            return 0.0
+        first = max(t, self._epochs[0][0] - self._full_cost) if not self._epochs[0][1] else self._epochs[0][0]
+        return max(0.0, (float(now) - self._start) - first - (len(self._epochs) - 1) * t)
 
     def spent(self, now: float) -> float:
         """The overhead so far as a share of the training time so far (0 before an epoch ended).
-        Before a clean epoch, the training time is taken as the shortest epoch's (an upper bound),
-        so that the share reported is a lower bound rather than the decisions' cautious estimate."""
-        clean = [d for d, c in self._epochs if c]
-        t = statistics.median(clean) if clean else min((d for d, _ in self._epochs), default=0.0)
-        if not t:
+
+        The training time counts each clean epoch as it took, the fit's first epoch whole (Keras
+        traces the training step then, which can take many epochs' time, and that is training),
+        and each other epoch during which a snapshot ran as a clean one (their median), or before
+        there is one as the shortest of them: an upper bound of the training time, so that the
+        share reported is a lower bound rather than the decisions' cautious estimate."""
+        if not self._epochs:
             return 0.0
-        return max(0.0, (float(now) - self._start) - len(self._epochs) * t) / (len(self._epochs) * t)
+        rest = self._epochs[1:]
+        clean = [d for d, c in rest if c]
+        t = statistics.median(clean) if clean else min((d for d, _ in rest), default=0.0)
+        training = self._epochs[0][0] + sum(d if c else t for d, c in rest)
+        if training <= 0:
+            return 0.0
+        return max(0.0, (float(now) - self._start) - training) / training
 
     def allowed(self) -> float:
         """The budget in seconds: ``budget`` × the estimated training time of the whole fit."""

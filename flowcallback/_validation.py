@@ -101,6 +101,55 @@ def _dataset_arrays(dataset, max_unknown: int) -> Tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def reshuffles(dataset) -> bool:
+    """Whether a ``tf.data`` pipeline shuffles its elements anew at each pass through it
+    (``image_dataset_from_directory`` and ``text_dataset_from_directory`` do by default).
+
+    Reads the pipeline's ``_inputs()``, TensorFlow's own link from a dataset to those it was made
+    from (no public API tells it); anything it cannot read counts as not shuffling.
+
+    >>> import tensorflow as tf
+    >>> ds = tf.data.Dataset.from_tensor_slices(([1.0, 2.0], [0, 1]))
+    >>> reshuffles(ds.shuffle(2).batch(2)), reshuffles(ds.shuffle(2, reshuffle_each_iteration=False).batch(2))
+    (True, False)
+    >>> reshuffles(ds.batch(2)), reshuffles((None, None))
+    (False, False)
+    """
+    if not _is_dataset(dataset):
+        return False
+    seen, todo = set(), [dataset]
+    while todo:
+        ds = todo.pop()
+        if id(ds) in seen or len(seen) > 1000:
+            continue
+        seen.add(id(ds))
+        if "Shuffle" in type(ds).__name__ and getattr(ds, "_reshuffle_each_iteration", True) is not False:
+            return True
+        try:
+            todo.extend(ds._inputs())
+        except Exception:  # a dataset class without the link: not followed
+            continue
+    return False
+
+
+def canonical_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """An order of the samples that depends on their contents only (each sample's bytes, x and y,
+    hashed), so that the same samples read in any order come out alike.
+
+    >>> x = np.array([[1.0], [2.0], [3.0]]); y = np.array([0, 1, 0])
+    >>> order = canonical_order(x, y)
+    >>> shuffled = np.array([2, 0, 1])
+    >>> bool((x[order] == x[shuffled][canonical_order(x[shuffled], y[shuffled])]).all())
+    True
+    """
+    import hashlib
+
+    keys = np.array([int.from_bytes(hashlib.blake2b(np.ascontiguousarray(a).tobytes()
+                                                    + np.ascontiguousarray(b).tobytes(), digest_size=8).digest(),
+                                    "little") for a, b in zip(x, y)], dtype=np.uint64)
+    return np.argsort(keys, kind="stable")
+
+
 def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX_UNKNOWN_CARDINALITY_SAMPLES
                           ) -> Tuple[np.ndarray, np.ndarray]:
     """Return ``(x, y)`` as arrays from an ``(x, y)`` tuple or a finite ``tf.data.Dataset`` of batches.
@@ -109,7 +158,9 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
     ----------
     validation_data : tuple (x, y) or tf.data.Dataset
         A dataset must be batched and finite; one of unknown length (``from_generator``) is read
-        up to ``max_unknown_cardinality`` samples, and refused past that.
+        up to ``max_unknown_cardinality`` samples, and refused past that. One that shuffles anew
+        at each pass (:func:`reshuffles`) gives its samples in :func:`canonical_order`, so that
+        each reading of it (a resumed run's) gives the same held-out set.
     max_unknown_cardinality : int
         The bound for datasets of unknown length.
 
@@ -133,6 +184,9 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
         x, y = _dataset_arrays(validation_data, max_unknown_cardinality)
         x = _text_as_str(x)  # tf.data yields text as bytes objects
         _check_finite(x)
+        if reshuffles(validation_data):  # another order at each pass: one of the samples' own, every time
+            order = canonical_order(x, y)
+            x, y = x[order], y[order]
         return x, y
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         is_sequence = isinstance(validation_data, (tuple, list))

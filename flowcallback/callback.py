@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Optional
 
@@ -220,7 +221,11 @@ class FlowCallback(tf.keras.callbacks.Callback):
         self._schedule: Optional[BudgetSchedule] = None
         self._summary: Optional[dict] = None  # the schedule as last recorded (run.json's "schedule")
         self._clean = True  # no snapshot captured or running since the epoch began
-        self._last_done: Optional[int] = None  # the last epoch trained in this fit
+        self._last_done: Optional[int] = None  # the last epoch trained in this fit (the run's number)
+        # a fit of the same model after this callback's own earlier fit, without initial_epoch (keras.io's
+        # fine-tuning recipe) continues the run: its epoch e is the run's epoch e + _offset
+        self._offset = 0
+        self._previous_fit: Optional[tuple] = None  # (weak reference to the model, the run's last epoch)
         self._raise_errors = self.settings.on_error == "raise"
         self._supports_tf_logs = True  # Keras 2: the batch hook needs no logs converted to NumPy (no sync)
 
@@ -366,16 +371,34 @@ class FlowCallback(tf.keras.callbacks.Callback):
             # a resumed fit (initial_epoch > 0) starts where the previous one took its last snapshot
             first = epoch if epoch == 0 else epoch + 1
             last = max(int((self.params or {}).get("epochs") or first), first)
+            self._offset = self._continues(epoch)
+            if self._offset:  # the untrained state of this fit is the previous fit's last epoch, taken already
+                first, last = self._offset + 1, last + self._offset
             self._refuse_overwriting(epoch, first, last)
             self._warn_if_none_taken(first, last)
             if self.budget is not None and not self._snapshotter.disabled:
                 self._schedule = BudgetSchedule(self.budget, first=first, last=last)
                 self._schedule.start(time.perf_counter())
-                if epoch == 0 and self._schedule.decide(0, time.perf_counter(), busy=False).take:
+                if first == 0 and self._schedule.decide(0, time.perf_counter(), busy=False).take:
                     self._take(0)
                 self._epoch_starts()
-            elif epoch == 0 and self.wants(0):
+            elif first == 0 and self.wants(0):
                 self._take(0)
+
+    def _continues(self, initial_epoch: int) -> int:
+        """The run's last epoch where this fit continues this callback's own previous fit of the same
+        model (``fit`` called again without ``initial_epoch``, as keras.io's fine-tuning recipe does
+        after unfreezing the base model); 0 otherwise. The fit's epoch e is then the run's e + that."""
+        if initial_epoch != 0 or self._previous_fit is None or self._snapshotter.disabled:
+            return 0
+        model_ref, last = self._previous_fit
+        held = self._snapshotter.epochs_held
+        if model_ref() is not self.model or not held or max(held) != last:
+            return 0
+        self._snapshotter.progress.note(
+            f"FlowCallback: this fit continues the run of this callback's previous fit of the model (epochs to "
+            f"{last}): its epochs are the run's epochs {last + 1} on (initial_epoch={last} would say so to Keras too)")
+        return last
 
     def _warn_if_none_taken(self, first: int, last: int) -> None:
         """Warn, before the first epoch trains, of a fit (snapshot epochs ``first`` to ``last``) in
@@ -421,6 +444,7 @@ class FlowCallback(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._raise_errors:
             self._snapshotter.raise_failed()
+        epoch += self._offset  # the run's number of this epoch
         self._last_done = epoch + 1
         if self._schedule is not None:
             self._decide(epoch + 1)
@@ -435,6 +459,8 @@ class FlowCallback(tf.keras.callbacks.Callback):
                 self._take(last)  # the fit's last epoch is always taken
             schedule.stopped(last)
         self._snapshotter.close()  # waits for background snapshots, stops the LRP worker
+        if last is not None and self.model is not None:  # a next fit of this model may continue the run
+            self._previous_fit = (weakref.ref(self.model), last)  # (_continues checks the run ends there)
         if schedule is not None and not self._snapshotter.disabled:  # the wait at the end counts
             self._budget_costs()
             self._record_schedule(final=True)

@@ -61,6 +61,7 @@ class Snapshotter:
 
     def __init__(self, validation_data, log_dir, settings: SnapshotSettings):
         self.x, self.y_raw = checks.check_validation_data(validation_data)
+        self.reordered = checks.reshuffles(validation_data)  # put in an order of its own (canonical_order)
         self.labels = checks.labels_from_y(self.y_raw)
         self.signed = checks.signed_binary(self.y_raw)  # labels written -1 and 1
         self.held_out_digest = held_out_digest(self.x, self.labels)
@@ -127,6 +128,11 @@ class Snapshotter:
         self._former_info, self._held, self._written_in_fit = None, (), 0
         self.disabled = ""  # a new fit tries again (the log_dir may have become writable)
         plan = plan_run(model, self.x, self.labels, s, signed=self.signed)
+        if self.reordered:
+            plan = replace(plan, notes=(*plan.notes, info(
+                "The held-out tf.data.Dataset shuffles at each pass (image_dataset_from_directory does by default): "
+                "its samples are taken in an order of their own, by their contents, so that every snapshot and a "
+                "resumed run see the same set in the same order. shuffle=False keeps yours.")))
         checks.check_one_hot_width(self.y_raw, plan.n_classes)
         refuse_foreign_files(self.log_dir)  # before anything is written there
         try:

@@ -170,6 +170,11 @@ def test_a_layer_called_twice_is_one_column_where_it_is_first_called(tmp_path, d
     assert run.epochs == [1] and 1 not in run.errors()
     activations = run.epoch(1)
     assert conserved(activations) and activations.column_names[:4] == ("stem", "shared", "mid", "out")
+    # the column says which call it shows (found by an outside probe: a siamese encoder's second call
+    # was silently left out)
+    notes = {c.name: c.note for c in activations.columns}
+    assert "called at 2 places (shared weights): the column shows its first call" in notes["shared"]
+    assert not notes["mid"] or "called at" not in notes["mid"]
     first_call = tf.keras.Model(inp, model.get_layer("stem").output)  # the shared layer's first output
     x = digits[1][0][:150]
     values = np.asarray(layergraph.trace(model).run(x, keep=["shared"])["shared"])  # what the capture reads

@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from flowcallback import FlowCallback, RunInUseError, load_run
+from flowcallback import _validation as checks
 from flowcallback._plan import fingerprint
 
 pytestmark = [pytest.mark.slow, pytest.mark.both]
@@ -183,8 +184,10 @@ def test_a_fit_that_would_overwrite_an_earlier_trainings_epochs_is_refused_befor
     first = fit(model, data, log_dir, epochs=3)
     before = {p.name: p.stat().st_mtime_ns for p in (log_dir / "graphs").iterdir()}
     run_json = (log_dir / "run.json").read_bytes()
-    # a new training; fit again with a new callback, then with the same one (a notebook's cells); from epoch 1
-    for again, initial, cb in ((dense_model(), 0, None), (model, 0, None), (model, 0, first), (model, 1, None)):
+    # a new training; fit again with a new callback (a notebook's cells); the same callback with a new
+    # model; from epoch 1 (the same callback fitting the same model again continues: the next test)
+    for again, initial, cb in ((dense_model(), 0, None), (model, 0, None), (dense_model(), 0, first),
+                               (model, 1, None)):
         weights = [w.copy() for w in again.get_weights()]
         cb = cb or FlowCallback((x_te, y_te), log_dir=log_dir, lrp=False, k=8, verbose=0, projection=None)
         clash = initial + (initial > 0)  # a resumed fit's first snapshot is the epoch after initial_epoch
@@ -201,6 +204,36 @@ def test_a_fit_that_would_overwrite_an_earlier_trainings_epochs_is_refused_befor
     model.fit(x_tr, y_tr, epochs=5, initial_epoch=0, verbose=0, callbacks=[cb])
     fit(model, data, log_dir, epochs=6, initial_epoch=5)
     assert load_run(log_dir).epochs == [0, 1, 2, 3, 5, 6]
+
+
+def test_the_same_callback_fitting_the_same_model_again_continues_the_run(tmp_path, data, capsys):
+    """keras.io's fine-tuning recipe: train the head, unfreeze the base, recompile, and call fit
+    again without initial_epoch. With the same callback it was refused ("would overwrite epoch(s)
+    0, 1, 2"), which stopped the fine-tuning; the second fit now continues the run: its epochs are
+    the run's next ones, its untrained state (the first fit's last epoch) is not taken twice."""
+    x_tr, y_tr, x_te, y_te = data
+    log_dir = tmp_path / "r"
+    model = dense_model()
+    cb = FlowCallback((x_te, y_te), log_dir=log_dir, lrp=False, k=8, verbose=1, projection=None, budget=None)
+    model.fit(x_tr, y_tr, epochs=2, verbose=0, callbacks=[cb])
+    def graph_files():
+        return {q.relative_to(log_dir): q.read_bytes() for q in (log_dir / "graphs").rglob("*") if q.is_file()}
+
+    first_epochs = graph_files()
+    assert len(first_epochs) > 3
+    model.layers[0].trainable = False  # a change of what trains, and a recompile, as the recipe has
+    model.compile(optimizer=tf.keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
+    model.fit(x_tr, y_tr, epochs=3, verbose=0, callbacks=[cb])
+    run = load_run(log_dir)
+    assert run.epochs == [0, 1, 2, 3, 4, 5] and run.errors() == {}
+    assert {k: v for k, v in graph_files().items() if k in first_epochs} == first_epochs  # untouched
+    for epoch in run.epochs:
+        assert run.epoch(epoch).n_samples == len(x_te)
+    assert "this fit continues the run of this callback's previous fit of the model (epochs to 2): its epochs " \
+           "are the run's epochs 3 on" in capsys.readouterr().out
+    # a third fit from an explicit initial_epoch is Keras's own numbering: the run's epochs as they are
+    model.fit(x_tr, y_tr, epochs=6, initial_epoch=5, verbose=0, callbacks=[cb])
+    assert load_run(log_dir).epochs == [0, 1, 2, 3, 4, 5, 6]
 
 
 def test_a_run_with_the_former_fingerprint_resumes_with_its_model(tmp_path, data):
@@ -236,3 +269,50 @@ def test_a_resume_with_other_layers_keeps_the_earlier_epochs_readable(tmp_path, 
     assert run.epochs == [0, 1, 2] and run.skipped == {}
     assert run.epoch(1).column_names == first and len(run.epoch(2).column_names) == 3
     assert {layer["name"] for layer in run.info["layers"]} == set(first[:-2])
+
+
+def test_a_held_out_dataset_that_shuffles_at_each_pass_resumes_as_the_same_set(tmp_path, data):
+    """image_dataset_from_directory shuffles by default, anew at each pass: a resumed run read the
+    same images in another order, took them for another set (cluster ids started afresh) and
+    refused to compare its epochs with the earlier ones (found by an outside probe). Such a set is
+    put in an order of its own contents, the same at every reading."""
+    x_tr, y_tr, x_te, y_te = data
+    val_ds = tf.data.Dataset.from_tensor_slices((x_te, y_te)).shuffle(len(x_te), seed=1).batch(32)
+    log_dir = tmp_path / "r"
+    model = dense_model()
+    settings = dict(log_dir=log_dir, lrp=False, k=8, verbose=0, projection=None, budget=None)
+    model.fit(x_tr, y_tr, epochs=1, verbose=0, callbacks=[FlowCallback(val_ds, **settings)])
+    model.fit(x_tr, y_tr, epochs=2, initial_epoch=1, verbose=0, callbacks=[FlowCallback(val_ds, **settings)])
+    run = load_run(log_dir)
+    assert run.epochs == [0, 1, 2]
+    later = run.epoch(2)
+    assert not any("not the one of this run's earlier epochs" in n for n in later.notes)
+    assert any("shuffles at each pass" in n for n in later.notes)
+    assert run.compare(1, 2) is not None  # the same samples: epochs compare across the resume
+    # the set is the same images with their labels, in an order of their own
+    x1, y1 = checks.check_validation_data(val_ds)
+    x2, y2 = checks.check_validation_data(val_ds)
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    pairs = sorted(zip(map(bytes, x1.reshape(len(x1), -1)), y1.tolist()))
+    assert pairs == sorted(zip(map(bytes, x_te.reshape(len(x_te), -1)), y_te.tolist()))
+
+
+def test_a_fit_interrupted_and_caught_can_be_resumed_at_once(tmp_path, data):
+    """A script that catches a KeyboardInterrupt (raised here from another callback, as Ctrl-C is)
+    and at once resumes into the same log_dir with a new callback got RunInUseError: the
+    interrupted fit's run was still being let go (found by an outside probe). The run held by this
+    very process is waited for a few seconds."""
+    x_tr, y_tr, x_te, y_te = data
+
+    class Interrupt(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    log_dir = tmp_path / "r"
+    model = dense_model()
+    settings = dict(log_dir=log_dir, lrp=False, k=8, verbose=0, projection=None, budget=None)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x_tr, y_tr, epochs=4, verbose=0, callbacks=[FlowCallback((x_te, y_te), **settings), Interrupt()])
+    model.fit(x_tr, y_tr, epochs=4, initial_epoch=2, verbose=0, callbacks=[FlowCallback((x_te, y_te), **settings)])
+    assert load_run(log_dir).epochs[-2:] == [3, 4]

@@ -395,6 +395,31 @@ def branch_layout(model, layer_names: Sequence[str]) -> Tuple[List[str], Dict[st
     return [note], column_notes
 
 
+def shared_calls(model, layer_names: Sequence[str]) -> Dict[str, str]:
+    """A note for each selected layer that the model calls at more than one place (shared weights,
+    a siamese encoder called on two inputs): its column shows its first call's output.
+
+    Examples
+    --------
+    >>> import keras
+    >>> inputs = keras.Input((4,))
+    >>> shared = keras.layers.Dense(4, name="shared")
+    >>> h = shared(keras.layers.Dense(4, name="mid")(shared(inputs)))
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    >>> shared_calls(model, ["shared", "mid", "out"])
+    {'shared': 'called at 2 places (shared weights): the column shows its first call'}
+    """
+    graph = _graph(model)
+    if graph is None:
+        return {}
+    counts: Dict[str, int] = {}
+    for c in graph.calls:
+        if not c.is_input:
+            counts[c.name] = counts.get(c.name, 0) + 1
+    return {n: f"called at {counts[n]} places (shared weights): the column shows its first call"
+            for n in layer_names if counts.get(n, 0) > 1}
+
+
 def _forward_fn(model, layer_names):
     """A function batch -> (list of layer outputs, model output, its logits or None), in inference mode.
 

@@ -337,6 +337,32 @@ def _short_label(name: str, limit: int = LABEL_CHARS) -> str:
     return name[:head] + "…" + name[len(name) - (limit - 1 - head):]
 
 
+def _short_labels(names: Sequence[str], limit: int = LABEL_CHARS) -> List[str]:
+    """Each name cut to ``limit`` characters (:func:`_short_label`), where two cut names would read
+    the same, the differing part kept: MobileNetV3's block names differ in their middle.
+
+    >>> _short_labels(["expanded_conv_3_project_bn", "expanded_conv_4_project_bn", "dense"])
+    ['expanded_conv_3_pro…', 'expanded_conv_4_pro…', 'dense']
+    >>> _short_labels(["conv_stage_three_block_10_depthwise_bn", "conv_stage_three_block_11_depthwise_bn"])
+    ['…e_block_10_depthwi…', '…e_block_11_depthwi…']
+    """
+    shorts = [_short_label(n, limit) for n in names]
+    if len(set(shorts)) == len(shorts):
+        return shorts
+    out = []
+    for name, short in zip(names, shorts):
+        if shorts.count(short) == 1:
+            out.append(short)
+            continue
+        others = [n for n, s in zip(names, shorts) if s == short and n != name]
+        # where the names first differ: the name's start where that is near it, else around it
+        differ = min(next((i for i, (a, b) in enumerate(zip(name, o)) if a != b), len(name)) for o in others)
+        start = 0 if differ < limit - 4 else max(0, min(differ - (limit - 1) // 2, len(name) - (limit - 1)))
+        cut = name[start:start + limit - 1 - (start > 0)]
+        out.append(("…" if start > 0 else "") + cut + ("…" if start + len(cut) < len(name) else ""))
+    return out
+
+
 #: The note under a diagram with compact labels where a column has a note: what its " *" means.
 COMPACT_NOTE = "A column name marked * has a note: hover the name to read it."
 
@@ -391,6 +417,7 @@ def _column_annotations(graph: FlowGraph, compact: bool = False, groups: Sequenc
     slanted line and everything on hover, so that 24 columns do not overlap."""
     m = len(graph.columns)
     groups = {g.column: g for g in groups}
+    shorts = _short_labels([col.name for col in graph.columns])
     anns = []
     for j, col in enumerate(graph.columns):
         x = 0.005 + 0.99 * (j / max(m - 1, 1))
@@ -402,7 +429,7 @@ def _column_annotations(graph: FlowGraph, compact: bool = False, groups: Sequenc
         if col.note:
             text += f"<br><i>{_esc(col.note)}</i>"
         if compact:
-            short = _esc(_short_label(col.name)) + (" *" if col.note else "")
+            short = _esc(shorts[j]) + (" *" if col.note else "")
             anns.append(dict(x=x, y=1.0, xref="paper", yref="paper", yanchor="bottom", xanchor="left",
                              textangle=-45, text=short, hovertext=text, showarrow=False, font=dict(size=11),
                              name=f"column {j}"))

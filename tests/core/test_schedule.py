@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from flowcallback._schedule import REASONS, BudgetSchedule, describe, epoch_ranges
 
 
-def simulate(budget, epochs, epoch_s, capture_s, background_s, first=0):
-    """Run ``epochs`` epochs of ``epoch_s`` seconds with the schedule deciding; return
+def simulate(budget, epochs, epoch_s, capture_s, background_s, first=0, first_extra=0.0):
+    """Run ``epochs`` epochs of ``epoch_s`` seconds with the schedule deciding (the fit's first
+    epoch ``first_extra`` seconds longer: Keras traces its training step then); return
     (schedule, taken epochs, realised overhead in seconds, wall time)."""
     s = BudgetSchedule(budget, first=first, last=epochs)
     now, left, pending_cost = 0.0, 0.0, None  # left: background work still to do (seconds alone)
@@ -41,8 +42,9 @@ def simulate(budget, epochs, epoch_s, capture_s, background_s, first=0):
     for epoch in range(first + 1, epochs + 1):
         s.epoch_begin(now)
         clean = left <= 0
-        overlap = min(2 * left, 2 * epoch_s)  # both at half speed while both run
-        duration = overlap + (epoch_s - overlap / 2)
+        work = epoch_s + (first_extra if epoch == first + 1 else 0.0)
+        overlap = min(2 * left, 2 * work)  # both at half speed while both run
+        duration = overlap + (work - overlap / 2)
         left = max(0.0, left - overlap / 2)
         now += duration
         s.epoch_done(epoch, now, clean=clean)
@@ -53,7 +55,7 @@ def simulate(budget, epochs, epoch_s, capture_s, background_s, first=0):
     now += left  # the wait at the end of fit: the rest alone
     left = 0.0
     report()
-    training = (epochs - first) * epoch_s
+    training = (epochs - first) * epoch_s + first_extra
     return s, s.taken_epochs, now - training, now
 
 
@@ -139,3 +141,16 @@ def test_spent_is_reported_when_no_epoch_ever_trained_clean():
     assert taken == (0, 4)
     assert not any(d.reason == "planned" for d in s.decisions.values())
     assert 0 < s.spent(now) <= overhead / 4.0 + 1e-9
+
+
+@pytest.mark.parametrize("background_s", [3.0, 12.0, 40.0])
+def test_the_first_epochs_tracing_counts_as_training(background_s):
+    """Keras's first epoch also traces the training step (15 s against 2 s epochs, a
+    keras.applications network): that is training, not the snapshots' cost. Taken as the other
+    epochs' length, it made the end-of-fit line report 1030 % where the truth was at most 150 %
+    (found by an outside probe). The share reported is a lower bound of the truth."""
+    epochs, epoch_s, first_extra = 2, 2.0, 15.0
+    s, taken, overhead, now = simulate(0.25, epochs, epoch_s, capture_s=0.5, background_s=background_s,
+                                       first_extra=first_extra)
+    truth = overhead / (epochs * epoch_s + first_extra)
+    assert 0 < s.spent(now) <= truth + 1e-9, (s.spent(now), truth)

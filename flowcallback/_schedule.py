@@ -157,17 +157,22 @@ class BudgetSchedule:
     def spent(self, now: float) -> float:
         """The overhead so far as a share of the training time so far (0 before an epoch ended).
 
-        The training time counts each clean epoch as it took, the fit's first epoch whole (Keras
-        traces the training step then, which can take many epochs' time, and that is training),
-        and each other epoch during which a snapshot ran as a clean one (their median), or before
-        there is one as the shortest of them: an upper bound of the training time, so that the
-        share reported is a lower bound rather than the decisions' cautious estimate."""
+        The training time counts each clean epoch as it took, each other epoch during which a
+        snapshot ran as a clean one (their median), or before there is one as the shortest of
+        them, and the fit's first epoch (Keras traces the training step then, which can take many
+        epochs' time, and that is training) as it took less what a snapshot added to the other
+        epochs it overlapped (nothing where none did). The estimate leans high, so that the share
+        reported leans low rather than to the decisions' cautious side."""
         if not self._epochs:
             return 0.0
         rest = self._epochs[1:]
         clean = [d for d, c in rest if c]
         t = statistics.median(clean) if clean else min((d for d, _ in rest), default=0.0)
-        training = self._epochs[0][0] + sum(d if c else t for d, c in rest)
+        first, first_clean = self._epochs[0]
+        slowed = [d - t for d, c in rest if not c]
+        if not first_clean and slowed and t:
+            first = max(t, first - statistics.median(slowed))
+        training = first + sum(d if c else t for d, c in rest)
         if training <= 0:
             return 0.0
         return max(0.0, (float(now) - self._start) - training) / training
@@ -314,6 +319,11 @@ def describe(summary) -> str:
     Snapshots within a budget of 25% of the training time: epochs 0, 2, 10 taken, adding 22%.
     Skipped: 1 (no epoch had yet trained without a snapshot running, to measure the training
     time alone); 3\u20139 (another snapshot would exceed the budget).
+    >>> earlier = [{"budget": 0.25, "spent": 0.3, "taken": [0, 2], "skipped": {}}]
+    >>> print(textwrap.fill(describe({"budget": 0.25, "spent": 0.4, "taken": [3, 5], "skipped": {},
+    ...                                "earlier": earlier}), 90))
+    Snapshots within a budget of 25% of the training time: epochs 3, 5 taken, adding 40%.
+    Earlier fits: epochs 0, 2 taken, adding 30%.
     >>> describe(None)
     ''
     """
@@ -325,4 +335,10 @@ def describe(summary) -> str:
     skipped_by = summary.get("skipped", {})
     by_reason = sorted((ranges[0][0], reason, ranges) for reason, ranges in skipped_by.items() if ranges)
     skipped = [f"{ranges_text(ranges)} ({REASONS.get(reason, reason)})" for _, reason, ranges in by_reason]
-    return text + (" Skipped: " + "; ".join(skipped) + "." if skipped else "")
+    text += " Skipped: " + "; ".join(skipped) + "." if skipped else ""
+    earlier = [e for e in summary.get("earlier", []) if isinstance(e, dict)]
+    if earlier:  # the run's earlier fits (a fine-tuning after the head's training, a resumed run)
+        text += " Earlier fits: " + "; ".join(
+            f"epochs {', '.join(str(t) for t in e.get('taken', [])) or 'none'} taken, adding {e.get('spent', 0):.0%}"
+            for e in earlier) + "."
+    return text

@@ -273,6 +273,10 @@ class Snapshotter:
         """Record which epochs the budget took and skipped in run.json (and on the next run page)."""
         if self.disabled or self.plan is None:
             return
+        former = (self._former_info or {}).get("schedule")
+        if isinstance(former, dict) and former.get("first") != summary.get("first"):  # an earlier fit's schedule
+            earlier = [e for e in former.get("earlier", []) if isinstance(e, dict)]
+            summary = {**summary, "earlier": (earlier + [{k: v for k, v in former.items() if k != "earlier"}])[-100:]}
         self.page.info = {**self.page.info, "schedule": summary}  # a new dict: the page writer may be reading it
         try:
             store.write_run_info(self.log_dir, self.page.info)

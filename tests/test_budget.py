@@ -156,3 +156,24 @@ def test_epochs_turns_the_default_budget_off(digits):
     assert FlowCallback((x_te, y_te), epochs=2).budget is None
     assert FlowCallback((x_te, y_te), epochs=2, budget=None).budget is None
     assert FlowCallback((x_te, y_te), budget=0.5).budget == 0.5
+
+
+def test_a_second_fit_keeps_the_first_fits_schedule_on_record(digits, tmp_path):
+    """keras.io's fine-tuning recipe fits twice with the same callback: run.json and the run page
+    said only what the second fit took, while the run held both fits' epochs (found by an
+    outside probe)."""
+    from flowcallback.demo import lenet5_digits
+
+    (x_tr, y_tr), (x_te, y_te) = digits
+    cb = FlowCallback((x_te, y_te), log_dir=str(tmp_path / "r"), lrp=False, k=8, verbose=0)
+    model = lenet5_digits()
+    model.fit(x_tr, y_tr, epochs=2, batch_size=64, verbose=0, callbacks=[cb])
+    first = dict(cb.schedule)
+    model.fit(x_tr, y_tr, epochs=2, batch_size=64, verbose=0, callbacks=[cb])  # continues: the run's epochs 3, 4
+    run = load_run(tmp_path / "r")
+    schedule = run.info["schedule"]
+    assert schedule["taken"][-1] == 4 and schedule["first"] == 3
+    assert [e["taken"] for e in schedule["earlier"]] == [first["taken"]] and first["taken"][0] == 0
+    assert run.epochs == sorted(first["taken"] + schedule["taken"])
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "Earlier fits: epochs " + ", ".join(map(str, first["taken"])) + " taken" in page

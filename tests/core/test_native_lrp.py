@@ -353,8 +353,9 @@ def test_layer_without_a_rule_stops_relevance_there(odd):
     logits = tf.keras.Model(model.inputs, model.get_layer("after").output)(x).numpy() @ model.get_layer("out").kernel
     np.testing.assert_array_equal(np.abs(maps["out"]).argmax(axis=1), top.argmax(axis=1))
     np.testing.assert_allclose(maps[name].reshape(len(x), -1).sum(axis=1), np.max(logits, axis=1), rtol=1e-4)
-    # the public entry point gives the same partial maps instead of refusing
-    partial = relevance(model, x, backend="native", analyzer="lrp.z")
+    # the public entry point gives the same partial maps instead of refusing, and says what it left out
+    with pytest.warns(RuntimeWarning, match=rf"relevance stops at .*{cls} ×1 \({name}.* no LRP flows: before"):
+        partial = relevance(model, x, backend="native", analyzer="lrp.z")
     assert set(partial) == set(maps)
 
 

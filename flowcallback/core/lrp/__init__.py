@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -165,7 +166,9 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
     Returns
     -------
     dict
-        ``{layer name: array (n_samples,) + the layer's output shape}``.
+        ``{layer name: array (n_samples,) + the layer's output shape}``. A layer that relevance
+        cannot reach (it lies before a layer without an LRP rule) is left out, with a
+        ``RuntimeWarning`` that names it and the layer that stops the relevance.
 
     Raises
     ------
@@ -203,6 +206,8 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
                              "(try backend='innvestigate')")
         engine = NativeLRP(model, layers, analyzer, analyzer_kwargs)
         if not engine.unsupported or backend == "native" or not innvestigate_installed():
+            if engine.blocked and not engine.unsupported:  # they are left out of the result: say why
+                warnings.warn(f"flowcallback.relevance: {engine.note}", RuntimeWarning, stacklevel=2)
             if _is_text(x):
                 return _text_relevance(engine, model, np.asarray(x, dtype=str), batch_size)
             return engine.relevance(x, batch_size=batch_size)

@@ -624,23 +624,7 @@ def test_a_model_that_cannot_be_copied_gets_lrp_while_training_waits(tmp_path, d
     __init__ argument, so no private copy of the model can be made and LRP was skipped for the
     whole model. The engine now reads the model itself: each snapshot runs while training waits
     (in the background the weights would have moved on), and the pages say why."""
-    ops = tf.keras.ops
-
-    class PatchEncoder(layers.Layer):
-        def __init__(self, num_patches, projection_dim):
-            super().__init__()
-            self.num_patches = num_patches
-            self.projection = layers.Dense(units=projection_dim)
-            self.position_embedding = layers.Embedding(input_dim=num_patches, output_dim=projection_dim)
-
-        def call(self, patch):
-            positions = ops.expand_dims(ops.arange(start=0, stop=self.num_patches, step=1), axis=0)
-            return self.projection(patch) + self.position_embedding(positions)
-
-        def get_config(self):
-            config = super().get_config()
-            config.update({"num_patches": self.num_patches})
-            return config
+    from keras_io import PatchEncoder  # keras.io's ViT layer as written there (tests/keras_io.py)
 
     tf.keras.utils.set_random_seed(8)
     inp = tf.keras.Input((8, 8, 1))

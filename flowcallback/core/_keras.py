@@ -163,8 +163,9 @@ def _init_arguments(cls) -> Optional[set]:
 def _not_rebuilt(layer, exc) -> TypeError:
     cls = type(layer)
     what = f"layer {layer.name!r} ({cls.__name__}) cannot be rebuilt from its config"
-    own = "get_config" in vars(cls) or any("get_config" in vars(b) for b in cls.__mro__[1:]
-                                           if (b.__module__ or "").split(".")[0] not in ("keras", "tf_keras"))
+    # a get_config() written by the user (the class's own, or a user-written base class's), not Keras's
+    own = any("get_config" in vars(b) for b in cls.__mro__
+              if b is cls or (b.__module__ or "").split(".")[0] not in ("keras", "tf_keras"))
     missing = []
     try:
         import inspect

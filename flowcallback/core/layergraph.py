@@ -316,7 +316,7 @@ def _open_custom(c: Call, depth: int, opened: Dict) -> Tuple[Optional[List[Call]
     layer = c.layer
     knode = layer._inbound_nodes[c.node_index]
     template, outer = _template(knode)
-    subs = [sub for sub in layer._flatten_layers(include_self=False, recursive=True)]
+    subs = list(layer._flatten_layers(include_self=False, recursive=True))
     sizes = [(sub, len(sub._inbound_nodes), len(sub._outbound_nodes)) for sub in subs]
     try:
         inputs = [keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype) for t in outer]

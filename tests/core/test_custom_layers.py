@@ -13,6 +13,7 @@ if int(keras.__version__.split(".")[0]) < 3:  # Keras 2 records no nodes inside 
     pytest.skip("custom layers are opened on Keras 3 only", allow_module_level=True)
 
 from keras import layers, ops  # noqa: E402
+from keras_io import PatchEncoder  # noqa: E402  (tests/keras_io.py: keras.io's ViT layer as written)
 
 from flowcallback.core import layergraph  # noqa: E402
 from flowcallback.core.lrp import NativeLRP  # noqa: E402
@@ -251,26 +252,6 @@ def test_a_stop_inside_a_custom_layer_is_named_by_the_users_layer(cls, reason):
     assert [s[:2] for s in engine.stops] == [(name, cls.__name__)]
     assert reason in engine.stops[0][2] and f"{cls.__name__} ×1 ({name}: " in engine.note
     assert "divide" not in engine.note.lower().replace("divide inside", "")
-
-
-class PatchEncoder(layers.Layer):
-    """keras.io's Vision Transformer, as written there: its get_config() leaves out projection_dim,
-    so no copy of the model can be rebuilt."""
-
-    def __init__(self, num_patches, projection_dim):
-        super().__init__()
-        self.num_patches = num_patches
-        self.projection = layers.Dense(units=projection_dim)
-        self.position_embedding = layers.Embedding(input_dim=num_patches, output_dim=projection_dim)
-
-    def call(self, patch):
-        positions = ops.expand_dims(ops.arange(start=0, stop=self.num_patches, step=1), axis=0)
-        return self.projection(patch) + self.position_embedding(positions)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"num_patches": self.num_patches})
-        return config
 
 
 def test_a_model_that_cannot_be_copied_is_analysed_in_place_with_its_own_weights_only():

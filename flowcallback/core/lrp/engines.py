@@ -173,12 +173,15 @@ class NativeEngine:
             copy = model
             self.in_place = ("LRP reads the model itself, as it cannot be copied "
                              f"({' '.join(str(exc).split())})")
-        try:
-            engine = NativeLRP(copy, list(layer_names), self.analyzer, self.analyzer_kwargs)
-        except ValueError as exc:  # the copy differs from the model (the arguments were checked above)
-            raise RuntimeError(f"the model's private copy for LRP differs from it: {exc}") from exc
-        if engine.unsupported:
-            raise RuntimeError(engine.note)
+        if copy is model:
+            engine = check  # the check read this very model: tracing it again would give the same engine
+        else:
+            try:
+                engine = NativeLRP(copy, list(layer_names), self.analyzer, self.analyzer_kwargs)
+            except ValueError as exc:  # the copy differs from the model (the arguments were checked above)
+                raise RuntimeError(f"the model's private copy for LRP differs from it: {exc}") from exc
+            if engine.unsupported:
+                raise RuntimeError(engine.note)
         self._batch_size = _bounded_batch(model, layer_names, int(batch_size))
         # held-out text: each batch also holds the longest text, so that all batches are padded alike
         self._anchor = text_anchor(model, x)

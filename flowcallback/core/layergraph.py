@@ -20,6 +20,7 @@ differently; this module reads both, as :mod:`flowcallback.core._keras` does for
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -304,37 +305,30 @@ def _open_custom(c: Call, depth: int, opened: Dict) -> Tuple[Optional[List[Call]
     ``(None, None)`` on Keras 2, where it is not tried.
 
     It is kept whole (None) where ``call()`` does not run on symbolic tensors (Python control flow
-    on values, TensorFlow functions), where it computes a tensor outside its inputs (a position
-    embedding of ``ops.arange``: the value would be frozen with the weights of the moment), or where
-    its calls, run one by one on a random batch, do not give the layer's own output. The nodes this
-    adds to the layer's sublayers are taken away again: the model is left as it was.
+    on values, TensorFlow functions), or where its calls, run one by one on a random batch, do not
+    give the layer's own output. A tensor it computes outside its inputs (a position embedding of
+    ``ops.arange``) is held in a variable that :meth:`LayerGraph.refresh` makes again when the
+    layer's weights change (:class:`_Held`). A reshape to the symbolic shape's unknown batch size
+    (``ops.reshape(x, (batch_size, n, d))`` with ``batch_size = ops.shape(x)[0]``) is made to
+    infer it (``-1``), as the layer's own call does with a known size. The nodes this adds to the
+    layer's sublayers are taken away again: the model is left as it was.
     """
     if not any(cls.__name__ == "Layer" and cls.__module__ == "keras.src.layers.layer" for cls in type(c.layer).__mro__):
         return None, None  # Keras 2 records no nodes inside a layer's call(): kept whole, as before
-    import keras
-
     layer = c.layer
-    knode = layer._inbound_nodes[c.node_index]
-    template, outer = _template(knode)
-    subs = list(layer._flatten_layers(include_self=False, recursive=True))
-    sizes = [(sub, len(sub._inbound_nodes), len(sub._outbound_nodes)) for sub in subs]
-    try:
-        inputs = [keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype) for t in outer]
-        probe = Call(layer, c.node_index, tuple(range(len(outer))), (), template)
-        args, kwargs = probe.arguments(inputs)
-        if _accepts_training(layer):
-            kwargs["training"] = False
-        try:
-            made = list(_nest().flatten(layer.call(*args, **kwargs)))
-        except Exception as exc:
-            if "cannot be used as input to a TensorFlow function" in str(exc):
+    template, outer = _template(layer._inbound_nodes[c.node_index])
+    specs = [(tuple(t.shape), t.dtype) for t in outer]
+    ctx = c.outputs[0][0] + ((id(layer), c.node_index),)
+    held = None
+    with _symbolic_call(layer, template, specs) as (inputs, made, failure):
+        if failure is not None:
+            if "cannot be used as input to a TensorFlow function" in str(failure):
                 return None, ("its call() gives a symbolic tensor to a TensorFlow function (a tf.* function, or an "
                               "operator with a weight on its left, such as self.gamma * h), which Keras does not "
                               "follow; written with keras.ops (or h * self.gamma) it is followed")
-            return None, f"its call() does not run on symbolic tensors ({type(exc).__name__}: {_short(exc)})"
+            return None, f"its call() does not run on symbolic tensors ({type(failure).__name__}: {_short(failure)})"
         if len(made) != len(c.outputs) or not all(_is_symbolic(t) for t in made):
             return None, "its call() returns other than the layer's outputs as Keras tensors"
-        ctx = c.outputs[0][0] + ((id(layer), c.node_index),)
         inner_in = [_key(t, ctx) for t in inputs]
         inner_out = [_key(t, ctx) for t in made]
         if set(inner_out) & set(inner_in) or len(set(inner_out)) != len(inner_out):
@@ -342,18 +336,16 @@ def _open_custom(c: Call, depth: int, opened: Dict) -> Tuple[Optional[List[Call]
         inner = _trace_graph(inputs, made, ctx, c.scope + (layer.name,))
         if {k for ic in inner if ic.is_input for k in ic.outputs} - set(inner_in):
             return None, "its call() reads a Keras tensor that is not one of its inputs"
-        constant = _constant_tensor(inner)
-        if constant:
-            return None, (f"its call() gives {constant} a tensor made outside the layer's inputs (a position "
-                          "embedding of ops.arange is one), whose value would be frozen with the weights of the moment")
+        _infer_batch_in_reshapes(inner)
+        variables = _hold_constants(inner)
+        if variables:
+            held = _Held(layer, template, specs, variables)
         inner = _inline(inner, depth + 1, opened)
-        why = _differs(c, inner, inner_in, inner_out, [_shape(t) for t in outer], [t.dtype for t in outer])
+        why = _differs(c, inner, inner_in, inner_out, [s for s, _ in specs], [d for _, d in specs])
         if why:
             return None, why
-    finally:
-        for sub, n_in, n_out in sizes:  # the sublayers' nodes as they were before
-            del sub._inbound_nodes[n_in:]
-            del sub._outbound_nodes[n_out:]
+    if held is not None:
+        opened[("held", id(c))] = (c, "", held)
     rename = dict(zip(inner_in, c.inputs))
     rename.update(zip(inner_out, c.outputs))
     out = []
@@ -366,22 +358,120 @@ def _open_custom(c: Call, depth: int, opened: Dict) -> Tuple[Optional[List[Call]
     return out, ""
 
 
+@contextmanager
+def _symbolic_call(layer, template: Tuple[tuple, dict], specs: Sequence[tuple]):
+    """``layer.call`` on fresh ``keras.Input`` tensors of the given (shape, dtype) specs, in place of
+    the template's slots; yields ``(inputs, outputs, None)``, or ``(inputs, [], exception)`` where
+    the call fails. On leaving, the nodes the call added to the layer's sublayers are taken away."""
+    import keras
+
+    subs = list(layer._flatten_layers(include_self=False, recursive=True))
+    sizes = [(sub, len(sub._inbound_nodes), len(sub._outbound_nodes)) for sub in subs]
+    try:
+        inputs = [keras.Input(batch_shape=shape, dtype=dtype) for shape, dtype in specs]
+        args, kwargs = Call(layer, 0, tuple(range(len(inputs))), (), template).arguments(inputs)
+        if _accepts_training(layer):
+            kwargs["training"] = False
+        try:
+            made = list(_nest().flatten(layer.call(*args, **kwargs)))
+        except Exception as exc:
+            yield inputs, [], exc
+            return
+        yield inputs, made, None
+    finally:
+        for sub, n_in, n_out in sizes:  # the sublayers' nodes as they were before
+            del sub._inbound_nodes[n_in:]
+            del sub._outbound_nodes[n_out:]
+
+
+def _infer_batch_in_reshapes(calls: List[Call]) -> None:
+    """Reshapes (made by the trace, not the user's) to a shape whose only unknown size is the
+    symbolic batch's: made to infer it, as ``ops.reshape(x, (-1, n, d))`` does."""
+    for ic in calls:
+        shape = getattr(ic.layer, "newshape", None)
+        if (is_operation(ic.layer) and ic.class_name == "Reshape" and isinstance(shape, tuple)
+                and shape.count(None) == 1 and -1 not in shape):
+            ic.layer.newshape = tuple(-1 if d is None else d for d in shape)
+
+
+def _is_constant(leaf) -> bool:
+    """A tensor in a call's arguments that is neither an input (a slot) nor a variable."""
+    if isinstance(leaf, _Slot) or leaf is None or isinstance(leaf, (bool, int, float, str)):
+        return False
+    if _is_variable(leaf) or type(leaf).__module__.startswith("numpy"):
+        return False
+    return hasattr(leaf, "shape") and hasattr(leaf, "dtype")
+
+
+def _constant_leaves(calls: List[Call]) -> list:
+    """The constant tensors the calls are given, in call and argument order."""
+    return [leaf for ic in calls for leaf in _nest().flatten(list(ic.template[0]) + list(ic.template[1].values()))
+            if _is_constant(leaf)]
+
+
+def _hold_constants(calls: List[Call]) -> list:
+    """Put each constant tensor of the calls' arguments in a variable (returned in the order of
+    :func:`_constant_leaves`), so that a pass traced once reads its current value."""
+    import keras
+
+    variables = []
+
+    def hold(a):
+        if not _is_constant(a):
+            return a
+        variables.append(keras.Variable(keras.ops.convert_to_numpy(a), trainable=False, autocast=False,
+                                        name="held_constant"))
+        return variables[-1]
+
+    nest = _nest()
+    for ic in calls:
+        args, kwargs = ic.template
+        if any(_is_constant(leaf) for leaf in nest.flatten(list(args) + list(kwargs.values()))):
+            # the same visiting order as _constant_leaves: the positional arguments, then the keywords
+            ic.template = (tuple(nest.map_structure(hold, list(args))),
+                           {k: nest.map_structure(hold, kwargs[k]) for k in kwargs})
+    return variables
+
+
+class _Held:
+    """The constant tensors an opened custom layer's ``call()`` computes outside its inputs (a
+    position embedding of ``ops.arange``), held in variables; :meth:`refresh` computes them again,
+    by the same symbolic call, when the layer's weights have changed."""
+
+    def __init__(self, layer, template, specs, variables):
+        self.layer, self.template, self.specs, self.variables = layer, template, list(specs), list(variables)
+        self._seen = self._weights()
+
+    def _weights(self) -> list:
+        import keras
+
+        return [keras.ops.convert_to_numpy(w) for w in self.layer.weights]
+
+    def refresh(self) -> bool:
+        """Recompute the constants if the layer's weights changed since they were; whether they were."""
+        import numpy as np
+
+        now = self._weights()
+        if len(now) == len(self._seen) and all(np.array_equal(a, b) for a, b in zip(now, self._seen)):
+            return False
+        with _symbolic_call(self.layer, self.template, self.specs) as (inputs, made, failure):
+            if failure is not None:
+                raise RuntimeError(f"the constants of {self.layer.name!r} cannot be made again: {failure}")
+            values = _constant_leaves(_trace_graph(inputs, made, ("held",), ()))
+        import keras
+
+        values = [keras.ops.convert_to_numpy(v) for v in values]
+        if [tuple(v.shape) for v in values] != [tuple(v.shape) for v in self.variables]:
+            raise RuntimeError(f"the constants of {self.layer.name!r} changed shape")
+        for variable, value in zip(self.variables, values):
+            variable.assign(value)
+        self._seen = now
+        return True
+
+
 def _short(exc, limit: int = 200) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _constant_tensor(calls: List[Call]) -> str:
-    """The class of the first call given a tensor that is neither an input nor a variable ("" if none)."""
-    for ic in calls:
-        for leaf in _nest().flatten(list(ic.template[0]) + list(ic.template[1].values())):
-            if isinstance(leaf, _Slot) or leaf is None or isinstance(leaf, (bool, int, float, str)):
-                continue
-            if _is_variable(leaf) or type(leaf).__module__.startswith("numpy"):
-                continue
-            if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
-                return ic.class_name
-    return ""
 
 
 def _is_variable(value) -> bool:
@@ -481,6 +571,8 @@ class LayerGraph:
         self.closed: Dict[str, str] = {}
         #: name of an opened custom layer -> its class name
         self.alias_classes: Dict[str, str] = {}
+        #: the constants that opened custom layers compute outside their inputs (see :meth:`refresh`)
+        self.held: List[_Held] = []
         self.producer = {k: c for c in calls for k in c.outputs}
         self.consumers: Dict[Key, List[Call]] = {}
         for c in calls:
@@ -543,6 +635,13 @@ class LayerGraph:
         calls = nx.lexicographical_topological_sort(g, key=lambda i: (position.get(self.calls[i].name, last), i))
         return list(dict.fromkeys(self.calls[i].name for i in calls))
 
+    def refresh(self) -> bool:
+        """Make again the constants that opened custom layers compute outside their inputs (a
+        position embedding of ``ops.arange``), where their weights have changed since they were
+        made: the calls hold them in variables, so that a pass traced once reads them too. Returns
+        whether any changed."""
+        return any([held.refresh() for held in self.held])
+
     def call(self, name: str) -> Call:
         """The first call of the layer ``name`` (KeyError naming the layers if there is none)."""
         try:
@@ -593,6 +692,7 @@ class LayerGraph:
         dict
             Key (and, for the names in ``keep``, layer name) to tensor.
         """
+        self.refresh()
         values: Dict = {}
         for k, v in zip(self.inputs, self.input_values(xs)):
             values[k] = v
@@ -664,8 +764,10 @@ def trace(model, open_custom: bool = False) -> LayerGraph:
     positions = {by_layer[i]: p for i, p in _positions(model).items() if i in by_layer}
     graph = LayerGraph(calls, [_key(t, ()) for t in inputs], [_key(t, ()) for t in outputs], dtypes, positions)
     graph.keras3 = keras3
-    for c, reason in (opened or {}).values():
-        if reason:
+    for c, reason, *held in (opened or {}).values():
+        if held:  # the constants of an opened layer's call(), made again when its weights change
+            graph.held.extend(held)
+        elif reason:
             graph.closed[c.name or c.layer.name] = reason
         else:
             name = c.layer.name

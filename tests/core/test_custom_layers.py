@@ -44,7 +44,7 @@ class TransformerBlock(layers.Layer):
 
 class TokenAndPositionEmbedding(layers.Layer):
     """The tutorial's embedding: the position embedding of ``ops.arange`` is a tensor made outside
-    the layer's inputs, so its call() is not followed (the value would be frozen)."""
+    the layer's inputs, held in a variable that follows the weights (``LayerGraph.refresh``)."""
 
     def __init__(self, maxlen, vocab_size, embed_dim):
         super().__init__()
@@ -104,8 +104,7 @@ def test_a_block_written_as_a_class_gets_the_relevance_of_the_same_block_written
     emb, block, dense = (model.layers[i].name for i in (1, 2, 5))  # default names: Keras numbers them
     opened = NativeLRP(model, [emb, block, dense], analyzer)
     reference = NativeLRP(functional, [emb, block_out, dense], analyzer)
-    assert [s[:2] for s in opened.stops] == [(emb, "TokenAndPositionEmbedding")]
-    assert opened.blocked == []
+    assert opened.stops == [] and opened.blocked == []
     got, want = opened.relevance(x), reference.relevance(x)
     for name, ref in [(emb, emb), (block, block_out), (dense, dense)]:
         scale = np.abs(want[ref]).max()
@@ -133,7 +132,8 @@ def test_opening_a_custom_layer_leaves_the_model_as_it_was():
     assert block in graph.aliases and block not in graph.names
     inner = {model.layers[2].att.name, model.layers[2].layernorm1.name, model.layers[2].layernorm2.name}
     assert inner <= set(graph.names)
-    assert "frozen" in graph.closed[emb]
+    assert emb in graph.aliases and graph.closed == {}  # its position embedding is held (see below)
+    assert [tuple(v.shape) for held in graph.held for v in held.variables] == [(MAXLEN, DIM)]
     # without open_custom the graph is the model's own layers, as the capture sees them
     assert layergraph.trace(model).names[:2] == [emb, block]
 
@@ -147,17 +147,16 @@ class TFScale(layers.Layer):
         return tf.multiply(x, 2.0)
 
 
-class FixedBatchReshape(layers.Layer):
-    """The batch size read as a Python value (keras.io's ViT Patches does so): symbolically it is
-    None, so the calls, run one by one, fail where the layer itself does not."""
+class FreshNoise(layers.Layer):
+    """Noise drawn at every call, outside the inputs: held as one constant, the calls, run one by
+    one, do not give the layer's own output, which draws other noise."""
 
     def call(self, x):
-        batch = ops.shape(x)[0]
-        return ops.reshape(x, (batch, x.shape[1] * x.shape[2]))
+        return x + keras.random.normal((x.shape[-1],))
 
 
 @pytest.mark.parametrize("cls, reason", [(TFScale, "TensorFlow function"),
-                                         (FixedBatchReshape, "run one by one")])
+                                         (FreshNoise, "run one by one")])
 def test_a_call_that_cannot_be_followed_stays_one_stop_with_its_reason(cls, reason):
     keras.utils.set_random_seed(2)
     inputs = layers.Input((4, 3))
@@ -276,3 +275,97 @@ def test_a_model_that_cannot_be_copied_is_analysed_in_place_with_its_own_weights
     with pytest.raises(RuntimeError, match="weights have changed"):
         engine.analyze(other)  # it cannot analyse other weights than the model's own
     engine.close()
+
+
+def test_a_constant_made_inside_a_custom_layer_follows_the_weights():
+    """The tutorial's position embedding of ``ops.arange`` is computed outside the layer's inputs:
+    traced once, its value would stay that of the weights at the trace. It is held in a variable
+    and made again when the weights change, so that an engine built before training gives, after
+    it, the relevance of an engine built afterwards (eager and traced passes alike)."""
+    model = _tutorial(seed=4)
+    x = _tokens()
+    engine = NativeLRP(model)
+    compiled = engine.compiled(len(x))
+    assert compiled.verify(x)
+    before = engine.relevance(x)
+    _randomise(model, seed=9)  # training moved every weight, the position embedding's too
+    fresh = NativeLRP(model).relevance(x)
+    graph = engine.graph
+    np.testing.assert_allclose(np.asarray(graph.run(x)[graph.outputs[0]]), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    for got in (engine.relevance(x), compiled.relevance(x)):
+        assert set(got) == set(fresh)
+        for name, want in fresh.items():
+            scale = np.abs(want).max()
+            np.testing.assert_allclose(got[name], want, rtol=0, atol=1e-5 * scale, err_msg=name)
+    emb = model.layers[1].name
+    assert not np.allclose(before[emb], fresh[emb])  # the weights did change the relevance
+
+
+class Patches(layers.Layer):
+    """keras.io's "Image classification with Vision Transformer", as written there: the batch size
+    read with ``ops.shape`` (None on symbolic tensors) in a reshape."""
+
+    def __init__(self, patch_size):
+        super().__init__()
+        self.patch_size = patch_size
+
+    def call(self, images):
+        input_shape = ops.shape(images)
+        batch_size, height, width, channels = input_shape[0], input_shape[1], input_shape[2], input_shape[3]
+        num_patches_h = height // self.patch_size
+        num_patches_w = width // self.patch_size
+        patches = keras.ops.image.extract_patches(images, size=self.patch_size)
+        return ops.reshape(patches, (batch_size, num_patches_h * num_patches_w,
+                                     self.patch_size * self.patch_size * channels))
+
+
+def _vit_front(seed=0, size=16, patch=4, dim=8):
+    """keras.io's ViT up to its first normalisation, augmentation included, and a small head."""
+    keras.utils.set_random_seed(seed)
+    augment = keras.Sequential([layers.Normalization(), layers.Resizing(size, size), layers.RandomFlip("horizontal"),
+                                layers.RandomRotation(0.02), layers.RandomZoom(0.2, 0.2)], name="data_augmentation")
+    augment.layers[0].adapt(np.random.default_rng(seed).random((40, 12, 12, 3)).astype("float32"))
+    inputs = layers.Input((12, 12, 3))
+    n = (size // patch) ** 2
+    h = PatchEncoder(n, dim)(Patches(patch)(augment(inputs)))
+    h = layers.LayerNormalization(epsilon=1e-6)(h)
+    h = layers.Dense(6, activation="gelu")(layers.Flatten()(h))
+    model = keras.Model(inputs, layers.Dense(4)(h))
+    return _randomise(model, seed), augment, (size, patch, n)
+
+
+def _vit_front_functional(model, augment, size, patch, n):
+    """The same model with the two custom layers' calls written in the functional API (shared layers)."""
+    patches, encoder = model.layers[2], model.layers[3]
+    inputs = layers.Input((12, 12, 3))
+    p = ops.reshape(keras.ops.image.extract_patches(augment(inputs), size=patch), (-1, n, patch * patch * 3))
+    h = encoder.projection(p) + encoder.position_embedding(ops.expand_dims(ops.arange(0, n), 0))
+    for layer in model.layers[4:]:
+        h = layer(h)
+    return keras.Model(inputs, h), patches.name, encoder.name
+
+
+@pytest.mark.parametrize("analyzer", ["lrp.epsilon", "lrp.z", "lrp.alpha_2_beta_1"])
+def test_keras_ios_vision_transformer_gets_relevance_back_to_its_augmentation(analyzer):
+    """keras.io's ViT as written: Patches reshapes to the batch size read symbolically (inferred
+    instead) and PatchEncoder adds a position embedding of ``ops.arange`` (held): both are opened,
+    so relevance reaches the augmentation layers and the input, as through the same calls written
+    functionally."""
+    model, augment, dims = _vit_front()
+    functional, patches, encoder = _vit_front_functional(model, augment, *dims)
+    x = np.random.default_rng(3).random((6, 12, 12, 3)).astype("float32")
+    np.testing.assert_allclose(functional.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    names = [layer.name for layer in augment.layers] + [patches, encoder, model.layers[-1].name]
+    opened = NativeLRP(model, names, analyzer)
+    assert opened.stops == [] and opened.blocked == [] and opened.note == ""
+    reference = NativeLRP(functional, [n for n in names if n not in (patches, encoder)], analyzer)
+    got, want = opened.relevance(x), reference.relevance(x)
+    for name in want:
+        scale = np.abs(want[name]).max()
+        assert scale > 0, name
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-5 * scale, err_msg=name)
+    # the patches' relevance is the augmented image's, cut into patches
+    assert got[patches].shape == (6, dims[2], dims[1] * dims[1] * 3)
+    np.testing.assert_allclose(got[patches].sum(axis=(1, 2)), got[augment.layers[-1].name].sum(axis=(1, 2, 3)),
+                               rtol=1e-4, atol=1e-6)

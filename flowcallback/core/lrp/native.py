@@ -176,8 +176,9 @@ _OP_ELEMENTWISE = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Negat
                    "HardSigmoid", "Silu", "Swish", "HardSilu", "HardSwish", "Gelu", "Tanh", "Elu", "Selu",
                    "LeakyRelu", "Softplus", "Softsign", "Mish", "Cast", "Clip", "Maximum", "Minimum", "Abs",
                    "Absolute"}
-_OP_SHAPE = {"Reshape", "Transpose", "ExpandDims", "Squeeze", "GetItem", "Flatten", "Concatenate", "Pad", "Tile",
-             "Repeat", "Stack", "Slice", "Take", "MoveAxis", "SwapAxes", "Maximum", "Minimum", "Max", "Min"}
+_OP_SHAPE = {"ExtractPatches", "Reshape", "Transpose", "ExpandDims", "Squeeze", "GetItem", "Flatten", "Concatenate",
+             "Pad", "Tile", "Repeat", "Stack", "Slice", "Take", "MoveAxis", "SwapAxes", "Maximum", "Minimum", "Max",
+             "Min"}
 _OP_LINEAR = {"Add", "Subtract", "Mean", "Sum", "Average"}
 # Keras 2 wraps operations on symbolic tensors in TFOpLambda layers, named by the TensorFlow symbol
 _TF_ELEMENTWISE = {"__operators__.add", "math.add", "math.multiply", "math.subtract", "math.truediv",
@@ -909,6 +910,7 @@ class NativeLRP:
             If the model as a whole cannot be analysed (see :attr:`note`).
         """
         self.check()
+        self.graph.refresh()  # constants computed inside custom layers, for the weights of now
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
         if len(xs) != len(self.graph.inputs):
             raise ValueError(f"x: the model has {len(self.graph.inputs)} input(s), got {len(xs)} array(s)")
@@ -1237,6 +1239,7 @@ class CompiledRelevance:
         """Compare with the eager engine on ``x`` (at most one batch); sets and returns :attr:`usable`."""
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
         xs = [np.asarray(a)[:self.batch_size] for a in xs]
+        self.engine.graph.refresh()
         eager = self.engine._batch(xs)
         traced = self._run(xs)
         worst = 0.0
@@ -1267,6 +1270,7 @@ class CompiledRelevance:
                                         if np.issubdtype(np.asarray(a).dtype, np.floating) else True for a in xs)
         if not (self.usable and finite):
             return self.engine.relevance(x, batch_size=self.batch_size)
+        self.engine.graph.refresh()  # held in variables, which the traced pass reads
         n = len(xs[0])
         parts: Dict[str, list] = {}
         for start in range(0, n, self.batch_size):

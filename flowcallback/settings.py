@@ -40,6 +40,18 @@ def _is_epoch_list(v) -> bool:
             and all(isinstance(e, numbers.Integral) and not isinstance(e, bool) and e >= 0 for e in v))
 
 
+def _is_name_list(v) -> bool:
+    """A 1-D sequence of distinct names: a list or tuple, or a NumPy array, pandas Index or Series of
+    them (scikit-learn's ``LabelEncoder().classes_``, which the labels' error message points to)."""
+    if isinstance(v, (str, bytes, Mapping, set, frozenset)) or not hasattr(v, "__len__") or getattr(v, "ndim", 1) != 1:
+        return False
+    try:
+        names = list(v)
+    except TypeError:
+        return False
+    return all(isinstance(c, (str, numbers.Integral)) for c in names) and len({str(c) for c in names}) == len(names)
+
+
 NONE, BOOLEAN = _params.NONE, _params.BOOLEAN
 _LAYER_NAMES = _params.names("a list of layer names")
 
@@ -49,9 +61,7 @@ _LAYER_NAMES = _params.names("a list of layer names")
 PARAMETER_CONSTRAINTS: Mapping[str, Tuple[_params.Constraint, ...]] = MappingProxyType({
     "layers": (NONE, _params.options("all"), _LAYER_NAMES),
     "class_names": (NONE, _params.Constraint(
-        lambda v: (isinstance(v, (list, tuple)) and all(isinstance(c, (str, numbers.Integral)) for c in v)
-                   and len({str(c) for c in v}) == len(v)),
-        "a list of distinct names (strings, or integers)")),
+        _is_name_list, "a list of distinct names (strings, or integers), or a 1-D array of them")),
     "lrp": (BOOLEAN,),
     "analyzer": (lrp.ANALYZER,),
     "analyzer_kwargs": (NONE, _params.Constraint(lambda v: isinstance(v, Mapping) and _is_json(dict(v)),

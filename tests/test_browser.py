@@ -484,3 +484,78 @@ def test_column_labels_never_run_into_each_other(tmp_path, columns):
         gaps = [b["left"] - a["right"] for a, b in zip(labels, labels[1:])]
         assert min(gaps) >= 0, gaps
     assert slanted == {len(columns[0][0]) > 20}  # the long names are slanted, LeNet5's level
+
+
+_NODE_LABELS = """() => Array.from(document.querySelectorAll('.sankey-node .node-label'))
+  .filter(t => t.textContent.trim()).map(t => { const r = t.getBoundingClientRect();
+    return {text: t.textContent, left: r.left, right: r.right, top: r.top, bottom: r.bottom}; })"""
+
+
+def _overlapping(boxes, slack=1.0):
+    return [(a["text"], b["text"]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+            if min(a["right"], b["right"]) - max(a["left"], b["left"]) > slack
+            and min(a["bottom"], b["bottom"]) - max(a["top"], b["top"]) > slack]
+
+
+@pytest.mark.parametrize("window", [1200, 1000])
+def test_class_names_and_column_notes_never_run_into_each_other(tmp_path, window):
+    """Found by an outside probe (a teacher's Fashion-MNIST lab): the Prediction column's class
+    names (on the right of its nodes) and the Ground-truth column's (on the left of its nodes) met in
+    the gap between them ("T-shirt/top" over "T-shirt/top"); and a column's note, a sentence, ran
+    into the next labels and off the page. At a 1,200-pixel window and at a notebook's width, no
+    two node labels overlap, and no column label does, or leaves the page."""
+    import numpy as np
+
+    from flowcallback.core import flows, render
+
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 10, 400)
+    pred = np.where(rng.random(400) < 0.8, y, rng.integers(0, 10, 400))
+    layers = ["rescaling", "conv2d", "batch_normalization", "max_pooling2d", "conv2d_1", "max_pooling2d_1",
+              "flatten", "dropout", "dense", "dense_1"]
+    cols = [(name, "Layer", np.zeros(400, int) if i == 0 else (y + rng.integers(0, 2, 400)) % 10)
+            for i, name in enumerate(layers)]
+    g = flows.build_flow_graph(cols, pred, y, class_names=names,
+                               notes={"rescaling": "all 400 samples in one cluster: MCL found no separate "
+                                                   "groups in this layer's graph"})
+    path = tmp_path / "epoch_000.html"
+    render.write_epoch_page(path, {"activations": g})
+    with open_page(path.resolve().as_uri(), width=window, height=1000) as (page, errors, blocked):
+        page.wait_for_timeout(800)
+        nodes = page.evaluate(_NODE_LABELS)
+        columns = page.evaluate(_LABELS)
+        hover = page.evaluate("() => document.querySelector('.plotly-graph-div').layout.annotations"
+                              ".filter(a => a.hovertext).map(a => a.hovertext)")
+    assert errors == [] and blocked == []
+    assert sorted(n["text"] for n in nodes) == sorted(names * 2)
+    assert _overlapping(nodes) == []
+    assert len(columns) == len(layers) + 2 and _overlapping([dict(c, text=str(i), top=0, bottom=1)
+                                                             for i, c in enumerate(columns)]) == []
+    assert min(c["left"] for c in columns) >= 0 and max(c["right"] for c in columns) <= window
+    assert sum("MCL found no separate groups" in h for h in hover) == 1  # the note, on hover
+
+
+def test_every_layer_of_a_deep_model_gets_a_legible_slanted_label(tmp_path):
+    """``layers="all"`` on MobileNetV2 gives 151 columns (found by an outside probe: at the window's
+    width their slanted labels stood 8 pixels apart, one black band). The diagram is drawn wider,
+    the page scrolls sideways, and neighbouring labels stand at least 15 pixels apart."""
+    import numpy as np
+
+    from flowcallback.core import flows, render
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 5, 200)
+    g = flows.build_flow_graph([(f"block_{i}_conv", "Conv2D", (y + rng.integers(0, 2, 200)) % 5) for i in range(149)],
+                               y, y)
+    path = tmp_path / "epoch_000.html"
+    render.write_epoch_page(path, {"activations": g})
+    with open_page(path.resolve().as_uri(), width=1200, height=1000) as (page, errors, blocked):
+        page.wait_for_timeout(1500)
+        labels = page.evaluate(_LABELS)
+        scroll = page.evaluate("() => document.documentElement.scrollWidth")
+    assert errors == [] and blocked == []
+    assert len(labels) == 151 and all(label["slanted"] for label in labels)
+    lefts = sorted(label["left"] for label in labels)
+    assert min(b - a for a, b in zip(lefts, lefts[1:])) >= 15
+    assert scroll > 2000  # wider than the window: scrolled, not squeezed

@@ -133,3 +133,24 @@ def test_every_constraint_refuses_a_generated_bad_value_by_name_at_the_door(name
 def test_every_constraint_accepts_the_default(name):
     default = getattr(SnapshotSettings(), name)
     assert check_parameter(name, dict(default) if name == "analyzer_kwargs" else default) is not None or default is None
+
+
+def test_the_names_label_encoders_classes_gives_are_taken_as_class_names():
+    """String labels are refused with a message that says to encode them and pass LabelEncoder's
+    ``classes_`` as class_names: that array (and a pandas Index) is taken (found by an outside probe,
+    a teacher: the advice was refused)."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.preprocessing import LabelEncoder
+
+    words = np.array(["cat", "dog", "bird", "dog", "cat", "bird"])
+    x = np.zeros((6, 4), "float32")
+    with pytest.raises(ValueError, match=r"LabelEncoder's classes_"):
+        FlowCallback((x, words))
+    encoder = LabelEncoder().fit(words)
+    for names in (encoder.classes_, pd.Index(encoder.classes_), pd.Series(encoder.classes_)):
+        cb = FlowCallback((x, encoder.transform(words)), class_names=names)
+        assert cb.settings.class_names == ("bird", "cat", "dog")
+    for bad in (np.array([["a", "b"], ["c", "d"]]), np.array(["a", "a"]), {"a": 0}):
+        with pytest.raises(ValueError, match=r"^class_names: expected None or a list of distinct names"):
+            FlowCallback((x, encoder.transform(words)), class_names=bad)

@@ -47,7 +47,8 @@ def model():
         (dict(nice=True), "nice"),
         (dict(nice=2.5), "nice"),
         (dict(class_names=["cat", "dog", "cat"]), r"^class_names: expected None or a list of distinct names "
-                                                  r"\(strings, or integers\), got \['cat', 'dog', 'cat'\]$"),
+                                                  r"\(strings, or integers\), or a 1-D array of them, "
+                                                  r"got \['cat', 'dog', 'cat'\]$"),
         (dict(class_names=["1", 1]), r"^class_names: expected None or a list of distinct names"),
         (dict(class_names="abc"), r"^class_names: expected None or a list of distinct names"),
     ],

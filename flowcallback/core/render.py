@@ -225,10 +225,11 @@ def _sankey(graph: FlowGraph, groups: Sequence[ClusterGroup], *, colors, name, m
     node_index = _node_indices(graph)
     scale = node_scale(max(len(col.order) for col in graph.columns), plot_height)
     node_x, node_y, node_colors, node_labels, node_hover = [], [], [], [], []
+    xs = column_x(graph)
     for j, col in enumerate(graph.columns):
         counts = graph.class_counts(j)
         sizes = counts.sum(axis=1)
-        x = 0.005 + 0.99 * (j / max(m - 1, 1))
+        x = xs[j]
         for pos, (cid, y) in enumerate(zip(col.order, stack(sizes, n, scale))):
             size = int(sizes[pos])
             node_x.append(x)
@@ -245,7 +246,8 @@ def _sankey(graph: FlowGraph, groups: Sequence[ClusterGroup], *, colors, name, m
                                    _blend_grey(colors[dom] if shown is None or dom in shown else OTHER_COLOR, purity))
             else:
                 listed = shown is None or cid in shown
-                node_labels.append((names[cid] if cid < len(names) else str(cid)) if listed else "")
+                label = _short_label(graph.class_names[cid], CLASS_LABEL_CHARS) if cid < len(names) else str(cid)
+                node_labels.append(_esc(label) if listed else "")
                 node_colors.append(colors[cid] if cid < len(colors) and listed else OTHER_COLOR)
             comp = "<br>".join(
                 f"{names[k]}: {int(counts[pos, k])} ({counts[pos, k] / max(size, 1):.0%})"
@@ -258,7 +260,8 @@ def _sankey(graph: FlowGraph, groups: Sequence[ClusterGroup], *, colors, name, m
             is_class = col.kind != "layer"
             node_hover.append([_esc(col.name), int(cid), size, comp, int(cid) if is_class else dom,
                                1.0 if is_class else round(float(purity), 4), int(is_class),
-                               group.text if group is not None else f"cluster {int(cid)}", int(group is not None)])
+                               group.text if group is not None else names[cid] if is_class and cid < len(names)
+                               else f"cluster {int(cid)}", int(group is not None)])
     link_sources, link_targets, link_values, link_colors, link_hover = [], [], [], [], []
     flows = graph.flows
     keep = None if shown is None else set(int(c) for c in shown)
@@ -323,6 +326,49 @@ LABEL_CHARS = 20
 #: Height in pixels of a diagram with compact labels: tall enough for the slanted labels to sit
 #: between the diagram and the analysis buttons.
 COMPACT_HEIGHT = 1000
+
+
+#: Characters of a class name on a Prediction or Ground-truth node (the whole name on hover).
+CLASS_LABEL_CHARS = 16
+#: About the width of one character of a node's label (12-pixel font), in pixels, in Chromium.
+NODE_LABEL_CHAR_PIXELS = 6.6
+#: The plot's width (pixels) at which the class names of the Prediction and Ground-truth columns
+#: must fit side by side: that of a 1,000-pixel browser window or a notebook's output cell.
+CLASS_GAP_FIT_WIDTH = 800
+
+
+def column_x(graph) -> List[float]:
+    """Each column's horizontal place in the plot (0 to 1), the same for nodes and labels.
+
+    The columns are evenly spaced, except that the gap between the Prediction and Ground-truth
+    columns is made wide enough for both columns' class names, which face each other there (Plotly
+    writes a node's label on its right, and the last column's on its left), at a plot
+    :data:`CLASS_GAP_FIT_WIDTH` pixels wide.
+
+    >>> from types import SimpleNamespace as C
+    >>> def graph(n_layers, names):
+    ...     cols = [C(kind="layer")] * n_layers + [C(kind="prediction"), C(kind="ground_truth")]
+    ...     return C(columns=cols, class_names=names)
+    >>> [round(x, 3) for x in column_x(graph(2, ["0", "1"]))]
+    [0.005, 0.335, 0.665, 0.995]
+    >>> xs = column_x(graph(10, ["T-shirt/top", "Ankle boot"]))
+    >>> round((xs[-1] - xs[-2]) * CLASS_GAP_FIT_WIDTH), round((xs[1] - xs[0]) * CLASS_GAP_FIT_WIDTH)
+    (183, 61)
+    """
+    m = len(graph.columns)
+    if m < 2:
+        return [0.5] * m
+    even = [0.005 + 0.99 * j / (m - 1) for j in range(m)]
+    kinds = [getattr(c, "kind", "layer") for c in graph.columns]
+    if m < 3 or kinds[-1] == "layer" or kinds[-2] == "layer":
+        return even
+    longest = max((min(len(n), CLASS_LABEL_CHARS) for n in getattr(graph, "class_names", ())), default=1)
+    # both labels, the node (14 pixels) and 6 pixels on each side of each label
+    need = min(0.4, (2 * longest * NODE_LABEL_CHAR_PIXELS + 14 + 24) / CLASS_GAP_FIT_WIDTH)
+    if need <= 0.99 / (m - 1):
+        return even
+    step = (0.99 - need) / (m - 2)
+    return [0.005 + step * j for j in range(m - 1)] + [0.995]
 
 
 def _short_label(name: str, limit: int = LABEL_CHARS) -> str:
@@ -392,16 +438,36 @@ def _labels_fit(graph: FlowGraph) -> bool:
     m = len(graph.columns)
     if m < 2:
         return True
-    spacing = 0.99 * LABEL_FIT_WIDTH / (m - 1)
-    widths = [max(len(c.name) * LABEL_BOLD_CHAR_PIXELS,
+    xs = column_x(graph)
+    widths = [max((len(c.name) + 2 * bool(getattr(c, "note", ""))) * LABEL_BOLD_CHAR_PIXELS,
                   max(len(c.layer_type or ""), len(f"{len(c.order)} clusters")) * LABEL_CHAR_PIXELS)
               for c in graph.columns]
     for j in range(m - 1):
         right = widths[j] if j == 0 else widths[j] / 2
         left = widths[j + 1] if j + 1 == m - 1 else widths[j + 1] / 2
-        if right + left + 4 > spacing:  # 4 pixels between two labels at least
+        if right + left + 4 > (xs[j + 1] - xs[j]) * LABEL_FIT_WIDTH:  # 4 pixels between two labels at least
             return False
     return True
+
+
+#: The least distance (pixels) between two slanted column labels (11-pixel font at 45 degrees).
+SLANTED_LABEL_SPACING = 16
+#: Room (pixels) the class legend takes on the diagram's right.
+LEGEND_WIDTH = 170
+
+
+def _wide_width(columns: int, margin: Mapping[str, int]) -> Optional[int]:
+    """The figure's width where its slanted column labels would be closer than
+    :data:`SLANTED_LABEL_SPACING` at a 1,200-pixel window (``layers="all"`` on MobileNetV2: 151
+    columns), so that the page scrolls sideways instead; None (the window's width) otherwise.
+
+    >>> _wide_width(26, dict(l=30, r=110)), _wide_width(151, dict(l=30, r=110))
+    (None, 2734)
+    """
+    plot = (columns - 1) * SLANTED_LABEL_SPACING / 0.99
+    if plot <= LABEL_FIT_WIDTH:
+        return None
+    return int(round(plot + margin["l"] + margin["r"] + LEGEND_WIDTH))
 
 
 def _compact(graphs) -> bool:
@@ -419,15 +485,15 @@ def _column_annotations(graph: FlowGraph, compact: bool = False, groups: Sequenc
     groups = {g.column: g for g in groups}
     shorts = _short_labels([col.name for col in graph.columns])
     anns = []
+    xs = column_x(graph)
     for j, col in enumerate(graph.columns):
-        x = 0.005 + 0.99 * (j / max(m - 1, 1))
-        text = f"<b>{_esc(col.name)}</b>" + (f"<br>{_esc(col.layer_type)}" if col.layer_type else "")
-        text += f"<br>{len(col.order)} cluster{'' if len(col.order) == 1 else 's'}"
+        x = xs[j]
+        shown = f"<b>{_esc(col.name)}</b>" + (f"<br>{_esc(col.layer_type)}" if col.layer_type else "")
+        shown += f"<br>{len(col.order)} cluster{'' if len(col.order) == 1 else 's'}"
         if j in groups:
             each = "1 sample" if groups[j].largest == 1 else f"{groups[j].largest} samples"
-            text += f"<br>({len(groups[j].members)} of ≤ {each} drawn as one)"
-        if col.note:
-            text += f"<br><i>{_esc(col.note)}</i>"
+            shown += f"<br>({len(groups[j].members)} of ≤ {each} drawn as one)"
+        text = shown + (f"<br><i>{_esc(col.note)}</i>" if col.note else "")
         if compact:
             short = _esc(shorts[j]) + (" *" if col.note else "")
             anns.append(dict(x=x, y=1.0, xref="paper", yref="paper", yanchor="bottom", xanchor="left",
@@ -436,9 +502,11 @@ def _column_annotations(graph: FlowGraph, compact: bool = False, groups: Sequenc
             continue
         # the first and last labels extend inwards: centred, a long one would be cut at the page's edge
         anchor = "left" if j == 0 and m > 1 else "right" if j == m - 1 and m > 1 else "center"
+        # a note (a sentence) would run into the next labels: the name is marked, the note on hover
+        label = shown.replace("</b>", " *</b>", 1) if col.note else shown
         anns.append(
             dict(x=x, y=1.0, xref="paper", yref="paper", yanchor="bottom", xanchor=anchor, align=anchor,
-                 text=text, showarrow=False, font=dict(size=11))
+                 text=label, showarrow=False, font=dict(size=11), **({"hovertext": text} if col.note else {}))
         )
     return anns
 
@@ -562,7 +630,7 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
     compact = _compact(graphs.values())
     # each analysis shows its own graph's notes (an LRP note says nothing of the activations); the
     # graphs own their notes, so a page rebuilt from the files shows the same
-    notes = {a: epoch_notes({a: g}) + ([info(COMPACT_NOTE)] if compact and any(c.note for c in g.columns) else [])
+    notes = {a: epoch_notes({a: g}) + ([info(COMPACT_NOTE)] if any(c.note for c in g.columns) else [])
              for a, g in graphs.items()}
     colors = class_colors(len(first.class_names))
     shown = _top_classes(first, top_classes)
@@ -573,6 +641,7 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
     height = int(min(2400, max(COMPACT_HEIGHT if compact else MIN_HEIGHT, 14 * drawn_clusters)))
     margin = dict(l=30, r=110 if compact else 30, t=200 if compact else 140, b=60 + NOTE_LINE_HEIGHT * note_lines)
     annotations = {a: _column_annotations(graphs[a], compact, drawn[a][1]) for a in analyses}
+    width = _wide_width(max(len(g.columns) for g in graphs.values()), margin) if compact else None
     fig = go.Figure()
     for i, a in enumerate(analyses):
         tr = _sankey(*drawn[a], colors=colors, name=None, max_samples=5, shown=shown,
@@ -614,6 +683,7 @@ def figure(graphs: Mapping[str, FlowGraph] | FlowGraph, *, title_prefix: str = "
         plot_bgcolor="white",
         paper_bgcolor="white",
         height=height,
+        width=width,
         margin=margin,
         legend=dict(title=dict(text="True class"), itemclick=False, itemdoubleclick=False),
         font=dict(family="Helvetica, Arial, sans-serif"),

@@ -72,9 +72,7 @@ def _dataset_arrays(dataset, max_unknown: int) -> Tuple[np.ndarray, np.ndarray]:
     if not isinstance(spec, tuple) or len(spec) not in (2, 3):
         raise ValueError(_dataset_hint(f"expected elements (x, y), got elements {spec!r}"))
     if len(spec) == 3:
-        warnings.warn("FlowCallback: validation_data: the tf.data.Dataset yields (x, y, sample_weight); the weights "
-                      "are not used: each sample is one sample in the flows, and the page's accuracy and loss are "
-                      "unweighted (evaluate and val_loss weigh them)", UserWarning, stacklevel=4)
+        _warn_weights_unused("the tf.data.Dataset yields (x, y, sample_weight)", stacklevel=5)
     y_spec = spec[1]
     if isinstance(y_spec, tf.TensorSpec) and y_spec.shape.rank == 0:
         raise ValueError(_dataset_hint(
@@ -150,6 +148,12 @@ def canonical_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
+def _warn_weights_unused(what: str, stacklevel: int) -> None:
+    warnings.warn(f"FlowCallback: validation_data: {what}; the weights are not used: each sample is one sample in "
+                  "the flows, and the page's accuracy and loss are unweighted (evaluate and val_loss weigh them)",
+                  UserWarning, stacklevel=stacklevel)
+
+
 def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX_UNKNOWN_CARDINALITY_SAMPLES
                           ) -> Tuple[np.ndarray, np.ndarray]:
     """Return ``(x, y)`` as arrays from an ``(x, y)`` tuple or a finite ``tf.data.Dataset`` of batches.
@@ -188,6 +192,13 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
             order = canonical_order(x, y)
             x, y = x[order], y[order]
         return x, y
+    if isinstance(validation_data, (tuple, list)) and len(validation_data) == 3:  # Keras's (x, y, sample_weight)
+        x, y, weights = validation_data
+        if weights is not None and x is not None and len(weights) != len(x):
+            raise ValueError(f"validation_data: the sample weights (its third item) number {len(weights)}, the "
+                             f"samples {len(x)}; give (x, y) or (x, y, sample_weight) of the same length")
+        _warn_weights_unused("it is an (x, y, sample_weight) tuple", stacklevel=4)
+        validation_data = (x, y)
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         is_sequence = isinstance(validation_data, (tuple, list))
         raise ValueError(

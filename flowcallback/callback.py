@@ -402,9 +402,15 @@ class FlowCallback(tf.keras.callbacks.Callback):
 
     def _warn_if_none_taken(self, first: int, last: int) -> None:
         """Warn, before the first epoch trains, of a fit (snapshot epochs ``first`` to ``last``) in
-        which ``epochs=`` (a list) takes no snapshot."""
+        which ``epochs=`` (a list) takes no snapshot, or leaves some of its epochs untaken."""
         if not isinstance(self.epochs, frozenset) or self._snapshotter.disabled:
             return
+        beyond = sorted(e for e in self.epochs if e > last)
+        if beyond and any(first <= e <= last for e in self.epochs):
+            shown = ", ".join(map(str, beyond[:10])) + (", ..." if len(beyond) > 10 else "")
+            warnings.warn(f"FlowCallback: epochs {shown} of epochs= lie beyond this fit's last epoch ({last}): they "
+                          "are taken only if a later fit of the model with this callback continues the run.",
+                          UserWarning, stacklevel=3)
         if not any(first <= e <= last for e in self.epochs):
             listed = sorted(self.epochs)
             shown = ", ".join(map(str, listed[:10])) + (", ..." if len(listed) > 10 else "")

@@ -439,3 +439,39 @@ def test_neuron_clusters_panel_follows_the_slider_and_shows_the_stored_clusters(
         page.locator("#neurons-section").screenshot(path=str(tmp_path / "run_neuron_clusters.png"))
         assert errors == [] and blocked == []
     _doc_image(tmp_path, "run_neuron_clusters.png")
+
+
+_TITLE_OVER_TICKS = """(sel) => {
+  const plot = document.querySelector(sel), hit = (a, b) => a.left < b.right - 1 && b.left < a.right - 1
+    && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+  const titles = Array.from(plot.querySelectorAll('text.xtitle, text.ytitle')).map(t => t.getBoundingClientRect());
+  const ticks = Array.from(plot.querySelectorAll('.xtick text, .ytick text')).map(t => t.getBoundingClientRect());
+  return [titles.length, ticks.length, titles.filter(t => ticks.some(k => hit(t, k))).length];
+}"""
+
+
+def test_the_class_means_axis_titles_stay_clear_of_their_tick_labels(tmp_path):
+    """Found by an outside probe (a teacher's MNIST MLP): a Dense(64) layer's 64 slanted unit labels
+    ran under the heatmap's "unit / channel" title on the run page."""
+    import numpy as np
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+
+    from flowcallback import snapshot
+    from flowcallback.core import runpage
+
+    x, y = load_digits(return_X_y=True)
+    x = (x[:240] / 16.0).astype("float32")
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([tf.keras.Input((64,)), tf.keras.layers.Dense(64, activation="relu"),
+                                 tf.keras.layers.Dense(10, activation="softmax")])
+    snapshot(model, (x, y[:240]), tmp_path, epoch=0, k=8, verbose=0, lrp=False)
+    path = runpage.write_run_page_for(load_run(tmp_path))
+    with open_page(path.resolve().as_uri(), width=1400, height=1000) as (page, errors, blocked):
+        page.wait_for_selector("#means .hm", timeout=10_000)
+        page.select_option("#means-layer", label=model.layers[0].name)
+        page.wait_for_timeout(500)
+        titles, ticks, hidden = page.evaluate(_TITLE_OVER_TICKS, "#means")
+        assert page.evaluate(_MEANS)[0][0] == [f"unit {u}" for u in range(64)]
+        assert errors == [] and blocked == []
+    assert titles == 2 and ticks >= 64 + 10 and hidden == 0

@@ -91,7 +91,8 @@ def test_a_log_dir_starting_with_a_tilde_is_under_the_home_directory(small, tmp_
         (lambda x, y: x, "validation_data"),
         (lambda x, y: (x, None), "validation_data"),
         (lambda x, y: (x, y[:-1]), "same number of samples"),
-        (lambda x, y: (x, y, y), "validation_data"),
+        (lambda x, y: (x, y, y, y), r"^validation_data: expected an \(x, y\) tuple .* got tuple of length 4$"),
+        (lambda x, y: (x, y, y[:-1]), r"^validation_data: the sample weights \(its third item\) number"),
         (lambda x, y: (x, y.astype(float) + 0.5), r"^validation_data: y must hold integer class labels \(whole "),
         # text labels: the message says how to map them (found by an outside probe)
         (lambda x, y: (x, np.array(["cat", "dog"])[y % 2]), r"^validation_data: y must hold integer class labels, "
@@ -350,6 +351,11 @@ def test_one_input_dict_and_sample_weights_are_accepted(small):
     ds = tf.data.Dataset.from_tensor_slices(({"image": x_te}, y_te, np.ones(len(y_te)))).batch(32)
     with pytest.warns(UserWarning, match=r"yields \(x, y, sample_weight\); the weights are not used: .* unweighted"):
         cb = FlowCallback(ds, k=5)
+    np.testing.assert_array_equal(cb.held_out[0], x_te)
+    np.testing.assert_array_equal(cb.held_out[1], y_te)
+    # Keras's own (x, y, sample_weight) tuple, the same (found by an outside probe: it was refused)
+    with pytest.warns(UserWarning, match=r"is an \(x, y, sample_weight\) tuple; the weights are not used"):
+        cb = FlowCallback((x_te, y_te, np.ones(len(y_te))), k=5)
     np.testing.assert_array_equal(cb.held_out[0], x_te)
     np.testing.assert_array_equal(cb.held_out[1], y_te)
 

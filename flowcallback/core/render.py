@@ -752,7 +752,26 @@ def write_epoch_page(path, graphs: Mapping[str, FlowGraph], *, title_prefix: str
     return str(path)
 
 
-def epoch_flows_figure(table, class_names: Sequence[str], column: str, *, true_class: Optional[int] = None,
+def _class_index(c, class_names: Sequence[str], argument: str) -> int:
+    """Class ``c`` (a class name, or a class index) as an index of ``class_names``.
+
+    >>> _class_index("cat", ["dog", "cat"], "true_class"), _class_index(0, ["dog", "cat"], "true_class")
+    (1, 0)
+    >>> _class_index("3", ["dog", "cat"], "true_class")
+    Traceback (most recent call last):
+    ...
+    ValueError: true_class: '3' is not a class; the classes are ['dog', 'cat'] (a name, or an index 0 to 1)
+    """
+    names = [str(n) for n in class_names]
+    if isinstance(c, str) and c in names:
+        return names.index(c)
+    if isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= int(c) < len(names):
+        return int(c)
+    raise ValueError(f"{argument}: {c!r} is not a class; the classes are {names} (a name, or an index 0 to "
+                     f"{len(names) - 1})")
+
+
+def epoch_flows_figure(table, class_names: Sequence[str], column: str, *, true_class=None,
                        changed_only: bool = False, title: str = ""):
     """A Sankey of one column's clusters across epochs, from :func:`flowcallback.core.history.epoch_flows`.
 
@@ -763,8 +782,8 @@ def epoch_flows_figure(table, class_names: Sequence[str], column: str, *, true_c
     class_names : sequence of str
     column : str
         The column the table follows (labels its nodes).
-    true_class : int, optional
-        Only the samples of this class.
+    true_class : int or str, optional
+        Only the samples of this class (its index or its name).
     changed_only : bool, default=False
         Only the samples whose cluster changed between the two epochs.
 
@@ -779,7 +798,8 @@ def epoch_flows_figure(table, class_names: Sequence[str], column: str, *, true_c
     colors = class_colors(len(class_names))
     rows = table
     if true_class is not None:
-        rows = rows[rows.true_class == int(true_class)]
+        true_class = _class_index(true_class, class_names, "true_class")
+        rows = rows[rows.true_class == true_class]
     if changed_only:
         rows = rows[rows.changed]
     epochs = sorted(set(table.source_epoch) | set(table.target_epoch))

@@ -108,7 +108,7 @@ def class_means_figure(means, *, difference: Optional[Tuple[ClassKey, ClassKey]]
     if shown is None:
         fig = go.Figure(heat)
         fig.update_layout(title=title or f"Mean {what} per class and unit ({where})".replace(" ()", ""),
-                          xaxis=dict(title="unit / channel", showticklabels=len(cols) <= 64),
+                          xaxis=dict(title="unit / channel", showticklabels=len(cols) <= 64, automargin=True),
                           yaxis=dict(autorange="reversed", title="class"),
                           height=max(320, 26 * len(names) + 160))
         return fig

@@ -552,9 +552,10 @@
                 colorbar: {title: {text: meansZ.checked ? "z-score" : "mean"}, len: 0.6, y: diff ? 0.72 : 0.5},
                 hovertemplate: "class %{y}<br>%{x}<br>mean %{text}<extra></extra>"};
     var where = esc(entry.layer) + ", epoch " + e;
+    // automargin: slanted unit labels push the axis title down instead of running under it
     var layout = {margin: {l: 140, r: 20, t: 60, b: 60}, xaxis: {type: "category", title: {text: "unit / channel"},
-                  showticklabels: x.length <= 64},
-                  yaxis: {type: "category", autorange: "reversed", title: {text: "class"}}};
+                  showticklabels: x.length <= 64, automargin: true},
+                  yaxis: {type: "category", autorange: "reversed", title: {text: "class"}, automargin: true}};
     if (!diff) {
       layout.title = {text: "Mean " + what + " per class and unit (" + where + ")"};
       layout.height = Math.max(320, 26 * rows.length + 160);

@@ -147,6 +147,13 @@ def test_figures_for_notebooks_and_scripts(tmp_path):
     assert sum(across.data[0].link.value) == len(y)
     changed = run.show("across", column="Prediction", changed_only=True)
     assert sum(changed.data[0].link.value) == int((preds[1] != preds[2]).sum())
+    # one class, by its index or by the name the page shows (found by an outside probe: a name, or an
+    # index out of range, gave a bare TypeError or IndexError)
+    for c in (2, "2"):
+        assert sum(run.show("across", column="Prediction", true_class=c).data[0].link.value) == int((y == 2).sum())
+    for bad in ("two", 3, -1, 1.0):
+        with pytest.raises(ValueError, match=r"^true_class: .* is not a class; the classes are \['0', '1', '2'\]"):
+            run.show("across", column="Prediction", true_class=bad)
     assert len(run.show("scores").data) == 2 * 3
     assert all(t.type == "scatter" for t in run.show("confusion").data)
     with pytest.raises(ValueError, match="view: expected one of"):

@@ -154,8 +154,11 @@ class BudgetSchedule:
         first = max(t, self._epochs[0][0] - self._full_cost) if not self._epochs[0][1] else self._epochs[0][0]
         return max(0.0, (float(now) - self._start) - first - (len(self._epochs) - 1) * t)
 
-    def spent(self, now: float) -> float:
+    def spent(self, now: float, running: bool = False) -> float:
         """The overhead so far as a share of the training time so far (0 before an epoch ended).
+
+        ``running``: an epoch is training at ``now`` (a snapshot's progress line, printed while
+        the next epoch trains): the time since it began counts as training, up to an epoch's.
 
         The training time counts each clean epoch as it took, each other epoch during which a
         snapshot ran as a clean one (their median), or before there is one as the shortest of
@@ -173,9 +176,17 @@ class BudgetSchedule:
         if not first_clean and slowed and t:
             first = max(t, first - statistics.median(slowed))
         training = first + sum(d if c else t for d, c in rest)
+        if running:
+            since = max(0.0, float(now) - self._mark)
+            training += min(since, t or since)
         if training <= 0:
             return 0.0
         return max(0.0, (float(now) - self._start) - training) / training
+
+    @property
+    def measuring(self) -> bool:
+        """No epoch has ended yet: nothing to tell the snapshots' share from."""
+        return not self._epochs
 
     def allowed(self) -> float:
         """The budget in seconds: ``budget`` × the estimated training time of the whole fit."""

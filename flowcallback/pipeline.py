@@ -86,7 +86,9 @@ class Snapshotter:
         self._former_info: Optional[dict] = None  # run.json as this fit found it, when resuming
         self._held: Tuple[int, ...] = ()  # the run's epochs when this fit began
         self._written_in_fit = 0  # snapshots this fit wrote
-        self.progress_note = ""  # appended to each snapshot's progress line (the budget spent)
+        # appended to each snapshot's progress line (the budget spent): a text, or a function that
+        # gives it when the line is printed
+        self.progress_note = ""
         self._aborted = False
         self._continuity = stages.Continuity()  # the last snapshot's cluster ids, orders and projections
         self._projection_samples: Optional[np.ndarray] = None  # the projected samples, the same at every epoch
@@ -403,7 +405,8 @@ class Snapshotter:
         self.finished[epoch] = time.perf_counter()
         if self.on_written is not None:
             self.on_written(epoch)
-        note = f"; {self.progress_note}" if self.progress_note else ""
+        note = self.progress_note() if callable(self.progress_note) else self.progress_note
+        note = f"; {note}" if note else ""
         self.progress.finished(epoch, f"FlowCallback: epoch {epoch} snapshot written to {page} ({seconds:.1f} s{note})")
         return page
 

@@ -460,7 +460,7 @@ class Run:
                              max_clusters=max_clusters)
 
     def across_figure(self, column: str = "Prediction", analysis: str = "activations", *,
-                      true_class: Union[int, str, None] = None, changed_only: bool = False):
+                      true_class: int | str | None = None, changed_only: bool = False):
         """One column's clusters across the epochs, as a Sankey.
 
         See :func:`flowcallback.core.render.epoch_flows_figure` and :meth:`epoch_flows`.

@@ -177,3 +177,19 @@ def test_a_second_fit_keeps_the_first_fits_schedule_on_record(digits, tmp_path):
     assert run.epochs == sorted(first["taken"] + schedule["taken"])
     page = (tmp_path / "r" / "index.html").read_text()
     assert "Earlier fits: epochs " + ", ".join(map(str, first["taken"])) + " taken" in page
+
+
+def test_the_kernels_compilation_is_not_taken_for_what_later_snapshots_cost():
+    """A fresh install's first snapshot compiles the MCL kernel (found by an outside probe: 60 of its
+    82 s, and the budget, expecting that of every snapshot, took none between the first and the
+    last). The schedule is handed the snapshot's wall time less its ``compile_seconds``."""
+    import numpy as np
+
+    from flowcallback._schedule import BudgetSchedule
+
+    cb = FlowCallback((np.zeros((20, 4), "float32"), np.arange(20) % 2), verbose=0)
+    cb._schedule = BudgetSchedule(0.25, first=0, last=10)
+    cb._snapshotter.timings[0] = {"snapshot_seconds": 70.0, "compile_seconds": 60.0, "cluster_seconds": 5.0}
+    cb._snapshotter.timings[1] = {"snapshot_seconds": 8.0, "compile_seconds": 0.0}
+    cb._budget_costs()
+    assert cb._schedule.per_snapshot(0.0) == 10.0  # the largest snapshot less its one-off compilation

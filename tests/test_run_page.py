@@ -453,7 +453,6 @@ _TITLE_OVER_TICKS = """(sel) => {
 def test_the_class_means_axis_titles_stay_clear_of_their_tick_labels(tmp_path):
     """Found by an outside probe (a teacher's MNIST MLP): a Dense(64) layer's 64 slanted unit labels
     ran under the heatmap's "unit / channel" title on the run page."""
-    import numpy as np
     import tensorflow as tf
     from sklearn.datasets import load_digits
 

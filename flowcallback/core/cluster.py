@@ -43,7 +43,8 @@ import scipy.sparse as sp
 from flowcallback.core import _accel, _params, knn
 from flowcallback.core.embed import special_rows
 
-__all__ = ["mcl", "cluster_layer", "layer_note", "partition_labels", "canonical_labels", "choose_engines", "Engines",
+__all__ = ["mcl", "warm_up", "cluster_layer", "layer_note", "partition_labels", "canonical_labels", "choose_engines",
+           "Engines",
            "DEFAULT_INFLATION", "DEFAULT_SELECT", "DEFAULT_CUTOFF", "BACKENDS", "INFLATION", "BACKEND",
            "BACKEND_SETTING", "THREADS"]
 
@@ -168,6 +169,31 @@ def _fast_mcl(graph, inflation, loop_value, iterations, threshold, select, n_thr
     out = np.empty(n, dtype=labels.dtype)
     out[perm] = labels
     return canonical_labels(out)
+
+
+def warm_up() -> float:
+    """Compile the fast backend's numba kernel, or load it from numba's on-disk cache, on a
+    four-node graph, unless this process has done so already; the seconds it took (0.0 where
+    there was nothing to do).
+
+    The first call after an install compiles the kernel: 10 to 60 s on 2 cores (docs/performance.md),
+    once, as numba caches it beside the package; loading it from the cache takes about 0.4 s. The
+    snapshot pipeline calls this before clustering, under a clock stage of its own (``compile``),
+    so that the time budget does not take a one-off compilation for the cost of every snapshot.
+
+    >>> warm_up() >= 0.0 and warm_up() == 0.0
+    True
+    """
+    import time
+
+    from flowcallback.core import _mcl_kernel
+
+    if _mcl_kernel._compact.signatures:  # the kernel's last function: the whole pass has run here
+        return 0.0
+    start = time.perf_counter()
+    ring = sp.csr_matrix(np.array([[0, 1, 1, 0], [1, 0, 1, 0], [1, 1, 0, 1], [0, 0, 1, 0]], dtype=np.float32))
+    mcl(ring, backend="fast")
+    return time.perf_counter() - start
 
 
 @dataclass(frozen=True)

@@ -319,6 +319,9 @@ def analyse(
     jobs = [((analysis, name), emb[name], k, settings, type(clock), clock.epoch)
             for analysis, emb in captured.embeddings.items() for name, _ in layers if name in emb]
     results, left_out = {}, {}
+    if mcl_backend == "fast" and jobs:
+        with clock("compile"):  # once per install (numba's cache), once per process (its load): not per snapshot
+            cluster.warm_up()
     with clock("cluster"):
         for key, labels, exc, seconds in map(cluster_layer_job, jobs):
             clock.add(seconds)

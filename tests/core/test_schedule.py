@@ -154,3 +154,23 @@ def test_the_first_epochs_tracing_counts_as_training(background_s):
                                        first_extra=first_extra)
     truth = overhead / (epochs * epoch_s + first_extra)
     assert 0 < s.spent(now) <= truth + 1e-9, (s.spent(now), truth)
+
+
+def test_the_share_spent_while_an_epoch_trains_counts_that_epoch_as_training():
+    """A snapshot's progress line is printed while the next epoch trains (found by an outside probe:
+    the lines gave the share as of the previous epoch's end, and the last line then doubled it).
+    Epochs of 10 s, the third slowed by 4 s by a snapshot, 5 s into the fourth: 4 s added to 35 s
+    of training, not 9 s to 30."""
+    s = BudgetSchedule(0.25, first=0, last=10)
+    s.start(0.0)
+    assert s.measuring
+    now = 0.0
+    for epoch, seconds in ((1, 10.0), (2, 10.0), (3, 14.0)):
+        s.epoch_begin(now)
+        now += seconds
+        s.epoch_done(epoch, now, clean=seconds == 10.0)
+    s.epoch_begin(now)
+    assert not s.measuring
+    assert s.spent(now + 5.0, running=True) == pytest.approx(4 / 35)
+    assert s.spent(now + 5.0) == pytest.approx(9 / 30)  # the fit's end: the time since is the snapshots' wait
+    assert s.spent(now + 16.0, running=True) == pytest.approx(10 / 40)  # an epoch's length at most is training

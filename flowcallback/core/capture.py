@@ -188,7 +188,11 @@ def choose_columns(model, layers=None, max_columns: int = MAX_COLUMNS) -> Column
             raise ValueError(f"layers: expected None, 'all' or a list of layer names, got {layers!r}")
         unknown = [n for n in layers if n not in classes]
         if unknown:
-            raise ValueError(f"layers: unknown layer name(s) {unknown}; the model's layers are {ordered}")
+            blocks = _nested_outputs(model)
+            hint = "".join(f"; {n!r} is a nested model (a block such as a transfer-learning base), whose layers are "
+                           f"columns by their own names: its output is its layer {blocks[n]!r}"
+                           for n in unknown if n in blocks)
+            raise ValueError(f"layers: unknown layer name(s) {unknown}{hint}; the model's layers are {ordered}")
         if len(set(layers)) != len(layers):
             raise ValueError(f"layers: each layer name may appear once, got {list(layers)}")
         chosen = set(layers)
@@ -201,6 +205,26 @@ def choose_columns(model, layers=None, max_columns: int = MAX_COLUMNS) -> Column
                         f"{len(names)} block outputs of {len(eligible)} layers: layers that every path from the "
                         "input to the output goes through, spread over the depth, keeping each resolution "
                         "stage's last block and the last hidden layers (layers='all' gives every layer)")
+
+
+def _nested_outputs(model, depth: int = 0) -> Dict[str, str]:
+    """``{name of a nested model: name of the layer that makes its (first) output}``, at any depth."""
+    out: Dict[str, str] = {}
+    for layer in getattr(model, "layers", ()) if depth < 32 else ():
+        if not layergraph.is_model(layer):
+            continue
+        try:
+            made = layer.outputs[0]._keras_history[0]
+        except (AttributeError, IndexError, TypeError):
+            continue
+        while layergraph.is_model(made):  # its output is a nested model's own
+            try:
+                made = made.outputs[0]._keras_history[0]
+            except (AttributeError, IndexError, TypeError):
+                break
+        out[layer.name] = made.name
+        out.update(_nested_outputs(layer, depth + 1))
+    return out
 
 
 def block_outputs(graph: layergraph.LayerGraph, eligible: Sequence[str], max_columns: int = MAX_COLUMNS) -> List[str]:

@@ -66,6 +66,25 @@ def test_select_layers_default_and_errors():
         select_layers(m, ["c", "c"])
 
 
+def test_naming_a_nested_model_says_which_of_its_layers_is_its_output():
+    """A transfer-learning base is a nested model: its layers are columns by their own names (found by
+    an outside probe: layers=["backbone"] was an unknown name, the list of layers not saying why)."""
+    import tensorflow as tf
+
+    from flowcallback.core.capture import select_layers
+
+    base = tf.keras.Sequential([tf.keras.Input((6, 6, 1)), tf.keras.layers.Conv2D(2, 3),
+                                tf.keras.layers.MaxPooling2D()], name="backbone")
+    inputs = tf.keras.Input((6, 6, 1))
+    h = tf.keras.layers.GlobalAveragePooling2D()(base(inputs))
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, activation="softmax", name="head")(h))
+    pool = base.layers[-1].name
+    with pytest.raises(ValueError, match=rf"^layers: unknown layer name\(s\) \['backbone'\]; 'backbone' is a nested "
+                                         rf"model .* its output is its layer '{pool}'; the model's layers are"):
+        select_layers(model, ["backbone", "head"])
+    assert select_layers(model, [pool, "head"]) == [pool, "head"]  # what the message says works
+
+
 def test_activations_are_the_layer_outputs_embedded():
     import tensorflow as tf
 

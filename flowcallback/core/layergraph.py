@@ -131,6 +131,7 @@ class Call:
     name: str = ""
     first: bool = True
     shapes: Tuple[tuple, ...] = ()
+    ctx: tuple = ()  # the calls it is inside (its keys' context before any renaming): keeps two calls' insides apart
 
     @property
     def is_input(self) -> bool:
@@ -211,11 +212,11 @@ def _trace_graph(inputs: Sequence, outputs: Sequence, ctx: tuple, scope: Tuple[s
         outs = tuple((ctx, id(layer), ni, i) for i in range(max(len(made), 1)))
         shapes = tuple(_shape(o) for o in made)
         if type(layer).__name__ == "InputLayer" or getattr(knode, "is_input", False) or input_keys & set(outs):
-            calls[(id(layer), ni)] = Call(layer, ni, (), outs, scope=scope, shapes=shapes)
+            calls[(id(layer), ni)] = Call(layer, ni, (), outs, scope=scope, shapes=shapes, ctx=ctx)
             continue
         template, ins = _template(knode)
         calls[(id(layer), ni)] = Call(layer, ni, tuple(_key(x, ctx) for x in ins), outs, template, scope,
-                                      shapes=shapes)
+                                      shapes=shapes, ctx=ctx)
         todo.extend(ins)
     return _toposort(list(calls.values()))
 
@@ -269,7 +270,7 @@ def _inline(calls: List[Call], depth: int = 0, opened: Optional[Dict] = None) ->
             out.append(c)
             continue
         model = c.layer
-        ctx = c.outputs[0][0] + ((id(model), c.node_index),)
+        ctx = c.ctx + ((id(model), c.node_index),)
         inner = _trace_graph(list(model.inputs), list(model.outputs), ctx, c.scope + (model.name,))
         inner_inputs = [_key(t, ctx) for t in model.inputs]
         inner_outputs = [_key(t, ctx) for t in model.outputs]
@@ -318,7 +319,7 @@ def _open_custom(c: Call, depth: int, opened: Dict) -> Tuple[Optional[List[Call]
     layer = c.layer
     template, outer = _template(layer._inbound_nodes[c.node_index])
     specs = [(tuple(t.shape), t.dtype) for t in outer]
-    ctx = c.outputs[0][0] + ((id(layer), c.node_index),)
+    ctx = c.ctx + ((id(layer), c.node_index),)
     held = None
     with _symbolic_call(layer, template, specs) as (inputs, made, failure):
         if failure is not None:
@@ -326,7 +327,12 @@ def _open_custom(c: Call, depth: int, opened: Dict) -> Tuple[Optional[List[Call]
                 return None, ("its call() gives a symbolic tensor to a TensorFlow function (a tf.* function, or an "
                               "operator with a weight on its left, such as self.gamma * h), which Keras does not "
                               "follow; written with keras.ops (or h * self.gamma) it is followed")
-            return None, f"its call() does not run on symbolic tensors ({type(failure).__name__}: {_short(failure)})"
+            why = f"its call() does not run on symbolic tensors ({type(failure).__name__}: {_short(failure)})"
+            if "value (None)" in str(failure) or "NoneType" in str(failure):
+                why += (": a size it reads with ops.shape is unknown (None) on symbolic tensors, as the batch size "
+                        "is; a tensor made from the input instead (a class token as ops.zeros_like(x[:, :1, :]) "
+                        "+ self.cls, not ops.broadcast_to(self.cls, (batch, 1, d))) is followed")
+            return None, why
         if len(made) != len(c.outputs) or not all(_is_symbolic(t) for t in made):
             return None, "its call() returns other than the layer's outputs as Keras tensors"
         inner_in = [_key(t, ctx) for t in inputs]
@@ -342,6 +348,9 @@ def _open_custom(c: Call, depth: int, opened: Dict) -> Tuple[Optional[List[Call]
             held = _Held(layer, template, specs, variables)
         inner = _inline(inner, depth + 1, opened)
         why = _differs(c, inner, inner_in, inner_out, [s for s, _ in specs], [d for _, d in specs])
+        if why and any(None in s[1:] for s, _ in specs):
+            why += ("; its input has sizes other than the batch's that are unknown (None) when its call() is "
+                    "followed (a text of any length): a size read with ops.shape is None there")
         if why:
             return None, why
     if held is not None:
@@ -470,7 +479,10 @@ class _Held:
 
 
 def _short(exc, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
+    """The exception's message on one line, without terminal colour codes, cut at ``limit``."""
+    import re
+
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
     return text if len(text) <= limit else text[:limit] + "…"
 
 

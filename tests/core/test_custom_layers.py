@@ -369,3 +369,115 @@ def test_keras_ios_vision_transformer_gets_relevance_back_to_its_augmentation(an
     assert got[patches].shape == (6, dims[2], dims[1] * dims[1] * 3)
     np.testing.assert_allclose(got[patches].sum(axis=(1, 2)), got[augment.layers[-1].name].sum(axis=(1, 2, 3)),
                                rtol=1e-4, atol=1e-6)
+
+
+class ResidualDense(layers.Layer):
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.Dense(units)
+
+    def call(self, x):
+        return x + self.dense(x)
+
+
+def test_a_custom_layer_ending_a_block_called_twice_is_opened_once_per_call():
+    """A custom layer that makes a nested model's output, the model called twice (a siamese encoder):
+    the two calls' insides were given the same tensors (found by an outside probe: the first
+    branch read the second's values and relevance, 20 times off, without a note). Each call now
+    has its own, and the relevance is that of the same computation written functionally."""
+    keras.utils.set_random_seed(0)
+    enc_in = layers.Input((6, 5))
+    encoder = keras.Model(enc_in, ResidualDense(8, name="block")(layers.Dense(8, name="proj")(enc_in)), name="encoder")
+    inputs = layers.Input((6, 5))
+    h = layers.Concatenate(axis=1, name="cat")([encoder(inputs), encoder(layers.Dense(5, name="other")(inputs))])
+    model = _randomise(keras.Model(inputs, layers.Dense(3, activation="softmax", name="out")(layers.Flatten()(h))))
+    proj, block = encoder.get_layer("proj"), encoder.get_layer("block")
+
+    def written_out(t):
+        p = proj(t)
+        return layers.Add()([p, block.dense(p)])
+
+    twin_in = layers.Input((6, 5))
+    h2 = layers.Concatenate(axis=1, name="cat2")([written_out(twin_in), written_out(model.get_layer("other")(twin_in))])
+    twin = keras.Model(twin_in, model.get_layer("out")(model.layers[-2](h2)))
+    x = np.random.default_rng(0).normal(size=(5, 6, 5)).astype("float32")
+    np.testing.assert_allclose(twin.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    graph = layergraph.trace(model, open_custom=True)
+    assert graph.closed == {}
+    keys = [k for c in graph.calls for k in c.outputs]
+    assert len(keys) == len(set(keys))  # no tensor made by two calls
+    got = NativeLRP(model, ["other", "cat"]).relevance(x)
+    want = NativeLRP(twin, ["other", "cat2"]).relevance(x)
+    for a, b in (("other", "other"), ("cat", "cat2")):
+        np.testing.assert_allclose(got[a], want[b], rtol=0, atol=1e-5 * np.abs(want[b]).max(), err_msg=a)
+
+
+class MaskedDense(layers.Layer):
+    """Zeroes the padded steps by multiplying with Keras's mask (a 0/1 cast of ``NotEqual``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.Dense(8)
+        self.supports_masking = True
+
+    def call(self, x, mask=None):
+        h = self.dense(x)
+        return h if mask is None else h * ops.expand_dims(ops.cast(mask, h.dtype), -1)
+
+
+class ClassToken(layers.Layer):
+    """A ViT class token written from the input (``ops.zeros_like``), as the note advises."""
+
+    def build(self, input_shape):
+        self.cls = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="random_normal", name="cls")
+
+    def call(self, x):
+        return ops.concatenate([ops.zeros_like(x[:, :1, :]) + self.cls, x], axis=1)
+
+
+class BroadcastClassToken(ClassToken):
+    """The same with the batch size read by ``ops.shape`` (None on symbolic tensors)."""
+
+    def call(self, x):
+        return ops.concatenate([ops.broadcast_to(self.cls, (ops.shape(x)[0], 1, ops.shape(x)[-1])), x], axis=1)
+
+
+def test_masks_means_and_tensors_made_from_the_input_pass_relevance_as_their_maths_does():
+    """Found by an outside probe (an explainability researcher): ``ops.mean`` of one tensor stopped
+    relevance (no rule: the z rule was for two tensors); a product with Keras's mask took half the
+    relevance (the 0/1 mask was no gate), and the mask's ``NotEqual`` had "no LRP rule"; a class
+    token made with ``ops.zeros_like`` stopped at ZerosLike. A comparison, a mask and
+    ``ops.zeros_like`` do not follow their input: none of its relevance goes there."""
+    keras.utils.set_random_seed(0)
+    ids = layers.Input((6,), dtype="int32")
+    emb = layers.Embedding(20, 8, mask_zero=True, name="emb")(ids)
+    masked = keras.Model(ids, layers.Dense(3, name="out")(layers.Flatten()(MaskedDense(name="block")(emb))))
+    unmasked = keras.Model(ids, masked.get_layer("out")(layers.Flatten()(masked.get_layer("block").dense(emb))))
+    x = np.random.default_rng(0).integers(1, 20, (4, 6))  # no padding: the mask is all ones
+    engine = NativeLRP(masked, ["emb", "block"])
+    assert engine.stops == [] and engine.note == ""
+    got, want = engine.relevance(x)["emb"], NativeLRP(unmasked, ["emb"]).relevance(x)["emb"]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())  # the signal takes all
+
+    inputs = layers.Input((5, 4))
+    h = layers.Dense(6, name="proj")(inputs)
+    by_op = keras.Model(inputs, layers.Dense(3, name="out")(ops.mean(h, axis=1)))
+    by_layer = keras.Model(inputs, by_op.get_layer("out")(layers.GlobalAveragePooling1D()(h)))
+    xs = np.random.default_rng(1).normal(size=(4, 5, 4)).astype("float32")
+    op_engine = NativeLRP(by_op, ["proj"])
+    assert op_engine.stops == [] and op_engine.blocked == []
+    np.testing.assert_allclose(op_engine.relevance(xs)["proj"], NativeLRP(by_layer, ["proj"]).relevance(xs)["proj"],
+                               rtol=1e-5, atol=1e-7)
+
+    for cls, opened in ((ClassToken, True), (BroadcastClassToken, False)):
+        h = cls(name="class_token")(layers.Dense(8, name="patch_proj")(inputs))
+        head = layers.Dense(3, activation="softmax", name="head")(layers.MultiHeadAttention(2, 4)(h, h)[:, 0])
+        engine = NativeLRP(keras.Model(inputs, head))
+        if opened:
+            assert engine.stops == [] and engine.blocked == []
+            maps = engine.relevance(xs)
+            assert np.abs(maps["patch_proj"]).sum() > 0 and np.isfinite(maps["patch_proj"]).all()
+        else:
+            assert engine.blocked == ["patch_proj"]
+            assert "unknown (None) on symbolic tensors" in engine.note and "ops.zeros_like(x[:, :1, :])" in engine.note
+            assert "\x1b[" not in engine.note

@@ -180,6 +180,13 @@ _OP_SHAPE = {"ExtractPatches", "Reshape", "Transpose", "ExpandDims", "Squeeze", 
              "Pad", "Tile", "Repeat", "Stack", "Slice", "Take", "MoveAxis", "SwapAxes", "Maximum", "Minimum", "Max",
              "Min"}
 _OP_LINEAR = {"Add", "Subtract", "Mean", "Sum", "Average"}
+# reductions of one tensor: the z rule too (mean pooling written with ops.mean)
+_OP_REDUCE = {"Mean", "Sum"}
+# operations whose value does not follow their input's (a comparison, a mask, ops.zeros_like): their
+# input gets no relevance, and their output is a constant to the rules (a gate where it multiplies)
+_OP_CONSTANT = {"NotEqual", "Equal", "Greater", "GreaterEqual", "Less", "LessEqual", "LogicalAnd", "LogicalOr",
+                "LogicalNot", "LogicalXor", "ZerosLike", "OnesLike", "FullLike", "Sign", "IsNan", "IsInf",
+                "IsFinite"}
 # Keras 2 wraps operations on symbolic tensors in TFOpLambda layers, named by the TensorFlow symbol
 _TF_ELEMENTWISE = {"__operators__.add", "math.add", "math.multiply", "math.subtract", "math.truediv",
                    "math.divide", "nn.relu", "nn.relu6", "math.sigmoid", "nn.silu", "math.tanh", "cast"}
@@ -194,10 +201,12 @@ RULE_TABLE = {
     "identity": "relevance passes through unchanged (one-to-one element-wise map, or the identity at inference)",
     "activation": "relevance passes through unchanged (iNNvestigate's Activation rule)",
     "gradient": "the gradient of the layer (iNNvestigate's default: max pooling, reshapes, padding, resizing)",
-    "multiply": "signal-take-all: a gate input (sigmoid, hard sigmoid) gets none, the signal all; else an even split",
+    "multiply": "signal-take-all: a gate input (sigmoid, hard sigmoid, a mask) gets none, the signal all; else an "
+                "even split",
     "layernorm": "epsilon rule with the normalising scale held constant (Ali et al. 2022)",
     "attention": "epsilon rule through the values, attention probabilities held constant (Ali et al. 2022)",
     "embedding": "relevance stops at the embedding's output (its input is token ids)",
+    "constant": "none passes to the input: the output does not follow it (comparisons, masks, ops.zeros_like)",
     "lstm, gru, rnn, bidirectional": "Arras et al. (2017): gates get none (signal-take-all), the epsilon rule "
                                      "through the cell input and the cell state, back through time",
 }
@@ -224,9 +233,11 @@ def layer_kind(layer, n_tensor_inputs: Optional[int] = None) -> Optional[str]:
     if _is_operation(layer):
         if n_tensor_inputs == 1 and name in _OP_ELEMENTWISE:
             return "identity"
+        if name in _OP_CONSTANT:
+            return "constant"
         if name in _OP_SHAPE:
             return "gradient"
-        if n_tensor_inputs and n_tensor_inputs > 1 and name in _OP_LINEAR:
+        if (n_tensor_inputs or 0) > 1 and name in _OP_LINEAR or n_tensor_inputs == 1 and name in _OP_REDUCE:
             return "linear"
         if n_tensor_inputs == 2 and name == "Multiply":
             return "multiply"
@@ -1041,6 +1052,8 @@ class NativeLRP:
             return [rule.apply(first, xs[0], r2)]
         if kind == "embedding":
             return None  # relevance stops at the embedding's output (its input is token ids)
+        if kind == "constant":  # its value does not follow its input's: none reaches the input
+            return [tf.zeros_like(x) for x in xs]
         same_shape = len(xs) == len(ys) and all(x.shape == y.shape for x, y in zip(xs, ys))
         if kind in ("activation", "softmax", "identity") and same_shape:
             return rs  # one-to-one maps (iNNvestigate passes relevance through Activation layers unchanged)
@@ -1112,6 +1125,8 @@ class NativeLRP:
             act = _activation_name(layer) if ("activation" in cfg) else ""
             if act in ("sigmoid", "hard_sigmoid") or (cls in ("Sigmoid", "HardSigmoid") and _is_operation(layer)):
                 found = True
+            elif layer_kind(layer, len(producer.inputs)) == "constant":
+                found = True  # a mask (a comparison, cast to the signal's dtype) or ops.ones_like: a constant factor
             elif cls == "ReLU" and scaled and cfg.get("max_value") not in (None, 0):
                 found = True  # relu6(x + 3) / 6 is the hard sigmoid
             elif len(producer.inputs) == 1:

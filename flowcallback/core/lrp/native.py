@@ -278,7 +278,7 @@ def _stop_reason(layer, closed: str = "") -> str:
         return ("a custom layer class, whose call() LRP cannot see into; built from Keras layers with the "
                 "functional API instead (a function that adds them, or a functional keras.Model used as a layer), "
                 "its inside gets relevance")
-    return "no LRP rule for this layer class"
+    return "no LRP rule for this operation" if _is_operation(layer) else "no LRP rule for this layer class"
 
 
 def _config(layer) -> dict:

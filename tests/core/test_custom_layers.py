@@ -481,3 +481,40 @@ def test_masks_means_and_tensors_made_from_the_input_pass_relevance_as_their_mat
             assert engine.blocked == ["patch_proj"]
             assert "unknown (None) on symbolic tensors" in engine.note and "ops.zeros_like(x[:, :1, :])" in engine.note
             assert "\x1b[" not in engine.note
+
+
+class HandDense(layers.Layer):
+    """A dense layer written by hand: ``ops.matmul(x, self.w)``."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], self.units), initializer="glorot_uniform", name="w")
+
+    def call(self, x):
+        return ops.matmul(x, self.w)
+
+
+@pytest.mark.parametrize("analyzer", ["lrp.epsilon", "lrp.z", "lrp.alpha_2_beta_1"])
+def test_a_dense_layer_written_with_ops_matmul_gets_the_dense_rule(analyzer):
+    """``ops.matmul(x, self.w)`` in a custom layer (found by an outside probe: kept whole, "no LRP
+    rule") is a Dense layer without bias: the same relevance as ``Dense(use_bias=False)`` with that
+    kernel, at the layer and before it."""
+    keras.utils.set_random_seed(4)
+    inputs = layers.Input((5, 6))
+    h = layers.Dense(7, activation="relu", name="before")(inputs)
+    hand = keras.Model(inputs, layers.Dense(3, name="out")(layers.Flatten()(HandDense(4, name="mine")(h))))
+    _randomise(hand, 4)
+    plain = layers.Dense(4, use_bias=False, name="mine")
+    ref_h = hand.get_layer("before")(inputs)
+    ref = keras.Model(inputs, hand.get_layer("out")(layers.Flatten()(plain(ref_h))))
+    plain.kernel.assign(hand.get_layer("mine").w)
+    x = np.random.default_rng(2).normal(size=(6, 5, 6)).astype("float32")
+    np.testing.assert_allclose(ref.predict(x, verbose=0), hand.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    engine = NativeLRP(hand, ["before", "mine"], analyzer)
+    assert engine.stops == [] and engine.blocked == []
+    got, want = engine.relevance(x), NativeLRP(ref, ["before", "mine"], analyzer).relevance(x)
+    for name in ("before", "mine"):
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-5 * np.abs(want[name]).max(), err_msg=name)

@@ -164,7 +164,7 @@ _KINDS = {
     "CenterCrop": "gradient",
     "RandomCrop": "gradient",  # at inference a centre crop or resize: a spatial map
 }
-_KERNEL_KINDS = ("dense", "conv", "depthwise", "separable", "einsum")
+_KERNEL_KINDS = ("dense", "conv", "depthwise", "separable", "einsum", "matmul")
 # iNNvestigate's is_input_layer looks through these to find the model's input
 _SHAPE_ONLY = ("Flatten", "Permute", "Reshape")
 _RECURRENT = ("RNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "LSTMV1", "GRUV1", "CuDNNLSTM", "CuDNNGRU")
@@ -196,6 +196,7 @@ _TF_SHAPE = {"reshape", "transpose", "expand_dims", "squeeze", "__operators__.ge
 #: What each kind of layer gets, for docs/method.md and the tests.
 RULE_TABLE = {
     "dense, conv, depthwise, separable, einsum": "the analyzer's rule (iNNvestigate's)",
+    "matmul": "the analyzer's Dense rule: ops.matmul(x, W) with a weight W is a Dense layer without bias",
     "bn": "the analyzer's BatchNormalization rule on its linearisation (iNNvestigate's)",
     "linear": "z rule over the layer's own linear map (iNNvestigate's Add and AveragePooling rules)",
     "identity": "relevance passes through unchanged (one-to-one element-wise map, or the identity at inference)",
@@ -305,6 +306,26 @@ def _variable_value(v):
 def _tf_data_format(data_format: str, rank: int) -> str:
     spatial = "DHW"[3 - rank:] if rank > 1 else "W"
     return ("NC" + spatial) if data_format == "channels_first" else ("N" + spatial + "C")
+
+
+def _matmul_kernel(call):
+    """The weight ``W`` of a Keras 3 ``ops.matmul(x, W)`` call on one tensor (a dense layer written
+    by hand in a custom layer's call()), or None."""
+    if not (_is_operation(call.layer) and call.class_name == "Matmul" and len(call.inputs) == 1):
+        return None
+    args, kwargs = call.template
+    if len(args) != 2 or kwargs or type(args[0]).__name__ != "_Slot" or not layergraph._is_variable(args[1]):
+        return None
+    return args[1] if len(args[1].shape) == 2 else None
+
+
+def _matmul_linear(call) -> lrp_rules.Linear:
+    """``ops.matmul(x, W)`` as a :class:`~flowcallback.core.lrp.rules.Linear`: a Dense without bias."""
+    def fn(x, w):
+        rank = x.shape.rank
+        return tf.matmul(x, w["kernel"]) if rank == 2 else tf.tensordot(x, w["kernel"], [[rank - 1], [0]])
+
+    return lrp_rules.Linear(fn, {"kernel": _variable_value(_matmul_kernel(call))}, None)
 
 
 def _linear(layer, kind: str, dtype) -> lrp_rules.Linear:
@@ -546,6 +567,8 @@ class _Step:
     def __init__(self, call: layergraph.Call):
         self.call = call
         self.kind = "input" if call.is_input else layer_kind(call.layer, len(call.inputs))
+        if self.kind is None and _matmul_kernel(call) is not None:
+            self.kind = "matmul"  # ops.matmul(x, self.w): a dense layer written by hand
         self.is_output = False
         self.rule = None
         self.is_input_rule = False
@@ -738,7 +761,7 @@ class NativeLRP:
             if kind in _KERNEL_KINDS and not step.stop:
                 is_input = self._is_input_step(step, produced_by)
                 step.is_input_rule = is_input
-                step.rule = self.spec.rule_for("dense" if kind == "einsum" else kind, is_input)
+                step.rule = self.spec.rule_for("dense" if kind in ("einsum", "matmul") else kind, is_input)
 
     def _recurrent_stop(self, step) -> str:
         """Why the recurrent rules cannot apply to a recurrent layer ("" where they can)."""
@@ -1011,7 +1034,7 @@ class NativeLRP:
         if kind in ("softmax", "activation"):
             return ins[0]
         if kind in _KERNEL_KINDS:
-            lin = _linear(step.call.layer, kind, ins[0].dtype)
+            lin = _matmul_linear(step.call) if kind == "matmul" else _linear(step.call.layer, kind, ins[0].dtype)
             return lin(ins[0], lin.weights())
         return step.call(ins)[0]
 
@@ -1039,7 +1062,7 @@ class NativeLRP:
         if kind != "embedding":  # counts and ids (a multi-hot TextVectorization) read as numbers by the rules
             xs = [tf.cast(x, tf.float32) if x.dtype.is_integer or x.dtype.is_bool else x for x in xs]
         if kind in _KERNEL_KINDS:
-            lin = _linear(layer, kind, xs[0].dtype)
+            lin = _matmul_linear(call) if kind == "matmul" else _linear(layer, kind, xs[0].dtype)
             return [step.rule.apply(lin, xs[0], rs[0])]
         if kind == "bn":
             lins = _bn_linear(layer, xs[0].dtype, self.spec.bn_fuse_mode)

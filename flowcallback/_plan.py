@@ -93,12 +93,13 @@ class RunPlan:
 
 
 def _layer_names(model) -> list:
-    """Every layer's name, nested models' layers included, in the model's order."""
+    """Every layer's name, nested models' layers included, in the model's order (a Keras 3
+    functional model's operations too: ``x + residual`` may be a column)."""
     names, stack = [], [model]
     while stack:
         layer = stack.pop(0)
         names.append(layer.name)
-        stack[:0] = list(getattr(layer, "layers", ()) or ())
+        stack[:0] = list(getattr(layer, "operations", None) or getattr(layer, "layers", ()) or ())
     return names
 
 
@@ -218,8 +219,9 @@ def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSetting
     if unknown:
         raise ValueError(f"projection_layers: {unknown} are not among the analysed layers {names}")
     notes, column_notes = capture.branch_layout(model, names)
-    for name, shared in capture.shared_calls(model, names).items():
-        column_notes[name] = f"{column_notes[name]}; {shared}" if name in column_notes else shared
+    for extra in (capture.shared_calls(model, names), capture.operation_notes(model, names)):
+        for name, text in extra.items():
+            column_notes[name] = f"{column_notes[name]}; {text}" if name in column_notes else text
     notes = [info(n) for n in notes]
     if columns.rule in ("block outputs", "all"):
         notes.insert(0, info(f"Columns: {columns.description}."))

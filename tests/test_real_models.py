@@ -87,6 +87,7 @@ MODELS = {
     "MobileNetV2": application("MobileNetV2"),
     "EfficientNetB0": application("EfficientNetB0"),
     "DenseNet121": application("DenseNet121"),
+    "ConvNeXtTiny": application("ConvNeXtTiny"),
     "tutorial CNN": tutorial_cnn,
     "Transformer": transformer,
 }
@@ -125,3 +126,7 @@ def test_real_model_gets_lrp_flows_over_legible_columns(tmp_path, images, name):
         assert any(n.startswith("Columns: ") for n in activations.notes)
         assert run.info["columns"]["rule"] == "block outputs"
     assert len(layer_columns) >= min(columns.eligible, 8)
+    joins = [c for c in activations.columns if c.note.startswith("Keras operation")]
+    if name == "ConvNeXtTiny":  # its blocks end in `inputs + x` (Keras 3): those are its block outputs
+        assert keras.__version__.startswith("2") or len(joins) >= 12
+        assert all(c.layer_type == "Add" for c in joins)

@@ -10,7 +10,7 @@ iNNvestigate in a worker process, :class:`flowcallback.core.lrp.worker.LRPWorker
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -73,8 +73,30 @@ _ELEMENTWISE_STEPS = frozenset({"BatchNormalization", "LayerNormalization", "Act
                                 "PReLU", "Softmax", "Rescaling", "Normalization", "LayerScale"})
 
 
+#: Keras 3 operations that join tensors (``x + residual`` in a functional model makes an ``Add``
+#: operation, not a layer): where one has two or more inputs it is a column as a merging layer is,
+#: the output of a residual block written with ``+``.
+JOIN_OPERATIONS = frozenset({"Add", "Subtract", "Multiply", "Concatenate", "Maximum", "Minimum", "Average"})
+
+
 def _skipped(class_name: str) -> bool:
     return class_name in SKIPPED_LAYER_TYPES or class_name.startswith("Random")
+
+
+def _joins(graph) -> Dict[str, str]:
+    """``{name: class name}`` of the Keras 3 operations of the flat graph that join two or more
+    tensors made by the model (:data:`JOIN_OPERATIONS`), where a layer would be an ``Add`` or a
+    ``Concatenate``."""
+    if graph is None:
+        return {}
+    out = {}
+    for c in graph.calls:
+        if c.first and layergraph.is_operation(c.layer) and c.class_name in JOIN_OPERATIONS:
+            made = {k for k in c.inputs if k in graph.producer and not graph.producer[k].is_input}
+            made |= {k for k in c.inputs if k in graph.inputs}
+            if len(made) >= 2:
+                out[c.name] = c.class_name
+    return out
 
 
 @dataclass(frozen=True)
@@ -89,7 +111,8 @@ class ColumnChoice:
         ``"every layer"``: the default for a model with at most :data:`MAX_COLUMNS` eligible layers;
         ``"block outputs"``: the default above it; ``"all"`` and ``"list"``: ``layers="all"`` and a list.
     eligible : int
-        How many layers could be columns (all but :data:`SKIPPED_LAYER_TYPES`).
+        How many layers could be columns (all but :data:`SKIPPED_LAYER_TYPES`, and the Keras 3
+        operations that join tensors).
     description : str
         One sentence for the page and ``run.json``.
     """
@@ -130,12 +153,19 @@ def layer_types(model, names: Sequence[str]) -> Dict[str, str]:
 
 
 def _ordered_layers(model, graph) -> List[str]:
-    """Every layer (input layers included, operations left out) in a topological order."""
+    """Every layer and Keras 3 operation (input layers included) in a topological order."""
     if graph is None:  # no readable graph (a subclassed model): Keras's order
         return [layer.name for layer in model.layers]
-    order = graph.layer_order()
+    order = graph.layer_order(operations=True)
     inputs = [c.name for c in graph.calls if c.is_input and c.first]
     return inputs + order
+
+
+def _eligible(ordered: Sequence[str], classes: Mapping[str, str], joins: Mapping[str, str], graph) -> List[str]:
+    """The layers that may be columns by default: all but :data:`SKIPPED_LAYER_TYPES`, Keras 3
+    operations only where they join tensors (:func:`_joins`)."""
+    operations = set() if graph is None else {c.name for c in graph.calls if layergraph.is_operation(c.layer)}
+    return [n for n in ordered if not _skipped(classes.get(n, "")) and (n not in operations or n in joins)]
 
 
 def choose_columns(model, layers=None, max_columns: int = MAX_COLUMNS) -> ColumnChoice:
@@ -148,10 +178,12 @@ def choose_columns(model, layers=None, max_columns: int = MAX_COLUMNS) -> Column
         blocks are descended into (their layers by their own names, or ``"block/name"`` where a
         name is taken twice).
     layers : None, "all" or sequence of str
-        None: every eligible layer (all but :data:`SKIPPED_LAYER_TYPES`) when there are at most
-        ``max_columns`` of them, as for LeNet5; above that, the block outputs
+        None: every eligible layer (all but :data:`SKIPPED_LAYER_TYPES`; a Keras 3 operation
+        that joins tensors, ``x + residual``, is one, :data:`JOIN_OPERATIONS`) when there are at
+        most ``max_columns`` of them, as for LeNet5; above that, the block outputs
         (:func:`block_outputs`). ``"all"``: every eligible layer, however many. A list: exactly
-        those layers, in model order.
+        those layers, in model order; Keras 3 operations are named as ``model.summary()`` shows
+        them (``"add_3"``).
     max_columns : int, default=24
 
     Returns
@@ -179,7 +211,7 @@ def choose_columns(model, layers=None, max_columns: int = MAX_COLUMNS) -> Column
     graph = _graph(model)
     ordered = _ordered_layers(model, graph)
     classes = _layer_classes(model, graph)
-    eligible = [n for n in ordered if not _skipped(classes.get(n, ""))]
+    eligible = _eligible(ordered, classes, _joins(graph), graph)
     if isinstance(layers, str) and layers == "all":
         return ColumnChoice(tuple(eligible), "all", len(eligible),
                             f"every layer ({len(eligible)}), as layers='all' asks")
@@ -337,10 +369,11 @@ def select_layers(model, layers=None) -> List[str]:
 
 
 def _layer_graph(model):
-    """The model's layers as a networkx DiGraph (an edge where a layer's output feeds another)."""
+    """The model's layers (and Keras 3 operations) as a networkx DiGraph (an edge where one's
+    output feeds another): ``x + residual`` is the join of a residual block, as an ``Add`` layer is."""
     graph = _graph(model)
     if graph is not None:
-        return graph.digraph()
+        return graph.digraph(operations=True)
     import networkx as nx  # maintained graph library, already a dependency (FlowGraph.to_networkx)
 
     g = nx.DiGraph()
@@ -442,6 +475,37 @@ def shared_calls(model, layer_names: Sequence[str]) -> Dict[str, str]:
             counts[c.name] = counts.get(c.name, 0) + 1
     return {n: f"called at {counts[n]} places (shared weights): the column shows its first call"
             for n in layer_names if counts.get(n, 0) > 1}
+
+
+def operation_notes(model, layer_names: Sequence[str]) -> Dict[str, str]:
+    """A note for each selected Keras 3 operation (``x + residual`` in a functional model): what it
+    joins, since its automatic name (``add_3``) says little of where it is in the model.
+
+    Examples
+    --------
+    >>> import keras
+    >>> inputs = keras.Input((4,))
+    >>> h = keras.layers.Dense(4, name="d1")(inputs)
+    >>> h = h + keras.layers.Dense(4, name="d2")(h)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    >>> name = select_layers(model)[2]
+    >>> operation_notes(model, select_layers(model))[name]
+    'Keras operation Add (no layer) of d1, d2'
+    """
+    graph = _graph(model)
+    if graph is None:
+        return {}
+    notes = {}
+    for name in layer_names:
+        try:
+            c = graph.call(name)
+        except KeyError:
+            continue
+        if not layergraph.is_operation(c.layer):
+            continue
+        sources = [graph.producer[k].name for k in dict.fromkeys(c.inputs) if k in graph.producer]
+        notes[name] = f"Keras operation {c.class_name} (no layer)" + (f" of {name_list(sources)}" if sources else "")
+    return notes
 
 
 def _forward_fn(model, layer_names):

@@ -618,15 +618,16 @@ class LayerGraph:
                     g.remove_node(c.name)
         return g
 
-    def layer_order(self) -> List[str]:
-        """The layers' names (input layers and operations left out) in a topological order of
-        :meth:`digraph` that follows Keras's own layer order among ties (``model.layers``, nested
-        models' layers at their model's place)."""
+    def layer_order(self, operations: bool = False) -> List[str]:
+        """The layers' names (input layers left out) in a topological order of :meth:`digraph`
+        that follows Keras's own order among ties (``model.operations``, or ``model.layers``,
+        nested models' layers at their model's place). With ``operations=True`` the Keras 3
+        operations between layers (``x + residual``) are in it too."""
         import networkx as nx
 
-        g = self.digraph()
+        g = self.digraph(operations=operations)
         position = {n: self._position.get(n, (len(self._position),)) for n in g.nodes}
-        keep = {c.name for c in self.calls if not c.is_input and not is_operation(c.layer)}
+        keep = {c.name for c in self.calls if not c.is_input and (operations or not is_operation(c.layer))}
         try:
             order = list(nx.lexicographical_topological_sort(g, key=lambda n: position[n]))
         except nx.NetworkXUnfeasible:  # a layer called at two places (shared weights) closes a cycle
@@ -791,9 +792,15 @@ def trace(model, open_custom: bool = False) -> LayerGraph:
 
 
 def _positions(model, prefix: tuple = (), depth: int = 0) -> Dict[int, tuple]:
-    """Each layer's place in ``model.layers``, a nested model's layers after their model's index."""
+    """Each layer's place in ``model.operations`` (a Keras 3 functional model's layers and
+    operations, in the order they were called) or else ``model.layers``, a nested model's layers
+    after their model's index."""
     out: Dict[int, tuple] = {}
-    for i, layer in enumerate(getattr(model, "layers", [])):
+    try:
+        items = list(getattr(model, "operations", None) or getattr(model, "layers", []))
+    except (AttributeError, TypeError, ValueError):  # pragma: no cover - an exotic model's property
+        items = list(getattr(model, "layers", []))
+    for i, layer in enumerate(items):
         out.setdefault(id(layer), prefix + (i,))
         if depth < 32 and is_model(layer):
             for k, v in _positions(layer, prefix + (i,), depth + 1).items():

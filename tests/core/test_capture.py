@@ -101,6 +101,60 @@ def test_activations_are_the_layer_outputs_embedded():
     np.testing.assert_allclose(out, m(x).numpy(), atol=1e-6)
 
 
+def _residual_with_plus():
+    """A residual block as Keras 3 tutorials write it: ``x + residual`` is an operation, not a layer."""
+    keras = pytest.importorskip("keras")
+    if not keras.__version__.startswith("3"):
+        pytest.skip("Keras 2 makes a TFOpLambda layer of '+': a layer column already")
+    inputs = keras.Input((5,))
+    h = keras.layers.Dense(4, activation="relu")(inputs)
+    r = keras.layers.Dense(4, activation="relu")(h)
+    joined = h + r
+    scaled = joined * 2.0  # an operation with one tensor: not a column by default
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(scaled)), joined
+
+
+def test_a_join_written_with_plus_is_a_column_in_model_order():
+    """Found on ConvNeXt (Keras 3): its 18 residual blocks end in ``inputs + x``, an ``Add``
+    operation, and no block output was a column; ``layers=`` naming one dropped it silently."""
+    from flowcallback.core.capture import capture_activations, choose_columns, operation_notes
+    from flowcallback.core.embed import embed
+
+    model, joined = _residual_with_plus()
+    dense, dense_1, dense_2 = (layer.name for layer in model.layers[1:])
+    add = joined._keras_history[0].name
+    choice = choose_columns(model)
+    assert choice.names == (dense, dense_1, add, dense_2) and choice.eligible == 4
+    assert choose_columns(model, [dense_2, add]).names == (add, dense_2)  # kept, in model order
+    mul = [op.name for op in model.operations if type(op).__name__ == "Multiply"][0]
+    assert choose_columns(model, "all").names == (dense, dense_1, add, dense_2)
+    assert choose_columns(model, [mul]).names == (mul,)  # any operation, when named
+    assert operation_notes(model, choice.names) == {add: f"Keras operation Add (no layer) of {dense}, {dense_1}"}
+
+    x = np.random.default_rng(0).random((40, 5)).astype("float32")
+    emb, _ = capture_activations(model, x, [add], batch_size=16)
+    import keras
+
+    np.testing.assert_allclose(emb[add], embed(keras.Model(model.inputs[0], joined)(x).numpy()), atol=1e-6)
+
+
+def test_a_join_column_gets_lrp_flows_and_its_note(tmp_path):
+    from flowcallback import load_run, snapshot
+
+    model, joined = _residual_with_plus()
+    add = joined._keras_history[0].name
+    rng = np.random.default_rng(1)
+    x, y = rng.random((60, 5)).astype("float32"), rng.integers(0, 3, 60)
+    snapshot(model, (x, y), tmp_path / "run", verbose=0, k=5)
+    run = load_run(tmp_path / "run")
+    for analysis in ("activations", "lrp"):
+        g = run.epoch(0, analysis)
+        column = [c for c in g.columns if c.name == add]
+        assert column and column[0].layer_type == "Add" and column[0].note.startswith("Keras operation Add")
+        sums = g.flows.groupby("source_column")["count"].sum()
+        assert (sums == 60).all() and len(sums) == len(g.columns) - 1
+
+
 @pytest.mark.innvestigate
 @pytest.mark.parametrize("analyzer", ["lrp.epsilon", "lrp.alpha_1_beta_0"])
 def test_worker_reuses_its_analyzer_with_each_snapshots_weights(analyzer):

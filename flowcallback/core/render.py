@@ -383,6 +383,26 @@ def _short_label(name: str, limit: int = LABEL_CHARS) -> str:
     return name[:head] + "…" + name[len(name) - (limit - 1 - head):]
 
 
+def _shared_prefix(names: Sequence[str], least: int = 3) -> str:
+    """The prefix ending in ``_``, ``/`` or ``.`` that most of ``names`` start with and go on after
+    (at least ``least`` of them, and more than half), the longest of those; "" if none.
+
+    >>> _shared_prefix(["resnet_a_conv", "resnet_a_bn", "resnet_a_relu", "resnet_b_conv", "dense"])
+    'resnet_'
+    """
+    if len(names) < least:
+        return ""
+    best, most = "", 0
+    for name in names:
+        for i, ch in enumerate(name[:-1]):
+            if ch in "_/.":
+                p = name[:i + 1]
+                shared = sum(n.startswith(p) and len(n) > len(p) for n in names)
+                if shared >= least and 2 * shared > len(names) and (shared, len(p)) > (most, len(best)):
+                    best, most = p, shared
+    return best
+
+
 def _short_labels(names: Sequence[str], limit: int = LABEL_CHARS) -> List[str]:
     """Each name cut to ``limit`` characters (:func:`_short_label`), where two cut names would read
     the same, the differing part kept: MobileNetV3's block names differ in their middle.
@@ -391,7 +411,16 @@ def _short_labels(names: Sequence[str], limit: int = LABEL_CHARS) -> List[str]:
     ['expanded_conv_3_pro…', 'expanded_conv_4_pro…', 'dense']
     >>> _short_labels(["conv_stage_three_block_10_depthwise_bn", "conv_stage_three_block_11_depthwise_bn"])
     ['…e_block_10_depthwi…', '…e_block_11_depthwi…']
+
+    A prefix that most long names share (a keras.applications model's own name, as ConvNeXt's
+    layers have it) is left out of them: it tells no column from another (the full name is on hover).
+
+    >>> _short_labels(["convnext_tiny_stem_layernorm", "add", "convnext_tiny_downsampling_conv_0",
+    ...                "convnext_tiny_head_dense", "Prediction"])
+    ['stem_layernorm', 'add', 'downsampling_conv_0', 'head_dense', 'Prediction']
     """
+    prefix = _shared_prefix([n for n in names if len(n) > limit])
+    names = [n[len(prefix):] if prefix and n.startswith(prefix) else n for n in names]
     shorts = [_short_label(n, limit) for n in names]
     if len(set(shorts)) == len(shorts):
         return shorts

@@ -228,3 +228,21 @@ def test_each_analysis_shows_its_own_notes_and_the_buttons_switch_them():
     assert notes_of(lrp.args[1]["annotations"]) == [shared, str(lrp_only)]
     # the margin holds the longer notes whichever is shown: the diagram does not move
     assert fig.layout.margin.b == 60 + render.NOTE_LINE_HEIGHT * 2
+
+
+def test_a_prefix_every_column_shares_is_left_out_of_the_slanted_labels():
+    """ConvNeXt names its layers after the model (``convnext_tiny_stage_1_block_0_...``): cut to 20
+    characters, half the label was that prefix ("convnext_t…yernorm_0")."""
+    from flowcallback.core import flows
+
+    y = np.repeat(np.arange(3), 10)
+    rng = np.random.default_rng(0)
+    names = ["convnext_tiny_stem_layernorm"] + [f"add_{j}" for j in range(12)] + [
+        f"convnext_tiny_downsampling_layernorm_{j}" for j in range(3)] + ["convnext_tiny_head_dense"]
+    g = flows.build_flow_graph([(n, "Add", rng.integers(0, 3, 30)) for n in names], y, y, epoch=0)
+    anns = render._column_annotations(g, compact=True)[:len(names)]
+    shown = [a["text"] for a in anns]
+    assert shown[0] == "stem_layernorm" and shown[-1] == "head_dense" and shown[1] == "add_0"
+    assert shown[13:16] == [f"downsampli…yernorm_{j}" for j in range(3)]
+    assert len(set(shown)) == len(shown) and not any("convnext" in s for s in shown)
+    assert all(f"<b>{n}</b>" in a["hovertext"] for n, a in zip(names, anns))  # the full name on hover

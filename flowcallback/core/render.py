@@ -383,27 +383,39 @@ def _short_label(name: str, limit: int = LABEL_CHARS) -> str:
     return name[:head] + "…" + name[len(name) - (limit - 1 - head):]
 
 
-def _shared_prefix(names: Sequence[str], least: int = 3) -> str:
-    """The prefix ending in ``_``, ``/`` or ``.`` that most of ``names`` start with and go on after
-    (at least ``least`` of them, and more than half), the longest of those; "" if none.
+def _shared_prefix(names: Sequence[str], types: Sequence[str], least: int = 3) -> str:
+    """The prefix ending in ``_``, ``/`` or ``.`` that most of ``names`` start with (at least
+    ``least`` of them, and more than half), the longest of those; "" if none.
 
-    >>> _shared_prefix(["resnet_a_conv", "resnet_a_bn", "resnet_a_relu", "resnet_b_conv", "dense"])
+    Only a prefix that layers of different ``types`` share is a model's own name: Keras's
+    automatic names share their class's (``batch_normalization_1``, ``batch_normalization_2``),
+    which is the label itself; and what follows the prefix must hold a letter.
+
+    >>> _shared_prefix(["resnet_a_conv", "resnet_a_bn", "resnet_a_relu", "resnet_b_conv", "dense"],
+    ...                ["Conv2D", "BatchNormalization", "ReLU", "Conv2D", "Dense"])
     'resnet_'
+    >>> _shared_prefix(["batch_normalization_1", "batch_normalization_2", "layer_normalization_1"],
+    ...                ["BatchNormalization"] * 2 + ["LayerNormalization"])
+    ''
     """
     if len(names) < least:
         return ""
     best, most = "", 0
     for name in names:
         for i, ch in enumerate(name[:-1]):
-            if ch in "_/.":
-                p = name[:i + 1]
-                shared = sum(n.startswith(p) and len(n) > len(p) for n in names)
-                if shared >= least and 2 * shared > len(names) and (shared, len(p)) > (most, len(best)):
-                    best, most = p, shared
+            if ch not in "_/.":
+                continue
+            p = name[:i + 1]
+            sharing = [(n, t) for n, t in zip(names, types) if n.startswith(p)]
+            if len(sharing) < least or 2 * len(sharing) <= len(names) or (len(sharing), len(p)) <= (most, len(best)):
+                continue
+            if len({t for _, t in sharing}) > 1 and all(any(c.isalpha() for c in n[len(p):]) for n, _ in sharing):
+                best, most = p, len(sharing)
     return best
 
 
-def _short_labels(names: Sequence[str], limit: int = LABEL_CHARS) -> List[str]:
+def _short_labels(names: Sequence[str], limit: int = LABEL_CHARS,
+                  types: Optional[Sequence[str]] = None) -> List[str]:
     """Each name cut to ``limit`` characters (:func:`_short_label`), where two cut names would read
     the same, the differing part kept: MobileNetV3's block names differ in their middle.
 
@@ -416,10 +428,13 @@ def _short_labels(names: Sequence[str], limit: int = LABEL_CHARS) -> List[str]:
     layers have it) is left out of them: it tells no column from another (the full name is on hover).
 
     >>> _short_labels(["convnext_tiny_stem_layernorm", "add", "convnext_tiny_downsampling_conv_0",
-    ...                "convnext_tiny_head_dense", "Prediction"])
+    ...                "convnext_tiny_head_dense", "Prediction"],
+    ...               types=["LayerNormalization", "Add", "Conv2D", "Dense", ""])
     ['stem_layernorm', 'add', 'downsampling_conv_0', 'head_dense', 'Prediction']
     """
-    prefix = _shared_prefix([n for n in names if len(n) > limit])
+    types = list(types) if types is not None else [""] * len(names)
+    long = [(n, t) for n, t in zip(names, types) if len(n) > limit]
+    prefix = _shared_prefix([n for n, _ in long], [t for _, t in long])
     names = [n[len(prefix):] if prefix and n.startswith(prefix) else n for n in names]
     shorts = [_short_label(n, limit) for n in names]
     if len(set(shorts)) == len(shorts):
@@ -512,7 +527,7 @@ def _column_annotations(graph: FlowGraph, compact: bool = False, groups: Sequenc
     slanted line and everything on hover, so that 24 columns do not overlap."""
     m = len(graph.columns)
     groups = {g.column: g for g in groups}
-    shorts = _short_labels([col.name for col in graph.columns])
+    shorts = _short_labels([col.name for col in graph.columns], types=[col.layer_type or "" for col in graph.columns])
     anns = []
     xs = column_x(graph)
     for j, col in enumerate(graph.columns):

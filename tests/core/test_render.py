@@ -239,10 +239,29 @@ def test_a_prefix_every_column_shares_is_left_out_of_the_slanted_labels():
     rng = np.random.default_rng(0)
     names = ["convnext_tiny_stem_layernorm"] + [f"add_{j}" for j in range(12)] + [
         f"convnext_tiny_downsampling_layernorm_{j}" for j in range(3)] + ["convnext_tiny_head_dense"]
-    g = flows.build_flow_graph([(n, "Add", rng.integers(0, 3, 30)) for n in names], y, y, epoch=0)
+    types = ["LayerNormalization"] + ["Add"] * 12 + ["LayerNormalization"] * 3 + ["Dense"]
+    g = flows.build_flow_graph([(n, t, rng.integers(0, 3, 30)) for n, t in zip(names, types)], y, y, epoch=0)
     anns = render._column_annotations(g, compact=True)[:len(names)]
     shown = [a["text"] for a in anns]
     assert shown[0] == "stem_layernorm" and shown[-1] == "head_dense" and shown[1] == "add_0"
     assert shown[13:16] == [f"downsampli…yernorm_{j}" for j in range(3)]
     assert len(set(shown)) == len(shown) and not any("convnext" in s for s in shown)
     assert all(f"<b>{n}</b>" in a["hovertext"] for n, a in zip(names, anns))  # the full name on hover
+
+
+def test_keras_automatic_names_keep_their_class_name_in_the_slanted_labels():
+    """An outside probe: with the prefix rule above, ``batch_normalization_1`` read "1"."""
+    from flowcallback.core import flows
+
+    y = np.repeat(np.arange(3), 10)
+    rng = np.random.default_rng(0)
+    layers = []
+    for j in range(4):
+        layers += [("dense" + (f"_{j}" if j else ""), "Dense"),
+                   ("batch_normalization" + (f"_{j}" if j else ""), "BatchNormalization")]
+    layers += [(f"layer_normalization_{j}", "LayerNormalization") for j in range(1, 12)]
+    g = flows.build_flow_graph([(n, t, rng.integers(0, 3, 30)) for n, t in layers], y, y, epoch=0)
+    shown = [a["text"] for a in render._column_annotations(g, compact=True)[:len(layers)]]
+    assert shown[3] == "batch_norm…ization_1" and shown[-1] == "layer_norm…zation_11"
+    assert all(s.startswith(("dense", "batch_norm", "layer_norm")) for s in shown)
+    assert len(set(shown)) == len(shown)

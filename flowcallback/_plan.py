@@ -222,7 +222,15 @@ def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSetting
     for extra in (capture.shared_calls(model, names), capture.operation_notes(model, names)):
         for name, text in extra.items():
             column_notes[name] = f"{column_notes[name]}; {text}" if name in column_notes else text
+    constant = capture.constant_layers(model)
+    for name in names:
+        if name in constant:
+            column_notes[name] = f"{column_notes[name]}; {constant[name]}" if name in column_notes else constant[name]
     notes = [info(n) for n in notes]
+    if constant:
+        text = constant_note(constant)
+        notes.append(info(text))
+        warnings.warn(f"FlowCallback: {text}", RuntimeWarning, stacklevel=4)
     if columns.rule in ("block outputs", "all"):
         notes.insert(0, info(f"Columns: {columns.description}."))
     if columns.rule == "all" and len(names) > capture.MAX_COLUMNS:
@@ -249,6 +257,31 @@ def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSetting
     return RunPlan(columns=columns, layer_types=capture.layer_types(model, names), notes=tuple(notes),
                    column_notes=dict(column_notes), n_classes=n_classes, class_names=tuple(class_names), k=k,
                    binary_threshold=threshold, lrp_backend=backend, lrp_unavailable=unavailable, engines=engines)
+
+
+def constant_note(constant: Mapping[str, str]) -> str:
+    """One sentence on the layers :func:`flowcallback.core.capture.constant_layers` found.
+
+    >>> print(constant_note({"norm": "its output is its offset (beta) for every input: it normalises over one "
+    ...                              "value (axis -1 has size 1)", "proj": "reaches the output only through norm"}))
+    norm gives every input the same output (its output is its offset (beta) for every input: it normalises over \
+one value (axis -1 has size 1)), so it tells no samples apart; proj reaches the output only through it: it changes \
+no prediction, and no LRP relevance reaches it. To normalise a sequence of one feature, normalise over its steps \
+(LayerNormalization(axis=[1, 2])), or give the layer before it more units
+    """
+    from flowcallback.core._notes import name_list
+
+    fixed = [n for n, why in constant.items() if not why.startswith("reaches")]
+    cut = [n for n in constant if n not in fixed]
+    text = (f"{name_list(fixed)} give{'s' if len(fixed) == 1 else ''} every input the same output "
+            f"({constant[fixed[0]]}), so {'it tells' if len(fixed) == 1 else 'they tell'} no samples apart")
+    if cut:
+        one = len(cut) == 1
+        text += (f"; {name_list(cut)} reach{'es' if one else ''} the output only through "
+                 f"{'it' if len(fixed) == 1 else 'them'}: {'it changes' if one else 'they change'} no prediction, "
+                 f"and no LRP relevance reaches {'it' if one else 'them'}")
+    return text + (". To normalise a sequence of one feature, normalise over its steps "
+                   "(LayerNormalization(axis=[1, 2])), or give the layer before it more units")
 
 
 def _positions(model, layer_names) -> list:

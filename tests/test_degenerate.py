@@ -1,6 +1,8 @@
 """Degenerate data gets a correct answer or a clear error, never a crash or a silent wrong picture."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -185,8 +187,8 @@ def test_vanished_relevance_is_said_to_be_relevance_not_dead_units(tmp_path, dig
     hidden = model.layers[0].name  # "dense", or "dense_<n>" after other models in the session
     note = lrp.columns[lrp.column_index(hidden)].note
     assert ("100 all-zero relevance map(s) (no relevance reached this layer for these samples: the rules absorbed "
-            "it on the way back, as epsilon rules do where activations are near zero (an untrained deep network);"
-            in note)
+            "it on the way back, as epsilon rules do where activations are near zero (an untrained deep network), "
+            "or gave it none" in note)
     assert "dead units" not in note
     assert act.columns[act.column_index(hidden)].note == ""
     assert conserved(lrp) and conserved(act)
@@ -296,6 +298,13 @@ def test_a_layer_of_one_cluster_says_why(tally):
     lab = cluster_layer(v, 8, 2.0)
     assert len(set(lab)) == 1
     note = layer_note(v, lab, 8)
+    # the same map, to float32 noise: no inflation= can split them (an outside probe: keras.io's
+    # timeseries Transformer normalises one value, and the note advised a higher inflation)
+    assert note.startswith("all 60 samples in one cluster: every one has the same map here (to 0.1%), so this "
+                           "layer's output does not depend on the input") and "inflation=" not in note
+    close = np.tile(rng.normal(size=24), (60, 1)) + rng.normal(size=(60, 24)) * 1e-2
+    v_close = embed(close)
+    note = layer_note(v_close, cluster_layer(v_close, 8, 2.0), 8)
     assert note.startswith("all 60 samples in one cluster: their maps point almost the same way (mean cosine "
                            "similarity 1.000)") and "inflation=" in note
     # with all-zero maps beside them, the count is of the samples that have a direction
@@ -310,3 +319,62 @@ def test_a_layer_of_one_cluster_says_why(tally):
     v = embed(blobs(centers=1, n_per=60) + rng.normal(size=(60, 12)) * 2)
     one = np.zeros(60, dtype=int)
     assert "MCL found no separate groups" in layer_note(v, one, 8)
+
+
+def _timeseries_transformer(features: int):
+    """keras.io's "Timeseries classification with a Transformer model", scaled down, as written: its
+    attention's output has the input's one feature, and LayerNormalization normalises over it."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((50, features))
+    x = layers.MultiHeadAttention(key_dim=8, num_heads=2, dropout=0.1)(inputs, inputs)
+    x = layers.Dropout(0.1)(x)
+    x = layers.LayerNormalization(epsilon=1e-6)(x)
+    res = x + inputs
+    x = layers.Conv1D(filters=4, kernel_size=1, activation="relu")(res)
+    x = layers.Conv1D(filters=features, kernel_size=1)(x)
+    x = layers.LayerNormalization(epsilon=1e-6)(x)
+    x = x + res
+    x = layers.GlobalAveragePooling1D(data_format="channels_first")(x)
+    return keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("features", [1, 3])
+def test_a_layer_normalisation_over_one_value_is_named_with_what_it_cuts_off(tmp_path, features, tally):
+    """An outside probe: with one feature, keras.io's timeseries Transformer normalises one value, so
+    its attention and feed-forward layers change no prediction; the notes said "a higher inflation=
+    looks for finer clusters" and "an untrained deep network"."""
+    pytest.importorskip("keras", minversion="3")
+    from flowcallback import snapshot
+
+    tally("bad inputs tried")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    t = np.linspace(0, 1, 50)
+    x = np.stack([np.sin(2 * np.pi * (2 + 3 * c) * t + rng.uniform(0, 6)) for c in y])[..., None]
+    x = np.concatenate([x + 0.1 * rng.standard_normal(x.shape) for _ in range(features)], -1).astype("float32")
+    model = _timeseries_transformer(features)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        snapshot(model, (x, y), tmp_path, verbose=0, k=8)
+    said = [str(w.message) for w in caught if "same output" in str(w.message)]
+    g = load_run(tmp_path).epoch(0)
+    notes = {c.name: c.note for c in g.columns}
+    norms = [n for n in notes if n.startswith("layer_normalization")]
+    if features > 1:
+        assert not said and not any("same for every input" in n for n in notes.values())
+        return
+    assert len(said) == 1 and said[0].startswith(f"FlowCallback: {norms[0]}, {norms[1]} give every input the same "
+                                                 "output") and "multi_head_attention" in said[0]
+    assert any(n.startswith(f"{norms[0]}, {norms[1]} give every input the same output") for n in g.notes)
+    for name in norms:
+        assert notes[name].startswith("its output is its offset (beta) for every input")
+        assert "inflation=" not in notes[name]  # (its rounding errors, times 1 / sqrt(epsilon), may make clusters)
+    assert notes["multi_head_attention"].startswith(f"reaches the output only through {norms[0]},")
+    assert notes["conv1d"].startswith(f"reaches the output only through {norms[1]},")
+    assert conserved(g)

@@ -508,6 +508,63 @@ def operation_notes(model, layer_names: Sequence[str]) -> Dict[str, str]:
     return notes
 
 
+def constant_layers(model) -> Dict[str, str]:
+    """The layers whose output is the same whatever the input, and the layers that reach the
+    model's output only through them (their output changes no prediction, and no relevance reaches
+    them): ``{name: why}``.
+
+    A ``LayerNormalization`` over one value (the last axis of a sequence of one feature, as
+    keras.io's timeseries Transformer normalises its attention's output) subtracts the value from
+    itself: its output is its offset ``beta`` for every input.
+
+    Examples
+    --------
+    >>> import keras
+    >>> inputs = keras.Input((10, 1))
+    >>> h = keras.layers.Dense(1, name="proj")(inputs)
+    >>> h = keras.layers.LayerNormalization(name="norm")(h)
+    >>> h = keras.layers.Add(name="res")([h, inputs])
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(h)))
+    >>> for name, why in constant_layers(model).items():
+    ...     print(name, "->", why)
+    norm -> its output is its offset (beta) for every input: it normalises over one value (axis -1 has size 1)
+    proj -> reaches the output only through norm, whose output is the same for every input
+    """
+    graph = _graph(model)
+    if graph is None:
+        return {}
+    constant: Dict[str, str] = {}
+    for c in graph.calls:
+        if not c.first or c.class_name != "LayerNormalization" or not c.shapes:
+            continue
+        axes = getattr(c.layer, "axis", -1)
+        axes = [axes] if isinstance(axes, int) else list(axes)
+        try:
+            sizes = [c.shapes[0][a] for a in axes]
+        except (IndexError, TypeError):
+            continue
+        if sizes and all(size == 1 for size in sizes):
+            where = ", ".join(str(a) for a in axes)
+            constant[c.name] = (f"its output is its offset (beta) for every input: it normalises over one value "
+                                f"(axis {where} has size 1)")
+    if not constant:
+        return {}
+    import networkx as nx  # maintained graph library, already a dependency
+
+    whole = graph.digraph(operations=True)
+    out = graph.producer[graph.outputs[0]].name
+    g = whole.copy()
+    g.remove_nodes_from(constant)
+    reaching = nx.ancestors(g, out) | {out} if out in g else set()
+    inputs = {c.name for c in graph.calls if c.is_input}
+    cut = {}
+    for n in graph.layer_order(operations=True):
+        if n in g and n not in reaching and n not in inputs:
+            via = [m for m in constant if m in nx.descendants(whole, n)][:1] or list(constant)[:1]
+            cut[n] = f"reaches the output only through {via[0]}, whose output is the same for every input"
+    return {**constant, **cut}
+
+
 def _forward_fn(model, layer_names):
     """A function batch -> (list of layer outputs, model output, its logits or None), in inference mode.
 

@@ -461,6 +461,11 @@ def cluster_layer(vectors: np.ndarray, k: int, inflation: float, index: str = "a
     return canonical_labels(labels)
 
 
+#: The largest difference between two samples' unit vectors, in any coordinate, at which a layer is
+#: said to give every sample the same map.
+SAME_MAP_SPREAD = 1e-3
+
+
 def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int, analysis: str = "activations") -> str:
     """The column note for what :func:`cluster_layer` did with samples that have no direction.
 
@@ -484,7 +489,10 @@ def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int, analysis: str = 
     --------
     >>> from flowcallback.core.embed import embed
     >>> same = embed(np.ones((40, 8)))  # a layer whose output does not depend on the input
-    >>> layer_note(same, cluster_layer(same, 10, 2.0), 10)[:60]
+    >>> layer_note(same, cluster_layer(same, 10, 2.0), 10)[:70]
+    'all 40 samples in one cluster: every one has the same map here (to 0.1'
+    >>> close = embed(np.ones((40, 8)) + np.random.default_rng(0).normal(0, 0.02, (40, 8)))
+    >>> layer_note(close, cluster_layer(close, 10, 2.0), 10)[:60]
     'all 40 samples in one cluster: their maps point almost the s'
     """
     zero, bad = special_rows(vectors)
@@ -495,7 +503,8 @@ def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int, analysis: str = 
                      f"cluster {int(labels[bad][0])}, not clustered by similarity")
     if zero.any():
         why = ("no relevance reached this layer for these samples: the rules absorbed it on the way back, as "
-               "epsilon rules do where activations are near zero (an untrained deep network)"
+               "epsilon rules do where activations are near zero (an untrained deep network), or gave it none "
+               "(an attention's queries and keys, a layer feeding only a gate)"
                if analysis == "lrp" else "dead units")
         parts.append(f"{int(zero.sum())} all-zero {'relevance ' if analysis == 'lrp' else ''}map(s) ({why}; cosine "
                      f"undefined) set apart as cluster {int(labels[zero][0])}, not clustered by similarity")
@@ -509,6 +518,14 @@ def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int, analysis: str = 
         total = np.asarray(vectors, dtype=np.float64)[regular, :-1].sum(axis=0)
         cosine = (float(total @ total) - n_regular) / (n_regular * (n_regular - 1))
         which = "samples" if n_regular == len(labels) else "samples with a direction"
+        rows = np.asarray(vectors, dtype=np.float64)[regular, :-1]
+        # one map for all (to rounding: a LayerNormalization over one value multiplies its rounding errors
+        # by 1 / sqrt(epsilon)): no inflation= can split them
+        if float(np.ptp(rows, axis=0).max(initial=0.0)) <= SAME_MAP_SPREAD:
+            parts.append(f"all {n_regular} {which} in one cluster: every one has the same map here (to "
+                         f"{SAME_MAP_SPREAD:.1%}), so this layer's output does not depend on the input (a "
+                         "LayerNormalization over one value gives its offset whatever it is fed)")
+            return "; ".join(parts)
         why = (f"their maps point almost the same way (mean cosine similarity {cosine:.3f}), so this layer's "
                "output hardly tells the samples apart" if cosine >= 0.99 else
                f"MCL found no separate groups in this layer's kNN graph (mean cosine similarity {cosine:.3f})")

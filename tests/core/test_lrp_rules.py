@@ -220,6 +220,72 @@ def test_attention_relevance_flows_through_the_values_only():
     np.testing.assert_allclose(maps["value"].sum(axis=(1, 2)), maps["tested"].sum(axis=(1, 2)), rtol=2e-4)
 
 
+def _attention_models(seq=6, features=4, width=8):
+    """One attention block twice, with the same weights: as ``MultiHeadAttention`` (one head, no
+    biases), and written by hand with ``keras.ops`` (Dense q, k, v; ``ops.matmul``; ``ops.softmax``)."""
+    keras = pytest.importorskip("keras", minversion="3")  # keras.ops: Keras 3
+    from keras import ops
+
+    keras.utils.set_random_seed(0)
+
+    def tail(inp, h, a):
+        h = layers.Add(name="res")([h, a])
+        return keras.Model(inp, layers.Dense(3, activation="softmax", name="out")(
+            layers.GlobalAveragePooling1D(name="gap")(h)))
+
+    inp = keras.Input((seq, features))
+    h = layers.Dense(width, name="embed")(inp)
+    mha = tail(inp, h, layers.MultiHeadAttention(1, width, use_bias=False, name="mha")(h, h))
+    inp = keras.Input((seq, features))
+    h = layers.Dense(width, name="embed")(inp)
+    q, k, v = (layers.Dense(width, use_bias=False, name=n)(h) for n in "qkv")
+    weights = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 2, 1))) / np.float32(np.sqrt(width)), axis=-1)
+    weights = layers.Dropout(0.1)(weights)
+    by_hand = tail(inp, h, layers.Dense(width, use_bias=False, name="o")(ops.matmul(weights, v)))
+    att = mha.get_layer("mha")
+    for name in ("embed", "out"):
+        by_hand.get_layer(name).set_weights(mha.get_layer(name).get_weights())
+    pairs = (("q", att._query_dense), ("k", att._key_dense), ("v", att._value_dense), ("o", att._output_dense))
+    for name, dense in pairs:
+        by_hand.get_layer(name).set_weights([dense.get_weights()[0].reshape(width, width)])
+    return mha, by_hand
+
+
+def test_attention_written_with_ops_gets_the_multi_head_attention_rule():
+    """An outside probe: attention written with ``ops.matmul`` and ``ops.softmax`` stopped relevance
+    ("no LRP rule for this operation"), and the block's input lost its LRP column. The product with
+    the softmax's weights now holds them constant, as the MultiHeadAttention rule does: the same
+    relevance at every layer both models have, none at the queries and keys."""
+    mha, by_hand = _attention_models()
+    x = np.random.default_rng(1).normal(size=(30, 6, 4)).astype("float32")
+    np.testing.assert_allclose(mha.predict(x, verbose=0), by_hand.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    engine = NativeLRP(by_hand, ["embed", "q", "k", "v", "o", "res", "gap"], "lrp.epsilon")
+    assert engine.stops == [] and engine.blocked == [] and engine.note == ""
+    ours, reference = engine.relevance(x), NativeLRP(mha, ["embed", "res", "gap"], "lrp.epsilon").relevance(x)
+    for name in ("embed", "res", "gap"):
+        scale = np.abs(reference[name]).max()
+        np.testing.assert_allclose(ours[name], reference[name], atol=1e-4 * scale, err_msg=name)  # stabilisers
+    assert not np.any(ours["q"]) and not np.any(ours["k"]) and np.abs(ours["v"]).max() > 0
+
+
+def test_a_product_of_two_signals_written_with_ops_splits_its_relevance_evenly():
+    """``ops.matmul(a, b)`` of two tensors, neither attention weights: each gets half (AttnLRP's
+    uniform rule), and with the z rule and no biases the two halves sum to what enters the product."""
+    keras = pytest.importorskip("keras", minversion="3")
+    from keras import ops
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((4, 6), name="x")
+    a = layers.Dense(6, use_bias=False, name="a")(inp)
+    b = layers.Dense(6, use_bias=False, name="b")(inp)
+    product = layers.Activation("linear", name="tested")(ops.matmul(a, ops.transpose(b, (0, 2, 1))))
+    model = _randomise(keras.Model(inp, _head(product)))
+    maps = NativeLRP(model, ["a", "b", "tested"], "lrp.z").relevance(_inputs(model))
+    entering = maps["tested"].sum(axis=(1, 2))
+    np.testing.assert_allclose(maps["a"].sum(axis=(1, 2)), entering / 2, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(maps["b"].sum(axis=(1, 2)), entering / 2, rtol=1e-4, atol=1e-6)
+
+
 def _augment_block():
     return tf.keras.Sequential([layers.RandomFlip("horizontal", name="flip"), layers.Rescaling(1 / 16, name="scale")],
                                name="augment")

@@ -187,6 +187,9 @@ _OP_REDUCE = {"Mean", "Sum"}
 _OP_CONSTANT = {"NotEqual", "Equal", "Greater", "GreaterEqual", "Less", "LessEqual", "LogicalAnd", "LogicalOr",
                 "LogicalNot", "LogicalXor", "ZerosLike", "OnesLike", "FullLike", "Sign", "IsNan", "IsInf",
                 "IsFinite"}
+# products of two tensors (attention written with keras.ops: ops.matmul(q, k^T), ops.matmul(weights, v))
+_OP_BILINEAR = {"Matmul", "Einsum"}
+_TF_BILINEAR = {"linalg.matmul", "__operators__.matmul", "einsum", "linalg.einsum"}
 # Keras 2 wraps operations on symbolic tensors in TFOpLambda layers, named by the TensorFlow symbol
 _TF_ELEMENTWISE = {"__operators__.add", "math.add", "math.multiply", "math.subtract", "math.truediv",
                    "math.divide", "nn.relu", "nn.relu6", "math.sigmoid", "nn.silu", "math.tanh", "cast"}
@@ -207,7 +210,11 @@ RULE_TABLE = {
     "layernorm": "epsilon rule with the normalising scale held constant (Ali et al. 2022)",
     "attention": "epsilon rule through the values, attention probabilities held constant (Ali et al. 2022)",
     "embedding": "relevance stops at the embedding's output (its input is token ids)",
-    "constant": "none passes to the input: the output does not follow it (comparisons, masks, ops.zeros_like)",
+    "constant": "none passes to the input: the output does not follow it (comparisons, masks, ops.zeros_like; a "
+                "softmax whose output only weights an attention's values)",
+    "bilinear": "a product of two tensors (ops.matmul, ops.einsum): where one is attention weights (a softmax), "
+                "the epsilon rule through the other, the weights held constant (Ali et al. 2022); else each "
+                "gets half (Achtibat et al. 2024, AttnLRP's uniform rule)",
     "lstm, gru, rnn, bidirectional": "Arras et al. (2017): gates get none (signal-take-all), the epsilon rule "
                                      "through the cell input and the cell state, back through time",
 }
@@ -242,6 +249,8 @@ def layer_kind(layer, n_tensor_inputs: Optional[int] = None) -> Optional[str]:
             return "linear"
         if n_tensor_inputs == 2 and name == "Multiply":
             return "multiply"
+        if n_tensor_inputs == 2 and name in _OP_BILINEAR:
+            return "bilinear"
         return None
     if name == "TFOpLambda":
         symbol = str(getattr(layer, "symbol", ""))
@@ -254,6 +263,8 @@ def layer_kind(layer, n_tensor_inputs: Optional[int] = None) -> Optional[str]:
             return "linear"
         if n_tensor_inputs == 2 and symbol == "math.multiply":
             return "multiply"
+        if n_tensor_inputs == 2 and symbol in _TF_BILINEAR:
+            return "bilinear"
         return None
     return _KINDS.get(name)
 
@@ -738,12 +749,18 @@ class NativeLRP:
             kind = step.kind
             if kind == "input":
                 continue
+            cfg = _config(layer) if kind is not None else {}
+            act = _activation_name(layer) if "activation" in cfg or kind == "activation" else "linear"
+            softmax = kind == "softmax" or act == "softmax" or (kind is None and step.call.class_name == "Softmax"
+                                                                 and _is_operation(layer))
+            if softmax and not step.is_output and kind in (None, "softmax", "activation") and self._weights_only(
+                    step.call.outputs[0]):
+                step.kind = kind = "constant"  # attention weights: the rule for their product gives them nothing
+                continue
             if kind is None:
                 step.stop = _stop_reason(layer, self.graph.closed.get(step.call.name, ""))
                 continue
-            cfg = _config(layer)
-            act = _activation_name(layer) if "activation" in cfg or kind == "activation" else "linear"
-            if not step.is_output and (kind == "softmax" or act == "softmax"):
+            if not step.is_output and softmax:
                 step.stop = "a softmax inside the model has no LRP rule (iNNvestigate refuses it too)"
             elif kind in ("depthwise", "separable") and (cfg.get("data_format") or "channels_last") != "channels_last":
                 step.stop = "channels_first"
@@ -792,6 +809,65 @@ class NativeLRP:
         if len(step.call.inputs) - len(step.masks) != 1:
             return "a recurrent layer given an initial state"
         return ""
+
+    def _weights_only(self, key, depth: int = 0) -> bool:
+        """Whether a tensor is used only as attention weights: each of its consumers is a product of
+        two tensors (``ops.matmul(weights, v)``) that reads it as weights, or a one-input step that
+        passes it on (dropout, a cast, a reshape) to such uses only."""
+        consumers = self.graph.consumers.get(key, [])
+        if not consumers or depth > 8 or key in self.graph.outputs:
+            return False
+        for c in consumers:
+            kind = layer_kind(c.layer, len(c.inputs))
+            if kind == "bilinear":
+                if not self._is_weights(key) or all(self._is_weights(k) for k in c.inputs):
+                    return False
+            elif len(c.inputs) == 1 and len(c.outputs) == 1 and kind in ("identity", "gradient"):
+                if not self._weights_only(c.outputs[0], depth + 1):
+                    return False
+            else:
+                return False
+        return True
+
+    def _is_weights(self, key, depth: int = 0) -> bool:
+        """Whether a tensor is attention weights: a softmax inside the model, through one-input steps
+        that pass it on (dropout, a cast, a reshape or transpose)."""
+        producer = self.graph.producer.get(key)
+        if producer is None or producer.is_input or depth > 8:
+            return False
+        layer = producer.layer
+        cls = producer.class_name
+        kind = layer_kind(layer, len(producer.inputs))
+        if (cls == "Softmax" and (_is_operation(layer) or kind == "softmax")) or (
+                kind == "activation" and _activation_name(layer) == "softmax"):
+            return True
+        if len(producer.inputs) == 1 and kind in ("identity", "gradient"):
+            return self._is_weights(producer.inputs[0], depth + 1)
+        return False
+
+    def _bilinear(self, call, xs, r):
+        """A product of two tensors (AttnLRP, Achtibat et al. 2024): where one is attention weights
+        (:meth:`_is_weights`), the epsilon rule through the other with the weights held constant, as
+        for MultiHeadAttention (Ali et al. 2022); else the epsilon rule with each input's share
+        halved (the uniform rule): ``R_a = a * J_a^T (r / (2 (z + eps sign z)))``."""
+        weights = [self._is_weights(k) for k in call.inputs]
+        if sum(weights) != 1:
+            weights = [False, False]
+        eps = self._linearised_epsilon
+        signals = [i for i, w in enumerate(weights) if not w]
+        if len(signals) == 2 and call.inputs[0] == call.inputs[1]:  # x times itself: one input, all of it
+            signals = [0]
+        with tf.GradientTape(persistent=True) as tape:
+            ins = [x if i in signals else tf.stop_gradient(x) for i, x in enumerate(xs)]
+            for i in signals:
+                tape.watch(ins[i])
+            z = _wide(call(ins)[0])
+        s = r / ((z + (tf.cast(tf.greater_equal(z, 0), z.dtype) * 2 - 1) * eps) * (len(signals) if len(
+            signals) > 1 else 1))
+        out = [xs[i] * tape.gradient(z, ins[i], output_gradients=s) if i in signals else tf.zeros_like(xs[i])
+               for i in range(len(xs))]
+        del tape
+        return out
 
     def _is_input_step(self, step, produced_by) -> bool:
         """iNNvestigate's ``is_input_layer``: every input comes from an input layer (through reshapes only)."""
@@ -1082,6 +1158,8 @@ class NativeLRP:
             return rs  # one-to-one maps (iNNvestigate passes relevance through Activation layers unchanged)
         if kind == "multiply":
             return self._multiply(call, xs, rs[0])
+        if kind == "bilinear":
+            return self._bilinear(call, xs, rs[0])
         if kind == "layernorm":
             return [self._layer_normalization(layer, xs[0], rs[0])]
         if kind == "attention":

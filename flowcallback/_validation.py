@@ -1,6 +1,8 @@
 """Checks at the door: every bad argument gets a message naming it and saying what was expected."""
 from __future__ import annotations
 
+import collections.abc
+import inspect
 import numbers
 import os
 import warnings
@@ -99,6 +101,49 @@ def _dataset_arrays(dataset, max_unknown: int) -> Tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def _is_batch_sequence(obj) -> bool:
+    """A ``keras.utils.PyDataset`` (Keras 3) or ``keras.utils.Sequence`` (Keras 2): batches by index,
+    which Keras's ``fit`` takes as ``validation_data``."""
+    return any(cls.__name__ in ("PyDataset", "Sequence") and (cls.__module__ or "").startswith(("keras", "tf_keras"))
+               for cls in type(obj).__mro__)
+
+
+def _sequence_arrays(sequence, max_samples: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Read a ``PyDataset`` of ``(x, y)`` (or ``(x, y, sample_weight)``) batches into arrays, each
+    batch once, in index order; one without a length (an endless one) is refused before reading."""
+    name = type(sequence).__name__
+    try:
+        n_batches = getattr(sequence, "num_batches", None) if not hasattr(type(sequence), "__len__") else len(sequence)
+    except (TypeError, NotImplementedError):
+        n_batches = None
+    if n_batches is None:
+        raise ValueError(f"validation_data: the {name} has no length (an endless PyDataset?); give it __len__, or "
+                         "pass (x, y) arrays")
+    xs, ys, n = [], [], 0
+    for i in range(int(n_batches)):
+        item = sequence[i]
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise ValueError(f"validation_data: batch {i} of the {name} is a {type(item).__name__}, expected "
+                             "(x, y) or (x, y, sample_weight)")
+        if len(item) == 3 and i == 0:
+            _warn_weights_unused(f"the {name} yields (x, y, sample_weight)", stacklevel=5)
+        x, y = _single_input(item[0], f"batch {i}'s"), np.asarray(item[1])
+        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+            raise ValueError(f"validation_data: batch {i} of the {name} has x of shape {x.shape} and y of shape "
+                             f"{y.shape}, not two batches of the same length")
+        xs.append(x)
+        ys.append(y)
+        n += len(x)
+        if n > max_samples:
+            raise ValueError(f"validation_data: the {name} holds more than {max_samples:,} samples; a held-out set "
+                             "for flows needs a few thousand: pass a part of it")
+    if not xs:
+        raise ValueError(f"validation_data: the {name} is empty")
+    if len({x.shape[1:] for x in xs}) > 1 or len({y.shape[1:] for y in ys}) > 1:
+        raise ValueError(f"validation_data: the batches of the {name} have different per-sample shapes")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def reshuffles(dataset) -> bool:
     """Whether a ``tf.data`` pipeline shuffles its elements anew at each pass through it
     (``image_dataset_from_directory`` and ``text_dataset_from_directory`` do by default).
@@ -192,6 +237,9 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
             order = canonical_order(x, y)
             x, y = x[order], y[order]
         return x, y
+    if _is_batch_sequence(validation_data):  # a keras.utils.PyDataset, as fit takes it
+        x, y = _sequence_arrays(validation_data, max_unknown_cardinality)
+        validation_data = (_text_as_str(x), y)
     if isinstance(validation_data, (tuple, list)) and len(validation_data) == 3:  # Keras's (x, y, sample_weight)
         x, y, weights = validation_data
         if weights is not None and x is not None and len(weights) != len(x):
@@ -201,9 +249,14 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
         validation_data = (x, y)
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         is_sequence = isinstance(validation_data, (tuple, list))
+        once = inspect.isgenerator(validation_data) or isinstance(validation_data, collections.abc.Iterator)
         raise ValueError(
-            "validation_data: expected an (x, y) tuple of arrays or a tf.data.Dataset of (x, y) batches, "
-            f"got {type(validation_data).__name__}" + (f" of length {len(validation_data)}" if is_sequence else "")
+            "validation_data: expected an (x, y) tuple of arrays, a tf.data.Dataset of (x, y) batches or a "
+            f"keras.utils.PyDataset, got {type(validation_data).__name__}"
+            + (f" of length {len(validation_data)}" if is_sequence else "")
+            + ("; a generator can be read only once, and each snapshot reads the held-out set: collect its "
+               "batches into arrays (np.concatenate), or make a tf.data.Dataset.from_generator(...).take(n)"
+               if once else "")
         )
     x, y = validation_data
     if x is None or y is None:
@@ -567,8 +620,8 @@ def named_sets(validation_data) -> Optional[List[Tuple[object, object]]]:
 
 
 def _looks_like_data(value) -> bool:
-    """An (x, y) pair or a tf.data.Dataset: the data of a named held-out set."""
-    return _is_dataset(value) or (isinstance(value, (tuple, list)) and len(value) == 2
+    """An (x, y) pair, a tf.data.Dataset or a PyDataset: the data of a named held-out set."""
+    return _is_dataset(value) or _is_batch_sequence(value) or (isinstance(value, (tuple, list)) and len(value) == 2
                                   and all(hasattr(v, "__len__") for v in value))
 
 

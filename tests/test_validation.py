@@ -569,3 +569,39 @@ def test_snapshot_does_not_overwrite_an_epoch_the_run_holds(small, tmp_path, tal
     assert (tmp_path / "run.json").read_bytes() == before[0] and run.epoch(6).equals(before[1])
     snapshot(model, (x_te, y_te), tmp_path, epoch=7, lrp=False, k=5, verbose=0)  # another epoch is added
     assert load_run(tmp_path).epochs == [6, 7]
+
+
+def test_a_keras_py_dataset_is_read_whole_and_a_generator_gets_a_hint(small, tally):
+    """An outside probe: Keras's fit takes a ``keras.utils.PyDataset`` (or, on Keras 2, a
+    ``Sequence``) as validation_data, and FlowCallback refused it; a generator was refused without
+    saying why (each snapshot reads the held-out set again) or what to pass instead."""
+    import tensorflow as tf
+
+    tally("bad inputs tried")
+    _, _, x_te, y_te = small
+    base = getattr(tf.keras.utils, "PyDataset", None) or tf.keras.utils.Sequence
+
+    class Batches(base):
+        def __init__(self, x, y, batch_size, weights=False):
+            super().__init__()
+            self.x, self.y, self.batch_size, self.weights = x, y, batch_size, weights
+
+        def __len__(self):
+            return -(-len(self.x) // self.batch_size)
+
+        def __getitem__(self, i):
+            part = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            return (self.x[part], self.y[part]) + ((np.ones(len(self.x[part])),) if self.weights else ())
+
+    cb = FlowCallback(Batches(x_te, y_te, 32), log_dir="unused", verbose=0)
+    np.testing.assert_array_equal(cb.held_out[0], x_te)  # 100 samples over 4 batches, the last of 4
+    np.testing.assert_array_equal(cb.held_out[1], y_te)
+    with pytest.warns(UserWarning, match="sample_weight"):
+        FlowCallback(Batches(x_te, y_te, 32, weights=True), log_dir="unused", verbose=0)
+
+    def batches():
+        yield x_te[:50], y_te[:50]
+
+    with pytest.raises(ValueError, match=r"^validation_data: expected .* got generator; a generator can be read only "
+                                         r"once.*np\.concatenate.*from_generator"):
+        FlowCallback(batches(), log_dir="unused", verbose=0)

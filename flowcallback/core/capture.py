@@ -214,7 +214,9 @@ def choose_columns(model, layers=None, max_columns: int = MAX_COLUMNS) -> Column
     eligible = _eligible(ordered, classes, _joins(graph), graph)
     if isinstance(layers, str) and layers == "all":
         return ColumnChoice(tuple(eligible), "all", len(eligible),
-                            f"every layer ({len(eligible)}), as layers='all' asks")
+                            f"every layer ({len(eligible)}) but inputs, identities at inference (dropout, noise, "
+                            "Random* augmentation), reshapes, padding and text lookups (and Keras operations other "
+                            "than joins), as layers='all' asks")
     if layers is not None:
         if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
             raise ValueError(f"layers: expected None, 'all' or a list of layer names, got {layers!r}")

@@ -235,10 +235,33 @@ def choose_columns(model, layers=None, max_columns: int = MAX_COLUMNS) -> Column
     if len(eligible) <= max_columns or graph is None:
         return ColumnChoice(tuple(eligible), "every layer", len(eligible), f"every layer ({len(eligible)})")
     names = block_outputs(graph, eligible, max_columns)
+    if len(names) < max_columns // 2:  # few blocks (keras.io's small Xception): other layers fill the columns
+        blocks = len(names)
+        names = _spread(names, eligible, max_columns)
+        return ColumnChoice(tuple(names), "block outputs", len(eligible),
+                            f"{len(names)} of {len(eligible)} layers: the {blocks} block outputs (layers that every "
+                            "path from the input to the output goes through) and other layers spread over the depth "
+                            "(layers='all' gives every layer)")
     return ColumnChoice(tuple(names), "block outputs", len(eligible),
                         f"{len(names)} block outputs of {len(eligible)} layers: layers that every path from the "
                         "input to the output goes through, spread over the depth, keeping each resolution "
                         "stage's last block and the last hidden layers (layers='all' gives every layer)")
+
+
+def _spread(kept: Sequence[str], eligible: Sequence[str], max_columns: int) -> List[str]:
+    """``kept`` and, up to ``max_columns`` in all, other ``eligible`` layers taken evenly over the
+    depth; in the order of ``eligible``.
+
+    >>> _spread(["b3", "b7"], [f"b{i}" for i in range(10)], 5)
+    ['b1', 'b3', 'b5', 'b7', 'b9']
+    """
+    keep = set(kept)
+    rest = [n for n in eligible if n not in keep]
+    free = min(max_columns - len(keep), len(rest))
+    if free > 0:
+        step = len(rest) / free
+        keep.update(rest[min(len(rest) - 1, int((i + 1) * step) - 1)] for i in range(free))
+    return [n for n in eligible if n in keep]
 
 
 def _nested_outputs(model, depth: int = 0) -> Dict[str, str]:
@@ -319,12 +342,7 @@ def block_outputs(graph: layergraph.LayerGraph, eligible: Sequence[str], max_col
             keep.add(a)  # the last block at this resolution
     if len(keep) > max_columns:  # more stages than columns: the deepest stages' ends and the last layers
         keep = set(sorted(keep, key=blocks.index)[-max_columns:])
-    free = max_columns - len(keep)
-    rest = [n for n in blocks if n not in keep]
-    if free > 0 and rest:
-        step = len(rest) / free
-        keep.update(rest[min(len(rest) - 1, int((i + 1) * step) - 1)] for i in range(free))
-    return [n for n in blocks if n in keep]
+    return _spread([n for n in blocks if n in keep], blocks, max_columns)
 
 
 #: Seconds of everything after the capture (kNN, MCL, match, flows, metrics, projection, page) per

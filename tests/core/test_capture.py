@@ -101,6 +101,41 @@ def test_activations_are_the_layer_outputs_embedded():
     np.testing.assert_allclose(out, m(x).numpy(), atol=1e-6)
 
 
+def test_a_model_just_above_the_cap_keeps_its_blocks_and_fills_the_columns():
+    """keras.io's "Image classification from scratch" network has 36 eligible layers but 8 block
+    outputs: an outside probe found its default page showing 7 columns. Other layers, spread over
+    the depth, fill the columns up to the cap; every block output stays."""
+    import tensorflow as tf
+
+    from flowcallback.core import layergraph
+    from flowcallback.core.capture import MAX_COLUMNS, block_outputs, choose_columns
+
+    layers = tf.keras.layers
+    inputs = tf.keras.Input((32, 32, 3))
+    x = layers.Rescaling(1.0 / 255)(inputs)
+    x = layers.Conv2D(16, 3, strides=2, padding="same")(x)
+    x = layers.Activation("relu")(layers.BatchNormalization()(x))
+    previous = x
+    for size in [16, 32, 48]:
+        x = layers.Activation("relu")(x)
+        x = layers.BatchNormalization()(layers.SeparableConv2D(size, 3, padding="same")(x))
+        x = layers.Activation("relu")(x)
+        x = layers.BatchNormalization()(layers.SeparableConv2D(size, 3, padding="same")(x))
+        x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+        x = layers.add([x, layers.Conv2D(size, 1, strides=2, padding="same")(previous)])
+        previous = x
+    x = layers.Activation("relu")(layers.BatchNormalization()(layers.SeparableConv2D(64, 3, padding="same")(x)))
+    x = layers.Dropout(0.25)(layers.GlobalAveragePooling2D()(x))
+    model = tf.keras.Model(inputs, layers.Dense(1)(x))
+    choice = choose_columns(model)
+    assert choice.eligible == 36 and choice.rule == "block outputs" and len(choice.names) == MAX_COLUMNS
+    all_layers = list(choose_columns(model, "all").names)
+    blocks = block_outputs(layergraph.trace(model), all_layers)
+    assert len(blocks) == 8 and set(blocks) <= set(choice.names)
+    assert list(choice.names) == [n for n in all_layers if n in choice.names]  # in model order
+    assert choice.description.startswith("24 of 36 layers: the 8 block outputs")
+
+
 def _residual_with_plus():
     """A residual block as Keras 3 tutorials write it: ``x + residual`` is an operation, not a layer."""
     keras = pytest.importorskip("keras")

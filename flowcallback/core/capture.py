@@ -345,10 +345,14 @@ def block_outputs(graph: layergraph.LayerGraph, eligible: Sequence[str], max_col
     return _spread([n for n in blocks if n in keep], blocks, max_columns)
 
 
-#: Seconds of everything after the capture (kNN, MCL, match, flows, metrics, projection, page) per
-#: column and per 1,000 held-out samples, activations and LRP together, on 2 cores: measured by
-#: ``benchmarks/real_models.py`` (docs/performance.md), for the set-up warning of ``layers="all"``.
-SECONDS_PER_COLUMN_PER_1000 = 0.6
+#: Seconds that one column costs a snapshot whatever the number of samples, and per 1,000 held-out
+#: samples (kNN, MCL, match, flows, metrics, projection, page; activations and LRP together), on 2
+#: cores, for the set-up warning of ``layers="all"``: the first from ``benchmarks/column_cost.py``
+#: (an outside probe found 200 samples of 27 columns costing 5 times the estimate without it), the
+#: two together 0.6 s at 1,000 samples, as ``benchmarks/real_models.py`` measured on ResNet50
+#: (docs/performance.md).
+SECONDS_PER_COLUMN = 0.15
+SECONDS_PER_COLUMN_PER_1000 = 0.45
 
 
 def cost_note(n_columns: int, n_samples: int) -> str:
@@ -358,8 +362,10 @@ def cost_note(n_columns: int, n_samples: int) -> str:
     --------
     >>> cost_note(176, 1000)
     'Each snapshot clusters and draws every column: about 106 s on 2 cores for 1000 samples, besides ...'
+    >>> cost_note(27, 200)[:80]
+    'Each snapshot clusters and draws every column: about 6 s on 2 cores for 200 samp'
     """
-    seconds = SECONDS_PER_COLUMN_PER_1000 * n_columns * max(n_samples, 1) / 1000
+    seconds = n_columns * (SECONDS_PER_COLUMN + SECONDS_PER_COLUMN_PER_1000 * max(n_samples, 1) / 1000)
     return (f"Each snapshot clusters and draws every column: about {seconds:.0f} s on 2 cores for {n_samples} "
             "samples, besides the forward and LRP passes (docs/performance.md)")
 

@@ -397,6 +397,9 @@ def _shared_prefix(names: Sequence[str], types: Sequence[str], least: int = 3) -
     >>> _shared_prefix(["batch_normalization_1", "batch_normalization_2", "layer_normalization_1"],
     ...                ["BatchNormalization"] * 2 + ["LayerNormalization"])
     ''
+    >>> _shared_prefix(["global_average_pooling1d", "global_max_pooling1d", "global_max_pooling1d_1"],
+    ...                ["GlobalAveragePooling1D", "GlobalMaxPooling1D", "GlobalMaxPooling1D"])
+    ''
     """
     if len(names) < least:
         return ""
@@ -409,9 +412,24 @@ def _shared_prefix(names: Sequence[str], types: Sequence[str], least: int = 3) -
             sharing = [(n, t) for n, t in zip(names, types) if n.startswith(p)]
             if len(sharing) < least or 2 * len(sharing) <= len(names) or (len(sharing), len(p)) <= (most, len(best)):
                 continue
-            if len({t for _, t in sharing}) > 1 and all(any(c.isalpha() for c in n[len(p):]) for n, _ in sharing):
-                best, most = p, len(sharing)
+            if len({t for _, t in sharing}) < 2 or not all(any(c.isalpha() for c in n[len(p):]) for n, _ in sharing):
+                continue
+            if any(_snake(t).startswith(p) or p.startswith(_snake(t)) for _, t in sharing if t):
+                continue  # Keras's automatic names (global_average_pooling1d, global_max_pooling1d)
+            best, most = p, len(sharing)
     return best
+
+
+def _snake(class_name: str) -> str:
+    """A layer class's name as Keras writes it in automatic layer names.
+
+    >>> _snake("GlobalAveragePooling1D"), _snake("Conv2D"), _snake("ReLU")
+    ('global_average_pooling1d', 'conv2d', 're_lu')
+    """
+    import re
+
+    # keras.src.utils.naming.to_snake_case's two substitutions
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", re.sub(r"(.)([A-Z][a-z0-9]+)", r"\1_\2", class_name)).lower()
 
 
 def _short_labels(names: Sequence[str], limit: int = LABEL_CHARS,
@@ -435,7 +453,9 @@ def _short_labels(names: Sequence[str], limit: int = LABEL_CHARS,
     types = list(types) if types is not None else [""] * len(names)
     long = [(n, t) for n, t in zip(names, types) if len(n) > limit]
     prefix = _shared_prefix([n for n, _ in long], [t for _, t in long])
-    names = [n[len(prefix):] if prefix and n.startswith(prefix) else n for n in names]
+    stripped = [n[len(prefix):] if prefix and n.startswith(prefix) else n for n in names]
+    if len(set(stripped)) == len(set(names)):  # never two columns under one name (head_dense, ..._head_dense)
+        names = stripped
     shorts = [_short_label(n, limit) for n in names]
     if len(set(shorts)) == len(shorts):
         return shorts
@@ -445,6 +465,9 @@ def _short_labels(names: Sequence[str], limit: int = LABEL_CHARS,
             out.append(short)
             continue
         others = [n for n, s in zip(names, shorts) if s == short and n != name]
+        if not others:  # the same name twice: nothing tells them apart
+            out.append(short)
+            continue
         # where the names first differ: the name's start where that is near it, else around it
         differ = min(next((i for i, (a, b) in enumerate(zip(name, o)) if a != b), len(name)) for o in others)
         start = 0 if differ < limit - 4 else max(0, min(differ - (limit - 1) // 2, len(name) - (limit - 1)))

@@ -265,3 +265,24 @@ def test_keras_automatic_names_keep_their_class_name_in_the_slanted_labels():
     assert shown[3] == "batch_norm…ization_1" and shown[-1] == "layer_norm…zation_11"
     assert all(s.startswith(("dense", "batch_norm", "layer_norm")) for s in shown)
     assert len(set(shown)) == len(shown)
+
+
+def test_leaving_out_a_prefix_never_gives_two_columns_one_label_nor_a_class_name():
+    """An outside probe: stripping "global_" made global_max_pooling1d_1 read max_pooling1d_1, the
+    name of another column, and every snapshot of that model failed (min() of an empty list)."""
+    from flowcallback.core import flows
+
+    y = np.repeat(np.arange(3), 10)
+    rng = np.random.default_rng(0)
+    layers = [("conv1d", "Conv1D"), ("max_pooling1d", "MaxPooling1D"), ("conv1d_1", "Conv1D"),
+              ("max_pooling1d_1", "MaxPooling1D"), ("global_average_pooling1d", "GlobalAveragePooling1D"),
+              ("global_max_pooling1d", "GlobalMaxPooling1D"), ("global_average_pooling1d_1", "GlobalAveragePooling1D"),
+              ("global_max_pooling1d_1", "GlobalMaxPooling1D"), ("concatenate", "Concatenate"), ("dense", "Dense")]
+    g = flows.build_flow_graph([(n, t, rng.integers(0, 3, 30)) for n, t in layers], y, y, epoch=0)
+    shown = [a["text"] for a in render._column_annotations(g, compact=True)[:len(layers)]]
+    assert len(set(shown)) == len(shown) and all(s.startswith("global") for s in shown[4:8])
+    names = ["convnext_tiny_head_dense_layer", "head_dense_layer", "convnext_tiny_stem_layernorm",
+             "convnext_tiny_downsampling_conv_0"]
+    shown = render._short_labels(names, types=["Dense", "Dense", "LayerNormalization", "Conv2D"])
+    assert len(set(shown)) == 4
+    render.figure({"activations": g})  # the whole figure, as a snapshot draws it

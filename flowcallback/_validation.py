@@ -249,7 +249,8 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
         validation_data = (x, y)
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         is_sequence = isinstance(validation_data, (tuple, list))
-        once = inspect.isgenerator(validation_data) or isinstance(validation_data, collections.abc.Iterator)
+        once = (inspect.isgenerator(validation_data) or inspect.isgeneratorfunction(validation_data)
+                or isinstance(validation_data, collections.abc.Iterator))
         raise ValueError(
             "validation_data: expected an (x, y) tuple of arrays, a tf.data.Dataset of (x, y) batches or a "
             f"keras.utils.PyDataset, got {type(validation_data).__name__}"

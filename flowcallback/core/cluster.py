@@ -521,7 +521,7 @@ def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int, analysis: str = 
         rows = np.asarray(vectors, dtype=np.float64)[regular, :-1]
         # one map for all (to rounding: a LayerNormalization over one value multiplies its rounding errors
         # by 1 / sqrt(epsilon)): no inflation= can split them
-        if float(np.ptp(rows, axis=0).max(initial=0.0)) <= SAME_MAP_SPREAD:
+        if float(np.ptp(rows, axis=0).max(initial=0.0)) <= SAME_MAP_SPREAD or cosine >= 1 - 1e-6:
             parts.append(f"all {n_regular} {which} in one cluster: every one has the same map here (to "
                          f"{SAME_MAP_SPREAD:.1%}), so this layer's output does not depend on the input (a "
                          "LayerNormalization over one value gives its offset whatever it is fed)")

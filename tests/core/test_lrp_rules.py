@@ -286,6 +286,83 @@ def test_a_product_of_two_signals_written_with_ops_splits_its_relevance_evenly()
     np.testing.assert_allclose(maps["b"].sum(axis=(1, 2)), entering / 2, rtol=1e-4, atol=1e-6)
 
 
+def _ops_model(build, seed=1):
+    """Input -> Dense "a" (relu, no bias) -> ``build(a)`` -> Dense "out" (no bias), Keras 3."""
+    keras = pytest.importorskip("keras", minversion="3")
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((8,), name="x")
+    a = layers.Dense(6, activation="relu", use_bias=False, name="a")(inp)
+    return keras.Model(inp, layers.Dense(3, use_bias=False, name="out")(build(a)))
+
+
+@pytest.mark.parametrize("case", ["a + a", "Add()([a, a])", "maximum(a, a)", "(a + a) - a", "concatenate([a, a])",
+                                  "a * np.float64(0.5)", "a / np.sqrt(8.0)", "where(a > 0.1, a, 0)"])
+def test_relevance_is_conserved_through_operations_users_write(case):
+    """Found by an outside probe: a tensor read twice by one join got its relevance twice (a + a: 2x,
+    concatenate: 2x); a NumPy float64 constant (attention's ``/ np.sqrt(d)``) made float64 maps
+    and LRP was skipped for the whole model (a dtype error); ``ops.where`` had no rule."""
+    from keras import ops
+
+    build = {
+        "a + a": lambda a: a + a,
+        "Add()([a, a])": lambda a: layers.Add()([a, a]),
+        "maximum(a, a)": lambda a: ops.maximum(a, a),
+        "(a + a) - a": lambda a: (a + a) - a,
+        "concatenate([a, a])": lambda a: ops.concatenate([a, a], axis=-1),
+        "a * np.float64(0.5)": lambda a: a * np.float64(0.5),
+        "a / np.sqrt(8.0)": lambda a: a / np.sqrt(8.0),
+        "where(a > 0.1, a, 0)": lambda a: ops.where(a > 0.1, a, 0.0),
+    }[case]
+    model = _ops_model(build)
+    x = np.random.default_rng(0).normal(size=(20, 8)).astype("float32")
+    engine = NativeLRP(model, ["a", "out"], "lrp.z")
+    assert engine.stops == []
+    maps = engine.relevance(x)
+    top = model.predict(x, verbose=0).max(axis=1)
+    for name in ("a", "out"):
+        assert maps[name].dtype == np.float32
+        np.testing.assert_allclose(maps[name].sum(axis=1), top, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_a_softmax_operation_as_the_output_starts_relevance_at_its_logits():
+    """``ops.softmax(logits)`` as the model's output stopped relevance ("no LRP rule for this
+    operation"), so no column had LRP flows: it is read as an output activation, as
+    ``Dense(..., activation="softmax")`` is."""
+    from keras import ops
+
+    model = _ops_model(lambda a: a)
+    inp = model.input
+    logits = model.get_layer("out").output
+    with_softmax = type(model)(inp, ops.softmax(logits))
+    x = np.random.default_rng(0).normal(size=(20, 8)).astype("float32")
+    engine = NativeLRP(with_softmax, ["a", "out"], "lrp.z")
+    assert engine.stops == [] and engine.blocked == []
+    ours, plain = engine.relevance(x), NativeLRP(model, ["a", "out"], "lrp.z").relevance(x)
+    for name in ("a", "out"):
+        np.testing.assert_allclose(ours[name], plain[name], rtol=1e-6, atol=1e-7)
+
+
+def test_a_causal_mask_written_with_where_keeps_the_attention_rule():
+    keras = pytest.importorskip("keras", minversion="3")
+    from keras import ops
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5, 4))
+    h = layers.Dense(8, use_bias=False, name="h")(inp)
+    q, k, v = (layers.Dense(8, use_bias=False, name=n)(h) for n in "qkv")
+    scores = ops.where(ops.tril(ops.ones((5, 5))) > 0, ops.matmul(q, ops.transpose(k, (0, 2, 1))), -1e9)
+    o = layers.Dense(8, use_bias=False, name="o")(ops.matmul(ops.softmax(scores, axis=-1), v))
+    model = keras.Model(inp, layers.Dense(3, use_bias=False, name="out")(layers.Flatten()(o)))
+    x = np.random.default_rng(0).normal(size=(7, 5, 4)).astype("float32")
+    engine = NativeLRP(model, ["h", "q", "k", "v", "out"], "lrp.z")
+    assert engine.stops == [] and engine.blocked == []
+    maps = engine.relevance(x)
+    top = model.predict(x, verbose=0).max(axis=1)
+    for name in ("h", "v", "out"):
+        np.testing.assert_allclose(maps[name].reshape(7, -1).sum(axis=1), top, rtol=1e-4, atol=1e-6, err_msg=name)
+    assert not np.any(maps["q"]) and not np.any(maps["k"])
+
+
 def _augment_block():
     return tf.keras.Sequential([layers.RandomFlip("horizontal", name="flip"), layers.Rescaling(1 / 16, name="scale")],
                                name="augment")

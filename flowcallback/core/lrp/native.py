@@ -187,6 +187,9 @@ _OP_REDUCE = {"Mean", "Sum"}
 _OP_CONSTANT = {"NotEqual", "Equal", "Greater", "GreaterEqual", "Less", "LessEqual", "LogicalAnd", "LogicalOr",
                 "LogicalNot", "LogicalXor", "ZerosLike", "OnesLike", "FullLike", "Sign", "IsNan", "IsInf",
                 "IsFinite"}
+# element-wise selections (ops.where(mask, scores, -1e9), a causal mask): the gradient routes each
+# element's relevance to the input it was taken from, the condition gets none
+_OP_SELECT = {"Where"}
 # products of two tensors (attention written with keras.ops: ops.matmul(q, k^T), ops.matmul(weights, v))
 _OP_BILINEAR = {"Matmul", "Einsum"}
 _TF_BILINEAR = {"linalg.matmul", "__operators__.matmul", "einsum", "linalg.einsum"}
@@ -243,7 +246,7 @@ def layer_kind(layer, n_tensor_inputs: Optional[int] = None) -> Optional[str]:
             return "identity"
         if name in _OP_CONSTANT:
             return "constant"
-        if name in _OP_SHAPE:
+        if name in _OP_SHAPE or name in _OP_SELECT:
             return "gradient"
         if (n_tensor_inputs or 0) > 1 and name in _OP_LINEAR or n_tensor_inputs == 1 and name in _OP_REDUCE:
             return "linear"
@@ -602,8 +605,20 @@ def _float32(t):
 
 def _wide(t):
     """A layer's output recomputed inside a rule, in float32 where a mixed-precision policy made it
-    float16 (the relevance is float32); the cast is on the tape, so gradients pass through it."""
-    return tf.cast(t, tf.float32) if t.dtype.is_floating and t.dtype.size < 4 else t
+    float16 or a NumPy float64 constant made it float64 (the relevance is float32); the cast is on
+    the tape, so gradients pass through it."""
+    return tf.cast(t, tf.float32) if t.dtype.is_floating and t.dtype != tf.float32 else t
+
+
+def _once(rs: list, xs: Sequence) -> list:
+    """Relevance computed from gradients with respect to each input tensor, where one tensor is
+    read at several places (``a + a``, ``ops.concatenate([a, a])``): the gradient already sums over
+    its places, so it is given once, the other places nothing (each place's share would count it
+    again)."""
+    out = []
+    for i, (r, x) in enumerate(zip(rs, xs)):
+        out.append(tf.zeros_like(r) if any(x is other for other in xs[:i]) else r)
+    return out
 
 
 def _unbroadcast(r, shape):
@@ -756,6 +771,9 @@ class NativeLRP:
             if softmax and not step.is_output and kind in (None, "softmax", "activation") and self._weights_only(
                     step.call.outputs[0]):
                 step.kind = kind = "constant"  # attention weights: the rule for their product gives them nothing
+                continue
+            if step.is_output and _is_operation(layer) and step.call.class_name in ("Softmax", "Sigmoid"):
+                step.kind = kind = "activation"  # ops.softmax(logits) as the output: relevance starts at the logits
                 continue
             if kind is None:
                 step.stop = _stop_reason(layer, self.graph.closed.get(step.call.name, ""))
@@ -1044,9 +1062,10 @@ class NativeLRP:
             ins = [values[k] for k in c.inputs]
             ys = [self._forward_output(step, ins)] if step.is_output else c(ins)
             for k, y in zip(c.outputs, ys):
-                # relevance in float32 at least: under a mixed-precision policy layers compute in
-                # float16, while the rules read the float32 weights
-                values[k] = _float32(y) if y.dtype.is_floating and y.dtype.size < 4 else y
+                # relevance in float32: under a mixed-precision policy layers compute in float16,
+                # while the rules read the float32 weights; a NumPy float64 constant in an
+                # operation (x / np.sqrt(8.0)) makes float64, which the next layer casts back
+                values[k] = _float32(y) if y.dtype.is_floating and y.dtype != tf.float32 else y
         return values
 
     def _batch(self, xs) -> Dict[str, np.ndarray]:
@@ -1176,7 +1195,7 @@ class NativeLRP:
             grads = [tape.gradient(z, x, output_gradients=ratio, unconnected_gradients=tf.UnconnectedGradients.ZERO)
                      for x in xs]
             del tape
-            return [x * g for x, g in zip(xs, grads)]
+            return _once([x * g for x, g in zip(xs, grads)], xs)
         # the plain gradient (max pooling, reshapes, concatenation, ReLU...)
         with tf.GradientTape(persistent=len(xs) > 1) as tape:
             for x in xs:
@@ -1185,7 +1204,7 @@ class NativeLRP:
         grads = [tape.gradient(y, x, output_gradients=rs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
                  for x in xs]
         del tape
-        return grads
+        return _once(grads, xs)
 
     # -- rules for layers iNNvestigate has none for ------------------------------------------------
     def _recurrent(self, step, xs, ys, rs):

@@ -484,33 +484,42 @@ def test_masks_means_and_tensors_made_from_the_input_pass_relevance_as_their_mat
 
 
 class HandDense(layers.Layer):
-    """A dense layer written by hand: ``ops.matmul(x, self.w)``."""
+    """A dense layer written by hand: ``ops.matmul(x, self.w)`` (``+ self.b`` with ``use_bias``,
+    as Keras's guide "Making new layers and models via subclassing" writes its ``Linear``)."""
 
-    def __init__(self, units, **kwargs):
+    def __init__(self, units, use_bias=False, **kwargs):
         super().__init__(**kwargs)
         self.units = units
+        self.use_bias = use_bias
 
     def build(self, input_shape):
         self.w = self.add_weight(shape=(input_shape[-1], self.units), initializer="glorot_uniform", name="w")
+        if self.use_bias:
+            self.b = self.add_weight(shape=(self.units,), initializer="zeros", name="b")
 
     def call(self, x):
-        return ops.matmul(x, self.w)
+        return ops.matmul(x, self.w) + self.b if self.use_bias else ops.matmul(x, self.w)
 
 
+@pytest.mark.parametrize("use_bias", [False, True])
 @pytest.mark.parametrize("analyzer", ["lrp.epsilon", "lrp.z", "lrp.alpha_2_beta_1"])
-def test_a_dense_layer_written_with_ops_matmul_gets_the_dense_rule(analyzer):
+def test_a_dense_layer_written_with_ops_matmul_gets_the_dense_rule(analyzer, use_bias):
     """``ops.matmul(x, self.w)`` in a custom layer (found by an outside probe: kept whole, "no LRP
-    rule") is a Dense layer without bias: the same relevance as ``Dense(use_bias=False)`` with that
-    kernel, at the layer and before it."""
+    rule") is a Dense layer: the same relevance as ``Dense`` with that kernel, at the layer and
+    before it; with ``+ self.b`` after it, the bias is the Dense rule's (it absorbed nothing before:
+    the addition passed relevance through)."""
     keras.utils.set_random_seed(4)
     inputs = layers.Input((5, 6))
     h = layers.Dense(7, activation="relu", name="before")(inputs)
-    hand = keras.Model(inputs, layers.Dense(3, name="out")(layers.Flatten()(HandDense(4, name="mine")(h))))
+    hand = keras.Model(inputs, layers.Dense(3, name="out")(layers.Flatten()(HandDense(4, use_bias, name="mine")(h))))
     _randomise(hand, 4)
-    plain = layers.Dense(4, use_bias=False, name="mine")
+    plain = layers.Dense(4, use_bias=use_bias, name="mine")
     ref_h = hand.get_layer("before")(inputs)
     ref = keras.Model(inputs, hand.get_layer("out")(layers.Flatten()(plain(ref_h))))
     plain.kernel.assign(hand.get_layer("mine").w)
+    if use_bias:
+        hand.get_layer("mine").b.assign(np.random.default_rng(5).normal(0, 0.5, 4).astype("float32"))
+        plain.bias.assign(hand.get_layer("mine").b)
     x = np.random.default_rng(2).normal(size=(6, 5, 6)).astype("float32")
     np.testing.assert_allclose(ref.predict(x, verbose=0), hand.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     engine = NativeLRP(hand, ["before", "mine"], analyzer)

@@ -202,7 +202,8 @@ _TF_SHAPE = {"reshape", "transpose", "expand_dims", "squeeze", "__operators__.ge
 #: What each kind of layer gets, for docs/method.md and the tests.
 RULE_TABLE = {
     "dense, conv, depthwise, separable, einsum": "the analyzer's rule (iNNvestigate's)",
-    "matmul": "the analyzer's Dense rule: ops.matmul(x, W) with a weight W is a Dense layer without bias",
+    "matmul": "the analyzer's Dense rule: ops.matmul(x, W) with a weight W is a Dense layer, with the bias b "
+              "of ops.matmul(x, W) + b (the Add after it passes relevance through)",
     "bn": "the analyzer's BatchNormalization rule on its linearisation (iNNvestigate's)",
     "linear": "z rule over the layer's own linear map (iNNvestigate's Add and AveragePooling rules)",
     "identity": "relevance passes through unchanged (one-to-one element-wise map, or the identity at inference)",
@@ -333,13 +334,32 @@ def _matmul_kernel(call):
     return args[1] if len(args[1].shape) == 2 else None
 
 
-def _matmul_linear(call) -> lrp_rules.Linear:
-    """``ops.matmul(x, W)`` as a :class:`~flowcallback.core.lrp.rules.Linear`: a Dense without bias."""
+def _matmul_linear(call, bias=None) -> lrp_rules.Linear:
+    """``ops.matmul(x, W)`` as a :class:`~flowcallback.core.lrp.rules.Linear`: a Dense, with the
+    ``bias`` variable that is added to its output right after it (:func:`_matmul_bias`) or none."""
     def fn(x, w):
         rank = x.shape.rank
-        return tf.matmul(x, w["kernel"]) if rank == 2 else tf.tensordot(x, w["kernel"], [[rank - 1], [0]])
+        out = tf.matmul(x, w["kernel"]) if rank == 2 else tf.tensordot(x, w["kernel"], [[rank - 1], [0]])
+        return out + w["bias"] if "bias" in w else out
 
-    return lrp_rules.Linear(fn, {"kernel": _variable_value(_matmul_kernel(call))}, None)
+    return lrp_rules.Linear(fn, {"kernel": _variable_value(_matmul_kernel(call))},
+                            None if bias is None else _variable_value(bias))
+
+
+def _matmul_bias(graph, call):
+    """The bias of a dense layer written ``ops.matmul(x, self.w) + self.b``: the weight of shape
+    ``(units,)`` that the one operation reading the product adds to it, or None."""
+    readers = graph.consumers.get(call.outputs[0], [])
+    if len(readers) != 1 or readers[0].class_name != "Add" or len(readers[0].inputs) != 1:
+        return None
+    args, kwargs = readers[0].template
+    if len(args) != 2 or kwargs:
+        return None
+    other = args[1] if type(args[0]).__name__ == "_Slot" else args[0]
+    units = _matmul_kernel(call).shape[-1]
+    if layergraph._is_variable(other) and tuple(other.shape) == (units,):
+        return other
+    return None
 
 
 def _linear(layer, kind: str, dtype) -> lrp_rules.Linear:
@@ -576,7 +596,7 @@ def make_spec(analyzer: str, analyzer_kwargs: Optional[dict] = None) -> _Spec:
 class _Step:
     """One call of the flat graph, with the rule the engine chose for it."""
 
-    __slots__ = ("call", "kind", "is_output", "rule", "is_input_rule", "stop", "masks")
+    __slots__ = ("call", "kind", "is_output", "rule", "is_input_rule", "stop", "masks", "bias")
 
     def __init__(self, call: layergraph.Call):
         self.call = call
@@ -588,6 +608,7 @@ class _Step:
         self.is_input_rule = False
         self.stop = ""  # why relevance stops at this layer's output ("" where it goes on)
         self.masks = ()  # inputs that are Keras masks: no relevance goes to them (nor past them)
+        self.bias = None  # the bias added right after ops.matmul(x, W) (a Dense written by hand)
 
 
 def _float32(t):
@@ -793,6 +814,8 @@ class NativeLRP:
                 step.stop = "gated attention has no LRP rule here"
             elif kind in _RECURRENT_KINDS:
                 step.stop = self._recurrent_stop(step)
+            if kind == "matmul":  # ops.matmul(x, self.w) + self.b: the bias is the Dense rule's
+                step.bias = _matmul_bias(self.graph, step.call)
             if kind in _KERNEL_KINDS and not step.stop:
                 is_input = self._is_input_step(step, produced_by)
                 step.is_input_rule = is_input
@@ -1157,7 +1180,7 @@ class NativeLRP:
         if kind != "embedding":  # counts and ids (a multi-hot TextVectorization) read as numbers by the rules
             xs = [tf.cast(x, tf.float32) if x.dtype.is_integer or x.dtype.is_bool else x for x in xs]
         if kind in _KERNEL_KINDS:
-            lin = _matmul_linear(call) if kind == "matmul" else _linear(layer, kind, xs[0].dtype)
+            lin = _matmul_linear(call, step.bias) if kind == "matmul" else _linear(layer, kind, xs[0].dtype)
             return [step.rule.apply(lin, xs[0], rs[0])]
         if kind == "bn":
             lins = _bn_linear(layer, xs[0].dtype, self.spec.bn_fuse_mode)

@@ -73,10 +73,9 @@ _ELEMENTWISE_STEPS = frozenset({"BatchNormalization", "LayerNormalization", "Act
                                 "PReLU", "Softmax", "Rescaling", "Normalization", "LayerScale"})
 
 
-#: Keras 3 operations that join tensors (``x + residual`` in a functional model makes an ``Add``
-#: operation, not a layer): where one has two or more inputs it is a column as a merging layer is,
-#: the output of a residual block written with ``+``.
-JOIN_OPERATIONS = frozenset({"Add", "Subtract", "Multiply", "Concatenate", "Maximum", "Minimum", "Average"})
+#: Keras 3 operations that join tensors (``x + residual``): columns as merging layers are
+#: (:meth:`flowcallback.core.layergraph.LayerGraph.joins`).
+JOIN_OPERATIONS = layergraph.JOIN_OPERATIONS
 
 
 def _skipped(class_name: str) -> bool:
@@ -84,19 +83,7 @@ def _skipped(class_name: str) -> bool:
 
 
 def _joins(graph) -> Dict[str, str]:
-    """``{name: class name}`` of the Keras 3 operations of the flat graph that join two or more
-    tensors made by the model (:data:`JOIN_OPERATIONS`), where a layer would be an ``Add`` or a
-    ``Concatenate``."""
-    if graph is None:
-        return {}
-    out = {}
-    for c in graph.calls:
-        if c.first and layergraph.is_operation(c.layer) and c.class_name in JOIN_OPERATIONS:
-            made = {k for k in c.inputs if k in graph.producer and not graph.producer[k].is_input}
-            made |= {k for k in c.inputs if k in graph.inputs}
-            if len(made) >= 2:
-                out[c.name] = c.class_name
-    return out
+    return {} if graph is None else graph.joins()
 
 
 @dataclass(frozen=True)

@@ -531,6 +531,13 @@ def _differs(c: Call, inner: List[Call], inner_in, inner_out, shapes, dtypes) ->
     return ""
 
 
+#: Keras 3 operations that join tensors (``x + residual`` in a functional model makes an ``Add``
+#: operation, not a layer): where one has two or more inputs made by the model, it is a column and
+#: a default layer of the relevance engine, as a merging layer is: the output of a residual block
+#: written with ``+``.
+JOIN_OPERATIONS = frozenset({"Add", "Subtract", "Multiply", "Concatenate", "Maximum", "Minimum", "Average"})
+
+
 class LayerGraph:
     """A model's calls in execution order, nested models inlined.
 
@@ -654,6 +661,18 @@ class LayerGraph:
         made: the calls hold them in variables, so that a pass traced once reads them too. Returns
         whether any changed."""
         return any([held.refresh() for held in self.held])
+
+    def joins(self) -> Dict[str, str]:
+        """``{name: class name}`` of the Keras 3 operations that join two or more tensors made by the
+        model (:data:`JOIN_OPERATIONS`), where a layer would be an ``Add`` or a ``Concatenate``."""
+        out = {}
+        for c in self.calls:
+            if c.first and is_operation(c.layer) and c.class_name in JOIN_OPERATIONS:
+                made = {k for k in c.inputs if k in self.inputs
+                        or (k in self.producer and not self.producer[k].is_input)}
+                if len(made) >= 2:
+                    out[c.name] = c.class_name
+        return out
 
     def call(self, name: str) -> Call:
         """The first call of the layer ``name`` (KeyError naming the layers if there is none)."""

@@ -181,6 +181,10 @@ def test_a_join_column_gets_lrp_flows_and_its_note(tmp_path):
     rng = np.random.default_rng(1)
     x, y = rng.random((60, 5)).astype("float32"), rng.integers(0, 3, 60)
     snapshot(model, (x, y), tmp_path / "run", verbose=0, k=5)
+    import flowcallback
+
+    maps = flowcallback.relevance(model, x)  # the default layers: the callback's columns, joins included
+    assert list(maps) == [c.name for c in load_run(tmp_path / "run").epoch(0, "lrp").columns if c.kind == "layer"]
     run = load_run(tmp_path / "run")
     for analysis in ("activations", "lrp"):
         g = run.epoch(0, analysis)

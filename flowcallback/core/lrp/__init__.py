@@ -149,7 +149,8 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
         Samples (a batch axis first), or a list of strings for a model that reads text.
     layers : list of str, optional
         Layer names. Default: every layer of the model but the input layers (a custom layer by
-        its own name; the Keras operations between layers left out).
+        its own name; of the Keras 3 operations between layers, those that join tensors, such as
+        ``x + residual``, as the callback's columns have them).
     analyzer : str, default="lrp.epsilon"
         An iNNvestigate LRP analyzer name (``"lrp.z"``, ``"lrp.alpha_1_beta_0"``,
         ``"lrp.sequential_preset_a"``...).

@@ -976,15 +976,18 @@ class NativeLRP:
 
     def _default_layers(self) -> List[str]:
         """Every layer but the input layers, as the user's model has them: a custom layer by its own
-        name (not the layers inside it), the Keras operations between layers left out."""
+        name (not the layers inside it), the Keras operations between layers left out but those that
+        join tensors (``x + residual``), which are columns of the callback too."""
         aliases = {k: n for n, k in (self.graph.aliases if self.graph is not None else {}).items()}
+        joins = self.graph.joins() if self.graph is not None else {}
         out = []
         for s in self._steps:
             c = s.call
             named = [aliases[k] for k in c.outputs if k in aliases]
             if named:
                 out.extend(named)
-            elif c.first and s.kind != "input" and self._opened_layer(c) is None and not _is_operation(c.layer):
+            elif c.first and s.kind != "input" and self._opened_layer(c) is None and (
+                    not _is_operation(c.layer) or c.name in joins):
                 out.append(c.name)
         return list(dict.fromkeys(out))
 

@@ -365,6 +365,30 @@ def test_a_causal_mask_written_with_where_keeps_the_attention_rule():
     assert not np.any(maps["q"]) and not np.any(maps["k"])
 
 
+def test_attention_written_with_tf_ops_in_keras_2_gets_the_attention_rule():
+    """Keras 2 wraps ``tf.matmul`` and ``tf.nn.softmax`` on symbolic tensors in TFOpLambda layers:
+    the same rule as with keras.ops (the values get the relevance, conserved; queries and keys none)."""
+    import keras
+
+    if not keras.__version__.startswith("2"):
+        pytest.skip("TensorFlow functions on symbolic tensors are Keras 2's (Keras 3 takes keras.ops)")
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((5, 4))
+    h = layers.Dense(8, use_bias=False, name="h")(inp)
+    q, k, v = (layers.Dense(8, use_bias=False, name=n)(h) for n in "qkv")
+    weights = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) / np.sqrt(8.0), axis=-1)
+    o = layers.Dense(8, use_bias=False, name="o")(tf.matmul(weights, v))
+    model = tf.keras.Model(inp, layers.Dense(3, use_bias=False, name="out")(layers.Flatten()(o)))
+    x = np.random.default_rng(0).normal(size=(7, 5, 4)).astype("float32")
+    engine = NativeLRP(model, ["h", "q", "k", "v", "out"], "lrp.z")
+    assert engine.stops == [] and engine.blocked == []
+    maps = engine.relevance(x)
+    top = model.predict(x, verbose=0).max(axis=1)
+    for name in ("h", "v", "out"):
+        np.testing.assert_allclose(maps[name].reshape(7, -1).sum(axis=1), top, rtol=1e-4, atol=1e-6, err_msg=name)
+    assert not np.any(maps["q"]) and not np.any(maps["k"])
+
+
 def _augment_block():
     return tf.keras.Sequential([layers.RandomFlip("horizontal", name="flip"), layers.Rescaling(1 / 16, name="scale")],
                                name="augment")

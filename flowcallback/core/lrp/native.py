@@ -257,8 +257,7 @@ def layer_kind(layer, n_tensor_inputs: Optional[int] = None) -> Optional[str]:
             return "bilinear"
         return None
     if name == "TFOpLambda":
-        symbol = str(getattr(layer, "symbol", ""))
-        symbol = symbol[3:] if symbol.startswith("tf.") else symbol
+        symbol = _tf_symbol(layer)
         if n_tensor_inputs == 1 and symbol in _TF_ELEMENTWISE:
             return "identity"
         if symbol in _TF_SHAPE:
@@ -271,6 +270,23 @@ def layer_kind(layer, n_tensor_inputs: Optional[int] = None) -> Optional[str]:
             return "bilinear"
         return None
     return _KINDS.get(name)
+
+
+def _tf_symbol(layer) -> str:
+    """The TensorFlow function a Keras 2 ``TFOpLambda`` layer calls, without ``tf.`` (``nn.softmax``)."""
+    symbol = str(getattr(layer, "symbol", ""))
+    return symbol[3:] if symbol.startswith("tf.") else symbol
+
+
+def _is_softmax_call(call, kind) -> bool:
+    """A softmax inside the model: a Softmax layer or activation, ``ops.softmax`` (Keras 3) or
+    ``tf.nn.softmax`` (a Keras 2 ``TFOpLambda``)."""
+    layer = call.layer
+    if call.class_name == "Softmax" and (_is_operation(layer) or kind == "softmax"):
+        return True
+    if call.class_name == "TFOpLambda":
+        return _tf_symbol(layer) in ("nn.softmax", "math.softmax")
+    return kind == "activation" and _activation_name(layer) == "softmax"
 
 
 def _from_keras(layer) -> bool:
@@ -787,8 +803,7 @@ class NativeLRP:
                 continue
             cfg = _config(layer) if kind is not None else {}
             act = _activation_name(layer) if "activation" in cfg or kind == "activation" else "linear"
-            softmax = kind == "softmax" or act == "softmax" or (kind is None and step.call.class_name == "Softmax"
-                                                                 and _is_operation(layer))
+            softmax = kind == "softmax" or act == "softmax" or (kind is None and _is_softmax_call(step.call, kind))
             if softmax and not step.is_output and kind in (None, "softmax", "activation") and self._weights_only(
                     step.call.outputs[0]):
                 step.kind = kind = "constant"  # attention weights: the rule for their product gives them nothing
@@ -876,11 +891,8 @@ class NativeLRP:
         producer = self.graph.producer.get(key)
         if producer is None or producer.is_input or depth > 8:
             return False
-        layer = producer.layer
-        cls = producer.class_name
-        kind = layer_kind(layer, len(producer.inputs))
-        if (cls == "Softmax" and (_is_operation(layer) or kind == "softmax")) or (
-                kind == "activation" and _activation_name(layer) == "softmax"):
+        kind = layer_kind(producer.layer, len(producer.inputs))
+        if _is_softmax_call(producer, kind):
             return True
         if len(producer.inputs) == 1 and kind in ("identity", "gradient"):
             return self._is_weights(producer.inputs[0], depth + 1)

@@ -70,7 +70,9 @@ def _compare(args) -> int:
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         _say(f"{args.run_dir}: epoch {args.epoch_a} -> {args.epoch_b} ({args.analysis})")
         _say(cmp.layers.to_string(index=False))
-        _say(f"\n{len(cmp.samples)} of {run.epoch(args.epoch_a, args.analysis).n_samples} samples changed path")
+        predicted = int(sum("Prediction" in v for v in cmp.samples["layers_changed"]))
+        _say(f"\n{len(cmp.samples)} of {run.epoch(args.epoch_a, args.analysis).n_samples} samples changed path "
+             f"({predicted} changed prediction)")
         if len(cmp.samples):
             by_class = cmp.samples.groupby("class_name").size().sort_values(ascending=False)
             _say("by true class: " + ", ".join(f"{k}: {v}" for k, v in by_class.items()))

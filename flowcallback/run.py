@@ -272,6 +272,21 @@ class Run:
 
         return epoch_flows(list(self.graphs(analysis)), column, max_samples=max_samples)
 
+    def sample_history(self, samples, analysis: str = "activations"):
+        """Chosen samples' prediction and cluster in every layer column at every epoch, as a tidy
+        DataFrame (:func:`flowcallback.core.history.sample_history`): when a sample was first
+        predicted as its label, or as another class (a mislabeled sample being memorised).
+
+        Parameters
+        ----------
+        samples : int or sequence of int
+            Indices in the held-out set (as the pages' hovers and ``compare`` list them).
+        analysis : {"activations", "lrp"}, default="activations"
+        """
+        from flowcallback.core.history import sample_history
+
+        return sample_history(list(self.graphs(analysis)), samples)
+
     def projection(self, layer: str, analysis: str = "activations"):
         """The stored 2-D projection of ``layer`` at every epoch that has one, as a tidy DataFrame.
 

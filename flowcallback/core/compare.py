@@ -41,8 +41,9 @@ def compare_epochs(graph_a: FlowGraph, graph_b: FlowGraph) -> Comparison:
     -------
     Comparison
         ``layers``: one row per layer (``layer``, ``ari``, ``changed_samples``, ``clusters_a``,
-        ``clusters_b``, ``splits``, ``merges``); ``samples``: one row per sample whose path changed
-        (``sample``, ``true_class``, ``class_name``, ``layers_changed``).
+        ``clusters_b``, ``splits``, ``merges``); ``samples``: one row per sample whose path or
+        prediction changed (``sample``, ``true_class``, ``class_name``, ``prediction_a``,
+        ``prediction_b``, ``layers_changed``: the layers, and ``"Prediction"`` where it changed).
 
     Raises
     ------
@@ -75,11 +76,16 @@ def compare_epochs(graph_a: FlowGraph, graph_b: FlowGraph) -> Comparison:
         rows.append({"layer": col.name, "ari": float(adjusted_rand_score(a, b)), "changed_samples": int(moved.sum()),
                      "clusters_a": len(col.order), "clusters_b": len(gb.columns[gb.column_index(col.name)].order),
                      "splits": len(m.splits), "merges": len(m.merges)})
+    # a changed prediction is a changed path too (the Prediction column): label noise shows there
+    per_layer["Prediction"] = np.asarray(ga.predictions) != np.asarray(gb.predictions)
+    changed |= per_layer["Prediction"]
     idx = np.flatnonzero(changed)
     samples = pd.DataFrame({
         "sample": idx,
         "true_class": ga.labels[idx],
         "class_name": [ga.class_names[c] for c in ga.labels[idx]],
+        "prediction_a": np.asarray(ga.predictions)[idx],
+        "prediction_b": np.asarray(gb.predictions)[idx],
         "layers_changed": [[n for n, mv in per_layer.items() if mv[i]] for i in idx],
     })
     return Comparison(ga.epoch, gb.epoch, ga.analysis, pd.DataFrame(rows), samples)

@@ -7,6 +7,9 @@ come from that data alone, without TensorFlow:
 - :func:`epoch_flows`: for one column (a layer, or ``"Prediction"``), the samples that go from each
   cluster at one snapshot to each cluster at the next, by true class (InstanceFlow's view of
   predictions, for any hidden layer);
+- :func:`sample_history`: chosen samples' prediction and cluster in every column at every
+  snapshot (the path of one sample over training: when it was first predicted as its label, or
+  as another class);
 - :func:`confusion`: the held-out confusion matrix at each snapshot (ConfusionFlow's data);
 - :func:`class_scores`: each class's precision and recall at each snapshot.
 
@@ -22,12 +25,14 @@ import pandas as pd
 
 from flowcallback.core.flows import FlowGraph
 
-__all__ = ["EPOCH_FLOW_COLUMNS", "CONFUSION_COLUMNS", "CLASS_SCORE_COLUMNS", "EpochConfusion", "epoch_flows",
-           "confusion", "confusion_cells", "epoch_confusion", "class_scores", "confusion_over_training"]
+__all__ = ["EPOCH_FLOW_COLUMNS", "CONFUSION_COLUMNS", "CLASS_SCORE_COLUMNS", "SAMPLE_HISTORY_COLUMNS",
+           "EpochConfusion", "epoch_flows", "sample_history", "confusion", "confusion_cells", "epoch_confusion",
+           "class_scores", "confusion_over_training"]
 
 EPOCH_FLOW_COLUMNS = ["source_epoch", "target_epoch", "source_cluster", "target_cluster", "true_class", "count",
                       "changed", "first_samples"]
 CONFUSION_COLUMNS = ["epoch", "true", "predicted", "count"]
+SAMPLE_HISTORY_COLUMNS = ["sample", "epoch", "true_class", "prediction", "correct", "column", "cluster"]
 CLASS_SCORE_COLUMNS = ["epoch", "class", "class_name", "support", "predicted", "precision", "recall"]
 
 
@@ -83,6 +88,9 @@ def epoch_flows(graphs: Sequence[FlowGraph], column: str, *, max_samples: int = 
     1               0               1           1      1     True
     2               1               1           1      1    False
     """
+    if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 1:
+        raise ValueError(f"max_samples: expected an int >= 1 (how many sample indices each row lists), got "
+                         f"{max_samples!r}")
     graphs = _sorted(graphs)
     missing = [g.epoch for g in graphs if column not in g.column_names]
     if missing:
@@ -102,6 +110,58 @@ def epoch_flows(graphs: Sequence[FlowGraph], column: str, *, max_samples: int = 
             first = tuple(int(i) for i in order[starts[r]:starts[r] + min(max_samples, counts[r])])
             rows.append((a.epoch, b.epoch, int(s), int(t), int(c), int(counts[r]), bool(s != t), first))
     return pd.DataFrame(rows, columns=EPOCH_FLOW_COLUMNS)
+
+
+def sample_history(graphs: Sequence[FlowGraph], samples) -> pd.DataFrame:
+    """Chosen samples' prediction and cluster in every layer column at every snapshot.
+
+    Parameters
+    ----------
+    graphs : sequence of FlowGraph
+        Snapshots of one run and one analysis, over the same held-out samples (sorted by epoch).
+    samples : int or sequence of int
+        Indices in the held-out set.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`SAMPLE_HISTORY_COLUMNS`: one row per sample, epoch and layer column (cluster
+        ids persist across epochs, :mod:`flowcallback.core.match`), with the sample's true class,
+        prediction and whether they agree; sorted by sample, epoch, then the columns' order.
+
+    Raises
+    ------
+    ValueError
+        For an index outside the held-out set, or graphs over other samples.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowcallback.core.flows import build_flow_graph
+    >>> y = np.array([0, 0, 1, 1])
+    >>> g1 = build_flow_graph([("dense", "Dense", np.array([0, 0, 0, 1]))], y, [0, 0, 0, 1], epoch=1)
+    >>> g2 = build_flow_graph([("dense", "Dense", np.array([0, 0, 1, 1]))], y, [0, 0, 1, 1], epoch=2)
+    >>> sample_history([g1, g2], 2)[["epoch", "prediction", "correct", "column", "cluster"]]
+       epoch  prediction  correct column  cluster
+    0      1           0    False  dense        0
+    1      2           1     True  dense        1
+    """
+    graphs = _sorted(graphs)
+    n = graphs[0].n_samples
+    wanted = np.atleast_1d(np.asarray(samples))
+    if wanted.ndim != 1 or not (np.issubdtype(wanted.dtype, np.integer) and not np.issubdtype(wanted.dtype, np.bool_)):
+        raise ValueError(f"samples: expected an index or a list of indices in the held-out set, got {samples!r}")
+    bad = wanted[(wanted < 0) | (wanted >= n)]
+    if len(bad):
+        raise ValueError(f"samples: {bad[:5].tolist()} not in the held-out set of {n} samples (0..{n - 1})")
+    rows = []
+    for i in wanted.tolist():
+        for g in graphs:
+            label, predicted = int(g.labels[i]), int(g.predictions[i])
+            for j, col in enumerate(g.columns):
+                if col.kind == "layer":
+                    rows.append((i, g.epoch, label, predicted, label == predicted, col.name, int(g.assignments[i, j])))
+    return pd.DataFrame(rows, columns=SAMPLE_HISTORY_COLUMNS)
 
 
 def confusion_cells(labels, predictions, n_classes: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

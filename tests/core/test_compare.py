@@ -40,6 +40,7 @@ def test_compare_finds_exactly_the_changed_samples(two_epochs):
     cmp = load_run(run_dir).compare(1, 2)
     assert cmp.samples["sample"].tolist() == moved.tolist()
     assert all(v == ["l2"] for v in cmp.samples["layers_changed"])
+    assert (cmp.samples["prediction_a"] == cmp.samples["true_class"]).all()
     layers = cmp.layers.set_index("layer")
     assert layers.loc["l1", "ari"] == 1.0 and layers.loc["l1", "changed_samples"] == 0
     assert layers.loc["l2", "changed_samples"] == 3 and layers.loc["l2", "ari"] < 1.0
@@ -125,3 +126,23 @@ def test_report_refuses_a_mistyped_metric_naming_the_file(two_epochs, capsys, na
     assert main(["report", str(run_dir)]) == 1  # the epoch is skipped, the others written (issue 20, item 6)
     err = capsys.readouterr().err
     assert "epoch_002/activations.json: does not match schema flowgraph-1 at metrics/" + name in err
+
+
+def test_compare_names_the_samples_whose_prediction_changed(two_epochs, tmp_path):
+    """An outside probe (label noise): compare() listed no sample whose only change was its
+    prediction, so memorising a wrong label did not show; Prediction counts as a changed column."""
+    from flowcallback.core.compare import compare_epochs
+
+    run_dir, moved = two_epochs
+    a = load_run(run_dir).epoch(1)
+    y = a.labels
+    predicted = y.copy()
+    predicted[[10, 50]] = [2, 0]  # only their prediction changes
+    l1 = a.assignments[:, 0]
+    b = flows.build_flow_graph([("l1", "Dense", l1), ("l2", "Dense", y)], y, predicted, class_names=["a", "b", "c"],
+                               epoch=5)
+    cmp = compare_epochs(a, b)
+    rows = cmp.samples.set_index("sample")
+    assert rows.index.tolist() == [10, 50]
+    assert rows.loc[10, "layers_changed"] == ["Prediction"] and (rows.loc[10, "prediction_a"], rows.loc[10,
+                                                                  "prediction_b"]) == (0, 2)

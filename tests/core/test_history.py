@@ -86,6 +86,38 @@ def test_epoch_flows_refuse_other_held_out_sets_and_unknown_columns():
         epoch_flows([g1], "conv")
 
 
+@FAST
+@given(runs(), st.data())
+def test_sample_history_is_each_samples_row_of_every_epoch(case, data):
+    """The path of chosen samples over training, read back from the graphs as stored."""
+    from flowcallback.core.history import SAMPLE_HISTORY_COLUMNS, sample_history
+
+    graphs, y = case
+    chosen = data.draw(st.lists(st.integers(0, len(y) - 1), min_size=1, max_size=3))
+    df = sample_history(list(reversed(graphs)), chosen)
+    assert list(df.columns) == SAMPLE_HISTORY_COLUMNS and len(df) == len(chosen) * len(graphs)
+    for r in df.itertuples():
+        g = next(g for g in graphs if g.epoch == r.epoch)
+        assert (r.true_class, r.prediction, r.cluster) == (y[r.sample], g.predictions[r.sample],
+                                                           g.assignments[r.sample, g.column_index(r.column)])
+        assert r.correct == (r.true_class == r.prediction)
+    assert df["epoch"].tolist() == sorted(g.epoch for g in graphs) * len(chosen)
+
+
+def test_sample_history_and_epoch_flows_refuse_bad_arguments_by_name():
+    """An outside probe: epoch_flows(max_samples=None) gave a bare TypeError, 0 or -1 empty tuples."""
+    from flowcallback.core.history import sample_history
+
+    y = np.array([0, 1, 1])
+    g = build_flow_graph([("dense", "Dense", y)], y, y, epoch=1)
+    for bad in (None, 0, -1, 2.5, "3", True):
+        with pytest.raises(ValueError, match=r"^max_samples: expected an int >= 1"):
+            epoch_flows([g], "dense", max_samples=bad)
+    for bad in (3, -1, [0, 5], 1.5, [[0]]):
+        with pytest.raises(ValueError, match=r"^samples: "):
+            sample_history([g], bad)
+
+
 def test_run_api_reads_the_views_from_disk(tmp_path):
     from flowcallback.core import store
 
@@ -104,6 +136,8 @@ def test_run_api_reads_the_views_from_disk(tmp_path):
     table = run.confusion()
     assert table[(table.epoch == 2) & (table.true == table.predicted)]["count"].sum() == len(y)
     assert set(run.class_scores().query("epoch == 2").recall) == {1.0}
+    path = run.sample_history([0, 5])
+    assert path.query("sample == 0").prediction.tolist() == [int(preds[1][0]), int(preds[2][0])]
 
 
 def test_run_page_keeps_the_confusions_that_matter():

@@ -731,7 +731,8 @@
     function pad(lo, hi) { var w = (hi - lo) || 1; return [lo - 0.05 * w, hi + 0.05 * w]; }
     var frames = eps.map(function (e) { return {name: String(e), data: traces(e)}; });
     var ms = 800;
-    var play = {frame: {duration: ms, redraw: false}, fromcurrent: true,
+    // it opens at the last epoch, as the rest of the page does; Play runs the epochs from the first
+    var play = {frame: {duration: ms, redraw: false}, fromcurrent: false,
                 transition: {duration: Math.round(ms * 0.6), easing: "cubic-in-out"}};
     var pause = {frame: {duration: 0, redraw: false}, mode: "immediate", transition: {duration: 0}};
     var method = PJ.methods.length ? esc(PJ.methods.join(", ").toUpperCase()) : "2-D";
@@ -745,13 +746,13 @@
       updatemenus: [{type: "buttons", direction: "left", x: 0, y: -0.04, xanchor: "left", yanchor: "top",
                      buttons: [{label: "Play", method: "animate", args: [null, play]},
                                {label: "Pause", method: "animate", args: [[null], pause]}]}],
-      sliders: [{active: 0, x: 0.16, len: 0.84, y: 0, yanchor: "top", currentvalue: {prefix: "epoch "},
+      sliders: [{active: eps.length - 1, x: 0.16, len: 0.84, y: 0, yanchor: "top", currentvalue: {prefix: "epoch "},
                  steps: eps.map(function (e) {
                    return {label: String(e), method: "animate", args: [[String(e)], {mode: "immediate",
                      frame: {duration: 0, redraw: false}, transition: {duration: 300}}]};
                  })}]
     };
-    return {data: frames[0].data, layout: layout, frames: frames};
+    return {data: frames[frames.length - 1].data, layout: layout, frames: frames};
   }
   function drawProjection() {
     var l = PJ.layers[parseInt(projLayer.value, 10)];

@@ -87,6 +87,10 @@ def test_run_page_slider_and_switch(fitted_run):
 
         assert cells == len(confusion_over_training([g1, g2])["cells"])
         assert scores == 2 * len(run.class_names)
+        # two confusions of one true class share its colour: their dashes differ (an outside probe
+        # could not tell 8 -> 3 from 8 -> 6)
+        styles = page.evaluate("document.getElementById('confusion').data.map(t => [t.line.color, t.line.dash])")
+        assert len({tuple(s) for s in styles}) == len(styles)
         # the confusion matrix at the slider's epoch (2): every one of the 10 classes, the counts of run.confusion()
         matrix = page.evaluate("(() => { const d = document.getElementById('confusion-matrix');"
                                " return [d.layout.title.text, d.data[0].customdata.map(r => r.map(c => c[2]))]; })()")

@@ -323,16 +323,21 @@
   function drawTraining() {
     var tr = data.training;
     if (!tr || !tr.epochs) { return; }
+    // a line's colour is its true class; two confusions of one class differ by their dash
+    var DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"], perClass = {};
     var cellTraces = tr.cells.filter(function (c) {
       return !filter || filter.matched[c.true] || filter.matched[c.predicted];
     }).map(function (c) {
       var name = esc(data.class_names[c.true]) + " → " + esc(data.class_names[c.predicted]);
+      var k = perClass[c.true] = (perClass[c.true] || 0) + 1;
       return {type: "scatter", mode: "lines+markers", x: tr.epochs, y: c.counts,
-              line: {color: data.colors[c.true]}, name: name,
+              line: {color: data.colors[c.true], dash: DASHES[(k - 1) % DASHES.length]}, name: name,
               hovertemplate: esc(data.class_names[c.true]) + " taken for " + esc(data.class_names[c.predicted]) +
                              ": %{y} at epoch %{x}<extra></extra>"};
     });
-    Plotly.react("confusion", cellTraces, {title: {text: "Confusions over training (true → predicted, samples)"},
+    // titles start at the left: the tool icons at the top right would cover a centred long title
+    Plotly.react("confusion", cellTraces, {title: {text: "Confusions over training (true → predicted, samples)",
+                                                   x: 0.01, xanchor: "left"},
       xaxis: {title: {text: "epoch"}, dtick: 1}, yaxis: {title: {text: "samples"}, rangemode: "tozero"}, height: 380,
       margin: {l: 60, r: 20, t: 50, b: 50}}, config);
     var scoreTraces = [];
@@ -344,7 +349,8 @@
                         line: {color: data.colors[c], dash: "dot"},
                         name: name + " precision", legendgroup: c, showlegend: false});
     });
-    Plotly.react("scores", scoreTraces, {title: {text: "Recall (solid) and precision (dotted) per class"},
+    Plotly.react("scores", scoreTraces, {title: {text: "Recall (solid) and precision (dotted) per class",
+                                                 x: 0.01, xanchor: "left"},
       xaxis: {title: {text: "epoch"}, dtick: 1}, yaxis: {range: [0, 1.02]}, height: 380,
       margin: {l: 50, r: 20, t: 50, b: 50}}, config);
   }

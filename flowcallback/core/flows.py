@@ -244,6 +244,44 @@ class FlowGraph:
         a = self.assignments[:, j]
         return {c: np.flatnonzero(a == c) for c in self.columns[j].order}
 
+    def samples(self, where: Mapping, true_class: Optional[int] = None) -> np.ndarray:
+        """The indices of the samples in the given cluster of each given column: every sample of a
+        flow, where the page's hover lists the first five.
+
+        Parameters
+        ----------
+        where : mapping of column (name or index) to cluster id
+            ``{"Ground truth": 8, "Prediction": 3}``: the samples labelled 8 and predicted 3 (the
+            class columns' cluster ids are the class indices).
+        true_class : int, optional
+            Only the samples of this true class (a flow's colour).
+
+        Returns
+        -------
+        ndarray of int64, ascending
+
+        Examples
+        --------
+        >>> g = build_flow_graph([("dense", "Dense", np.array([0, 0, 1, 1]))], [0, 1, 1, 1], [0, 0, 1, 1])
+        >>> g.samples({"dense": 0, "Prediction": 0}).tolist(), g.samples({"dense": 0}, true_class=1).tolist()
+        ([0, 1], [1])
+        """
+        keep = np.ones(self.n_samples, dtype=bool)
+        for column, cluster in dict(where).items():
+            j = self._column_position(column)
+            if isinstance(cluster, bool) or not isinstance(cluster, (int, np.integer)) or int(cluster) not in set(
+                    self.columns[j].order):
+                raise ValueError(f"where: {cluster!r} is not a cluster of column {self.columns[j].name!r}; its "
+                                 f"clusters are {list(self.columns[j].order)}")
+            keep &= self.assignments[:, j] == int(cluster)
+        if true_class is not None:
+            if isinstance(true_class, bool) or not isinstance(true_class, (int, np.integer)) or not (
+                    0 <= int(true_class) < len(self.class_names)):
+                raise ValueError(f"true_class: expected a class index in 0..{len(self.class_names) - 1}, got "
+                                 f"{true_class!r}")
+            keep &= self.labels == int(true_class)
+        return np.flatnonzero(keep).astype(np.int64)
+
     @cached_property
     def flows(self) -> pd.DataFrame:
         """Flows as a DataFrame with columns :data:`FLOW_COLUMNS` (one row per flow)."""

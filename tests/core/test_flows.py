@@ -497,3 +497,23 @@ def test_grouping_is_the_identity_below_the_cap_and_checks_it():
     for bad in (1, 0, 2.5, True, "30"):
         with pytest.raises(ValueError, match="max_clusters: expected an integer >= 2 or None"):
             flows_module.group_small_clusters(g, bad)
+
+
+@FAST
+@given(layer_cases())
+def test_the_samples_of_every_flow_are_its_count(case):
+    """``FlowGraph.samples``: every index of a flow (the page lists five), for an outside probe who
+    hunted mislabeled samples ("labelled 8, predicted 3")."""
+    layers, y, p, _ = case
+    g = build_flow_graph(layers, y, p)
+    for r in g.flows.itertuples():  # columns by index here, by name below
+        got = g.samples({r.source_column: r.source_cluster, r.target_column: r.target_cluster}, true_class=r.true_class)
+        assert len(got) == r.count
+        j, k = r.source_column, r.target_column
+        assert (g.assignments[got, j] == r.source_cluster).all() and (g.assignments[got, k] == r.target_cluster).all()
+    for c in set(y.tolist()):
+        np.testing.assert_array_equal(g.samples({"Ground truth": c}), np.flatnonzero(y == c))
+    with pytest.raises(ValueError, match=r"^where: 99 is not a cluster of column 'Prediction'"):
+        g.samples({"Prediction": 99})
+    with pytest.raises(ValueError, match=r"^true_class: expected a class index"):
+        g.samples({}, true_class=-1)

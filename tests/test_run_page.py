@@ -69,6 +69,12 @@ def test_run_page_slider_and_switch(fitted_run):
                                " return [t.node.label.length, t.link.value.reduce((a, b) => a + b, 0),"
                                " t.link.value.length]; })()")
         assert across[0] == n_nodes and across[1] == g1.n_samples
+        # each predicted class's node in its colour, as on the epoch page
+        nodes = page.evaluate("(() => { const t = document.getElementById('across').data[0];"
+                              " return [t.node.label, t.node.color]; })()")
+        data_colors = page.evaluate("JSON.parse(document.getElementById('run-data').textContent).colors")
+        assert "#888" not in nodes[1] and all(c == data_colors[run.class_names.index(label[len("predicted "):])]
+                                              for label, c in zip(nodes[0], nodes[1]))
         # "changed only" keeps exactly the samples whose prediction changed; a class filter one class
         page.check("#across-changed")
         changed = page.evaluate("document.getElementById('across').data[0].link.value.reduce((a, b) => a + b, 0)")

@@ -901,7 +901,9 @@ def epoch_flows_figure(table, class_names: Sequence[str], column: str, *, true_c
             dict(x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=15), text=text)]))
     fig = go.Figure(go.Sankey(
         arrangement="snap",
-        node=dict(label=labels, x=xs, y=_stacked_y(xs, src, dst, val, clusters), pad=6, thickness=12, color="#888",
+        # a Prediction node in its class's colour, as on the epoch page; a layer's clusters grey
+        node=dict(label=labels, x=xs, y=_stacked_y(xs, src, dst, val, clusters), pad=6, thickness=12,
+                  color=[colors[c] if column == "Prediction" and 0 <= c < len(colors) else "#888" for c in clusters],
                   customdata=where, hovertemplate="%{customdata} · %{label}<br>%{value} sample(s)<extra></extra>"),
         link=dict(source=src, target=dst, value=val, color=col, customdata=hover,
                   hovertemplate="%{customdata}<extra></extra>"),

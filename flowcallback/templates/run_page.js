@@ -308,7 +308,10 @@
     var ys = acrossY(xs, src, dst, val, clusterOf);
     var trace = {type: "sankey", arrangement: "snap", valueformat: "d",
                  node: {label: labels, x: xs, y: ys, pad: 6, thickness: 12,
-                 color: "#888", customdata: customNodes,
+                 // a Prediction node in its class's colour, as on the epoch page; a layer's clusters grey
+                 color: clusterOf.map(function (c) {
+                   return colSelect.value === "Prediction" && c !== Infinity && data.colors[c] ? data.colors[c] : "#888";
+                 }), customdata: customNodes,
                  hovertemplate: "%{customdata}<br>%{value} sample(s)<extra></extra>"},
                  link: {source: src, target: dst, value: val, color: col, customdata: hover,
                         hovertemplate: "%{customdata}<extra></extra>"}};

@@ -179,6 +179,10 @@ def test_figures_for_notebooks_and_scripts(tmp_path):
     assert isinstance(run.figure(2), go.Figure)
     across = run.show("across", column="Prediction")
     assert sum(across.data[0].link.value) == len(y)
+    # a Prediction node in its class's colour (an outside probe: every node was grey); a layer's grey
+    colors = render.class_colors(3)
+    assert [colors[int(lab.split()[-1])] for lab in across.data[0].node.label] == list(across.data[0].node.color)
+    assert set(run.show("across", column="dense").data[0].node.color) == {"#888"}
     changed = run.show("across", column="Prediction", changed_only=True)
     assert sum(changed.data[0].link.value) == int((preds[1] != preds[2]).sum())
     # one class, by its index or by the name the page shows (found by an outside probe: a name, or an

@@ -82,10 +82,6 @@ def _skipped(class_name: str) -> bool:
     return class_name in SKIPPED_LAYER_TYPES or class_name.startswith("Random")
 
 
-def _joins(graph) -> Dict[str, str]:
-    return {} if graph is None else graph.joins()
-
-
 @dataclass(frozen=True)
 class ColumnChoice:
     """Which layers are the diagram's columns, and why.
@@ -150,7 +146,7 @@ def _ordered_layers(model, graph) -> List[str]:
 
 def _eligible(ordered: Sequence[str], classes: Mapping[str, str], joins: Mapping[str, str], graph) -> List[str]:
     """The layers that may be columns by default: all but :data:`SKIPPED_LAYER_TYPES`, Keras 3
-    operations only where they join tensors (:func:`_joins`)."""
+    operations only where they join tensors (:meth:`~flowcallback.core.layergraph.LayerGraph.joins`)."""
     operations = set() if graph is None else {c.name for c in graph.calls if layergraph.is_operation(c.layer)}
     return [n for n in ordered if not _skipped(classes.get(n, "")) and (n not in operations or n in joins)]
 
@@ -198,7 +194,7 @@ def choose_columns(model, layers=None, max_columns: int = MAX_COLUMNS) -> Column
     graph = _graph(model)
     ordered = _ordered_layers(model, graph)
     classes = _layer_classes(model, graph)
-    eligible = _eligible(ordered, classes, _joins(graph), graph)
+    eligible = _eligible(ordered, classes, {} if graph is None else graph.joins(), graph)
     if isinstance(layers, str) and layers == "all":
         return ColumnChoice(tuple(eligible), "all", len(eligible),
                             f"every layer ({len(eligible)}) but inputs, identities at inference (dropout, noise, "

@@ -344,6 +344,19 @@ def test_a_softmax_operation_as_the_output_starts_relevance_at_its_logits():
         np.testing.assert_allclose(ours[name], plain[name], rtol=1e-6, atol=1e-7)
 
 
+def _assert_the_attention_rule(model):
+    """An attention block "h" -> Dense "q", "k", "v" -> ... -> "out" (bias-free, inputs (5, 4)):
+    no stop, the relevance conserved through the values, none at the queries and keys."""
+    x = np.random.default_rng(0).normal(size=(7, 5, 4)).astype("float32")
+    engine = NativeLRP(model, ["h", "q", "k", "v", "out"], "lrp.z")
+    assert engine.stops == [] and engine.blocked == []
+    maps = engine.relevance(x)
+    top = model.predict(x, verbose=0).max(axis=1)
+    for name in ("h", "v", "out"):
+        np.testing.assert_allclose(maps[name].reshape(7, -1).sum(axis=1), top, rtol=1e-4, atol=1e-6, err_msg=name)
+    assert not np.any(maps["q"]) and not np.any(maps["k"])
+
+
 def test_a_causal_mask_written_with_where_keeps_the_attention_rule():
     keras = pytest.importorskip("keras", minversion="3")
     from keras import ops
@@ -355,14 +368,7 @@ def test_a_causal_mask_written_with_where_keeps_the_attention_rule():
     scores = ops.where(ops.tril(ops.ones((5, 5))) > 0, ops.matmul(q, ops.transpose(k, (0, 2, 1))), -1e9)
     o = layers.Dense(8, use_bias=False, name="o")(ops.matmul(ops.softmax(scores, axis=-1), v))
     model = keras.Model(inp, layers.Dense(3, use_bias=False, name="out")(layers.Flatten()(o)))
-    x = np.random.default_rng(0).normal(size=(7, 5, 4)).astype("float32")
-    engine = NativeLRP(model, ["h", "q", "k", "v", "out"], "lrp.z")
-    assert engine.stops == [] and engine.blocked == []
-    maps = engine.relevance(x)
-    top = model.predict(x, verbose=0).max(axis=1)
-    for name in ("h", "v", "out"):
-        np.testing.assert_allclose(maps[name].reshape(7, -1).sum(axis=1), top, rtol=1e-4, atol=1e-6, err_msg=name)
-    assert not np.any(maps["q"]) and not np.any(maps["k"])
+    _assert_the_attention_rule(model)
 
 
 def test_attention_written_with_tf_ops_in_keras_2_gets_the_attention_rule():
@@ -379,14 +385,7 @@ def test_attention_written_with_tf_ops_in_keras_2_gets_the_attention_rule():
     weights = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) / np.sqrt(8.0), axis=-1)
     o = layers.Dense(8, use_bias=False, name="o")(tf.matmul(weights, v))
     model = tf.keras.Model(inp, layers.Dense(3, use_bias=False, name="out")(layers.Flatten()(o)))
-    x = np.random.default_rng(0).normal(size=(7, 5, 4)).astype("float32")
-    engine = NativeLRP(model, ["h", "q", "k", "v", "out"], "lrp.z")
-    assert engine.stops == [] and engine.blocked == []
-    maps = engine.relevance(x)
-    top = model.predict(x, verbose=0).max(axis=1)
-    for name in ("h", "v", "out"):
-        np.testing.assert_allclose(maps[name].reshape(7, -1).sum(axis=1), top, rtol=1e-4, atol=1e-6, err_msg=name)
-    assert not np.any(maps["q"]) and not np.any(maps["k"])
+    _assert_the_attention_rule(model)
 
 
 def _augment_block():

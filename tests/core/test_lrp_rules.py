@@ -393,6 +393,49 @@ def _augment_block():
                                name="augment")
 
 
+def _grouped_pair(rank, groups, channels=4, filters=8):
+    """A model with a grouped convolution, and the same model with a dense kernel that is zero
+    across groups: the same linear map, so every rule must give both the same relevance."""
+    conv = {1: layers.Conv1D, 2: layers.Conv2D}[rank]
+    shape = (6,) * rank + (channels,)
+
+    def build(grouped):
+        inp = tf.keras.Input(shape)
+        h = conv(channels, 1, use_bias=False)(inp)
+        h = conv(filters, 3, padding="same", groups=groups if grouped else 1, activation="relu")(h)
+        return tf.keras.Model(inp, layers.Dense(5)(layers.Flatten()(h)))
+
+    tf.keras.utils.set_random_seed(0)
+    grouped, dense = build(True), build(False)
+    kernel = grouped.layers[2].get_weights()[0]  # (..., channels / groups, filters)
+    full = np.zeros(kernel.shape[:-2] + (channels, filters), "float32")
+    per_in, per_out = channels // groups, filters // groups
+    for g in range(groups):
+        outs = slice(g * per_out, (g + 1) * per_out)
+        full[..., g * per_in:(g + 1) * per_in, outs] = kernel[..., outs]
+    dense.layers[1].set_weights(grouped.layers[1].get_weights())
+    dense.layers[2].set_weights([full, grouped.layers[2].get_weights()[1]])
+    dense.layers[-1].set_weights(grouped.layers[-1].get_weights())
+    x = np.random.default_rng(1).normal(size=(3,) + shape).astype("float32")
+    np.testing.assert_allclose(grouped.predict(x, verbose=0), dense.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    return grouped, dense, x
+
+
+@pytest.mark.parametrize("rank, groups", [(2, 4), (2, 2), (1, 2)])
+@pytest.mark.parametrize("analyzer", ["lrp.epsilon", "lrp.alpha_2_beta_1", "lrp.z"])
+def test_grouped_convolutions_get_the_relevance_of_their_dense_kernel(rank, groups, analyzer):
+    """Conv2D(groups=channels) (ConvNeXt's depthwise convolutions) and grouped Conv1D/Conv2D: their
+    relevance equals that of the same map written as one dense kernel, on any CPU (TensorFlow has no
+    gradient for a grouped convolution on CPUs without oneDNN)."""
+    grouped, dense, x = _grouped_pair(rank, groups)
+    names = [grouped.layers[1].name, grouped.layers[2].name]
+    got = NativeLRP(grouped, names, analyzer).relevance(x)
+    want = NativeLRP(dense, [dense.layers[1].name, dense.layers[2].name], analyzer).relevance(x)
+    for a, b in zip(names, [dense.layers[1].name, dense.layers[2].name]):
+        assert np.abs(want[b]).max() > 0
+        np.testing.assert_allclose(got[a], want[b], rtol=1e-4, atol=1e-5 * np.abs(want[b]).max())
+
+
 def test_nested_blocks_are_descended_into():
     """A Sequential block inside a functional model, and a functional block inside a Sequential."""
     from flowcallback.core import capture

@@ -339,6 +339,31 @@ def _tf_data_format(data_format: str, rank: int) -> str:
     return ("NC" + spatial) if data_format == "channels_first" else ("N" + spatial + "C")
 
 
+def _grouped_convolution(x, kernel, strides, padding, dilations, data_format):
+    """``tf.nn.convolution`` of a grouped kernel (``Conv2D(groups=g)``: kernel ``(..., in / g, out)``),
+    made of operations whose gradients TensorFlow has on every device.
+
+    TensorFlow's own grouped convolution has no gradient on a CPU without oneDNN (AMD and other
+    CPUs without AVX-512: "Gradients for grouped convolutions are not supported on CPU"); Keras
+    trains it through XLA instead. The rules need that gradient, so: a depthwise convolution where
+    each group is one channel (ConvNeXt's 7 x 7 convolutions), else one convolution per group over
+    its slice of the channels, concatenated. Both compute the same sums as the grouped kernel.
+    """
+    axis = 1 if data_format.startswith("NC") else -1
+    channels, per_group, filters = x.shape[axis], kernel.shape[-2], kernel.shape[-1]
+    groups = channels // per_group
+    if per_group == 1 and kernel.shape.rank == 4 and axis == -1:
+        # output o of a grouped kernel reads channel o // m (m = filters / groups), as output c*m + j
+        # of a depthwise kernel (kh, kw, channels, m) reads channel c: the same order
+        depthwise = tf.reshape(kernel, tuple(kernel.shape[:2]) + (channels, filters // channels))
+        return tf.nn.depthwise_conv2d(x, depthwise, strides=[1, *strides, 1],
+                                      padding=padding, dilations=dilations, data_format=data_format)
+    xs = tf.split(x, groups, axis=axis)
+    ks = tf.split(kernel, groups, axis=-1)
+    return tf.concat([tf.nn.convolution(a, k, strides=strides, padding=padding, dilations=dilations,
+                                        data_format=data_format) for a, k in zip(xs, ks)], axis=axis)
+
+
 def _matmul_kernel(call):
     """The weight ``W`` of a Keras 3 ``ops.matmul(x, W)`` call on one tensor (a dense layer written
     by hand in a custom layer's call()), or None."""
@@ -411,11 +436,14 @@ def _linear(layer, kind: str, dtype) -> lrp_rules.Linear:
             left = dilations[0] * (cfg["kernel_size"][0] - 1)
             pads = [[0, 0], [0, 0], [left, 0]] if data_format == "channels_first" else [[0, 0], [left, 0], [0, 0]]
 
+        groups = int(cfg.get("groups", 1) or 1)
+        conv = _grouped_convolution if groups > 1 else tf.nn.convolution
+
         def fn(x, w):
             if causal:
                 x = tf.pad(x, pads)
-            out = tf.nn.convolution(x, w["kernel"], strides=strides, padding="VALID" if causal else padding.upper(),
-                                    dilations=dilations, data_format=tf_df)
+            out = conv(x, w["kernel"], strides=strides, padding="VALID" if causal else padding.upper(),
+                       dilations=dilations, data_format=tf_df)
             if "bias" in w:
                 if rank == 1 and data_format == "channels_first":
                     out += tf.reshape(w["bias"], (1, -1, 1))

@@ -19,6 +19,7 @@ import numpy as np
 
 from flowcallback import _validation as checks
 from flowcallback.core import capture, cluster, knn, store
+from flowcallback.core._inputs import Inputs, leaves
 from flowcallback.core._notes import Note, info
 from flowcallback.core.flows import RESERVED_COLUMNS
 from flowcallback.core.lrp import engines as lrp_engines
@@ -186,7 +187,12 @@ def held_out_digest(x: np.ndarray, labels: np.ndarray) -> str:
     False
     """
     h = hashlib.sha256()
-    for a in (np.ascontiguousarray(x), np.ascontiguousarray(labels, dtype=np.int64)):
+    arrays = leaves(x)
+    if isinstance(x, Inputs) and x.names is not None:  # a dict of inputs: by name, in any key order
+        order = sorted(range(len(x.names)), key=lambda i: x.names[i])
+        h.update(repr([x.names[i] for i in order]).encode())
+        arrays = [arrays[i] for i in order]
+    for a in (*map(np.ascontiguousarray, arrays), np.ascontiguousarray(labels, dtype=np.int64)):
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(memoryview(a).cast("B"))
     return h.hexdigest()[:16]
@@ -205,6 +211,7 @@ def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSetting
         Naming the argument at fault: ``layers``, ``projection_layers``, ``class_names``, ``model``
         or ``validation_data``.
     """
+    x = checks.inputs_for_model(model, x)
     columns = capture.choose_columns(model, settings.layers)
     names = list(columns.names)
     if not names:
@@ -252,7 +259,8 @@ def plan_run(model, x: np.ndarray, labels: np.ndarray, settings: SnapshotSetting
     n_classes, class_names = checks.check_against_model(model, x, labels, given, k)
     engines = cluster.choose_engines(settings.mcl_backend, settings.knn_backend)  # the run page shows engines.note
     unavailable = lrp_engines.unavailable_reason(model) if settings.lrp else ""
-    backend = (lrp_engines.choose_backend(settings.lrp_backend, model, text=np.asarray(x).dtype.kind == "U")
+    text = not isinstance(x, Inputs) and x.dtype.kind == "U"
+    backend = (lrp_engines.choose_backend(settings.lrp_backend, model, text=text, several_inputs=isinstance(x, Inputs))
                if settings.lrp and not unavailable else None)
     return RunPlan(columns=columns, layer_types=capture.layer_types(model, names), notes=tuple(notes),
                    column_notes=dict(column_notes), n_classes=n_classes, class_names=tuple(class_names), k=k,

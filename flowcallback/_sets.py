@@ -225,6 +225,7 @@ class SetsSnapshotter:
             try:
                 with warnings.catch_warnings():  # what the plan warns of, the set's own prepare says once
                     warnings.simplefilter("ignore")
+                    member.x = checks.inputs_for_model(model, member.x)
                     plan = plan_run(model, member.x, member.labels, self.settings, signed=member.signed)
                 checks.check_one_hot_width(member.y_raw, plan.n_classes)
             except ValueError as exc:

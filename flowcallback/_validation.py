@@ -10,6 +10,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from flowcallback.core._inputs import Inputs, leaves
 from flowcallback.core._keras import model_output_shape, static_shape
 from flowcallback.core._schemas import (
     MAX_CLASSES,
@@ -45,17 +46,47 @@ def _dataset_hint(what: str) -> str:
             "e.g. dataset.take(n).batch(32)")
 
 
-def _single_input(x, where: str):
-    """The array of a single-input batch; a one-entry dict (a named Input) is unwrapped."""
+def _input_batch(x, where: str):
+    """One batch's inputs: an array, or :class:`~flowcallback.core._inputs.Inputs` for a dict of
+    several inputs or a list/tuple of arrays (a multi-input model); a one-entry dict (a named Input)
+    is unwrapped."""
     if isinstance(x, dict):
-        if len(x) != 1:
-            raise ValueError(f"validation_data: {where} x is a dict of {len(x)} inputs {sorted(map(str, x))}; "
-                             "FlowCallback supports single-input models")
-        x = next(iter(x.values()))
-    elif isinstance(x, (tuple, list)):
-        raise ValueError(f"validation_data: {where} x is a {type(x).__name__} of {len(x)} inputs; "
-                         "FlowCallback supports single-input models")
+        if len(x) == 1:
+            return np.asarray(next(iter(x.values())))
+        return _several(list(x.values()), [str(k) for k in x], where)
+    if isinstance(x, (tuple, list)):
+        return _several(list(x), None, where)
     return np.asarray(x)
+
+
+def _several(arrays, names, where: str) -> Inputs:
+    arrays = [np.asarray(a) for a in arrays]
+    if len({len(a) if a.ndim else -1 for a in arrays}) != 1 or any(a.ndim == 0 for a in arrays):
+        shapes = ", ".join(str(a.shape) for a in arrays)
+        raise ValueError(f"validation_data: {where}x holds {len(arrays)} inputs of shapes {shapes}; each input "
+                         "needs one row per sample")
+    return Inputs(arrays, names)
+
+
+def _concatenate(parts):
+    """Batches of inputs (arrays, or Inputs of the same structure) joined into one."""
+    if isinstance(parts[0], Inputs):
+        if any(not isinstance(p, Inputs) or p.names != parts[0].names or len(p.arrays) != len(parts[0].arrays)
+               for p in parts):
+            raise ValueError(_dataset_hint("the batches hold different inputs"))
+        return Inputs([np.concatenate([p.arrays[i] for p in parts]) for i in range(len(parts[0].arrays))],
+                      parts[0].names)
+    if any(isinstance(p, Inputs) for p in parts):
+        raise ValueError(_dataset_hint("the batches hold different inputs"))
+    return np.concatenate(parts)
+
+
+def _per_sample_shapes(x) -> tuple:
+    return x.shapes if isinstance(x, Inputs) else x.shape[1:]
+
+
+def _x_shape(x) -> str:
+    return repr(x) if isinstance(x, Inputs) else str(x.shape)
 
 
 def _dataset_arrays(dataset, max_unknown: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -81,12 +112,12 @@ def _dataset_arrays(dataset, max_unknown: int) -> Tuple[np.ndarray, np.ndarray]:
             "the dataset yields single samples (scalar labels): it is not batched; call .batch(n)"))
     xs, ys, n = [], [], 0
     for item in dataset.as_numpy_iterator():
-        x = _single_input(item[0], "each element's")
+        x = _input_batch(item[0], "each element's ")
         y = np.asarray(item[1])
-        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+        if (not isinstance(x, Inputs) and x.ndim == 0) or y.ndim == 0 or len(x) != len(y):
             raise ValueError(_dataset_hint(
-                f"an element has x of shape {x.shape} and y of shape {y.shape}, not two batches of the same length; "
-                "is the dataset batched? call .batch(n)"))
+                f"an element has x of shape {_x_shape(x)} and y of shape {y.shape}, not two batches of the same "
+                "length; is the dataset batched? call .batch(n)"))
         xs.append(x)
         ys.append(y)
         n += len(x)
@@ -96,9 +127,9 @@ def _dataset_arrays(dataset, max_unknown: int) -> Tuple[np.ndarray, np.ndarray]:
                 "it is taken as endless. Bound it, e.g. dataset.take(n_batches)"))
     if not xs:
         raise ValueError("validation_data: the tf.data.Dataset is empty")
-    if len({x.shape[1:] for x in xs}) > 1 or len({y.shape[1:] for y in ys}) > 1:
+    if len({_per_sample_shapes(x) for x in xs}) > 1 or len({y.shape[1:] for y in ys}) > 1:
         raise ValueError(_dataset_hint("the batches have different per-sample shapes"))
-    return np.concatenate(xs), np.concatenate(ys)
+    return _concatenate(xs), np.concatenate(ys)
 
 
 def _is_batch_sequence(obj) -> bool:
@@ -127,9 +158,9 @@ def _sequence_arrays(sequence, max_samples: int) -> Tuple[np.ndarray, np.ndarray
                              "(x, y) or (x, y, sample_weight)")
         if len(item) == 3 and i == 0:
             _warn_weights_unused(f"the {name} yields (x, y, sample_weight)", stacklevel=5)
-        x, y = _single_input(item[0], f"batch {i}'s"), np.asarray(item[1])
-        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
-            raise ValueError(f"validation_data: batch {i} of the {name} has x of shape {x.shape} and y of shape "
+        x, y = _input_batch(item[0], f"batch {i}'s "), np.asarray(item[1])
+        if (not isinstance(x, Inputs) and x.ndim == 0) or y.ndim == 0 or len(x) != len(y):
+            raise ValueError(f"validation_data: batch {i} of the {name} has x of shape {_x_shape(x)} and y of shape "
                              f"{y.shape}, not two batches of the same length")
         xs.append(x)
         ys.append(y)
@@ -139,9 +170,9 @@ def _sequence_arrays(sequence, max_samples: int) -> Tuple[np.ndarray, np.ndarray
                              "for flows needs a few thousand: pass a part of it")
     if not xs:
         raise ValueError(f"validation_data: the {name} is empty")
-    if len({x.shape[1:] for x in xs}) > 1 or len({y.shape[1:] for y in ys}) > 1:
+    if len({_per_sample_shapes(x) for x in xs}) > 1 or len({y.shape[1:] for y in ys}) > 1:
         raise ValueError(f"validation_data: the batches of the {name} have different per-sample shapes")
-    return np.concatenate(xs), np.concatenate(ys)
+    return _concatenate(xs), np.concatenate(ys)
 
 
 def reshuffles(dataset) -> bool:
@@ -187,9 +218,10 @@ def canonical_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """
     import hashlib
 
-    keys = np.array([int.from_bytes(hashlib.blake2b(np.ascontiguousarray(a).tobytes()
-                                                    + np.ascontiguousarray(b).tobytes(), digest_size=8).digest(),
-                                    "little") for a, b in zip(x, y)], dtype=np.uint64)
+    arrays = leaves(x)
+    keys = np.array([int.from_bytes(hashlib.blake2b(b"".join(np.ascontiguousarray(a[i]).tobytes() for a in arrays)
+                                                    + np.ascontiguousarray(y[i]).tobytes(), digest_size=8).digest(),
+                                    "little") for i in range(len(y))], dtype=np.uint64)
     return np.argsort(keys, kind="stable")
 
 
@@ -262,37 +294,47 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
     x, y = validation_data
     if x is None or y is None:
         raise ValueError("validation_data: both x and y are needed (the labels colour the flows)")
-    if isinstance(x, dict) or _several_inputs(x, y):
-        parts = f"a dict of {len(x)} inputs" if isinstance(x, dict) else f"a {type(x).__name__} of {len(x)} arrays"
-        raise ValueError(f"validation_data: x is {parts}, one per input of a multi-input model; multi-input "
-                         "models are not supported: x must be one array")
-    if isinstance(x, (list, tuple)):
+    if isinstance(x, dict) or _several_inputs(x, y):  # one array per input of a multi-input model
+        x = _input_batch(x, "")
+    elif isinstance(x, (list, tuple)):
         try:
             x = np.asarray(x)
         except Exception:
-            raise ValueError("validation_data: x must be one array; multi-input models are not supported") from None
+            raise ValueError("validation_data: x must be one array, or one array per input of a multi-input model "
+                             "(a list with one row per sample in each, or a dict keyed by the inputs' names)") from None
         if x.dtype == object:
-            raise ValueError("validation_data: x must be one array; multi-input models are not supported")
-    x = np.asarray(x)
+            raise ValueError("validation_data: x must be one array, or one array per input of a multi-input model "
+                             "(a list with one row per sample in each, or a dict keyed by the inputs' names)")
+    x = x if isinstance(x, Inputs) else np.asarray(x)
     y = np.asarray(y)
-    if x.ndim < 1 or y.ndim < 1 or len(x) != len(y):
-        raise ValueError(f"validation_data: x and y must have the same number of samples, got {x.shape} and {y.shape}")
+    if (not isinstance(x, Inputs) and x.ndim < 1) or y.ndim < 1 or len(x) != len(y):
+        raise ValueError(f"validation_data: x and y must have the same number of samples, got {_x_shape(x)} and "
+                         f"{y.shape}")
     if len(x) == 0:
         raise ValueError("validation_data: the held-out set is empty")
     if len(x) > MAX_SAMPLES:
         raise ValueError(f"validation_data: {len(x):,} samples, more than the {MAX_SAMPLES:,} a snapshot takes "
                          "(and a run directory holds); pass a subset, e.g. (x[:10000], y[:10000])")
     x = _text_as_str(x)
-    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool and x.dtype.kind != "U":
-        raise ValueError(f"validation_data: x must be numeric, or text for a model that reads strings "
-                         f"(a TextVectorization layer), got dtype {x.dtype}")
+    for a in leaves(x):
+        if not np.issubdtype(a.dtype, np.number) and a.dtype != bool and a.dtype.kind != "U":
+            raise ValueError(f"validation_data: x must be numeric, or text for a model that reads strings "
+                             f"(a TextVectorization layer), got dtype {a.dtype}")
     _check_finite(x)
     return x, y
 
 
-def _text_as_str(x: np.ndarray) -> np.ndarray:
+def _text_as_str(x):
     """Text as NumPy strings: ``bytes`` decoded as UTF-8 (what ``tf.data`` yields), an object array of
-    ``str`` (what pandas gives) as fixed-width ``str``; anything else unchanged."""
+    ``str`` (what pandas gives) as fixed-width ``str``; anything else unchanged. Several inputs: text
+    is refused among them (a model reading strings takes them as its one input)."""
+    if isinstance(x, Inputs):
+        x = x.map(_text_as_str)
+        if any(a.dtype.kind == "U" for a in x.arrays):
+            raise ValueError("validation_data: x holds text among several inputs; FlowCallback reads text as a "
+                             "model's only input: turn it into token ids in the data pipeline (TextVectorization "
+                             "in dataset.map) and pass those")
+        return x
     if x.dtype.kind == "S":
         return np.char.decode(x, "utf-8", errors="replace")
     if x.dtype == object and x.size and all(isinstance(v, (str, bytes)) for v in x.reshape(-1)):
@@ -306,6 +348,10 @@ def _check_finite(x: np.ndarray, block_bytes: int = 64 << 20) -> None:
     their maps are non-finite at every layer, where they form a cluster apart (docs/usage.md,
     "Degenerate maps") whose note would otherwise suggest a diverging model. Checked
     ``block_bytes`` of samples at a time, so that a large set costs no copy of itself."""
+    if isinstance(x, Inputs):
+        for a in x.arrays:
+            _check_finite(a, block_bytes)
+        return
     if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.complexfloating):
         return
     per = max(1, block_bytes // max(1, x[:1].nbytes))
@@ -519,17 +565,35 @@ def binary_threshold(model, x=None, *, signed: bool = False) -> Tuple[float, str
                  "regression, its flows and accuracy mean nothing")
 
 
+def inputs_for_model(model, x):
+    """The held-out inputs as the model takes them: one array for a single-input model; for a model
+    with several inputs, one array per input in the order of ``model.inputs`` (a dict's keys matched
+    to the inputs' names). Raises ValueError naming ``validation_data`` where they do not match."""
+    inputs = getattr(model, "inputs", None) or []
+    if isinstance(x, Inputs):
+        if len(inputs) == 1:
+            raise ValueError(f"validation_data: x holds {len(x.arrays)} arrays ({x!r}), but the model has one input; "
+                             "pass one array")
+        return x.for_model(model) if inputs else x
+    if len(inputs) > 1:
+        raise ValueError(f"validation_data: x is one array of shape {x.shape}, but the model has {len(inputs)} inputs; "
+                         "pass one array per input: a list in the order of model.inputs, or a dict keyed by the "
+                         "inputs' names")
+    return x
+
+
 def check_against_model(model, x, y_labels, class_names: Optional[Sequence[str]], k_needed: int):
-    """Check the held-out data and names against the model; return (n_classes, class_names)."""
-    inputs = getattr(model, "inputs", None)
-    if inputs is not None and len(inputs) > 1:
-        raise ValueError(f"model: FlowCallback supports single-input models; this model has {len(inputs)} inputs")
+    """Check the held-out data (as :func:`inputs_for_model` gives it) and names against the model;
+    return (n_classes, class_names)."""
+    inputs = getattr(model, "inputs", None) or []
     input_shape = static_shape(model, "input_shape")  # None for a subclassed model: output_classes calls it
-    expected = tuple(input_shape)[1:] if input_shape is not None and not isinstance(input_shape, list) else None
-    if expected is not None:
-        got = tuple(x.shape[1:])
-        if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
-            raise ValueError(f"validation_data: x has per-sample shape {got}, but the model expects {expected}")
+    if input_shape is not None:
+        expected = [tuple(t.shape) for t in inputs] if len(inputs) > 1 else [input_shape]
+        for i, (shape, a) in enumerate(zip(expected, leaves(x))):
+            want, got = tuple(shape)[1:], tuple(a.shape[1:])
+            if len(got) != len(want) or any(e is not None and e != g for e, g in zip(want, got)):
+                which = f"x's array {i} (for input {i}) has" if isinstance(x, Inputs) else "x has"
+                raise ValueError(f"validation_data: {which} per-sample shape {got}, but the model expects {want}")
     n_classes = output_classes(model, x)
     if n_classes > MAX_CLASSES:
         raise ValueError(f"model: {n_classes:,} classes (outputs), more than the {MAX_CLASSES:,} a run directory holds")

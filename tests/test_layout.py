@@ -15,7 +15,7 @@ import flowcallback.core
 
 PACKAGE = Path(flowcallback.__file__).parent
 CORE = Path(flowcallback.core.__file__).parent
-HELPERS = ["_params", "_keras", "_notes", "_priority", "_files", "_npz", "_schemas", "_mcl_kernel", "_accel"]
+HELPERS = ["_params", "_inputs", "_keras", "_notes", "_priority", "_files", "_npz", "_schemas", "_mcl_kernel", "_accel"]
 ORDER = HELPERS + ["layergraph", "embed", "aggregate", "neurons", "capture", "outputs", "lrp", "knn", "cluster",
                    "match", "flows", "metrics", "project", "stages", "history", "compare", "sets", "render",
                    "views_figures", "runpage", "tensorboard", "store"]

@@ -39,7 +39,8 @@ Output
     ``store``: the run directory's format: versioned JSON + npz files of each epoch, written
     atomically and read back as untrusted input (:func:`flowcallback.load_run` reads it for scripts).
 
-Helpers: ``_params`` (parameter constraints), ``_keras`` (Keras 2 and 3), ``_notes`` (typed notes),
+Helpers: ``_params`` (parameter constraints), ``_inputs`` (the held-out inputs of a model with several
+inputs), ``_keras`` (Keras 2 and 3), ``_notes`` (typed notes),
 ``_priority`` (thread niceness), ``_files`` (atomic writes, safe reads), ``_npz`` (the hardened npz
 reader), ``_schemas`` (the JSON schemas), ``_mcl_kernel`` (the compiled MCL kernel), ``_accel`` (kNN
 and MCL with ``keras.ops``, for a GPU).

@@ -219,7 +219,9 @@ def model_output_shape(model, x=None):
         return shape
     import numpy as np
 
-    out = model(x[:1], training=False)
+    from flowcallback.core._inputs import model_batch
+
+    out = model(model_batch(x[:1]), training=False)
     if isinstance(out, dict):
         out = list(out.values())
     if isinstance(out, (list, tuple)):

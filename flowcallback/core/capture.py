@@ -15,6 +15,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from flowcallback.core import layergraph
+from flowcallback.core._inputs import Inputs, model_batch
 from flowcallback.core._keras import inbound_layers
 from flowcallback.core._notes import name_list
 from flowcallback.core.aggregate import LayerClassMeans
@@ -452,8 +453,12 @@ def branch_layout(model, layer_names: Sequence[str]) -> Tuple[List[str], Dict[st
     classes = _layer_classes(model, _graph(model))
     # a model with many branch points (DenseNet121: 58 joins) is summarised: a note stays one sentence
     join_text = name_list(f"{n} ({classes.get(n, '?')})" for n in joins) or "none"
+    n_inputs = len(getattr(model, "inputs", None) or [])
+    split = f"branches split at {name_list(forks) or 'the input'}"
+    if n_inputs > 1:
+        split = f"branches start at its {n_inputs} inputs" + (f" and split at {name_list(forks)}" if forks else "")
     note = (
-        f"Branching model (branches split at {name_list(forks) or 'the input'}; join at {join_text}). "
+        f"Branching model ({split}; join at {join_text}). "
         "Columns follow one topological order of the selected layers, left to right; where two consecutive "
         "columns are parallel branches (marked on the column), the flows between them link the clusters of the "
         "same samples, not a data path."
@@ -586,7 +591,7 @@ def _forward_fn(model, layer_names):
         out_key = graph.outputs[0]
 
         def run(xb):
-            values = graph.run(xb, keep=layer_names)
+            values = graph.run(model_batch(xb), keep=layer_names)
             return [np.asarray(values[n]) for n in layer_names], np.asarray(values[out_key]), _logits(values[out_key])
 
         return run
@@ -617,7 +622,7 @@ def _hooked_forward(model, layer_names):
 
             layer.call = recording
         try:
-            out = model(xb, training=False)
+            out = model(_call_batch(xb), training=False)
         finally:
             for layer in layers.values():
                 try:
@@ -630,6 +635,14 @@ def _hooked_forward(model, layer_names):
         return [np.asarray(got[n]) for n in layer_names], np.asarray(out), _logits(out)
 
     return run
+
+
+def _call_batch(xb):
+    """A batch as ``model(...)`` takes it: a dict of several inputs as the held-out set gave it
+    (a subclassed model's call() reads its keys), else :func:`~flowcallback.core._inputs.model_batch`."""
+    if isinstance(xb, Inputs) and xb.names is not None:
+        return dict(zip(xb.names, xb.arrays))
+    return model_batch(xb)
 
 
 def _logits(output) -> Optional[np.ndarray]:
@@ -664,6 +677,8 @@ def text_anchor(model, x) -> Optional[int]:
     >>> text_anchor(model, np.array(["a b", "d c b a", "c"]))
     1
     """
+    if isinstance(x, Inputs):  # several inputs: no text among them (validation refuses it)
+        return None
     x = np.asarray(x)
     if x.dtype.kind != "U" or not len(x):
         return None
@@ -712,7 +727,9 @@ def capture_activations(
     Parameters
     ----------
     model : keras.Model
-    x : ndarray of shape (n_samples, ...)
+    x : ndarray of shape (n_samples, ...), or Inputs
+        The held-out inputs; for a model with several inputs, an
+        :class:`~flowcallback.core._inputs.Inputs` in the model's input order.
     layer_names : sequence of str
     batch_size : int, default=256
     progress : callable, optional

@@ -33,6 +33,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from flowcallback.core._inputs import Inputs
+
 __all__ = ["UnitClusters", "unit_profiles", "cluster_units", "seriate", "cluster_matrix", "top_samples",
            "neuron_clusters", "default_n_clusters", "thumbnails", "MAX_LINKAGE_UNITS", "MAX_CLUSTERS", "MAX_TOP",
            "THUMBNAIL_SIZE"]
@@ -423,8 +425,9 @@ def thumbnails(x, samples, *, size: int = THUMBNAIL_SIZE) -> Optional[np.ndarray
 
     Parameters
     ----------
-    x : array-like of shape (n_samples, ...)
-        The held-out inputs.
+    x : array-like of shape (n_samples, ...), or Inputs
+        The held-out inputs; of a model with several inputs, the one input that is an image is
+        drawn (none where none or several are).
     samples : array-like of int
         The samples to draw.
     size : int, default=32
@@ -445,6 +448,11 @@ def thumbnails(x, samples, *, size: int = THUMBNAIL_SIZE) -> Optional[np.ndarray
     True
     """
     size = _check_int(size, "size", 4, THUMBNAIL_SIZE)
+    if isinstance(x, Inputs):  # several inputs: the pictures of the one that is an image, if one is
+        images = [a for a in x.arrays if thumbnails(a[:1], [0], size=size) is not None]
+        if len(images) != 1:
+            return None
+        x = images[0]
     shape = tuple(np.shape(x))
     if len(shape) not in (3, 4) or min(shape[1:3]) < 4 or (len(shape) == 4 and shape[3] not in (1, 3)):
         return None

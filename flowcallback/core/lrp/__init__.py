@@ -145,8 +145,10 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
     ----------
     model : keras.Model
         A classifier with one output; its output softmax is left out for the analysis.
-    x : array-like or list of array-like
-        Samples (a batch axis first), or a list of strings for a model that reads text.
+    x : array-like, list of array-like or dict
+        Samples (a batch axis first), or a list of strings for a model that reads text. For a
+        model with several inputs, one array per input: a list in the order of ``model.inputs``,
+        or a dict keyed by the inputs' names.
     layers : list of str, optional
         Layer names. Default: every layer of the model but the input layers (a custom layer by
         its own name; of the Keras 3 operations between layers, those that join tensors, such as
@@ -201,6 +203,11 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
 
     _params.check("backend", backend, BACKEND)
     _params.check("analyzer", analyzer, ANALYZER)
+    if isinstance(x, dict):  # keyed by input names: the arrays in the model's input order
+        from flowcallback.core._inputs import Inputs
+
+        x = (np.asarray(next(iter(x.values()))) if len(x) == 1
+             else list(Inputs(list(x.values()), [str(k) for k in x]).for_model(model).arrays))
     if backend == "native" or (backend == "auto" and analyzer in ANALYZERS):
         if backend == "native" and analyzer not in ANALYZERS:
             raise ValueError(f"analyzer: the native engine knows {sorted(ANALYZERS)}, got {analyzer!r} "

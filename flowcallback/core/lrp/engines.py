@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from flowcallback.core import _params
+from flowcallback.core._inputs import model_batch
 from flowcallback.core._keras import clone_model, is_keras3
 from flowcallback.core.aggregate import LayerClassMeans
 from flowcallback.core.capture import _bounded_batch, anchored_batches, text_anchor
@@ -58,24 +59,28 @@ def check_backend(backend: str, analyzer: str) -> str:
     return backend
 
 
-def choose_backend(backend: str, model, *, text: bool = False) -> str:
+def choose_backend(backend: str, model, *, text: bool = False, several_inputs: bool = False) -> str:
     """``"native"`` or ``"innvestigate"`` for this model.
 
     ``"auto"`` is iNNvestigate where it is installed and the model is a Keras 2 model (the only
-    Keras it analyses), as the design names it the LRP reference; the native engine elsewhere, and
-    for a model that reads ``text`` (strings: iNNvestigate's analyzers take numeric inputs).
+    Keras it analyses), as the design names it the LRP reference; the native engine elsewhere, for
+    a model that reads ``text`` (strings: iNNvestigate's analyzers take numeric inputs) and for one
+    with ``several_inputs`` (the worker that runs iNNvestigate takes one array).
 
     Raises
     ------
     ValueError
-        For ``"innvestigate"`` asked for a model that reads text.
+        For ``"innvestigate"`` asked for a model that reads text or has several inputs.
     """
     if backend == "innvestigate" and text:
         raise ValueError("lrp_backend: 'innvestigate' analyses numeric inputs, and this model reads text "
                          "(its held-out x is strings); use 'native' or 'auto'")
+    if backend == "innvestigate" and several_inputs:
+        raise ValueError("lrp_backend: 'innvestigate' runs here on single-input models, and this model has several "
+                         "inputs; use 'native' or 'auto'")
     if backend != "auto":
         return backend
-    if text:
+    if text or several_inputs:
         return "native"
     return "innvestigate" if innvestigate_installed() and not is_keras3(model) else "native"
 
@@ -191,13 +196,13 @@ class NativeEngine:
             # one that cannot be traced at all leaves the eager pass
             try:
                 compiled = engine.compiled(min(self._batch_size, len(x)) + (self._anchor is not None))
-                if compiled.verify(np.asarray(x[:VERIFY_SAMPLES])):
+                if compiled.verify(model_batch(x[:VERIFY_SAMPLES])):
                     self._compiled = compiled
             except Exception:
                 self._compiled = None
         if self._compiled is None:
             try:  # any failure of the reverse pass shows now, not at every epoch
-                engine.relevance(np.asarray(x[:1]))
+                engine.relevance(model_batch(x[:1]))
             except Exception as exc:  # the caller goes on without LRP (a ValueError would stop training)
                 raise RuntimeError(f"the relevance pass fails on this model ({type(exc).__name__}: "
                                    f"{' '.join(str(exc).split())})") from exc
@@ -227,9 +232,9 @@ class NativeEngine:
         finite = all_finite(src)
         for start, batch, size in anchored_batches(self._x, self._batch_size, self._anchor):
             if self._compiled is not None:
-                maps = self._compiled.relevance(batch, weights_finite=finite)
+                maps = self._compiled.relevance(model_batch(batch), weights_finite=finite)
             else:
-                maps = self._engine.relevance(batch)
+                maps = self._engine.relevance(model_batch(batch))
             for name, value in maps.items():
                 value = value[:size]
                 if name in embedders:

@@ -326,15 +326,10 @@ def check_validation_data(validation_data, *, max_unknown_cardinality: int = MAX
 
 def _text_as_str(x):
     """Text as NumPy strings: ``bytes`` decoded as UTF-8 (what ``tf.data`` yields), an object array of
-    ``str`` (what pandas gives) as fixed-width ``str``; anything else unchanged. Several inputs: text
-    is refused among them (a model reading strings takes them as its one input)."""
+    ``str`` (what pandas gives) as fixed-width ``str``; anything else unchanged; each of several inputs
+    alike (a categorical feature read by a ``StringLookup``)."""
     if isinstance(x, Inputs):
-        x = x.map(_text_as_str)
-        if any(a.dtype.kind == "U" for a in x.arrays):
-            raise ValueError("validation_data: x holds text among several inputs; FlowCallback reads text as a "
-                             "model's only input: turn it into token ids in the data pipeline (TextVectorization "
-                             "in dataset.map) and pass those")
-        return x
+        return x.map(_text_as_str)
     if x.dtype.kind == "S":
         return np.char.decode(x, "utf-8", errors="replace")
     if x.dtype == object and x.size and all(isinstance(v, (str, bytes)) for v in x.reshape(-1)):

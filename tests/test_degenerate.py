@@ -302,6 +302,12 @@ def test_a_layer_of_one_cluster_says_why(tally):
     # timeseries Transformer normalises one value, and the note advised a higher inflation)
     assert note.startswith("all 60 samples in one cluster: every one has the same map here (to 0.1%), so this "
                            "layer's output does not depend on the input") and "inflation=" not in note
+    # one unit of many values, all positive (a sigmoid output's relevance, a normalised one-feature
+    # input: found by an outside probe of a structured-data model): not "the same map", its sign
+    one_unit = embed(np.random.default_rng(4).uniform(0.1, 5.0, size=(60, 1)))
+    note = layer_note(one_unit, cluster_layer(one_unit, 8, 2.0), 8)
+    assert note == ("all 60 samples in one cluster: this layer's map is one value per sample, and cosine "
+                    "similarity sees only its sign, the same for every one here")
     close = np.tile(rng.normal(size=24), (60, 1)) + rng.normal(size=(60, 24)) * 1e-2
     v_close = embed(close)
     note = layer_note(v_close, cluster_layer(v_close, 8, 2.0), 8)

@@ -192,3 +192,45 @@ def test_a_run_resumed_with_the_dict_in_another_key_order_continues(tmp_path, tr
     assert run.epochs == [1, 2] and run.errors() == {}
     cmp = run.compare(1, 2)  # the same held-out set: comparable, and the same weights change nothing
     assert (cmp.layers["changed_samples"] == 0).all()
+
+
+@pytest.mark.slow
+def test_a_structured_data_model_with_string_features_from_tf_data(tmp_path):
+    """keras.io's structured-data tutorial's way: one Input per feature (a number, an integer code, a
+    string category), preprocessing layers in the model, the data as a tf.data dataset of dicts."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    n = 500
+    age = rng.normal(50, 10, (n, 1)).astype("float32")
+    thal = rng.choice(["normal", "fixed", "reversible"], (n, 1))
+    sex = rng.integers(0, 2, (n, 1))
+    y = ((age[:, 0] > 50) ^ (thal[:, 0] == "fixed")).astype("int32")
+    inputs = {"age": keras.Input((1,), name="age"), "thal": keras.Input((1,), name="thal", dtype="string"),
+              "sex": keras.Input((1,), name="sex", dtype="int64")}
+    norm = layers.Normalization()
+    norm.adapt(age)
+    lookup = layers.StringLookup(output_mode="one_hot")
+    lookup.adapt(thal)
+    codes = layers.IntegerLookup(output_mode="one_hot")
+    codes.adapt(sex)
+    h = layers.concatenate([norm(inputs["age"]), lookup(inputs["thal"]), codes(inputs["sex"])])
+    h = layers.Dropout(0.2)(layers.Dense(16, activation="relu")(h))
+    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid")(h))
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    data = {"age": age, "thal": thal, "sex": sex}
+
+    def dataset(part):
+        return tf.data.Dataset.from_tensor_slices(({k: v[part] for k, v in data.items()}, y[part])).batch(32)
+
+    cb = FlowCallback(dataset(slice(400, None)), log_dir=tmp_path, epochs=[0, 2], k=10, verbose=0)
+    model.fit(dataset(slice(0, 400)), epochs=2, verbose=0, callbacks=[cb])
+    run = load_run(tmp_path)
+    assert run.epochs == [0, 2] and run.errors() == {}
+    act, lrp = run.epoch(2, "activations"), run.epoch(2, "lrp")
+    assert {"normalization", "concatenate", "dense"} <= set(act.column_names)
+    assert lrp.column_names == act.column_names and conserved(act) and conserved(lrp)
+    expected = (model.predict(dataset(slice(400, None)), verbose=0)[:, 0] > 0.5).astype(int)
+    np.testing.assert_array_equal(act.predictions, expected)
+    # relevance stops at the lookups (no rule), before every column: said once, no column lost
+    assert any("StringLookup" in str(note) and "every column has its LRP flows" in str(note) for note in lrp.notes)

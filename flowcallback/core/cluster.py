@@ -491,6 +491,10 @@ def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int, analysis: str = 
     >>> same = embed(np.ones((40, 8)))  # a layer whose output does not depend on the input
     >>> layer_note(same, cluster_layer(same, 10, 2.0), 10)[:70]
     'all 40 samples in one cluster: every one has the same map here (to 0.1'
+    >>> one_unit = embed(np.random.default_rng(0).uniform(1, 2, (40, 1)))  # positive, of many sizes
+    >>> note = layer_note(one_unit, cluster_layer(one_unit, 10, 2.0), 10)
+    >>> note.endswith("one value per sample, and cosine similarity sees only its sign, the same for every one here")
+    True
     >>> close = embed(np.ones((40, 8)) + np.random.default_rng(0).normal(0, 0.02, (40, 8)))
     >>> layer_note(close, cluster_layer(close, 10, 2.0), 10)[:60]
     'all 40 samples in one cluster: their maps point almost the s'
@@ -521,6 +525,10 @@ def layer_note(vectors: np.ndarray, labels: np.ndarray, k: int, analysis: str = 
         rows = np.asarray(vectors, dtype=np.float64)[regular, :-1]
         # one map for all (to rounding: a LayerNormalization over one value multiplies its rounding errors
         # by 1 / sqrt(epsilon)): no inflation= can split them
+        if rows.shape[1] == 1:  # one unit (a one-feature input's normalisation, a sigmoid output's relevance)
+            parts.append(f"all {n_regular} {which} in one cluster: this layer's map is one value per sample, "
+                         "and cosine similarity sees only its sign, the same for every one here")
+            return "; ".join(parts)
         if float(np.ptp(rows, axis=0).max(initial=0.0)) <= SAME_MAP_SPREAD or cosine >= 1 - 1e-6:
             parts.append(f"all {n_regular} {which} in one cluster: every one has the same map here (to "
                          f"{SAME_MAP_SPREAD:.1%}), so this layer's output does not depend on the input (a "

@@ -263,7 +263,8 @@ class FlowCallback(tf.keras.callbacks.Callback):
     def held_out(self):
         """``(x, labels)``: the held-out set as arrays, as read from ``validation_data`` (a
         ``tf.data.Dataset`` is read once, at construction), and its integer class labels;
-        ``{name: (x, labels)}`` with several named sets."""
+        ``{name: (x, labels)}`` with several named sets. For a model with several inputs, x is a
+        dict of arrays by input name (a list where they were given as one)."""
         return self._snapshotter.held_out
 
     @property

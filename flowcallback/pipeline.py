@@ -36,6 +36,7 @@ from flowcallback._progress import SnapshotProgress
 from flowcallback._relevance import RelevanceStage
 from flowcallback._threads import SnapshotThreads
 from flowcallback.core import neurons, project, render, runpage, stages, store
+from flowcallback.core._inputs import Inputs
 from flowcallback.core._notes import info
 from flowcallback.core.flows import ANALYSIS_LABELS, EpochViews
 from flowcallback.exceptions import SnapshotError
@@ -98,8 +99,12 @@ class Snapshotter:
 
     @property
     def held_out(self):
-        """``(x, labels)``: the held-out set as arrays and its integer class labels."""
-        return self.x, self.labels
+        """``(x, labels)``: the held-out set as arrays and its integer class labels (x a dict or
+        list of arrays for several inputs)."""
+        x = self.x
+        if isinstance(x, Inputs):
+            x = dict(zip(x.names, x.arrays)) if x.names is not None else list(x.arrays)
+        return x, self.labels
 
     @property
     def engine(self):

@@ -234,3 +234,13 @@ def test_a_structured_data_model_with_string_features_from_tf_data(tmp_path):
     np.testing.assert_array_equal(act.predictions, expected)
     # relevance stops at the lookups (no rule), before every column: said once, no column lost
     assert any("StringLookup" in str(note) and "every column has its LRP flows" in str(note) for note in lrp.notes)
+
+
+def test_the_callback_gives_back_the_held_out_inputs_as_a_dict(digits):
+    (_, _), (x_te, y_te) = digits
+    meta = _meta(x_te[:40], y_te[:40])
+    x, labels = FlowCallback(({"meta": meta, "image": x_te[:40]}, y_te[:40]), log_dir="unused", verbose=0).held_out
+    assert sorted(x) == ["image", "meta"]
+    np.testing.assert_array_equal(x["image"], x_te[:40])
+    np.testing.assert_array_equal(x["meta"], meta)
+    np.testing.assert_array_equal(labels, y_te[:40])

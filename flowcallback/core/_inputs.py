@@ -91,8 +91,8 @@ class Inputs:
         return Inputs([fn(a) for a in self._arrays], self._names)
 
     def for_model(self, model) -> Inputs:
-        """The arrays in the order of ``model.inputs`` (a list, as the model and the relevance engine
-        take it), dict keys matched to the inputs' names.
+        """The arrays in the order of ``model.inputs`` (:func:`model_batch` gives them as the list the
+        layer graph and the relevance engine take), dict keys matched to the inputs' names.
 
         Raises
         ------
@@ -111,7 +111,7 @@ class Inputs:
             raise ValueError(f"validation_data: x is a dict with keys {sorted(self._names)}, the model's inputs are "
                              f"named {wanted}; key each array by its Input's name")
         by_name = dict(zip(self._names, self._arrays))
-        return Inputs([by_name[n] for n in wanted])
+        return Inputs([by_name[n] for n in wanted], wanted)
 
 
 def _input_names(model, inputs) -> list:

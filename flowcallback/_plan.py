@@ -187,12 +187,10 @@ def held_out_digest(x: np.ndarray, labels: np.ndarray) -> str:
     False
     """
     h = hashlib.sha256()
-    arrays = leaves(x)
-    if isinstance(x, Inputs) and x.names is not None:  # a dict of inputs: by name, in any key order
-        order = sorted(range(len(x.names)), key=lambda i: x.names[i])
-        h.update(repr([x.names[i] for i in order]).encode())
-        arrays = [arrays[i] for i in order]
-    for a in (*map(np.ascontiguousarray, arrays), np.ascontiguousarray(labels, dtype=np.int64)):
+    # several inputs: each array, in the model's input order once the callback has ordered them
+    # (:func:`flowcallback._validation.inputs_for_model`), so a dict in any key order and the list
+    # of the same arrays are one held-out set
+    for a in (*map(np.ascontiguousarray, leaves(x)), np.ascontiguousarray(labels, dtype=np.int64)):
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(memoryview(a).cast("B"))
     return h.hexdigest()[:16]

@@ -85,6 +85,17 @@ def _per_sample_shapes(x) -> tuple:
     return x.shapes if isinstance(x, Inputs) else x.shape[1:]
 
 
+def _signature(x):
+    """Per-sample shapes, by input name where there are names (a dict, in any key order)."""
+    if isinstance(x, Inputs) and x.names is not None:
+        return tuple(sorted(zip(x.names, x.shapes)))
+    return _per_sample_shapes(x)
+
+
+def _described(x) -> str:
+    return repr(x) if isinstance(x, Inputs) else str(x.shape[1:])
+
+
 def _x_shape(x) -> str:
     return repr(x) if isinstance(x, Inputs) else str(x.shape)
 
@@ -463,7 +474,7 @@ def output_classes(model, x=None) -> int:
     try:
         shape = model_output_shape(model, x)
     except Exception as exc:  # a subclassed model that cannot take x
-        shape = tuple(np.shape(x))[1:] if x is not None else ()
+        shape = _described(x) if isinstance(x, Inputs) else (tuple(np.shape(x))[1:] if x is not None else ())
         raise ValueError(f"validation_data: the model cannot be called on x of per-sample shape {shape} "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     if isinstance(shape, list):
@@ -569,12 +580,30 @@ def inputs_for_model(model, x):
         if len(inputs) == 1:
             raise ValueError(f"validation_data: x holds {len(x.arrays)} arrays ({x!r}), but the model has one input; "
                              "pass one array")
-        return x.for_model(model) if inputs else x
+        if not inputs:
+            return x
+        x = x.for_model(model)
+        return Inputs([_fit_rank(a, t) for a, t in zip(x.arrays, inputs)], x.names)
     if len(inputs) > 1:
         raise ValueError(f"validation_data: x is one array of shape {x.shape}, but the model has {len(inputs)} inputs; "
                          "pass one array per input: a list in the order of model.inputs, or a dict keyed by the "
                          "inputs' names")
-    return x
+    return _fit_rank(x, inputs[0]) if inputs else x
+
+
+def _fit_rank(a: np.ndarray, tensor) -> np.ndarray:
+    """``a`` as Keras would feed it to the input ``tensor``: a column of one value per sample
+    ``(n,)`` for an ``Input((1,))`` gets its axis (pandas columns, ``dict(df)``), ``(n, 1)`` for an
+    ``Input(())`` loses it; anything else unchanged (the shape check names it)."""
+    try:
+        rank = len(tensor.shape)
+    except (AttributeError, TypeError, ValueError):
+        return a
+    if a.ndim == 1 and rank == 2 and tensor.shape[-1] == 1:
+        return a[:, None]
+    if a.ndim == 2 and a.shape[1] == 1 and rank == 1:
+        return a[:, 0]
+    return a
 
 
 def check_against_model(model, x, y_labels, class_names: Optional[Sequence[str]], k_needed: int):
@@ -587,7 +616,8 @@ def check_against_model(model, x, y_labels, class_names: Optional[Sequence[str]]
         for i, (shape, a) in enumerate(zip(expected, leaves(x))):
             want, got = tuple(shape)[1:], tuple(a.shape[1:])
             if len(got) != len(want) or any(e is not None and e != g for e, g in zip(want, got)):
-                which = f"x's array {i} (for input {i}) has" if isinstance(x, Inputs) else "x has"
+                which = ((f"x[{x.names[i]!r}] has" if x.names is not None else f"x's array {i} (for input {i}) has")
+                         if isinstance(x, Inputs) else "x has")
                 raise ValueError(f"validation_data: {which} per-sample shape {got}, but the model expects {want}")
     n_classes = output_classes(model, x)
     if n_classes > MAX_CLASSES:
@@ -748,9 +778,10 @@ model), got (3,) for 'a' and (5,) for 'b'
         out.append((name, x, y))
     first, x0, y0 = out[0]
     for name, x, y in out[1:]:
-        if x.shape[1:] != x0.shape[1:]:
+        if _signature(x) != _signature(x0):
             raise ValueError(f"validation_data: the held-out sets must have one per-sample input shape (they go "
-                             f"through one model), got {x0.shape[1:]} for {first!r} and {x.shape[1:]} for {name!r}")
+                             f"through one model), got {_described(x0)} for {first!r} and {_described(x)} for "
+                             f"{name!r}")
         if _one_hot_width(y) not in (None, _one_hot_width(y0)) and _one_hot_width(y0) is not None:
             raise ValueError(f"validation_data: the held-out sets have different numbers of classes: one-hot labels "
                              f"of {_one_hot_width(y0)} for {first!r} and {_one_hot_width(y)} for {name!r}")

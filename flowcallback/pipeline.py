@@ -135,6 +135,7 @@ class Snapshotter:
         self._former_info, self._held, self._written_in_fit = None, (), 0
         self.disabled = ""  # a new fit tries again (the log_dir may have become writable)
         self.x = checks.inputs_for_model(model, self.x)  # several inputs: in the model's order
+        self.held_out_digest = held_out_digest(self.x, self.labels)  # of the arrays in that order
         plan = plan_run(model, self.x, self.labels, s, signed=self.signed)
         if self.reordered:
             plan = replace(plan, notes=(*plan.notes, info(

@@ -100,10 +100,10 @@ def test_several_inputs_held_out_in_any_key_order_are_one_held_out_set(trained):
     ordered_a, ordered_b = a.for_model(model), b.for_model(model)
     for u, v in zip(ordered_a.arrays, ordered_b.arrays):
         np.testing.assert_array_equal(u, v)
-    # the run records one digest for the set, whatever the dict's key order (a resume compares it)
-    assert held_out_digest(a, y) == held_out_digest(b, y)
-    assert held_out_digest(a, y) != held_out_digest(Inputs([x, meta + 1], ["image", "meta"]), y)
-    assert held_out_digest(a, y) != held_out_digest(Inputs([x, meta], ["image", "metadata"]), y)
+    # the run records one digest for the set (a resume compares it), whatever the dict's key order,
+    # and the same for the list of the same arrays
+    assert held_out_digest(ordered_a, y) == held_out_digest(ordered_b, y) == held_out_digest(Inputs([x, meta]), y)
+    assert held_out_digest(ordered_a, y) != held_out_digest(Inputs([x, meta + 1]), y)
 
 
 def transformer_with_padding_mask(length=16, vocabulary=50):
@@ -155,7 +155,7 @@ def test_several_inputs_that_do_not_match_the_model_are_refused_before_training(
         ((x, y), r"^validation_data: x is one array of shape \(60, 8, 8, 1\), but the model has 2 inputs; pass one "
                  r"array per input"),
         (({"image": x, "metadata": meta}, y), r"^validation_data: x is a dict with keys \['image', 'metadata'\], "
-                                              r"the model's inputs are named \['image', 'meta'\]"),
+                                              r"the model's inputs are keyed \['image', 'meta'\]"),
         (([x, meta, meta], y), r"^validation_data: x holds 3 arrays, the model has 2 input\(s\)"),
         (([meta, x], y), r"^validation_data: x's array 0 \(for input 0\) has per-sample shape \(2,\), but the model "
                          r"expects \(8, 8, 1\)"),
@@ -184,14 +184,16 @@ def test_explicit_innvestigate_backend_is_refused_for_several_inputs(tmp_path, t
     assert not (tmp_path / "run.json").exists()
 
 
-def test_a_run_resumed_with_the_dict_in_another_key_order_continues(tmp_path, trained):
+def test_a_run_resumed_with_the_dict_in_another_key_order_or_a_list_continues(tmp_path, trained):
     model, (x, meta, y) = trained
     snapshot(model, ({"image": x, "meta": meta}, y), tmp_path, epoch=1, k=10, verbose=0)
     snapshot(model, ({"meta": meta, "image": x}, y), tmp_path, epoch=2, k=10, verbose=0)
+    snapshot(model, ([x, meta], y), tmp_path, epoch=3, k=10, verbose=0)  # found by an outside probe
     run = load_run(tmp_path)
-    assert run.epochs == [1, 2] and run.errors() == {}
-    cmp = run.compare(1, 2)  # the same held-out set: comparable, and the same weights change nothing
-    assert (cmp.layers["changed_samples"] == 0).all()
+    assert run.epochs == [1, 2, 3] and run.errors() == {}
+    for later in (2, 3):
+        cmp = run.compare(1, later)  # the same held-out set: comparable, and the same weights change nothing
+        assert (cmp.layers["changed_samples"] == 0).all()
 
 
 @pytest.mark.slow
@@ -244,3 +246,83 @@ def test_the_callback_gives_back_the_held_out_inputs_as_a_dict(digits):
     np.testing.assert_array_equal(x["image"], x_te[:40])
     np.testing.assert_array_equal(x["meta"], meta)
     np.testing.assert_array_equal(labels, y_te[:40])
+
+
+# Found by an outside probe of several inputs (each was a crash, a failed snapshot or a refusal of
+# what Keras takes).
+
+def test_several_held_out_sets_of_several_inputs(tmp_path, digits, trained):
+    model, (x, meta, y) = trained
+    sets = {"first": ({"image": x[:70], "meta": meta[:70]}, y[:70]),
+            "second": ({"meta": meta[70:], "image": x[70:]}, y[70:])}
+    cb = FlowCallback(sets, log_dir=tmp_path, epochs=[0], k=5, verbose=0)
+    (x_tr, y_tr), _ = digits
+    model.fit({"image": x_tr[:64], "meta": _meta(x_tr[:64], y_tr[:64])}, y_tr[:64], epochs=1, verbose=0, callbacks=[cb])
+    for name, (_, labels) in sets.items():
+        run = load_run(tmp_path / name)
+        assert run.epochs == [0] and run.errors() == {} and run.analyses(0) == ["activations", "lrp"]
+        np.testing.assert_array_equal(run.epoch(0).labels, labels)
+
+
+def test_a_subclassed_model_whose_call_reads_a_dict(tmp_path, digits):
+    class TwoInputs(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.flat = layers.Conv2D(4, 3, activation="relu"), layers.Flatten()
+            self.meta, self.out = layers.Dense(4, activation="relu"), layers.Dense(10, activation="softmax")
+
+        def call(self, inputs):
+            h = layers.concatenate([self.flat(self.conv(inputs["image"])), self.meta(inputs["meta"])])
+            return self.out(h)
+
+    (x_tr, y_tr), (x_te, y_te) = digits
+    keras.utils.set_random_seed(0)
+    model = TwoInputs()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    held_out = {"image": x_te[:80], "meta": _meta(x_te[:80], y_te[:80])}
+    cb = FlowCallback((held_out, y_te[:80]), log_dir=tmp_path, epochs=[1], k=5, verbose=0)
+    model.fit({"image": x_tr[:100], "meta": _meta(x_tr[:100], y_tr[:100])}, y_tr[:100], epochs=1, verbose=0,
+              callbacks=[cb])
+    g = load_run(tmp_path).epoch(1)
+    assert conserved(g)
+    np.testing.assert_array_equal(g.predictions, model.predict(held_out, verbose=0).argmax(axis=1))
+
+
+def test_what_keras_takes_for_several_inputs_is_taken(tmp_path):
+    """A column of one value per sample (n,) for Input((1,)) and (n, 1) for Input(()), as pandas gives
+    them; a float64 input into a Dense; a variable-length TextVectorization among the inputs, in
+    several batches."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    n = 120
+    words = np.array(["a", "b c", "d e f", "b", "c a b d e"])
+    text = words[rng.integers(0, len(words), n)]
+    age = rng.normal(size=n).astype("float32")
+    flag = rng.normal(size=(n, 1)).astype("float32")
+    dose = rng.normal(size=(n, 1))  # float64
+    y = (age > 0).astype("int32")
+    vectorize = layers.TextVectorization(max_tokens=20)
+    vectorize.adapt(text)
+    inputs = {"text": keras.Input((), dtype="string", name="text"), "age": keras.Input((1,), name="age"),
+              "flag": keras.Input((), name="flag"), "dose": keras.Input((1,), dtype="float64", name="dose")}
+    h = layers.GlobalAveragePooling1D()(layers.Embedding(20, 4)(vectorize(inputs["text"])))
+    h = layers.concatenate([h, layers.Dense(4)(inputs["age"]), layers.Reshape((1,))(inputs["flag"]),
+                            layers.Dense(2)(inputs["dose"])])
+    model = keras.Model(inputs, layers.Dense(2, activation="softmax")(layers.Dense(8, activation="relu")(h)))
+    held_out = ({"text": text, "age": age, "flag": flag, "dose": dose}, y)
+    snapshot(model, held_out, tmp_path, epoch=0, k=5, batch_size=32, verbose=0)
+    run = load_run(tmp_path)
+    assert run.epochs == [0] and run.errors() == {}, run.errors()
+    act, lrp = run.epoch(0, "activations"), run.epoch(0, "lrp")
+    assert conserved(act) and conserved(lrp)
+    assert lrp.column_names == act.column_names  # LRP everywhere, through the float64 input's Dense too
+    whole = model({"text": tf.constant(text), "age": tf.constant(age[:, None]), "flag": tf.constant(flag[:, 0]),
+                   "dose": tf.constant(dose)}).numpy()
+    np.testing.assert_array_equal(act.predictions, whole.argmax(axis=1))  # batches padded as the whole set
+
+
+def test_relevance_names_its_own_argument(trained):
+    model, (x, meta, _) = trained
+    with pytest.raises(ValueError, match=r"^x: a dict with keys \['image', 'metadata'\]"):
+        flowcallback.relevance(model, {"image": x, "metadata": meta}, backend="native")

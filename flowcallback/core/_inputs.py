@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Inputs", "model_batch", "n_samples", "leaves"]
+__all__ = ["Inputs", "model_batch", "call_batch", "n_samples", "leaves"]
 
 
 class Inputs:
@@ -106,25 +106,29 @@ class Inputs:
                              f"{len(inputs)} input(s); give one array per input")
         if self._names is None:
             return self
-        wanted = _input_names(model, inputs)
-        if set(wanted) != set(self._names):
+        choices = _input_names(model, inputs)
+        wanted = next((names for names in choices if set(names) == set(self._names)), None)
+        if wanted is None:
             raise ValueError(f"validation_data: x is a dict with keys {sorted(self._names)}, the model's inputs are "
-                             f"named {wanted}; key each array by its Input's name")
+                             f"keyed {choices[0]}; key each array by its input's name")
         by_name = dict(zip(self._names, self._arrays))
         return Inputs([by_name[n] for n in wanted], wanted)
 
 
 def _input_names(model, inputs) -> list:
-    """The names a dict of held-out arrays is keyed by: the model's input dict's keys where it was
-    built with one (Keras 3), else the names of its ``Input`` layers, in ``model.inputs`` order."""
+    """The names a dict of held-out arrays may be keyed by, each list in ``model.inputs`` order:
+    the model's input dict's keys where it was built with one (Keras 3), then the names of its
+    ``Input`` layers (Keras takes either)."""
+    choices = []
     struct = getattr(model, "_inputs_struct", None)
     if isinstance(struct, dict) and len(struct) == len(inputs):
         # Keras flattens a dict of inputs in sorted key order: the order of model.inputs
-        return sorted(struct)
+        choices.append(sorted(str(k) for k in struct))
     names = getattr(model, "input_names", None)  # Keras 2
-    if names and len(names) == len(inputs):
-        return list(names)
-    return [str(getattr(t, "name", "")).split(":")[0] for t in inputs]
+    if not (names and len(names) == len(inputs)):
+        names = [str(getattr(t, "name", "")).split(":")[0] for t in inputs]
+    choices.append(list(names))
+    return choices
 
 
 def n_samples(x) -> int:
@@ -135,6 +139,18 @@ def n_samples(x) -> int:
 def leaves(x) -> Tuple[np.ndarray, ...]:
     """The arrays of ``x``: its own arrays for :class:`Inputs`, else ``(x,)``."""
     return x.arrays if isinstance(x, Inputs) else (np.asarray(x),)
+
+
+def call_batch(x):
+    """A batch as ``model(...)`` takes it: a dict of several inputs where they have names (a
+    subclassed model's ``call()`` reads its keys), else :func:`model_batch`.
+
+    >>> sorted(call_batch(Inputs([np.zeros(2), np.ones(2)], names=["a", "b"])))
+    ['a', 'b']
+    """
+    if isinstance(x, Inputs) and x.names is not None:
+        return dict(zip(x.names, x.arrays))
+    return model_batch(x)
 
 
 def model_batch(x):

@@ -219,9 +219,9 @@ def model_output_shape(model, x=None):
         return shape
     import numpy as np
 
-    from flowcallback.core._inputs import model_batch
+    from flowcallback.core._inputs import call_batch
 
-    out = model(model_batch(x[:1]), training=False)
+    out = model(call_batch(x[:1]), training=False)
     if isinstance(out, dict):
         out = list(out.values())
     if isinstance(out, (list, tuple)):

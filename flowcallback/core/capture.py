@@ -15,7 +15,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from flowcallback.core import layergraph
-from flowcallback.core._inputs import Inputs, model_batch
+from flowcallback.core._inputs import Inputs, call_batch, model_batch
 from flowcallback.core._keras import inbound_layers
 from flowcallback.core._notes import name_list
 from flowcallback.core.aggregate import LayerClassMeans
@@ -622,7 +622,7 @@ def _hooked_forward(model, layer_names):
 
             layer.call = recording
         try:
-            out = model(_call_batch(xb), training=False)
+            out = model(call_batch(xb), training=False)
         finally:
             for layer in layers.values():
                 try:
@@ -635,14 +635,6 @@ def _hooked_forward(model, layer_names):
         return [np.asarray(got[n]) for n in layer_names], np.asarray(out), _logits(out)
 
     return run
-
-
-def _call_batch(xb):
-    """A batch as ``model(...)`` takes it: a dict of several inputs as the held-out set gave it
-    (a subclassed model's call() reads its keys), else :func:`~flowcallback.core._inputs.model_batch`."""
-    if isinstance(xb, Inputs) and xb.names is not None:
-        return dict(zip(xb.names, xb.arrays))
-    return model_batch(xb)
 
 
 def _logits(output) -> Optional[np.ndarray]:
@@ -665,6 +657,8 @@ def text_anchor(model, x) -> Optional[int]:
     length of the whole set, as if the set were one batch, and the model's outputs for the other
     samples are those it gives them in one batch. None where ``x`` is not text, or where the layer
     that reads it does not give a 2-D sequence of integer ids (a fixed-size ``multi_hot`` output).
+    Of several inputs (:class:`~flowcallback.core._inputs.Inputs`, in the model's order), the first
+    that holds text is read.
 
     Examples
     --------
@@ -677,15 +671,19 @@ def text_anchor(model, x) -> Optional[int]:
     >>> text_anchor(model, np.array(["a b", "d c b a", "c"]))
     1
     """
-    if isinstance(x, Inputs):  # several inputs: no text among them (validation refuses it)
-        return None
+    position = 0
+    if isinstance(x, Inputs):  # several inputs (in the model's order): the first that holds text
+        texts = [i for i, a in enumerate(x.arrays) if a.dtype.kind == "U"]
+        if not texts:
+            return None
+        position, x = texts[0], x.arrays[texts[0]]
     x = np.asarray(x)
     if x.dtype.kind != "U" or not len(x):
         return None
     graph = _graph(model)
-    if graph is None or len(graph.inputs) != 1:
+    if graph is None or len(graph.inputs) <= position:
         return None
-    readers = [c for c in graph.calls if graph.inputs[0] in c.inputs and not c.is_input]
+    readers = [c for c in graph.calls if graph.inputs[position] in c.inputs and not c.is_input]
     if len(readers) != 1:
         return None
     lengths = []
@@ -714,7 +712,11 @@ def anchored_batches(x, batch_size: int, anchor: Optional[int] = None):
         batch = x[start:start + batch_size]
         n = len(batch)
         if anchor is not None:
-            batch = np.concatenate([batch, x[anchor:anchor + 1]], axis=0)
+            if isinstance(x, Inputs):  # several inputs: the anchor sample of each
+                batch = Inputs([np.concatenate([b, a[anchor:anchor + 1]], axis=0)
+                                for b, a in zip(batch.arrays, x.arrays)], x.names)
+            else:
+                batch = np.concatenate([batch, x[anchor:anchor + 1]], axis=0)
         yield start, batch, n
 
 

@@ -206,8 +206,12 @@ def relevance(model, x, layers: Optional[Sequence[str]] = None, analyzer: str = 
     if isinstance(x, dict):  # keyed by input names: the arrays in the model's input order
         from flowcallback.core._inputs import Inputs
 
-        x = (np.asarray(next(iter(x.values()))) if len(x) == 1
-             else list(Inputs(list(x.values()), [str(k) for k in x]).for_model(model).arrays))
+        try:
+            x = (np.asarray(next(iter(x.values()))) if len(x) == 1
+                 else list(Inputs(list(x.values()), [str(k) for k in x]).for_model(model).arrays))
+        except ValueError as exc:  # the message names the callback's argument; here it is x
+            raise ValueError(str(exc).replace("validation_data: x is ", "x: ", 1).replace("validation_data: ", "x: ", 1)
+                             ) from None
     if backend == "native" or (backend == "auto" and analyzer in ANALYZERS):
         if backend == "native" and analyzer not in ANALYZERS:
             raise ValueError(f"analyzer: the native engine knows {sorted(ANALYZERS)}, got {analyzer!r} "

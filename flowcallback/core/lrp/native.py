@@ -1120,7 +1120,9 @@ class NativeLRP:
         return {k: (v[0] if len(v) == 1 else np.concatenate(v, axis=0)) for k, v in parts.items()}
 
     def _forward(self, xs) -> Dict[tuple, tf.Tensor]:
-        values: Dict[tuple, tf.Tensor] = dict(zip(self.graph.inputs, self.graph.input_values(xs)))
+        # a float64 Input feeds float32 layers (Keras casts inside them): the rules read it in float32
+        values: Dict[tuple, tf.Tensor] = {k: _float32(v) if v.dtype.is_floating and v.dtype != tf.float32 else v
+                                          for k, v in zip(self.graph.inputs, self.graph.input_values(xs))}
         for step in self._steps:
             c = step.call
             if step.kind == "input":

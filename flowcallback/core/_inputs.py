@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Inputs", "model_batch", "call_batch", "n_samples", "leaves"]
+__all__ = ["Inputs", "model_batch", "call_batch", "leaves"]
 
 
 class Inputs:
@@ -66,10 +66,6 @@ class Inputs:
     def shapes(self) -> Tuple[tuple, ...]:
         """Per-sample shapes, one per input."""
         return tuple(a.shape[1:] for a in self._arrays)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._arrays)
 
     def __len__(self) -> int:
         return len(self._arrays[0])
@@ -129,11 +125,6 @@ def _input_names(model, inputs) -> list:
         names = [str(getattr(t, "name", "")).split(":")[0] for t in inputs]
     choices.append(list(names))
     return choices
-
-
-def n_samples(x) -> int:
-    """Samples in ``x``, an array or :class:`Inputs`."""
-    return len(x)
 
 
 def leaves(x) -> Tuple[np.ndarray, ...]:

@@ -2,7 +2,9 @@
 
 The agreement tests run iNNvestigate 2.1.2 in child processes (it needs eager execution disabled,
 never in this process), one per model computing every analyzer, and compare each layer's map:
-max |native - iNNvestigate| <= 1e-5 * max |iNNvestigate| for that layer and batch.
+max |native - iNNvestigate| <= 1e-4 * max |iNNvestigate| for that layer and batch. Float32 sums in
+another order: on a CPU where TensorFlow uses oneDNN (AVX-512) the worst was under 1e-5, on one
+where it does not (AVX2 only) up to 8e-5 (a trained BatchNormalization's linearisation).
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from flowcallback.core.lrp import (  # noqa: E402
 )
 
 HAS_INNVESTIGATE = importlib.util.find_spec("innvestigate") is not None
-RTOL = 1e-5
+RTOL = 1e-5  # the traced pass against the eager one: the same engine
+INNVESTIGATE_RTOL = 1e-4  # against iNNvestigate's graph: other kernels, other summation orders
 
 pytestmark = [pytest.mark.slow, pytest.mark.both]
 
@@ -258,8 +261,8 @@ def test_equal_to_innvestigate(references, model_name, case):
         assert np.isfinite(b).all() and np.isfinite(a).all(), layer
         assert scale > 0, f"{layer}: iNNvestigate's map is all zeros"
         worst[layer] = float(np.abs(a - b).max()) / scale
-    bad = {k: v for k, v in worst.items() if v > RTOL}
-    assert not bad, f"{analyzer} {kwargs}: relative differences above {RTOL}: {bad}"
+    bad = {k: v for k, v in worst.items() if v > INNVESTIGATE_RTOL}
+    assert not bad, f"{analyzer} {kwargs}: relative differences above {INNVESTIGATE_RTOL}: {bad}"
 
 
 # -- properties that need no iNNvestigate -------------------------------------------------------------
@@ -437,7 +440,7 @@ def test_public_entry_point_innvestigate_backend(digits):
     inn = flowcallback.relevance(model, x, ["c", "o"], analyzer="lrp.epsilon", backend="innvestigate")
     nat = flowcallback.relevance(model, x, ["c", "o"], analyzer="lrp.epsilon", backend="native")
     for k in ("c", "o"):
-        assert np.abs(inn[k] - nat[k]).max() <= RTOL * np.abs(inn[k]).max()
+        assert np.abs(inn[k] - nat[k]).max() <= INNVESTIGATE_RTOL * np.abs(inn[k]).max()
 
 
 @pytest.mark.parametrize("make", [small_resnet, concat_model, text_conv1d])

@@ -70,15 +70,12 @@ def _several(arrays, names, where: str) -> Inputs:
 
 def _concatenate(parts):
     """Batches of inputs (arrays, or Inputs of the same structure) joined into one."""
-    if isinstance(parts[0], Inputs):
-        if any(not isinstance(p, Inputs) or p.names != parts[0].names or len(p.arrays) != len(parts[0].arrays)
-               for p in parts):
-            raise ValueError(_dataset_hint("the batches hold different inputs"))
-        return Inputs([np.concatenate([p.arrays[i] for p in parts]) for i in range(len(parts[0].arrays))],
-                      parts[0].names)
-    if any(isinstance(p, Inputs) for p in parts):
+    first = parts[0]
+    if not any(isinstance(p, Inputs) for p in parts):
+        return np.concatenate(parts)
+    if not all(isinstance(p, Inputs) and p.names == first.names and len(p.arrays) == len(first.arrays) for p in parts):
         raise ValueError(_dataset_hint("the batches hold different inputs"))
-    return np.concatenate(parts)
+    return Inputs([np.concatenate(column) for column in zip(*(p.arrays for p in parts))], first.names)
 
 
 def _per_sample_shapes(x) -> tuple:
